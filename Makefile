@@ -1,0 +1,57 @@
+# The two commands: `make demo` runs the whole system locally, `make test` runs every check.
+# Both bootstrap their own virtualenv; nothing needs to be installed by hand but python3.11.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
+SAM_VENV := .venv-sam
+SAM := $(SAM_VENV)/bin/sam
+PYTHONPATH := layers/core/python:.
+
+# demo options (make variables or environment): see README "Running locally"
+export FILE KIND UPSTREAM_URL CLOCK_NOW CALLBACK_PORT CALLBACK_SECRET API_ID POLL_SECONDS JSON DEMO_TIMEOUT
+
+.PHONY: venv demo test pytest lint typecheck cfn-lint sam-build sam-validate bench sandbox clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	@rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	PYTHONPATH=$(PYTHONPATH) $(BIN)/python -m local.demo
+
+sandbox: $(STAMP)
+	PYTHONPATH=$(PYTHONPATH) $(BIN)/python -m sandbox
+
+test: lint typecheck cfn-lint pytest sam-build
+
+pytest: $(STAMP)
+	PYTHONPATH=$(PYTHONPATH) $(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+cfn-lint: $(STAMP)
+	$(BIN)/cfn-lint template.yaml
+
+$(SAM):
+	@test -x $(SAM_VENV)/bin/python || $(PY) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install -q aws-sam-cli
+
+sam-build: $(SAM)
+	SAM_CLI_TELEMETRY=0 $(SAM) validate --lint
+	SAM_CLI_TELEMETRY=0 $(SAM) build --cached --parallel
+
+bench: $(STAMP)
+	PYTHONPATH=$(PYTHONPATH) $(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

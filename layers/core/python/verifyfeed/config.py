@@ -1,0 +1,99 @@
+"""The one settings object, parsed once from the environment.
+
+Every knob the system has lives here; ``docs/configuration.md`` lists them. Handlers call
+``get_settings()`` which caches the parsed object for the lifetime of the Lambda sandbox.
+Secrets are never environment values: only the *names* of the SSM parameters / Secrets Manager
+secrets that hold them are (see ``verifyfeed.secrets``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from enum import StrEnum
+from functools import lru_cache
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class UnknownOutcomePolicy(StrEnum):
+    """What to do with a charged call whose answer was lost (docs/decisions.md#unknown-outcome)."""
+
+    HOLD = "hold"  # flag the batch UNKNOWN and never resend it automatically
+    RESEND = "resend"  # treat it like a transient error and send again (may pay twice)
+
+
+class LegacyIdPolicy(StrEnum):
+    """What to do with 15-digit legacy ID numbers (docs/decisions.md#legacy-id)."""
+
+    CONVERT = "convert"
+    REJECT = "reject"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    # resources
+    ingest_bucket: str = Field("verifyfeed-ingest", alias="INGEST_BUCKET")
+    jobs_table: str = Field("verifyfeed-jobs", alias="JOBS_TABLE")
+    audits_table: str = Field("verifyfeed-audits", alias="AUDITS_TABLE")
+    idempotency_table: str = Field("verifyfeed-idempotency", alias="IDEMPOTENCY_TABLE")
+    work_queue_url: str = Field("", alias="WORK_QUEUE_URL")
+
+    # key layout in the ingest bucket
+    lost_repair_prefix: str = Field("lost-repair/", alias="LOST_REPAIR_PREFIX")
+    carrier_audit_prefix: str = Field("carrier-audit/", alias="CARRIER_AUDIT_PREFIX")
+    reports_prefix: str = Field("reports/", alias="REPORTS_PREFIX")
+    claims_prefix: str = Field("claims/", alias="CLAIMS_PREFIX")
+
+    # upstream
+    upstream_base_url: str = Field("http://127.0.0.1:8765", alias="UPSTREAM_BASE_URL")
+    upstream_credentials_name: str = Field("", alias="UPSTREAM_CREDENTIALS_PARAM")
+    upstream_api_id: str = Field("local-api-id", alias="UPSTREAM_API_ID")
+    upstream_api_key: str = Field("", alias="UPSTREAM_API_KEY")
+    authinfo_scheme: str = Field("hmac-sha256", alias="AUTHINFO_SCHEME")
+    connect_timeout_s: float = Field(3.05, alias="UPSTREAM_CONNECT_TIMEOUT")
+    read_timeout_s: float = Field(20.0, alias="UPSTREAM_READ_TIMEOUT")
+
+    # callback
+    callback_secret_name: str = Field("", alias="CALLBACK_SECRET_PARAM")
+    callback_secret: str = Field("", alias="CALLBACK_SECRET")
+    callback_previous_secret: str = Field("", alias="CALLBACK_PREVIOUS_SECRET")
+    callback_sign_scheme: str = Field("hmac-sha256", alias="CALLBACK_SIGN_SCHEME")
+    callback_max_body_bytes: int = Field(16 * 1024, alias="CALLBACK_MAX_BODY_BYTES")
+
+    # lost-repair rules
+    batch_max_records: int = Field(1000, alias="BATCH_MAX_RECORDS", ge=1, le=1000)
+    message_max_bytes: int = Field(240 * 1024, alias="MESSAGE_MAX_BYTES")
+    legacy_id_policy: LegacyIdPolicy = Field(LegacyIdPolicy.CONVERT, alias="LEGACY_ID_POLICY")
+    xlsx_sheet: str = Field("", alias="XLSX_SHEET")
+    max_rows_per_file: int = Field(2_000_000, alias="MAX_ROWS_PER_FILE")
+
+    # uploader
+    unknown_outcome_policy: UnknownOutcomePolicy = Field(UnknownOutcomePolicy.HOLD, alias="UNKNOWN_OUTCOME_POLICY")
+    state0_max_attempts: int = Field(3, alias="STATE0_MAX_ATTEMPTS", ge=1)
+    transport_max_attempts: int = Field(5, alias="TRANSPORT_MAX_ATTEMPTS", ge=1)
+    retry_base_seconds: int = Field(10, alias="RETRY_BASE_SECONDS", ge=0)
+    retry_max_seconds: int = Field(900, alias="RETRY_MAX_SECONDS", ge=0)
+    send_lease_seconds: int = Field(120, alias="SEND_LEASE_SECONDS", ge=1)
+
+    # blackout (China time, UTC+8)
+    blackout_start_day: int = Field(27, alias="BLACKOUT_START_DAY", ge=1, le=31)
+    blackout_resume_day: int = Field(1, alias="BLACKOUT_RESUME_DAY", ge=1, le=28)
+
+    # poller
+    poll_pending_age_seconds: int = Field(300, alias="POLL_PENDING_AGE_SECONDS", ge=0)
+    poll_max_items: int = Field(100, alias="POLL_MAX_ITEMS", ge=1)
+
+    # clock: an ISO instant the clock starts at (local runs and tests); empty = system clock
+    clock_now: str = Field("", alias="CLOCK_NOW")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        source = os.environ if env is None else env
+        return cls.model_validate({k: v for k, v in source.items() if v != ""})
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings.from_env()

@@ -1,0 +1,81 @@
+"""The carrier-owner audit contract (spec: shared/spec/carrier_audit.md).
+
+These models describe the wire shape only; the business rules (check digits, plates, the
+fields each ``usage`` requires) live in ``verifyfeed.rules.carrier_audit``.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+CALLBACK_SERVICE_NAME = "auditCarrierAudit"
+
+
+class AuditUsage(StrEnum):
+    DRIVER_RELATIVE = "1"  # 车老板为司机直系亲属
+    AFFILIATED = "2"  # 挂靠车车老板收款
+    NON_AFFILIATED = "3"  # 非挂靠车车老板收款
+
+
+class UpstreamAuditStatus(IntEnum):
+    PENDING = 0  # 审核中
+    PASSED = 1  # 已通过
+    REJECTED = 2  # 已驳回
+
+
+class AuditParams(BaseModel):
+    """The fields of ``/carrierAudit/add`` (and, with ``id``, of ``/update``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    usage: Literal["1", "2", "3"]
+    name: str = Field(min_length=1, max_length=20)
+    idCard: str = Field(min_length=18, max_length=18)
+    phone: str = Field(min_length=1, max_length=20)
+    idCardFrontFilename: str | None = Field(default=None, max_length=255)
+    idCardBackFilename: str | None = Field(default=None, max_length=255)
+    driverName: str | None = Field(default=None, max_length=20)
+    driverIdCard: str | None = Field(default=None, max_length=18)
+    driverIdCardFrontFilename: str | None = Field(default=None, max_length=255)
+    driverIdCardBackFilename: str | None = Field(default=None, max_length=255)
+    carLicensePlate: str | None = None
+    drivingLicenseFilename: str | None = Field(default=None, max_length=255)
+    attachmentFileUrls: str | None = None
+
+
+class AuditUpdateParams(AuditParams):
+    id: int
+
+
+class AuditGetParams(BaseModel):
+    id: int
+
+
+class AuditResult(BaseModel):
+    """``data`` of ``/carrierAudit/get``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: int
+    status: UpstreamAuditStatus
+    remarks: str | None = None
+
+
+class AuditCallback(BaseModel):
+    """The callback body. Strict: ``status`` must be the integer 1 or 2, unknown fields refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    serviceName: Literal["auditCarrierAudit"]
+    apiId: str = Field(min_length=1, max_length=128)
+    id: StrictInt = Field(ge=1)
+    status: Literal[1, 2]
+    remarks: str | None = Field(default=None, max_length=2000)
+
+
+class CallbackReply(BaseModel):
+    code: str
+    message: str

@@ -1,0 +1,39 @@
+"""The request and response envelopes shared by both upstream APIs.
+
+The spec links the ``authinfo`` fields and the "unified response" to a page we do not have;
+what we chose is in docs/decisions.md#authinfo and #unified-response.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SUCCESS_CODE = "00000"
+
+
+class AuthInfo(BaseModel):
+    """``authinfo``: who calls, when, and a signature proving it (HMAC scheme by default)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    apiId: str = Field(min_length=1)
+    timestamp: str
+    nonce: str
+    sign: str
+
+
+class UnifiedResponse(BaseModel):
+    """``{"code", "message", "data", "serialNo"}``; ``serialNo`` is the platform serial number."""
+
+    model_config = ConfigDict(extra="allow")
+
+    code: str
+    message: str = ""
+    data: Any = None
+    serialNo: str | None = Field(default=None, validation_alias="serialNo")
+
+    @property
+    def ok(self) -> bool:
+        return self.code == SUCCESS_CODE

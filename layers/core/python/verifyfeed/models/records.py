@@ -1,0 +1,118 @@
+"""Our own records in DynamoDB.
+
+Jobs table (single table): a job item (``pk=JOB#<job_id>``, ``sk=JOB``) and one item per batch
+(``sk=BATCH#<seq>``). Audits table: one item per audit (``pk=AUDIT#<audit_key>``), with
+indexes by upstream record id and by status. No item holds a plaintext ID or phone number.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class JobKind(StrEnum):
+    LOST_REPAIR = "lost-repair"
+    CARRIER_AUDIT = "carrier-audit"
+
+
+class JobStatus(StrEnum):
+    SPLITTING = "splitting"  # the splitter is reading the file
+    UPLOADING = "uploading"  # batches are queued / being sent
+    DEFERRED = "deferred"  # every unsettled batch waits for the blackout to end
+    COMPLETED = "completed"  # every batch settled, all succeeded
+    COMPLETED_WITH_ERRORS = "completed_with_errors"  # settled, some failed or unknown
+    REJECTED = "rejected"  # the file as a whole was refused (header, encoding, size)
+
+
+class BatchStatus(StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"  # a worker holds the send lease
+    RETRY = "retry"  # a transient failure; SQS will redeliver
+    DEFERRED = "deferred"  # blackout; the poller re-drives it
+    SUCCEEDED = "succeeded"  # state "1": charged
+    FAILED = "failed"  # state "0" too often, or retries exhausted
+    UNKNOWN = "unknown"  # the request may have reached upstream; held for an operator
+
+    @property
+    def settled(self) -> bool:
+        return self in (BatchStatus.SUCCEEDED, BatchStatus.FAILED, BatchStatus.UNKNOWN)
+
+
+class AuditStatus(StrEnum):
+    SUBMITTING = "submitting"  # queued for add/update
+    PENDING = "pending"  # upstream status 0
+    PASSED = "passed"  # upstream status 1
+    REJECTED = "rejected"  # upstream status 2
+    FAILED = "failed"  # add/update refused by upstream
+    UNKNOWN = "unknown"  # add/update answer lost; held for an operator
+
+
+class JobCounts(BaseModel):
+    rows_read: int = 0
+    rows_accepted: int = 0
+    rows_rejected: int = 0
+    batches_total: int = 0
+    batches_succeeded: int = 0
+    batches_failed: int = 0
+    batches_deferred: int = 0
+    batches_unknown: int = 0
+
+
+class Job(JobCounts):
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: str
+    kind: JobKind
+    bucket: str
+    key: str
+    version: str = ""
+    status: JobStatus
+    reason: str = ""
+    created_at: str
+    updated_at: str = ""
+    report_key: str = ""
+
+    @property
+    def batches_settled(self) -> int:
+        return self.batches_succeeded + self.batches_failed + self.batches_unknown
+
+
+class Batch(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: str
+    seq: int
+    batch_id: str
+    status: BatchStatus
+    record_count: int
+    attempts: int = 0
+    state0_count: int = 0
+    lease_until: str = ""
+    last_error: str = ""
+    upstream_code: str = ""
+    upstream_desc: str = ""
+    serial_no: str = ""
+    updated_at: str = ""
+
+
+class Audit(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    audit_key: str
+    job_id: str
+    row: int
+    usage: str
+    owner_name_masked: str
+    id_card_masked: str
+    id_card_digest: str
+    phone_masked: str
+    plate: str = ""
+    status: AuditStatus
+    record_id: int | None = None
+    remarks: str = ""
+    version: int = Field(0, description="bumped on every transition; conditional writes check it")
+    submitted_at: str = ""
+    updated_at: str = ""
+    last_error: str = ""

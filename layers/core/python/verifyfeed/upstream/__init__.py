@@ -1,0 +1,1 @@
+"""Talking to upstream: ``authinfo`` (``auth``), callback signatures (``signing``), HTTP (``client``)."""
