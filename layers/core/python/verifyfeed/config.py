@@ -70,11 +70,15 @@ class Settings(BaseModel):
     max_rows_per_file: int = Field(2_000_000, alias="MAX_ROWS_PER_FILE")
 
     # uploader
-    unknown_outcome_policy: UnknownOutcomePolicy = Field(UnknownOutcomePolicy.HOLD, alias="UNKNOWN_OUTCOME_POLICY")
+    unknown_outcome_policy: UnknownOutcomePolicy = Field(
+        UnknownOutcomePolicy.HOLD, alias="UNKNOWN_OUTCOME_POLICY"
+    )
     state0_max_attempts: int = Field(3, alias="STATE0_MAX_ATTEMPTS", ge=1)
     transport_max_attempts: int = Field(5, alias="TRANSPORT_MAX_ATTEMPTS", ge=1)
     retry_base_seconds: int = Field(10, alias="RETRY_BASE_SECONDS", ge=0)
     retry_max_seconds: int = Field(900, alias="RETRY_MAX_SECONDS", ge=0)
+    queue_max_receive_count: int = Field(8, alias="QUEUE_MAX_RECEIVE_COUNT", ge=1)
+    idempotency_expiry_seconds: int = Field(24 * 3600, alias="IDEMPOTENCY_EXPIRY_SECONDS", ge=60)
     send_lease_seconds: int = Field(120, alias="SEND_LEASE_SECONDS", ge=1)
 
     # blackout (China time, UTC+8)

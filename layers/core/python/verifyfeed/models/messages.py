@@ -22,6 +22,7 @@ class LostRepairBatchMessage(BaseModel):
     records: list[RepairRecord] | None = None
     claim_bucket: str | None = None
     claim_key: str | None = None
+    generation: int = Field(0, description="bumped by each re-drive; part of the idempotency key")
 
     @model_validator(mode="after")
     def _inline_or_claim(self) -> LostRepairBatchMessage:

@@ -94,6 +94,8 @@ class Batch(BaseModel):
     upstream_code: str = ""
     upstream_desc: str = ""
     serial_no: str = ""
+    claim_bucket: str = ""
+    claim_key: str = ""
     updated_at: str = ""
 
 

@@ -39,7 +39,9 @@ def build_authinfo(credentials: Credentials, now: datetime, scheme: str = "hmac-
     timestamp = str(int(now.timestamp() * 1000))
     nonce = secrets.token_hex(16)
     if scheme == "static":
-        return AuthInfo(apiId=credentials.api_id, timestamp=timestamp, nonce=nonce, sign="", apiKey=credentials.api_key)
+        return AuthInfo(
+            apiId=credentials.api_id, timestamp=timestamp, nonce=nonce, sign="", apiKey=credentials.api_key
+        )
     if scheme != "hmac-sha256":
         raise ValueError(f"unknown AUTHINFO_SCHEME {scheme!r}")
     sign = authinfo_sign(credentials.api_key, credentials.api_id, nonce, timestamp)

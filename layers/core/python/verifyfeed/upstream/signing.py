@@ -27,7 +27,9 @@ def sign_body(body: bytes, secret: str, scheme: str = "hmac-sha256") -> str:
     return SCHEMES[scheme](secret.encode(), body)
 
 
-def verify_sign(body: bytes, presented: str | None, secrets: Sequence[str], scheme: str = "hmac-sha256") -> bool:
+def verify_sign(
+    body: bytes, presented: str | None, secrets: Sequence[str], scheme: str = "hmac-sha256"
+) -> bool:
     if not presented:
         return False
     presented_b = presented.strip().lower().encode()

@@ -1,0 +1,21 @@
+"""EventBridge schedule → settle pending audits via /carrierAudit/get and re-drive deferred
+batches (logic: verifyfeed.logic.poller)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from verifyfeed.logic.poller import poll
+from verifyfeed.observability import logger, metrics, tracer
+from verifyfeed.services import get_services
+
+services = get_services()
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return poll(services).__dict__

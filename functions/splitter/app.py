@@ -1,0 +1,26 @@
+"""S3 ObjectCreated → split the file into upstream work (logic: verifyfeed.logic.splitter)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from verifyfeed.logic.splitter import DroppedObject, split_object
+from verifyfeed.observability import logger, metrics, tracer
+from verifyfeed.services import get_services
+
+services = get_services()
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    results = []
+    for record in event.get("Records", []):
+        dropped = DroppedObject.from_event_record(record)
+        logger.append_keys(job_id=dropped.job_id)
+        result = split_object(services, dropped)
+        results.append({"job_id": result.job_id, "outcome": result.outcome, **result.counts.model_dump()})
+    return {"jobs": results}

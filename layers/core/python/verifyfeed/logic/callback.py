@@ -1,0 +1,78 @@
+"""The carrier-audit result callback: verify, then apply (docs/decisions.md#callback).
+
+Order matters: the size and the ``sign`` over the **raw** bytes are checked before anything is
+parsed, so a forged or tampered body is never even decoded. Every refusal leaves the database
+untouched. Status codes:
+
+======  ==============================================================
+200     applied, or the same result again (idempotent)
+400     not JSON / not the callback schema / wrong serviceName / status not 1 or 2
+401     ``sign`` missing or wrong
+403     ``apiId`` is not ours
+404     no audit with that record id
+409     conflicts with the audit's current state (stale or contradictory)
+413     body larger than ``CALLBACK_MAX_BODY_BYTES``
+415     content type is not JSON
+======  ==============================================================
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from verifyfeed.logic.transitions import TransitionOutcome, apply_audit_result
+from verifyfeed.models.carrier_audit import AuditCallback, CallbackReply, UpstreamAuditStatus
+from verifyfeed.models.envelope import SUCCESS_CODE
+from verifyfeed.secrets import callback_secrets, expected_api_id
+from verifyfeed.services import Services
+from verifyfeed.upstream.signing import verify_sign
+
+FAILURE_CODE = "2"  # the spec's table: 1 success, 2 failure; we answer success as "00000" like its example
+
+
+@dataclass(frozen=True)
+class CallbackResult:
+    http_status: int
+    reply: CallbackReply
+    reason: str  # a metric dimension: "applied", "bad_sign", ...
+
+    @property
+    def accepted(self) -> bool:
+        return self.http_status == 200
+
+
+def _refuse(status: int, reason: str, message: str) -> CallbackResult:
+    return CallbackResult(status, CallbackReply(code=FAILURE_CODE, message=message), reason)
+
+
+def handle_callback(services: Services, raw_body: bytes, headers: Mapping[str, str]) -> CallbackResult:
+    settings = services.settings
+    lower = {k.lower(): v for k, v in headers.items()}
+    if len(raw_body) > settings.callback_max_body_bytes:
+        return _refuse(413, "too_large", "body too large")
+    content_type = lower.get("content-type", "application/json").split(";")[0].strip().lower()
+    if content_type not in ("application/json", "text/json", ""):
+        return _refuse(415, "content_type", "content type must be application/json")
+    if not verify_sign(
+        raw_body, lower.get("sign"), callback_secrets(settings), settings.callback_sign_scheme
+    ):
+        return _refuse(401, "bad_sign", "sign verification failed")
+    try:
+        callback = AuditCallback.model_validate_json(raw_body)
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()})
+        return _refuse(400, "schema", f"invalid callback body: {', '.join(fields)}")
+    if not hmac.compare_digest(callback.apiId, expected_api_id(settings)):
+        return _refuse(403, "api_id", "apiId mismatch")
+    outcome = apply_audit_result(
+        services, callback.id, UpstreamAuditStatus(callback.status), callback.remarks
+    )
+    if outcome in (TransitionOutcome.APPLIED, TransitionOutcome.ALREADY_APPLIED):
+        return CallbackResult(200, CallbackReply(code=SUCCESS_CODE, message="请求成功"), outcome.value)
+    if outcome == TransitionOutcome.UNKNOWN_RECORD:
+        return _refuse(404, outcome.value, "unknown audit record id")
+    return _refuse(409, outcome.value, "result conflicts with the audit's current state")

@@ -1,0 +1,62 @@
+"""Job completion: when the last batch of a job settles, fix its status and write its report."""
+
+from __future__ import annotations
+
+from aws_lambda_powertools import Logger
+
+from verifyfeed.logic.reports import report_keys, write_summary
+from verifyfeed.models.records import JobKind, JobStatus
+from verifyfeed.services import Services
+
+logger = Logger(child=True)
+_OPEN = {JobStatus.UPLOADING, JobStatus.DEFERRED}
+
+
+def settle_job(services: Services, job_id: str) -> JobStatus | None:
+    """Re-derive the job's status from its counters; the writer that closes the job writes the report."""
+    jobs = services.jobs
+    job = jobs.get_job(job_id)
+    if job is None or job.status not in _OPEN:
+        return None
+    now = services.clock.now()
+    unsettled = job.batches_total - job.batches_settled
+    if unsettled <= 0:
+        final = (
+            JobStatus.COMPLETED
+            if job.batches_failed == 0 and job.batches_unknown == 0
+            else JobStatus.COMPLETED_WITH_ERRORS
+        )
+        if jobs.set_job_status(job_id, final, _OPEN, now):
+            closed = jobs.get_job(job_id)
+            assert closed is not None
+            summary_key, rejected_key = report_keys(services.settings.reports_prefix, closed.key)
+            extra: dict[str, object] = {"rejected_rows_report": rejected_key}
+            if closed.kind == JobKind.LOST_REPAIR:
+                extra["batches"] = [
+                    b.model_dump(
+                        include={
+                            "batch_id",
+                            "status",
+                            "record_count",
+                            "attempts",
+                            "serial_no",
+                            "upstream_code",
+                            "upstream_desc",
+                            "last_error",
+                        },
+                        mode="json",
+                    )
+                    for b in jobs.batches(job_id)
+                ]
+            write_summary(closed.bucket, summary_key, closed, extra)
+            jobs.set_report_key(job_id, summary_key)
+            logger.info("job settled", extra={"job_id": job_id, "status": final.value})
+            return final
+        return None
+    if job.batches_deferred >= unsettled and job.status == JobStatus.UPLOADING:
+        jobs.set_job_status(job_id, JobStatus.DEFERRED, {JobStatus.UPLOADING}, now)
+        return JobStatus.DEFERRED
+    if job.batches_deferred < unsettled and job.status == JobStatus.DEFERRED:
+        jobs.set_job_status(job_id, JobStatus.UPLOADING, {JobStatus.DEFERRED}, now)
+        return JobStatus.UPLOADING
+    return job.status

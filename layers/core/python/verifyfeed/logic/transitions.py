@@ -1,0 +1,55 @@
+"""Apply an audit result (from the callback or from ``/carrierAudit/get``): one function for both.
+
+``pending → passed | rejected`` only. The same result again is a successful no-op; a result
+that disagrees with a state already decided, or arrives for an audit that moved on (e.g. was
+re-submitted), is refused and changes nothing.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from verifyfeed.models.carrier_audit import UpstreamAuditStatus
+from verifyfeed.models.records import AuditStatus
+from verifyfeed.services import Services
+from verifyfeed.store.audits import StaleAudit
+
+
+class TransitionOutcome(StrEnum):
+    APPLIED = "applied"
+    ALREADY_APPLIED = "already_applied"  # replay of a result we already hold
+    STILL_PENDING = "still_pending"  # upstream says 0: nothing to do
+    CONFLICT = "conflict"  # the audit is in a state this result cannot move
+    UNKNOWN_RECORD = "unknown_record"
+
+
+_DECIDED = {
+    UpstreamAuditStatus.PASSED: AuditStatus.PASSED,
+    UpstreamAuditStatus.REJECTED: AuditStatus.REJECTED,
+}
+
+
+def apply_audit_result(
+    services: Services, record_id: int, status: UpstreamAuditStatus, remarks: str | None
+) -> TransitionOutcome:
+    audits = services.audits
+    audit = audits.find_by_record_id(record_id)
+    if audit is None or audit.record_id != record_id:
+        return TransitionOutcome.UNKNOWN_RECORD
+    if status == UpstreamAuditStatus.PENDING:
+        return TransitionOutcome.STILL_PENDING
+    target = _DECIDED[status]
+    for _ in range(3):
+        if audit.status == target:
+            return TransitionOutcome.ALREADY_APPLIED
+        if audit.status != AuditStatus.PENDING:
+            return TransitionOutcome.CONFLICT
+        try:
+            audits.decide(audit, target, (remarks or "")[:2000], services.clock.now())
+            return TransitionOutcome.APPLIED
+        except StaleAudit:
+            fresh = audits.get(audit.audit_key)
+            if fresh is None:
+                return TransitionOutcome.UNKNOWN_RECORD
+            audit = fresh
+    return TransitionOutcome.CONFLICT

@@ -1,0 +1,308 @@
+"""Send queued work upstream exactly once.
+
+Lost-repair batches are charged on ``state`` "1", so the send is guarded by the batch record:
+
+1. A settled batch (succeeded / failed / unknown) is never sent again: redelivery is a no-op.
+2. In the blackout the batch is parked as ``deferred`` (the message is consumed; the poller
+   re-drives it after the window) instead of being spun in retries.
+3. Before sending, the worker takes a *lease* (``queued|retry|deferred → sending``, conditional).
+   A second delivery of the same message meanwhile sees a live lease and backs off.
+4. A ``sending`` record whose lease has expired means a worker died (Lambda timeout) after the
+   request may have left: with ``UNKNOWN_OUTCOME_POLICY=hold`` it is flagged ``unknown`` and
+   held for an operator rather than paid for twice (docs/decisions.md#unknown-outcome).
+5. The answer decides: ``state`` "1" → succeeded (with the platform serial number); ``state``
+   "0" or a refusal → retried a bounded number of times, then failed; not sent / 5xx / 429 →
+   retried with exponential backoff and jitter; an answer lost after sending → unknown.
+
+Powertools idempotency sits in front (the handler) to make a redelivered success cheap; this
+lease is what makes a timed-out attempt safe, which idempotency alone does not.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
+from verifyfeed import aws
+from verifyfeed.config import UnknownOutcomePolicy
+from verifyfeed.logic.progress import settle_job
+from verifyfeed.models.envelope import UnifiedResponse
+from verifyfeed.models.lost_repair import RepairRecord, VerifyState
+from verifyfeed.models.messages import CarrierAuditMessage, LostRepairBatchMessage
+from verifyfeed.models.records import AuditStatus, Batch, BatchStatus
+from verifyfeed.services import Services
+from verifyfeed.store.audits import StaleAudit
+from verifyfeed.store.jobs import StaleTransition
+from verifyfeed.upstream.client import Answered, CallOutcome, HttpError, NotSent, Unknown
+
+logger = Logger(child=True)
+metrics = Metrics()
+
+# Upstream codes that mean "the monthly window is closed" rather than "your data is bad".
+BLACKOUT_CODES = frozenset({"10027"})
+
+
+class RetryLater(Exception):
+    """Leave the message on the queue; make it visible again after ``delay_s``."""
+
+    def __init__(self, reason: str, delay_s: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.delay_s = delay_s
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What SQS tells us about this delivery of the message."""
+
+    receive_count: int = 1
+    max_receive_count: int = 8
+
+
+def backoff_seconds(services: Services, attempt: int) -> int:
+    """Exponential backoff with full jitter, capped (SQS visibility allows at most 12 h)."""
+    settings = services.settings
+    ceiling = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** max(0, attempt - 1))
+    return int(random.uniform(ceiling / 2, ceiling))  # noqa: S311 - jitter, not security
+
+
+def load_records(message: LostRepairBatchMessage) -> list[RepairRecord]:
+    if message.records is not None:
+        return message.records
+    assert message.claim_bucket and message.claim_key
+    body = aws.s3().get_object(Bucket=message.claim_bucket, Key=message.claim_key)["Body"].read()
+    return [RepairRecord.model_validate(r) for r in json.loads(body)]
+
+
+def upload_batch(services: Services, message: LostRepairBatchMessage, delivery: Delivery) -> str:
+    """Process one lost-repair batch message; returns the batch status it left the batch in."""
+    jobs = services.jobs
+    settings = services.settings
+    log = {"job_id": message.job_id, "batch_id": message.batch_id}
+    batch = jobs.get_batch(message.job_id, message.seq)
+    if batch is None:
+        raise RetryLater("batch record not found yet", 5)
+    if batch.status.settled:
+        logger.info("batch already settled; redelivery ignored", extra={**log, "status": batch.status.value})
+        return batch.status.value
+    now = services.clock.now()
+
+    if batch.status == BatchStatus.SENDING:
+        lease_until = datetime.fromisoformat(batch.lease_until) if batch.lease_until else now
+        if lease_until > now:
+            raise RetryLater(
+                "another worker holds the send lease", int((lease_until - now).total_seconds()) + 1
+            )
+        if settings.unknown_outcome_policy == UnknownOutcomePolicy.HOLD:
+            _settle(
+                services,
+                batch,
+                BatchStatus.UNKNOWN,
+                last_error="a send attempt ended without a recorded answer",
+            )
+            logger.warning("send attempt died mid-flight; batch held as unknown", extra=log)
+            return BatchStatus.UNKNOWN.value
+
+    if services.blackout.is_blacked_out(now):
+        if batch.status != BatchStatus.DEFERRED:
+            _defer(services, batch, message)
+            metrics.add_metric(name="BatchesDeferred", unit=MetricUnit.Count, value=1)
+        logger.info(
+            "blackout: batch deferred", extra={**log, "resumes_at": str(services.blackout.resumes_at(now))}
+        )
+        return BatchStatus.DEFERRED.value
+
+    lease = now + timedelta(seconds=settings.send_lease_seconds)
+    try:
+        sending = jobs.transition(batch, BatchStatus.SENDING, now, lease_until=lease, count_attempt=True)
+    except StaleTransition as exc:
+        raise RetryLater("batch changed while claiming it", 2) from exc
+    if batch.status == BatchStatus.DEFERRED:
+        settle_job(services, batch.job_id)  # the job may leave "deferred"
+
+    outcome = services.upstream.upload_lost_repair(load_records(message))
+    metrics.add_metric(name="UpstreamLatency", unit=MetricUnit.Milliseconds, value=_elapsed(outcome))
+    return _apply_upload_outcome(services, sending, message, outcome, delivery)
+
+
+def _elapsed(outcome: CallOutcome) -> float:
+    return outcome.elapsed_ms
+
+
+def _apply_upload_outcome(
+    services: Services,
+    batch: Batch,
+    message: LostRepairBatchMessage,
+    outcome: CallOutcome,
+    delivery: Delivery,
+) -> str:
+    settings = services.settings
+    log = {"job_id": batch.job_id, "batch_id": batch.batch_id, "attempt": batch.attempts}
+    if isinstance(outcome, Answered):
+        response = outcome.response
+        state = _verify_state(response)
+        if response.ok and state is not None and state.state == "1":
+            _settle(
+                services,
+                batch,
+                BatchStatus.SUCCEEDED,
+                upstream_code=response.code,
+                upstream_desc=state.desc,
+                serial_no=response.serialNo or "",
+            )
+            metrics.add_metric(name="BatchesUploaded", unit=MetricUnit.Count, value=1)
+            logger.info("batch uploaded", extra={**log, "serial_no": response.serialNo})
+            return BatchStatus.SUCCEEDED.value
+        if response.code in BLACKOUT_CODES:
+            _defer(services, batch, message, last_error=f"upstream {response.code}: {response.message}")
+            return BatchStatus.DEFERRED.value
+        desc = state.desc if state is not None else response.message
+        reason = f"upstream code {response.code}, state {state.state if state else '-'}: {desc}"
+        if batch.state0_count + 1 >= settings.state0_max_attempts:
+            _settle(
+                services,
+                batch,
+                BatchStatus.FAILED,
+                last_error=reason,
+                upstream_code=response.code,
+                upstream_desc=desc,
+                count_state0=True,
+            )
+            metrics.add_metric(name="BatchesFailed", unit=MetricUnit.Count, value=1)
+            logger.warning("batch failed", extra={**log, "reason": reason})
+            return BatchStatus.FAILED.value
+        _transition(services, batch, BatchStatus.RETRY, last_error=reason, count_state0=True)
+        raise RetryLater(reason, backoff_seconds(services, batch.state0_count + 1))
+
+    if isinstance(outcome, Unknown) and settings.unknown_outcome_policy == UnknownOutcomePolicy.HOLD:
+        _settle(services, batch, BatchStatus.UNKNOWN, last_error=outcome.reason)
+        metrics.add_metric(name="BatchesUnknown", unit=MetricUnit.Count, value=1)
+        logger.warning(
+            "answer lost after sending; batch held as unknown", extra={**log, "reason": outcome.reason}
+        )
+        return BatchStatus.UNKNOWN.value
+
+    reason = outcome.reason
+    if isinstance(outcome, HttpError) and not outcome.transient:
+        reason = f"{outcome.reason} (not retryable)"
+    if delivery.receive_count >= delivery.max_receive_count or (
+        isinstance(outcome, HttpError) and not outcome.transient
+    ):
+        _settle(
+            services,
+            batch,
+            BatchStatus.FAILED,
+            last_error=f"{reason}; gave up after {batch.attempts} attempts",
+        )
+        metrics.add_metric(name="BatchesFailed", unit=MetricUnit.Count, value=1)
+        return BatchStatus.FAILED.value
+    _transition(services, batch, BatchStatus.RETRY, last_error=reason)
+    assert isinstance(outcome, NotSent | HttpError | Unknown)
+    raise RetryLater(reason, backoff_seconds(services, delivery.receive_count))
+
+
+def _defer(services: Services, batch: Batch, message: LostRepairBatchMessage, last_error: str = "") -> None:
+    """Park the batch until the blackout ends; its body goes to S3 so the poller can re-drive it."""
+    claim_bucket, claim_key = message.claim_bucket, message.claim_key
+    if claim_key is None:
+        claim_bucket = services.settings.ingest_bucket
+        claim_key = f"{services.settings.claims_prefix}{batch.job_id}/{batch.seq:05d}.json"
+        aws.s3().put_object(
+            Bucket=claim_bucket,
+            Key=claim_key,
+            Body=json.dumps([r.model_dump() for r in load_records(message)], ensure_ascii=False).encode(),
+            ContentType="application/json",
+        )
+    _transition(
+        services,
+        batch,
+        BatchStatus.DEFERRED,
+        claim_bucket=claim_bucket or "",
+        claim_key=claim_key,
+        last_error=last_error,
+    )
+    settle_job(services, batch.job_id)
+
+
+def _verify_state(response: UnifiedResponse) -> VerifyState | None:
+    if isinstance(response.data, dict):
+        try:
+            return VerifyState.model_validate(response.data)
+        except ValueError:
+            return None
+    return None
+
+
+def _transition(
+    services: Services, batch: Batch, to: BatchStatus, *, count_state0: bool = False, **fields: str
+) -> Batch:
+    return services.jobs.transition(batch, to, services.clock.now(), count_state0=count_state0, fields=fields)
+
+
+def _settle(
+    services: Services, batch: Batch, to: BatchStatus, *, count_state0: bool = False, **fields: str
+) -> None:
+    _transition(services, batch, to, count_state0=count_state0, **fields)
+    settle_job(services, batch.job_id)
+
+
+# ---- carrier audits ------------------------------------------------------------------------
+
+
+def submit_audit(services: Services, message: CarrierAuditMessage, delivery: Delivery) -> str:
+    """``add`` (or ``update``) one audit; the answer's record id moves it to pending."""
+    audits = services.audits
+    log = {"job_id": message.job_id, "audit_key": message.audit_key[:12]}
+    audit = audits.get(message.audit_key)
+    if audit is None or audit.status != AuditStatus.SUBMITTING or audit.job_id != message.job_id:
+        logger.info("audit no longer awaiting submission; redelivery ignored", extra=log)
+        return audit.status.value if audit else "missing"
+    if message.update_record_id is not None:
+        outcome = services.upstream.audit_update(message.update_record_id, message.params)
+    else:
+        outcome = services.upstream.audit_add(message.params)
+    now = services.clock.now()
+    try:
+        if isinstance(outcome, Answered):
+            response = outcome.response
+            if response.ok:
+                record_id = message.update_record_id
+                if record_id is None and isinstance(response.data, int):
+                    record_id = response.data
+                if record_id is None:
+                    audits.settle_submission(
+                        audit, AuditStatus.UNKNOWN, now, error="add answered without a record id"
+                    )
+                    return AuditStatus.UNKNOWN.value
+                audits.settle_submission(audit, AuditStatus.PENDING, now, record_id=record_id)
+                settle_job(services, message.job_id)
+                logger.info("audit submitted", extra={**log, "record_id": record_id})
+                return AuditStatus.PENDING.value
+            audits.settle_submission(
+                audit,
+                AuditStatus.FAILED,
+                now,
+                error=f"upstream code {response.code}: {response.message}"[:500],
+            )
+            settle_job(services, message.job_id)
+            return AuditStatus.FAILED.value
+        if (
+            isinstance(outcome, Unknown)
+            and services.settings.unknown_outcome_policy == UnknownOutcomePolicy.HOLD
+        ):
+            audits.settle_submission(audit, AuditStatus.UNKNOWN, now, error=outcome.reason)
+            settle_job(services, message.job_id)
+            return AuditStatus.UNKNOWN.value
+        if delivery.receive_count >= delivery.max_receive_count:
+            audits.settle_submission(audit, AuditStatus.FAILED, now, error=f"{outcome.reason}; gave up")
+            settle_job(services, message.job_id)
+            return AuditStatus.FAILED.value
+    except StaleAudit:
+        logger.info("audit moved meanwhile; nothing to do", extra=log)
+        return "stale"
+    raise RetryLater(outcome.reason, backoff_seconds(services, delivery.receive_count))

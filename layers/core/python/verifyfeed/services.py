@@ -1,0 +1,48 @@
+"""The dependencies of the use cases, built once per Lambda sandbox from the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+
+from verifyfeed import aws
+from verifyfeed.clock import Blackout, Clock, clock_from_setting
+from verifyfeed.config import Settings, get_settings
+from verifyfeed.secrets import upstream_credentials
+from verifyfeed.store.audits import AuditStore
+from verifyfeed.store.jobs import JobStore
+from verifyfeed.upstream.client import UpstreamClient
+
+
+@dataclass
+class Services:
+    settings: Settings
+    clock: Clock
+    jobs: JobStore
+    audits: AuditStore
+    upstream: UpstreamClient
+    blackout: Blackout = field(default_factory=Blackout)
+
+
+def build_services(settings: Settings, clock: Clock | None = None) -> Services:
+    clock = clock or clock_from_setting(settings.clock_now)
+    return Services(
+        settings=settings,
+        clock=clock,
+        jobs=JobStore(settings.jobs_table, aws.dynamodb()),
+        audits=AuditStore(settings.audits_table, settings.jobs_table, aws.dynamodb()),
+        upstream=UpstreamClient(
+            settings.upstream_base_url,
+            lambda: upstream_credentials(settings),
+            clock,
+            connect_timeout_s=settings.connect_timeout_s,
+            read_timeout_s=settings.read_timeout_s,
+            authinfo_scheme=settings.authinfo_scheme,
+        ),
+        blackout=Blackout(settings.blackout_start_day, settings.blackout_resume_day),
+    )
+
+
+@cache
+def get_services() -> Services:
+    return build_services(get_settings())

@@ -1,0 +1,241 @@
+"""Carrier audits (``pk=AUDIT#<audit_key>``), indexed by upstream record id and by status.
+
+An item holds masked ID/phone values plus a digest for look-up, never the plaintext.
+Audit states::
+
+    submitting ─┬─> pending ─┬─> passed
+                ├─> failed   └─> rejected ─> submitting (re-dropped with fixes: /update)
+                └─> unknown
+
+``version`` is bumped by every transition, and every write is conditional on the state it
+leaves, so a stale or replayed result can never overwrite a newer one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from verifyfeed import aws
+from verifyfeed.models.records import Audit, AuditStatus
+from verifyfeed.store.codec import attr, from_item, to_item
+from verifyfeed.store.jobs import JOB_SK, condition_failed, iso, job_pk
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+RECORD_INDEX = "by-record-id"
+STATUS_INDEX = "by-status"
+
+
+def audit_pk(audit_key: str) -> str:
+    return f"AUDIT#{audit_key}"
+
+
+class Reservation(StrEnum):
+    ADD = "add"  # new audit: send /carrierAudit/add
+    UPDATE = "update"  # a rejected audit re-dropped: send /carrierAudit/update
+    DUPLICATE = "duplicate"  # pending, passed or in flight: refuse the row
+
+
+class AuditStore:
+    def __init__(self, table: str, jobs_table: str, client: DynamoDBClient | None = None) -> None:
+        self.table = table
+        self.jobs_table = jobs_table
+        self._db = client or aws.dynamodb()
+
+    def get(self, audit_key: str) -> Audit | None:
+        item = self._db.get_item(
+            TableName=self.table, Key={"pk": attr(audit_pk(audit_key))}, ConsistentRead=True
+        ).get("Item")
+        return None if item is None else Audit.model_validate(from_item(item))
+
+    def find_by_record_id(self, record_id: int) -> Audit | None:
+        page = self._db.query(
+            TableName=self.table,
+            IndexName=RECORD_INDEX,
+            KeyConditionExpression="record_id = :r",
+            ExpressionAttributeValues={":r": attr(record_id)},
+        )
+        items = page.get("Items", [])
+        if not items:
+            return None
+        # the index is eventually consistent: re-read the item itself
+        return self.get(str(from_item(items[0])["audit_key"]))
+
+    def reserve(self, audit: Audit, now: datetime) -> tuple[Reservation, Audit]:
+        """Claim the audit for a submission from a file row, atomically.
+
+        New → ADD. Rejected (or failed) → UPDATE/ADD, going back to ``submitting``.
+        Anything else → DUPLICATE, nothing written.
+        """
+        values = audit.model_dump(mode="json")
+        values.update(
+            pk=audit_pk(audit.audit_key), status=AuditStatus.SUBMITTING.value, submitted_at=iso(now)
+        )
+        values["updated_at"] = iso(now)
+        try:
+            self._db.put_item(
+                TableName=self.table, Item=to_item(values), ConditionExpression="attribute_not_exists(pk)"
+            )
+            return Reservation.ADD, audit.model_copy(update={"status": AuditStatus.SUBMITTING})
+        except ClientError as exc:
+            if not condition_failed(exc):
+                raise
+        existing = self.get(audit.audit_key)
+        if existing is None or existing.status not in (AuditStatus.REJECTED, AuditStatus.FAILED):
+            return Reservation.DUPLICATE, existing or audit
+        kind = (
+            Reservation.UPDATE
+            if existing.status == AuditStatus.REJECTED and existing.record_id
+            else Reservation.ADD
+        )
+        fields = {
+            "job_id": audit.job_id,
+            "row": audit.row,
+            "owner_name_masked": audit.owner_name_masked,
+            "phone_masked": audit.phone_masked,
+            "plate": audit.plate,
+            "remarks": "",
+            "last_error": "",
+            "submitted_at": iso(now),
+        }
+        try:
+            updated = self._move(existing, AuditStatus.SUBMITTING, now, fields)
+        except StaleAudit:
+            return Reservation.DUPLICATE, existing
+        return kind, updated
+
+    def _move(self, audit: Audit, to: AuditStatus, now: datetime, fields: dict[str, Any]) -> Audit:
+        sets = ["#s = :to", "updated_at = :now", "version = version + :one"]
+        values: dict[str, Any] = {
+            ":to": attr(to.value),
+            ":now": attr(iso(now)),
+            ":one": attr(1),
+            ":from": attr(audit.status.value),
+            ":v": attr(audit.version),
+        }
+        for i, (name, value) in enumerate(fields.items()):
+            sets.append(f"{name} = :f{i}")
+            values[f":f{i}"] = attr(value)
+        try:
+            self._db.update_item(
+                TableName=self.table,
+                Key={"pk": attr(audit_pk(audit.audit_key))},
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression="#s = :from AND version = :v",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if condition_failed(exc):
+                raise StaleAudit(audit.audit_key) from exc
+            raise
+        return audit.model_copy(
+            update={"status": to, "updated_at": iso(now), "version": audit.version + 1, **fields}
+        )
+
+    def settle_submission(
+        self, audit: Audit, to: AuditStatus, now: datetime, *, record_id: int | None = None, error: str = ""
+    ) -> Audit:
+        """submitting → pending (with the record id) / failed / unknown, and count it on the job."""
+        counter = {AuditStatus.PENDING: "batches_succeeded", AuditStatus.FAILED: "batches_failed"}.get(
+            to, "batches_unknown"
+        )
+        sets = ["#s = :to", "updated_at = :now", "version = version + :one", "last_error = :err"]
+        values: dict[str, Any] = {
+            ":to": attr(to.value),
+            ":now": attr(iso(now)),
+            ":one": attr(1),
+            ":err": attr(error),
+            ":from": attr(audit.status.value),
+            ":v": attr(audit.version),
+        }
+        if record_id is not None:
+            sets.append("record_id = :rid")
+            values[":rid"] = attr(record_id)
+        try:
+            self._db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": {"pk": attr(audit_pk(audit.audit_key))},
+                            "UpdateExpression": "SET " + ", ".join(sets),
+                            "ConditionExpression": "#s = :from AND version = :v",
+                            "ExpressionAttributeNames": {"#s": "status"},
+                            "ExpressionAttributeValues": values,
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.jobs_table,
+                            "Key": {"pk": attr(job_pk(audit.job_id)), "sk": attr(JOB_SK)},
+                            "UpdateExpression": f"ADD {counter} :one",
+                            "ExpressionAttributeValues": {":one": attr(1)},
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if condition_failed(exc):
+                raise StaleAudit(audit.audit_key) from exc
+            raise
+        update: dict[str, Any] = {
+            "status": to,
+            "updated_at": iso(now),
+            "version": audit.version + 1,
+            "last_error": error,
+        }
+        if record_id is not None:
+            update["record_id"] = record_id
+        return audit.model_copy(update=update)
+
+    def decide(self, audit: Audit, to: AuditStatus, remarks: str, now: datetime) -> Audit:
+        """pending → passed / rejected (the callback and the poller both come here)."""
+        return self._move(audit, to, now, {"remarks": remarks})
+
+    def with_status(
+        self, status: AuditStatus, older_than: datetime | None = None, limit: int = 100
+    ) -> list[Audit]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": STATUS_INDEX,
+            "KeyConditionExpression": "#s = :s" + (" AND updated_at < :t" if older_than else ""),
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": {":s": attr(status.value)},
+            "Limit": min(limit, 100),
+        }
+        if older_than:
+            kwargs["ExpressionAttributeValues"][":t"] = attr(iso(older_than))
+        out: list[Audit] = []
+        while len(out) < limit:
+            page = self._db.query(**kwargs)
+            out.extend(Audit.model_validate(from_item(i)) for i in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return out[:limit]
+
+    def scan_all(self) -> Iterator[Audit]:
+        kwargs: dict[str, Any] = {"TableName": self.table}
+        while True:
+            page = self._db.scan(**kwargs)
+            for item in page.get("Items", []):
+                yield Audit.model_validate(from_item(item))
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def count_by_status(self) -> dict[str, int]:
+        counts = Counter(a.status.value for a in self.scan_all())
+        return {s.value: counts.get(s.value, 0) for s in AuditStatus}
+
+
+class StaleAudit(Exception):
+    """The audit changed since it was read."""

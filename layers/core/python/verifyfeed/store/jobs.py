@@ -1,0 +1,326 @@
+"""Jobs and their batches (one table: ``pk=JOB#<id>``; ``sk=JOB`` or ``sk=BATCH#<seq>``).
+
+Batch state machine (docs/architecture.md#batch-states)::
+
+    queued ─┬─> sending ─┬─> succeeded            (state "1": charged)
+    retry  ─┤            ├─> retry ─> sending...  (transient: not processed upstream)
+    deferred┘            ├─> failed               (state "0"/refused too often, retries exhausted)
+       ^                 └─> unknown              (answer lost; held, never resent automatically)
+       └── blackout: queued/retry -> deferred, re-driven by the poller
+
+Each transition is conditional on the state it leaves (and the attempt number for ``sending``),
+and the job's counters move in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from verifyfeed import aws
+from verifyfeed.models.records import Batch, BatchStatus, Job, JobCounts, JobStatus
+from verifyfeed.store.codec import attr, from_item, to_item
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+JOB_SK = "JOB"
+JOBS_INDEX = "gsi1"
+JOBS_PARTITION = "JOBS"
+_COUNTER_FOR = {
+    BatchStatus.SUCCEEDED: "batches_succeeded",
+    BatchStatus.FAILED: "batches_failed",
+    BatchStatus.UNKNOWN: "batches_unknown",
+    BatchStatus.DEFERRED: "batches_deferred",
+}
+# batches an operator must look at are listed in a sparse index
+_LISTED = {BatchStatus.DEFERRED, BatchStatus.FAILED, BatchStatus.UNKNOWN}
+
+
+def job_pk(job_id: str) -> str:
+    return f"JOB#{job_id}"
+
+
+def batch_sk(seq: int) -> str:
+    return f"BATCH#{seq:06d}"
+
+
+def batch_id(job_id: str, seq: int) -> str:
+    return f"{job_id}#{seq:05d}"
+
+
+def iso(at: datetime) -> str:
+    return at.isoformat(timespec="milliseconds")
+
+
+def condition_failed(exc: ClientError) -> bool:
+    code = exc.response.get("Error", {}).get("Code", "")
+    if code == "ConditionalCheckFailedException":
+        return True
+    if code == "TransactionCanceledException":
+        reasons = exc.response.get("CancellationReasons", [])
+        return any(r.get("Code") == "ConditionalCheckFailed" for r in reasons) or not reasons
+    return False
+
+
+class StaleTransition(Exception):
+    """The record was no longer in the state the transition expected: someone else moved it."""
+
+
+class JobStore:
+    def __init__(self, table: str, client: DynamoDBClient | None = None) -> None:
+        self.table = table
+        self._db = client or aws.dynamodb()
+
+    # ---- jobs -------------------------------------------------------------------------
+
+    def create_job(self, job: Job) -> bool:
+        """Create the job; False when it exists already (the same S3 event delivered twice)."""
+        values = job.model_dump(mode="json")
+        values.update(
+            pk=job_pk(job.job_id), sk=JOB_SK, gsi1pk=JOBS_PARTITION, gsi1sk=f"{job.created_at}#{job.job_id}"
+        )
+        try:
+            self._db.put_item(
+                TableName=self.table, Item=to_item(values), ConditionExpression="attribute_not_exists(pk)"
+            )
+        except ClientError as exc:
+            if condition_failed(exc):
+                return False
+            raise
+        return True
+
+    def get_job(self, job_id: str) -> Job | None:
+        item = self._db.get_item(
+            TableName=self.table, Key={"pk": attr(job_pk(job_id)), "sk": attr(JOB_SK)}, ConsistentRead=True
+        ).get("Item")
+        return None if item is None else Job.model_validate(from_item(item))
+
+    def list_jobs(self, limit: int = 100) -> list[Job]:
+        """Most recent first."""
+        jobs: list[Job] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": JOBS_INDEX,
+            "KeyConditionExpression": "gsi1pk = :p",
+            "ExpressionAttributeValues": {":p": attr(JOBS_PARTITION)},
+            "ScanIndexForward": False,
+        }
+        while len(jobs) < limit:
+            page = self._db.query(**kwargs)
+            jobs.extend(Job.model_validate(from_item(i)) for i in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return jobs[:limit]
+
+    def finish_split(self, job_id: str, counts: JobCounts, now: datetime) -> None:
+        """Record what the splitter found. SET, not ADD: a re-run of the splitter rewrites the same."""
+        self._db.update_item(
+            TableName=self.table,
+            Key={"pk": attr(job_pk(job_id)), "sk": attr(JOB_SK)},
+            UpdateExpression=(
+                "SET rows_read = :r, rows_accepted = :a, rows_rejected = :j, batches_total = :t, "
+                "#s = :uploading, updated_at = :now"
+            ),
+            ConditionExpression="#s = :splitting",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={
+                ":r": attr(counts.rows_read),
+                ":a": attr(counts.rows_accepted),
+                ":j": attr(counts.rows_rejected),
+                ":t": attr(counts.batches_total),
+                ":uploading": attr(JobStatus.UPLOADING.value),
+                ":splitting": attr(JobStatus.SPLITTING.value),
+                ":now": attr(iso(now)),
+            },
+        )
+
+    def reject_job(self, job_id: str, reason: str, counts: JobCounts, now: datetime) -> None:
+        self._db.update_item(
+            TableName=self.table,
+            Key={"pk": attr(job_pk(job_id)), "sk": attr(JOB_SK)},
+            UpdateExpression=(
+                "SET #s = :rejected, reason = :why, rows_read = :r, rows_rejected = :j, updated_at = :now"
+            ),
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={
+                ":rejected": attr(JobStatus.REJECTED.value),
+                ":why": attr(reason),
+                ":r": attr(counts.rows_read),
+                ":j": attr(counts.rows_rejected),
+                ":now": attr(iso(now)),
+            },
+        )
+
+    def set_job_status(self, job_id: str, status: JobStatus, expected: set[JobStatus], now: datetime) -> bool:
+        names = {f":e{i}": attr(s.value) for i, s in enumerate(sorted(expected))}
+        try:
+            self._db.update_item(
+                TableName=self.table,
+                Key={"pk": attr(job_pk(job_id)), "sk": attr(JOB_SK)},
+                UpdateExpression="SET #s = :new, updated_at = :now",
+                ConditionExpression=f"#s IN ({', '.join(names)})",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":new": attr(status.value), ":now": attr(iso(now)), **names},
+            )
+        except ClientError as exc:
+            if condition_failed(exc):
+                return False
+            raise
+        return True
+
+    def set_report_key(self, job_id: str, report_key: str) -> None:
+        self._db.update_item(
+            TableName=self.table,
+            Key={"pk": attr(job_pk(job_id)), "sk": attr(JOB_SK)},
+            UpdateExpression="SET report_key = :k",
+            ExpressionAttributeValues={":k": attr(report_key)},
+        )
+
+    # ---- batches ----------------------------------------------------------------------
+
+    def put_batch_if_absent(self, batch: Batch) -> bool:
+        values = batch.model_dump(mode="json")
+        values.update(pk=job_pk(batch.job_id), sk=batch_sk(batch.seq))
+        try:
+            self._db.put_item(
+                TableName=self.table, Item=to_item(values), ConditionExpression="attribute_not_exists(pk)"
+            )
+        except ClientError as exc:
+            if condition_failed(exc):
+                return False
+            raise
+        return True
+
+    def get_batch(self, job_id: str, seq: int) -> Batch | None:
+        item = self._db.get_item(
+            TableName=self.table,
+            Key={"pk": attr(job_pk(job_id)), "sk": attr(batch_sk(seq))},
+            ConsistentRead=True,
+        ).get("Item")
+        return None if item is None else Batch.model_validate(from_item(item))
+
+    def batches(self, job_id: str) -> Iterator[Batch]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :p AND begins_with(sk, :b)",
+            "ExpressionAttributeValues": {":p": attr(job_pk(job_id)), ":b": attr("BATCH#")},
+            "ConsistentRead": True,
+        }
+        while True:
+            page = self._db.query(**kwargs)
+            for item in page.get("Items", []):
+                yield Batch.model_validate(from_item(item))
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def batches_with_status(self, status: BatchStatus, limit: int = 100) -> list[Batch]:
+        """Deferred, failed or unknown batches across all jobs (sparse index)."""
+        out: list[Batch] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": JOBS_INDEX,
+            "KeyConditionExpression": "gsi1pk = :p",
+            "ExpressionAttributeValues": {":p": attr(f"BATCH#{status.value}")},
+        }
+        while len(out) < limit:
+            page = self._db.query(**kwargs)
+            out.extend(Batch.model_validate(from_item(i)) for i in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return out[:limit]
+
+    def transition(
+        self,
+        batch: Batch,
+        to: BatchStatus,
+        now: datetime,
+        *,
+        lease_until: datetime | None = None,
+        count_attempt: bool = False,
+        count_state0: bool = False,
+        fields: dict[str, str] | None = None,
+    ) -> Batch:
+        """Move ``batch`` from the state it was read in to ``to``; counters follow in one transaction.
+
+        Raises StaleTransition when the record changed since it was read.
+        """
+        sets = ["#s = :to", "updated_at = :now", "lease_until = :lease"]
+        values: dict[str, Any] = {
+            ":to": attr(to.value),
+            ":now": attr(iso(now)),
+            ":lease": attr(iso(lease_until) if lease_until else ""),
+            ":from": attr(batch.status.value),
+            ":attempts": attr(batch.attempts),
+        }
+        removes: list[str] = []
+        if to in _LISTED:
+            sets += ["gsi1pk = :gpk", "gsi1sk = :gsk"]
+            values[":gpk"] = attr(f"BATCH#{to.value}")
+            values[":gsk"] = attr(f"{iso(now)}#{batch.batch_id}")
+        else:
+            removes += ["gsi1pk", "gsi1sk"]
+        if count_attempt:
+            sets.append("attempts = attempts + :one")
+            values[":one"] = attr(1)
+        if count_state0:
+            sets.append("state0_count = state0_count + :one")
+            values[":one"] = attr(1)
+        for i, (name, value) in enumerate((fields or {}).items()):
+            sets.append(f"{name} = :f{i}")
+            values[f":f{i}"] = attr(value)
+        update = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+        items: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": {"pk": attr(job_pk(batch.job_id)), "sk": attr(batch_sk(batch.seq))},
+                    "UpdateExpression": update,
+                    "ConditionExpression": "#s = :from AND attempts = :attempts",
+                    "ExpressionAttributeNames": {"#s": "status"},
+                    "ExpressionAttributeValues": values,
+                }
+            }
+        ]
+        counter_moves = {}
+        if batch.status in _COUNTER_FOR:
+            counter_moves[_COUNTER_FOR[batch.status]] = -1
+        if to in _COUNTER_FOR:
+            counter_moves[_COUNTER_FOR[to]] = counter_moves.get(_COUNTER_FOR[to], 0) + 1
+        counter_moves = {k: v for k, v in counter_moves.items() if v}
+        if counter_moves:
+            items.append(
+                {
+                    "Update": {
+                        "TableName": self.table,
+                        "Key": {"pk": attr(job_pk(batch.job_id)), "sk": attr(JOB_SK)},
+                        "UpdateExpression": "ADD " + ", ".join(f"{k} :{k}" for k in counter_moves),
+                        "ExpressionAttributeValues": {f":{k}": attr(v) for k, v in counter_moves.items()},
+                    }
+                }
+            )
+        try:
+            if len(items) == 1:
+                self._db.update_item(**items[0]["Update"])
+            else:
+                self._db.transact_write_items(TransactItems=items)  # type: ignore[arg-type]
+        except ClientError as exc:
+            if condition_failed(exc):
+                raise StaleTransition(batch.batch_id) from exc
+            raise
+        return batch.model_copy(
+            update={
+                "status": to,
+                "attempts": batch.attempts + (1 if count_attempt else 0),
+                "state0_count": batch.state0_count + (1 if count_state0 else 0),
+                "lease_until": iso(lease_until) if lease_until else "",
+                "updated_at": iso(now),
+                **(fields or {}),
+            }
+        )

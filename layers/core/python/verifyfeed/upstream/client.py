@@ -1,0 +1,163 @@
+"""The upstream HTTP client: one POST per call, no hidden retries, every outcome classified.
+
+A charged call must never be resent blindly, so the client does not retry at all; it tells the
+caller precisely what happened and the caller decides (``logic.uploader``):
+
+- ``Answered``: HTTP 200 with a JSON envelope (whatever its ``code``).
+- ``NotSent``: the request certainly did not reach upstream (refused, DNS, connect timeout).
+- ``HttpError``: upstream answered with a non-200 status (5xx, 429, ...): not processed.
+- ``Unknown``: the request may have been processed but the answer was lost (read timeout,
+  connection reset after sending, a 200 whose body is not the envelope).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+
+from verifyfeed.clock import Clock
+from verifyfeed.models.carrier_audit import AuditParams, AuditResult
+from verifyfeed.models.envelope import UnifiedResponse
+from verifyfeed.models.lost_repair import RepairRecord
+from verifyfeed.upstream.auth import Credentials, build_authinfo
+
+LOST_REPAIR_PATH = "/verify/api/lost_repair_upload_data"
+AUDIT_ADD_PATH = "/carrierAudit/add"
+AUDIT_UPDATE_PATH = "/carrierAudit/update"
+AUDIT_GET_PATH = "/carrierAudit/get"
+
+
+@dataclass(frozen=True)
+class Answered:
+    response: UnifiedResponse
+    http_status: int
+    elapsed_ms: float
+
+
+@dataclass(frozen=True)
+class NotSent:
+    reason: str
+    elapsed_ms: float
+
+
+@dataclass(frozen=True)
+class HttpError:
+    http_status: int
+    reason: str
+    elapsed_ms: float
+
+    @property
+    def transient(self) -> bool:
+        return self.http_status == 429 or self.http_status >= 500
+
+
+@dataclass(frozen=True)
+class Unknown:
+    reason: str
+    elapsed_ms: float
+
+
+CallOutcome = Answered | NotSent | HttpError | Unknown
+
+
+def _never_reached(exc: BaseException) -> bool:
+    """True when the exception chain proves no byte of the request reached the server."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, NewConnectionError | NameResolutionError | ConnectTimeoutError):
+            return True
+        if isinstance(seen, requests.exceptions.ConnectTimeout):
+            return True
+        nxt = seen.__cause__ or seen.__context__
+        if nxt is None and seen.args and isinstance(seen.args[0], BaseException):
+            nxt = seen.args[0]
+        if nxt is None and hasattr(seen, "reason") and isinstance(seen.reason, BaseException):
+            nxt = seen.reason
+        seen = nxt if nxt is not seen else None
+    return False
+
+
+class UpstreamClient:
+    def __init__(
+        self,
+        base_url: str,
+        credentials: Callable[[], Credentials],
+        clock: Clock,
+        *,
+        connect_timeout_s: float = 3.05,
+        read_timeout_s: float = 20.0,
+        authinfo_scheme: str = "hmac-sha256",
+        session: requests.Session | None = None,
+    ) -> None:
+        self._base = base_url.rstrip("/")
+        self._credentials = credentials
+        self._clock = clock
+        self._timeout = (connect_timeout_s, read_timeout_s)
+        self._scheme = authinfo_scheme
+        self._session = session or _session()
+
+    def post(self, path: str, param: dict[str, Any]) -> CallOutcome:
+        authinfo = build_authinfo(self._credentials(), self._clock.now(), self._scheme)
+        body = json.dumps(
+            {"authinfo": authinfo.model_dump(exclude_none=True), "param": param},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode()
+        started = time.perf_counter()
+
+        def elapsed() -> float:
+            return (time.perf_counter() - started) * 1000
+
+        try:
+            reply = self._session.post(
+                self._base + path,
+                data=body,
+                headers={"Content-Type": "application/json; charset=utf-8"},
+                timeout=self._timeout,
+            )
+        except requests.exceptions.RequestException as exc:
+            if _never_reached(exc):
+                return NotSent(reason=f"{type(exc).__name__}: not connected", elapsed_ms=elapsed())
+            return Unknown(reason=f"{type(exc).__name__}: answer lost after sending", elapsed_ms=elapsed())
+        if reply.status_code != 200:
+            return HttpError(
+                http_status=reply.status_code, reason=f"HTTP {reply.status_code}", elapsed_ms=elapsed()
+            )
+        try:
+            envelope = UnifiedResponse.model_validate_json(reply.content)
+        except ValueError:
+            return Unknown(reason="HTTP 200 with a body that is not the JSON envelope", elapsed_ms=elapsed())
+        return Answered(response=envelope, http_status=200, elapsed_ms=elapsed())
+
+    def upload_lost_repair(self, records: Sequence[RepairRecord]) -> CallOutcome:
+        return self.post(LOST_REPAIR_PATH, {"toRepairDataArray": [r.model_dump() for r in records]})
+
+    def audit_add(self, params: AuditParams) -> CallOutcome:
+        return self.post(AUDIT_ADD_PATH, params.model_dump(exclude_none=True))
+
+    def audit_update(self, record_id: int, params: AuditParams) -> CallOutcome:
+        return self.post(AUDIT_UPDATE_PATH, {"id": record_id, **params.model_dump(exclude_none=True)})
+
+    def audit_get(self, record_id: int) -> CallOutcome:
+        return self.post(AUDIT_GET_PATH, {"id": record_id})
+
+
+def parse_audit_result(outcome: CallOutcome) -> AuditResult | None:
+    if isinstance(outcome, Answered) and outcome.response.ok and isinstance(outcome.response.data, dict):
+        return AuditResult.model_validate(outcome.response.data)
+    return None
+
+
+def _session() -> requests.Session:
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=0, pool_connections=4, pool_maxsize=8)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
