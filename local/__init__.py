@@ -1,0 +1,1 @@
+"""Local runs: the template's resources in a moto server, real-shaped events, a local Lambda runner."""

@@ -1,0 +1,922 @@
+"""Create the template's resources in a moto server, by reading ``template.yaml``.
+
+There is no second, hand-kept list of resources: every ``AWS::S3::Bucket``, ``AWS::SQS::Queue``,
+``AWS::DynamoDB::Table`` and ``AWS::SecretsManager::Secret`` in the template is created as declared
+(versioning, encryption, lifecycle, redrive policy, key schema, indexes, TTL, generated secret
+strings), in dependency order, through boto3 clients that reach moto through ``AWS_ENDPOINT_URL``.
+The functions' environment (``Globals.Function.Environment``) is resolved against the local physical
+names, and each function's timeout, memory and event sources are read into a ``FunctionSpec`` so a
+local runner can drive the handlers the way Lambda would.
+
+Physical names: a resource's explicit name (``BucketName``, ``QueueName``, ``TableName``, ``Name``)
+resolved with the fake account id and the region, else ``<stack_name>-<LogicalId>`` (lower-cased for
+buckets). Creating is idempotent: existing resources are reused and brought to the declared settings.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import secrets as pysecrets
+import string
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Final
+
+import boto3
+from botocore.exceptions import ClientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_sqs import SQSClient
+
+# PyYAML ships no type information and its stubs are not a dependency: import it as a plain module.
+yaml: Any = importlib.import_module("yaml")
+
+LOCAL_ACCOUNT_ID: Final = "123456789012"
+DEFAULT_TEMPLATE: Final = "template.yaml"
+PARTITION: Final = "aws"
+URL_SUFFIX: Final = "amazonaws.com"
+
+BUCKET: Final = "AWS::S3::Bucket"
+QUEUE: Final = "AWS::SQS::Queue"
+TABLE: Final = "AWS::DynamoDB::Table"
+SECRETSMANAGER: Final = "AWS::SecretsManager::Secret"
+FUNCTION: Final = "AWS::Serverless::Function"
+CREATED_TYPES: Final = (BUCKET, QUEUE, TABLE, SECRETSMANAGER)
+
+_SUB_VARIABLE = re.compile(r"\$\{([^}]+)\}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading the template
+# --------------------------------------------------------------------------------------------------
+
+
+def _short_tag(loader: Any, suffix: str, node: Any) -> Any:
+    """``!Ref X`` -> ``{"Ref": "X"}``, ``!GetAtt a.b`` -> ``{"Fn::GetAtt": ["a", "b"]}``, ``!Sub`` ..."""
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if suffix in ("Ref", "Condition"):
+        return {suffix: value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        resource, _, attribute = value.partition(".")
+        return {"Fn::GetAtt": [resource, attribute]}
+    return {f"Fn::{suffix}": value}
+
+
+def _make_loader() -> Any:
+    # SafeLoader without the implicit timestamp type, so "2010-09-09" stays the string CFN expects.
+    loader: Any = type("CloudFormationLoader", (yaml.SafeLoader,), {})
+    loader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    loader.add_multi_constructor("!", _short_tag)
+    return loader
+
+
+_LOADER: Final = _make_loader()
+
+
+def load_template(path: str | os.PathLike[str] = DEFAULT_TEMPLATE) -> dict[str, Any]:
+    """The template as plain dicts and lists, with short tags turned into their long form."""
+    text = Path(path).read_text(encoding="utf-8")
+    document = yaml.load(text, Loader=_LOADER)
+    if not isinstance(document, dict) or not isinstance(document.get("Resources"), dict):
+        raise ValueError(f"{path} is not a CloudFormation template (no Resources)")
+    return document
+
+
+# --------------------------------------------------------------------------------------------------
+# What the local stack is
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """One entry of a function's ``Events``, resolved; the fields that apply to its type are set."""
+
+    name: str
+    type: str  # S3 | SQS | Api | Schedule | ...
+    properties: dict[str, Any] = field(default_factory=dict)
+    # S3
+    bucket: str | None = None
+    s3_events: tuple[str, ...] = ()
+    prefix: str | None = None
+    suffix: str | None = None
+    # SQS
+    queue_arn: str | None = None
+    queue_url: str | None = None
+    batch_size: int | None = None
+    maximum_batching_window_s: int = 0
+    maximum_concurrency: int | None = None
+    report_batch_item_failures: bool = False
+    # Api
+    path: str | None = None
+    method: str | None = None
+    rest_api: str | None = None
+    stage: str | None = None
+    # Schedule
+    schedule: str | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """What a local runner needs to call a function like Lambda would."""
+
+    logical_id: str
+    code_uri: str  # "functions/splitter/"
+    handler: str  # "app.lambda_handler"
+    handler_path: str  # "functions/splitter/app.py"
+    handler_function: str  # "lambda_handler"
+    runtime: str
+    timeout_s: int
+    memory_mb: int
+    ephemeral_storage_mb: int
+    env: dict[str, str]  # the function's own variables (override the global ones)
+    events: tuple[EventSpec, ...]
+
+    def events_of(self, event_type: str) -> list[EventSpec]:
+        return [event for event in self.events if event.type == event_type]
+
+    @property
+    def sqs(self) -> EventSpec | None:
+        found = self.events_of("SQS")
+        return found[0] if found else None
+
+    @property
+    def schedules(self) -> list[EventSpec]:
+        return self.events_of("Schedule") + self.events_of("ScheduleV2")
+
+    @property
+    def api_routes(self) -> list[EventSpec]:
+        return self.events_of("Api")
+
+    @property
+    def s3_triggers(self) -> list[EventSpec]:
+        return self.events_of("S3")
+
+
+@dataclass(frozen=True)
+class LocalStack:
+    stack_name: str
+    region: str
+    account_id: str
+    bucket: str  # the (first) bucket of the template
+    queue_url: str  # the queue with a redrive policy (the work queue)
+    dlq_url: str  # its dead-letter queue
+    tables: dict[str, str]  # logical id -> table name
+    secrets: dict[str, str]  # logical id -> secret ARN
+    function_env: dict[str, str]  # Globals.Function.Environment.Variables, resolved
+    functions: dict[str, FunctionSpec]  # logical id -> spec
+    buckets: dict[str, str] = field(default_factory=dict)  # logical id -> bucket name
+    queues: dict[str, str] = field(default_factory=dict)  # logical id -> queue URL
+    parameters: dict[str, str] = field(default_factory=dict)  # the parameter values used
+
+    def env_for(self, logical_id: str) -> dict[str, str]:
+        """The environment one function runs with: the global variables, then its own."""
+        return {**self.function_env, **self.functions[logical_id].env}
+
+
+# --------------------------------------------------------------------------------------------------
+# Resolving intrinsic functions against the local stack
+# --------------------------------------------------------------------------------------------------
+
+
+class _NoValue:
+    def __repr__(self) -> str:
+        return "AWS::NoValue"
+
+
+NO_VALUE: Final = _NoValue()
+
+_SERVICE_OF_TYPE: Final = {
+    BUCKET: "s3",
+    QUEUE: "sqs",
+    TABLE: "dynamodb",
+    SECRETSMANAGER: "secretsmanager",
+    FUNCTION: "lambda",
+    "AWS::Lambda::Function": "lambda",
+    "AWS::Serverless::LayerVersion": "lambda",
+}
+
+
+class Resolver:
+    """Evaluates ``Ref``, ``Fn::Sub``, ``Fn::GetAtt``, ``Fn::If`` ... with local physical values."""
+
+    def __init__(
+        self,
+        template: Mapping[str, Any],
+        *,
+        stack_name: str,
+        region: str,
+        account_id: str = LOCAL_ACCOUNT_ID,
+        parameters: Mapping[str, str] | None = None,
+    ) -> None:
+        self.template = template
+        self.resources: dict[str, Any] = dict(template.get("Resources", {}))
+        self.stack_name = stack_name
+        self.region = region
+        self.account_id = account_id
+        self.pseudo: dict[str, Any] = {
+            "AWS::Region": region,
+            "AWS::AccountId": account_id,
+            "AWS::StackName": stack_name,
+            "AWS::StackId": f"arn:{PARTITION}:cloudformation:{region}:{account_id}:stack/{stack_name}/local",
+            "AWS::Partition": PARTITION,
+            "AWS::URLSuffix": URL_SUFFIX,
+            "AWS::NotificationARNs": [],
+            "AWS::NoValue": NO_VALUE,
+        }
+        self.parameters = _parameter_values(template.get("Parameters", {}), parameters or {})
+        self.refs: dict[str, str] = {}  # logical id -> what Ref returns, for created resources
+        self.attributes: dict[tuple[str, str], str] = {}
+        self._conditions: dict[str, bool] = {}
+
+    # -- names --------------------------------------------------------------------------------------
+
+    def default_name(self, logical_id: str) -> str:
+        return f"{self.stack_name}-{logical_id}"
+
+    def ref(self, name: str) -> Any:
+        if name in self.pseudo:
+            return self.pseudo[name]
+        if name in self.parameters:
+            return self.parameters[name]
+        if name in self.refs:
+            return self.refs[name]
+        if name in self.resources:  # not created locally (an API, a function): a stand-in name
+            return self.default_name(name)
+        if name in self.template.get("Parameters", {}):
+            raise KeyError(f"parameter {name} has no Default and no value was given")
+        raise KeyError(f"unknown reference {name!r}")
+
+    def get_att(self, logical_id: str, attribute: str) -> Any:
+        if (logical_id, attribute) in self.attributes:
+            return self.attributes[(logical_id, attribute)]
+        resource = self.resources.get(logical_id)
+        if resource is None:
+            raise KeyError(f"Fn::GetAtt of unknown resource {logical_id!r}")
+        physical = str(self.ref(logical_id))
+        kind = resource.get("Type", "")
+        if attribute == "Arn":
+            if kind == BUCKET:
+                return f"arn:{PARTITION}:s3:::{physical}"
+            if kind == TABLE:
+                return f"arn:{PARTITION}:dynamodb:{self.region}:{self.account_id}:table/{physical}"
+            if kind in (FUNCTION, "AWS::Lambda::Function"):
+                return f"arn:{PARTITION}:lambda:{self.region}:{self.account_id}:function:{physical}"
+            service = _SERVICE_OF_TYPE.get(kind, kind.split("::")[1].lower() if "::" in kind else "local")
+            return f"arn:{PARTITION}:{service}:{self.region}:{self.account_id}:{physical}"
+        if kind == QUEUE and attribute == "QueueName":
+            return physical.rsplit("/", 1)[-1]
+        if kind == QUEUE and attribute == "QueueUrl":
+            return physical
+        return f"{physical}.{attribute}"
+
+    # -- conditions ---------------------------------------------------------------------------------
+
+    def condition(self, name: str) -> bool:
+        if name not in self._conditions:
+            conditions = self.template.get("Conditions", {})
+            if name not in conditions:
+                raise KeyError(f"unknown condition {name!r}")
+            self._conditions[name] = self._truth(conditions[name])
+        return self._conditions[name]
+
+    def _truth(self, node: Any) -> bool:
+        if isinstance(node, bool):
+            return node
+        if isinstance(node, dict) and len(node) == 1:
+            ((key, arg),) = node.items()
+            if key == "Condition":
+                return self.condition(arg)
+            if key == "Fn::Equals":
+                left, right = (self.resolve(item) for item in arg)
+                return _text(left) == _text(right)
+            if key == "Fn::Not":
+                return not self._truth(arg[0])
+            if key == "Fn::And":
+                return all(self._truth(item) for item in arg)
+            if key == "Fn::Or":
+                return any(self._truth(item) for item in arg)
+        raise ValueError(f"not a condition: {node!r}")
+
+    def included(self, resource: Mapping[str, Any]) -> bool:
+        name = resource.get("Condition")
+        return True if name is None else self.condition(name)
+
+    # -- values -------------------------------------------------------------------------------------
+
+    def resolve(self, node: Any) -> Any:
+        if isinstance(node, list):
+            items = (self.resolve(item) for item in node)
+            return [item for item in items if item is not NO_VALUE]
+        if isinstance(node, dict):
+            if len(node) == 1:
+                ((key, arg),) = node.items()
+                if key == "Ref":
+                    return self.ref(arg)
+                if key.startswith("Fn::"):
+                    return self._function(key, arg)
+            pairs = ((key, self.resolve(value)) for key, value in node.items())
+            return {key: value for key, value in pairs if value is not NO_VALUE}
+        return node
+
+    def _function(self, name: str, arg: Any) -> Any:
+        handlers: dict[str, Callable[[Any], Any]] = {
+            "Fn::Sub": self._sub,
+            "Fn::GetAtt": self._get_att,
+            "Fn::Join": lambda a: str(a[0]).join(_text(item) for item in self.resolve(a[1])),
+            "Fn::Select": lambda a: self.resolve(a[1])[int(self.resolve(a[0]))],
+            "Fn::Split": lambda a: _text(self.resolve(a[1])).split(str(a[0])),
+            "Fn::If": lambda a: self.resolve(a[1] if self.condition(a[0]) else a[2]),
+            "Fn::Equals": lambda a: self._truth({name: a}),
+            "Fn::Not": lambda a: self._truth({name: a}),
+            "Fn::And": lambda a: self._truth({name: a}),
+            "Fn::Or": lambda a: self._truth({name: a}),
+            "Fn::GetAZs": lambda a: [f"{self.resolve(a) or self.region}{zone}" for zone in "abc"],
+            "Fn::Base64": lambda a: self.resolve(a),
+            "Fn::FindInMap": self._find_in_map,
+            "Fn::ToJsonString": lambda a: json.dumps(self.resolve(a), separators=(",", ":")),
+            "Fn::Length": lambda a: len(self.resolve(a)),
+        }
+        if name not in handlers:
+            raise ValueError(f"{name} cannot be resolved locally")
+        return handlers[name](arg)
+
+    def _get_att(self, arg: Any) -> Any:
+        if isinstance(arg, str):
+            logical_id, _, attribute = arg.partition(".")
+        else:
+            logical_id, attribute = arg[0], self.resolve(arg[1])
+        return self.get_att(logical_id, str(attribute))
+
+    def _sub(self, arg: Any) -> str:
+        if isinstance(arg, list):
+            text, variables = str(arg[0]), {k: self.resolve(v) for k, v in arg[1].items()}
+        else:
+            text, variables = str(arg), {}
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1).strip()
+            if name.startswith("!"):
+                return "${" + name[1:] + "}"
+            if name in variables:
+                return _text(variables[name])
+            if "." in name and not name.startswith("AWS::"):
+                logical_id, _, attribute = name.partition(".")
+                return _text(self.get_att(logical_id, attribute))
+            return _text(self.ref(name))
+
+        return _SUB_VARIABLE.sub(replace, text)
+
+    def _find_in_map(self, arg: Any) -> Any:
+        name, top, second = (self.resolve(item) for item in arg[:3])
+        return self.template["Mappings"][name][top][second]
+
+
+def _text(value: Any) -> str:
+    """A value as CloudFormation renders it in a string (booleans lower-case)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(_text(item) for item in value)
+    return str(value)
+
+
+def _parameter_values(declared: Mapping[str, Any], overrides: Mapping[str, str]) -> dict[str, Any]:
+    unknown = set(overrides) - set(declared)
+    if unknown:
+        raise KeyError(f"unknown template parameters: {sorted(unknown)}")
+    values: dict[str, Any] = {}
+    for name, spec in declared.items():
+        if name in overrides:
+            raw: Any = overrides[name]
+        elif "Default" in spec:
+            raw = spec["Default"]
+        else:
+            continue
+        value = _text(raw)
+        allowed = spec.get("AllowedValues")
+        if allowed is not None and value not in [_text(item) for item in allowed]:
+            raise ValueError(f"parameter {name}={value!r} is not one of {allowed}")
+        kind = str(spec.get("Type", "String"))
+        values[name] = value.split(",") if kind.startswith("List<") or kind == "CommaDelimitedList" else value
+    return values
+
+
+def _references(node: Any) -> Iterator[str]:
+    """Logical ids (and parameter names) a piece of the template refers to."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _references(item)
+    elif isinstance(node, dict):
+        if len(node) == 1:
+            ((key, arg),) = node.items()
+            if key == "Ref" and isinstance(arg, str):
+                yield arg
+                return
+            if key == "Fn::GetAtt":
+                yield arg.partition(".")[0] if isinstance(arg, str) else str(arg[0])
+                return
+            if key == "Fn::Sub":
+                text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+                for match in _SUB_VARIABLE.finditer(str(text)):
+                    name = match.group(1).strip()
+                    if not name.startswith("!") and name not in variables:
+                        yield name.partition(".")[0]
+                yield from _references(variables)
+                return
+        for value in node.values():
+            yield from _references(value)
+
+
+def creation_order(template: Mapping[str, Any], types: tuple[str, ...] = CREATED_TYPES) -> list[str]:
+    """The logical ids of the resources of ``types``, each after the ones it refers to."""
+    resources: dict[str, Any] = template.get("Resources", {})
+    wanted = [logical_id for logical_id, res in resources.items() if res.get("Type") in types]
+    needs: dict[str, set[str]] = {}
+    for logical_id in wanted:
+        resource = resources[logical_id]
+        depends = resource.get("DependsOn", [])
+        names = set(_references(resource.get("Properties", {}))) | set(
+            [depends] if isinstance(depends, str) else depends
+        )
+        needs[logical_id] = {name for name in names if name in wanted and name != logical_id}
+    order: list[str] = []
+    remaining = list(wanted)
+    while remaining:
+        ready = [logical_id for logical_id in remaining if needs[logical_id] <= set(order)]
+        if not ready:
+            raise ValueError(f"circular references between {remaining}")
+        order.extend(ready)
+        remaining = [logical_id for logical_id in remaining if logical_id not in ready]
+    return order
+
+
+# --------------------------------------------------------------------------------------------------
+# Creating the resources
+# --------------------------------------------------------------------------------------------------
+
+
+def _error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+class _Creator:
+    def __init__(self, resolver: Resolver, region: str, endpoint_url: str | None) -> None:
+        session = boto3.session.Session(region_name=region)
+        self.resolver = resolver
+        self.region = region
+        self.s3: S3Client = session.client("s3", endpoint_url=endpoint_url)
+        self.sqs: SQSClient = session.client("sqs", endpoint_url=endpoint_url)
+        self.dynamodb: DynamoDBClient = session.client("dynamodb", endpoint_url=endpoint_url)
+        self.secretsmanager: SecretsManagerClient = session.client(
+            "secretsmanager", endpoint_url=endpoint_url
+        )
+
+    # -- S3 -----------------------------------------------------------------------------------------
+
+    def bucket(self, logical_id: str, props: Mapping[str, Any]) -> str:
+        name = str(props.get("BucketName") or self.resolver.default_name(logical_id).lower())
+        try:
+            if self.region == "us-east-1":
+                self.s3.create_bucket(Bucket=name)
+            else:
+                self.s3.create_bucket(
+                    Bucket=name,
+                    CreateBucketConfiguration={"LocationConstraint": self.region},  # type: ignore[typeddict-item]
+                )
+        except ClientError as error:
+            if _error_code(error) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+            self.s3.head_bucket(Bucket=name)  # exists, and is ours
+        status = props.get("VersioningConfiguration", {}).get("Status")
+        if status:
+            self.s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": status})
+        encryption = props.get("BucketEncryption", {}).get("ServerSideEncryptionConfiguration")
+        if encryption:
+            self.s3.put_bucket_encryption(
+                Bucket=name, ServerSideEncryptionConfiguration={"Rules": _encryption_rules(encryption)}
+            )
+        public_access = props.get("PublicAccessBlockConfiguration")
+        if public_access:
+            self.s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration=public_access)
+        rules = props.get("LifecycleConfiguration", {}).get("Rules")
+        if rules:
+            self.s3.put_bucket_lifecycle_configuration(
+                Bucket=name, LifecycleConfiguration={"Rules": _lifecycle_rules(rules)}
+            )
+        self.resolver.refs[logical_id] = name
+        self.resolver.attributes[(logical_id, "Arn")] = f"arn:{PARTITION}:s3:::{name}"
+        return name
+
+    # -- SQS ----------------------------------------------------------------------------------------
+
+    def queue(self, logical_id: str, props: Mapping[str, Any]) -> str:
+        name = str(props.get("QueueName") or self.resolver.default_name(logical_id))
+        if props.get("FifoQueue") and not name.endswith(".fifo"):
+            name += ".fifo"
+        attributes = {
+            key: json.dumps(value) if isinstance(value, dict) else _text(value)
+            for key, value in props.items()
+            if key not in ("QueueName", "Tags")
+        }
+        try:
+            url = self.sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]  # type: ignore[arg-type]
+        except ClientError as error:
+            if "QueueAlreadyExists" not in _error_code(error) and "QueueNameExists" not in _error_code(error):
+                raise
+            url = self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
+            mutable = {k: v for k, v in attributes.items() if k != "FifoQueue"}
+            self.sqs.set_queue_attributes(QueueUrl=url, Attributes=mutable)  # type: ignore[arg-type]
+        arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        self.resolver.refs[logical_id] = url
+        self.resolver.attributes[(logical_id, "Arn")] = arn
+        self.resolver.attributes[(logical_id, "QueueName")] = name
+        self.resolver.attributes[(logical_id, "QueueUrl")] = url
+        return url
+
+    # -- DynamoDB -----------------------------------------------------------------------------------
+
+    def table(self, logical_id: str, props: Mapping[str, Any]) -> str:
+        name = str(props.get("TableName") or self.resolver.default_name(logical_id))
+        request: dict[str, Any] = {
+            "TableName": name,
+            "AttributeDefinitions": props["AttributeDefinitions"],
+            "KeySchema": props["KeySchema"],
+            "BillingMode": props.get("BillingMode", "PROVISIONED"),
+        }
+        for key in ("ProvisionedThroughput", "GlobalSecondaryIndexes", "LocalSecondaryIndexes"):
+            if key in props:
+                request[key] = _numbers(props[key])
+        if request["BillingMode"] == "PROVISIONED" and "ProvisionedThroughput" not in request:
+            request["ProvisionedThroughput"] = {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5}
+        sse = props.get("SSESpecification")
+        if sse:
+            request["SSESpecification"] = {"Enabled": _flag(sse.get("SSEEnabled"))} | (
+                {"SSEType": sse["SSEType"]} if "SSEType" in sse else {}
+            )
+        stream = props.get("StreamSpecification")
+        if stream:
+            request["StreamSpecification"] = {
+                "StreamEnabled": True,
+                "StreamViewType": stream["StreamViewType"],
+            }
+        try:
+            self.dynamodb.create_table(**request)
+        except ClientError as error:
+            if _error_code(error) != "ResourceInUseException":
+                raise
+        self.dynamodb.get_waiter("table_exists").wait(
+            TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30}
+        )
+        ttl = props.get("TimeToLiveSpecification")
+        if ttl and _flag(ttl.get("Enabled")):
+            current = self.dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+            if current.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+                self.dynamodb.update_time_to_live(
+                    TableName=name,
+                    TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": True},
+                )
+        pitr = props.get("PointInTimeRecoverySpecification")
+        if pitr and _flag(pitr.get("PointInTimeRecoveryEnabled")):
+            self.dynamodb.update_continuous_backups(
+                TableName=name, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
+            )
+        description = self.dynamodb.describe_table(TableName=name)["Table"]
+        self.resolver.refs[logical_id] = name
+        self.resolver.attributes[(logical_id, "Arn")] = description["TableArn"]
+        if "LatestStreamArn" in description:
+            self.resolver.attributes[(logical_id, "StreamArn")] = description["LatestStreamArn"]
+        return name
+
+    # -- Secrets Manager ----------------------------------------------------------------------------
+
+    def secret(self, logical_id: str, props: Mapping[str, Any], value: str | None) -> str:
+        name = str(props.get("Name") or self.resolver.default_name(logical_id))
+        explicit = value is not None
+        if value is None:
+            value = (
+                str(props["SecretString"])
+                if "SecretString" in props
+                else generate_secret_string(props.get("GenerateSecretString", {}))
+            )
+        try:
+            arn = self.secretsmanager.create_secret(
+                Name=name, SecretString=value, Description=str(props.get("Description", ""))
+            )["ARN"]
+        except ClientError as error:
+            if _error_code(error) != "ResourceExistsException":
+                raise
+            arn = self.secretsmanager.describe_secret(SecretId=name)["ARN"]
+            if explicit:
+                self.secretsmanager.put_secret_value(SecretId=arn, SecretString=value)
+        self.resolver.refs[logical_id] = arn
+        self.resolver.attributes[(logical_id, "Id")] = arn
+        return arn
+
+
+def _flag(value: Any) -> bool:
+    return value is True or str(value).lower() == "true"
+
+
+def _numbers(node: Any) -> Any:
+    """Numeric strings (from a resolved ``!Ref``) as ints where an API wants a number."""
+    if isinstance(node, list):
+        return [_numbers(item) for item in node]
+    if isinstance(node, dict):
+        return {
+            key: int(value)
+            if key.endswith(("CapacityUnits", "Days")) and str(value).isdigit()
+            else _numbers(value)
+            for key, value in node.items()
+        }
+    return node
+
+
+def _encryption_rules(rules: list[Mapping[str, Any]]) -> Any:
+    """CloudFormation's ``ServerSideEncryptionByDefault`` is ``ApplyServerSideEncryptionByDefault``."""
+    out: list[dict[str, Any]] = []
+    for rule in rules:
+        converted = {k: v for k, v in rule.items() if k != "ServerSideEncryptionByDefault"}
+        if "ServerSideEncryptionByDefault" in rule:
+            converted["ApplyServerSideEncryptionByDefault"] = rule["ServerSideEncryptionByDefault"]
+        out.append(converted)
+    return out
+
+
+def _lifecycle_rules(rules: list[Mapping[str, Any]]) -> Any:
+    return [_lifecycle_rule(rule) for rule in rules]
+
+
+def _lifecycle_rule(rule: Mapping[str, Any]) -> dict[str, Any]:
+    """A CloudFormation lifecycle rule in the shape of the S3 API."""
+    out: dict[str, Any] = {"Status": rule.get("Status", "Enabled")}
+    if "Id" in rule:
+        out["ID"] = rule["Id"]
+    out["Filter"] = {"Prefix": rule.get("Prefix", "")}
+    if "ExpirationInDays" in rule:
+        out["Expiration"] = {"Days": int(rule["ExpirationInDays"])}
+    elif "ExpiredObjectDeleteMarker" in rule:
+        out["Expiration"] = {"ExpiredObjectDeleteMarker": _flag(rule["ExpiredObjectDeleteMarker"])}
+    noncurrent = rule.get("NoncurrentVersionExpiration")
+    if noncurrent:
+        out["NoncurrentVersionExpiration"] = {"NoncurrentDays": int(noncurrent["NoncurrentDays"])}
+        if "NewerNoncurrentVersions" in noncurrent:
+            out["NoncurrentVersionExpiration"]["NewerNoncurrentVersions"] = int(
+                noncurrent["NewerNoncurrentVersions"]
+            )
+    elif "NoncurrentVersionExpirationInDays" in rule:
+        out["NoncurrentVersionExpiration"] = {
+            "NoncurrentDays": int(rule["NoncurrentVersionExpirationInDays"])
+        }
+    abort = rule.get("AbortIncompleteMultipartUpload")
+    if abort:
+        out["AbortIncompleteMultipartUpload"] = {"DaysAfterInitiation": int(abort["DaysAfterInitiation"])}
+    transitions = rule.get("Transitions", [])
+    if transitions:
+        out["Transitions"] = [
+            {"StorageClass": item["StorageClass"], "Days": int(item["TransitionInDays"])}
+            for item in transitions
+        ]
+    return out
+
+
+def generate_secret_string(spec: Mapping[str, Any]) -> str:
+    """What Secrets Manager makes of a ``GenerateSecretString`` (the same options, local randomness)."""
+    excluded = set(str(spec.get("ExcludeCharacters", "")))
+    alphabet = ""
+    if not _flag(spec.get("ExcludeLowercase")):
+        alphabet += string.ascii_lowercase
+    if not _flag(spec.get("ExcludeUppercase")):
+        alphabet += string.ascii_uppercase
+    if not _flag(spec.get("ExcludeNumbers")):
+        alphabet += string.digits
+    if not _flag(spec.get("ExcludePunctuation")):
+        alphabet += string.punctuation
+    if _flag(spec.get("IncludeSpace")):
+        alphabet += " "
+    alphabet = "".join(char for char in alphabet if char not in excluded) or string.ascii_letters
+    generated = "".join(pysecrets.choice(alphabet) for _ in range(int(spec.get("PasswordLength", 32))))
+    template = spec.get("SecretStringTemplate")
+    key = spec.get("GenerateStringKey")
+    if template is None or key is None:
+        return generated
+    document = json.loads(str(template))
+    document[str(key)] = generated
+    return json.dumps(document)
+
+
+# --------------------------------------------------------------------------------------------------
+# Functions
+# --------------------------------------------------------------------------------------------------
+
+
+def _merged_function_properties(template: Mapping[str, Any], props: Mapping[str, Any]) -> dict[str, Any]:
+    """SAM's Globals semantics: maps merge, lists concatenate, scalars are overridden."""
+    merged: dict[str, Any] = dict(template.get("Globals", {}).get("Function", {}))
+    for key, value in props.items():
+        base = merged.get(key)
+        if isinstance(base, dict) and isinstance(value, dict):
+            merged[key] = _merge_maps(base, value)
+        elif isinstance(base, list) and isinstance(value, list):
+            merged[key] = base + value
+        else:
+            merged[key] = value
+    return merged
+
+
+def _merge_maps(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(out.get(key), dict) and isinstance(value, dict):
+            out[key] = _merge_maps(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _environment(resolver: Resolver, variables: Mapping[str, Any]) -> dict[str, str]:
+    resolved = resolver.resolve(dict(variables))
+    return {name: _text(value) for name, value in resolved.items()}
+
+
+def _event_spec(
+    resolver: Resolver, name: str, event: Mapping[str, Any], queue_urls: Mapping[str, str]
+) -> EventSpec:
+    kind = str(event.get("Type", ""))
+    props: dict[str, Any] = resolver.resolve(event.get("Properties", {}))
+    fields: dict[str, Any] = {}
+    if kind == "S3":
+        events = props.get("Events", [])
+        fields["bucket"] = props.get("Bucket")
+        fields["s3_events"] = tuple([events] if isinstance(events, str) else events)
+        for rule in props.get("Filter", {}).get("S3Key", {}).get("Rules", []):
+            fields[str(rule["Name"]).lower()] = rule["Value"]
+    elif kind == "SQS":
+        arn = str(props.get("Queue", ""))
+        scaling = props.get("ScalingConfig", {})
+        fields.update(
+            queue_arn=arn,
+            queue_url=queue_urls.get(arn),
+            batch_size=int(props.get("BatchSize", 10)),
+            maximum_batching_window_s=int(props.get("MaximumBatchingWindowInSeconds", 0)),
+            maximum_concurrency=int(scaling["MaximumConcurrency"])
+            if "MaximumConcurrency" in scaling
+            else None,
+            report_batch_item_failures="ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
+        )
+    elif kind in ("Api", "HttpApi"):
+        api_ref = event.get("Properties", {}).get("RestApiId") or event.get("Properties", {}).get("ApiId")
+        stage: Any = None
+        if isinstance(api_ref, dict) and isinstance(api_ref.get("Ref"), str):
+            api = resolver.resources.get(api_ref["Ref"], {})
+            stage = resolver.resolve(api.get("Properties", {}).get("StageName"))
+        fields.update(
+            path=props.get("Path"),
+            method=str(props.get("Method", "")).upper() or None,
+            rest_api=_text(props["RestApiId"]) if "RestApiId" in props else None,
+            stage=stage,
+        )
+    elif kind in ("Schedule", "ScheduleV2"):
+        fields.update(
+            schedule=props.get("Schedule") or props.get("ScheduleExpression"),
+            enabled=_flag(props.get("Enabled", True)) and props.get("State", "ENABLED") != "DISABLED",
+        )
+    return EventSpec(name=name, type=kind, properties=props, **fields)
+
+
+def _handler_path(code_uri: str, handler: str) -> tuple[str, str]:
+    module, _, function = handler.rpartition(".")
+    path = PurePosixPath(code_uri) / (module.replace(".", "/") + ".py")
+    return str(path), function
+
+
+def function_specs(resolver: Resolver, queue_urls: Mapping[str, str]) -> dict[str, FunctionSpec]:
+    specs: dict[str, FunctionSpec] = {}
+    template = resolver.template
+    for logical_id, resource in template.get("Resources", {}).items():
+        if resource.get("Type") != FUNCTION or not resolver.included(resource):
+            continue
+        own = resource.get("Properties", {})
+        props = _merged_function_properties(template, own)
+        code_uri = str(props.get("CodeUri", ""))
+        handler = str(props.get("Handler", ""))
+        handler_path, handler_function = _handler_path(code_uri, handler)
+        specs[logical_id] = FunctionSpec(
+            logical_id=logical_id,
+            code_uri=code_uri,
+            handler=handler,
+            handler_path=handler_path,
+            handler_function=handler_function,
+            runtime=str(props.get("Runtime", "")),
+            timeout_s=int(resolver.resolve(props.get("Timeout", 3))),
+            memory_mb=int(resolver.resolve(props.get("MemorySize", 128))),
+            ephemeral_storage_mb=int(resolver.resolve(props.get("EphemeralStorage", {}).get("Size", 512))),
+            env=_environment(resolver, own.get("Environment", {}).get("Variables", {})),
+            events=tuple(
+                _event_spec(resolver, name, event, queue_urls)
+                for name, event in own.get("Events", {}).items()
+            ),
+        )
+    return specs
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------------
+
+
+def create_local_stack(
+    stack_name: str = "verifyfeed-local",
+    template_path: str | os.PathLike[str] = DEFAULT_TEMPLATE,
+    secrets: Mapping[str, str] | None = None,
+    region: str = "us-east-1",
+    parameters: Mapping[str, str] | None = None,
+    *,
+    account_id: str = LOCAL_ACCOUNT_ID,
+    endpoint_url: str | None = None,
+) -> LocalStack:
+    """Create (or reuse) every bucket, queue, table and secret of the template in moto.
+
+    ``secrets`` gives a secret's value by logical id (a JSON string, e.g.
+    ``{"UpstreamCredentialsSecret": '{"apiId": "...", "apiKey": "..."}'}``); the others get a value
+    generated as their ``GenerateSecretString`` says. ``parameters`` override parameter defaults.
+    The endpoint is ``endpoint_url`` or, as for every boto3 client, ``AWS_ENDPOINT_URL``; with
+    neither, nothing is created (this must never reach a real account by accident).
+    """
+    if not endpoint_url and not any(name.startswith("AWS_ENDPOINT_URL") for name in os.environ):
+        raise RuntimeError("no endpoint: set AWS_ENDPOINT_URL (the moto server) or pass endpoint_url")
+    template = load_template(template_path)
+    resolver = Resolver(
+        template, stack_name=stack_name, region=region, account_id=account_id, parameters=parameters
+    )
+    unknown = set(secrets or {}) - {
+        logical_id for logical_id, res in template["Resources"].items() if res.get("Type") == SECRETSMANAGER
+    }
+    if unknown:
+        raise KeyError(f"no secrets {sorted(unknown)} in the template")
+    creator = _Creator(resolver, region, endpoint_url)
+    buckets: dict[str, str] = {}
+    queues: dict[str, str] = {}
+    tables: dict[str, str] = {}
+    secret_arns: dict[str, str] = {}
+    for logical_id in creation_order(template):
+        resource = template["Resources"][logical_id]
+        if not resolver.included(resource):
+            continue
+        props: dict[str, Any] = resolver.resolve(resource.get("Properties", {}))
+        kind = resource["Type"]
+        if kind == BUCKET:
+            buckets[logical_id] = creator.bucket(logical_id, props)
+        elif kind == QUEUE:
+            queues[logical_id] = creator.queue(logical_id, props)
+        elif kind == TABLE:
+            tables[logical_id] = creator.table(logical_id, props)
+        elif kind == SECRETSMANAGER:
+            secret_arns[logical_id] = creator.secret(logical_id, props, (secrets or {}).get(logical_id))
+
+    work_queue, dead_letter_queue = _work_and_dead_letter_queues(template, queues)
+    queue_urls = {resolver.attributes[(logical_id, "Arn")]: url for logical_id, url in queues.items()}
+    global_env = template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+    return LocalStack(
+        stack_name=stack_name,
+        region=region,
+        account_id=account_id,
+        bucket=next(iter(buckets.values()), ""),
+        queue_url=work_queue,
+        dlq_url=dead_letter_queue,
+        tables=tables,
+        secrets=secret_arns,
+        function_env=_environment(resolver, global_env),
+        functions=function_specs(resolver, queue_urls),
+        buckets=buckets,
+        queues=queues,
+        parameters={name: _text(value) for name, value in resolver.parameters.items()},
+    )
+
+
+def _work_and_dead_letter_queues(template: Mapping[str, Any], queues: Mapping[str, str]) -> tuple[str, str]:
+    """The queue with a redrive policy and the queue it redrives to."""
+    for logical_id in queues:
+        redrive = template["Resources"][logical_id].get("Properties", {}).get("RedrivePolicy")
+        if not redrive:
+            continue
+        target = set(_references(redrive.get("deadLetterTargetArn"))) & set(queues)
+        return queues[logical_id], queues[target.pop()] if target else ""
+    return next(iter(queues.values()), ""), ""

@@ -1,0 +1,498 @@
+"""The template's security and wiring properties, checked on the YAML itself (no AWS, no SAM)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from local.resources import NO_VALUE, Resolver, creation_order, load_template
+from verifyfeed.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+FUNCTIONS = {
+    "SplitterFunction": "splitter",
+    "UploaderFunction": "uploader",
+    "CallbackFunction": "callback",
+    "PollerFunction": "poller",
+}
+BUCKET_NAME = "${AWS::StackName}-ingest-${AWS::AccountId}-${AWS::Region}"
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template(ROOT / "template.yaml")
+
+
+@pytest.fixture(scope="module")
+def resources(template: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = template["Resources"]
+    return found
+
+
+def props(resources: dict[str, Any], logical_id: str) -> dict[str, Any]:
+    found: dict[str, Any] = resources[logical_id]["Properties"]
+    return found
+
+
+def of_type(resources: dict[str, Any], kind: str) -> dict[str, Any]:
+    return {k: v for k, v in resources.items() if v["Type"] == kind}
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def statements(node: Any) -> Iterator[dict[str, Any]]:
+    """Every IAM statement anywhere in the template (inline policies, bucket policies ...)."""
+    if isinstance(node, dict):
+        if isinstance(node.get("Statement"), list | dict):
+            yield from as_list(node["Statement"])
+        for value in node.values():
+            yield from statements(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from statements(item)
+
+
+def referenced(node: Any) -> set[str]:
+    """Logical ids a value refers to through Ref, GetAtt or Sub."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        if "Ref" in node:
+            found.add(node["Ref"])
+        if "Fn::GetAtt" in node:
+            found.add(node["Fn::GetAtt"][0])
+        if "Fn::Sub" in node:
+            text = node["Fn::Sub"] if isinstance(node["Fn::Sub"], str) else node["Fn::Sub"][0]
+            found |= {name.split(".")[0] for name in re.findall(r"\$\{([^}!]+)\}", text)}
+        for value in node.values():
+            found |= referenced(value)
+    elif isinstance(node, list):
+        for item in node:
+            found |= referenced(item)
+    return found
+
+
+# -- ingest bucket --------------------------------------------------------------------------------
+
+
+def test_ingest_bucket_blocks_public_access(resources: dict[str, Any]) -> None:
+    block = props(resources, "IngestBucket")["PublicAccessBlockConfiguration"]
+    assert block == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+
+
+def test_every_bucket_is_encrypted_and_versioned(resources: dict[str, Any]) -> None:
+    for logical_id, bucket in of_type(resources, "AWS::S3::Bucket").items():
+        rules = bucket["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        algorithms = {rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] for rule in rules}
+        assert algorithms <= {"AES256", "aws:kms", "aws:kms:dsse"} and algorithms, logical_id
+        assert bucket["Properties"]["VersioningConfiguration"] == {"Status": "Enabled"}, logical_id
+
+
+def test_ingest_bucket_lifecycle(resources: dict[str, Any]) -> None:
+    rules = props(resources, "IngestBucket")["LifecycleConfiguration"]["Rules"]
+    by_prefix = {rule.get("Prefix"): rule for rule in rules}
+    for prefix in ("lost-repair/", "carrier-audit/"):
+        assert by_prefix[prefix]["ExpirationInDays"] == {"Ref": "RawUploadRetentionDays"}
+    assert by_prefix["claims/"]["ExpirationInDays"] == 14
+    assert all(not str(rule.get("Prefix", "")).startswith("reports") for rule in rules), "reports are kept"
+    noncurrent = [
+        rule["NoncurrentVersionExpiration"] for rule in rules if "NoncurrentVersionExpiration" in rule
+    ]
+    assert noncurrent == [{"NoncurrentDays": 7}]
+    assert all(rule["Status"] == "Enabled" for rule in rules)
+
+
+def test_ingest_bucket_is_tls_only(resources: dict[str, Any]) -> None:
+    policies = [
+        p["Properties"]
+        for p in of_type(resources, "AWS::S3::BucketPolicy").values()
+        if p["Properties"]["Bucket"] == {"Ref": "IngestBucket"}
+    ]
+    assert len(policies) == 1
+    denies = [
+        st
+        for st in policies[0]["PolicyDocument"]["Statement"]
+        if st["Effect"] == "Deny"
+        and st["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        and st["Principal"] == "*"
+        and st["Action"] in ("s3:*", ["s3:*"])
+    ]
+    assert len(denies) == 1
+    assert {"Fn::GetAtt": ["IngestBucket", "Arn"]} in denies[0]["Resource"]
+    assert {"Fn::Sub": "${IngestBucket.Arn}/*"} in denies[0]["Resource"]
+
+
+def test_bucket_name_is_deterministic_and_never_a_ref_from_functions(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    """The bucket's notification depends on the splitter: nothing of a function may depend on the bucket."""
+    assert props(resources, "IngestBucket")["BucketName"] == {"Fn::Sub": BUCKET_NAME}
+    assert template["Globals"]["Function"]["Environment"]["Variables"]["INGEST_BUCKET"] == {
+        "Fn::Sub": BUCKET_NAME
+    }
+    for logical_id in FUNCTIONS:
+        function = props(resources, logical_id)
+        without_events = {k: v for k, v in function.items() if k != "Events"}
+        assert "IngestBucket" not in referenced(without_events), logical_id
+    assert "IngestBucket" not in referenced(template["Globals"])
+
+
+def test_splitter_is_triggered_by_both_upload_prefixes(resources: dict[str, Any]) -> None:
+    events = props(resources, "SplitterFunction")["Events"].values()
+    prefixes = set()
+    for event in events:
+        assert event["Type"] == "S3"
+        assert event["Properties"]["Bucket"] == {"Ref": "IngestBucket"}
+        assert event["Properties"]["Events"] in ("s3:ObjectCreated:*", ["s3:ObjectCreated:*"])
+        rules = event["Properties"]["Filter"]["S3Key"]["Rules"]
+        prefixes |= {rule["Value"] for rule in rules if rule["Name"] == "prefix"}
+    assert prefixes == {"lost-repair/", "carrier-audit/"}
+    splitter = props(resources, "SplitterFunction")
+    assert (splitter["MemorySize"], splitter["Timeout"], splitter["EphemeralStorage"]["Size"]) == (
+        1024,
+        900,
+        2048,
+    )
+
+
+# -- IAM ------------------------------------------------------------------------------------------
+
+
+def test_no_statement_allows_everything(template: dict[str, Any]) -> None:
+    found = list(statements(template["Resources"]))
+    assert found, "the walk found no statement at all"
+    for statement in found:
+        if statement.get("Effect") != "Allow":
+            continue
+        actions = as_list(statement.get("Action", []))
+        resources = as_list(statement.get("Resource", []))
+        assert "*" not in actions, statement
+        assert not ("*" in resources and any(str(a).endswith(":*") for a in actions)), statement
+
+
+def test_functions_use_policy_templates_or_inline_statements_only(resources: dict[str, Any]) -> None:
+    """No AWS-managed policy by name or ARN (e.g. AdministratorAccess, AmazonS3FullAccess)."""
+    for logical_id in FUNCTIONS:
+        policies = props(resources, logical_id)["Policies"]
+        assert isinstance(policies, list) and policies, logical_id
+        assert all(isinstance(policy, dict) for policy in policies), logical_id
+
+
+def policy_templates(resources: dict[str, Any], logical_id: str) -> dict[str, list[Any]]:
+    found: dict[str, list[Any]] = {}
+    for policy in props(resources, logical_id)["Policies"]:
+        for name, value in policy.items():
+            if name != "Statement":
+                found.setdefault(name, []).append(value)
+    return found
+
+
+def test_each_function_reads_only_its_own_secret(resources: dict[str, Any]) -> None:
+    expected = {
+        "SplitterFunction": [],
+        "UploaderFunction": [{"SecretArn": {"Ref": "UpstreamCredentialsSecret"}}],
+        "CallbackFunction": [{"SecretArn": {"Ref": "CallbackSigningSecret"}}],
+        "PollerFunction": [{"SecretArn": {"Ref": "UpstreamCredentialsSecret"}}],
+    }
+    for logical_id, secrets in expected.items():
+        assert (
+            policy_templates(resources, logical_id).get("AWSSecretsManagerGetSecretValuePolicy", [])
+            == secrets
+        )
+
+
+def test_function_table_and_queue_access(resources: dict[str, Any]) -> None:
+    def tables(logical_id: str) -> set[str]:
+        found = policy_templates(resources, logical_id).get("DynamoDBCrudPolicy", [])
+        return {p["TableName"]["Ref"] for p in found}
+
+    assert tables("SplitterFunction") == {"JobsTable", "AuditsTable"}
+    assert tables("UploaderFunction") == {"JobsTable", "AuditsTable", "IdempotencyTable"}
+    assert tables("CallbackFunction") == {"AuditsTable"}
+    assert tables("PollerFunction") == {"JobsTable", "AuditsTable"}
+    queue = {"QueueName": {"Fn::GetAtt": ["WorkQueue", "QueueName"]}}
+    for logical_id in ("SplitterFunction", "UploaderFunction", "PollerFunction"):
+        assert policy_templates(resources, logical_id)["SQSSendMessagePolicy"] == [queue]
+    assert policy_templates(resources, "UploaderFunction")["SQSPollerPolicy"] == [queue]
+    assert "SQSSendMessagePolicy" not in policy_templates(resources, "CallbackFunction")
+
+
+# -- secrets --------------------------------------------------------------------------------------
+
+SECRETISH = re.compile(r"(SECRET|KEY|PASSWORD|PASSWD|TOKEN|CREDENTIALS?)(_|$)")
+
+
+def environments(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    yield "Globals", template["Globals"]["Function"].get("Environment", {}).get("Variables", {})
+    for logical_id, function in of_type(template["Resources"], "AWS::Serverless::Function").items():
+        yield logical_id, function["Properties"].get("Environment", {}).get("Variables", {})
+
+
+def test_no_secret_value_in_any_environment(template: dict[str, Any]) -> None:
+    secrets = set(of_type(template["Resources"], "AWS::SecretsManager::Secret"))
+    checked = 0
+    for where, variables in environments(template):
+        for name, value in variables.items():
+            assert "{{resolve:" not in str(value), f"{where}.{name} resolves a secret into the environment"
+            if SECRETISH.search(name):
+                checked += 1
+                assert isinstance(value, dict), f"{where}.{name} is a literal"
+                assert referenced(value) and referenced(value) <= secrets, (
+                    f"{where}.{name} is not a secret ref"
+                )
+    assert checked >= 2  # UPSTREAM_CREDENTIALS_PARAM, CALLBACK_SECRET_PARAM
+
+
+def test_secrets_are_generated_never_plaintext(resources: dict[str, Any]) -> None:
+    secrets = of_type(resources, "AWS::SecretsManager::Secret")
+    assert set(secrets) == {"UpstreamCredentialsSecret", "CallbackSigningSecret"}
+    for logical_id, secret in secrets.items():
+        assert "SecretString" not in secret["Properties"], logical_id
+        assert "GenerateSecretString" in secret["Properties"], logical_id
+    signing = secrets["CallbackSigningSecret"]["Properties"]["GenerateSecretString"]
+    assert signing["GenerateStringKey"] == "current"
+    assert signing["PasswordLength"] == 48
+    assert signing["ExcludePunctuation"] is True
+    upstream = secrets["UpstreamCredentialsSecret"]["Properties"]["GenerateSecretString"]
+    assert upstream["GenerateStringKey"] == "apiKey"
+    assert '"apiId"' in upstream["SecretStringTemplate"]
+
+
+# -- queues ---------------------------------------------------------------------------------------
+
+
+def test_uploader_reports_batch_item_failures_with_bounded_concurrency(resources: dict[str, Any]) -> None:
+    (event,) = props(resources, "UploaderFunction")["Events"].values()
+    assert event["Type"] == "SQS"
+    sqs = event["Properties"]
+    assert sqs["Queue"] == {"Fn::GetAtt": ["WorkQueue", "Arn"]}
+    assert sqs["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert sqs["ScalingConfig"]["MaximumConcurrency"] == 5
+    assert (sqs["BatchSize"], sqs["MaximumBatchingWindowInSeconds"]) == (5, 1)
+
+
+def test_work_queue_has_a_dead_letter_queue(resources: dict[str, Any]) -> None:
+    work = props(resources, "WorkQueue")
+    assert work["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
+        "maxReceiveCount": 8,
+    }
+    assert props(resources, "DeadLetterQueue")["MessageRetentionPeriod"] == 14 * 24 * 3600
+    for logical_id in of_type(resources, "AWS::SQS::Queue"):
+        assert props(resources, logical_id)["SqsManagedSseEnabled"] is True
+
+
+def test_visibility_timeout_covers_six_uploader_timeouts(resources: dict[str, Any]) -> None:
+    uploader = props(resources, "UploaderFunction")
+    (event,) = uploader["Events"].values()
+    window = event["Properties"].get("MaximumBatchingWindowInSeconds", 0)
+    assert props(resources, "WorkQueue")["VisibilityTimeout"] >= 6 * uploader["Timeout"] + window
+
+
+def test_dead_letter_queue_is_created_before_the_work_queue(template: dict[str, Any]) -> None:
+    order = creation_order(template)
+    assert order.index("DeadLetterQueue") < order.index("WorkQueue")
+
+
+# -- tables ---------------------------------------------------------------------------------------
+
+
+def keys(schema: list[dict[str, str]]) -> list[tuple[str, str]]:
+    return [(k["AttributeName"], k["KeyType"]) for k in schema]
+
+
+def test_tables_are_on_demand_and_encrypted(resources: dict[str, Any]) -> None:
+    for logical_id, table in of_type(resources, "AWS::DynamoDB::Table").items():
+        assert table["Properties"]["BillingMode"] == "PAY_PER_REQUEST", logical_id
+        assert table["Properties"]["SSESpecification"]["SSEEnabled"] is True, logical_id
+    for logical_id in ("JobsTable", "AuditsTable"):
+        pitr = props(resources, logical_id)["PointInTimeRecoverySpecification"]
+        assert pitr == {"PointInTimeRecoveryEnabled": True}
+
+
+def test_jobs_table_keys(resources: dict[str, Any]) -> None:
+    jobs = props(resources, "JobsTable")
+    assert keys(jobs["KeySchema"]) == [("pk", "HASH"), ("sk", "RANGE")]
+    (gsi,) = jobs["GlobalSecondaryIndexes"]
+    assert gsi["IndexName"] == "gsi1"
+    assert keys(gsi["KeySchema"]) == [("gsi1pk", "HASH"), ("gsi1sk", "RANGE")]
+    assert gsi["Projection"] == {"ProjectionType": "ALL"}
+
+
+def test_audits_table_keys(resources: dict[str, Any]) -> None:
+    audits = props(resources, "AuditsTable")
+    assert keys(audits["KeySchema"]) == [("pk", "HASH")]
+    types = {a["AttributeName"]: a["AttributeType"] for a in audits["AttributeDefinitions"]}
+    assert types == {"pk": "S", "record_id": "N", "status": "S", "updated_at": "S"}
+    indexes = {gsi["IndexName"]: gsi for gsi in audits["GlobalSecondaryIndexes"]}
+    assert keys(indexes["by-record-id"]["KeySchema"]) == [("record_id", "HASH")]
+    assert keys(indexes["by-status"]["KeySchema"]) == [("status", "HASH"), ("updated_at", "RANGE")]
+    assert indexes["by-status"]["Projection"] == {"ProjectionType": "ALL"}
+
+
+def test_idempotency_table_has_the_powertools_layout(resources: dict[str, Any]) -> None:
+    table = props(resources, "IdempotencyTable")
+    assert keys(table["KeySchema"]) == [("id", "HASH")]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
+
+
+# -- functions, API, layer ------------------------------------------------------------------------
+
+
+def test_functions_code_uri_and_handler(resources: dict[str, Any]) -> None:
+    assert set(of_type(resources, "AWS::Serverless::Function")) == set(FUNCTIONS)
+    for logical_id, name in FUNCTIONS.items():
+        function = props(resources, logical_id)
+        assert function["CodeUri"] == f"functions/{name}/"
+        assert function["Handler"] == "app.lambda_handler"
+
+
+def test_function_globals(template: dict[str, Any]) -> None:
+    globals_ = template["Globals"]["Function"]
+    assert globals_["Runtime"] == "python3.11"
+    assert globals_["Architectures"] == ["x86_64"]
+    assert globals_["Tracing"] == "Active"
+    powertools, core = globals_["Layers"]
+    assert "AWSLambdaPowertoolsPythonV3-python311-x86_64" in str(powertools)
+    assert "PowertoolsLayerArn" in str(powertools)
+    # last, so its pydantic (the one the tests run with) wins over the copy in the Powertools layer
+    assert core == {"Ref": "CoreLayer"}
+
+
+def test_callback_api_is_throttled(resources: dict[str, Any]) -> None:
+    api = props(resources, "CallbackApi")
+    assert api["StageName"] == {"Ref": "Stage"}
+    settings = [s for s in api["MethodSettings"] if s["ResourcePath"] == "/*" and s["HttpMethod"] == "*"]
+    assert len(settings) == 1
+    assert settings[0]["ThrottlingBurstLimit"] == 50
+    assert settings[0]["ThrottlingRateLimit"] == 20
+    (event,) = props(resources, "CallbackFunction")["Events"].values()
+    assert event["Type"] == "Api"
+    assert event["Properties"]["RestApiId"] == {"Ref": "CallbackApi"}
+    assert (event["Properties"]["Path"], event["Properties"]["Method"].lower()) == (
+        "/callbacks/carrier-audit",
+        "post",
+    )
+
+
+def test_poller_runs_on_the_schedule_parameter(resources: dict[str, Any]) -> None:
+    (event,) = props(resources, "PollerFunction")["Events"].values()
+    assert event["Type"] == "Schedule"
+    assert event["Properties"]["Schedule"] == {"Ref": "PollSchedule"}
+
+
+def test_core_layer_is_built_by_its_makefile(resources: dict[str, Any]) -> None:
+    layer = resources["CoreLayer"]
+    assert layer["Type"] == "AWS::Serverless::LayerVersion"
+    assert layer["Properties"]["ContentUri"] == "layers/core"
+    assert layer["Metadata"]["BuildMethod"] == "makefile"
+    makefile = (ROOT / "layers/core/Makefile").read_text()
+    assert re.search(r"^build-CoreLayer:", makefile, re.MULTILINE)
+    requirements = (ROOT / "layers/core/requirements.txt").read_text().lower()
+    assert "pydantic" in requirements and "requests" in requirements and "openpyxl" in requirements
+    assert "powertools" not in re.sub(r"#.*", "", requirements), "Powertools comes from the managed layer"
+
+
+# -- parameters, environment, outputs -------------------------------------------------------------
+
+
+def test_parameters(template: dict[str, Any]) -> None:
+    parameters = template["Parameters"]
+    assert set(parameters) == {
+        "Stage",
+        "UpstreamBaseUrl",
+        "UnknownOutcomePolicy",
+        "BlackoutStartDay",
+        "BlackoutResumeDay",
+        "RawUploadRetentionDays",
+        "PollSchedule",
+        "LogLevel",
+        "PowertoolsLayerArn",
+    }
+    assert parameters["Stage"]["AllowedValues"] == ["dev", "prod"]
+    assert parameters["UnknownOutcomePolicy"]["AllowedValues"] == ["hold", "resend"]
+    assert parameters["UnknownOutcomePolicy"]["Default"] == "hold"
+    assert parameters["UpstreamBaseUrl"]["Default"] == "https://api.caih.com"
+    assert (parameters["BlackoutStartDay"]["Default"], parameters["BlackoutResumeDay"]["Default"]) == (27, 1)
+    assert parameters["RawUploadRetentionDays"]["Default"] == 30
+    assert parameters["PollSchedule"]["Default"] == "rate(5 minutes)"
+
+
+def test_every_environment_variable_is_a_setting(template: dict[str, Any]) -> None:
+    """A variable the code does not read is a typo (or dead configuration)."""
+    aliases = {f.alias for f in Settings.model_fields.values() if f.alias}
+    for where, variables in environments(template):
+        unknown = {name for name in variables if not name.startswith("POWERTOOLS_")} - aliases
+        assert not unknown, f"{where}: {unknown} are not Settings aliases"
+    names = set(template["Globals"]["Function"]["Environment"]["Variables"])
+    assert {
+        "INGEST_BUCKET",
+        "JOBS_TABLE",
+        "AUDITS_TABLE",
+        "IDEMPOTENCY_TABLE",
+        "WORK_QUEUE_URL",
+        "UPSTREAM_BASE_URL",
+        "UPSTREAM_CREDENTIALS_PARAM",
+        "CALLBACK_SECRET_PARAM",
+        "UNKNOWN_OUTCOME_POLICY",
+        "BLACKOUT_START_DAY",
+        "BLACKOUT_RESUME_DAY",
+        "POWERTOOLS_SERVICE_NAME",
+        "POWERTOOLS_METRICS_NAMESPACE",
+        "POWERTOOLS_LOG_LEVEL",
+    } <= names
+
+
+def test_outputs(template: dict[str, Any]) -> None:
+    outputs = template["Outputs"]
+    assert {
+        "IngestBucketName",
+        "CallbackUrl",
+        "WorkQueueUrl",
+        "DeadLetterQueueUrl",
+        "JobsTableName",
+        "AuditsTableName",
+    } <= set(outputs)
+    assert outputs["CallbackUrl"]["Value"] == {
+        "Fn::Sub": "https://${CallbackApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/${Stage}/callbacks/carrier-audit"
+    }
+
+
+# -- the loader and resolver local/resources.py uses ----------------------------------------------
+
+
+def test_loader_keeps_cloudformation_strings_and_short_tags(template: dict[str, Any]) -> None:
+    assert template["AWSTemplateFormatVersion"] == "2010-09-09"
+    assert template["Conditions"]["UseDefaultPowertoolsLayer"] == {
+        "Fn::Equals": [{"Ref": "PowertoolsLayerArn"}, ""]
+    }
+
+
+def test_resolver_evaluates_intrinsics(template: dict[str, Any]) -> None:
+    resolver = Resolver(template, stack_name="s", region="eu-west-1", parameters={"Stage": "prod"})
+    resolver.refs["WorkQueue"] = "https://queue"
+    resolver.attributes[("WorkQueue", "Arn")] = "arn:aws:sqs:eu-west-1:123456789012:s-WorkQueue"
+    assert resolver.resolve({"Ref": "Stage"}) == "prod"
+    assert resolver.resolve({"Ref": "BlackoutStartDay"}) == "27"
+    assert resolver.resolve({"Fn::Sub": "${AWS::StackName}-${Stage}-${!Literal}"}) == "s-prod-${Literal}"
+    assert resolver.resolve({"Fn::Sub": ["${A}/${WorkQueue.Arn}", {"A": {"Ref": "AWS::Region"}}]}) == (
+        "eu-west-1/arn:aws:sqs:eu-west-1:123456789012:s-WorkQueue"
+    )
+    assert resolver.resolve({"Fn::Join": ["-", ["a", {"Ref": "WorkQueue"}]]}) == "a-https://queue"
+    assert resolver.resolve({"Fn::Select": [1, {"Fn::Split": [",", "x,y"]}]}) == "y"
+    layers = resolver.resolve(template["Globals"]["Function"]["Layers"])
+    assert layers[0].startswith("arn:aws:lambda:eu-west-1:017000801446:layer:AWSLambdaPowertoolsPythonV3")
+    assert resolver.resolve([{"Ref": "AWS::NoValue"}, 1]) == [1]
+    assert resolver.resolve({"Ref": "AWS::NoValue"}) is NO_VALUE
+    with pytest.raises(ValueError, match="not one of"):
+        Resolver(template, stack_name="s", region="eu-west-1", parameters={"Stage": "qa"})
