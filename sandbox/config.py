@@ -1,0 +1,31 @@
+"""The sandbox's settings (re-exported by ``sandbox.server``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_PORT = 8765
+DEFAULT_API_ID = "local-api-id"
+DEFAULT_API_KEY = "local-api-key"
+DEFAULT_CALLBACK_SECRET = "local-callback-secret"  # noqa: S105 - idem
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 = an ephemeral port (read it back from the handle's ``url``)
+    api_id: str = DEFAULT_API_ID
+    api_key: str = field(default=DEFAULT_API_KEY, repr=False)
+    callback_url: str = ""  # empty: audits are decided but no callback is sent
+    callback_secret: str = field(default=DEFAULT_CALLBACK_SECRET, repr=False)
+    decision_delay_s: float = 2.0  # on the sandbox clock
+    clock_now: str = ""  # ISO instant with offset the clock starts at; empty = system clock
+    blackout_start_day: int = 27
+    blackout_resume_day: int = 1
+    seed: int = 0  # for ``error_rate`` draws
+    first_audit_id: int = 1
+    max_skew_s: int = 300  # authinfo timestamp tolerance
+    callback_retries: int = 3  # retries after the first attempt (so up to 4 attempts)
+    callback_backoff_s: float = 0.2  # doubled after each failed attempt
+    callback_timeout_s: float = 5.0
+    tick_s: float = 0.1  # how often pending audits are checked
