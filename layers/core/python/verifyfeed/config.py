@@ -79,7 +79,7 @@ class Settings(BaseModel):
     retry_max_seconds: int = Field(900, alias="RETRY_MAX_SECONDS", ge=0)
     queue_max_receive_count: int = Field(8, alias="QUEUE_MAX_RECEIVE_COUNT", ge=1)
     idempotency_expiry_seconds: int = Field(24 * 3600, alias="IDEMPOTENCY_EXPIRY_SECONDS", ge=60)
-    send_lease_seconds: int = Field(120, alias="SEND_LEASE_SECONDS", ge=1)
+    send_lease_seconds: int = Field(180, alias="SEND_LEASE_SECONDS", ge=1)
 
     # blackout (China time, UTC+8)
     blackout_start_day: int = Field(27, alias="BLACKOUT_START_DAY", ge=1, le=31)

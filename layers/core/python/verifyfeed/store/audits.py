@@ -120,8 +120,10 @@ class AuditStore:
             ":from": attr(audit.status.value),
             ":v": attr(audit.version),
         }
+        names = {"#s": "status"}
         for i, (name, value) in enumerate(fields.items()):
-            sets.append(f"{name} = :f{i}")
+            sets.append(f"#f{i} = :f{i}")  # names may be reserved words ("row")
+            names[f"#f{i}"] = name
             values[f":f{i}"] = attr(value)
         try:
             self._db.update_item(
@@ -129,7 +131,7 @@ class AuditStore:
                 Key={"pk": attr(audit_pk(audit.audit_key))},
                 UpdateExpression="SET " + ", ".join(sets),
                 ConditionExpression="#s = :from AND version = :v",
-                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
             )
         except ClientError as exc:

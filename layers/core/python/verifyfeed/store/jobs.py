@@ -272,8 +272,10 @@ class JobStore:
         if count_state0:
             sets.append("state0_count = state0_count + :one")
             values[":one"] = attr(1)
+        names = {"#s": "status"}
         for i, (name, value) in enumerate((fields or {}).items()):
-            sets.append(f"{name} = :f{i}")
+            sets.append(f"#f{i} = :f{i}")  # names may be reserved words
+            names[f"#f{i}"] = name
             values[f":f{i}"] = attr(value)
         update = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
         items: list[dict[str, Any]] = [
@@ -283,7 +285,7 @@ class JobStore:
                     "Key": {"pk": attr(job_pk(batch.job_id)), "sk": attr(batch_sk(batch.seq))},
                     "UpdateExpression": update,
                     "ConditionExpression": "#s = :from AND attempts = :attempts",
-                    "ExpressionAttributeNames": {"#s": "status"},
+                    "ExpressionAttributeNames": names,
                     "ExpressionAttributeValues": values,
                 }
             }

@@ -1,0 +1,221 @@
+"""Integration fixtures: the template's resources in a moto server, the upstream sandbox, and
+``Services`` wired to both over HTTP (nothing patched)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from local.resources import LocalStack, create_local_stack
+from sandbox.server import SandboxConfig, SandboxHandle, start_sandbox
+from verifyfeed.clock import FixedClock
+from verifyfeed.config import Settings
+from verifyfeed.models.lost_repair import RepairRecord
+from verifyfeed.models.records import Batch, BatchStatus, Job, JobKind, JobStatus
+from verifyfeed.rules.hashing import sha256_hex
+from verifyfeed.services import Services, build_services
+from verifyfeed.store.jobs import batch_id, iso
+
+ROOT = Path(__file__).resolve().parents[2]
+API_ID = "it-api-id"
+API_KEY = "it-api-key"
+CALLBACK_SECRET = "it-callback-secret"
+PREVIOUS_CALLBACK_SECRET = "it-callback-secret-old"
+NOW = "2026-11-25T10:00:00+08:00"
+
+
+@pytest.fixture(scope="session")
+def stack(moto_endpoint: str) -> LocalStack:
+    return create_local_stack(
+        stack_name="verifyfeed-it",
+        template_path=ROOT / "template.yaml",
+        secrets={
+            "UpstreamCredentialsSecret": json.dumps({"apiId": API_ID, "apiKey": API_KEY}),
+            "CallbackSigningSecret": json.dumps(
+                {"current": CALLBACK_SECRET, "previous": PREVIOUS_CALLBACK_SECRET}
+            ),
+        },
+    )
+
+
+@pytest.fixture(scope="session")
+def sandbox_session() -> Iterator[SandboxHandle]:
+    handle = start_sandbox(
+        SandboxConfig(api_id=API_ID, api_key=API_KEY, callback_secret=CALLBACK_SECRET, decision_delay_s=0.3)
+    )
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture
+def sandbox(sandbox_session: SandboxHandle) -> SandboxHandle:
+    sandbox_session.reset()
+    sandbox_session.set_clock(NOW)
+    return sandbox_session
+
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(stack: LocalStack, sandbox_session: SandboxHandle) -> SettingsFactory:
+    def factory(**overrides: str) -> Settings:
+        env = {
+            **stack.function_env,
+            "UPSTREAM_BASE_URL": sandbox_session.url,
+            "UPSTREAM_READ_TIMEOUT": "1.5",
+            "UPSTREAM_CONNECT_TIMEOUT": "1.0",
+            "RETRY_BASE_SECONDS": "0",
+            **overrides,
+        }
+        return Settings.from_env(env)
+
+    return factory
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(datetime.fromisoformat(NOW))
+
+
+@pytest.fixture
+def services(make_settings: SettingsFactory, clock: FixedClock) -> Services:
+    return build_services(make_settings(), clock)
+
+
+def fake_id(n: int) -> str:
+    """A valid 18-digit ID number (GB 11643 check digit) that belongs to nobody."""
+    body = f"110105{1970 + n % 30:04d}0101{n % 1000:03d}"
+    weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+    return body + "10X98765432"[sum(int(d) * w for d, w in zip(body, weights, strict=True)) % 11]
+
+
+def repair_records(count: int, start: int = 0) -> list[RepairRecord]:
+    return [
+        RepairRecord(
+            name=f"测试{i}",
+            idcode=sha256_hex(fake_id(start + i)),
+            usedPhone=sha256_hex(f"138{start + i:08d}") if i % 2 else "",
+            authCode=f"A{start + i:06d}",
+        )
+        for i in range(count)
+    ]
+
+
+def new_job(services: Services, batches: int = 1, kind: JobKind = JobKind.LOST_REPAIR) -> Job:
+    """A job in ``uploading`` with ``batches`` queued batch records, as the splitter leaves it."""
+    job_id = uuid.uuid4().hex[:24]
+    now = iso(services.clock.now())
+    job = Job(
+        job_id=job_id,
+        kind=kind,
+        bucket=services.settings.ingest_bucket,
+        key=f"lost-repair/test-{job_id}.csv",
+        status=JobStatus.SPLITTING,
+        created_at=now,
+    )
+    assert services.jobs.create_job(job)
+    for seq in range(1, batches + 1):
+        services.jobs.put_batch_if_absent(
+            Batch(
+                job_id=job_id,
+                seq=seq,
+                batch_id=batch_id(job_id, seq),
+                status=BatchStatus.QUEUED,
+                record_count=1,
+            )
+        )
+    from verifyfeed.models.records import JobCounts
+
+    services.jobs.finish_split(
+        job_id,
+        JobCounts(rows_read=batches, rows_accepted=batches, batches_total=batches),
+        services.clock.now(),
+    )
+    fresh = services.jobs.get_job(job_id)
+    assert fresh is not None
+    return fresh
+
+
+def drain_queue(queue_url: str) -> list[dict[str, Any]]:
+    sqs = boto3.client("sqs")
+    out: list[dict[str, Any]] = []
+    while True:
+        got = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0, VisibilityTimeout=0
+        )
+        messages = got.get("Messages", [])
+        if not messages:
+            return out
+        for m in messages:
+            out.append(json.loads(m["Body"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+
+
+@pytest.fixture(scope="session")
+def handler_env(stack: LocalStack, sandbox_session: SandboxHandle) -> Iterator[dict[str, str]]:
+    """The environment the template gives every function, pointed at the sandbox; set before any
+    handler module is imported (handlers read their settings once, at import)."""
+    import os
+
+    from verifyfeed.config import get_settings
+    from verifyfeed.services import get_services
+
+    env = {
+        **stack.function_env,
+        "UPSTREAM_BASE_URL": sandbox_session.url,
+        "UPSTREAM_READ_TIMEOUT": "1.5",
+        "RETRY_BASE_SECONDS": "0",
+        "CLOCK_NOW": NOW,
+        "POWERTOOLS_TRACE_DISABLED": "1",
+        "POWERTOOLS_METRICS_NAMESPACE": "VerifyFeedTest",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    get_settings.cache_clear()
+    get_services.cache_clear()
+    try:
+        yield env
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        get_settings.cache_clear()
+        get_services.cache_clear()
+
+
+def _handler(role: str) -> Any:
+    from local.runner import load_handler
+
+    return load_handler(role, ROOT / "functions" / role / "app.py")
+
+
+@pytest.fixture(scope="session")
+def callback_handler(handler_env: dict[str, str]) -> Any:
+    return _handler("callback")
+
+
+@pytest.fixture(scope="session")
+def uploader_handler(handler_env: dict[str, str]) -> Any:
+    return _handler("uploader")
+
+
+@pytest.fixture(scope="session")
+def splitter_handler(handler_env: dict[str, str]) -> Any:
+    return _handler("splitter")
+
+
+@pytest.fixture(scope="session")
+def poller_handler(handler_env: dict[str, str]) -> Any:
+    return _handler("poller")

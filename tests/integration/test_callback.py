@@ -1,0 +1,185 @@
+"""The result callback: verify before parsing, apply through the shared transition, and leave the
+audits table byte-for-byte untouched whenever a callback is refused."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.integration.conftest import API_ID, CALLBACK_SECRET, PREVIOUS_CALLBACK_SECRET
+from verifyfeed.logic.callback import handle_callback
+from verifyfeed.logic.transitions import TransitionOutcome, apply_audit_result
+from verifyfeed.models.carrier_audit import UpstreamAuditStatus
+from verifyfeed.models.records import Audit, AuditStatus
+from verifyfeed.services import Services
+from verifyfeed.upstream.signing import sign_body
+
+pytestmark = pytest.mark.integration
+_next_record_id = iter(range(900_000, 10_000_000))
+
+
+def pending_audit(services: Services) -> Audit:
+    """An audit that was added upstream and awaits its result, as the uploader leaves it."""
+    now = services.clock.now()
+    audit = Audit(
+        audit_key=uuid.uuid4().hex,
+        job_id="job-" + uuid.uuid4().hex[:8],
+        row=2,
+        usage="2",
+        owner_name_masked="张*",
+        id_card_masked="110*************2X",
+        id_card_digest="0" * 64,
+        phone_masked="138******78",
+        status=AuditStatus.SUBMITTING,
+    )
+    _, reserved = services.audits.reserve(audit, now)
+    return services.audits.settle_submission(
+        reserved, AuditStatus.PENDING, now, record_id=next(_next_record_id)
+    )
+
+
+def body(record_id: int, status: Any = 1, **extra: Any) -> bytes:
+    payload = {
+        "apiId": API_ID,
+        "serviceName": "auditCarrierAudit",
+        "id": record_id,
+        "status": status,
+        **extra,
+    }
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def signed(raw: bytes, secret: str = CALLBACK_SECRET) -> dict[str, str]:
+    return {"sign": sign_body(raw, secret), "Content-Type": "application/json"}
+
+
+def table_snapshot(services: Services) -> list[dict[str, Any]]:
+    items = boto3.client("dynamodb").scan(TableName=services.settings.audits_table, ConsistentRead=True)[
+        "Items"
+    ]
+    return sorted(items, key=lambda i: i["pk"]["S"])
+
+
+def test_valid_callback_moves_pending_to_passed_with_remarks(services: Services) -> None:
+    audit = pending_audit(services)
+    assert audit.record_id is not None
+    raw = body(audit.record_id, 1, remarks="审核通过")
+    result = handle_callback(services, raw, signed(raw))
+    assert result.http_status == 200 and result.reply.code == "00000"
+    stored = services.audits.get(audit.audit_key)
+    assert stored is not None and stored.status == AuditStatus.PASSED and stored.remarks == "审核通过"
+
+
+def test_rejected_result_and_previous_secret_during_rotation(services: Services) -> None:
+    audit = pending_audit(services)
+    assert audit.record_id is not None
+    raw = body(audit.record_id, 2, remarks="证明材料不清晰")
+    result = handle_callback(services, raw, signed(raw, PREVIOUS_CALLBACK_SECRET))
+    assert result.http_status == 200
+    stored = services.audits.get(audit.audit_key)
+    assert stored is not None and stored.status == AuditStatus.REJECTED
+
+
+def test_replay_is_a_successful_no_op_and_a_contradiction_is_refused(services: Services) -> None:
+    audit = pending_audit(services)
+    assert audit.record_id is not None
+    raw = body(audit.record_id, 1)
+    assert handle_callback(services, raw, signed(raw)).http_status == 200
+    before = table_snapshot(services)
+    replay = handle_callback(services, raw, signed(raw))
+    assert replay.http_status == 200 and replay.reason == "already_applied"
+    assert table_snapshot(services) == before
+    contradiction = body(audit.record_id, 2)
+    result = handle_callback(services, contradiction, signed(contradiction))
+    assert result.http_status == 409
+    assert table_snapshot(services) == before
+
+
+def _refusals(record_id: int) -> list[tuple[str, bytes, dict[str, str], int]]:
+    good = body(record_id, 1)
+    other = body(record_id, 2)
+    return [
+        ("missing sign", good, {"Content-Type": "application/json"}, 401),
+        ("empty sign", good, {"sign": "", "Content-Type": "application/json"}, 401),
+        ("wrong secret", good, signed(good, "not-the-secret"), 401),
+        ("sign of another body", good, signed(other), 401),
+        ("whitespace added after signing", good + b" ", signed(good), 401),
+        ("wrong apiId", (b := body(record_id, 1, apiId="someone-else")), signed(b), 403),
+        ("wrong serviceName", (b := body(record_id, 1, serviceName="other")), signed(b), 400),
+        ("status 0", (b := body(record_id, 0)), signed(b), 400),
+        ("status 3", (b := body(record_id, 3)), signed(b), 400),
+        ("status as string", (b := body(record_id, "1")), signed(b), 400),
+        ("status null", (b := body(record_id, None)), signed(b), 400),
+        ("unknown field", (b := body(record_id, 1, extra="x")), signed(b), 400),
+        ("not JSON", (b := b"status=1"), signed(b), 400),
+        ("JSON array", (b := b"[1,2]"), signed(b), 400),
+        ("deep nesting", (b := b"[" * 5000 + b"]" * 5000), signed(b), 400),
+        ("too large", (b := body(record_id, 1, remarks="x" * 20_000)), signed(b), 413),
+        ("text/plain", good, {"sign": sign_body(good, CALLBACK_SECRET), "Content-Type": "text/plain"}, 415),
+        ("unknown record id", (b := body(1, 1)), signed(b), 404),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_refusals(1))), ids=[c[0] for c in _refusals(1)])
+def test_refused_callbacks_leave_the_table_untouched(services: Services, case: int) -> None:
+    audit = pending_audit(services)
+    assert audit.record_id is not None
+    name, raw, headers, expected = _refusals(audit.record_id)[case]
+    before = table_snapshot(services)
+    result = handle_callback(services, raw, headers)
+    assert result.http_status == expected, name
+    assert result.reply.code != "00000"
+    assert table_snapshot(services) == before
+
+
+def test_header_name_is_case_insensitive(services: Services) -> None:
+    audit = pending_audit(services)
+    assert audit.record_id is not None
+    raw = body(audit.record_id, 1)
+    assert handle_callback(services, raw, {"SIGN": sign_body(raw, CALLBACK_SECRET)}).http_status == 200
+
+
+def test_stale_result_never_overwrites_a_resubmitted_audit(services: Services) -> None:
+    """Rejected, re-dropped with fixes (back to submitting): a late copy of the old result is refused."""
+    audit = pending_audit(services)
+    assert audit.record_id is not None
+    assert (
+        apply_audit_result(services, audit.record_id, UpstreamAuditStatus.REJECTED, "bad")
+        == TransitionOutcome.APPLIED
+    )
+    rejected = services.audits.get(audit.audit_key)
+    assert rejected is not None
+    _kind, resubmitted = services.audits.reserve(
+        rejected.model_copy(update={"job_id": "job-2"}), services.clock.now()
+    )
+    assert resubmitted.status == AuditStatus.SUBMITTING
+    outcome = apply_audit_result(services, audit.record_id, UpstreamAuditStatus.REJECTED, "bad")
+    assert outcome == TransitionOutcome.CONFLICT
+    stored = services.audits.get(audit.audit_key)
+    assert stored is not None and stored.status == AuditStatus.SUBMITTING
+
+
+def test_base64_body_through_the_handler(services: Services, callback_handler: Any) -> None:
+    from local.events import api_gateway_proxy_event
+    from local.lambda_context import new_context
+
+    audit = pending_audit(services)
+    assert audit.record_id is not None
+    raw = body(audit.record_id, 2, remarks="驳回")
+    event = api_gateway_proxy_event("POST", "/callbacks/carrier-audit", signed(raw), raw)
+    event["body"] = base64.b64encode(raw).decode()
+    event["isBase64Encoded"] = True
+    reply = callback_handler(event, new_context("callback", 10, 512))
+    assert reply["statusCode"] == 200 and json.loads(reply["body"])["code"] == "00000"
+    stored = services.audits.get(audit.audit_key)
+    assert stored is not None and stored.status == AuditStatus.REJECTED
+
+    tampered = raw.replace("驳回".encode(), "通过".encode())
+    event = api_gateway_proxy_event("POST", "/callbacks/carrier-audit", signed(raw), tampered)
+    reply = callback_handler(event, new_context("callback", 10, 512))
+    assert reply["statusCode"] == 401

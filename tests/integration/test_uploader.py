@@ -1,0 +1,228 @@
+"""The uploader's exactly-once guarantees, against the sandbox over HTTP and DynamoDB in moto.
+
+Every assertion about "sent once" is made against the sandbox's ledger: what upstream received.
+"""
+
+from __future__ import annotations
+
+import socket
+from datetime import datetime, timedelta
+
+import boto3
+import pytest
+
+from sandbox.server import SandboxHandle
+from tests.integration.conftest import SettingsFactory, drain_queue, new_job, repair_records
+from verifyfeed.clock import FixedClock
+from verifyfeed.logic.poller import poll
+from verifyfeed.logic.uploader import Delivery, RetryLater, upload_batch
+from verifyfeed.models.messages import LostRepairBatchMessage
+from verifyfeed.models.records import BatchStatus, JobStatus
+from verifyfeed.services import Services, build_services
+
+pytestmark = pytest.mark.integration
+
+
+def message_for(services: Services, count: int = 3, start: int = 0) -> LostRepairBatchMessage:
+    job = new_job(services)
+    return LostRepairBatchMessage(
+        job_id=job.job_id, batch_id=f"{job.job_id}#00001", seq=1, records=repair_records(count, start)
+    )
+
+
+def charged(sandbox: SandboxHandle) -> list[str]:
+    return [r.idcode for r in sandbox.accepted_records()]
+
+
+def batch_status(services: Services, message: LostRepairBatchMessage) -> BatchStatus:
+    batch = services.jobs.get_batch(message.job_id, message.seq)
+    assert batch is not None
+    return batch.status
+
+
+def test_success_is_recorded_with_serial_and_redelivery_sends_nothing(
+    services: Services, sandbox: SandboxHandle
+) -> None:
+    message = message_for(services, 3)
+    assert upload_batch(services, message, Delivery()) == "succeeded"
+    assert sorted(charged(sandbox)) == sorted(r.idcode for r in message.records or [])
+    batch = services.jobs.get_batch(message.job_id, 1)
+    assert batch is not None and batch.status == BatchStatus.SUCCEEDED and batch.serial_no
+    job = services.jobs.get_job(message.job_id)
+    assert job is not None and job.batches_succeeded == 1 and job.status == JobStatus.COMPLETED
+
+    # SQS redelivers the same message (e.g. the Lambda timed out after finishing it)
+    assert upload_batch(services, message, Delivery(receive_count=2)) == "succeeded"
+    assert len(charged(sandbox)) == 3
+    assert len([e for e in sandbox.ledger() if e.endpoint.endswith("lost_repair_upload_data")]) == 1
+
+
+def test_job_report_written_when_last_batch_settles(services: Services, sandbox: SandboxHandle) -> None:
+    message = message_for(services, 2)
+    upload_batch(services, message, Delivery())
+    job = services.jobs.get_job(message.job_id)
+    assert job is not None and job.report_key == f"reports/{job.key}.json"
+    body = boto3.client("s3").get_object(Bucket=job.bucket, Key=job.report_key)["Body"].read()
+    assert b'"batches_succeeded": 1' in body
+
+
+def test_state0_is_retried_then_failed(
+    make_settings: SettingsFactory, clock: FixedClock, sandbox: SandboxHandle
+) -> None:
+    services = build_services(make_settings(STATE0_MAX_ATTEMPTS="2"), clock)
+    message = message_for(services)
+    sandbox.set_faults({"endpoint": "lost_repair", "state0": True})
+    with pytest.raises(RetryLater):
+        upload_batch(services, message, Delivery(receive_count=1))
+    assert batch_status(services, message) == BatchStatus.RETRY
+    assert upload_batch(services, message, Delivery(receive_count=2)) == "failed"
+    batch = services.jobs.get_batch(message.job_id, 1)
+    assert batch is not None and batch.state0_count == 2 and "失败" in batch.upstream_desc
+    assert charged(sandbox) == []
+    job = services.jobs.get_job(message.job_id)
+    assert job is not None and job.batches_failed == 1 and job.status == JobStatus.COMPLETED_WITH_ERRORS
+
+
+def test_state0_then_success_sends_once_charged(services: Services, sandbox: SandboxHandle) -> None:
+    message = message_for(services)
+    sandbox.set_faults({"endpoint": "lost_repair", "state0": True, "count": 1})
+    with pytest.raises(RetryLater):
+        upload_batch(services, message, Delivery(receive_count=1))
+    assert upload_batch(services, message, Delivery(receive_count=2)) == "succeeded"
+    assert len(charged(sandbox)) == 3
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 429])
+def test_transient_http_errors_are_retried(services: Services, sandbox: SandboxHandle, status: int) -> None:
+    message = message_for(services)
+    sandbox.set_faults({"endpoint": "lost_repair", "status_code": status, "count": 1})
+    with pytest.raises(RetryLater) as raised:
+        upload_batch(services, message, Delivery(receive_count=1))
+    assert f"HTTP {status}" in raised.value.reason
+    assert batch_status(services, message) == BatchStatus.RETRY
+    assert upload_batch(services, message, Delivery(receive_count=2)) == "succeeded"
+    assert len(charged(sandbox)) == 3
+
+
+def test_retries_exhausted_marks_failed(services: Services, sandbox: SandboxHandle) -> None:
+    message = message_for(services)
+    sandbox.set_faults({"endpoint": "lost_repair", "status_code": 503})
+    assert upload_batch(services, message, Delivery(receive_count=8, max_receive_count=8)) == "failed"
+    batch = services.jobs.get_batch(message.job_id, 1)
+    assert batch is not None and "gave up" in batch.last_error
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"timeout_s": 3.0, "phase": "after"},  # read timeout after upstream accepted
+        {"reset": True, "phase": "after"},  # connection reset after upstream accepted
+        {"invalid_json": True, "phase": "after"},  # 200 with garbage
+    ],
+)
+def test_lost_answer_is_held_as_unknown_and_never_resent(
+    services: Services, sandbox: SandboxHandle, fault: dict[str, object]
+) -> None:
+    message = message_for(services)
+    sandbox.set_faults({"endpoint": "lost_repair", "count": 1, **fault})
+    assert upload_batch(services, message, Delivery()) == "unknown"
+    assert len(charged(sandbox)) == 3  # upstream did take it: this is why we must not resend
+    assert upload_batch(services, message, Delivery(receive_count=2)) == "unknown"
+    assert len(charged(sandbox)) == 3
+    job = services.jobs.get_job(message.job_id)
+    assert job is not None and job.batches_unknown == 1 and job.status == JobStatus.COMPLETED_WITH_ERRORS
+    assert [b.batch_id for b in services.jobs.batches_with_status(BatchStatus.UNKNOWN, 1000)].count(
+        message.batch_id
+    ) == 1
+
+
+def test_resend_policy_retries_a_lost_answer(
+    make_settings: SettingsFactory, clock: FixedClock, sandbox: SandboxHandle
+) -> None:
+    services = build_services(make_settings(UNKNOWN_OUTCOME_POLICY="resend"), clock)
+    message = message_for(services)
+    sandbox.set_faults({"endpoint": "lost_repair", "count": 1, "reset": True, "phase": "after"})
+    with pytest.raises(RetryLater):
+        upload_batch(services, message, Delivery())
+    assert upload_batch(services, message, Delivery(receive_count=2)) == "succeeded"
+    assert len(charged(sandbox)) == 6  # paid twice: exactly what "resend" accepts
+
+
+def test_connection_refused_is_not_sent_and_retried(
+    make_settings: SettingsFactory, clock: FixedClock, sandbox: SandboxHandle
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    services = build_services(make_settings(UPSTREAM_BASE_URL=f"http://127.0.0.1:{closed_port}"), clock)
+    message = message_for(services)
+    with pytest.raises(RetryLater) as raised:
+        upload_batch(services, message, Delivery())
+    assert "not connected" in raised.value.reason
+    assert batch_status(services, message) == BatchStatus.RETRY
+
+
+def test_worker_that_died_holding_the_lease_is_not_paid_twice(
+    services: Services, clock: FixedClock, sandbox: SandboxHandle
+) -> None:
+    """A Lambda timeout mid-call: the lease is taken, the answer never recorded."""
+    message = message_for(services)
+    batch = services.jobs.get_batch(message.job_id, 1)
+    assert batch is not None
+    services.jobs.transition(
+        batch,
+        BatchStatus.SENDING,
+        clock.now(),
+        lease_until=clock.now() + timedelta(seconds=120),
+        count_attempt=True,
+    )
+    # while the lease is live, a concurrent redelivery backs off without sending
+    with pytest.raises(RetryLater, match="lease"):
+        upload_batch(services, message, Delivery(receive_count=2))
+    # after the lease expires, the outcome is unknown: held, not resent
+    clock.move_to(clock.now() + timedelta(seconds=121))
+    assert upload_batch(services, message, Delivery(receive_count=3)) == "unknown"
+    assert charged(sandbox) == []
+
+
+def test_blackout_defers_then_poller_redrives_after_the_month_turns(
+    services: Services, clock: FixedClock, sandbox: SandboxHandle, stack: object
+) -> None:
+    queue_url = services.settings.work_queue_url
+    drain_queue(queue_url)
+    clock.move_to(datetime.fromisoformat("2026-12-27T00:00:00+08:00"))
+    sandbox.set_clock("2026-12-27T00:00:00+08:00")
+    message = message_for(services, 2)
+    assert upload_batch(services, message, Delivery()) == "deferred"
+    assert charged(sandbox) == [] and sandbox.ledger() == []  # nothing was even attempted
+    job = services.jobs.get_job(message.job_id)
+    assert job is not None and job.status == JobStatus.DEFERRED and job.batches_deferred == 1
+
+    # still in the window: the poller leaves it alone
+    clock.move_to(datetime.fromisoformat("2026-12-31T23:59:00+08:00"))
+    assert poll(services).batches_redriven == 0
+
+    clock.move_to(datetime.fromisoformat("2027-01-01T00:00:01+08:00"))
+    sandbox.set_clock("2027-01-01T00:00:01+08:00")
+    report = poll(services)
+    assert report.batches_redriven >= 1
+    redriven = [m for m in drain_queue(queue_url) if m.get("batch_id") == message.batch_id]
+    assert len(redriven) == 1 and redriven[0]["claim_key"]
+    again = LostRepairBatchMessage.model_validate(redriven[0])
+    assert upload_batch(services, again, Delivery()) == "succeeded"
+    assert len(charged(sandbox)) == 2
+    job = services.jobs.get_job(message.job_id)
+    assert job is not None and job.status == JobStatus.COMPLETED and job.batches_deferred == 0
+
+
+def test_upstream_blackout_answer_defers(
+    services: Services, clock: FixedClock, sandbox: SandboxHandle
+) -> None:
+    """Our clock says open, upstream's says closed (clock skew at midnight): defer, don't fail."""
+    clock.move_to(datetime.fromisoformat("2026-12-26T23:59:58+08:00"))
+    sandbox.set_clock("2026-12-27T00:00:05+08:00")
+    message = message_for(services)
+    assert upload_batch(services, message, Delivery()) == "deferred"
+    assert charged(sandbox) == []
+    batch = services.jobs.get_batch(message.job_id, 1)
+    assert batch is not None and batch.last_error.startswith("upstream 10027")
