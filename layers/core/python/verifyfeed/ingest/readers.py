@@ -1,0 +1,694 @@
+"""Stream rows out of an uploaded file: CSV, XLSX or JSON Lines.
+
+``open_rows(stream, filename, kind, *, sheet="", max_field_chars=4096)`` returns a ``RowSource``:
+an iterator of ``SourceRow(number, values, problem)`` with the attributes ``kind``, ``format``
+(``"csv"``, ``"xlsx"``, ``"jsonl"``), ``encoding`` and ``header`` (a ``HeaderMap``).
+
+- ``number`` is the row number a spreadsheet shows: the header is row 1, the first data row 2.
+  The header is the first non-blank row (a title row above it is not supported).
+  CSV counts records (a quoted field spanning lines is one row); JSON Lines counts lines.
+  Blank rows (every cell empty or whitespace) are skipped — not yielded — but keep their number.
+- ``values`` maps canonical field → raw value: ``str`` for CSV, whatever openpyxl returns for
+  XLSX (``int``/``float``/``str``/``datetime``/``None`` — numbers are *not* stringified, so the
+  rules can see that an ID was stored as a number), JSON values for JSON Lines.
+- ``problem`` is set when the reader itself could not read the row faithfully (bad bytes, NUL,
+  an over-long value, extra cells, broken quoting, invalid JSON); the caller rejects the row
+  with that reason. It never contains cell values.
+
+The format comes from the extension (``.csv``/``.txt``/``.tsv`` → CSV, ``.xlsx``/``.xlsm`` →
+XLSX, ``.jsonl``/``.ndjson`` → JSON Lines); anything else is sniffed (zip magic → XLSX, else
+CSV); zip content is read as XLSX whatever the name. ``kind=None`` detects the kind from the
+header. Whole-file problems raise ``FileRejected``: empty file, ``.xls`` or OLE2 content
+(old Excel or a password-protected workbook), no header / unknown kind / missing or duplicate
+required columns, an undecodable header, an invalid zip or workbook, a missing ``sheet``, and
+an XLSX over 200 MB uncompressed or with a member over 1 MiB compressed more than 100:1
+(checked on the zip directory before openpyxl opens anything). A worksheet whose XML breaks
+part-way raises ``FileRejected("the worksheet is damaged after row N")`` from the iteration itself.
+
+CSV is streamed in 64 KiB chunks, never read whole. Encoding: a UTF-8 BOM → ``utf-8-sig``, a
+UTF-16 BOM → ``utf-16`` (Excel's "Unicode text"); otherwise the first chunk that is not pure
+ASCII decides between ``utf-8`` and ``gb18030`` (GBK's superset, what Excel writes on Chinese
+Windows): UTF-8 when it decodes cleanly, or when correctly decoded non-ASCII characters
+outnumber the invalid sequences 2:1 (a UTF-8 file with one damaged row stays UTF-8). Until
+then ``encoding`` reads ``utf-8``. Bytes that do not decode become U+FFFD and only their row
+gets the problem ``"encoding: invalid byte sequence for <enc>"``. Delimiter: comma, or tab /
+semicolon when the header line has no comma; an Excel ``sep=X`` first line is honoured.
+Line ends CR, LF and CRLF are all accepted. Quoting is strict (a closing quote must be followed
+by the delimiter or a line end); a row with more non-empty cells than the header has a problem,
+a shorter row gets ``None`` for the missing fields. A physical line over
+``max(1 MiB, 16 × max_field_chars)`` characters is cut (its row gets a problem) so memory stays
+bounded. The ``csv`` module's global field-size limit is raised to at least
+``max_field_chars + 1``; a field over that limit makes a row problem, not a crash.
+
+XLSX is read with openpyxl in read-only, data-only mode (formulas give their cached value,
+``None`` when never calculated; merged areas give ``None`` outside their anchor cell), the
+first worksheet unless ``sheet`` names one. A seekable stream is read in place; a non-seekable
+one is spooled to a temporary file first. Extra cells right of the header are ignored.
+
+JSON Lines (one object per line, UTF-8): keys are mapped through the same aliases as CSV
+headers; the keys of the first object are the header. A line that is not a JSON object is a
+row problem.
+
+Call ``close()`` (or use ``with``) to release an XLSX workbook early; the caller owns ``stream``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+import re
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import IO, Any
+
+from verifyfeed.ingest.errors import FileRejected
+from verifyfeed.ingest.headers import HeaderMap, aliases_for, detect_kind, map_header, normalize_header
+from verifyfeed.models.records import JobKind
+
+CHUNK_BYTES = 64 * 1024
+MIN_LINE_CAP = 1024 * 1024
+XLSX_MAX_UNCOMPRESSED = 200 * 1024 * 1024
+XLSX_MAX_RATIO = 100
+XLSX_RATIO_MIN_BYTES = 1024 * 1024
+SPOOL_IN_MEMORY_BYTES = 16 * 1024 * 1024
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_UTF8_BOM = codecs.BOM_UTF8
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+
+_CSV_EXTENSIONS = frozenset({".csv", ".txt", ".tsv"})
+_XLSX_EXTENSIONS = frozenset({".xlsx", ".xlsm"})
+_JSONL_EXTENSIONS = frozenset({".jsonl", ".ndjson"})
+
+_XLS = "old binary Excel (.xls) or password-protected workbook: convert to .xlsx or CSV"
+
+# Line breaks that str.splitlines honours but CSV does not; their presence forces the slow split.
+_ODD_BREAKS = re.compile("[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+_CSV_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
+_BREAK = re.compile(r"[\r\n]")
+_SEP_DIRECTIVE = re.compile(r"sep=(.)")
+
+# Row flags raised by the line generator while the csv reader pulls the lines of one record.
+_REPLACED = 1
+_NUL = 2
+_LONG_LINE = 4
+
+
+@dataclass(slots=True)
+class SourceRow:
+    number: int
+    values: dict[str, object]
+    problem: str | None = None
+
+
+class RowSource(Iterator[SourceRow]):
+    """The rows of one file, plus what was learnt opening it."""
+
+    def __init__(
+        self,
+        kind: JobKind,
+        format: str,
+        encoding: str | None,
+        header: HeaderMap,
+        close: Callable[[], None] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.format = format
+        self.encoding = encoding
+        self.header = header
+        self._rows: Iterator[SourceRow] = iter(())
+        self._close = close
+
+    def __next__(self) -> SourceRow:
+        return next(self._rows)
+
+    def close(self) -> None:
+        """Stop the rows (later ``next`` raises ``StopIteration``) and release the file's resources."""
+        rows, self._rows = self._rows, iter(())
+        close, self._close = self._close, None
+        if isinstance(rows, Generator):
+            rows.close()
+        if close is not None:
+            close()
+
+    def __enter__(self) -> RowSource:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def open_rows(
+    stream: IO[bytes],
+    filename: str,
+    kind: JobKind | None,
+    *,
+    sheet: str = "",
+    max_field_chars: int = 4096,
+) -> RowSource:
+    start = stream.tell() if stream.seekable() else 0
+    sample = _read_up_to(stream, CHUNK_BYTES)
+    if not sample:
+        raise FileRejected("file is empty")
+    if sample.startswith(_OLE2_MAGIC):
+        raise FileRejected(_XLS)
+    ext = _extension(filename)
+    if sample.startswith(_ZIP_MAGIC):
+        return _open_xlsx(stream, start, sample, kind, sheet, max_field_chars)
+    if ext == ".xls":
+        raise FileRejected(_XLS)
+    if ext in _XLSX_EXTENSIONS:
+        raise FileRejected("not a valid .xlsx file (it is not a zip archive)")
+    if ext in _JSONL_EXTENSIONS:
+        return _open_jsonl(stream, sample, kind, max_field_chars)
+    return _open_csv(stream, sample, kind, max_field_chars)
+
+
+def _extension(filename: str) -> str:
+    base = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    return "." + base.rsplit(".", 1)[1].lower() if "." in base else ""
+
+
+def _read_up_to(stream: IO[bytes], size: int) -> bytes:
+    # raw and network streams may return short reads before EOF
+    parts: list[bytes] = []
+    got = 0
+    while got < size:
+        part = stream.read(size - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+def _resolve_kind(cells: Sequence[object], kind: JobKind | None) -> JobKind:
+    if kind is not None:
+        return kind
+    detected = detect_kind(cells)
+    if detected is None:
+        raise FileRejected(
+            "cannot tell the file kind from the header: expected lost-repair columns "
+            "(name, id_number, auth_code) or carrier-audit columns (usage, name, idCard, phone)"
+        )
+    return detected
+
+
+def _is_blank(cells: Sequence[object]) -> bool:
+    return all(value is None or (type(value) is str and not value.strip()) for value in cells)
+
+
+def _value_problem(values: dict[str, object], max_field_chars: int) -> str | None:
+    for value in values.values():
+        if type(value) is str:
+            if len(value) > max_field_chars:
+                return f"value longer than {max_field_chars} characters"
+            if "\x00" in value:
+                return "contains NUL characters"
+    return None
+
+
+def _row_picker(header: HeaderMap) -> Callable[[Sequence[Any]], dict[str, object]]:
+    """A function cells → {field: value}; missing trailing cells give ``None``."""
+    columns = tuple(header.columns.items())
+    needed = max(index for index, _ in columns) + 1
+
+    def pick(cells: Sequence[Any]) -> dict[str, object]:
+        if len(cells) >= needed:
+            return {field: cells[index] for index, field in columns}
+        count = len(cells)
+        return {field: cells[index] if index < count else None for index, field in columns}
+
+    return pick
+
+
+# --------------------------------------------------------------------------------------- CSV
+
+
+def _guess_encoding(data: bytes) -> str:
+    text = codecs.getincrementaldecoder("utf-8")("replace").decode(data, False)
+    bad = text.count("\ufffd")
+    if bad == 0:
+        return "utf-8"
+    good = len(text) - len(text.encode("ascii", "ignore")) - bad
+    return "utf-8" if good >= 2 * bad else "gb18030"
+
+
+class _CsvText:
+    """Decodes the byte stream chunk by chunk and yields CSV lines (terminators kept).
+
+    While the csv reader pulls the lines of one record, ``flags`` collects what those lines
+    carried (U+FFFD from bad bytes, NUL, a cut over-long line); the row loop reads and clears it.
+    """
+
+    __slots__ = ("_sample", "_source", "_stream", "encoding", "flags", "line_cap")
+
+    def __init__(self, stream: IO[bytes], sample: bytes, line_cap: int) -> None:
+        self._stream = stream
+        self._sample = sample
+        self.line_cap = line_cap
+        self._source: RowSource | None = None
+        self.flags = 0
+        self.encoding: str | None = None
+        if sample.startswith(_UTF8_BOM):
+            self.encoding = "utf-8-sig"
+        elif sample.startswith(_UTF16_BOMS):
+            self.encoding = "utf-16"
+        elif not sample.isascii():
+            self.encoding = _guess_encoding(sample)
+
+    @property
+    def reported_encoding(self) -> str:
+        # pure ASCII so far: valid UTF-8, and what we will report unless non-ASCII bytes say otherwise
+        return self.encoding or "utf-8"
+
+    def attach(self, source: RowSource) -> None:
+        self._source = source
+
+    def _decide(self, chunk: bytes) -> str:
+        self.encoding = _guess_encoding(chunk)
+        if self._source is not None:
+            self._source.encoding = self.encoding
+        return self.encoding
+
+    def _texts(self) -> Iterator[str]:
+        read = self._stream.read
+        decode: Callable[[bytes, bool], str] | None = None
+        if self.encoding is not None:
+            decode = codecs.getincrementaldecoder(self.encoding)("replace").decode
+        chunk = self._sample
+        self._sample = b""
+        while chunk:
+            if decode is None:
+                if chunk.isascii():
+                    yield chunk.decode("ascii")
+                    chunk = read(CHUNK_BYTES)
+                    continue
+                decode = codecs.getincrementaldecoder(self._decide(chunk))("replace").decode
+            yield decode(chunk, False)
+            chunk = read(CHUNK_BYTES)
+        if decode is not None:
+            tail = decode(b"", True)
+            if tail:
+                yield tail
+
+    def lines(self) -> Iterator[str]:
+        cap = self.line_cap
+        carry = ""  # the unfinished last line of the previous chunk (or one ending in a bare CR)
+        carry_long = False  # carry is (the start of) a line longer than ``cap``
+        skipping = False  # carry was cut; the rest of that line is being discarded
+        for text in self._texts():
+            if skipping:
+                found = _BREAK.search(text)
+                if found is None:
+                    continue
+                text = text[found.start() :]
+                skipping = False
+            if carry:
+                text = carry + text
+            first_long = carry_long
+            pieces = text.splitlines(True) if _ODD_BREAKS.search(text) is None else _CSV_LINE.findall(text)
+            carry, carry_long = "", False
+            if pieces[-1][-1] != "\n":
+                carry = pieces.pop()
+                carry_long = first_long and not pieces
+                if len(carry) > cap:
+                    carry_long = True
+                    if carry[-1] != "\r":  # not a complete line waiting for a possible LF
+                        carry, skipping = carry[:cap], True
+                if not pieces:
+                    continue
+            if first_long:
+                self.flags |= _LONG_LINE
+            if "\ufffd" in text or "\x00" in text:
+                for line in pieces:
+                    if "\ufffd" in line:
+                        self.flags |= _REPLACED
+                    if "\x00" in line:
+                        self.flags |= _NUL
+                    yield line
+            else:
+                yield from pieces
+        if carry:
+            if carry_long:
+                self.flags |= _LONG_LINE
+            if "\ufffd" in carry:
+                self.flags |= _REPLACED
+            if "\x00" in carry:
+                self.flags |= _NUL
+            yield carry
+
+
+def _csv_error_problem(exc: csv.Error, max_field_chars: int) -> str:
+    message = str(exc)
+    if "field larger than field limit" in message:
+        return f"value longer than {max_field_chars} characters"
+    if "unexpected end of data" in message:
+        return "unterminated quoted field at the end of the file (file truncated?)"
+    if "expected after" in message:
+        return "malformed quoting: a closing quote must be followed by the delimiter or a line end"
+    return "malformed CSV record"
+
+
+def _sniff_delimiter(sample: bytes, encoding: str | None) -> tuple[str, bool]:
+    """(delimiter, whether the first line is an Excel ``sep=X`` directive)."""
+    head = sample.decode(encoding or "utf-8", "replace")
+    for line in head.splitlines():
+        if not line.strip():
+            continue
+        directive = _SEP_DIRECTIVE.fullmatch(line)
+        if directive is not None:
+            return directive.group(1), True
+        if "," not in line:
+            if "\t" in line:
+                return "\t", False
+            if ";" in line:
+                return ";", False
+        return ",", False
+    return ",", False
+
+
+def _open_csv(stream: IO[bytes], sample: bytes, kind: JobKind | None, max_field_chars: int) -> RowSource:
+    if csv.field_size_limit() <= max_field_chars:
+        csv.field_size_limit(max_field_chars + 1)
+    text = _CsvText(stream, sample, max(MIN_LINE_CAP, 16 * max_field_chars))
+    lines = text.lines()
+    delimiter, directive = _sniff_delimiter(sample, text.encoding)
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
+
+    number = 0
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            raise FileRejected("file has no header row") from None
+        except csv.Error:
+            raise FileRejected("the header row is not valid CSV") from None
+        if directive and not _is_blank(cells):
+            directive = False
+            if delimiter.join(cells) == "sep=" + delimiter:
+                continue  # Excel hides this line, so it is not a row
+        number += 1
+        if not _is_blank(cells):
+            break
+    if text.flags & _REPLACED:
+        raise FileRejected(f"the header is not valid {text.reported_encoding} text")
+    if text.flags:
+        raise FileRejected("the header row contains NUL characters or is too long")
+    resolved = _resolve_kind(cells, kind)
+    header = map_header(cells, resolved)
+    source = RowSource(resolved, "csv", text.reported_encoding, header)
+    text.attach(source)
+    source._rows = _csv_rows(reader, text, source, number, max_field_chars)
+    return source
+
+
+def _flag_problem(flags: int, source: RowSource, line_cap: int) -> str:
+    if flags & _REPLACED:
+        return f"encoding: invalid byte sequence for {source.encoding}"
+    if flags & _NUL:
+        return "contains NUL characters"
+    return f"line longer than {line_cap} characters"
+
+
+def _csv_rows(
+    reader: Iterator[list[str]],
+    text: _CsvText,
+    source: RowSource,
+    number: int,
+    max_field_chars: int,
+) -> Iterator[SourceRow]:
+    header = source.header
+    width = header.width
+    pick = _row_picker(header)
+    line_cap = text.line_cap
+    strip = str.strip
+    problem: str | None
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            number += 1
+            flags, text.flags = text.flags, 0
+            problem = (
+                _flag_problem(flags, source, line_cap) if flags else _csv_error_problem(exc, max_field_chars)
+            )
+            yield SourceRow(number, {}, problem)
+            continue
+        number += 1
+        flags = text.flags
+        if flags:
+            text.flags = 0
+        if not any(map(strip, cells)):
+            continue
+        values = pick(cells)
+        problem = None
+        if flags:
+            problem = _flag_problem(flags, source, line_cap)
+        elif len(cells) > width and any(map(strip, cells[width:])):
+            used = len(cells)
+            while not cells[used - 1].strip():
+                used -= 1
+            problem = f"row has {used} cells but the header has {width}"
+        elif max(map(len, cells)) > max_field_chars:
+            problem = f"value longer than {max_field_chars} characters"
+        yield SourceRow(number, values, problem)
+
+
+# -------------------------------------------------------------------------------------- XLSX
+
+
+def _seekable_copy(
+    stream: IO[bytes], start: int, sample: bytes
+) -> tuple[IO[bytes], Callable[[], None] | None]:
+    if stream.seekable():
+        stream.seek(start)
+        return stream, None
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)  # noqa: SIM115 - closed by RowSource
+    spool.write(sample)
+    shutil.copyfileobj(stream, spool, CHUNK_BYTES)
+    spool.seek(0)
+    return spool, spool.close
+
+
+def _check_zip(file: IO[bytes]) -> None:
+    try:
+        with zipfile.ZipFile(file) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError):
+        raise FileRejected("not a valid .xlsx file (the zip archive is damaged)") from None
+    total = 0
+    for member in members:
+        size = member.file_size
+        total += size
+        # small members cannot hurt whatever their ratio; highly repetitive XML can exceed 100:1
+        if size > XLSX_RATIO_MIN_BYTES and size > XLSX_MAX_RATIO * max(member.compress_size, 1):
+            raise FileRejected(f"decompression bomb: a member expands more than {XLSX_MAX_RATIO}:1")
+    if total > XLSX_MAX_UNCOMPRESSED:
+        limit_mb = XLSX_MAX_UNCOMPRESSED // (1024 * 1024)
+        raise FileRejected(f"decompression bomb: more than {limit_mb} MB uncompressed")
+
+
+def _open_xlsx(
+    stream: IO[bytes],
+    start: int,
+    sample: bytes,
+    kind: JobKind | None,
+    sheet: str,
+    max_field_chars: int,
+) -> RowSource:
+    from openpyxl import load_workbook  # heavy import: only functions that read XLSX pay for it
+
+    file, release = _seekable_copy(stream, start, sample)
+    try:
+        _check_zip(file)
+        file.seek(0 if release is not None else start)
+        try:
+            workbook = load_workbook(file, read_only=True, data_only=True)
+        except Exception:  # noqa: BLE001 - openpyxl raises many unrelated types for malformed files
+            raise FileRejected("not a readable .xlsx workbook") from None
+    except BaseException:
+        if release is not None:
+            release()
+        raise
+
+    def close() -> None:
+        # both calls are idempotent, so the row generator and RowSource.close may each call this
+        workbook.close()
+        if release is not None:
+            release()
+
+    try:
+        if sheet:
+            if sheet not in workbook.sheetnames:
+                raise FileRejected(f"the workbook has no sheet named {sheet!r}")
+            worksheet = workbook[sheet]
+        else:
+            if not workbook.worksheets:
+                raise FileRejected("the workbook has no worksheet")
+            worksheet = workbook.worksheets[0]
+        # the <dimension> element is often wrong (written by other tools); trust the cells instead
+        worksheet.reset_dimensions()
+        rows: Iterator[Sequence[object]] = iter(worksheet.iter_rows(values_only=True))
+        number = 0
+        while True:
+            cells = _next_xlsx_row(rows, number)
+            if cells is None:
+                raise FileRejected("file has no header row")
+            number += 1
+            if not _is_blank(cells):
+                break
+        resolved = _resolve_kind(cells, kind)
+        header = map_header(cells, resolved)
+    except BaseException:
+        close()
+        raise
+    source = RowSource(resolved, "xlsx", None, header, close)
+    source._rows = _xlsx_rows(rows, header, number, max_field_chars, close)
+    return source
+
+
+def _next_xlsx_row(rows: Iterator[Sequence[object]], number: int) -> Sequence[object] | None:
+    try:
+        return next(rows, None)
+    except Exception:  # noqa: BLE001 - XML and zip errors surface from deep inside openpyxl
+        raise FileRejected(f"the worksheet is damaged after row {number}") from None
+
+
+def _xlsx_rows(
+    rows: Iterator[Sequence[object]],
+    header: HeaderMap,
+    number: int,
+    max_field_chars: int,
+    close: Callable[[], None],
+) -> Iterator[SourceRow]:
+    pick = _row_picker(header)
+    try:
+        while (cells := _next_xlsx_row(rows, number)) is not None:
+            number += 1
+            if _is_blank(cells):
+                continue
+            values = pick(cells)
+            yield SourceRow(number, values, _value_problem(values, max_field_chars))
+    finally:
+        close()  # idempotent: RowSource.close may call it again
+
+
+# ------------------------------------------------------------------------------- JSON Lines
+
+
+def _byte_lines(stream: IO[bytes], sample: bytes, cap: int) -> Iterator[tuple[bytes, bool]]:
+    """(line without its LF, cut) pairs; a line over ``cap`` bytes is cut and flagged."""
+    carry = b""
+    skipping = False
+    chunk = sample
+    read = stream.read
+    while chunk:
+        if skipping:
+            at = chunk.find(b"\n")
+            if at < 0:
+                chunk = read(CHUNK_BYTES)
+                continue
+            skipping = False
+            yield carry, True
+            carry = b""
+            chunk = chunk[at + 1 :]
+        parts = (carry + chunk).split(b"\n")
+        carry = parts.pop()
+        for part in parts:
+            yield part, False
+        if len(carry) > cap:
+            carry, skipping = carry[:cap], True
+        chunk = read(CHUNK_BYTES)
+    if carry or skipping:
+        yield carry, skipping
+
+
+def _parse_json_line(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, "encoding: invalid byte sequence for utf-8"
+    try:
+        parsed = json.loads(text)
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+        return None, "invalid JSON"
+    if not isinstance(parsed, dict):
+        return None, "line is not a JSON object"
+    return parsed, None
+
+
+def _open_jsonl(stream: IO[bytes], sample: bytes, kind: JobKind | None, max_field_chars: int) -> RowSource:
+    if sample.startswith(_UTF8_BOM):
+        sample = sample[len(_UTF8_BOM) :]
+    lines = _byte_lines(stream, sample, max(MIN_LINE_CAP, 16 * max_field_chars))
+    number = 0
+    first: dict[str, Any] | None = None
+    for line, cut in lines:
+        number += 1
+        if not line.strip():
+            continue
+        first, problem = _parse_json_line(line)
+        if first is None or cut:
+            raise FileRejected(f"the first line is not a JSON object ({problem or 'too long'})")
+        break
+    if first is None:
+        raise FileRejected("file has no JSON object")
+    resolved = _resolve_kind(list(first), kind)
+    header = map_header(list(first), resolved)
+    source = RowSource(resolved, "jsonl", "utf-8", header)
+    source._rows = _jsonl_rows(first, number, lines, resolved, max_field_chars)
+    return source
+
+
+def _jsonl_rows(
+    first: dict[str, Any],
+    first_number: int,
+    lines: Iterator[tuple[bytes, bool]],
+    kind: JobKind,
+    max_field_chars: int,
+) -> Iterator[SourceRow]:
+    aliases = aliases_for(kind)
+    keys: dict[str, str | None] = {}  # raw key → field; keys repeat on every line
+
+    def to_row(number: int, obj: dict[str, Any]) -> SourceRow:
+        values: dict[str, object] = {}
+        doubled: str | None = None
+        for key, value in obj.items():
+            field = keys.get(key, "")
+            if field == "":
+                field = aliases.get(normalize_header(key))
+                if len(keys) < 1024:
+                    keys[key] = field
+            if field is None:
+                continue
+            if field in values:
+                doubled = field
+            values[field] = value
+        problem = f"more than one key for {doubled}" if doubled else _value_problem(values, max_field_chars)
+        return SourceRow(number, values, problem)
+
+    yield to_row(first_number, first)
+    number = first_number
+    for line, cut in lines:
+        number += 1
+        if cut:
+            yield SourceRow(number, {}, f"line longer than {max(MIN_LINE_CAP, 16 * max_field_chars)} bytes")
+            continue
+        if not line.strip():
+            continue
+        obj, problem = _parse_json_line(line)
+        if obj is None:
+            yield SourceRow(number, {}, problem)
+            continue
+        yield to_row(number, obj)

@@ -1,0 +1,127 @@
+"""Resident identity card numbers (GB 11643-1999).
+
+- ``check_digit(first17)``: the check character for 17 ASCII digits (``ValueError`` otherwise).
+- ``is_valid_id18(value)``: ``True`` for an already normalised 18-character number: 17 digits,
+  a digit or upper-case ``X``, a real birth date with year ≥ 1900, and a matching check digit.
+- ``normalize_id_number(raw, legacy)``: the upper-cased 18-character number, or
+  ``RuleViolation`` with one of these rules:
+
+  ``id_number.missing``       empty after ``clean``
+  ``id_number.excel_number``  a number (int/float) or its text form (``1.10101E+17``,
+                              ``110101199003077000.0``): Excel keeps 15 significant digits,
+                              so the real number is already lost
+  ``id_number.format``        other characters than digits and a final X
+  ``id_number.legacy_15``     15-digit number and the policy is ``REJECT``
+  ``id_number.length``        neither 15 nor 18 characters
+  ``id_number.birth_date``    the date part is not a calendar date with year ≥ 1900
+  ``id_number.check_digit``   the check digit does not match
+
+  A lower-case ``x`` is accepted. A 15-digit number with policy ``CONVERT`` becomes the
+  18-digit one: ``19`` inserted after the 6-digit region code, check digit appended.
+  Future birth dates are *not* rejected: the rules are pure and never read the clock.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from decimal import Decimal
+
+from verifyfeed.config import LegacyIdPolicy
+from verifyfeed.rules.errors import RuleViolation
+from verifyfeed.rules.text import clean
+
+WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_CHECK_CHARS = "10X98765432"
+_BIRTH_CACHE_MAX = 100_000
+
+_ID18 = re.compile(r"[0-9]{17}[0-9X]")
+_DIGITS17 = re.compile(r"[0-9]{17}")
+_ID_CHARS = re.compile(r"[0-9]+X?")
+_EXCEL_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]*)?(?:E[+-]?[0-9]+)?")
+
+_MISSING = "required value is empty"
+_EXCEL = "stored as a number by Excel; digits may be lost — format the column as text"
+_FORMAT = "must be 17 digits followed by a digit or X"
+_LEGACY = "15-digit legacy number is not accepted; use the 18-digit number"
+_LENGTH = "must be 18 characters (or a 15-digit legacy number)"
+_BIRTH = "birth date part is not a valid date from 1900 on"
+_CHECK = "check digit does not match"
+
+
+def _weighted(first17: str) -> str:
+    # WEIGHTS[i] == 2**(17-i) % 11, and 13 ≡ 2 (mod 11): reading the digits as a base-13 number
+    # yields Σ d·2**(16-i) mod 11 in one C call — ten times faster than a weighted sum in Python.
+    # Callers guarantee 17 ASCII digits (int() would also accept a-c).
+    return _CHECK_CHARS[2 * int(first17, 13) % 11]
+
+
+def check_digit(first17: str) -> str:
+    if _DIGITS17.fullmatch(first17) is None:
+        raise ValueError("check_digit needs exactly 17 ASCII digits")
+    return _weighted(first17)
+
+
+_birth_ok: dict[str, bool] = {}
+
+
+def _valid_birth(yyyymmdd: str) -> bool:
+    # about 40k distinct birth dates occur in practice; remembering them saves three int() calls
+    # and a date() per row. The cap keeps adversarial input from growing the memo without bound.
+    known = _birth_ok.get(yyyymmdd)
+    if known is not None:
+        return known
+    year = int(yyyymmdd[:4])
+    try:
+        valid = year >= 1900 and date(year, int(yyyymmdd[4:6]), int(yyyymmdd[6:8])) is not None
+    except ValueError:
+        valid = False
+    if len(_birth_ok) < _BIRTH_CACHE_MAX:
+        _birth_ok[yyyymmdd] = valid
+    return valid
+
+
+def is_valid_id18(value: str) -> bool:
+    return (
+        _ID18.fullmatch(value) is not None
+        and _valid_birth(value[6:14])
+        and _weighted(value[:17]) == value[17]
+    )
+
+
+def normalize_id_number(raw: object, legacy: LegacyIdPolicy = LegacyIdPolicy.CONVERT) -> str:
+    if raw is None:
+        raise RuleViolation("id_number.missing", _MISSING)
+    if type(raw) is not str:
+        if isinstance(raw, int | float | Decimal):
+            raise RuleViolation("id_number.excel_number", _EXCEL)
+        raise RuleViolation("id_number.format", _FORMAT)
+    return normalize_clean_id(clean(raw), legacy)
+
+
+def normalize_clean_id(text: str, legacy: LegacyIdPolicy = LegacyIdPolicy.CONVERT) -> str:
+    """``normalize_id_number`` for text that already went through ``clean``."""
+    if len(text) == 18:
+        if text[17] == "x":
+            text = text[:17] + "X"
+        if _ID18.fullmatch(text) is not None:
+            if not _valid_birth(text[6:14]):
+                raise RuleViolation("id_number.birth_date", _BIRTH)
+            if _weighted(text[:17]) != text[17]:
+                raise RuleViolation("id_number.check_digit", _CHECK)
+            return text
+    if not text:
+        raise RuleViolation("id_number.missing", _MISSING)
+    upper = text.upper()
+    if "E+" in upper or (("." in upper or "E" in upper) and _EXCEL_NUMBER.fullmatch(upper)):
+        raise RuleViolation("id_number.excel_number", _EXCEL)
+    if _ID_CHARS.fullmatch(upper) is None:
+        raise RuleViolation("id_number.format", _FORMAT)
+    if len(upper) == 15 and upper.isdigit():
+        if legacy is LegacyIdPolicy.REJECT:
+            raise RuleViolation("id_number.legacy_15", _LEGACY)
+        first17 = upper[:6] + "19" + upper[6:15]
+        if not _valid_birth(first17[6:14]):
+            raise RuleViolation("id_number.birth_date", _BIRTH)
+        return first17 + _weighted(first17)
+    raise RuleViolation("id_number.length", _LENGTH)

@@ -1,0 +1,61 @@
+"""One lost-repair row → ``RepairRecord``.
+
+``normalize_repair_row(row, legacy)`` reads the canonical fields ``name``, ``id_number``,
+``used_phone`` and ``auth_code`` of ``row`` (raw values: ``str``, ``int``, ``float`` or ``None``;
+a missing key counts as ``None``) and returns the record to upload:
+
+- ``name``: ``validate_repair_name``, sent in plain text;
+- ``idcode``: a value that already is a 64-hex SHA-256 digest is taken as pre-hashed (lower-cased);
+  otherwise ``normalize_id_number(raw, legacy)`` and the SHA-256 of that upper-cased number;
+- ``usedPhone``: optional; a 64-hex digest is taken as pre-hashed, otherwise
+  ``normalize_mobile`` and its SHA-256; ``""`` when absent;
+- ``authCode``: ``validate_auth_code``.
+
+The first broken rule is raised as ``RuleViolation`` (fields checked in the order name,
+id_number, used_phone, auth_code): a lost-repair row is either sent or rejected, and one
+reason is enough to fix it. The record is built with ``model_construct``: every value was
+just validated, and pydantic validation per row would dominate the cost of a 1M-row file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from verifyfeed.config import LegacyIdPolicy
+from verifyfeed.models.lost_repair import RepairRecord
+from verifyfeed.rules.authcode import validate_auth_code
+from verifyfeed.rules.hashing import is_sha256_hex, sha256_hex
+from verifyfeed.rules.idcard import normalize_clean_id, normalize_id_number
+from verifyfeed.rules.names import validate_repair_name
+from verifyfeed.rules.phone import normalize_mobile
+from verifyfeed.rules.text import clean
+
+_construct = RepairRecord.model_construct
+
+
+def _id_digest(raw: object, legacy: LegacyIdPolicy) -> str:
+    if type(raw) is not str:
+        return sha256_hex(normalize_id_number(raw, legacy))
+    text = clean(raw)
+    if len(text) == 64 and is_sha256_hex(text):
+        return text.lower()
+    return sha256_hex(normalize_clean_id(text, legacy))
+
+
+def _phone_digest(raw: object) -> str:
+    if type(raw) is str:
+        text = clean(raw)
+        if len(text) == 64 and is_sha256_hex(text):
+            return text.lower()
+        raw = text
+    phone = normalize_mobile(raw, required=False)
+    return sha256_hex(phone) if phone else ""
+
+
+def normalize_repair_row(row: Mapping[str, object], legacy: LegacyIdPolicy) -> RepairRecord:
+    get = row.get
+    name = validate_repair_name(get("name"))
+    idcode = _id_digest(get("id_number"), legacy)
+    used_phone = _phone_digest(get("used_phone"))
+    auth_code = validate_auth_code(get("auth_code"))
+    return _construct(name=name, idcode=idcode, usedPhone=used_phone, authCode=auth_code)

@@ -1,0 +1,56 @@
+"""Mainland China mobile numbers.
+
+``normalize_mobile(raw, required)`` returns the 11 digits (``1[3-9]`` + 9 digits) or raises
+``RuleViolation``:
+
+- absent (``None`` or empty after ``clean``): ``""`` when not ``required``, else ``phone.missing``;
+- spaces, dashes and parentheses are removed (``138 0013 8000``, ``(+86) 138-0013-8000``);
+- a leading ``+86``, ``0086`` or ``86`` is removed when exactly 11 digits remain;
+- anything else: ``phone.format``.
+
+Numbers: a spreadsheet cell holding a phone as a number arrives as ``int`` (or a float with an
+integral value). Unlike ID numbers, 11 digits fit a double exactly and phones never start with
+0, so nothing can have been lost; such values are accepted and checked like text. ``bool``
+and non-integral floats are ``phone.format``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from verifyfeed.rules.errors import RuleViolation
+from verifyfeed.rules.text import clean
+
+_MOBILE = re.compile(r"1[3-9][0-9]{9}")
+_SEPARATORS = str.maketrans("", "", " -()\t")
+
+_MISSING = "required value is empty"
+_FORMAT = "must be an 11-digit mainland mobile number"
+
+
+def normalize_mobile(raw: object, required: bool) -> str:
+    if raw is None:
+        text = ""
+    elif type(raw) is str:
+        text = clean(raw)
+    elif type(raw) is int:
+        text = str(raw)
+    elif type(raw) is float and raw.is_integer():
+        text = str(int(raw))
+    else:
+        raise RuleViolation("phone.format", _FORMAT)
+    if not text:
+        if required:
+            raise RuleViolation("phone.missing", _MISSING)
+        return ""
+    if len(text) != 11:
+        text = text.translate(_SEPARATORS)
+        if len(text) == 14 and text.startswith("+86"):
+            text = text[3:]
+        elif len(text) == 15 and text.startswith("0086"):
+            text = text[4:]
+        elif len(text) == 13 and text.startswith("86"):
+            text = text[2:]
+    if _MOBILE.fullmatch(text) is None:
+        raise RuleViolation("phone.format", _FORMAT)
+    return text

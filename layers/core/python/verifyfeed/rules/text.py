@@ -1,0 +1,67 @@
+"""``clean(value)``: the canonical text form every rule starts from.
+
+- ``None`` → ``""``; other non-strings → ``str(value)`` and then as below.
+- NFKC normalisation, so full-width digits, letters and punctuation (``１２３``, ``ＡＢＣ``, ``，``)
+  become their ASCII forms and U+3000 / U+00A0 become ordinary spaces.
+- Format characters (Unicode category Cf: zero-width space U+200B, BOM U+FEFF, soft hyphen,
+  bidi controls, ...) are removed: they are invisible in spreadsheets yet break exact matching.
+- Surrounding whitespace is stripped.
+
+Pure-ASCII input only needs ``strip()``; that fast path covers almost every ID, phone and code.
+
+``clean_verbatim(value)`` does the same without NFKC, for values that must keep their exact
+characters, such as file names that refer to files stored elsewhere (``照片（1）.jpg``).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+# Every code point of category Cf in Unicode 14.0 (Python 3.11). A literal table instead of a
+# scan of all 1.1M code points at import keeps Lambda cold starts fast; a unit test checks the
+# table against ``unicodedata`` so a runtime upgrade cannot silently leave gaps.
+CF_RANGES: tuple[tuple[int, int], ...] = (
+    (0x00AD, 0x00AD),
+    (0x0600, 0x0605),
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x180E, 0x180E),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x2064),
+    (0x2066, 0x206F),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x13438),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+)
+
+_DROP_CF: dict[int, None] = {cp: None for lo, hi in CF_RANGES for cp in range(lo, hi + 1)}
+
+_normalize = unicodedata.normalize
+
+
+def clean(value: object) -> str:
+    if value is None:
+        return ""
+    text = value if type(value) is str else str(value)
+    if text.isascii():
+        return text.strip()
+    return _normalize("NFKC", text).translate(_DROP_CF).strip()
+
+
+def clean_verbatim(value: object) -> str:
+    if value is None:
+        return ""
+    text = value if type(value) is str else str(value)
+    if text.isascii():
+        return text.strip()
+    return text.translate(_DROP_CF).strip()

@@ -1,0 +1,281 @@
+"""ingest.readers on XLSX: sheets, merged cells, formulas, numbers, zip bombs."""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO, cast
+
+import pytest
+from openpyxl import Workbook
+
+from verifyfeed.config import LegacyIdPolicy
+from verifyfeed.ingest import readers
+from verifyfeed.ingest.errors import FileRejected
+from verifyfeed.ingest.readers import RowSource, SourceRow, open_rows
+from verifyfeed.models.records import JobKind
+from verifyfeed.rules.errors import RuleViolation
+from verifyfeed.rules.idcard import check_digit
+from verifyfeed.rules.lost_repair import normalize_repair_row
+
+ID1 = "11010519491231002X"
+ID2 = "11010519800101001" + check_digit("11010519800101001")
+ID_AS_NUMBER = 110105198001010011
+
+
+def build(path: Path) -> Path:
+    workbook = Workbook()
+    data = workbook.active
+    assert data is not None
+    data.title = "名单"
+    data.append(["姓名", "身份证号", "曾用手机号", "授权码", "备注"])
+    data.append(["张三", ID1, "13800138000", "A1", "vip"])  # row 2
+    data.append(["李四", ID_AS_NUMBER, 13900139000, "A2", None])  # row 3: numbers, as Excel stores them
+    data.append([None, None, None, None, None])  # row 4: blank
+    data.append(["王五", ID2, None, '=CONCAT("A","3")', None])  # row 5: formula never calculated
+    data.append(["赵六", ID2, None, "A4", None])  # row 6: name merged down into row 7
+    data.append([None, ID1, None, "A5", datetime(2024, 1, 2)])  # row 7
+    data.merge_cells("A6:A7")
+    other = workbook.create_sheet("carrier")
+    other.append(["usage", "name", "idCard", "phone"])
+    other.append([1, "张三", ID1, "13800138000"])
+    workbook.create_sheet("empty")
+    workbook.save(path)
+    return path
+
+
+def read(path: Path, kind: JobKind | None = None, **options: object) -> tuple[RowSource, list[SourceRow]]:
+    with path.open("rb") as stream:
+        source = open_rows(stream, path.name, kind, **options)  # type: ignore[arg-type]
+        rows = list(source)
+    return source, rows
+
+
+def rejected(path: Path, **options: object) -> str:
+    with pytest.raises(FileRejected) as info:
+        read(path, **options)
+    return info.value.reason
+
+
+@pytest.fixture
+def workbook_path(tmp_path: Path) -> Path:
+    return build(tmp_path / "upload.xlsx")
+
+
+def test_first_sheet(workbook_path: Path) -> None:
+    source, rows = read(workbook_path)
+    assert (source.kind, source.format, source.encoding) == (JobKind.LOST_REPAIR, "xlsx", None)
+    assert source.header.ignored == ("备注",)
+    assert [r.number for r in rows] == [2, 3, 5, 6, 7]
+    assert rows[0] == SourceRow(
+        2, {"name": "张三", "id_number": ID1, "used_phone": "13800138000", "auth_code": "A1"}
+    )
+    assert all(r.problem is None for r in rows)
+
+
+def test_numbers_are_not_stringified(workbook_path: Path) -> None:
+    _, rows = read(workbook_path)
+    values = rows[1].values
+    # written as a number, read back as one (openpyxl, like Excel, keeps it as a float here)
+    assert isinstance(values["id_number"], int | float)
+    assert values["id_number"] == pytest.approx(ID_AS_NUMBER)
+    assert values["used_phone"] == 13900139000
+    with pytest.raises(RuleViolation) as info:
+        normalize_repair_row(values, LegacyIdPolicy.CONVERT)
+    assert info.value.rule == "id_number.excel_number"
+
+
+def test_formula_without_cached_value_is_empty(workbook_path: Path) -> None:
+    _, rows = read(workbook_path)
+    assert rows[2].values["auth_code"] is None
+    with pytest.raises(RuleViolation) as info:
+        normalize_repair_row(rows[2].values, LegacyIdPolicy.CONVERT)
+    assert info.value.rule == "auth_code.missing"
+
+
+def test_merged_cells_give_none_outside_the_anchor(workbook_path: Path) -> None:
+    _, rows = read(workbook_path)
+    assert rows[3].values["name"] == "赵六"
+    assert rows[4].values["name"] is None
+
+
+def test_sheet_by_name(workbook_path: Path) -> None:
+    source, rows = read(workbook_path, sheet="carrier")
+    assert source.kind is JobKind.CARRIER_AUDIT
+    assert rows == [SourceRow(2, {"usage": 1, "name": "张三", "idCard": ID1, "phone": "13800138000"})]
+
+
+def test_missing_sheet(workbook_path: Path) -> None:
+    assert rejected(workbook_path, sheet="nope") == "the workbook has no sheet named 'nope'"
+
+
+def test_empty_sheet(workbook_path: Path) -> None:
+    assert rejected(workbook_path, sheet="empty", kind=JobKind.LOST_REPAIR) == "file has no header row"
+
+
+def test_header_only_and_leading_blank_rows(tmp_path: Path) -> None:
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet["B3"] = "name"
+    sheet["C3"] = "id_number"
+    sheet["D3"] = "auth_code"
+    path = tmp_path / "header.xlsx"
+    workbook.save(path)
+    source, rows = read(path)
+    assert rows == []
+    assert source.header.columns == {1: "name", 2: "id_number", 3: "auth_code"}
+
+
+def test_long_string_value(tmp_path: Path) -> None:
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.append(["name", "id_number", "auth_code"])
+    sheet.append(["张三", ID1, "A" * 5000])
+    path = tmp_path / "long.xlsx"
+    workbook.save(path)
+    _, rows = read(path)
+    assert rows[0].problem == "value longer than 4096 characters"
+
+
+def test_non_seekable_stream_is_spooled(workbook_path: Path) -> None:
+    class OneWay(io.RawIOBase):
+        def __init__(self, data: bytes) -> None:
+            self._inner = io.BytesIO(data)
+
+        def readable(self) -> bool:
+            return True
+
+        def seekable(self) -> bool:
+            return False
+
+        def readinto(self, buffer: bytearray) -> int:  # type: ignore[override]
+            chunk = self._inner.read(len(buffer))
+            buffer[: len(chunk)] = chunk
+            return len(chunk)
+
+    stream = OneWay(workbook_path.read_bytes())
+    source = open_rows(cast(BinaryIO, stream), "upload.xlsx", None)
+    assert [r.number for r in source] == [2, 3, 5, 6, 7]
+
+
+def test_zip_content_is_xlsx_whatever_the_name(workbook_path: Path, tmp_path: Path) -> None:
+    renamed = tmp_path / "upload.csv"
+    renamed.write_bytes(workbook_path.read_bytes())
+    source, _ = read(renamed)
+    assert source.format == "xlsx"
+
+
+def test_not_a_zip(tmp_path: Path) -> None:
+    path = tmp_path / "fake.xlsx"
+    path.write_bytes(b"name,id,auth\n")
+    assert rejected(path) == "not a valid .xlsx file (it is not a zip archive)"
+
+
+def test_damaged_zip(workbook_path: Path, tmp_path: Path) -> None:
+    path = tmp_path / "cut.xlsx"
+    path.write_bytes(workbook_path.read_bytes()[:2000])
+    assert rejected(path) == "not a valid .xlsx file (the zip archive is damaged)"
+
+
+def test_zip_that_is_not_a_workbook(tmp_path: Path) -> None:
+    path = tmp_path / "other.xlsx"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("hello.txt", "hello")
+    assert rejected(path) == "not a readable .xlsx workbook"
+
+
+def test_decompression_bomb_ratio(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.xlsx"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("xl/worksheets/sheet1.xml", b"\0" * (20 * 1024 * 1024))
+    member = zipfile.ZipFile(path).getinfo("xl/worksheets/sheet1.xml")
+    assert member.file_size > 100 * member.compress_size
+    assert path.stat().st_size < 100_000
+    assert rejected(path) == "decompression bomb: a member expands more than 100:1"
+
+
+def test_small_members_may_compress_well(tmp_path: Path) -> None:
+    # 900 KB of zeros compresses ~1000:1 but is too small to hurt: only its workbook-ness matters
+    path = tmp_path / "small.xlsx"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("padding.bin", b"\0" * 900_000)
+    assert rejected(path) == "not a readable .xlsx workbook"
+
+
+def test_decompression_bomb_total_size(tmp_path: Path) -> None:
+    path = tmp_path / "large.xlsx"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for index in range(3):
+            archive.writestr(f"xl/media/image{index}.bin", os.urandom(1024 * 1024))  # incompressible
+    # claim 80 MB per member in the central directory: 240 MB in all, each only 80:1
+    blob = bytearray(path.read_bytes())
+    position = 0
+    patched = 0
+    while (position := blob.find(b"PK\x01\x02", position)) >= 0:
+        blob[position + 24 : position + 28] = (80 * 1024 * 1024).to_bytes(4, "little")
+        position += 4
+        patched += 1
+    assert patched == 3
+    path.write_bytes(bytes(blob))
+    assert sum(m.file_size for m in zipfile.ZipFile(path).infolist()) > 200 * 1024 * 1024
+    assert rejected(path) == "decompression bomb: more than 200 MB uncompressed"
+
+
+def test_total_size_limit_applies_to_real_workbooks(
+    workbook_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(readers, "XLSX_MAX_UNCOMPRESSED", 1024 * 1024 // 2)
+    read(workbook_path)  # a few KB: fine
+    monkeypatch.setattr(readers, "XLSX_MAX_UNCOMPRESSED", 1000)
+    assert rejected(workbook_path).startswith("decompression bomb: more than")
+
+
+def test_damaged_worksheet_xml(workbook_path: Path, tmp_path: Path) -> None:
+    damaged = tmp_path / "damaged.xlsx"
+    with zipfile.ZipFile(workbook_path) as source, zipfile.ZipFile(damaged, "w") as target:
+        for member in source.infolist():
+            content = source.read(member)
+            if member.filename == "xl/worksheets/sheet1.xml":
+                content = content.replace(b"</row>", b"</rowx>", 3)  # malformed from row 3 on
+            target.writestr(member, content)
+    with damaged.open("rb") as stream, pytest.raises(FileRejected) as info:
+        # small sheets fail while the header is read; larger ones part-way through the rows
+        list(open_rows(stream, damaged.name, None))
+    assert info.value.reason.startswith("the worksheet is damaged after row ")
+
+
+def test_damage_late_in_a_large_sheet(tmp_path: Path) -> None:
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.append(["name", "id_number", "auth_code"])
+    for index in range(5000):
+        sheet.append(["张三", ID1, f"A{index}"])
+    good = tmp_path / "good.xlsx"
+    workbook.save(good)
+    damaged = tmp_path / "late.xlsx"
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(damaged, "w") as target:
+        for member in source.infolist():
+            content = source.read(member)
+            if member.filename == "xl/worksheets/sheet1.xml":
+                cut = content.rindex(b"</row>")
+                content = content[:cut] + b"</rowx>" + content[cut + 6 :]
+            target.writestr(member, content)
+    seen: list[SourceRow] = []
+    with damaged.open("rb") as stream, pytest.raises(FileRejected) as info:
+        seen.extend(open_rows(stream, damaged.name, None))
+    assert len(seen) > 1000
+    assert info.value.reason == f"the worksheet is damaged after row {seen[-1].number}"
+
+
+def test_close_releases_the_workbook(workbook_path: Path) -> None:
+    with workbook_path.open("rb") as stream, open_rows(stream, "upload.xlsx", None) as source:
+        assert next(source).number == 2
+    with pytest.raises(StopIteration):
+        next(source)
