@@ -15,8 +15,8 @@ export FILE KIND UPSTREAM_URL CLOCK_NOW CALLBACK_PORT CALLBACK_SECRET API_ID POL
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements-dev.txt
+	$(BIN)/pip install -qq --upgrade pip
+	$(BIN)/pip install -qq -r requirements-dev.txt
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)
@@ -38,6 +38,8 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	@# the four handlers are all called app.py: one mypy run each
+	@for f in functions/*/app.py; do MYPYPATH=$(PYTHONPATH) $(BIN)/mypy --strict $$f || exit 1; done
 
 cfn-lint: $(STAMP)
 	$(BIN)/cfn-lint template.yaml

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
@@ -28,7 +29,7 @@ from verifyfeed.services import get_services
 
 services = get_services()
 settings = services.settings
-processor = BatchProcessor(event_type=EventType.SQS)
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 messages: TypeAdapter[WorkMessage] = TypeAdapter(WorkMessage)
 idempotency = IdempotencyConfig(expires_after_seconds=settings.idempotency_expiry_seconds)
 persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table, boto3_client=aws.dynamodb())
@@ -36,7 +37,9 @@ persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table, bo
 SAFETY_MS = int((settings.connect_timeout_s + settings.read_timeout_s + 5) * 1000)
 
 
-@idempotent_function(data_keyword_argument="message", config=idempotency, persistence_store=persistence)
+@idempotent_function(  # type: ignore[untyped-decorator]  # Powertools ships it untyped
+    data_keyword_argument="message", config=idempotency, persistence_store=persistence
+)
 def process(message: dict[str, Any], delivery: Delivery) -> str:
     work = messages.validate_python(message)
     if isinstance(work, LostRepairBatchMessage):
@@ -53,7 +56,8 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
         max_receive_count=settings.queue_max_receive_count,
     )
     try:
-        return process(message=work.model_dump(mode="json"), delivery=delivery)
+        status: str = process(message=work.model_dump(mode="json"), delivery=delivery)
+        return status
     except IdempotencyAlreadyInProgressError:
         _delay(record, 10)
         raise
@@ -74,7 +78,7 @@ def _delay(record: SQSRecord, seconds: int) -> None:
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     idempotency.register_lambda_context(context)
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
