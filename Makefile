@@ -22,7 +22,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 venv: $(STAMP)
 
 demo: $(STAMP)
-	PYTHONPATH=$(PYTHONPATH) $(BIN)/python -m local.demo
+	@PYTHONPATH=$(PYTHONPATH) $(BIN)/python -m local.demo
 
 sandbox: $(STAMP)
 	PYTHONPATH=$(PYTHONPATH) $(BIN)/python -m sandbox

@@ -1,0 +1,301 @@
+"""``make demo``: run the whole system locally on the sample files (or ``FILE``) and report.
+
+Options come from the environment (the Makefile exports them):
+
+    FILE           a file or a folder to upload (default: every file in samples/lost-repair and
+                   samples/carrier-audit)
+    KIND           lost-repair | carrier-audit (default: detected from the header row)
+    UPSTREAM_URL   use this upstream instead of starting the sandbox
+    CLOCK_NOW      ISO instant with offset the clocks start at, e.g. 2026-12-27T09:00:00+08:00
+    CALLBACK_PORT  port of the local callback API (default 8787; 0 = any free port)
+    CALLBACK_SECRET, API_ID, API_KEY   the shared secrets (local defaults)
+    POLL_SECONDS   how often the poller runs (default 3)
+    DEMO_TIMEOUT   seconds to wait for everything to settle (default 120)
+    JSON=1         print one JSON object on stdout instead of the table
+
+Settings of the core (``BATCH_MAX_RECORDS``, ``UNKNOWN_OUTCOME_POLICY``, ...) set in the environment
+are passed on to the functions. Function logs go to ``.local-state/demo.log``; progress to stderr.
+Exit code 0 when every job settled and every row is accounted for, else 1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from local.runner import ROOT, RunnerOptions, Snapshot, iter_input_files
+
+STATE_DIR = ROOT / ".local-state"
+LOG_FILE = STATE_DIR / "demo.log"
+REPORTS_DIR = STATE_DIR / "reports"
+# resource names come from the stack and the endpoint from the runner, never from the caller's shell
+_NOT_PASSED_ON = frozenset(
+    {
+        "INGEST_BUCKET",
+        "JOBS_TABLE",
+        "AUDITS_TABLE",
+        "IDEMPOTENCY_TABLE",
+        "WORK_QUEUE_URL",
+        "UPSTREAM_CREDENTIALS_PARAM",
+        "CALLBACK_SECRET_PARAM",
+        "UPSTREAM_BASE_URL",
+        "UPSTREAM_API_ID",
+        "UPSTREAM_API_KEY",
+        "CALLBACK_SECRET",
+        "CALLBACK_PREVIOUS_SECRET",
+        "CLOCK_NOW",
+    }
+)
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    runner: RunnerOptions
+    file: str
+    kind: str
+    timeout_s: float
+    as_json: bool
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> DemoOptions:
+        def get(name: str, default: str = "") -> str:
+            return env.get(name, "").strip() or default
+
+        kind = get("KIND")
+        if kind and kind not in ("lost-repair", "carrier-audit"):
+            raise ValueError(f"KIND must be lost-repair or carrier-audit, not {kind!r}")
+        runner = RunnerOptions(
+            upstream_url=get("UPSTREAM_URL"),
+            clock_now=get("CLOCK_NOW"),
+            callback_port=int(get("CALLBACK_PORT", "8787")),
+            callback_secret=get("CALLBACK_SECRET", "local-callback-secret"),
+            api_id=get("API_ID", "local-api-id"),
+            api_key=get("API_KEY", "local-api-key"),
+            poll_seconds=float(get("POLL_SECONDS", "3")),
+            env_overrides=settings_from(env),
+        )
+        return cls(
+            runner=runner,
+            file=get("FILE"),
+            kind=kind,
+            timeout_s=float(get("DEMO_TIMEOUT", "120")),
+            as_json=get("JSON") in ("1", "true", "yes"),
+        )
+
+
+def settings_from(env: Mapping[str, str]) -> dict[str, str]:
+    """The core's knobs the caller set (e.g. ``BATCH_MAX_RECORDS=5 make demo``)."""
+    from verifyfeed.config import Settings
+
+    names = {f.alias for f in Settings.model_fields.values() if f.alias} - _NOT_PASSED_ON
+    return {name: env[name] for name in sorted(names) if env.get(name, "").strip()}
+
+
+# ---- output ------------------------------------------------------------------------------------
+
+
+def redirect_stdout(log_path: Path) -> IO[str]:
+    """Send everything written to fd 1 (handler logs, EMF metrics) to ``log_path``.
+
+    Returns a stream on the original stdout, for the summary alone.
+    """
+    sys.stdout.flush()
+    summary = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
+    log_file = log_path.open("a", encoding="utf-8")
+    os.dup2(log_file.fileno(), 1)
+    log_file.close()
+    return summary
+
+
+def configure_logging(log_path: Path) -> None:
+    handler = logging.FileHandler(log_path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(threadName)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    for noisy in ("werkzeug", "botocore", "boto3", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def result_json(snap: Snapshot, problems: list[str], reports: list[tuple[str, Path]]) -> dict[str, Any]:
+    return {
+        "jobs": [job.summary() for job in snap.jobs],
+        "audits": snap.audits,
+        "ledger": snap.ledger,
+        "queues": snap.queues,
+        "invocations": snap.invocations,
+        "reports": [{"s3": uri, "local": _shown(path)} for uri, path in reports],
+        "settled": not problems,
+        "problems": problems,
+    }
+
+
+def result_table(
+    snap: Snapshot, problems: list[str], reports: list[tuple[str, Path]], elapsed_s: float
+) -> str:
+    header = ("FILE", "KIND", "STATUS", "ROWS read/ok/rejected", "BATCHES total/ok/failed/deferred/unknown")
+    rows = [header]
+    for job in snap.jobs:
+        rows.append(
+            (
+                job.file,
+                job.kind,
+                job.status,
+                f"{job.rows_read}/{job.rows_accepted}/{job.rows_rejected}",
+                f"{job.batches_total}/{job.batches_succeeded}/{job.batches_failed}/"
+                f"{job.batches_deferred}/{job.batches_unknown}",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [f"verifyfeed local demo: {len(snap.jobs)} file(s), {elapsed_s:.1f} s", ""]
+    lines += [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+    for job in snap.jobs:
+        if job.reason:
+            lines.append(f"  {job.file}: {job.reason}")
+    lines.append("")
+    order = ("submitting", "pending", "passed", "rejected", "failed", "unknown")
+    shown = [s for s in order if s in snap.audits] + [s for s in snap.audits if s not in order]
+    lines.append("Audits:   " + ", ".join(f"{snap.audits[s]} {s}" for s in shown))
+    ledger = snap.ledger
+    if ledger is None:
+        lines.append("Ledger:   not available (UPSTREAM_URL is not the built-in sandbox)")
+    else:
+        verdict = "match" if ledger["match"] else "MISMATCH"
+        twice = ledger["idcodes_received_twice"]
+        lines.append(
+            f"Ledger:   the sandbox accepted {ledger['sandbox_accepted_records']} lost-repair records;"
+            f" we accepted {ledger['rows_accepted']} rows,"
+            f" {ledger['records_in_succeeded_batches']} in succeeded batches "
+            f"({verdict}); "
+            + ("no idcode received twice" if not twice else f"{twice} idcode(s) RECEIVED TWICE")
+        )
+    lines.append(
+        f"Queues:   {snap.queues.get('work', 0)} message(s) left in the work queue,"
+        f" {snap.queues.get('dlq', 0)} in the DLQ"
+    )
+    calls = ", ".join(
+        f"{role} {s['invocations']}"
+        + (f" ({s['errors'] + s['timeouts']} failed)" if s["errors"] + s["timeouts"] else "")
+        for role, s in snap.invocations.items()
+    )
+    lines.append(f"Invoked:  {calls}")
+    if reports:
+        lines.append("Reports:")
+        lines += [f"  {uri}\n    -> {_shown(path)}" for uri, path in reports]
+    lines.append(f"Logs:     {_shown(LOG_FILE)}")
+    if problems:
+        lines += ["", "NOT SETTLED:"] + [f"  - {p}" for p in problems]
+    return "\n".join(lines)
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+# ---- main --------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    STATE_DIR.mkdir(exist_ok=True)
+    LOG_FILE.write_text("", encoding="utf-8")
+    out = redirect_stdout(LOG_FILE)
+    configure_logging(LOG_FILE)
+    try:
+        options = DemoOptions.from_env(os.environ)
+    except ValueError as exc:
+        say(f"demo: {exc}")
+        return _fail(out, False, str(exc))
+    return run(options, out)
+
+
+def run(options: DemoOptions, out: IO[str]) -> int:
+    from local.runner import LocalRunner, detect_file_kind
+
+    files = list(iter_input_files(options.file))
+    missing = [str(f) for f in files if not f.is_file()]
+    if not files or missing:
+        reason = f"no such file: {', '.join(missing)}" if missing else "no input files"
+        say(f"demo: {reason}")
+        return _fail(out, options.as_json, reason)
+
+    kinds = {path: options.kind or detect_file_kind(path) for path in files}
+    unknown = [str(path) for path, kind in kinds.items() if kind is None]
+    if unknown:
+        reason = f"cannot tell lost-repair from carrier-audit by the header of {', '.join(unknown)}; set KIND"
+        say(f"demo: {reason}")
+        return _fail(out, options.as_json, reason)
+
+    started = time.monotonic()
+    runner = LocalRunner(options.runner)
+    try:
+        say("demo: starting moto, the sandbox and the functions ...")
+        runner.start()
+        say(f"demo: upstream {runner.upstream_url}, callbacks {runner.callback_url}, logs {_shown(LOG_FILE)}")
+        for path, kind in kinds.items():
+            key = runner.submit_file(path, kind)
+            say(f"demo: uploaded {path.name} as {kind} (s3 key {key})")
+
+        last: list[str] = []
+
+        def progress(snap: Snapshot) -> None:
+            nonlocal last
+            problems = snap.problems()
+            if problems != last:
+                say("demo: waiting: " + "; ".join(problems))
+                last = problems
+
+        snap = runner.wait_until_settled(options.timeout_s, progress)
+        problems = snap.problems()
+        if problems:
+            problems.insert(0, f"not settled after {options.timeout_s:g} s")
+        reports = runner.download_reports(snap.jobs, REPORTS_DIR)
+    except KeyboardInterrupt:
+        say("demo: interrupted")
+        return 130
+    except Exception as exc:
+        logging.getLogger("local.demo").exception("demo failed")
+        say(f"demo: failed: {type(exc).__name__}: {exc} (see {_shown(LOG_FILE)})")
+        return _fail(out, options.as_json, f"{type(exc).__name__}: {exc}")
+    finally:
+        say("demo: stopping ...")
+        runner.stop()
+
+    if options.as_json:
+        out.write(json.dumps(result_json(snap, problems, reports), ensure_ascii=False) + "\n")
+    else:
+        out.write(result_table(snap, problems, reports, time.monotonic() - started) + "\n")
+    out.flush()
+    for problem in problems:
+        say(f"demo: {problem}")
+    return 1 if problems else 0
+
+
+def _fail(out: IO[str], as_json: bool, reason: str) -> int:
+    if as_json:
+        out.write(
+            json.dumps({"jobs": [], "audits": {}, "ledger": None, "settled": False, "problems": [reason]})
+            + "\n"
+        )
+        out.flush()
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1044 @@
+"""The local stack: the template's resources in moto, the upstream sandbox, and the four functions
+driven the way their AWS event sources drive them.
+
+- S3 → splitter: the file is put in the ingest bucket and an ``ObjectCreated:Put`` notification is
+  invoked asynchronously (two retries on error, as Lambda does for S3).
+- SQS → uploader: up to ``MaximumConcurrency`` pollers receive ``BatchSize`` messages, invoke the
+  uploader and delete exactly the messages not reported in ``batchItemFailures``; when the
+  invocation fails (raises, times out, or answers malformed failures) nothing is deleted. Redelivery
+  and the move to the dead-letter queue after ``maxReceiveCount`` are SQS's own (moto's).
+- API Gateway → callback: a local HTTP server turns requests into REST API proxy events.
+- EventBridge → poller: a timer every ``poll_seconds``.
+
+Handlers run in this process (one module per function, loaded by path after the environment is
+set, since the core reads its settings once), so one ``LocalRunner`` per process.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import importlib.util
+import io
+import json
+import logging
+import mimetypes
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
+
+import boto3
+
+from local.events import (
+    api_gateway_proxy_event,
+    queue_arn_from_url,
+    s3_put_event,
+    s3_sequencer,
+    scheduled_event,
+    sqs_event,
+)
+from local.lambda_context import LOCAL_REGION, LambdaContext, new_context
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import MessageTypeDef
+
+    from local.resources import EventSpec, FunctionSpec, LocalStack
+    from sandbox.server import SandboxHandle
+    from verifyfeed.store.jobs import JobStore
+
+log = logging.getLogger("local.runner")
+
+ROOT = Path(__file__).resolve().parent.parent
+KINDS = ("lost-repair", "carrier-audit")
+SETTLED_JOB_STATUSES = frozenset({"completed", "completed_with_errors", "rejected", "deferred"})
+OPEN_AUDIT_STATUSES = ("submitting", "pending")
+S3_ASYNC_RETRIES = 2  # Lambda retries a failed asynchronous invocation twice
+API_MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
+
+Handler = Callable[[dict[str, Any], LambdaContext], Any]
+
+
+class InvocationError(Exception):
+    """The function raised, timed out, or returned something its trigger cannot use."""
+
+
+# ---- options -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    upstream_url: str = ""  # empty: start the sandbox
+    clock_now: str = ""
+    callback_host: str = "127.0.0.1"
+    callback_port: int = 8787  # 0: an ephemeral port
+    callback_secret: str = "local-callback-secret"  # noqa: S105 - the documented local default
+    api_id: str = "local-api-id"
+    api_key: str = "local-api-key"
+    poll_seconds: float = 3.0
+    decision_delay_s: float = 2.0
+    stack_name: str = "verifyfeed-local"
+    template_path: Path = ROOT / "template.yaml"
+    # applied last to every function's environment (e.g. {"BATCH_MAX_RECORDS": "5"})
+    env_overrides: Mapping[str, str] = field(default_factory=dict)
+
+
+# ---- functions ---------------------------------------------------------------------------------
+
+
+@dataclass
+class InvocationStats:
+    invocations: int = 0
+    errors: int = 0
+    timeouts: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"invocations": self.invocations, "errors": self.errors, "timeouts": self.timeouts}
+
+
+class LocalFunction:
+    """One function and its execution environments.
+
+    As in Lambda, an environment (here: its own copy of the handler module, so module-level state
+    such as a Powertools ``BatchProcessor`` or resolver is not shared) runs one invocation at a time;
+    concurrent invocations get another environment, loaded on demand (a cold start). The core
+    package itself is imported once and shared by every environment of every function.
+    """
+
+    MAX_ENVIRONMENTS = 10
+
+    def __init__(
+        self, logical_id: str, role: str, function_name: str, path: Path, spec: FunctionSpec
+    ) -> None:
+        self.logical_id = logical_id
+        self.role = role
+        self.function_name = function_name
+        self.path = path
+        self.spec = spec
+        self.timeout_s = float(spec.timeout_s)
+        self.memory_mb = int(spec.memory_mb)
+        self.stats = InvocationStats()
+        self._attribute = spec.handler_function or "lambda_handler"
+        self._idle: list[Handler] = []
+        self._environments = 0
+        self._cond = threading.Condition()
+
+    def warm_up(self) -> None:
+        """Load one environment now, so a broken handler fails the start rather than an event."""
+        self._release(self._new_environment())
+
+    def _new_environment(self) -> Handler:
+        with self._cond:
+            self._environments += 1
+            number = self._environments
+        name = self.path.parent.name
+        try:
+            return load_handler(name if number == 1 else f"{name}_{number}", self.path, self._attribute)
+        except BaseException:
+            with self._cond:
+                self._environments -= 1
+                self._cond.notify()
+            raise
+
+    def _acquire(self) -> Handler:
+        with self._cond:
+            while not self._idle and self._environments >= self.MAX_ENVIRONMENTS:
+                self._cond.wait()
+            if self._idle:
+                return self._idle.pop()
+        return self._new_environment()
+
+    def _release(self, handler: Handler) -> None:
+        with self._cond:
+            self._idle.append(handler)
+            self._cond.notify()
+
+    def invoke(self, event: dict[str, Any]) -> Any:
+        try:
+            handler = self._acquire()
+        except Exception as exc:
+            log.exception("%s could not be initialised", self.role)
+            raise InvocationError(f"{self.role}: init error {type(exc).__name__}") from exc
+        context = new_context(self.function_name, self.timeout_s, self.memory_mb)
+        try:
+            result = handler(event, context)
+        except Exception as exc:
+            self._count(errors=1)
+            log.exception("%s failed (request %s)", self.role, context.aws_request_id)
+            raise InvocationError(f"{self.role}: {type(exc).__name__}") from exc
+        finally:
+            self._release(handler)
+        if context.timed_out():
+            # Lambda would have stopped it at the deadline: whatever it returned never arrives
+            self._count(timeouts=1)
+            log.error(
+                "%s ran past its %ss timeout (request %s)", self.role, self.timeout_s, context.aws_request_id
+            )
+            raise InvocationError(f"{self.role}: Task timed out after {self.timeout_s:.2f} seconds")
+        self._count()
+        return result
+
+    def _count(self, errors: int = 0, timeouts: int = 0) -> None:
+        with self._cond:
+            self.stats.invocations += 1
+            self.stats.errors += errors
+            self.stats.timeouts += timeouts
+
+
+def load_handler(module_suffix: str, path: Path, attribute: str = "lambda_handler") -> Handler:
+    """Import ``functions/<name>/app.py`` as ``verifyfeed_fn_<module_suffix>`` (all four are ``app``)."""
+    module_name = f"verifyfeed_fn_{module_suffix}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    folder = str(path.parent)
+    sys.path.insert(0, folder)  # as in Lambda, the function's own folder is importable
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    finally:
+        with suppress(ValueError):
+            sys.path.remove(folder)
+    return cast(Handler, getattr(module, attribute))
+
+
+def batch_item_failures(result: Any, message_ids: Collection[str]) -> set[str]:
+    """The message ids to keep, per Lambda's rules for ``ReportBatchItemFailures``.
+
+    A null/empty response or an empty/null list means all succeeded; a malformed response, an empty
+    or null ``itemIdentifier`` or one not in the batch fails the whole batch.
+    """
+    if result is None or result == {} or result == "":
+        return set()
+    if not isinstance(result, dict):
+        raise InvocationError("invalid partial batch response")
+    failures = result.get("batchItemFailures")
+    if failures is None:
+        return set()
+    if not isinstance(failures, list):
+        raise InvocationError("invalid partial batch response")
+    keep: set[str] = set()
+    for failure in failures:
+        identifier = failure.get("itemIdentifier") if isinstance(failure, dict) else None
+        if not isinstance(identifier, str) or identifier not in message_ids:
+            raise InvocationError(f"invalid itemIdentifier {identifier!r} in batchItemFailures")
+        keep.add(identifier)
+    return keep
+
+
+# ---- file kinds --------------------------------------------------------------------------------
+
+
+def read_header(path: Path) -> list[str]:
+    """The first row of a CSV (UTF-8, with or without BOM, or GB18030), XLSX or JSON Lines file."""
+    suffix = path.suffix.lower()
+    if suffix in (".xlsx", ".xlsm"):
+        from openpyxl import load_workbook
+
+        book = load_workbook(path, read_only=True, data_only=True)
+        try:
+            sheet_name = os.environ.get("XLSX_SHEET", "")
+            sheet = book[sheet_name] if sheet_name else book.worksheets[0]
+            for row in sheet.iter_rows(max_row=1, values_only=True):
+                return ["" if v is None else str(v) for v in row]
+            return []
+        finally:
+            book.close()
+    with path.open("rb") as f:
+        head = f.read(64 * 1024)
+    for encoding in ("utf-8-sig", "gb18030"):
+        try:
+            text = head.decode(encoding)
+            break
+        except UnicodeDecodeError as exc:
+            if encoding == "utf-8-sig" and exc.start > len(head) - 4:  # a character cut by the 64 KiB read
+                text = head[: exc.start].decode(encoding)
+                break
+    else:
+        return []
+    first = text.splitlines()[0] if text else ""
+    if suffix in (".jsonl", ".ndjson"):
+        with suppress(ValueError):
+            obj = json.loads(first)
+            return [str(k) for k in obj] if isinstance(obj, dict) else []
+        return []
+    return next(csv.reader(io.StringIO(first)), [])
+
+
+def detect_file_kind(path: Path) -> str | None:
+    """``lost-repair`` or ``carrier-audit`` from the header row; else from the folder it sits in."""
+    from verifyfeed.ingest.headers import detect_kind
+
+    try:
+        kind = detect_kind(read_header(path))
+    except (OSError, ValueError) as exc:
+        log.warning("could not read the header of %s: %s", path.name, exc)
+        kind = None
+    if kind is not None:
+        return str(kind)
+    return path.parent.name if path.parent.name in KINDS else None
+
+
+# ---- the runner --------------------------------------------------------------------------------
+
+
+@dataclass
+class JobView:
+    file: str
+    key: str
+    kind: str
+    job_id: str = ""
+    status: str = "missing"
+    reason: str = ""
+    rows_read: int = 0
+    rows_accepted: int = 0
+    rows_rejected: int = 0
+    batches_total: int = 0
+    batches_succeeded: int = 0
+    batches_failed: int = 0
+    batches_deferred: int = 0
+    batches_unknown: int = 0
+    records_in_succeeded_batches: int = 0
+    report_key: str = ""
+
+    @property
+    def rows_reconcile(self) -> bool:
+        return self.rows_accepted + self.rows_rejected == self.rows_read
+
+    @property
+    def batches_reconcile(self) -> bool:
+        settled = self.batches_succeeded + self.batches_failed + self.batches_deferred + self.batches_unknown
+        return settled == self.batches_total
+
+    def problem(self) -> str | None:
+        if self.status == "missing":
+            return f"{self.file}: no job was recorded for s3 key {self.key}"
+        if self.status not in SETTLED_JOB_STATUSES:
+            settled = (
+                self.batches_succeeded + self.batches_failed + self.batches_deferred + self.batches_unknown
+            )
+            return f"{self.file}: job still {self.status} ({settled}/{self.batches_total} batches settled)"
+        if not self.rows_reconcile:
+            return (
+                f"{self.file}: rows do not add up: {self.rows_accepted} accepted + "
+                f"{self.rows_rejected} rejected != {self.rows_read} read"
+            )
+        if self.status != "rejected" and not self.batches_reconcile:
+            return f"{self.file}: batches do not add up for a {self.status} job"
+        return None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "kind": self.kind,
+            "status": self.status,
+            "rows_read": self.rows_read,
+            "rows_accepted": self.rows_accepted,
+            "rows_rejected": self.rows_rejected,
+            "batches_total": self.batches_total,
+            "batches_succeeded": self.batches_succeeded,
+            "batches_failed": self.batches_failed,
+            "batches_deferred": self.batches_deferred,
+            "batches_unknown": self.batches_unknown,
+        }
+
+
+@dataclass
+class Snapshot:
+    jobs: list[JobView]
+    audits: dict[str, int]
+    ledger: dict[str, Any] | None
+    queues: dict[str, int]
+    invocations: dict[str, dict[str, int]]
+    in_flight: int  # S3 notifications being handled
+    batches_in_flight: int = 0  # SQS batches received and not yet deleted or given up
+
+    def problems(self) -> list[str]:
+        found = [p for p in (job.problem() for job in self.jobs) if p]
+        if self.in_flight:
+            found.append(f"{self.in_flight} S3 notification(s) still being processed")
+        if self.batches_in_flight:
+            found.append(f"{self.batches_in_flight} SQS batch(es) still being processed")
+        open_audits = {s: self.audits.get(s, 0) for s in OPEN_AUDIT_STATUSES if self.audits.get(s, 0)}
+        if open_audits:
+            found.append("audits not decided yet: " + ", ".join(f"{n} {s}" for s, n in open_audits.items()))
+        return found
+
+    @property
+    def settled(self) -> bool:
+        return not self.problems()
+
+
+@dataclass
+class _Submitted:
+    file: str
+    key: str
+    kind: str
+    job_id: str  # as the splitter derives it from the notification
+
+
+_COUNT_FIELDS = (
+    "rows_read",
+    "rows_accepted",
+    "rows_rejected",
+    "batches_total",
+    "batches_succeeded",
+    "batches_failed",
+    "batches_deferred",
+    "batches_unknown",
+)
+
+
+def _job_view(sub: _Submitted, store: JobStore) -> JobView:
+    view = JobView(file=sub.file, key=sub.key, kind=sub.kind, job_id=sub.job_id)
+    job = store.get_job(sub.job_id)
+    if job is None:
+        return view
+    view.kind, view.status, view.reason, view.report_key = (
+        str(job.kind),
+        str(job.status),
+        job.reason,
+        job.report_key,
+    )
+    for name, value in job.model_dump(include=set(_COUNT_FIELDS)).items():
+        setattr(view, name, int(value))
+    if view.kind == "lost-repair":
+        view.records_in_succeeded_batches = sum(
+            b.record_count for b in store.batches(job.job_id) if str(b.status) == "succeeded"
+        )
+    return view
+
+
+class LocalRunner:
+    """Start with ``start()`` (or ``with LocalRunner(options) as runner``), then ``submit_file``."""
+
+    def __init__(self, options: RunnerOptions | None = None) -> None:
+        self.options = options or RunnerOptions()
+        self.stack: LocalStack | None = None
+        self.sandbox: SandboxHandle | None = None
+        self.upstream_url = ""
+        self.callback_url = ""
+        self.functions: dict[str, LocalFunction] = {}
+        self.submitted: list[_Submitted] = []
+        self._moto: Any = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._callback_server: _CallbackServer | None = None
+        self._async_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="s3-notify")
+        self._async_futures: list[Future[None]] = []
+        self._batches_in_flight = 0
+        self._counter_lock = threading.Lock()
+        self._saved_env: dict[str, str | None] = {}
+        self._s3: S3Client | None = None
+        self._sqs: SQSClient | None = None
+        self._queue_arn = ""
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalRunner:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        opts = self.options
+        self._start_aws()
+        # bind first: the sandbox needs the callback URL; requests wait until the callback is loaded
+        try:
+            self._callback_server = _CallbackServer((opts.callback_host, opts.callback_port), self)
+        except OSError as exc:
+            raise RuntimeError(
+                f"cannot listen for callbacks on {opts.callback_host}:{opts.callback_port} ({exc.strerror});"
+                " set CALLBACK_PORT to a free port, or 0 for any"
+            ) from exc
+
+        from local.resources import create_local_stack
+
+        self.stack = create_local_stack(
+            stack_name=opts.stack_name,
+            template_path=str(opts.template_path),
+            secrets={
+                "UpstreamCredentialsSecret": json.dumps({"apiId": opts.api_id, "apiKey": opts.api_key}),
+                "CallbackSigningSecret": json.dumps({"current": opts.callback_secret}),
+            },
+        )
+        callback = self._spec_for("callback")
+        api_path = _api_path(callback[1]) if callback else "/callbacks/carrier-audit"
+        server = self._callback_server
+        self.callback_url = f"http://{server.server_name}:{server.server_port}{api_path}"
+
+        if opts.upstream_url:
+            self.upstream_url = opts.upstream_url.rstrip("/")
+        else:
+            from sandbox.server import SandboxConfig, start_sandbox
+
+            self.sandbox = start_sandbox(
+                SandboxConfig(
+                    api_id=opts.api_id,
+                    api_key=opts.api_key,
+                    callback_url=self.callback_url,
+                    callback_secret=opts.callback_secret,
+                    decision_delay_s=opts.decision_delay_s,
+                    clock_now=opts.clock_now,
+                )
+            )
+            self.upstream_url = self.sandbox.url
+        log.info("upstream at %s, callbacks at %s", self.upstream_url, self.callback_url)
+
+        self._set_env(self.function_environment())
+        self._load_functions()
+
+        self._s3 = boto3.client("s3")
+        self._sqs = boto3.client("sqs")
+        self._queue_arn = self._sqs.get_queue_attributes(
+            QueueUrl=self.stack.queue_url, AttributeNames=["QueueArn"]
+        )["Attributes"].get("QueueArn") or queue_arn_from_url(self.stack.queue_url)
+
+        self._spawn("callback-api", self._callback_server.serve_forever)
+        uploader = self.functions.get("uploader")
+        if uploader is not None:
+            source = _sqs_source(uploader.spec)
+            for n in range((source.maximum_concurrency if source else None) or 2):
+                self._spawn(f"sqs-poller-{n}", self._poll_queue, uploader)
+        poller = self.functions.get("poller")
+        if poller is not None:
+            self._spawn("schedule", self._run_schedule, poller)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for future in self._async_futures:
+            with suppress(Exception):
+                future.result(timeout=30)
+        self._async_pool.shutdown(wait=False, cancel_futures=True)
+        if self._callback_server is not None:
+            self._callback_server.shutdown_if_serving()
+            self._callback_server.server_close()
+            self._callback_server = None
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self._threads.clear()
+        if self.sandbox is not None:
+            self.sandbox.stop()
+            self.sandbox = None
+        if self._moto is not None:
+            self._moto.stop()
+            self._moto = None
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env.clear()
+
+    def _start_aws(self) -> None:
+        defaults = {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": LOCAL_REGION,
+            "AWS_REGION": LOCAL_REGION,
+        }
+        env = {k: v for k, v in defaults.items() if not os.environ.get(k)}
+        if not os.environ.get("AWS_ENDPOINT_URL"):
+            from moto.server import ThreadedMotoServer
+
+            logging.getLogger("werkzeug").setLevel(logging.WARNING)
+            self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+            self._moto.start()
+            host, port = self._moto.get_host_and_port()
+            env["AWS_ENDPOINT_URL"] = f"http://{host}:{port}"
+            log.info("moto server at %s", env["AWS_ENDPOINT_URL"])
+        self._set_env(env)
+
+    def _set_env(self, env: Mapping[str, str]) -> None:
+        for key, value in env.items():
+            self._saved_env.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+
+    def function_environment(self) -> dict[str, str]:
+        """What every function sees: the template's Globals, then the local stand-ins."""
+        assert self.stack is not None
+        env = dict(self.stack.function_env)
+        # one process hosts every function, so their own variables share one environment
+        own: dict[str, str] = {}
+        for logical_id, spec in self.stack.functions.items():
+            for name, value in spec.env.items():
+                if own.get(name, value) != value:
+                    log.warning(
+                        "%s sets %s differently from another function; the last one wins", logical_id, name
+                    )
+                own[name] = value
+        env.update(own)
+        env.update(
+            UPSTREAM_BASE_URL=self.upstream_url,
+            POWERTOOLS_TRACE_DISABLED="1",
+            POWERTOOLS_METRICS_NAMESPACE=env.get("POWERTOOLS_METRICS_NAMESPACE") or "VerifyFeedLocal",
+            POWERTOOLS_SERVICE_NAME=env.get("POWERTOOLS_SERVICE_NAME") or "verifyfeed",
+            # pending audits whose callback got lost are polled after seconds, not minutes
+            POLL_PENDING_AGE_SECONDS="10",
+        )
+        if self.options.clock_now:
+            env["CLOCK_NOW"] = self.options.clock_now
+        env.update(self.options.env_overrides)
+        return env
+
+    def _spec_for(self, role: str) -> tuple[str, FunctionSpec] | None:
+        assert self.stack is not None
+        for logical_id, spec in self.stack.functions.items():
+            if function_role(spec) == role:
+                return logical_id, spec
+        return None
+
+    def _load_functions(self) -> None:
+        assert self.stack is not None
+        self._clear_core_caches()
+        for logical_id, spec in self.stack.functions.items():
+            role = function_role(spec)
+            function = LocalFunction(
+                logical_id, role, f"{self.options.stack_name}-{logical_id}", ROOT / spec.handler_path, spec
+            )
+            function.warm_up()
+            self.functions[role] = function
+        missing = {"splitter", "uploader", "callback", "poller"} - self.functions.keys()
+        if missing:
+            raise RuntimeError(f"template.yaml has no function for {', '.join(sorted(missing))}")
+
+    @staticmethod
+    def _clear_core_caches() -> None:
+        """Settings and clients cached by an earlier runner in this process would point elsewhere."""
+        for module_name, names in (
+            ("verifyfeed.config", ("get_settings",)),
+            ("verifyfeed.services", ("get_services",)),
+            ("verifyfeed.aws", ("_client",)),
+        ):
+            module = sys.modules.get(module_name)
+            for name in names:
+                cached = getattr(module, name, None) if module else None
+                if cached is not None and hasattr(cached, "cache_clear"):
+                    cached.cache_clear()
+
+    def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    # ---- S3 → splitter -------------------------------------------------------------------------
+
+    def submit_file(self, path: Path, kind: str | None = None) -> str:
+        """Upload ``path`` under ``<kind>/<file name>`` and notify the splitter. Returns the key."""
+        assert self.stack is not None and self._s3 is not None
+        kind = kind or detect_file_kind(path)
+        if kind not in KINDS:
+            raise ValueError(f"{path}: cannot tell whether it is lost-repair or carrier-audit; set KIND")
+        prefix_var = "LOST_REPAIR_PREFIX" if kind == "lost-repair" else "CARRIER_AUDIT_PREFIX"
+        prefix = os.environ.get(prefix_var) or f"{kind}/"
+        key = f"{prefix}{path.name}"
+        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        bucket = self.stack.bucket
+        self._s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes(), ContentType=content_type)
+        head = self._s3.head_object(Bucket=bucket, Key=key)
+        event = s3_put_event(
+            bucket=bucket,
+            key=key,
+            size=head["ContentLength"],
+            etag=head["ETag"],
+            version_id=head.get("VersionId"),
+            sequencer=s3_sequencer(),
+        )
+        from verifyfeed.logic.splitter import DroppedObject
+
+        job_id = DroppedObject.from_event_record(event["Records"][0]).job_id
+        self.submitted.append(_Submitted(file=_display_path(path), key=key, kind=kind, job_id=job_id))
+        splitter = self.functions["splitter"]
+        if _notifies(splitter.spec, key):
+            self._async_futures.append(self._async_pool.submit(self._invoke_async, splitter, event))
+        else:
+            log.warning("no S3 trigger of the splitter matches %s: no notification", key)
+        log.info("uploaded %s as s3://%s/%s", path.name, bucket, key)
+        return key
+
+    def _invoke_async(self, function: LocalFunction, event: dict[str, Any]) -> None:
+        for attempt in range(1 + S3_ASYNC_RETRIES):
+            if self._stop.is_set():
+                return
+            try:
+                function.invoke(event)
+                return
+            except InvocationError as exc:
+                log.warning("%s (attempt %d of %d)", exc, attempt + 1, 1 + S3_ASYNC_RETRIES)
+                self._stop.wait(attempt + 1)  # Lambda waits minutes; a demo cannot
+
+    # ---- SQS → uploader ------------------------------------------------------------------------
+
+    def _poll_queue(self, uploader: LocalFunction) -> None:
+        assert self.stack is not None
+        sqs: SQSClient = boto3.client("sqs")  # a client per thread
+        source = _sqs_source(uploader.spec)
+        batch_size = max(1, min(10, (source.batch_size if source else None) or 10))
+        partial = source.report_batch_item_failures if source else False
+        while not self._stop.is_set():
+            try:
+                received = sqs.receive_message(
+                    QueueUrl=self.stack.queue_url,
+                    MaxNumberOfMessages=batch_size,
+                    WaitTimeSeconds=1,
+                    AttributeNames=["All"],
+                    MessageAttributeNames=["All"],
+                )
+            except Exception:
+                if not self._stop.is_set():
+                    log.exception("receive_message failed")
+                    self._stop.wait(1)
+                continue
+            messages = received.get("Messages", [])
+            if not messages:
+                continue
+            with self._counter_lock:
+                self._batches_in_flight += 1
+            try:
+                self._deliver_batch(sqs, uploader, messages, partial)
+            finally:
+                with self._counter_lock:
+                    self._batches_in_flight -= 1
+
+    def _deliver_batch(
+        self, sqs: SQSClient, uploader: LocalFunction, messages: list[MessageTypeDef], partial: bool
+    ) -> None:
+        assert self.stack is not None
+        event = sqs_event(messages, queue_arn=self._queue_arn)
+        ids = {m["MessageId"] for m in messages}
+        received = ", ".join(
+            f"{m['MessageId'][:8]}(#{m.get('Attributes', {}).get('ApproximateReceiveCount', '?')})"
+            for m in messages
+        )
+        try:
+            result = uploader.invoke(event)
+            keep = batch_item_failures(result, ids) if partial else set()
+        except InvocationError as exc:
+            log.warning("uploader failed on %s; nothing deleted, all redelivered: %s", received, exc)
+            return
+        done = [m for m in messages if m["MessageId"] not in keep]
+        log.info("uploader handled %s; %d deleted, %d left for redelivery", received, len(done), len(keep))
+        for start in range(0, len(done), 10):
+            chunk = done[start : start + 10]
+            reply = sqs.delete_message_batch(
+                QueueUrl=self.stack.queue_url,
+                Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(chunk)],
+            )
+            for failed in reply.get("Failed", []):
+                log.warning("delete_message_batch: %s", failed.get("Message", failed.get("Code")))
+
+    # ---- EventBridge → poller ------------------------------------------------------------------
+
+    def _run_schedule(self, poller: LocalFunction) -> None:
+        from verifyfeed.clock import clock_from_setting
+
+        clock = clock_from_setting(self.options.clock_now)
+        while not self._stop.wait(self.options.poll_seconds):
+            with suppress(InvocationError):  # logged by invoke; EventBridge just fires again
+                poller.invoke(scheduled_event(clock.now(), rule_name=f"{self.options.stack_name}-poll"))
+
+    # ---- API Gateway → callback ----------------------------------------------------------------
+
+    def handle_api_request(
+        self, method: str, path: str, headers: list[tuple[str, str]], body: bytes, source_ip: str
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """What API Gateway answers for one request: (status, headers, body)."""
+        callback = self.functions.get("callback")
+        if callback is None:
+            return _api_error(503, "Service Unavailable")
+        api_path = _api_path(callback.spec)
+        stage = _api_stage(callback.spec, self.stack.parameters.get("Stage", "dev") if self.stack else "dev")
+        route = urlsplit(path).path
+        if route.startswith(f"/{stage}/"):
+            route = route.removeprefix(f"/{stage}")
+        if route.rstrip("/") != api_path.rstrip("/"):
+            return _api_error(403, "Missing Authentication Token")
+        if method != _api_method(callback.spec):
+            return _api_error(403, "Missing Authentication Token")
+        query = urlsplit(path).query
+        event = api_gateway_proxy_event(
+            method,
+            route + (f"?{query}" if query else ""),
+            headers,
+            body,
+            stage=stage,
+            resource=api_path,
+            source_ip=source_ip,
+        )
+        try:
+            result = callback.invoke(event)
+        except InvocationError:
+            return _api_error(502, "Internal server error")
+        return _proxy_response(result)
+
+    # ---- observing -----------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """Where every submitted file's job stands, the audits, the sandbox ledger, the queues."""
+        from verifyfeed.store.audits import AuditStore
+        from verifyfeed.store.jobs import JobStore
+
+        assert self.stack is not None
+        jobs_table, audits_table = self._tables()
+        store = JobStore(jobs_table)
+        views = [_job_view(sub, store) for sub in self.submitted]
+        audits = AuditStore(audits_table, jobs_table).count_by_status()
+        in_flight = sum(1 for f in self._async_futures if not f.done())
+        return Snapshot(
+            jobs=views,
+            audits=audits,
+            ledger=self._ledger(views),
+            queues=self._queue_depths(),
+            invocations={role: fn.stats.as_dict() for role, fn in sorted(self.functions.items())},
+            in_flight=in_flight,
+            batches_in_flight=self._batches_in_flight,
+        )
+
+    def wait_until_settled(
+        self, timeout_s: float, on_progress: Callable[[Snapshot], None] | None = None
+    ) -> Snapshot:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            snap = self.snapshot()
+            if snap.settled or time.monotonic() >= deadline:
+                return snap
+            if on_progress is not None:
+                on_progress(snap)
+            self._stop.wait(1.0)
+
+    def _tables(self) -> tuple[str, str]:
+        env = os.environ
+        return env.get("JOBS_TABLE", ""), env.get("AUDITS_TABLE", "")
+
+    def _ledger(self, views: list[JobView]) -> dict[str, Any] | None:
+        if self.sandbox is None:
+            return None
+        accepted = self.sandbox.accepted_records()
+        counts = self.sandbox.record_counts()
+        lost_repair = [v for v in views if v.kind == "lost-repair"]
+        in_succeeded = sum(v.records_in_succeeded_batches for v in lost_repair)
+        return {
+            "sandbox_accepted_records": len(accepted),
+            "rows_accepted": sum(v.rows_accepted for v in lost_repair),
+            "records_in_succeeded_batches": in_succeeded,
+            "match": len(accepted) == in_succeeded,
+            "idcodes_received_twice": sum(1 for n in counts.values() if n > 1),
+            "requests": len(self.sandbox.ledger()),
+        }
+
+    def _queue_depths(self) -> dict[str, int]:
+        assert self.stack is not None and self._sqs is not None
+        depths: dict[str, int] = {}
+        for name, url in (("work", self.stack.queue_url), ("dlq", self.stack.dlq_url)):
+            attrs = self._sqs.get_queue_attributes(
+                QueueUrl=url,
+                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+            )["Attributes"]
+            depths[name] = int(attrs.get("ApproximateNumberOfMessages", 0)) + int(
+                attrs.get("ApproximateNumberOfMessagesNotVisible", 0)
+            )
+        return depths
+
+    def download_reports(self, views: list[JobView], into: Path) -> list[tuple[str, Path]]:
+        """Copy each job's reports out of the (soon gone) bucket. Returns (s3 uri, local path) pairs."""
+        assert self.stack is not None and self._s3 is not None
+        reports_prefix = os.environ.get("REPORTS_PREFIX") or "reports/"
+        copied: list[tuple[str, Path]] = []
+        for view in views:
+            base = view.report_key or f"{reports_prefix}{view.key}.json"
+            for key in (base, base.removesuffix(".json") + ".rejected.csv"):
+                target = into / key.removeprefix(reports_prefix)
+                try:
+                    body = self._s3.get_object(Bucket=self.stack.bucket, Key=key)["Body"].read()
+                except self._s3.exceptions.NoSuchKey:
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(body)
+                copied.append((f"s3://{self.stack.bucket}/{key}", target))
+        return copied
+
+
+# ---- API Gateway plumbing ----------------------------------------------------------------------
+
+
+def _api_error(status: int, message: str) -> tuple[int, list[tuple[str, str]], bytes]:
+    return status, [("Content-Type", "application/json")], json.dumps({"message": message}).encode()
+
+
+def _proxy_response(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
+    """A Lambda proxy integration response, checked as API Gateway checks it (else 502)."""
+    if not isinstance(result, dict) or not isinstance(result.get("statusCode", 200), int):
+        log.error("callback returned a malformed proxy response")
+        return _api_error(502, "Internal server error")
+    headers: list[tuple[str, str]] = [(str(k), str(v)) for k, v in (result.get("headers") or {}).items()]
+    for name, values in (result.get("multiValueHeaders") or {}).items():
+        headers.extend((str(name), str(v)) for v in values)
+    raw = result.get("body")
+    if raw is None:
+        body = b""
+    elif result.get("isBase64Encoded"):
+        body = base64.b64decode(str(raw))
+    else:
+        body = str(raw).encode("utf-8")
+    return int(result.get("statusCode", 200)), headers, body
+
+
+class _CallbackServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], runner: LocalRunner) -> None:
+        self.runner = runner
+        self._serving = False
+        super().__init__(address, _CallbackRequestHandler)
+
+    def server_bind(self) -> None:  # no reverse DNS lookup of the bound address
+        import socketserver
+
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+    def serve_forever(self, poll_interval: float = 0.1) -> None:
+        self._serving = True
+        super().serve_forever(poll_interval)
+
+    def shutdown_if_serving(self) -> None:
+        if self._serving:
+            self.shutdown()
+
+
+class _CallbackRequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "local-apigateway/1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("callback api: " + format, *args)
+
+    def _read_body(self) -> bytes | None:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+                if sum(map(len, chunks)) > API_MAX_BODY_BYTES:
+                    return None
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > API_MAX_BODY_BYTES:
+            return None
+        return self.rfile.read(length) if length else b""
+
+    def _handle(self) -> None:
+        server = cast(_CallbackServer, self.server)
+        body = self._read_body()
+        if body is None:
+            status, headers, payload = _api_error(413, "Request Too Long")
+            self.close_connection = True
+        else:
+            status, headers, payload = server.runner.handle_api_request(
+                self.command, self.path, list(self.headers.items()), body, self.client_address[0]
+            )
+        try:
+            self.send_response(status)
+            for name, value in headers:
+                if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except OSError:
+            self.close_connection = True
+
+    do_POST = do_GET = do_PUT = do_DELETE = do_PATCH = _handle
+
+
+# ---- reading FunctionSpec ----------------------------------------------------------------------
+
+_ROLE_OF_TRIGGER = {"S3": "splitter", "SQS": "uploader", "Api": "callback", "Schedule": "poller"}
+
+
+def function_role(spec: FunctionSpec) -> str:
+    """What drives the function (its first event source), else the folder it lives in."""
+    for event in spec.events:
+        if event.type in _ROLE_OF_TRIGGER:
+            return _ROLE_OF_TRIGGER[event.type]
+    return Path(spec.handler_path).parent.name
+
+
+def _notifies(spec: FunctionSpec, key: str) -> bool:
+    """Whether one of the function's S3 triggers (prefix/suffix filters) fires for ``key``."""
+    triggers = spec.s3_triggers
+    return not triggers or any(
+        key.startswith(t.prefix or "") and key.endswith(t.suffix or "") for t in triggers
+    )
+
+
+def _sqs_source(spec: FunctionSpec) -> EventSpec | None:
+    return spec.sqs
+
+
+def _api_route(spec: FunctionSpec) -> EventSpec | None:
+    routes = spec.api_routes
+    return routes[0] if routes else None
+
+
+def _api_path(spec: FunctionSpec) -> str:
+    route = _api_route(spec)
+    return (route.path if route else None) or "/callbacks/carrier-audit"
+
+
+def _api_method(spec: FunctionSpec) -> str:
+    route = _api_route(spec)
+    return ((route.method if route else None) or "POST").upper()
+
+
+def _api_stage(spec: FunctionSpec, default: str) -> str:
+    route = _api_route(spec)
+    return str((route.stage if route else None) or default)
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def iter_input_files(file_option: str) -> Iterator[Path]:
+    """FILE: one file, or every file in a folder; empty: every sample."""
+    roots = [Path(file_option).expanduser()] if file_option else [ROOT / "samples" / kind for kind in KINDS]
+    for root in roots:
+        if root.is_dir():
+            yield from sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
+        else:
+            yield root
