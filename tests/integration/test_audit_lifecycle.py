@@ -1,0 +1,204 @@
+"""Carrier audits end to end: file → add → the sandbox's real signed callback over HTTP →
+passed/rejected; a rejected audit re-dropped with fixes → update → pending → decided again;
+callbacks dropped → the poller settles them through /carrierAudit/get."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from threading import Thread
+from typing import Any
+
+import pytest
+
+from sandbox.server import SandboxConfig, SandboxHandle, start_sandbox
+from tests.integration.conftest import API_ID, API_KEY, CALLBACK_SECRET, NOW, SettingsFactory, drain_queue
+from tests.integration.test_splitter import AUDIT_HEADER, audit_row, csv_bytes, put, rejected_rows, split
+from verifyfeed.clock import FixedClock
+from verifyfeed.logic.callback import handle_callback
+from verifyfeed.logic.poller import poll
+from verifyfeed.logic.uploader import Delivery, submit_audit
+from verifyfeed.models.messages import CarrierAuditMessage
+from verifyfeed.models.records import AuditStatus
+from verifyfeed.services import Services, build_services
+
+pytestmark = pytest.mark.integration
+
+
+class CallbackEndpoint:
+    """Our callback, served over HTTP on loopback (the API Gateway leg is covered by the handler tests)."""
+
+    def __init__(self) -> None:
+        self.services: Services | None = None
+        self.statuses: list[int] = []
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                assert endpoint.services is not None
+                result = handle_callback(endpoint.services, raw, dict(self.headers.items()))
+                endpoint.statuses.append(result.http_status)
+                reply = result.reply.model_dump_json().encode()
+                self.send_response(result.http_status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/callbacks/carrier-audit"
+        Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[CallbackEndpoint]:
+    ep = CallbackEndpoint()
+    yield ep
+    ep.server.shutdown()
+
+
+_id_base = iter(range(1_000_000, 10**9, 1_000_000))
+
+
+@pytest.fixture
+def upstream(endpoint: CallbackEndpoint) -> Iterator[SandboxHandle]:
+    """A fresh upstream per test, with its own range of record ids (upstream ids are unique)."""
+    handle = start_sandbox(
+        SandboxConfig(
+            api_id=API_ID,
+            api_key=API_KEY,
+            callback_url=endpoint.url,
+            callback_secret=CALLBACK_SECRET,
+            decision_delay_s=0.2,
+            clock_now=NOW,
+            first_audit_id=next(_id_base),
+        )
+    )
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def audit_services(
+    make_settings: SettingsFactory, clock: FixedClock, upstream: SandboxHandle, endpoint: CallbackEndpoint
+) -> Services:
+    services = build_services(
+        make_settings(UPSTREAM_BASE_URL=upstream.url, POLL_PENDING_AGE_SECONDS="0"), clock
+    )
+    endpoint.services = services
+    return services
+
+
+def drop_and_submit(services: Services, rows: list[list[str]]) -> tuple[str, list[CarrierAuditMessage]]:
+    key = f"carrier-audit/lifecycle-{uuid.uuid4().hex[:6]}.csv"
+    result = split(services, put(services, key, csv_bytes(rows, header=AUDIT_HEADER)))
+    messages = [
+        CarrierAuditMessage.model_validate(m)
+        for m in drain_queue(services.settings.work_queue_url)
+        if m.get("job_id") == result.job_id
+    ]
+    for message in messages:
+        assert submit_audit(services, message, Delivery()) == "pending"
+    return key, messages
+
+
+def wait_for(
+    services: Services, keys: list[str], statuses: set[AuditStatus], timeout: float = 10
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        current = {k: services.audits.get(k) for k in keys}
+        if (
+            all(a is not None and a.status in statuses for a in current.values())
+            or time.monotonic() > deadline
+        ):
+            return current
+
+
+def test_signed_callbacks_settle_audits_and_a_fixed_rejection_goes_through_update(
+    audit_services: Services, upstream: SandboxHandle, endpoint: CallbackEndpoint
+) -> None:
+    services = audit_services
+    rows = [
+        audit_row("1", 1100),
+        audit_row("2", 1200),
+        audit_row("3", 1300, attachmentFileUrls="reject-me.jpg"),  # the sandbox rejects these
+    ]
+    _, messages = drop_and_submit(services, rows)
+    keys = [m.audit_key for m in messages]
+    settled = wait_for(services, keys, {AuditStatus.PASSED, AuditStatus.REJECTED})
+    by_row = {a.row: a for a in settled.values()}
+    assert by_row[2].status == AuditStatus.PASSED and by_row[3].status == AuditStatus.PASSED
+    assert by_row[4].status == AuditStatus.REJECTED and by_row[4].remarks
+    assert endpoint.statuses.count(200) == 3
+    deadline = time.monotonic() + 5  # the sandbox records the reply just after we have sent it
+    while time.monotonic() < deadline:
+        callbacks = [e for e in upstream.ledger() if e.endpoint == "callback"]
+        if all(e.http_status is not None for e in callbacks):
+            break
+        time.sleep(0.02)
+    assert len(callbacks) == 3 and all(e.http_status == 200 for e in callbacks)
+
+    # the rejected audit is re-dropped with the material fixed: /update with the same record id
+    rejected = by_row[4]
+    fixed = [audit_row("3", 1300, attachmentFileUrls="registration.jpg")]
+    _, [again] = drop_and_submit(services, fixed)
+    assert again.audit_key == rejected.audit_key and again.update_record_id == rejected.record_id
+    updates = [e for e in upstream.ledger() if e.endpoint == "/carrierAudit/update"]
+    assert len(updates) == 1 and updates[0].accepted
+    assert len([e for e in upstream.ledger() if e.endpoint == "/carrierAudit/add"]) == 3
+    final = wait_for(services, [rejected.audit_key], {AuditStatus.PASSED})[rejected.audit_key]
+    assert final.status == AuditStatus.PASSED and final.record_id == rejected.record_id
+
+    # dropping a passed audit again is a duplicate: nothing sent
+    key, none = drop_and_submit(services, [audit_row("1", 1100)])
+    assert none == []
+    [report] = rejected_rows(services, key)
+    assert report["rule"] == "duplicate.audit_exists"
+
+
+def test_poller_settles_audits_whose_callback_never_came(
+    audit_services: Services, upstream: SandboxHandle, clock: FixedClock
+) -> None:
+    services = audit_services
+    upstream.set_faults({"drop_callbacks": True})
+    _, messages = drop_and_submit(
+        services, [audit_row("2", 2100), audit_row("3", 2200, drivingLicenseFilename="reject")]
+    )
+    keys = [m.audit_key for m in messages]
+    deadline = time.monotonic() + 10
+    while any(a.status == 0 for a in upstream.audits()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    callbacks = [e for e in upstream.ledger() if e.endpoint == "callback"]
+    assert callbacks and all(e.detail == "callback dropped" and e.http_status is None for e in callbacks)
+    assert {services.audits.get(k).status for k in keys} == {AuditStatus.PENDING}  # type: ignore[union-attr]
+
+    clock.move_to(clock.now() + timedelta(seconds=2))
+    report = poll(services)
+    assert report.audits_settled >= 2 and report.audit_errors == 0
+    statuses = sorted(services.audits.get(k).status.value for k in keys)  # type: ignore[union-attr]
+    assert statuses == ["passed", "rejected"]
+    gets = [e for e in upstream.ledger() if e.endpoint == "/carrierAudit/get"]
+    assert len(gets) >= 2
+    # a second run finds nothing left to do
+    assert poll(services).audits_settled == 0
+
+
+def test_poller_tolerates_upstream_errors(
+    audit_services: Services, upstream: SandboxHandle, clock: FixedClock
+) -> None:
+    services = audit_services
+    upstream.set_faults([{"drop_callbacks": True}, {"endpoint": "audit_get", "status_code": 503}])
+    _, messages = drop_and_submit(services, [audit_row("2", 3100)])
+    clock.move_to(clock.now() + timedelta(seconds=2))
+    report = poll(services)
+    assert report.audit_errors >= 1
+    stored = services.audits.get(messages[0].audit_key)
+    assert stored is not None and stored.status == AuditStatus.PENDING
