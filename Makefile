@@ -27,7 +27,7 @@ demo: $(STAMP)
 sandbox: $(STAMP)
 	PYTHONPATH=$(PYTHONPATH) $(BIN)/python -m sandbox
 
-test: lint typecheck cfn-lint pytest sam-build
+test: lint typecheck cfn-lint sam-build pytest
 
 pytest: $(STAMP)
 	PYTHONPATH=$(PYTHONPATH) $(BIN)/python -m pytest
