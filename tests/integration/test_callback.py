@@ -121,7 +121,7 @@ def _refusals(record_id: int) -> list[tuple[str, bytes, dict[str, str], int]]:
         ("deep nesting", (b := b"[" * 5000 + b"]" * 5000), signed(b), 400),
         ("too large", (b := body(record_id, 1, remarks="x" * 20_000)), signed(b), 413),
         ("text/plain", good, {"sign": sign_body(good, CALLBACK_SECRET), "Content-Type": "text/plain"}, 415),
-        ("unknown record id", (b := body(1, 1)), signed(b), 404),
+        ("unknown record id", (b := body(987_654_321, 1)), signed(b), 404),
     ]
 
 

@@ -34,7 +34,7 @@ from verifyfeed.logic.progress import settle_job
 from verifyfeed.models.envelope import UnifiedResponse
 from verifyfeed.models.lost_repair import RepairRecord, VerifyState
 from verifyfeed.models.messages import CarrierAuditMessage, LostRepairBatchMessage
-from verifyfeed.models.records import AuditStatus, Batch, BatchStatus
+from verifyfeed.models.records import Audit, AuditStatus, Batch, BatchStatus
 from verifyfeed.services import Services
 from verifyfeed.store.audits import StaleAudit
 from verifyfeed.store.jobs import StaleTransition
@@ -255,54 +255,68 @@ def _settle(
 
 
 def submit_audit(services: Services, message: CarrierAuditMessage, delivery: Delivery) -> str:
-    """``add`` (or ``update``) one audit; the answer's record id moves it to pending."""
+    """``add`` (or ``update``) one audit; the answer's record id moves it to pending.
+
+    Guarded like a batch: a submit lease on the audit record, so a worker that died mid-call
+    (its lease expired) leads to ``unknown`` under the hold policy instead of a second upstream
+    audit record.
+    """
     audits = services.audits
+    settings = services.settings
     log = {"job_id": message.job_id, "audit_key": message.audit_key[:12]}
     audit = audits.get(message.audit_key)
     if audit is None or audit.status != AuditStatus.SUBMITTING or audit.job_id != message.job_id:
         logger.info("audit no longer awaiting submission; redelivery ignored", extra=log)
         return audit.status.value if audit else "missing"
-    if message.update_record_id is not None:
-        outcome = services.upstream.audit_update(message.update_record_id, message.params)
-    else:
-        outcome = services.upstream.audit_add(message.params)
     now = services.clock.now()
     try:
+        if audit.lease_until:
+            lease_until = datetime.fromisoformat(audit.lease_until)
+            if lease_until > now:
+                raise RetryLater(
+                    "another worker holds the submit lease", int((lease_until - now).total_seconds()) + 1
+                )
+            if settings.unknown_outcome_policy == UnknownOutcomePolicy.HOLD:
+                return _settle_audit(
+                    services,
+                    audit,
+                    AuditStatus.UNKNOWN,
+                    error="a submit attempt ended without a recorded answer",
+                )
+        audit = audits.take_lease(audit, now, now + timedelta(seconds=settings.send_lease_seconds))
+        if message.update_record_id is not None:
+            outcome = services.upstream.audit_update(message.update_record_id, message.params)
+        else:
+            outcome = services.upstream.audit_add(message.params)
         if isinstance(outcome, Answered):
             response = outcome.response
-            if response.ok:
-                record_id = message.update_record_id
-                if record_id is None and isinstance(response.data, int):
-                    record_id = response.data
-                if record_id is None:
-                    audits.settle_submission(
-                        audit, AuditStatus.UNKNOWN, now, error="add answered without a record id"
-                    )
-                    return AuditStatus.UNKNOWN.value
-                audits.settle_submission(audit, AuditStatus.PENDING, now, record_id=record_id)
-                settle_job(services, message.job_id)
-                logger.info("audit submitted", extra={**log, "record_id": record_id})
-                return AuditStatus.PENDING.value
-            audits.settle_submission(
-                audit,
-                AuditStatus.FAILED,
-                now,
-                error=f"upstream code {response.code}: {response.message}"[:500],
-            )
-            settle_job(services, message.job_id)
-            return AuditStatus.FAILED.value
-        if (
-            isinstance(outcome, Unknown)
-            and services.settings.unknown_outcome_policy == UnknownOutcomePolicy.HOLD
-        ):
-            audits.settle_submission(audit, AuditStatus.UNKNOWN, now, error=outcome.reason)
-            settle_job(services, message.job_id)
-            return AuditStatus.UNKNOWN.value
-        if delivery.receive_count >= delivery.max_receive_count:
-            audits.settle_submission(audit, AuditStatus.FAILED, now, error=f"{outcome.reason}; gave up")
-            settle_job(services, message.job_id)
-            return AuditStatus.FAILED.value
+            if not response.ok:
+                error = f"upstream code {response.code}: {response.message}"[:500]
+                return _settle_audit(services, audit, AuditStatus.FAILED, error=error)
+            record_id = message.update_record_id
+            if record_id is None and isinstance(response.data, int) and not isinstance(response.data, bool):
+                record_id = response.data
+            if record_id is None:
+                return _settle_audit(
+                    services, audit, AuditStatus.UNKNOWN, error="add answered without a record id"
+                )
+            logger.info("audit submitted", extra={**log, "record_id": record_id})
+            return _settle_audit(services, audit, AuditStatus.PENDING, record_id=record_id)
+        if isinstance(outcome, Unknown) and settings.unknown_outcome_policy == UnknownOutcomePolicy.HOLD:
+            return _settle_audit(services, audit, AuditStatus.UNKNOWN, error=outcome.reason)
+        permanent = isinstance(outcome, HttpError) and not outcome.transient
+        if permanent or delivery.receive_count >= delivery.max_receive_count:
+            return _settle_audit(services, audit, AuditStatus.FAILED, error=f"{outcome.reason}; gave up")
+        audits.release_lease(audit, services.clock.now())
     except StaleAudit:
         logger.info("audit moved meanwhile; nothing to do", extra=log)
         return "stale"
     raise RetryLater(outcome.reason, backoff_seconds(services, delivery.receive_count))
+
+
+def _settle_audit(
+    services: Services, audit: Audit, to: AuditStatus, *, record_id: int | None = None, error: str = ""
+) -> str:
+    services.audits.settle_submission(audit, to, services.clock.now(), record_id=record_id, error=error)
+    settle_job(services, audit.job_id)
+    return to.value

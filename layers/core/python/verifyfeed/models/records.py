@@ -115,6 +115,7 @@ class Audit(BaseModel):
     record_id: int | None = None
     remarks: str = ""
     version: int = Field(0, description="bumped on every transition; conditional writes check it")
+    lease_until: str = ""  # a worker is calling add/update until then
     submitted_at: str = ""
     updated_at: str = ""
     last_error: str = ""

@@ -103,6 +103,7 @@ class AuditStore:
             "plate": audit.plate,
             "remarks": "",
             "last_error": "",
+            "lease_until": "",
             "submitted_at": iso(now),
         }
         try:
@@ -149,12 +150,19 @@ class AuditStore:
         counter = {AuditStatus.PENDING: "batches_succeeded", AuditStatus.FAILED: "batches_failed"}.get(
             to, "batches_unknown"
         )
-        sets = ["#s = :to", "updated_at = :now", "version = version + :one", "last_error = :err"]
+        sets = [
+            "#s = :to",
+            "updated_at = :now",
+            "version = version + :one",
+            "last_error = :err",
+            "lease_until = :nolease",
+        ]
         values: dict[str, Any] = {
             ":to": attr(to.value),
             ":now": attr(iso(now)),
             ":one": attr(1),
             ":err": attr(error),
+            ":nolease": attr(""),
             ":from": attr(audit.status.value),
             ":v": attr(audit.version),
         }
@@ -197,6 +205,14 @@ class AuditStore:
         if record_id is not None:
             update["record_id"] = record_id
         return audit.model_copy(update=update)
+
+    def take_lease(self, audit: Audit, now: datetime, until: datetime) -> Audit:
+        """A worker is about to call upstream for this submitting audit."""
+        return self._move(audit, AuditStatus.SUBMITTING, now, {"lease_until": iso(until)})
+
+    def release_lease(self, audit: Audit, now: datetime) -> Audit:
+        """The call certainly did not take effect: another delivery may try again."""
+        return self._move(audit, AuditStatus.SUBMITTING, now, {"lease_until": ""})
 
     def decide(self, audit: Audit, to: AuditStatus, remarks: str, now: datetime) -> Audit:
         """pending → passed / rejected (the callback and the poller both come here)."""

@@ -1,0 +1,95 @@
+"""Submitting audits (add/update) is guarded like a charged batch: a submit lease on the record,
+so redelivery, concurrency and a worker that died mid-call never create a second upstream audit."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from sandbox.server import SandboxHandle
+from tests.integration.conftest import drain_queue
+from tests.integration.test_splitter import AUDIT_HEADER, audit_row, csv_bytes, put, split
+from verifyfeed.clock import FixedClock
+from verifyfeed.logic.uploader import Delivery, RetryLater, submit_audit
+from verifyfeed.models.messages import CarrierAuditMessage
+from verifyfeed.models.records import AuditStatus, JobStatus
+from verifyfeed.services import Services
+
+pytestmark = pytest.mark.integration
+_n = iter(range(5000, 10**6, 10))
+
+
+def queued_audit(services: Services, **over: str) -> CarrierAuditMessage:
+    key = f"carrier-audit/submit-{uuid.uuid4().hex[:6]}.csv"
+    result = split(
+        services, put(services, key, csv_bytes([audit_row("2", next(_n), **over)], header=AUDIT_HEADER))
+    )
+    [message] = [
+        CarrierAuditMessage.model_validate(m)
+        for m in drain_queue(services.settings.work_queue_url)
+        if m.get("job_id") == result.job_id
+    ]
+    return message
+
+
+def adds(sandbox: SandboxHandle) -> int:
+    return len([e for e in sandbox.ledger() if e.endpoint == "/carrierAudit/add" and e.accepted])
+
+
+def status(services: Services, message: CarrierAuditMessage) -> AuditStatus:
+    audit = services.audits.get(message.audit_key)
+    assert audit is not None
+    return audit.status
+
+
+def test_redelivery_after_success_adds_nothing(services: Services, sandbox: SandboxHandle) -> None:
+    message = queued_audit(services)
+    assert submit_audit(services, message, Delivery()) == "pending"
+    assert submit_audit(services, message, Delivery(receive_count=2)) == "pending"
+    assert adds(sandbox) == 1
+
+
+def test_transient_error_releases_the_lease_and_retries(services: Services, sandbox: SandboxHandle) -> None:
+    message = queued_audit(services)
+    sandbox.set_faults({"endpoint": "audit_add", "status_code": 503, "count": 1})
+    with pytest.raises(RetryLater):
+        submit_audit(services, message, Delivery())
+    audit = services.audits.get(message.audit_key)
+    assert audit is not None and audit.status == AuditStatus.SUBMITTING and audit.lease_until == ""
+    assert submit_audit(services, message, Delivery(receive_count=2)) == "pending"
+    assert adds(sandbox) == 1
+
+
+def test_lost_answer_is_unknown_and_not_resent(services: Services, sandbox: SandboxHandle) -> None:
+    message = queued_audit(services)
+    sandbox.set_faults({"endpoint": "audit_add", "reset": True, "phase": "after", "count": 1})
+    assert submit_audit(services, message, Delivery()) == "unknown"
+    assert submit_audit(services, message, Delivery(receive_count=2)) == "unknown"
+    assert adds(sandbox) == 1  # upstream did create it once; we did not create a second
+    job = services.jobs.get_job(message.job_id)
+    assert job is not None and job.batches_unknown == 1 and job.status == JobStatus.COMPLETED_WITH_ERRORS
+
+
+def test_worker_that_died_mid_call_is_held_not_resent(
+    services: Services, sandbox: SandboxHandle, clock: FixedClock
+) -> None:
+    message = queued_audit(services)
+    audit = services.audits.get(message.audit_key)
+    assert audit is not None
+    services.audits.take_lease(audit, clock.now(), clock.now() + timedelta(seconds=60))
+    with pytest.raises(RetryLater, match="lease"):
+        submit_audit(services, message, Delivery(receive_count=2))
+    clock.move_to(clock.now() + timedelta(seconds=61))
+    assert submit_audit(services, message, Delivery(receive_count=3)) == "unknown"
+    assert adds(sandbox) == 0
+
+
+def test_refused_by_upstream_fails_with_the_reason(services: Services, sandbox: SandboxHandle) -> None:
+    message = queued_audit(services)
+    broken = message.model_copy(update={"params": message.params.model_copy(update={"phone": "12345"})})
+    assert submit_audit(services, broken, Delivery()) == "failed"
+    audit = services.audits.get(message.audit_key)
+    assert audit is not None and audit.last_error.startswith("upstream code 10002")
+    assert adds(sandbox) == 0
