@@ -23,8 +23,8 @@ from botocore.exceptions import ClientError
 
 from verifyfeed import aws
 from verifyfeed.models.records import Audit, AuditStatus
-from verifyfeed.store.codec import attr, from_item, to_item
-from verifyfeed.store.jobs import JOB_SK, condition_failed, iso, job_pk
+from verifyfeed.store.codec import attr, from_item
+from verifyfeed.store.jobs import JOB_SK, condition_failed, iso, job_pk, put_if_absent
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -79,14 +79,8 @@ class AuditStore:
             pk=audit_pk(audit.audit_key), status=AuditStatus.SUBMITTING.value, submitted_at=iso(now)
         )
         values["updated_at"] = iso(now)
-        try:
-            self._db.put_item(
-                TableName=self.table, Item=to_item(values), ConditionExpression="attribute_not_exists(pk)"
-            )
+        if put_if_absent(self._db, self.table, values):
             return Reservation.ADD, audit.model_copy(update={"status": AuditStatus.SUBMITTING})
-        except ClientError as exc:
-            if not condition_failed(exc):
-                raise
         existing = self.get(audit.audit_key)
         if existing is None or existing.status not in (AuditStatus.REJECTED, AuditStatus.FAILED):
             return Reservation.DUPLICATE, existing or audit

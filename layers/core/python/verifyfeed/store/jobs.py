@@ -66,6 +66,17 @@ def condition_failed(exc: ClientError) -> bool:
     return False
 
 
+def put_if_absent(db: DynamoDBClient, table: str, values: dict[str, Any]) -> bool:
+    """Create the item; False (and nothing written) when an item with that key exists."""
+    try:
+        db.put_item(TableName=table, Item=to_item(values), ConditionExpression="attribute_not_exists(pk)")
+    except ClientError as exc:
+        if condition_failed(exc):
+            return False
+        raise
+    return True
+
+
 class StaleTransition(Exception):
     """The record was no longer in the state the transition expected: someone else moved it."""
 
@@ -83,15 +94,7 @@ class JobStore:
         values.update(
             pk=job_pk(job.job_id), sk=JOB_SK, gsi1pk=JOBS_PARTITION, gsi1sk=f"{job.created_at}#{job.job_id}"
         )
-        try:
-            self._db.put_item(
-                TableName=self.table, Item=to_item(values), ConditionExpression="attribute_not_exists(pk)"
-            )
-        except ClientError as exc:
-            if condition_failed(exc):
-                return False
-            raise
-        return True
+        return put_if_absent(self._db, self.table, values)
 
     def get_job(self, job_id: str) -> Job | None:
         item = self._db.get_item(
@@ -186,15 +189,7 @@ class JobStore:
     def put_batch_if_absent(self, batch: Batch) -> bool:
         values = batch.model_dump(mode="json")
         values.update(pk=job_pk(batch.job_id), sk=batch_sk(batch.seq))
-        try:
-            self._db.put_item(
-                TableName=self.table, Item=to_item(values), ConditionExpression="attribute_not_exists(pk)"
-            )
-        except ClientError as exc:
-            if condition_failed(exc):
-                return False
-            raise
-        return True
+        return put_if_absent(self._db, self.table, values)
 
     def get_batch(self, job_id: str, seq: int) -> Batch | None:
         item = self._db.get_item(
