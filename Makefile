@@ -11,12 +11,14 @@ PYTHONPATH := layers/core/python:.
 # demo options (make variables or environment): see README "Running locally"
 export FILE KIND UPSTREAM_URL CLOCK_NOW CALLBACK_PORT CALLBACK_SECRET API_ID POLL_SECONDS JSON DEMO_TIMEOUT
 
-.PHONY: venv demo test pytest lint typecheck cfn-lint sam-build sam-validate bench sandbox clean
+.PHONY: venv demo test pytest load lint typecheck cfn-lint sam-build sam-validate bench sandbox clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -qq --upgrade pip
 	$(BIN)/pip install -qq -r requirements-dev.txt
+	@# the core package itself, editable, for the `verifyfeed` operators' CLI (.venv/bin/verifyfeed)
+	$(BIN)/pip install -qq -e . --no-deps
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)
@@ -31,6 +33,10 @@ test: lint typecheck cfn-lint sam-build pytest
 
 pytest: $(STAMP)
 	PYTHONPATH=$(PYTHONPATH) $(BIN)/python -m pytest
+
+# the full-size load tests (200,000 rows, 1,000 concurrent callbacks; minutes): figures in docs/reliability.md
+load: $(STAMP)
+	PYTHONPATH=$(PYTHONPATH) $(BIN)/python -m pytest -m load -s tests/reliability/test_load.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -53,6 +59,7 @@ sam-build: $(SAM)
 	SAM_CLI_TELEMETRY=0 $(SAM) build --cached --parallel
 
 bench: $(STAMP)
+	$(BIN)/pip install -qq -r bench/requirements.txt
 	PYTHONPATH=$(PYTHONPATH) $(BIN)/python -m bench
 
 clean:

@@ -912,6 +912,7 @@ def _proxy_response(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
 class _CallbackServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 1024  # listen backlog: API Gateway does not refuse connections under a burst
 
     def __init__(self, address: tuple[str, int], runner: LocalRunner) -> None:
         self.runner = runner

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from verifyfeed.logic.poller import poll
@@ -18,4 +19,8 @@ services = get_services()
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return poll(services).__dict__
+    report = poll(services)
+    metrics.add_metric(name="AuditsPending", unit=MetricUnit.Count, value=report.audits_pending)
+    metrics.add_metric(name="PollerErrors", unit=MetricUnit.Count, value=report.audit_errors)
+    metrics.add_metric(name="BatchesRedriven", unit=MetricUnit.Count, value=report.batches_redriven)
+    return report.__dict__

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from verifyfeed.logic.splitter import DroppedObject, split_object
@@ -20,7 +21,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     results = []
     for record in event.get("Records", []):
         dropped = DroppedObject.from_event_record(record)
+        logger.set_correlation_id(dropped.job_id)
         logger.append_keys(job_id=dropped.job_id)
         result = split_object(services, dropped)
+        if result.outcome in ("split", "rejected"):  # not for a duplicate event: counted once
+            metrics.add_metric(name="RowsAccepted", unit=MetricUnit.Count, value=result.counts.rows_accepted)
+            metrics.add_metric(name="RowsRejected", unit=MetricUnit.Count, value=result.counts.rows_rejected)
+        if result.outcome == "rejected":
+            metrics.add_metric(name="FilesRejected", unit=MetricUnit.Count, value=1)
         results.append({"job_id": result.job_id, "outcome": result.outcome, **result.counts.model_dump()})
     return {"jobs": results}

@@ -51,6 +51,7 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
     if lambda_context is not None and lambda_context.get_remaining_time_in_millis() < SAFETY_MS:
         raise RetryLater("not enough time left in this invocation", 0)  # never start a call we cannot finish
     work = messages.validate_json(record.body)
+    logger.set_correlation_id(work.job_id)
     delivery = Delivery(
         receive_count=int(record.attributes.approximate_receive_count),
         max_receive_count=settings.queue_max_receive_count,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -201,7 +202,11 @@ def test_each_function_reads_only_its_own_secret(resources: dict[str, Any]) -> N
     expected = {
         "SplitterFunction": [],
         "UploaderFunction": [{"SecretArn": {"Ref": "UpstreamCredentialsSecret"}}],
-        "CallbackFunction": [{"SecretArn": {"Ref": "CallbackSigningSecret"}}],
+        # and the credentials secret, which holds our apiId (see test_template_secrets.py)
+        "CallbackFunction": [
+            {"SecretArn": {"Ref": "CallbackSigningSecret"}},
+            {"SecretArn": {"Ref": "UpstreamCredentialsSecret"}},
+        ],
         "PollerFunction": [{"SecretArn": {"Ref": "UpstreamCredentialsSecret"}}],
     }
     for logical_id, secrets in expected.items():
@@ -418,6 +423,9 @@ def test_parameters(template: dict[str, Any]) -> None:
         "PollSchedule",
         "LogLevel",
         "PowertoolsLayerArn",
+        "AlarmEmail",
+        "QueueAgeAlarmSeconds",
+        "CallbackRejectionThreshold",
     }
     assert parameters["Stage"]["AllowedValues"] == ["dev", "prod"]
     assert parameters["UnknownOutcomePolicy"]["AllowedValues"] == ["hold", "resend"]
@@ -496,3 +504,187 @@ def test_resolver_evaluates_intrinsics(template: dict[str, Any]) -> None:
     assert resolver.resolve({"Ref": "AWS::NoValue"}) is NO_VALUE
     with pytest.raises(ValueError, match="not one of"):
         Resolver(template, stack_name="s", region="eu-west-1", parameters={"Stage": "qa"})
+
+
+# -- alarms and dashboard -------------------------------------------------------------------------
+
+CODE_ROOTS = (ROOT / "functions", ROOT / "layers/core/python/verifyfeed")
+
+
+def alarms(resources: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {k: v["Properties"] for k, v in of_type(resources, "AWS::CloudWatch::Alarm").items()}
+
+
+def alarm_metrics(alarm: dict[str, Any]) -> list[dict[str, Any]]:
+    """The metrics an alarm reads: its own, or those of its metric-math query."""
+    if "MetricName" in alarm:
+        return [{k: alarm[k] for k in ("Namespace", "MetricName", "Dimensions")}]
+    return [q["MetricStat"]["Metric"] for q in alarm["Metrics"] if "MetricStat" in q]
+
+
+def find_alarm(resources: dict[str, Any], namespace: str, metric: str, dimension: Any) -> dict[str, Any]:
+    found = [
+        a
+        for a in alarms(resources).values()
+        for m in alarm_metrics(a)
+        if (m["Namespace"], m["MetricName"]) == (namespace, metric)
+        and any(d["Value"] == dimension for d in m["Dimensions"])
+    ]
+    assert len(found) == 1, (namespace, metric, dimension)
+    return found[0]
+
+
+def test_every_alarm_notifies_the_alarm_topic(resources: dict[str, Any]) -> None:
+    assert len(alarms(resources)) >= 7
+    for logical_id, alarm in alarms(resources).items():
+        assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}], logical_id
+        assert alarm["TreatMissingData"] == "notBreaching", logical_id
+        assert "docs/operations.md#" in alarm["AlarmDescription"], logical_id
+        assert alarm["AlarmName"]["Fn::Sub"].startswith("${AWS::StackName}-"), logical_id
+    assert resources["AlarmTopic"]["Type"] == "AWS::SNS::Topic"
+    subscription = resources["AlarmEmailSubscription"]
+    assert subscription["Condition"] == "HasAlarmEmail"
+    assert subscription["Properties"]["Endpoint"] == {"Ref": "AlarmEmail"}
+
+
+def test_alarm_email_is_optional(template: dict[str, Any]) -> None:
+    assert template["Parameters"]["AlarmEmail"]["Default"] == ""
+    assert template["Conditions"]["HasAlarmEmail"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]
+    }
+    for email, condition in (("", False), ("ops@example.com", True)):
+        resolver = Resolver(template, stack_name="s", region="us-east-1", parameters={"AlarmEmail": email})
+        assert resolver.condition("HasAlarmEmail") is condition
+    pattern = re.compile(template["Parameters"]["AlarmEmail"]["AllowedPattern"])
+    assert pattern.fullmatch("") and pattern.fullmatch("ops@example.com")
+    assert not pattern.fullmatch("not an address")
+
+
+def test_queue_alarms(resources: dict[str, Any]) -> None:
+    dlq = find_alarm(
+        resources,
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]},
+    )
+    assert (dlq["Statistic"], dlq["Threshold"], dlq["ComparisonOperator"]) == (
+        "Maximum",
+        0,
+        "GreaterThanThreshold",
+    )
+    age = find_alarm(
+        resources, "AWS/SQS", "ApproximateAgeOfOldestMessage", {"Fn::GetAtt": ["WorkQueue", "QueueName"]}
+    )
+    assert age["Threshold"] == {"Ref": "QueueAgeAlarmSeconds"}
+    assert age["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+def test_callback_rejection_spike_alarm_reads_the_total(
+    resources: dict[str, Any], template: dict[str, Any]
+) -> None:
+    alarm = find_alarm(resources, "VerifyFeed", "CallbacksRejected", {"Ref": "AWS::StackName"})
+    # the total carries the service dimension only (the by-reason copy has a reason dimension too)
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": {"Ref": "AWS::StackName"}}]
+    assert (alarm["Statistic"], alarm["Period"]) == ("Sum", 300)
+    assert alarm["Threshold"] == {"Ref": "CallbackRejectionThreshold"}
+    assert template["Parameters"]["CallbackRejectionThreshold"]["Default"] == 10
+
+
+def test_function_error_alarms(resources: dict[str, Any]) -> None:
+    for function in ("SplitterFunction", "UploaderFunction", "CallbackFunction", "PollerFunction"):
+        alarm = find_alarm(resources, "AWS/Lambda", "Errors", {"Ref": function})
+        assert alarm["ComparisonOperator"] == "GreaterThanThreshold" and alarm["Threshold"] == 0
+    poller = find_alarm(resources, "AWS/Lambda", "Errors", {"Ref": "PollerFunction"})
+    names = {m["MetricName"] for m in alarm_metrics(poller)}
+    assert names == {"Errors", "PollerErrors"}  # the function failing, or carrierAudit/get failing
+    (expression,) = [q for q in poller["Metrics"] if q.get("ReturnData")]
+    assert expression["Expression"] == "FILL(failed, 0) + FILL(upstream, 0)"
+    find_alarm(resources, "VerifyFeed", "BatchesUnknown", {"Ref": "AWS::StackName"})
+
+
+def test_custom_metrics_are_the_powertools_namespace_and_the_stack_as_service(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["POWERTOOLS_SERVICE_NAME"] == {"Ref": "AWS::StackName"}
+    custom = [
+        m
+        for a in alarms(resources).values()
+        for m in alarm_metrics(a)
+        if not m["Namespace"].startswith("AWS/")
+    ]
+    assert custom
+    for metric in custom:
+        assert metric["Namespace"] == variables["POWERTOOLS_METRICS_NAMESPACE"]
+        assert metric["Dimensions"] == [{"Name": "service", "Value": {"Ref": "AWS::StackName"}}]
+
+
+def dashboard(template: dict[str, Any]) -> dict[str, Any]:
+    resolver = Resolver(template, stack_name="verifyfeed-dev", region="us-east-1")
+    body = resolver.resolve(template["Resources"]["OperationsDashboard"]["Properties"]["DashboardBody"])
+    loaded: dict[str, Any] = json.loads(body)
+    return loaded
+
+
+def test_dashboard_has_a_widget_for_each_concern(template: dict[str, Any]) -> None:
+    widgets = dashboard(template)["widgets"]
+    titles = {w["properties"].get("title") for w in widgets}
+    assert {
+        "Alarms",
+        "Rows",
+        "Batches by outcome",
+        "Work queue",
+        "Dead-letter queue",
+        "Callbacks",
+        "Callbacks rejected, by reason",
+        "Audits pending, poller errors",
+        "Upstream latency (ms)",
+        "Lambda errors and throttles",
+    } <= titles
+    (alarm_widget,) = [w for w in widgets if w["type"] == "alarm"]
+    assert len(alarm_widget["properties"]["alarms"]) == len(
+        of_type(template["Resources"], "AWS::CloudWatch::Alarm")
+    )
+    latency = next(w for w in widgets if w["properties"].get("title") == "Upstream latency (ms)")
+    stats = [m[-1]["stat"] for m in latency["properties"]["metrics"]]
+    assert stats == ["p50", "p99"]
+    for widget in widgets:
+        if widget["type"] == "metric":
+            assert widget["properties"]["region"] == "us-east-1"
+
+
+def test_every_custom_metric_shown_or_alarmed_is_emitted_by_the_code(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    names = {
+        m["MetricName"]
+        for a in alarms(resources).values()
+        for m in alarm_metrics(a)
+        if m["Namespace"] == "VerifyFeed"
+    }
+    for widget in dashboard(template)["widgets"]:
+        namespace = None
+        for row in widget["properties"].get("metrics", []):
+            if isinstance(row[0], dict):  # a SEARCH expression
+                names |= set(re.findall(r'MetricName="(\w+)"', row[0]["expression"]))
+                continue
+            namespace = namespace if row[0] in (".", "...") else row[0]  # "." repeats the row above
+            if namespace == "VerifyFeed" and row[0] != "..." and row[1] != ".":
+                names.add(row[1])
+    source = "\n".join(p.read_text(encoding="utf-8") for root in CODE_ROOTS for p in root.rglob("*.py"))
+    assert len(names) >= 12
+    for name in names:
+        assert f'"{name}"' in source, f"{name} is never emitted"
+
+
+def test_the_uploader_may_write_reports_and_claims(resources: dict[str, Any]) -> None:
+    """It writes the report when a job settles and keeps the body of a deferred, failed or unknown
+    batch under claims/ (moto does not enforce IAM: only this test would notice a missing grant)."""
+    writes = [
+        resource
+        for st in statements(props(resources, "UploaderFunction")["Policies"])
+        if "s3:PutObject" in as_list(st["Action"])
+        for resource in as_list(st["Resource"])
+    ]
+    prefix = "arn:${AWS::Partition}:s3:::" + BUCKET_NAME
+    assert sorted(r["Fn::Sub"] for r in writes) == [f"{prefix}/claims/*", f"{prefix}/reports/*"]

@@ -7,18 +7,26 @@ deploy). Local runs may give the values directly (``UPSTREAM_API_KEY``, ``CALLBA
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.utilities import parameters
 
+from verifyfeed import aws
 from verifyfeed.config import Settings
 from verifyfeed.upstream.auth import Credentials
 
 CACHE_SECONDS = 300
 
 
+@lru_cache(maxsize=4)
+def _provider(client: Any) -> parameters.SecretsProvider:
+    # on the shared client (verifyfeed.aws): a provider of its own would build a second session
+    return parameters.SecretsProvider(boto3_client=client)
+
+
 def _secret_json(name: str) -> dict[str, Any]:
-    value = parameters.get_secret(name, transform="json", max_age=CACHE_SECONDS)
+    value = _provider(aws.secretsmanager()).get(name, transform="json", max_age=CACHE_SECONDS)
     if not isinstance(value, dict):
         raise ValueError(f"secret {name} must hold a JSON object")
     return value

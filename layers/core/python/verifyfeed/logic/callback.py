@@ -39,14 +39,15 @@ class CallbackResult:
     http_status: int
     reply: CallbackReply
     reason: str  # a metric dimension: "applied", "bad_sign", ...
+    record_id: int | None = None  # the upstream audit record id, once the body is parsed (logs)
 
     @property
     def accepted(self) -> bool:
         return self.http_status == 200
 
 
-def _refuse(status: int, reason: str, message: str) -> CallbackResult:
-    return CallbackResult(status, CallbackReply(code=FAILURE_CODE, message=message), reason)
+def _refuse(status: int, reason: str, message: str, record_id: int | None = None) -> CallbackResult:
+    return CallbackResult(status, CallbackReply(code=FAILURE_CODE, message=message), reason, record_id)
 
 
 def handle_callback(services: Services, raw_body: bytes, headers: Mapping[str, str]) -> CallbackResult:
@@ -66,13 +67,15 @@ def handle_callback(services: Services, raw_body: bytes, headers: Mapping[str, s
     except ValidationError as exc:
         fields = sorted({".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()})
         return _refuse(400, "schema", f"invalid callback body: {', '.join(fields)}")
-    if not hmac.compare_digest(callback.apiId, expected_api_id(settings)):
-        return _refuse(403, "api_id", "apiId mismatch")
+    # bytes: compare_digest raises TypeError on a str with non-ASCII characters
+    if not hmac.compare_digest(callback.apiId.encode(), expected_api_id(settings).encode()):
+        return _refuse(403, "api_id", "apiId mismatch", callback.id)
     outcome = apply_audit_result(
         services, callback.id, UpstreamAuditStatus(callback.status), callback.remarks
     )
     if outcome in (TransitionOutcome.APPLIED, TransitionOutcome.ALREADY_APPLIED):
-        return CallbackResult(200, CallbackReply(code=SUCCESS_CODE, message="请求成功"), outcome.value)
+        reply = CallbackReply(code=SUCCESS_CODE, message="请求成功")
+        return CallbackResult(200, reply, outcome.value, callback.id)
     if outcome == TransitionOutcome.UNKNOWN_RECORD:
-        return _refuse(404, outcome.value, "unknown audit record id")
-    return _refuse(409, outcome.value, "result conflicts with the audit's current state")
+        return _refuse(404, outcome.value, "unknown audit record id", callback.id)
+    return _refuse(409, outcome.value, "result conflicts with the audit's current state", callback.id)

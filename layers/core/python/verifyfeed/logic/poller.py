@@ -18,7 +18,7 @@ from verifyfeed.models.messages import LostRepairBatchMessage
 from verifyfeed.models.records import AuditStatus, BatchStatus
 from verifyfeed.services import Services
 from verifyfeed.store.jobs import StaleTransition
-from verifyfeed.upstream.client import parse_audit_result
+from verifyfeed.upstream.client import Answered, CallOutcome, parse_audit_result
 
 logger = Logger(child=True)
 
@@ -29,6 +29,7 @@ class PollReport:
     audits_settled: int = 0
     audit_errors: int = 0
     batches_redriven: int = 0
+    audits_pending: int = 0  # after this run: the AuditsPending metric
     outcomes: dict[str, int] = field(default_factory=dict)
 
 
@@ -36,6 +37,7 @@ def poll(services: Services) -> PollReport:
     report = PollReport()
     _poll_audits(services, report)
     _redrive_deferred(services, report)
+    report.audits_pending = services.audits.count_with_status(AuditStatus.PENDING)
     logger.info("poll finished", extra=report.__dict__)
     return report
 
@@ -47,14 +49,25 @@ def _poll_audits(services: Services, report: PollReport) -> None:
         if audit.record_id is None:
             continue
         report.audits_checked += 1
-        result = parse_audit_result(services.upstream.audit_get(audit.record_id))
+        outcome_of_get = services.upstream.audit_get(audit.record_id)
+        result = parse_audit_result(outcome_of_get)
         if result is None:
             report.audit_errors += 1
+            logger.warning(
+                "carrierAudit/get gave no result",
+                extra={"job_id": audit.job_id, "record_id": audit.record_id, "answer": _why(outcome_of_get)},
+            )
             continue
         outcome = apply_audit_result(services, result.id, result.status, result.remarks)
         report.outcomes[outcome.value] = report.outcomes.get(outcome.value, 0) + 1
         if outcome.value == "applied":
             report.audits_settled += 1
+
+
+def _why(outcome: CallOutcome) -> str:
+    if isinstance(outcome, Answered):
+        return f"code {outcome.response.code}: {outcome.response.message}"[:200]
+    return outcome.reason
 
 
 def _redrive_deferred(services: Services, report: PollReport) -> None:

@@ -15,7 +15,6 @@ reserved in the audits table, then queued for ``add`` or (a rejected audit re-dr
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -26,11 +25,11 @@ from aws_lambda_powertools.utilities.streaming import S3Object
 
 from verifyfeed import aws
 from verifyfeed.ingest.errors import FileRejected
-from verifyfeed.ingest.readers import SourceRow, open_rows
+from verifyfeed.ingest.readers import RowSource, SourceRow, open_rows
 from verifyfeed.logic.progress import settle_job
+from verifyfeed.logic.repair_batches import RejectRow, RepairBatch, split_repair_rows
 from verifyfeed.logic.reports import RejectionLog, report_keys, write_summary
 from verifyfeed.models.carrier_audit import AuditParams
-from verifyfeed.models.lost_repair import RepairRecord
 from verifyfeed.models.messages import CarrierAuditMessage, LostRepairBatchMessage
 from verifyfeed.models.records import (
     Audit,
@@ -43,10 +42,10 @@ from verifyfeed.models.records import (
     JobStatus,
 )
 from verifyfeed.pii import mask_id, mask_name, mask_phone
+from verifyfeed.rules.authcode import validate_auth_code
 from verifyfeed.rules.carrier_audit import validate_audit_row
 from verifyfeed.rules.errors import RowRejected, RuleViolation
 from verifyfeed.rules.hashing import sha256_hex
-from verifyfeed.rules.lost_repair import normalize_repair_row
 from verifyfeed.services import Services
 from verifyfeed.store.audits import Reservation
 from verifyfeed.store.jobs import batch_id, iso
@@ -186,109 +185,75 @@ def _masked_repair_row(values: dict[str, object]) -> dict[str, str]:
         "name": mask_name(values.get("name")),
         "id_number": mask_id(values.get("id_number")),
         "phone": mask_phone(values.get("used_phone")),
-        "auth_code": str(values.get("auth_code") or "")[:32],
+        "auth_code": _report_auth_code(values.get("auth_code")),
     }
 
 
+def _report_auth_code(raw: object) -> str:
+    """A valid authCode is shown as is. Anything else is masked like an ID number: a column
+    mix-up puts ID or phone numbers here, and reports never hold those in the clear."""
+    try:
+        code = validate_auth_code(raw)
+    except RuleViolation:
+        return mask_id(raw)
+    return mask_id(code) if code.isdigit() and len(code) >= 11 else code
+
+
+def repair_rejects(rejections: RejectionLog) -> RejectRow:
+    """The ``reject`` of ``split_repair_rows`` for a job: masked values into the rejected-rows report."""
+
+    def reject(number: int, rule: str, reason: str, values: dict[str, object], first_row: int | None) -> None:
+        rejections.add(number, rule, reason, _masked_repair_row(values), first_row)
+
+    return reject
+
+
 class _BatchSender:
+    """The ``emit`` of ``split_repair_rows`` for a job: record the batch (``queued``), then queue
+    its message — inline, or as a claim check (the records in S3) when it would not fit."""
+
     def __init__(self, services: Services, job: Job) -> None:
         self.services = services
         self.job = job
-        self.seq = 0
-        self.records: list[RepairRecord] = []
-        self.encoded_bytes = 0
 
-    def add(self, record: RepairRecord) -> None:
-        self.records.append(record)
-        if len(self.records) >= self.services.settings.batch_max_records:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.records:
-            return
-        self.seq += 1
+    def __call__(self, batch: RepairBatch) -> None:
         settings = self.services.settings
-        bid = batch_id(self.job.job_id, self.seq)
-        message = LostRepairBatchMessage(
-            job_id=self.job.job_id, batch_id=bid, seq=self.seq, records=self.records
-        )
-        body = message.model_dump_json(exclude_none=True)
-        if len(body.encode()) > settings.message_max_bytes:
-            # claim check: the batch body goes to S3, the message carries a pointer
-            claim_key = f"{settings.claims_prefix}{self.job.job_id}/{self.seq:05d}.json"
+        job_id = self.job.job_id
+        bid = batch_id(job_id, batch.seq)
+        encoded = batch.message_body(job_id)
+        body = encoded.decode()
+        if len(encoded) > settings.message_max_bytes:
+            claim_key = f"{settings.claims_prefix}{job_id}/{batch.seq:05d}.json"
             aws.s3().put_object(
                 Bucket=self.job.bucket,
                 Key=claim_key,
-                Body=json.dumps([r.model_dump() for r in self.records], ensure_ascii=False).encode(),
+                Body=batch.records_json,
                 ContentType="application/json",
             )
             message = LostRepairBatchMessage(
-                job_id=self.job.job_id,
-                batch_id=bid,
-                seq=self.seq,
-                claim_bucket=self.job.bucket,
-                claim_key=claim_key,
+                job_id=job_id, batch_id=bid, seq=batch.seq, claim_bucket=self.job.bucket, claim_key=claim_key
             )
             body = message.model_dump_json(exclude_none=True)
         self.services.jobs.put_batch_if_absent(
             Batch(
-                job_id=self.job.job_id,
-                seq=self.seq,
+                job_id=job_id,
+                seq=batch.seq,
                 batch_id=bid,
                 status=BatchStatus.QUEUED,
-                record_count=len(self.records),
+                record_count=batch.count,
                 updated_at=iso(self.services.clock.now()),
             )
         )
         aws.sqs().send_message(QueueUrl=settings.work_queue_url, MessageBody=body)
-        self.records = []
 
 
-def _split_lost_repair(
-    services: Services, job: Job, rows: Iterable[SourceRow], rejections: RejectionLog
-) -> JobCounts:
-    legacy = services.settings.legacy_id_policy
-    seen_id: dict[str, int] = {}
-    seen_auth: dict[str, int] = {}
-    sender = _BatchSender(services, job)
-    read = accepted = 0
-    for row in rows:
-        read += 1
-        if row.problem is not None:
-            rejections.add(row.number, "row.unreadable", row.problem, _masked_repair_row(row.values))
-            continue
-        try:
-            record = normalize_repair_row(row.values, legacy)
-        except RuleViolation as exc:
-            rejections.add(row.number, exc.rule, exc.message, _masked_repair_row(row.values))
-            continue
-        first = seen_id.get(record.idcode)
-        if first is not None:
-            rejections.add(
-                row.number,
-                "duplicate.id_number",
-                f"same ID number as row {first}",
-                _masked_repair_row(row.values),
-                first,
-            )
-            continue
-        first = seen_auth.get(record.authCode)
-        if first is not None:
-            rejections.add(
-                row.number,
-                "duplicate.auth_code",
-                f"same authCode as row {first}",
-                _masked_repair_row(row.values),
-                first,
-            )
-            continue
-        seen_id[record.idcode] = row.number
-        seen_auth[record.authCode] = row.number
-        sender.add(record)
-        accepted += 1
-    sender.flush()
-    return JobCounts(
-        rows_read=read, rows_accepted=accepted, rows_rejected=read - accepted, batches_total=sender.seq
+def _split_lost_repair(services: Services, job: Job, rows: RowSource, rejections: RejectionLog) -> JobCounts:
+    return split_repair_rows(
+        rows,
+        legacy=services.settings.legacy_id_policy,
+        batch_size=services.settings.batch_max_records,
+        reject=repair_rejects(rejections),
+        emit=_BatchSender(services, job),
     )
 
 

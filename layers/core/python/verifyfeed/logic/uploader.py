@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
+from botocore.exceptions import BotoCoreError, ClientError
 
 from verifyfeed import aws
 from verifyfeed.config import UnknownOutcomePolicy
@@ -103,6 +104,7 @@ def upload_batch(services: Services, message: LostRepairBatchMessage, delivery: 
                 services,
                 batch,
                 BatchStatus.UNKNOWN,
+                message,
                 last_error="a send attempt ended without a recorded answer",
             )
             logger.warning("send attempt died mid-flight; batch held as unknown", extra=log)
@@ -111,7 +113,6 @@ def upload_batch(services: Services, message: LostRepairBatchMessage, delivery: 
     if services.blackout.is_blacked_out(now):
         if batch.status != BatchStatus.DEFERRED:
             _defer(services, batch, message)
-            metrics.add_metric(name="BatchesDeferred", unit=MetricUnit.Count, value=1)
         logger.info(
             "blackout: batch deferred", extra={**log, "resumes_at": str(services.blackout.resumes_at(now))}
         )
@@ -151,11 +152,11 @@ def _apply_upload_outcome(
                 services,
                 batch,
                 BatchStatus.SUCCEEDED,
+                message,
                 upstream_code=response.code,
                 upstream_desc=state.desc,
                 serial_no=response.serialNo or "",
             )
-            metrics.add_metric(name="BatchesUploaded", unit=MetricUnit.Count, value=1)
             logger.info("batch uploaded", extra={**log, "serial_no": response.serialNo})
             return BatchStatus.SUCCEEDED.value
         if response.code in BLACKOUT_CODES:
@@ -168,20 +169,19 @@ def _apply_upload_outcome(
                 services,
                 batch,
                 BatchStatus.FAILED,
+                message,
                 last_error=reason,
                 upstream_code=response.code,
                 upstream_desc=desc,
                 count_state0=True,
             )
-            metrics.add_metric(name="BatchesFailed", unit=MetricUnit.Count, value=1)
             logger.warning("batch failed", extra={**log, "reason": reason})
             return BatchStatus.FAILED.value
         _transition(services, batch, BatchStatus.RETRY, last_error=reason, count_state0=True)
         raise RetryLater(reason, backoff_seconds(services, batch.state0_count + 1))
 
     if isinstance(outcome, Unknown) and settings.unknown_outcome_policy == UnknownOutcomePolicy.HOLD:
-        _settle(services, batch, BatchStatus.UNKNOWN, last_error=outcome.reason)
-        metrics.add_metric(name="BatchesUnknown", unit=MetricUnit.Count, value=1)
+        _settle(services, batch, BatchStatus.UNKNOWN, message, last_error=outcome.reason)
         logger.warning(
             "answer lost after sending; batch held as unknown", extra={**log, "reason": outcome.reason}
         )
@@ -197,35 +197,43 @@ def _apply_upload_outcome(
             services,
             batch,
             BatchStatus.FAILED,
+            message,
             last_error=f"{reason}; gave up after {batch.attempts} attempts",
         )
-        metrics.add_metric(name="BatchesFailed", unit=MetricUnit.Count, value=1)
+        logger.warning("batch failed", extra={**log, "reason": reason})
         return BatchStatus.FAILED.value
     _transition(services, batch, BatchStatus.RETRY, last_error=reason)
     assert isinstance(outcome, NotSent | HttpError | Unknown)
     raise RetryLater(reason, backoff_seconds(services, delivery.receive_count))
 
 
+def _claim(services: Services, batch: Batch, message: LostRepairBatchMessage) -> tuple[str, str]:
+    """Where the batch body is in S3: the message's claim check, else written now under ``claims/``."""
+    if message.claim_key is not None:
+        return message.claim_bucket or services.settings.ingest_bucket, message.claim_key
+    claim_bucket = services.settings.ingest_bucket
+    claim_key = f"{services.settings.claims_prefix}{batch.job_id}/{batch.seq:05d}.json"
+    aws.s3().put_object(
+        Bucket=claim_bucket,
+        Key=claim_key,
+        Body=json.dumps([r.model_dump() for r in load_records(message)], ensure_ascii=False).encode(),
+        ContentType="application/json",
+    )
+    return claim_bucket, claim_key
+
+
 def _defer(services: Services, batch: Batch, message: LostRepairBatchMessage, last_error: str = "") -> None:
     """Park the batch until the blackout ends; its body goes to S3 so the poller can re-drive it."""
-    claim_bucket, claim_key = message.claim_bucket, message.claim_key
-    if claim_key is None:
-        claim_bucket = services.settings.ingest_bucket
-        claim_key = f"{services.settings.claims_prefix}{batch.job_id}/{batch.seq:05d}.json"
-        aws.s3().put_object(
-            Bucket=claim_bucket,
-            Key=claim_key,
-            Body=json.dumps([r.model_dump() for r in load_records(message)], ensure_ascii=False).encode(),
-            ContentType="application/json",
-        )
+    claim_bucket, claim_key = _claim(services, batch, message)
     _transition(
         services,
         batch,
         BatchStatus.DEFERRED,
-        claim_bucket=claim_bucket or "",
+        claim_bucket=claim_bucket,
         claim_key=claim_key,
         last_error=last_error,
     )
+    metrics.add_metric(name="BatchesDeferred", unit=MetricUnit.Count, value=1)
     settle_job(services, batch.job_id)
 
 
@@ -244,11 +252,44 @@ def _transition(
     return services.jobs.transition(batch, to, services.clock.now(), count_state0=count_state0, fields=fields)
 
 
+_SETTLED_METRIC = {
+    BatchStatus.SUCCEEDED: "BatchesUploaded",
+    BatchStatus.FAILED: "BatchesFailed",
+    BatchStatus.UNKNOWN: "BatchesUnknown",
+}
+
+
 def _settle(
-    services: Services, batch: Batch, to: BatchStatus, *, count_state0: bool = False, **fields: str
+    services: Services,
+    batch: Batch,
+    to: BatchStatus,
+    message: LostRepairBatchMessage,
+    *,
+    count_state0: bool = False,
+    **fields: str,
 ) -> None:
+    if to in (BatchStatus.FAILED, BatchStatus.UNKNOWN):
+        fields.update(_keep_body(services, batch, message))
     _transition(services, batch, to, count_state0=count_state0, **fields)
+    metrics.add_metric(name=_SETTLED_METRIC[to], unit=MetricUnit.Count, value=1)
     settle_job(services, batch.job_id)
+
+
+def _keep_body(services: Services, batch: Batch, message: LostRepairBatchMessage) -> dict[str, str]:
+    """The message is consumed once the batch settles: keep its body in S3 (``claims/``, 14 days)
+    so that an operator can re-drive a failed or unknown batch (``verifyfeed redrive``).
+
+    Best effort: the settlement is the record of what happened and must not wait on S3.
+    """
+    try:
+        claim_bucket, claim_key = _claim(services, batch, message)
+    except (ClientError, BotoCoreError) as exc:
+        logger.warning(
+            "batch body not kept; it cannot be re-driven",
+            extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "error": type(exc).__name__},
+        )
+        return {}
+    return {"claim_bucket": claim_bucket, "claim_key": claim_key}
 
 
 # ---- carrier audits ------------------------------------------------------------------------
@@ -263,7 +304,7 @@ def submit_audit(services: Services, message: CarrierAuditMessage, delivery: Del
     """
     audits = services.audits
     settings = services.settings
-    log = {"job_id": message.job_id, "audit_key": message.audit_key[:12]}
+    log = {"job_id": message.job_id, "row": message.row}  # not the audit key: a digest of the ID number
     audit = audits.get(message.audit_key)
     if audit is None or audit.status != AuditStatus.SUBMITTING or audit.job_id != message.job_id:
         logger.info("audit no longer awaiting submission; redelivery ignored", extra=log)
@@ -288,6 +329,7 @@ def submit_audit(services: Services, message: CarrierAuditMessage, delivery: Del
             outcome = services.upstream.audit_update(message.update_record_id, message.params)
         else:
             outcome = services.upstream.audit_add(message.params)
+        metrics.add_metric(name="UpstreamLatency", unit=MetricUnit.Milliseconds, value=_elapsed(outcome))
         if isinstance(outcome, Answered):
             response = outcome.response
             if not response.ok:

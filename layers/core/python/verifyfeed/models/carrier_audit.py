@@ -72,7 +72,7 @@ class AuditCallback(BaseModel):
     serviceName: Literal["auditCarrierAudit"]
     apiId: str = Field(min_length=1, max_length=128)
     id: StrictInt = Field(ge=1)
-    status: Literal[1, 2]
+    status: StrictInt = Field(ge=1, le=2)  # not Literal[1, 2]: that lets true and 1.0 through
     remarks: str | None = Field(default=None, max_length=2000)
 
 

@@ -97,6 +97,7 @@ class Batch(BaseModel):
     claim_bucket: str = ""
     claim_key: str = ""
     updated_at: str = ""
+    redrives: int = Field(0, description="times an operator re-drove it (verifyfeed redrive)")
 
 
 class Audit(BaseModel):

@@ -15,22 +15,28 @@ The first broken rule is raised as ``RuleViolation`` (fields checked in the orde
 id_number, used_phone, auth_code): a lost-repair row is either sent or rejected, and one
 reason is enough to fix it. The record is built with ``model_construct``: every value was
 just validated, and pydantic validation per row would dominate the cost of a 1M-row file.
+``repair_fields(row, legacy)`` does the same and returns the four values as a tuple (no model at
+all: the splitter's hot loop, ``verifyfeed.logic.repair_batches``, serialises them itself), and
+``is_plain_repair_row(name, id_number, used_phone, auth_code)`` tells, with a few cheap tests, that
+``repair_fields`` would return four CSV values unchanged — the hot loop's fast path.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 
 from verifyfeed.config import LegacyIdPolicy
 from verifyfeed.models.lost_repair import RepairRecord
-from verifyfeed.rules.authcode import validate_auth_code
+from verifyfeed.rules.authcode import AUTH_CODE_MAX, validate_auth_code
 from verifyfeed.rules.hashing import is_sha256_hex, sha256_hex
-from verifyfeed.rules.idcard import normalize_clean_id, normalize_id_number
-from verifyfeed.rules.names import validate_repair_name
-from verifyfeed.rules.phone import normalize_mobile
+from verifyfeed.rules.idcard import is_plain_id18, normalize_clean_id, normalize_id_number
+from verifyfeed.rules.names import REPAIR_NAME_MAX, validate_repair_name
+from verifyfeed.rules.phone import is_plain_mobile, normalize_mobile
 from verifyfeed.rules.text import clean
 
 _construct = RepairRecord.model_construct
+_is_normalized = unicodedata.is_normalized
 
 
 def _id_digest(raw: object, legacy: LegacyIdPolicy) -> str:
@@ -52,10 +58,33 @@ def _phone_digest(raw: object) -> str:
     return sha256_hex(phone) if phone else ""
 
 
-def normalize_repair_row(row: Mapping[str, object], legacy: LegacyIdPolicy) -> RepairRecord:
+def is_plain_repair_row(name: str, id_number: str, used_phone: str, auth_code: str) -> bool:
+    """A quick sufficient test that ``repair_fields`` returns these CSV values unchanged (the ID
+    number hashed, the phone hashed unless empty): a name of letters only, already in NFKC form;
+    an 18-digit ID number passing ``is_plain_id18``; an empty or plain 11-digit mobile; an ASCII
+    alphanumeric code of at most 16. ``False`` means "ask ``repair_fields``", not "invalid"."""
+    return (
+        name.isalpha()
+        and len(name) <= REPAIR_NAME_MAX
+        and (name.isascii() or _is_normalized("NFKC", name))
+        and is_plain_id18(id_number)
+        and (not used_phone or is_plain_mobile(used_phone))
+        and len(auth_code) <= AUTH_CODE_MAX
+        and auth_code.isalnum()
+        and auth_code.isascii()
+    )
+
+
+def repair_fields(row: Mapping[str, object], legacy: LegacyIdPolicy) -> tuple[str, str, str, str]:
+    """``normalize_repair_row`` without the model: ``(name, idcode, usedPhone, authCode)``."""
     get = row.get
     name = validate_repair_name(get("name"))
     idcode = _id_digest(get("id_number"), legacy)
     used_phone = _phone_digest(get("used_phone"))
     auth_code = validate_auth_code(get("auth_code"))
+    return name, idcode, used_phone, auth_code
+
+
+def normalize_repair_row(row: Mapping[str, object], legacy: LegacyIdPolicy) -> RepairRecord:
+    name, idcode, used_phone, auth_code = repair_fields(row, legacy)
     return _construct(name=name, idcode=idcode, usedPhone=used_phone, authCode=auth_code)

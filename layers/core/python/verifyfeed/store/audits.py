@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 from verifyfeed import aws
 from verifyfeed.models.records import Audit, AuditStatus
 from verifyfeed.store.codec import attr, from_item
-from verifyfeed.store.jobs import JOB_SK, condition_failed, iso, job_pk, put_if_absent
+from verifyfeed.store.jobs import JOB_SK, condition_failed, iso, job_pk, put_if_absent, write_transaction
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -164,8 +164,9 @@ class AuditStore:
             sets.append("record_id = :rid")
             values[":rid"] = attr(record_id)
         try:
-            self._db.transact_write_items(
-                TransactItems=[
+            write_transaction(
+                self._db,
+                [
                     {
                         "Update": {
                             "TableName": self.table,
@@ -184,7 +185,7 @@ class AuditStore:
                             "ExpressionAttributeValues": {":one": attr(1)},
                         }
                     },
-                ]
+                ],
             )
         except ClientError as exc:
             if condition_failed(exc):
@@ -213,8 +214,14 @@ class AuditStore:
         return self._move(audit, to, now, {"remarks": remarks})
 
     def with_status(
-        self, status: AuditStatus, older_than: datetime | None = None, limit: int = 100
+        self,
+        status: AuditStatus,
+        older_than: datetime | None = None,
+        limit: int = 100,
+        *,
+        newest_first: bool = False,
     ) -> list[Audit]:
+        """Audits in ``status``, least recently updated first (or newest first)."""
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": STATUS_INDEX,
@@ -222,6 +229,7 @@ class AuditStore:
             "ExpressionAttributeNames": {"#s": "status"},
             "ExpressionAttributeValues": {":s": attr(status.value)},
             "Limit": min(limit, 100),
+            "ScanIndexForward": not newest_first,
         }
         if older_than:
             kwargs["ExpressionAttributeValues"][":t"] = attr(iso(older_than))
@@ -233,6 +241,24 @@ class AuditStore:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         return out[:limit]
+
+    def count_with_status(self, status: AuditStatus) -> int:
+        """How many audits are in ``status`` (the status index, counted without reading the items)."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": STATUS_INDEX,
+            "KeyConditionExpression": "#s = :s",
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": {":s": attr(status.value)},
+            "Select": "COUNT",
+        }
+        total = 0
+        while True:
+            page = self._db.query(**kwargs)
+            total += int(page.get("Count", 0))
+            if "LastEvaluatedKey" not in page:
+                return total
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def scan_all(self) -> Iterator[Audit]:
         kwargs: dict[str, Any] = {"TableName": self.table}

@@ -14,6 +14,8 @@ and the job's counters move in the same transaction.
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -77,6 +79,33 @@ def put_if_absent(db: DynamoDBClient, table: str, values: dict[str, Any]) -> boo
     return True
 
 
+_CONFLICT_ATTEMPTS = 4
+
+
+def transaction_conflict(exc: ClientError) -> bool:
+    """DynamoDB cancelled a transaction because another one was writing one of its items (and no
+    condition failed): nothing was written, and the same request may simply be sent again."""
+    if exc.response.get("Error", {}).get("Code", "") != "TransactionCanceledException":
+        return False
+    codes = {r.get("Code") for r in exc.response.get("CancellationReasons", [])}
+    return "TransactionConflict" in codes and "ConditionalCheckFailed" not in codes
+
+
+def write_transaction(db: DynamoDBClient, items: list[dict[str, Any]]) -> None:
+    """``TransactWriteItems``, sent again (after a short jittered pause, at most 4 times in all) when
+    it lost a race to another transaction. Every batch and audit that settles moves its job's
+    counters in a transaction, so concurrent workers of one job do collide; botocore does not retry
+    that, and a conflict must not be mistaken for a lost answer after a charged call."""
+    for attempt in range(_CONFLICT_ATTEMPTS):
+        try:
+            db.transact_write_items(TransactItems=items)  # type: ignore[arg-type]
+            return
+        except ClientError as exc:
+            if attempt + 1 == _CONFLICT_ATTEMPTS or not transaction_conflict(exc):
+                raise
+            time.sleep(random.uniform(0.01, 0.05) * 2**attempt)  # noqa: S311 - jitter, not security
+
+
 class StaleTransition(Exception):
     """The record was no longer in the state the transition expected: someone else moved it."""
 
@@ -119,6 +148,34 @@ class JobStore:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         return jobs[:limit]
+
+    def find_jobs(self, file: str) -> list[Job]:
+        """The jobs of an uploaded file, most recent first (one per uploaded version).
+
+        ``file`` is the object key (``lost-repair/list.csv``) or, without a ``/``, the file name
+        under any prefix.
+        """
+        exact = "/" in file
+        jobs: list[Job] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": JOBS_INDEX,
+            "KeyConditionExpression": "gsi1pk = :p",
+            "FilterExpression": "#k = :k" if exact else "contains(#k, :k)",
+            "ExpressionAttributeNames": {"#k": "key"},
+            "ExpressionAttributeValues": {
+                ":p": attr(JOBS_PARTITION),
+                ":k": attr(file if exact else f"/{file}"),
+            },
+            "ScanIndexForward": False,
+        }
+        while True:
+            page = self._db.query(**kwargs)
+            found = (Job.model_validate(from_item(i)) for i in page.get("Items", []))
+            jobs.extend(j for j in found if exact or j.key.endswith(f"/{file}"))
+            if "LastEvaluatedKey" not in page:
+                return jobs
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def finish_split(self, job_id: str, counts: JobCounts, now: datetime) -> None:
         """Record what the splitter found. SET, not ADD: a re-run of the splitter rewrites the same."""
@@ -231,6 +288,90 @@ class JobStore:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         return out[:limit]
 
+    def count_with_status(self, status: BatchStatus) -> int:
+        """How many batches are deferred, failed or unknown (the sparse index), without reading them."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": JOBS_INDEX,
+            "KeyConditionExpression": "gsi1pk = :p",
+            "ExpressionAttributeValues": {":p": attr(f"BATCH#{status.value}")},
+            "Select": "COUNT",
+        }
+        total = 0
+        while True:
+            page = self._db.query(**kwargs)
+            total += int(page.get("Count", 0))
+            if "LastEvaluatedKey" not in page:
+                return total
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def redrive_batch(self, batch: Batch, now: datetime) -> Batch:
+        """An operator's re-drive: ``failed|unknown → retry`` and the job reopened, in one transaction.
+
+        Conditional on the state and attempt number the batch was read in (StaleTransition if it
+        moved) and on the job having finished splitting. ``state0_count`` starts again from zero, so
+        the batch gets its full budget of ``state`` "0" answers; ``redrives`` counts re-drives.
+        The job goes back to ``uploading`` so that it settles (and rewrites its report) again.
+        """
+        if batch.status not in (BatchStatus.FAILED, BatchStatus.UNKNOWN):
+            raise ValueError(f"only failed or unknown batches are re-driven, not {batch.status.value}")
+        counter = _COUNTER_FOR[batch.status]
+        items: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": {"pk": attr(job_pk(batch.job_id)), "sk": attr(batch_sk(batch.seq))},
+                    "UpdateExpression": (
+                        "SET #s = :retry, updated_at = :now, lease_until = :empty, state0_count = :zero, "
+                        "redrives = if_not_exists(redrives, :zero) + :one REMOVE gsi1pk, gsi1sk"
+                    ),
+                    "ConditionExpression": "#s = :from AND attempts = :attempts",
+                    "ExpressionAttributeNames": {"#s": "status"},
+                    "ExpressionAttributeValues": {
+                        ":retry": attr(BatchStatus.RETRY.value),
+                        ":now": attr(iso(now)),
+                        ":empty": attr(""),
+                        ":zero": attr(0),
+                        ":one": attr(1),
+                        ":from": attr(batch.status.value),
+                        ":attempts": attr(batch.attempts),
+                    },
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": {"pk": attr(job_pk(batch.job_id)), "sk": attr(JOB_SK)},
+                    "UpdateExpression": f"SET #s = :uploading, updated_at = :now ADD {counter} :minus",
+                    "ConditionExpression": "#s IN (:uploading, :deferred, :completed, :with_errors)",
+                    "ExpressionAttributeNames": {"#s": "status"},
+                    "ExpressionAttributeValues": {
+                        ":uploading": attr(JobStatus.UPLOADING.value),
+                        ":deferred": attr(JobStatus.DEFERRED.value),
+                        ":completed": attr(JobStatus.COMPLETED.value),
+                        ":with_errors": attr(JobStatus.COMPLETED_WITH_ERRORS.value),
+                        ":now": attr(iso(now)),
+                        ":minus": attr(-1),
+                    },
+                }
+            },
+        ]
+        try:
+            self._db.transact_write_items(TransactItems=items)  # type: ignore[arg-type]
+        except ClientError as exc:
+            if condition_failed(exc):
+                raise StaleTransition(batch.batch_id) from exc
+            raise
+        return batch.model_copy(
+            update={
+                "status": BatchStatus.RETRY,
+                "updated_at": iso(now),
+                "lease_until": "",
+                "state0_count": 0,
+                "redrives": batch.redrives + 1,
+            }
+        )
+
     def transition(
         self,
         batch: Batch,
@@ -306,7 +447,7 @@ class JobStore:
             if len(items) == 1:
                 self._db.update_item(**items[0]["Update"])
             else:
-                self._db.transact_write_items(TransactItems=items)  # type: ignore[arg-type]
+                write_transaction(self._db, items)
         except ClientError as exc:
             if condition_failed(exc):
                 raise StaleTransition(batch.batch_id) from exc

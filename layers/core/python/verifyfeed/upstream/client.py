@@ -12,14 +12,13 @@ caller precisely what happened and the caller decides (``logic.uploader``):
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
-from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
 from verifyfeed.clock import Clock
@@ -27,6 +26,9 @@ from verifyfeed.models.carrier_audit import AuditParams, AuditResult
 from verifyfeed.models.envelope import UnifiedResponse
 from verifyfeed.models.lost_repair import RepairRecord
 from verifyfeed.upstream.auth import Credentials, build_authinfo
+
+if TYPE_CHECKING:
+    import requests
 
 LOST_REPAIR_PATH = "/verify/api/lost_repair_upload_data"
 AUDIT_ADD_PATH = "/carrierAudit/add"
@@ -69,6 +71,8 @@ CallOutcome = Answered | NotSent | HttpError | Unknown
 
 def _never_reached(exc: BaseException) -> bool:
     """True when the exception chain proves no byte of the request reached the server."""
+    import requests
+
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, NewConnectionError | NameResolutionError | ConnectTimeoutError):
@@ -101,9 +105,16 @@ class UpstreamClient:
         self._clock = clock
         self._timeout = (connect_timeout_s, read_timeout_s)
         self._scheme = authinfo_scheme
-        self._session = session or _session()
+        self._session_given = session
+
+    @functools.cached_property
+    def _session(self) -> requests.Session:
+        # requests is imported on the first call, not at import: the callback never calls upstream
+        return self._session_given or _session()
 
     def post(self, path: str, param: dict[str, Any]) -> CallOutcome:
+        import requests
+
         authinfo = build_authinfo(self._credentials(), self._clock.now(), self._scheme)
         body = json.dumps(
             {"authinfo": authinfo.model_dump(exclude_none=True), "param": param},
@@ -156,6 +167,9 @@ def parse_audit_result(outcome: CallOutcome) -> AuditResult | None:
 
 
 def _session() -> requests.Session:
+    import requests
+    from requests.adapters import HTTPAdapter
+
     session = requests.Session()
     adapter = HTTPAdapter(max_retries=0, pool_connections=4, pool_maxsize=8)
     session.mount("http://", adapter)

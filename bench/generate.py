@@ -1,0 +1,142 @@
+"""Synthetic lost-repair files: valid ID numbers (GB 11643 check digits), mobiles, Chinese names,
+authorisation codes, about 2% invalid rows and 1% duplicates, deterministic for a given size.
+
+``write_repair_csv(path, rows)`` writes a UTF-8 CSV (CRLF line ends, as Excel writes them) with the
+header 姓名,身份证号,曾用手机号,授权码 and returns what was planted (``Planted``) so a run can check
+its counts. Unique values come from bijections of the row index (no sets, no collisions), so a
+1M-row file takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+HEADER = ("姓名", "身份证号", "曾用手机号", "授权码")
+
+_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_CHECK = "10X98765432"
+_REGIONS = (
+    "110101", "110105", "120103", "310104", "310115", "320102", "330106", "340104",
+    "350203", "370102", "410105", "420106", "430104", "440305", "440106", "450103",
+    "500103", "510107", "520102", "530102", "610113", "620102", "650102", "210202",
+)  # fmt: skip
+_SURNAMES = (
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢"
+)
+_GIVEN = (
+    "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英华玉萍红娥"
+    "玲芬飞鹏斌宇浩凯健俊帆帅旭宁龙林欣怡梓涵子轩"
+)
+_MINORITY = ("阿卜杜·热合曼", "买买提·艾力", "古丽·努尔", "扎西·多吉")
+_DAYS = 365 * 55  # birth dates 1950-01-01 .. about 2004
+_SEQ = 1000
+_SPACE = len(_REGIONS) * _DAYS * _SEQ
+_MIX = 2_654_435_761  # odd, coprime with _SPACE: i ↦ i·_MIX mod _SPACE is a bijection
+
+
+@dataclass(frozen=True)
+class Planted:
+    rows: int
+    invalid: int
+    duplicates: int
+
+    @property
+    def valid(self) -> int:
+        return self.rows - self.invalid - self.duplicates
+
+
+def check_char(first17: str) -> str:
+    return _CHECK[sum(int(d) * w for d, w in zip(first17, _WEIGHTS, strict=True)) % 11]
+
+
+def _birth_dates() -> list[str]:
+    from datetime import date, timedelta
+
+    start = date(1950, 1, 1)
+    return [(start + timedelta(days=d)).strftime("%Y%m%d") for d in range(_DAYS)]
+
+
+def _id_number(i: int, dates: list[str]) -> str:
+    n = (i * _MIX) % _SPACE
+    n, seq = divmod(n, _SEQ)
+    region, day = divmod(n, _DAYS)
+    first17 = f"{_REGIONS[region]}{dates[day]}{seq:03d}"
+    return first17 + check_char(first17)
+
+
+def _auth_code(i: int) -> str:
+    return f"C{(i * 0x9E3779B1) & 0xFFFFFFFF:08X}{i % 97:02d}"  # unique: odd multiplier mod 2**32
+
+
+def _invalid(rng: random.Random, name: str, id_number: str, phone: str, code: str) -> list[str]:
+    kind = rng.randrange(8)
+    if kind == 0:  # wrong check digit
+        last = id_number[-1]
+        return [name, id_number[:-1] + ("0" if last != "0" else "1"), phone, code]
+    if kind == 1:  # Excel turned the ID into a number
+        return [name, f"{int(id_number[:17]) / 10:.5E}".replace("E+", "E+"), phone, code]
+    if kind == 2:  # impossible birth date
+        return [name, id_number[:10] + "1332" + id_number[14:], phone, code]
+    if kind == 3:  # landline instead of a mobile
+        return [name, id_number, "021" + phone[3:], code]
+    if kind == 4:  # authCode with a hyphen
+        return [name, id_number, phone, code[:4] + "-" + code[4:]]
+    if kind == 5:  # empty name
+        return ["", id_number, phone, code]
+    if kind == 6:  # formula injection in the name
+        return ["=HYPERLINK(1)", id_number, phone, code]
+    return [name, id_number[:16], phone, code]  # too short
+
+
+def write_repair_csv(path: Path, rows: int, seed: int = 20260101) -> Planted:
+    rng = random.Random(seed)
+    dates = _birth_dates()
+    invalid = duplicates = 0
+    kept: list[tuple[str, str]] = []  # (ID, code) of some valid rows, to duplicate later
+    with path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out, lineterminator="\r\n")
+        writer.writerow(HEADER)
+        for i in range(rows):
+            roll = rng.random()
+            if roll < 0.01 and kept:
+                duplicates += 1
+                id_number, code = kept[rng.randrange(len(kept))]
+                if rng.random() < 0.5:
+                    writer.writerow([_name(rng), id_number, "", _auth_code(10_000_000 + i)])
+                else:
+                    writer.writerow([_name(rng), _id_number(10_000_000 + i, dates), "", code])
+                continue
+            name = _name(rng)
+            id_number = _id_number(i, dates)
+            if id_number[-1] == "X" and rng.random() < 0.2:
+                id_number = id_number[:-1] + "x"
+            phone = _phone(rng)
+            code = _auth_code(i)
+            if roll < 0.03:
+                invalid += 1
+                writer.writerow(_invalid(rng, name, id_number, phone or "13800138000", code))
+                continue
+            if len(kept) < 10_000 and rng.random() < 0.05:
+                kept.append((id_number.upper(), code))
+            writer.writerow([name, id_number, phone, code])
+    return Planted(rows=rows, invalid=invalid, duplicates=duplicates)
+
+
+def _name(rng: random.Random) -> str:
+    if rng.random() < 0.002:
+        return rng.choice(_MINORITY)
+    given = "".join(rng.choice(_GIVEN) for _ in range(rng.choice((1, 2, 2))))
+    return rng.choice(_SURNAMES) + given
+
+
+def _phone(rng: random.Random) -> str:
+    roll = rng.random()
+    if roll < 0.2:
+        return ""
+    number = f"1{rng.choice('3456789')}{rng.randrange(10**9):09d}"
+    if roll < 0.21:
+        return f"+86 {number[:3]} {number[3:7]} {number[7:]}"
+    return number

@@ -1,0 +1,268 @@
+"""``python -m bench`` (``make bench``): the splitter core against the physical limit and the
+pandas peer, then the per-message costs of the uploader and the callback. See
+``docs/performance.md`` for what each figure means and the goals.
+
+Options: ``--rows 100000,1000000`` (file sizes; the last one is the one the final ratios are
+for), ``--repeat 3`` (runs per contender and file, each in a fresh interpreter, interleaved;
+the fastest run counts, peak RSS is the largest seen), ``--batches 30``, ``--callbacks 500``,
+``--cold-runs 7``, ``--no-services`` (splitter only), ``--json PATH`` (every figure, raw).
+
+Rates come from the CPU time (user + sys) of each child's timed section: the contenders are
+single-threaded, so on an idle machine it equals the wall time, and on a shared one it is not
+inflated by other processes' turns. Wall times are printed next to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.generate import Planted, write_repair_csv
+
+CONTENDERS = ("limit", "peer", "ours")
+ROOT = Path(__file__).resolve().parent.parent
+
+GOAL_VS_PEER = 2.0
+GOAL_VS_LIMIT = 0.35
+GOAL_RSS_MB = 300.0
+GOAL_SCALING = 11.0
+GOAL_UPLOADER_MS = 20.0
+GOAL_COLD_IMPORT_MS = 300.0
+GOAL_WARM_P99_MS = 15.0
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        model = platform.processor()
+    try:
+        import pandas
+
+        pandas_version = pandas.__version__
+    except ImportError:
+        pandas_version = "not installed"
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "pandas": pandas_version,
+        "platform": platform.platform(),
+        "loadavg": os.getloadavg(),
+    }
+
+
+def run_child(args: list[str], out: Path) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "layers/core/python"), str(ROOT)])}
+    # the children's stdout is the functions' logs and metrics: not part of the report
+    subprocess.run(
+        [sys.executable, *args, str(out)], env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL
+    )
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def bench_file(path: Path, planted: Planted, repeat: int, work: Path) -> dict[str, dict[str, Any]]:
+    best: dict[str, dict[str, Any]] = {}
+    for _ in range(repeat):
+        for name in CONTENDERS:
+            run = run_child(["-m", "bench.contenders", name, str(path)], work / f"{name}.json")
+            if run["rows"] != planted.rows:
+                raise SystemExit(f"{name} read {run['rows']} rows, the file has {planted.rows}")
+            if name == "ours" and run["accepted"] != planted.valid:
+                raise SystemExit(f"ours accepted {run['accepted']} rows, {planted.valid} are valid")
+            kept = best.get(name)
+            if kept is None or run["cpu_seconds"] < kept["cpu_seconds"]:
+                run["peak_rss_mb"] = max(run["peak_rss_mb"], kept["peak_rss_mb"] if kept else 0.0)
+                best[name] = run
+            else:
+                kept["peak_rss_mb"] = max(kept["peak_rss_mb"], run["peak_rss_mb"])
+    for run in best.values():
+        run["rows_per_s"] = run["rows"] / run["cpu_seconds"]
+        run["wall_rows_per_s"] = run["rows"] / run["seconds"]
+    return best
+
+
+def label(rows: int) -> str:
+    return f"{rows // 1_000_000}M" if rows % 1_000_000 == 0 else f"{rows // 1000}k"
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--rows", default="100000,1000000")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--batches", type=int, default=30)
+    parser.add_argument("--callbacks", type=int, default=500)
+    parser.add_argument("--cold-runs", type=int, default=7)
+    parser.add_argument("--no-services", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    sizes = [int(n) for n in args.rows.split(",")]
+    started = time.perf_counter()
+    info = machine()
+    report: dict[str, Any] = {"machine": info, "files": {}, "splitter": {}}
+    print(f"machine: {info['nproc']} × {info['cpu']}, Python {info['python']}, pandas {info['pandas']}")
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in info['loadavg'])}")
+
+    with tempfile.TemporaryDirectory(prefix="verifyfeed-bench-") as tmp:
+        work = Path(tmp)
+        for rows in sizes:
+            path = work / f"lost-repair-{label(rows)}.csv"
+            planted = write_repair_csv(path, rows)
+            size_mb = path.stat().st_size / 1e6
+            report["files"][label(rows)] = {
+                "rows": rows,
+                "mb": size_mb,
+                "invalid": planted.invalid,
+                "duplicates": planted.duplicates,
+            }
+            print(
+                f"\n{label(rows)} rows ({size_mb:.1f} MB, {planted.invalid} invalid, "
+                f"{planted.duplicates} duplicates); best of {args.repeat}, each in a fresh interpreter"
+            )
+            results = bench_file(path, planted, args.repeat, work)
+            report["splitter"][label(rows)] = results
+            print(f"  {'':6} {'rows/s':>10} {'cpu s':>7} {'wall s':>7} {'wall rows/s':>12} {'peak RSS':>9}")
+            for name in CONTENDERS:
+                r = results[name]
+                print(
+                    f"  {name:6} {r['rows_per_s']:>10,.0f} {r['cpu_seconds']:>7.2f} {r['seconds']:>7.2f} "
+                    f"{r['wall_rows_per_s']:>12,.0f} {r['peak_rss_mb']:>6.0f} MB"
+                )
+            ours = results["ours"]["rows_per_s"]
+            print(
+                f"  ours/peer {ours / results['peer']['rows_per_s']:.2f}   "
+                f"ours/limit {ours / results['limit']['rows_per_s']:.2f}"
+            )
+            path.unlink()
+
+        if not args.no_services:
+            print("\nuploader and callback against moto and the upstream sandbox (each its own process)")
+            services = run_child(
+                [
+                    "-m",
+                    "bench.services",
+                    str(args.batches),
+                    str(args.callbacks),
+                    str(args.cold_runs),
+                ],
+                work / "services.json",
+            )
+            report["services"] = services
+
+    summary = summarise(report, sizes)
+    report["summary"] = summary
+    report["seconds"] = time.perf_counter() - started
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\ntotal {report['seconds']:.0f} s; load average at end: {load}")
+    big = label(sizes[-1])
+    print(f"ratio ours/peer: {summary['ratio_ours_peer'][big]:.2f}")
+    print(f"ratio ours/limit: {summary['ratio_ours_limit'][big]:.2f}")
+    return 0
+
+
+def summarise(report: dict[str, Any], sizes: list[int]) -> dict[str, Any]:
+    splitter = report["splitter"]
+    labels = [label(n) for n in sizes]
+    big = labels[-1]
+    summary: dict[str, Any] = {
+        "ratio_ours_peer": {
+            k: splitter[k]["ours"]["rows_per_s"] / splitter[k]["peer"]["rows_per_s"] for k in labels
+        },
+        "ratio_ours_limit": {
+            k: splitter[k]["ours"]["rows_per_s"] / splitter[k]["limit"]["rows_per_s"] for k in labels
+        },
+    }
+    goals: list[tuple[str, bool, str]] = []
+    vs_peer = summary["ratio_ours_peer"][big]
+    vs_limit = summary["ratio_ours_limit"][big]
+    rss = splitter[big]["ours"]["peak_rss_mb"]
+    goals.append((f"ours ≥ {GOAL_VS_PEER}× peer ({big})", vs_peer >= GOAL_VS_PEER, f"{vs_peer:.2f}×"))
+    goals.append(
+        (f"ours ≥ {GOAL_VS_LIMIT:.0%} of limit ({big})", vs_limit >= GOAL_VS_LIMIT, f"{vs_limit:.0%}")
+    )
+    goals.append((f"ours peak RSS < {GOAL_RSS_MB:.0f} MB ({big})", rss < GOAL_RSS_MB, f"{rss:.0f} MB"))
+    if len(labels) > 1:
+        small = labels[0]
+        scaling = {
+            name: splitter[big][name]["cpu_seconds"] / splitter[small][name]["cpu_seconds"]
+            for name in CONTENDERS
+        }
+        summary["scaling"] = scaling
+        print(f"\nscaling, {big}/{small} time: " + ", ".join(f"{n} {s:.1f}" for n, s in scaling.items()))
+        goals.append(
+            (
+                f"ours {big}/{small} time ≤ {GOAL_SCALING:.0f}",
+                scaling["ours"] <= GOAL_SCALING,
+                f"{scaling['ours']:.1f}",
+            )
+        )
+    services = report.get("services")
+    if services:
+        up = services["uploader"]
+        print(
+            f"uploader, per {up['records_per_batch']}-record batch (median of {up['batches']}): "
+            f"{up['total_ms_p50']:.1f} ms = upstream HTTP {up['upstream_http_ms_p50']:.1f} "
+            f"+ DynamoDB on moto {up['aws_calls_ms_p50']:.1f} ({up['aws_calls_per_batch']:.0f} calls) "
+            f"+ our code {up['ours_ms_p50']:.1f}; "
+            f"overhead without the upstream {up['overhead_ms_p50']:.1f} ms"
+        )
+        cb = services["callback"]
+        print(
+            f"callback warm ({cb['invocations']} invocations): "
+            f"p50 {cb['p50_ms']:.1f} ms, p99 {cb['p99_ms']:.1f} ms "
+            f"(DynamoDB on moto p50 {cb['aws_calls_ms_p50']:.1f}; our code p50 {cb['ours_ms_p50']:.1f}, "
+            f"p99 {cb['ours_ms_p99']:.1f})"
+        )
+        for mode, cold in services["callback_cold"].items():
+            print(
+                f"callback cold, {mode}: import {cold['import_ms_median']:.0f} ms "
+                f"(min {cold['import_ms_min']:.0f}, cpu {cold['import_cpu_ms_median']:.0f}), "
+                f"first invocation {cold['first_invocation_ms_median']:.0f} ms; the libraries alone "
+                f"{cold['libraries_floor_ms_median']:.0f} ms — medians of {cold['runs']}"
+            )
+        goals.append(
+            (
+                f"uploader our code < {GOAL_UPLOADER_MS:.0f} ms per batch",
+                up["ours_ms_p50"] < GOAL_UPLOADER_MS,
+                f"{up['ours_ms_p50']:.1f} ms (with DynamoDB on moto {up['overhead_ms_p50']:.1f} ms)",
+            )
+        )
+        lambda_cold = services["callback_cold"]["lambda"]["import_ms_median"]
+        goals.append(
+            (
+                f"callback cold import < {GOAL_COLD_IMPORT_MS:.0f} ms (as in Lambda)",
+                lambda_cold < GOAL_COLD_IMPORT_MS,
+                f"{lambda_cold:.0f} ms",
+            )
+        )
+        goals.append(
+            (
+                f"callback warm p99 < {GOAL_WARM_P99_MS:.0f} ms",
+                cb["p99_ms"] < GOAL_WARM_P99_MS,
+                f"{cb['p99_ms']:.1f} ms (our code {cb['ours_ms_p99']:.1f} ms)",
+            )
+        )
+    summary["goals"] = [{"goal": g, "met": ok, "figure": figure} for g, ok, figure in goals]
+    print("\ngoals")
+    for goal, ok, figure in goals:
+        print(f"  {verdict(ok):6} {goal}: {figure}")
+    return summary

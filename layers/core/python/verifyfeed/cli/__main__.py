@@ -1,0 +1,12 @@
+"""``python -m verifyfeed.cli`` and the ``verifyfeed`` console script."""
+
+from __future__ import annotations
+
+import sys
+
+from verifyfeed.cli.app import main
+
+__all__ = ["main"]
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""Argument parsing, the connection to the stack, and the mapping of errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import IO, Any
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import ValidationError
+
+from verifyfeed import aws
+from verifyfeed.cli import commands
+from verifyfeed.cli.commands import EXIT_AWS, EXIT_NOT_FOUND, EXIT_USAGE, CliError, Context, Result
+from verifyfeed.cli.target import DEFAULT_LOCAL_STACK, DEFAULT_STACK, Target, TargetError, resolve, stack_name
+from verifyfeed.clock import clock_from_setting
+from verifyfeed.config import Settings
+from verifyfeed.models.records import AuditStatus
+from verifyfeed.services import build_services
+
+DESCRIPTION = """\
+What happened to the files dropped into verifyfeed, without reading logs.
+
+  verifyfeed status                      recent jobs, queue depths, batches held
+  verifyfeed status FILE|JOB             one file: counts, status, report, batches not succeeded
+  verifyfeed report FILE [--rejected]    the file's report (JSON) or its rejected rows (CSV)
+  verifyfeed audits [--status pending]   carrier audits (masked)
+  verifyfeed redrive --dlq|--failed|--unknown [--job FILE|JOB] [--yes]
+  verifyfeed deferred                    what the blackout is holding, and until when
+
+FILE is the S3 key (lost-repair/list.csv), s3://bucket/key, or just the file name."""
+
+EPILOG = f"""\
+where:
+  deployed stack (default): --stack NAME, else $VERIFYFEED_STACK, else {DEFAULT_STACK}; default
+  boto3 credentials and region (--profile, --region). Local stack (make demo): --local, or an
+  endpoint URL (--endpoint-url, $AWS_ENDPOINT_URL); the stack is then {DEFAULT_LOCAL_STACK}.
+
+exit codes:
+  0  done
+  1  not found (file, job, report), or the confirmation was declined
+  2  usage error
+  3  AWS or configuration error (no such stack, no credentials, access denied, ...)
+
+--json prints exactly one JSON document on stdout (errors too: {{"error": ..., "exit_code": ...}});
+prompts, warnings and progress go to stderr. Details: docs/operations.md."""
+
+OVERRIDES = {
+    "bucket": "the ingest bucket",
+    "jobs_table": "the jobs table",
+    "audits_table": "the audits table",
+    "queue_url": "the work queue URL",
+    "dlq_url": "the dead-letter queue URL",
+}
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
+def _common() -> argparse.ArgumentParser:
+    """Options accepted before or after the command (SUPPRESS: a later default never hides a value)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="one JSON document on stdout"
+    )
+    where = common.add_argument_group("where")
+    where.add_argument(
+        "--stack",
+        default=argparse.SUPPRESS,
+        help=f"stack name (default $VERIFYFEED_STACK or {DEFAULT_STACK})",
+    )
+    where.add_argument(
+        "--local", action="store_true", default=argparse.SUPPRESS, help="the local stack of make demo (moto)"
+    )
+    where.add_argument(
+        "--endpoint-url", default=argparse.SUPPRESS, help="AWS endpoint (moto); implies --local"
+    )
+    where.add_argument("--region", default=argparse.SUPPRESS, help="AWS region")
+    where.add_argument("--profile", default=argparse.SUPPRESS, help="AWS profile")
+    for name, what in OVERRIDES.items():
+        where.add_argument(
+            f"--{name.replace('_', '-')}", default=argparse.SUPPRESS, help=f"{what} (skips the look-up)"
+        )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="verifyfeed",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    status = sub.add_parser("status", parents=[common], help="recent jobs, or one file's job")
+    status.add_argument("ref", nargs="?", metavar="FILE|JOB", help="an S3 key, a file name or a job id")
+    status.add_argument("--limit", type=_positive, default=20, help="recent jobs to list (default 20)")
+
+    report = sub.add_parser("report", parents=[common], help="download a file's report")
+    report.add_argument("ref", metavar="FILE|JOB")
+    report.add_argument("--out", metavar="PATH", help="write it to PATH instead of stdout")
+    report.add_argument(
+        "--rejected", action="store_true", help="the rejected rows (CSV) instead of the summary"
+    )
+
+    audits = sub.add_parser("audits", parents=[common], help="carrier audits and their results (masked)")
+    audits.add_argument("--status", dest="audit_status", choices=[s.value for s in AuditStatus])
+    audits.add_argument("--limit", type=_positive, default=50, help="audits to list (default 50)")
+
+    redrive = sub.add_parser(
+        "redrive",
+        parents=[common],
+        help="send dead letters, failed or unknown batches again",
+        description=(
+            "Move dead-letter messages back onto the work queue, and/or set failed or unknown lost-repair "
+            "batches to retry and queue them again. Asks first, unless --yes. " + commands.UNKNOWN_WARNING
+        ),
+    )
+    redrive.add_argument("--dlq", action="store_true", help="the dead-letter queue's messages")
+    redrive.add_argument("--failed", action="store_true", help="failed batches")
+    redrive.add_argument("--unknown", action="store_true", help="unknown-outcome batches (may charge twice)")
+    redrive.add_argument("--job", metavar="FILE|JOB", help="only this file's job")
+    redrive.add_argument("--limit", type=_positive, default=1000, help="at most this many batches per status")
+    redrive.add_argument("--yes", "-y", action="store_true", help="do not ask")
+
+    deferred = sub.add_parser("deferred", parents=[common], help="batches the blackout holds, by file")
+    deferred.add_argument("--limit", type=_positive, default=10000, help="at most this many batches")
+    return parser
+
+
+def main(
+    argv: list[str] | None = None,
+    *,
+    stdin: IO[str] | None = None,
+    stdout: IO[str] | None = None,
+    stderr: IO[str] | None = None,
+) -> int:
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2): argparse has printed why
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    as_json = bool(getattr(args, "json", False))
+
+    def fail(message: str, code: int) -> int:
+        stderr.write(f"verifyfeed: {message}\n")
+        if as_json:
+            stdout.write(json.dumps({"error": message, "exit_code": code}, ensure_ascii=False) + "\n")
+        return code
+
+    try:
+        ctx = connect(args, stdin, stderr)
+        result = run(ctx, args)
+    except CliError as exc:
+        return fail(exc.message, exc.code)
+    except TargetError as exc:
+        return fail(str(exc), EXIT_AWS)
+    except ClientError as exc:
+        return fail(_aws_message(exc), EXIT_AWS)
+    except BotoCoreError as exc:
+        return fail(f"AWS: {exc}", EXIT_AWS)
+    except ValidationError as exc:
+        return fail(f"configuration: {exc.errors()[0].get('msg', exc)}", EXIT_AWS)
+    except KeyboardInterrupt:
+        return fail("interrupted", 130)
+    if as_json:
+        stdout.write(json.dumps(result.data, ensure_ascii=False, indent=2, default=str) + "\n")
+    else:
+        stdout.write(result.text + "\n")
+    stdout.flush()
+    return result.code
+
+
+def run(ctx: Context, args: argparse.Namespace) -> Result:
+    if args.command == "status":
+        return commands.status(ctx, args.ref, args.limit)
+    if args.command == "report":
+        return commands.report(ctx, args.ref, args.out, args.rejected)
+    if args.command == "audits":
+        return commands.audits(ctx, args.audit_status, args.limit)
+    if args.command == "redrive":
+        return commands.redrive(
+            ctx, dlq=args.dlq, failed=args.failed, unknown=args.unknown, job_ref=args.job, limit=args.limit
+        )
+    if args.command == "deferred":
+        return commands.deferred(ctx, args.limit)
+    raise CliError(f"unknown command {args.command}", EXIT_USAGE)
+
+
+def connect(args: argparse.Namespace, stdin: IO[str], stderr: IO[str]) -> Context:
+    """Find the stack's resources and build the core's services on them.
+
+    ``--endpoint-url``, ``--region`` and ``--profile`` are put in the environment, as their AWS
+    variables, so that every boto3 client of the process (the core's too) uses them.
+    """
+    option: dict[str, Any] = vars(args)
+    for name, variable in (
+        ("endpoint_url", "AWS_ENDPOINT_URL"),
+        ("region", "AWS_DEFAULT_REGION"),
+        ("profile", "AWS_PROFILE"),
+    ):
+        if option.get(name):
+            os.environ[variable] = option[name]
+    local = bool(option.get("local") or os.environ.get("AWS_ENDPOINT_URL"))
+    if local and not (os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE")):
+        os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")  # noqa: S106 - moto
+    session = boto3.session.Session()
+    region = session.region_name or ("us-east-1" if local else "")
+    if not region:
+        raise TargetError("no AWS region: --region, or AWS_DEFAULT_REGION, or a profile with a region")
+    if not os.environ.get("AWS_DEFAULT_REGION") and not os.environ.get("AWS_REGION"):
+        os.environ["AWS_DEFAULT_REGION"] = region
+    base = Target(stack=stack_name(option.get("stack"), local), local=local, region=region)
+    overrides = {
+        "bucket": option.get("bucket", ""),
+        "jobs_table": option.get("jobs_table", ""),
+        "audits_table": option.get("audits_table", ""),
+        "work_queue_url": option.get("queue_url", ""),
+        "dlq_url": option.get("dlq_url", ""),
+    }
+    cloudformation = None if local else session.client("cloudformation")
+    target = resolve(base, overrides, cloudformation, aws.sqs())
+    settings = Settings.from_env().model_copy(
+        update={
+            "ingest_bucket": target.bucket,
+            "jobs_table": target.jobs_table,
+            "audits_table": target.audits_table,
+            "work_queue_url": target.work_queue_url,
+            "blackout_start_day": target.blackout_start_day,
+            "blackout_resume_day": target.blackout_resume_day,
+        }
+    )
+    services = build_services(settings, clock_from_setting(settings.clock_now))
+    return Context(
+        target=target,
+        services=services,
+        s3=aws.s3(),
+        sqs=aws.sqs(),
+        stdin=stdin,
+        stderr=stderr,
+        assume_yes=bool(option.get("yes")),
+    )
+
+
+def _aws_message(exc: ClientError) -> str:
+    error = exc.response.get("Error", {})
+    code, message = error.get("Code", "?"), error.get("Message", "")
+    hint = {
+        "ResourceNotFoundException": " (is the stack right? --stack, --local)",
+        "AccessDeniedException": " (the credentials in use may not read this stack's resources)",
+        "AccessDenied": " (the credentials in use may not read this stack's resources)",
+        "ExpiredToken": " (refresh the credentials)",
+        "ExpiredTokenException": " (refresh the credentials)",
+    }.get(code, "")
+    return f"AWS {exc.operation_name}: {code}: {message}{hint}"
+
+
+__all__ = ["EXIT_NOT_FOUND", "build_parser", "main"]

@@ -1,0 +1,704 @@
+"""The CLI's commands. Each returns a ``Result``: one JSON document and its human-readable text.
+
+They read through the same stores and models as the functions, and change state only through
+the stores' conditional transitions (``redrive``), so an operator can never move a record the
+system moved meanwhile.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from verifyfeed.cli.output import ProgressBar, confirm, shorten, table, when
+from verifyfeed.cli.target import Target
+from verifyfeed.logic.progress import settle_job
+from verifyfeed.logic.reports import report_keys
+from verifyfeed.models.messages import LostRepairBatchMessage
+from verifyfeed.models.records import Audit, AuditStatus, Batch, BatchStatus, Job, JobKind
+from verifyfeed.pii import mask_generic
+from verifyfeed.services import Services
+from verifyfeed.store.jobs import StaleTransition
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
+
+EXIT_OK = 0
+EXIT_NOT_FOUND = 1  # no such file / job / report, or the operator declined the confirmation
+EXIT_USAGE = 2  # bad arguments (argparse's own code)
+EXIT_AWS = 3  # AWS or configuration error: no stack, no credentials, access denied, ...
+
+JOB_ID = re.compile(r"[0-9a-f]{24}")
+UNKNOWN_WARNING = (
+    "WARNING: an 'unknown' batch may already have been accepted upstream, and state \"1\" is charged:\n"
+    "resending it can charge the same records twice. Resend only after checking with the upstream\n"
+    "(by the time of the attempt and the platform serial number) that it was not processed."
+)
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_NOT_FOUND) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+@dataclass
+class Result:
+    data: dict[str, Any]
+    text: str
+    code: int = EXIT_OK
+
+
+@dataclass
+class Context:
+    target: Target
+    services: Services
+    s3: S3Client
+    sqs: SQSClient
+    stdin: IO[str]
+    stderr: IO[str]
+    assume_yes: bool = False
+    progress: bool | None = None  # None: draw the progress bar when stderr is a terminal
+
+    def say(self, text: str) -> None:
+        self.stderr.write(text + "\n")
+        self.stderr.flush()
+
+
+# ---- shared ----------------------------------------------------------------------------------------
+
+
+def find_job(ctx: Context, ref: str) -> tuple[Job, list[Job]]:
+    """A job by id, S3 key (``lost-repair/x.csv``, ``s3://bucket/lost-repair/x.csv``) or file name.
+
+    A key uploaded several times has one job per version: the most recent one, and the others.
+    """
+    ref = ref.strip()
+    if ref.startswith("s3://"):
+        ref = ref[len("s3://") :].partition("/")[2]
+    if JOB_ID.fullmatch(ref):
+        job = ctx.services.jobs.get_job(ref)
+        if job is not None:
+            return job, []
+    jobs = ctx.services.jobs.find_jobs(ref) if ref else []
+    if not jobs and "/" in ref.rstrip("/"):
+        jobs = ctx.services.jobs.find_jobs(ref.rstrip("/").rsplit("/", 1)[1])  # a local path
+    if not jobs:
+        raise CliError(
+            f"no job for {ref!r} in stack {ctx.target.stack}: give the S3 key (lost-repair/list.csv), "
+            "the file name, or the job id (`verifyfeed status` lists recent jobs)"
+        )
+    return jobs[0], jobs[1:]
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    view = job.model_dump(mode="json")
+    view["batches_settled"] = job.batches_settled
+    return view
+
+
+def batch_view(batch: Batch) -> dict[str, Any]:
+    return batch.model_dump(
+        mode="json",
+        include={
+            "batch_id",
+            "job_id",
+            "seq",
+            "status",
+            "record_count",
+            "attempts",
+            "state0_count",
+            "redrives",
+            "serial_no",
+            "upstream_code",
+            "upstream_desc",
+            "last_error",
+            "updated_at",
+        },
+    )
+
+
+def audit_view(audit: Audit) -> dict[str, Any]:
+    """Masked fields only: no digest, the plate masked like everything else that names a person."""
+    return {
+        "record_id": audit.record_id,
+        "status": audit.status.value,
+        "usage": audit.usage,
+        "owner": audit.owner_name_masked,
+        "id_card": audit.id_card_masked,
+        "phone": audit.phone_masked,
+        "plate": mask_generic(audit.plate) if audit.plate else "",
+        "job_id": audit.job_id,
+        "row": audit.row,
+        "submitted_at": audit.submitted_at,
+        "updated_at": audit.updated_at,
+        "remarks": audit.remarks,
+        "last_error": audit.last_error,
+    }
+
+
+def queue_depths(ctx: Context) -> dict[str, int]:
+    def attributes(url: str, names: list[str]) -> dict[str, str]:
+        got = ctx.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)  # type: ignore[arg-type]
+        return {str(name): value for name, value in got.get("Attributes", {}).items()}
+
+    work = attributes(
+        ctx.target.work_queue_url,
+        ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )
+    dlq = attributes(ctx.target.dlq_url, ["ApproximateNumberOfMessages"])
+    return {
+        "work_waiting": int(work.get("ApproximateNumberOfMessages", 0)),
+        "work_in_flight": int(work.get("ApproximateNumberOfMessagesNotVisible", 0)),
+        "dead_letter": int(dlq.get("ApproximateNumberOfMessages", 0)),
+    }
+
+
+def _rows(job: Job) -> str:
+    return f"{job.rows_read}/{job.rows_accepted}/{job.rows_rejected}"
+
+
+def _batches(job: Job) -> str:
+    return (
+        f"{job.batches_total}/{job.batches_succeeded}/{job.batches_failed}/"
+        f"{job.batches_deferred}/{job.batches_unknown}"
+    )
+
+
+# ---- status ----------------------------------------------------------------------------------------
+
+
+def status(ctx: Context, ref: str | None, limit: int) -> Result:
+    return status_of(ctx, ref) if ref else status_overview(ctx, limit)
+
+
+def status_overview(ctx: Context, limit: int) -> Result:
+    jobs = ctx.services.jobs.list_jobs(limit)
+    queues = queue_depths(ctx)
+    attention = {
+        s.value: ctx.services.jobs.count_with_status(s)
+        for s in (BatchStatus.FAILED, BatchStatus.UNKNOWN, BatchStatus.DEFERRED)
+    }
+    data = {
+        "stack": ctx.target.describe(),
+        "jobs": [job_view(j) for j in jobs],
+        "queues": queues,
+        "batches_needing_attention": attention,
+    }
+    lines = [f"Stack {ctx.target.stack} ({'local' if ctx.target.local else 'deployed'}, {ctx.target.region})"]
+    if jobs:
+        lines += [
+            "",
+            table(
+                (
+                    "FILE",
+                    "KIND",
+                    "STATUS",
+                    "ROWS read/ok/rej",
+                    "BATCHES all/ok/failed/defer/unknown",
+                    "CREATED",
+                    "JOB",
+                ),
+                [
+                    (j.key, j.kind.value, j.status.value, _rows(j), _batches(j), when(j.created_at), j.job_id)
+                    for j in jobs
+                ],
+            ),
+            "",
+        ]
+    else:
+        lines.append(
+            f"No jobs yet: drop a file under lost-repair/ or carrier-audit/ in s3://{ctx.target.bucket}"
+        )
+    lines.append(
+        f"Work queue: {queues['work_waiting']} waiting, {queues['work_in_flight']} in flight; "
+        f"dead-letter queue: {queues['dead_letter']}"
+        + ("  -> verifyfeed redrive --dlq" if queues["dead_letter"] else "")
+    )
+    lines.append(
+        f"Batches held: {attention['failed']} failed, {attention['unknown']} unknown"
+        + ("  -> verifyfeed redrive --failed|--unknown" if attention["failed"] + attention["unknown"] else "")
+        + f"; {attention['deferred']} deferred"
+        + ("  -> verifyfeed deferred" if attention["deferred"] else "")
+    )
+    lines.append("Times are China time (UTC+8). `verifyfeed status FILE` shows one file.")
+    return Result(data, "\n".join(lines))
+
+
+def status_of(ctx: Context, ref: str) -> Result:
+    job, others = find_job(ctx, ref)
+    rejected_key = report_keys(ctx.services.settings.reports_prefix, job.key)[1]
+    open_batches: list[Batch] = []
+    if job.kind == JobKind.LOST_REPAIR:
+        open_batches = [b for b in ctx.services.jobs.batches(job.job_id) if b.status != BatchStatus.SUCCEEDED]
+    in_flight = job.batches_total - job.batches_settled - job.batches_deferred
+    data = {
+        "job": job_view(job),
+        "report": f"s3://{job.bucket}/{job.report_key}" if job.report_key else None,
+        "rejected_rows_report": f"s3://{job.bucket}/{rejected_key}",
+        "batches_not_succeeded": [batch_view(b) for b in open_batches],
+        "other_uploads": [
+            {"job_id": j.job_id, "status": j.status.value, "created_at": j.created_at} for j in others
+        ],
+    }
+    lines = [
+        f"File:     {job.key}  (s3://{job.bucket}/{job.key}"
+        + (f", version {job.version})" if job.version else ")"),
+        f"Job:      {job.job_id}  ({job.kind.value})",
+        f"Status:   {job.status.value}" + (f": {job.reason}" if job.reason else ""),
+        f"Created:  {when(job.created_at)}   updated {when(job.updated_at)} (China time)",
+        f"Rows:     {job.rows_read} read, {job.rows_accepted} accepted, {job.rows_rejected} rejected",
+        f"{'Batches:' if job.kind == JobKind.LOST_REPAIR else 'Audits: '}  {job.batches_total} in all: "
+        f"{job.batches_succeeded} {'succeeded' if job.kind == JobKind.LOST_REPAIR else 'submitted'}, "
+        f"{job.batches_failed} failed, {job.batches_unknown} unknown, {job.batches_deferred} deferred, "
+        f"{max(0, in_flight)} in flight",
+        "Report:   "
+        + (
+            f"s3://{job.bucket}/{job.report_key}  (verifyfeed report {job.key})"
+            if job.report_key
+            else "not yet: written when every batch has settled"
+        ),
+        f"Rejected: s3://{job.bucket}/{rejected_key}  (verifyfeed report {job.key} --rejected)",
+    ]
+    if others:
+        lines.append(
+            f"Earlier uploads of this file: {', '.join(f'{j.job_id} ({j.status.value})' for j in others)}"
+        )
+    if open_batches:
+        lines += [
+            "",
+            "Batches not succeeded:",
+            table(
+                ("BATCH", "STATUS", "RECORDS", "ATTEMPTS", "UPDATED", "LAST ERROR"),
+                [
+                    (
+                        b.batch_id,
+                        b.status.value,
+                        b.record_count,
+                        b.attempts,
+                        when(b.updated_at),
+                        shorten(b.last_error),
+                    )
+                    for b in open_batches
+                ],
+            ),
+        ]
+        if job.batches_failed or job.batches_unknown:
+            lines.append(
+                f"  -> verifyfeed redrive --failed --unknown --job {job.job_id}  (read the warning first)"
+            )
+    if job.kind == JobKind.CARRIER_AUDIT:
+        lines.append("Audit results: verifyfeed audits")
+    return Result(data, "\n".join(lines))
+
+
+# ---- report ----------------------------------------------------------------------------------------
+
+
+def report(ctx: Context, ref: str, out: str | None, rejected: bool) -> Result:
+    job, _ = find_job(ctx, ref)
+    rejected_key = report_keys(ctx.services.settings.reports_prefix, job.key)[1]
+    if rejected:
+        key = rejected_key
+    elif job.report_key:
+        key = job.report_key
+    else:
+        raise CliError(
+            f"no report yet for {job.key}: the job is {job.status.value}, and the report is written when "
+            "every batch has settled (`--rejected` gives the rejected rows now)"
+        )
+    uri = f"s3://{job.bucket}/{key}"
+    try:
+        body = ctx.s3.get_object(Bucket=job.bucket, Key=key)["Body"].read()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            raise CliError(f"{uri} does not exist") from exc
+        raise
+    if out:
+        Path(out).write_bytes(body)  # as stored: the CSV keeps its BOM so that Excel reads it as UTF-8
+    data: dict[str, Any] = {"job_id": job.job_id, "file": job.key, "s3_uri": uri, "saved_to": out}
+    text = body.decode("utf-8-sig")
+    if rejected:
+        data["rejected_rows"] = list(csv.DictReader(io.StringIO(text)))
+        summary = f"{len(data['rejected_rows'])} rejected row(s)"
+    else:
+        data["report"] = json.loads(text)
+        summary = f"status {data['report'].get('status')}"
+    return Result(data, f"Saved {uri} to {out} ({summary})" if out else text.rstrip("\n"))
+
+
+# ---- audits ----------------------------------------------------------------------------------------
+
+
+def audits(ctx: Context, status_filter: str | None, limit: int) -> Result:
+    store = ctx.services.audits
+    counts = {s.value: store.count_with_status(s) for s in AuditStatus}
+    statuses = [AuditStatus(status_filter)] if status_filter else list(AuditStatus)
+    found: list[Audit] = []
+    for s in statuses:
+        found += store.with_status(s, limit=limit, newest_first=True)
+    found.sort(key=lambda a: a.updated_at, reverse=True)
+    found = found[:limit]
+    views = [audit_view(a) for a in found]
+    data = {"counts": counts, "status": status_filter, "audits": views}
+    lines = ["Audits: " + ", ".join(f"{n} {s}" for s, n in counts.items())]
+    if views:
+        lines += [
+            "",
+            table(
+                (
+                    "RECORD",
+                    "STATUS",
+                    "USAGE",
+                    "OWNER",
+                    "ID CARD",
+                    "PHONE",
+                    "PLATE",
+                    "JOB / ROW",
+                    "UPDATED",
+                    "REMARKS / ERROR",
+                ),
+                [
+                    (
+                        v["record_id"] if v["record_id"] is not None else "-",
+                        v["status"],
+                        v["usage"],
+                        v["owner"],
+                        v["id_card"],
+                        v["phone"],
+                        v["plate"] or "-",
+                        f"{v['job_id'][:8]}…/{v['row']}",
+                        when(v["updated_at"]),
+                        shorten(v["remarks"] or v["last_error"], 40),
+                    )
+                    for v in views
+                ],
+            ),
+        ]
+    else:
+        lines.append("No audits" + (f" {status_filter}" if status_filter else "") + ".")
+    if len(found) == limit:
+        lines.append(f"(the {limit} most recently updated; --limit N for more)")
+    return Result(data, "\n".join(lines))
+
+
+# ---- deferred --------------------------------------------------------------------------------------
+
+
+def deferred(ctx: Context, limit: int) -> Result:
+    services = ctx.services
+    blackout = services.blackout
+    batches = services.jobs.batches_with_status(BatchStatus.DEFERRED, limit)
+    by_job: dict[str, list[Batch]] = {}
+    for b in batches:
+        by_job.setdefault(b.job_id, []).append(b)
+    now = services.clock.now()
+    until = blackout.resumes_at(now)
+    groups: list[dict[str, Any]] = []
+    for job_id, held in by_job.items():
+        job = services.jobs.get_job(job_id)
+        since = min(b.updated_at for b in held)
+        resumes = blackout.resumes_at(datetime.fromisoformat(since)) if since else None
+        groups.append(
+            {
+                "job_id": job_id,
+                "file": job.key if job else "",
+                "batches": len(held),
+                "records": sum(b.record_count for b in held),
+                "deferred_since": since,
+                # None: deferred outside our window (upstream answered with its blackout code)
+                "resumes_at": resumes.isoformat() if resumes else None,
+            }
+        )
+    groups.sort(key=lambda g: g["deferred_since"])
+    data = {
+        "blackout": {
+            "in_force": until is not None,
+            "until": until.isoformat() if until else None,
+            "start_day": blackout.start_day,
+            "resume_day": blackout.resume_day,
+        },
+        "jobs": groups,
+        "total_batches": len(batches),
+        "total_records": sum(g["records"] for g in groups),
+    }
+    if until is not None:
+        head = (
+            f"Blackout in force until {when(until)} China time (from day {blackout.start_day}, 00:00, to "
+            f"day {blackout.resume_day} of the next month); the poller re-queues deferred batches on its "
+            "first run after."
+        )
+    else:
+        head = "Blackout not in force now: the poller re-queues deferred batches on its next run."
+    lines = [head]
+    if groups:
+        lines += [
+            "",
+            table(
+                ("JOB", "FILE", "BATCHES", "RECORDS", "DEFERRED SINCE", "RESUMES"),
+                [
+                    (
+                        g["job_id"],
+                        g["file"],
+                        g["batches"],
+                        g["records"],
+                        when(g["deferred_since"]),
+                        when(g["resumes_at"]) if g["resumes_at"] else "next poll",
+                    )
+                    for g in groups
+                ],
+            ),
+            "",
+            f"Total: {data['total_batches']} batch(es), {data['total_records']} record(s) "
+            f"in {len(groups)} file(s).",
+        ]
+    else:
+        lines.append("Nothing is deferred.")
+    return Result(data, "\n".join(lines))
+
+
+# ---- redrive ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Plan:
+    job_id: str | None
+    dlq: bool
+    dlq_messages: int
+    batches: list[Batch]
+    not_kept: list[Batch]
+
+    @property
+    def empty(self) -> bool:
+        return not self.batches and not (self.dlq and self.dlq_messages)
+
+
+def redrive(
+    ctx: Context, *, dlq: bool, failed: bool, unknown: bool, job_ref: str | None, limit: int
+) -> Result:
+    if not (dlq or failed or unknown):
+        raise CliError("say what to re-drive: --dlq, --failed and/or --unknown", EXIT_USAGE)
+    plan = _plan(ctx, dlq=dlq, failed=failed, unknown=unknown, job_ref=job_ref, limit=limit)
+    data: dict[str, Any] = {
+        "job_id": plan.job_id,
+        "dlq_messages_moved": 0,
+        "dlq_messages_left": 0,
+        "batches_resent": [],
+        "batches_skipped": [{**batch_view(b), "why": "body not kept"} for b in plan.not_kept],
+        "confirmed": False,
+    }
+    if plan.empty:
+        data["confirmed"] = True
+        text = "Nothing to re-drive."
+        if plan.not_kept:
+            text += "\n" + _not_kept_text(plan.not_kept)
+        return Result(data, text)
+    ctx.say(_plan_text(ctx, plan))
+    if not ctx.assume_yes and not confirm("Proceed?", ctx.stdin, ctx.stderr):
+        return Result(data, "Aborted: nothing was changed.", EXIT_NOT_FOUND)
+    data["confirmed"] = True
+
+    bar = ProgressBar(plan.dlq_messages + len(plan.batches), "re-driving", ctx.stderr, ctx.progress)
+    try:
+        if plan.dlq:
+            data["dlq_messages_moved"], data["dlq_messages_left"] = _move_dead_letters(ctx, plan.job_id, bar)
+        for batch in plan.batches:
+            try:
+                _resend(ctx, batch)
+            except StaleTransition:
+                data["batches_skipped"].append({**batch_view(batch), "why": "changed meanwhile"})
+            else:
+                data["batches_resent"].append(batch_view(batch))
+            bar.advance()
+    except Exception:
+        ctx.say(
+            f"Stopped after moving {data['dlq_messages_moved']} message(s) and re-queuing "
+            f"{len(data['batches_resent'])} batch(es)."
+        )
+        raise
+    finally:
+        bar.close()
+
+    lines = (
+        [f"Moved {data['dlq_messages_moved']} message(s) from the dead-letter queue to the work queue."]
+        if plan.dlq
+        else []
+    )
+    if data["dlq_messages_left"]:
+        lines.append(f"Left {data['dlq_messages_left']} message(s) of other jobs in the dead-letter queue.")
+    if plan.batches:
+        lines.append(
+            f"Re-queued {len(data['batches_resent'])} batch(es) (status retry); "
+            "`verifyfeed status FILE` follows them."
+        )
+    for skipped in data["batches_skipped"]:
+        lines.append(f"Skipped {skipped['batch_id']}: {skipped['why']}")
+    if plan.not_kept:
+        lines.append(_not_kept_text(plan.not_kept))
+    return Result(data, "\n".join(lines))
+
+
+def _plan(ctx: Context, *, dlq: bool, failed: bool, unknown: bool, job_ref: str | None, limit: int) -> _Plan:
+    job_id = find_job(ctx, job_ref)[0].job_id if job_ref else None
+    statuses = [s for s, wanted in ((BatchStatus.FAILED, failed), (BatchStatus.UNKNOWN, unknown)) if wanted]
+    candidates = [
+        b
+        for s in statuses
+        for b in ctx.services.jobs.batches_with_status(s, limit)
+        if job_id is None or b.job_id == job_id
+    ]
+    kept = [
+        b
+        for b in candidates
+        if b.claim_key and _exists(ctx, b.claim_bucket or ctx.target.bucket, b.claim_key)
+    ]
+    not_kept = [b for b in candidates if b not in kept]
+    dlq_messages = queue_depths(ctx)["dead_letter"] if dlq else 0
+    return _Plan(job_id, dlq, dlq_messages, kept, not_kept)
+
+
+def _plan_text(ctx: Context, plan: _Plan) -> str:
+    lines = [
+        f"Re-drive in stack {ctx.target.stack}" + (f", job {plan.job_id} only" if plan.job_id else "") + ":"
+    ]
+    if plan.dlq:
+        lines.append(
+            f"  dead-letter queue: about {plan.dlq_messages} message(s) back onto the work queue"
+            if plan.job_id is None
+            else f"  dead-letter queue: about {plan.dlq_messages} message(s) in all; this job's go back "
+            "onto the work queue, the others stay"
+        )
+    if plan.batches:
+        lines.append(
+            f"  {len(plan.batches)} batch(es), {sum(b.record_count for b in plan.batches)} record(s), "
+            "set to retry and queued again:"
+        )
+        lines.append(
+            "    "
+            + table(
+                ("BATCH", "STATUS", "RECORDS", "ATTEMPTS", "UPDATED", "LAST ERROR"),
+                [
+                    (
+                        b.batch_id,
+                        b.status.value,
+                        b.record_count,
+                        b.attempts,
+                        when(b.updated_at),
+                        shorten(b.last_error, 50),
+                    )
+                    for b in plan.batches
+                ],
+            ).replace("\n", "\n    ")
+        )
+    if any(b.status == BatchStatus.UNKNOWN for b in plan.batches):
+        lines.append(UNKNOWN_WARNING)
+    if plan.not_kept:
+        lines.append(_not_kept_text(plan.not_kept))
+    return "\n".join(lines)
+
+
+def _not_kept_text(batches: Iterable[Batch]) -> str:
+    ids = ", ".join(b.batch_id for b in batches)
+    return (
+        f"Cannot re-drive {ids}: the batch body is no longer in S3 (claims/ expire after 14 days). "
+        "Drop those rows again in a new file."
+    )
+
+
+def _exists(ctx: Context, bucket: str, key: str) -> bool:
+    try:
+        ctx.s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+    return True
+
+
+def _resend(ctx: Context, batch: Batch) -> None:
+    """``failed|unknown → retry`` (conditional, job reopened), then a message with a new generation."""
+    services = ctx.services
+    now = services.clock.now()
+    retried = services.jobs.redrive_batch(batch, now)
+    message = LostRepairBatchMessage(
+        job_id=batch.job_id,
+        batch_id=batch.batch_id,
+        seq=batch.seq,
+        claim_bucket=batch.claim_bucket or ctx.target.bucket,
+        claim_key=batch.claim_key,
+        generation=int(now.timestamp()),  # a new idempotency key: this is a new attempt
+    )
+    try:
+        ctx.sqs.send_message(QueueUrl=ctx.target.work_queue_url, MessageBody=message.model_dump_json())
+    except (ClientError, BotoCoreError):
+        # put the batch back as it was, so that nothing waits for a message that was never sent
+        try:
+            services.jobs.transition(retried, batch.status, services.clock.now())
+            settle_job(services, batch.job_id)
+        except Exception as undo:  # reported to the operator, with what to do
+            raise CliError(
+                f"batch {batch.batch_id} is set to retry but its message could not be queued, and undoing "
+                f"that failed too ({type(undo).__name__}); send it by hand: {message.model_dump_json()}",
+                EXIT_AWS,
+            ) from undo
+        raise
+
+
+def _move_dead_letters(ctx: Context, job_id: str | None, bar: ProgressBar) -> tuple[int, int]:
+    """Move the dead-letter queue's messages (or those of one job) back onto the work queue.
+
+    Each message is sent to the work queue before it is deleted from the dead-letter queue: a
+    failure in between leaves a copy in both, which the uploader's batch record makes harmless.
+    """
+    sqs, dlq, work = ctx.sqs, ctx.target.dlq_url, ctx.target.work_queue_url
+    moved = 0
+    held: dict[str, str] = {}  # message id -> receipt handle, of other jobs' messages
+    while True:
+        got = sqs.receive_message(
+            QueueUrl=dlq,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=1,
+            VisibilityTimeout=300,
+            MessageAttributeNames=["All"],
+        )
+        messages = got.get("Messages", [])
+        if not messages or all(m["MessageId"] in held for m in messages):
+            break
+        for m in messages:
+            if job_id is not None and _job_of(m.get("Body", "")) != job_id:
+                held[m["MessageId"]] = m["ReceiptHandle"]
+                continue
+            request: dict[str, Any] = {"QueueUrl": work, "MessageBody": m["Body"]}
+            attributes = {
+                name: {k: v for k, v in value.items() if k in ("DataType", "StringValue", "BinaryValue")}
+                for name, value in m.get("MessageAttributes", {}).items()
+            }
+            if attributes:
+                request["MessageAttributes"] = attributes
+            sqs.send_message(**request)
+            sqs.delete_message(QueueUrl=dlq, ReceiptHandle=m["ReceiptHandle"])
+            moved += 1
+            bar.advance()
+    for receipt in held.values():
+        sqs.change_message_visibility(QueueUrl=dlq, ReceiptHandle=receipt, VisibilityTimeout=0)
+    return moved, len(held)
+
+
+def _job_of(body: str) -> str | None:
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    job_id = value.get("job_id") if isinstance(value, dict) else None
+    return job_id if isinstance(job_id, str) else None

@@ -1,0 +1,161 @@
+"""Which stack the CLI talks to, and the physical names of its resources.
+
+Two ways, never mixed up:
+
+- **deployed** (the default): the CloudFormation stack ``--stack`` (else ``$VERIFYFEED_STACK``,
+  else ``verifyfeed-dev``) is described with the default boto3 credentials; the names come from its
+  outputs and the blackout days from its parameters.
+- **local** (``--local``, or an endpoint URL: ``--endpoint-url`` / ``$AWS_ENDPOINT_URL``): the
+  stack ``make demo`` creates in moto (``--stack``, else ``verifyfeed-local``). ``local/resources.py``
+  names what it creates after the template: the bucket's explicit ``BucketName``
+  (``<stack>-ingest-<account>-<region>``), every other resource ``<stack>-<LogicalId>``. The CLI
+  applies the same rule (a test checks they agree) and never creates anything.
+
+Any name can be given explicitly (``--bucket``, ``--jobs-table``, ``--audits-table``,
+``--queue-url``, ``--dlq-url``); when all five are, nothing is looked up.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import ClientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_cloudformation import CloudFormationClient
+    from mypy_boto3_sqs import SQSClient
+
+DEFAULT_STACK = "verifyfeed-dev"
+DEFAULT_LOCAL_STACK = "verifyfeed-local"  # what `make demo` creates
+LOCAL_ACCOUNT_ID = "123456789012"  # moto's account (local/resources.py LOCAL_ACCOUNT_ID)
+OUTPUTS = {
+    "bucket": "IngestBucketName",
+    "work_queue_url": "WorkQueueUrl",
+    "dlq_url": "DeadLetterQueueUrl",
+    "jobs_table": "JobsTableName",
+    "audits_table": "AuditsTableName",
+}
+
+
+class TargetError(Exception):
+    """The stack or one of its resources cannot be found (exit code 3)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    stack: str
+    local: bool
+    region: str
+    bucket: str = ""
+    work_queue_url: str = ""
+    dlq_url: str = ""
+    jobs_table: str = ""
+    audits_table: str = ""
+    blackout_start_day: int = 27
+    blackout_resume_day: int = 1
+
+    @property
+    def complete(self) -> bool:
+        return all(getattr(self, field) for field in OUTPUTS)
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "stack": self.stack,
+            "mode": "local" if self.local else "deployed",
+            "region": self.region,
+            "bucket": self.bucket,
+            "work_queue_url": self.work_queue_url,
+            "dlq_url": self.dlq_url,
+            "jobs_table": self.jobs_table,
+            "audits_table": self.audits_table,
+        }
+
+
+def stack_name(explicit: str | None, local: bool) -> str:
+    return explicit or os.environ.get("VERIFYFEED_STACK") or (DEFAULT_LOCAL_STACK if local else DEFAULT_STACK)
+
+
+def resolve(
+    base: Target,
+    overrides: dict[str, str],
+    cloudformation: CloudFormationClient | None,
+    sqs: SQSClient,
+) -> Target:
+    """Fill in the names: explicit overrides win, then the stack (outputs or local naming rule)."""
+    given = _named(base, overrides)
+    if given.complete:
+        return given
+    found = _local(base, sqs) if base.local else _deployed(base, cloudformation)
+    return _named(found, overrides)
+
+
+def _named(target: Target, names: dict[str, str]) -> Target:
+    """``target`` with the non-empty ``names`` (bucket, work_queue_url, ...) in place of its own."""
+    return replace(
+        target,
+        bucket=names.get("bucket") or target.bucket,
+        work_queue_url=names.get("work_queue_url") or target.work_queue_url,
+        dlq_url=names.get("dlq_url") or target.dlq_url,
+        jobs_table=names.get("jobs_table") or target.jobs_table,
+        audits_table=names.get("audits_table") or target.audits_table,
+    )
+
+
+def _local(base: Target, sqs: SQSClient) -> Target:
+    stack = base.stack
+    return replace(
+        base,
+        bucket=f"{stack}-ingest-{LOCAL_ACCOUNT_ID}-{base.region}",
+        work_queue_url=_queue_url(sqs, f"{stack}-WorkQueue", stack),
+        dlq_url=_queue_url(sqs, f"{stack}-DeadLetterQueue", stack),
+        jobs_table=f"{stack}-JobsTable",
+        audits_table=f"{stack}-AuditsTable",
+        blackout_start_day=_day("BLACKOUT_START_DAY", base.blackout_start_day),
+        blackout_resume_day=_day("BLACKOUT_RESUME_DAY", base.blackout_resume_day),
+    )
+
+
+def _queue_url(sqs: SQSClient, name: str, stack: str) -> str:
+    try:
+        return sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if "NonExistentQueue" in code or code == "QueueDoesNotExist":
+            raise TargetError(
+                f"no queue {name} at the local endpoint: is `make demo` (or the moto server it used) "
+                f"running, and is {stack!r} the stack it created? (--stack)"
+            ) from exc
+        raise
+
+
+def _day(variable: str, default: int) -> int:
+    value = os.environ.get(variable, "").strip()
+    return int(value) if value.isdigit() else default
+
+
+def _deployed(base: Target, cloudformation: CloudFormationClient | None) -> Target:
+    assert cloudformation is not None
+    try:
+        stacks = cloudformation.describe_stacks(StackName=base.stack)["Stacks"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ValidationError":
+            raise TargetError(
+                f"no CloudFormation stack {base.stack!r} in {base.region} (--stack, $VERIFYFEED_STACK; "
+                "--local for the local stack)"
+            ) from exc
+        raise
+    outputs = {o["OutputKey"]: o.get("OutputValue", "") for o in stacks[0].get("Outputs", [])}
+    parameters = {p["ParameterKey"]: p.get("ParameterValue", "") for p in stacks[0].get("Parameters", [])}
+    missing = [output for output in OUTPUTS.values() if not outputs.get(output)]
+    if missing:
+        raise TargetError(
+            f"stack {base.stack!r} has no output {', '.join(missing)}: is it a verifyfeed stack?"
+        )
+    found = _named(base, {field: outputs[output] for field, output in OUTPUTS.items()})
+    return replace(
+        found,
+        blackout_start_day=int(parameters.get("BlackoutStartDay") or base.blackout_start_day),
+        blackout_resume_day=int(parameters.get("BlackoutResumeDay") or base.blackout_resume_day),
+    )

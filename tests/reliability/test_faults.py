@@ -1,0 +1,555 @@
+"""Injected faults: the sandbox's knobs, work killed midway, and SQS delivering the same message
+twice at once. A file goes through the splitter, its batches through the real work queue and the
+uploader *handler* (partial batch responses, redelivery, the dead-letter queue), and the sandbox's
+ledger decides: every accepted row reached upstream exactly once, or its batch is visibly flagged
+(failed / unknown / deferred / dead-lettered); never silently lost, never silently sent twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+
+from local.events import sqs_event
+from local.lambda_context import new_context
+from local.runner import load_handler
+from sandbox.server import SandboxHandle
+from tests.integration.conftest import ROOT, SettingsFactory, drain_queue
+from tests.reliability.support import (
+    ConflictingClient,
+    check_ledger,
+    dead_letters,
+    drop,
+    isolated_transactions,
+    pump_uploader,
+    release_and_drain,
+    repair_row,
+)
+from tests.reliability.test_hostile_files import csv_bytes
+from verifyfeed.clock import FixedClock
+from verifyfeed.logic.poller import poll
+from verifyfeed.logic.splitter import DroppedObject, split_object
+from verifyfeed.logic.uploader import Delivery, RetryLater, submit_audit, upload_batch
+from verifyfeed.models.messages import CarrierAuditMessage, LostRepairBatchMessage
+from verifyfeed.models.records import AuditStatus, BatchStatus, JobStatus
+from verifyfeed.rules.hashing import sha256_hex
+from verifyfeed.services import Services, build_services
+from verifyfeed.store.jobs import JobStore
+
+pytestmark = pytest.mark.integration
+PER_BATCH = 4
+_starts = iter(range(100_000, 10**7, 1_000))
+
+
+class WorkerKilled(BaseException):
+    """The process died here (a Lambda timeout or a crash): no ``except Exception`` catches it."""
+
+
+@dataclass
+class Split:
+    job_id: str
+    sent: dict[int, list[str]]  # batch seq -> the idcodes it carries
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+
+@pytest.fixture
+def small_batches(make_settings: SettingsFactory, clock: FixedClock) -> Services:
+    return build_services(make_settings(BATCH_MAX_RECORDS=str(PER_BATCH)), clock)
+
+
+def split_file(services: Services, rows: int, *, leave_in_queue: bool = True) -> Split:
+    """Drop a file of ``rows`` valid people; the splitter queues ceil(rows / PER_BATCH) batches."""
+    queue = services.settings.work_queue_url
+    drain_queue(queue)
+    start = next(_starts)
+    people = [repair_row(start + i, phone=i % 2 == 0) for i in range(rows)]
+    key = f"lost-repair/faults-{start}.csv"
+    event = drop(services.settings.ingest_bucket, key, csv_bytes(people))
+    result = split_object(services, DroppedObject.from_event_record(event["Records"][0]))
+    assert result.outcome == "split" and result.counts.rows_accepted == rows
+    idcodes = [sha256_hex(p[1]) for p in people]
+    sent = {seq + 1: idcodes[seq * PER_BATCH : (seq + 1) * PER_BATCH] for seq in range(-(-rows // PER_BATCH))}
+    split = Split(result.job_id, sent)
+    if not leave_in_queue:
+        split.messages = [m for m in drain_queue(queue) if m.get("job_id") == result.job_id]
+    return split
+
+
+# ---- the fault matrix, through the uploader handler ---------------------------------------------
+
+
+@dataclass
+class Scenario:
+    id: str
+    faults: list[dict[str, Any]]
+    statuses: dict[str, int]  # the batches' final statuses (3 batches)
+    charged: int  # distinct rows upstream holds at the end (12 accepted)
+    sandbox_clock: str = ""
+
+
+LR = {"endpoint": "lost_repair"}
+SCENARIOS = [
+    Scenario("http_500_once", [{**LR, "status_code": 500, "count": 1}], {"succeeded": 3}, 12),
+    Scenario("http_502_twice", [{**LR, "status_code": 502, "count": 2}], {"succeeded": 3}, 12),
+    Scenario("http_503_once", [{**LR, "status_code": 503, "count": 1}], {"succeeded": 3}, 12),
+    Scenario("http_429_once", [{**LR, "status_code": 429, "count": 1}], {"succeeded": 3}, 12),
+    Scenario("gateway_timeout_504", [{**LR, "timeout_s": 0.2, "count": 1}], {"succeeded": 3}, 12),
+    Scenario(
+        "http_400_is_not_retried", [{**LR, "status_code": 400, "count": 1}], {"succeeded": 2, "failed": 1}, 8
+    ),
+    Scenario("http_503_for_ever", [{**LR, "status_code": 503}], {"failed": 3}, 0),
+    Scenario("error_rate_30_percent", [{**LR, "error_rate": 0.3}], {"succeeded": 3}, 12),
+    Scenario(
+        "read_timeout_before_processing",
+        [{**LR, "timeout_s": 2.5, "count": 1}],
+        {"succeeded": 2, "unknown": 1},
+        8,
+    ),
+    Scenario(
+        "read_timeout_after_acceptance",
+        [{**LR, "timeout_s": 2.5, "phase": "after", "count": 1}],
+        {"succeeded": 2, "unknown": 1},
+        12,
+    ),
+    Scenario(
+        "reset_before_processing", [{**LR, "reset": True, "count": 1}], {"succeeded": 2, "unknown": 1}, 8
+    ),
+    Scenario(
+        "reset_after_acceptance",
+        [{**LR, "reset": True, "phase": "after", "count": 1}],
+        {"succeeded": 2, "unknown": 1},
+        12,
+    ),
+    Scenario(
+        "invalid_json_before_processing",
+        [{**LR, "invalid_json": True, "count": 1}],
+        {"succeeded": 2, "unknown": 1},
+        8,
+    ),
+    Scenario(
+        "invalid_json_after_acceptance",
+        [{**LR, "invalid_json": True, "phase": "after", "count": 1}],
+        {"succeeded": 2, "unknown": 1},
+        12,
+    ),
+    Scenario("state0_once", [{**LR, "state0": True, "count": 1}], {"succeeded": 3}, 12),
+    Scenario("state0_always", [{**LR, "state0": True}], {"failed": 3}, 0),
+    Scenario("slow_200ms", [{**LR, "latency_ms": 200}], {"succeeded": 3}, 12),
+    Scenario("slow_1200ms_just_under_the_read_timeout", [{**LR, "latency_ms": 1200}], {"succeeded": 3}, 12),
+    Scenario(
+        "mixed_503_reset_after_state0",
+        [
+            {**LR, "status_code": 503, "count": 1},
+            {**LR, "reset": True, "phase": "after", "count": 1},
+            {**LR, "state0": True, "count": 1},
+        ],
+        {"succeeded": 2, "unknown": 1},
+        12,
+    ),
+    Scenario("upstream_in_blackout", [], {"deferred": 3}, 0, sandbox_clock="2026-12-27T00:00:05+08:00"),
+]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.id for s in SCENARIOS])
+def test_fault(
+    scenario: Scenario,
+    small_batches: Services,
+    sandbox: SandboxHandle,
+    uploader_handler: Any,
+    stack: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    split = split_file(small_batches, 3 * PER_BATCH)
+    if scenario.sandbox_clock:  # upstream's clock is past midnight on the 26th, ours a little behind
+        from verifyfeed.services import get_services
+
+        ours = FixedClock(datetime.fromisoformat(scenario.sandbox_clock) - timedelta(seconds=7))
+        monkeypatch.setattr(get_services(), "clock", ours)
+        monkeypatch.setattr(get_services().upstream, "_clock", ours)
+        sandbox.set_clock(scenario.sandbox_clock)
+    sandbox.set_faults(scenario.faults)
+
+    started = time.perf_counter()
+    stats = pump_uploader(uploader_handler, small_batches.settings.work_queue_url, timeout_s=90)
+    elapsed = time.perf_counter() - started
+
+    dlq = {m.get("batch_id", "") for m in dead_letters(stack.dlq_url)}
+    check = check_ledger(small_batches, sandbox, split.job_id, split.sent, dlq)
+    assert dict(check.statuses) == scenario.statuses
+    assert len(sandbox.record_counts()) == scenario.charged
+    job = small_batches.jobs.get_job(split.job_id)
+    assert job is not None
+    expected_job = (
+        JobStatus.DEFERRED
+        if scenario.statuses.get("deferred")
+        else JobStatus.COMPLETED
+        if scenario.statuses == {"succeeded": 3}
+        else JobStatus.COMPLETED_WITH_ERRORS
+    )
+    assert job.status == expected_job
+    print(f"{scenario.id}: {stats} in {elapsed:.2f}s")
+
+
+# ---- killed midway -------------------------------------------------------------------------------
+
+
+def die_before_recording(monkeypatch: pytest.MonkeyPatch, status: BatchStatus) -> list[str]:
+    """The worker dies once, right before it records a batch as ``status`` (after upstream answered)."""
+    original = JobStore.transition
+    died: list[str] = []
+
+    def transition(self: JobStore, batch: Any, to: BatchStatus, now: Any, **kwargs: Any) -> Any:
+        if to == status and not died:
+            died.append(batch.batch_id)
+            raise WorkerKilled(f"killed before recording {batch.batch_id} as {to.value}")
+        return original(self, batch, to, now, **kwargs)
+
+    monkeypatch.setattr(JobStore, "transition", transition)
+    return died
+
+
+def upload_requests(sandbox: SandboxHandle) -> int:
+    return len([e for e in sandbox.ledger() if e.endpoint.endswith("lost_repair_upload_data")])
+
+
+def test_worker_dies_between_upstream_success_and_its_own_write(
+    small_batches: Services, clock: FixedClock, sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    split = split_file(small_batches, PER_BATCH, leave_in_queue=False)
+    [message] = [LostRepairBatchMessage.model_validate(m) for m in split.messages]
+    died = die_before_recording(monkeypatch, BatchStatus.SUCCEEDED)
+    with pytest.raises(WorkerKilled):
+        upload_batch(small_batches, message, Delivery())
+    monkeypatch.undo()
+    assert died and len(sandbox.record_counts()) == PER_BATCH  # upstream accepted and charged it
+    batch = small_batches.jobs.get_batch(split.job_id, 1)
+    assert batch is not None and batch.status == BatchStatus.SENDING
+
+    # SQS redelivers while the dead worker's lease still runs: nothing is sent
+    with pytest.raises(RetryLater, match="lease"):
+        upload_batch(small_batches, message, Delivery(receive_count=2))
+    # and after it ran out: held as unknown for an operator, never paid for twice
+    clock.move_to(clock.now() + timedelta(seconds=small_batches.settings.send_lease_seconds + 1))
+    assert upload_batch(small_batches, message, Delivery(receive_count=3)) == "unknown"
+    assert upload_batch(small_batches, message, Delivery(receive_count=4)) == "unknown"
+    check = check_ledger(small_batches, sandbox, split.job_id, split.sent)
+    assert check.statuses == {"unknown": 1} and check.flagged_but_charged == PER_BATCH
+    assert upload_requests(sandbox) == 1
+
+
+@pytest.fixture
+def fresh_uploaders(handler_env: dict[str, str]) -> Iterator[list[Any]]:
+    """Uploader handlers in execution environments of their own (their own Powertools batch
+    processor and idempotency layer), as Lambda runs concurrent invocations."""
+    import sys
+
+    names = [f"uploader_rel_{n}_{id(handler_env)}" for n in range(2)]
+    yield [load_handler(name, ROOT / "functions" / "uploader" / "app.py") for name in names]
+    for name in names:
+        sys.modules.pop(f"verifyfeed_fn_{name}", None)
+
+
+def receive_all(queue_url: str, expected: int, visibility: int) -> list[dict[str, Any]]:
+    sqs = boto3.client("sqs")
+    got: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 10
+    while len(got) < expected and time.monotonic() < deadline:
+        got += sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, AttributeNames=["All"], VisibilityTimeout=visibility
+        ).get("Messages", [])
+    assert len(got) == expected
+    return got
+
+
+def expire_in_progress_idempotency_records(services: Services) -> int:
+    """What time does to a dead invocation's INPROGRESS record (it expires with its remaining time)."""
+    db = boto3.client("dynamodb")
+    items = db.scan(TableName=services.settings.idempotency_table).get("Items", [])
+    stale = [i for i in items if i.get("status", {}).get("S") == "INPROGRESS"]
+    for item in stale:
+        db.delete_item(TableName=services.settings.idempotency_table, Key={"id": item["id"]})
+    return len(stale)
+
+
+def test_uploader_handler_killed_after_upstream_accepted(
+    small_batches: Services,
+    sandbox: SandboxHandle,
+    fresh_uploaders: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from verifyfeed.services import get_services
+
+    uploader = fresh_uploaders[0]
+    queue = small_batches.settings.work_queue_url
+    split = split_file(small_batches, PER_BATCH)
+    [first] = receive_all(queue, 1, visibility=0)
+    died = die_before_recording(monkeypatch, BatchStatus.SUCCEEDED)
+    with pytest.raises(WorkerKilled):
+        uploader(sqs_event([first]), new_context("uploader", 120, 1024))
+    monkeypatch.undo()
+    assert died and upload_requests(sandbox) == 1 and len(sandbox.record_counts()) == PER_BATCH
+    assert expire_in_progress_idempotency_records(small_batches) == 1
+
+    # redelivered while the lease is live: reported as a failed item, nothing sent
+    [second] = receive_all(queue, 1, visibility=30)
+    reply = uploader(sqs_event([second]), new_context("uploader", 120, 1024))
+    assert [f["itemIdentifier"] for f in reply["batchItemFailures"]] == [second["MessageId"]]
+    assert upload_requests(sandbox) == 1
+
+    # the lease runs out; SQS delivers again (the backoff the handler asked for has passed)
+    env_services = get_services()  # what every loaded handler module runs with
+    later = env_services.clock.now() + timedelta(seconds=env_services.settings.send_lease_seconds + 1)
+    monkeypatch.setattr(env_services, "clock", FixedClock(later))
+    boto3.client("sqs").change_message_visibility(
+        QueueUrl=queue, ReceiptHandle=second["ReceiptHandle"], VisibilityTimeout=0
+    )
+    stats = pump_uploader(uploader, queue)
+    assert stats.item_failures == 0
+    check = check_ledger(small_batches, sandbox, split.job_id, split.sent)
+    assert check.statuses == {"unknown": 1} and check.flagged_but_charged == PER_BATCH
+    assert upload_requests(sandbox) == 1
+
+
+def test_splitter_killed_midway_then_the_notification_is_retried(
+    small_batches: Services, sandbox: SandboxHandle, uploader_handler: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from verifyfeed import aws
+
+    queue = small_batches.settings.work_queue_url
+    drain_queue(queue)
+    start = next(_starts)
+    people = [repair_row(start + i) for i in range(5 * PER_BATCH)]
+    event = drop(small_batches.settings.ingest_bucket, f"lost-repair/killed-{start}.csv", csv_bytes(people))
+    dropped = DroppedObject.from_event_record(event["Records"][0])
+
+    real = aws.sqs()
+
+    class DiesOnThirdSend:
+        sent = 0
+
+        def send_message(self, **kwargs: Any) -> Any:
+            if self.sent == 2:
+                raise WorkerKilled("splitter killed while queueing batch 3")
+            self.sent += 1
+            return real.send_message(**kwargs)
+
+    dying = DiesOnThirdSend()
+    monkeypatch.setattr(aws, "sqs", lambda: dying)
+    with pytest.raises(WorkerKilled):
+        split_object(small_batches, dropped)
+    monkeypatch.undo()
+    job = small_batches.jobs.get_job(dropped.job_id)
+    assert job is not None and job.status == JobStatus.SPLITTING
+    assert len(list(small_batches.jobs.batches(dropped.job_id))) == 3  # batch 3 recorded, not queued
+
+    # S3 / Lambda retry the notification: the split resumes, re-queueing batches 1 and 2 as well
+    again = split_object(small_batches, dropped)
+    assert again.outcome == "split" and again.counts.rows_accepted == 5 * PER_BATCH
+    stats = pump_uploader(uploader_handler, queue)
+    assert stats.deliveries == 7  # 2 + 5 messages: two of them duplicates
+
+    idcodes = [sha256_hex(p[1]) for p in people]
+    sent = {seq + 1: idcodes[seq * PER_BATCH : (seq + 1) * PER_BATCH] for seq in range(5)}
+    check = check_ledger(small_batches, sandbox, dropped.job_id, sent)
+    assert check.statuses == {"succeeded": 5} and check.charged_rows == 5 * PER_BATCH
+    assert upload_requests(sandbox) == 5
+
+
+# ---- the same message twice at once --------------------------------------------------------------
+
+
+def test_same_message_delivered_twice_at_once_to_the_core(
+    small_batches: Services, sandbox: SandboxHandle
+) -> None:
+    split = split_file(small_batches, 10 * PER_BATCH, leave_in_queue=False)
+    messages = [LostRepairBatchMessage.model_validate(m) for m in split.messages]
+    sandbox.set_faults({**LR, "latency_ms": 300})  # both copies are in flight together
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def deliver(message: LostRepairBatchMessage, barrier: threading.Barrier) -> None:
+        barrier.wait()
+        try:
+            outcome = upload_batch(small_batches, message, Delivery(receive_count=1))
+        except RetryLater as exc:
+            outcome = "retry_later: " + exc.reason
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            outcome = f"crashed: {type(exc).__name__}: {exc}"
+        with lock:
+            outcomes.append(outcome)
+
+    threads = []
+    for message in messages:
+        barrier = threading.Barrier(2)
+        threads += [threading.Thread(target=deliver, args=(message, barrier)) for _ in range(2)]
+    with isolated_transactions():
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+
+    assert Counter(o.split(":")[0] for o in outcomes) == {"succeeded": 10, "retry_later": 10}, [
+        o for o in outcomes if o.startswith("crashed")
+    ]
+    check = check_ledger(small_batches, sandbox, split.job_id, split.sent)
+    assert check.statuses == {"succeeded": 10} and check.charged_rows == 10 * PER_BATCH
+    assert upload_requests(sandbox) == 10
+
+
+def test_sqs_redelivers_the_same_messages_concurrently_to_two_invocations(
+    small_batches: Services, sandbox: SandboxHandle, fresh_uploaders: list[Any]
+) -> None:
+    queue = small_batches.settings.work_queue_url
+    split = split_file(small_batches, 5 * PER_BATCH)
+    first = receive_all(queue, 5, visibility=0)  # visible again at once: SQS hands them out again
+    second = receive_all(queue, 5, visibility=60)
+    assert {m["MessageId"] for m in first} == {m["MessageId"] for m in second}
+    assert {m["ReceiptHandle"] for m in first}.isdisjoint(m["ReceiptHandle"] for m in second)
+    sandbox.set_faults({**LR, "latency_ms": 300})
+
+    replies: list[dict[str, Any]] = [{}, {}]
+    barrier = threading.Barrier(2)
+
+    def invoke(n: int, messages: list[dict[str, Any]]) -> None:
+        barrier.wait()
+        replies[n] = fresh_uploaders[n](sqs_event(messages), new_context("uploader", 120, 1024))
+
+    threads = [threading.Thread(target=invoke, args=(n, m)) for n, m in enumerate((first, second))]
+    with isolated_transactions():
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+
+    failed = [{f["itemIdentifier"] for f in reply["batchItemFailures"]} for reply in replies]
+    ids = {m["MessageId"] for m in first}
+    assert not (failed[0] & failed[1]), "every message was handled by one of the two invocations"
+    assert failed[0] | failed[1], "the two deliveries did overlap: one was turned away"
+    assert failed[0] | failed[1] <= ids
+    check = check_ledger(small_batches, sandbox, split.job_id, split.sent)
+    assert check.statuses == {"succeeded": 5} and check.charged_rows == 5 * PER_BATCH
+    assert upload_requests(sandbox) == 5  # each batch charged exactly once
+    release_and_drain(queue, first + second)  # the losing copies would wait out their backoff
+
+
+# ---- DynamoDB transaction conflicts when recording an answer -----------------------------------
+
+
+@pytest.mark.parametrize("conflicts", [1, 3])
+def test_a_transaction_conflict_when_recording_a_charged_batch_is_retried(
+    conflicts: int, small_batches: Services, sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Concurrent workers of one job all move the job's counters: DynamoDB cancels the loser's
+    transaction. That must not turn a charged, answered batch into an unknown one."""
+    split = split_file(small_batches, PER_BATCH, leave_in_queue=False)
+    [message] = [LostRepairBatchMessage.model_validate(m) for m in split.messages]
+    conflicting = ConflictingClient(small_batches.jobs._db, conflicts)
+    monkeypatch.setattr(small_batches.jobs, "_db", conflicting)
+    assert upload_batch(small_batches, message, Delivery()) == "succeeded"
+    assert conflicting.refused == conflicts
+    check = check_ledger(small_batches, sandbox, split.job_id, split.sent)
+    assert check.statuses == {"succeeded": 1} and upload_requests(sandbox) == 1
+
+
+def test_a_conflict_that_persists_is_bounded_and_ends_flagged(
+    small_batches: Services, clock: FixedClock, sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import ClientError
+
+    split = split_file(small_batches, PER_BATCH, leave_in_queue=False)
+    [message] = [LostRepairBatchMessage.model_validate(m) for m in split.messages]
+    conflicting = ConflictingClient(small_batches.jobs._db, 10)
+    monkeypatch.setattr(small_batches.jobs, "_db", conflicting)
+    with pytest.raises(ClientError, match="TransactionCanceled"):
+        upload_batch(small_batches, message, Delivery())
+    assert conflicting.refused == 4  # tried four times, then gave the error to SQS
+    monkeypatch.undo()
+    clock.move_to(clock.now() + timedelta(seconds=small_batches.settings.send_lease_seconds + 1))
+    assert upload_batch(small_batches, message, Delivery(receive_count=2)) == "unknown"
+    check = check_ledger(small_batches, sandbox, split.job_id, split.sent)
+    assert check.statuses == {"unknown": 1} and upload_requests(sandbox) == 1
+
+
+def test_a_transaction_conflict_when_recording_an_audit_is_retried(
+    small_batches: Services, sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.reliability.test_hostile_files import _audit_rows
+
+    services = small_batches
+    queue = services.settings.work_queue_url
+    drain_queue(queue)
+    base = next(_starts)
+    event = drop(services.settings.ingest_bucket, f"carrier-audit/conflict-{base}.csv", _audit_rows(base))
+    result = split_object(services, DroppedObject.from_event_record(event["Records"][0]))
+    messages = [
+        CarrierAuditMessage.model_validate(m) for m in drain_queue(queue) if m.get("job_id") == result.job_id
+    ]
+    conflicting = ConflictingClient(services.audits._db, 2)
+    monkeypatch.setattr(services.audits, "_db", conflicting)
+    assert [submit_audit(services, m, Delivery()) for m in messages] == ["pending", "pending"]
+    assert conflicting.refused == 2
+    adds = [e for e in sandbox.ledger() if e.endpoint == "/carrierAudit/add"]
+    assert len(adds) == 2 and all(e.accepted for e in adds)
+    job = services.jobs.get_job(result.job_id)
+    assert job is not None and job.batches_succeeded == 2 and job.status == JobStatus.COMPLETED
+
+
+# ---- the dead-letter queue and a callback that never comes ---------------------------------------
+
+
+def test_a_poison_message_is_dead_lettered_without_blocking_the_others(
+    small_batches: Services, sandbox: SandboxHandle, uploader_handler: Any, stack: Any
+) -> None:
+    queue = small_batches.settings.work_queue_url
+    split = split_file(small_batches, 2 * PER_BATCH)
+    poison = '{"kind": "lost_repair_batch", "job_id": "x", "records": "not a list"}'
+    boto3.client("sqs").send_message(QueueUrl=queue, MessageBody=poison)
+    stats = pump_uploader(uploader_handler, queue, visibility_s=0)  # as if 750 s had passed each time
+    assert stats.item_failures >= 7  # retried until SQS gave up on it after maxReceiveCount
+    assert poison in [m.get("Body") for m in _raw_dead_letters(stack.dlq_url)]
+    check = check_ledger(small_batches, sandbox, split.job_id, split.sent)
+    assert check.statuses == {"succeeded": 2}
+
+
+def _raw_dead_letters(dlq_url: str) -> list[dict[str, Any]]:
+    sqs = boto3.client("sqs")
+    got = sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=0)
+    return list(got.get("Messages", []))
+
+
+def test_a_callback_never_sent_is_settled_by_the_poller(
+    make_settings: SettingsFactory, clock: FixedClock, sandbox: SandboxHandle
+) -> None:
+    from tests.reliability.test_hostile_files import _audit_rows  # two valid audits among hostile rows
+
+    services = build_services(make_settings(POLL_PENDING_AGE_SECONDS="0", POLL_MAX_ITEMS="5000"), clock)
+    queue = services.settings.work_queue_url
+    drain_queue(queue)
+    sandbox.set_faults({"drop_callbacks": True})
+    base = next(_starts)
+    event = drop(services.settings.ingest_bucket, f"carrier-audit/nocallback-{base}.csv", _audit_rows(base))
+    result = split_object(services, DroppedObject.from_event_record(event["Records"][0]))
+    messages = [
+        CarrierAuditMessage.model_validate(m) for m in drain_queue(queue) if m.get("job_id") == result.job_id
+    ]
+    assert [submit_audit(services, m, Delivery()) for m in messages] == ["pending", "pending"]
+    deadline = time.monotonic() + 10
+    while any(a.status == 0 for a in sandbox.audits()) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the sandbox decides after its delay; poll until it has
+    assert all(a.status != 0 for a in sandbox.audits())
+    assert {services.audits.get(m.audit_key).status for m in messages} == {AuditStatus.PENDING}  # type: ignore[union-attr]
+
+    clock.move_to(clock.now() + timedelta(seconds=1))
+    poll(services)
+    settled = {services.audits.get(m.audit_key).status for m in messages}  # type: ignore[union-attr]
+    assert settled == {AuditStatus.PASSED}
+    assert poll(services).outcomes.get("applied", 0) == 0  # nothing left to settle for these
+    drain_queue(queue)

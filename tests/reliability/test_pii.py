@@ -1,0 +1,214 @@
+"""No plaintext ID or phone number in logs, DynamoDB items or reports.
+
+A workload that touches every path that logs or stores something runs through the four handlers
+while every log record is captured (what Powertools wrote, and every attribute of every record):
+hostile lost-repair rows (IDs full-width, lower-case x, 15-digit, with zero-width characters, in
+the wrong column; phones as authCodes), upstream faults (retries, a lost answer), carrier audits
+(whose messages carry the plaintext upstream needs), signed and forged callbacks, the poller.
+Then the logs, every item of every table and every object under reports/ and claims/ are scanned
+for every plaintext ID and phone number the test data used, and for anything that looks like one.
+Each scan is checked first on a planted value, so a scan that sees nothing cannot pass by accident.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+import boto3
+import pytest
+
+from local.events import api_gateway_proxy_event, scheduled_event
+from local.lambda_context import new_context
+from sandbox.server import SandboxHandle
+from tests.integration.conftest import API_ID, CALLBACK_SECRET, drain_queue
+from tests.reliability.support import (
+    PII,
+    capture_logs,
+    cn_name,
+    drop,
+    find_pii,
+    legacy_id,
+    mobile,
+    person_id,
+    pump_uploader,
+    repair_row,
+    scan_objects,
+    scan_tables,
+)
+from tests.reliability.test_hostile_files import AUDIT_HEADER, csv_bytes
+from verifyfeed.models.records import AuditStatus
+from verifyfeed.services import Services
+from verifyfeed.upstream.signing import sign_body
+
+pytestmark = pytest.mark.integration
+BASE = 900_000
+
+
+def wide(text: str) -> str:
+    return "".join(chr(ord(c) + 0xFEE0) if c.isascii() and c.isalnum() else c for c in text)
+
+
+def bad_check_digit(pid: str) -> str:
+    return pid[:-1] + ("0" if pid[-1] != "0" else "1")
+
+
+def hostile_repair_file() -> bytes:
+    rows = [repair_row(BASE + i) for i in range(8)]
+    rows.append(["全角", wide(person_id(BASE + 20)), wide(mobile(BASE + 20)), "W1"])
+    rows.append(["小写", person_id(BASE + 21).lower(), mobile(BASE + 21), "W2"])
+    rows.append(["旧号", legacy_id(BASE + 22), "", "W3"])
+    rows.append(["零宽", person_id(BASE + 23)[:5] + "\u200b" + person_id(BASE + 23)[5:], "", "W4"])
+    rows.append(["错列", "W5", mobile(BASE + 24), person_id(BASE + 24)])  # ID in the authCode column
+    rows.append(["号当码", "123", "", mobile(BASE + 25)])  # a phone as authCode, ID invalid
+    rows.append(["坏号", bad_check_digit(person_id(BASE + 26)), mobile(BASE + 26), "W7"])
+    rows.append(["座机", person_id(BASE + 27), "010" + mobile(BASE + 27)[3:], "W8"])
+    rows.append([cn_name(BASE), person_id(BASE), "", "W9"])  # duplicate of the first row
+    rows.append(["空字\x00符", person_id(BASE + 28), mobile(BASE + 28), "W10"])
+    return csv_bytes(rows)
+
+
+def audit_file() -> bytes:
+    def row(n: int, **over: str) -> list[str]:
+        values = {
+            "usage": "2",
+            "name": "李四",
+            "idCard": person_id(n),
+            "phone": mobile(n),
+            "carLicensePlate": f"粤B{n % 100000:05d}",
+            "drivingLicenseFilename": "dl.jpg",
+            "attachmentFileUrls": "a.jpg" if n % 2 else "reject.jpg",
+        }
+        values.update(over)
+        return [values[h] for h in AUDIT_HEADER]
+
+    rows = [row(BASE + 40 + i) for i in range(4)]
+    rows.append(row(BASE + 50, phone="021" + mobile(BASE + 50)[3:]))  # landline: rejected
+    rows.append(row(BASE + 51, idCard=bad_check_digit(person_id(BASE + 51))))
+    return csv_bytes(rows, header=AUDIT_HEADER)
+
+
+def callback(handler: Any, payload: dict[str, Any], secret: str = CALLBACK_SECRET) -> int:
+    raw = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    event = api_gateway_proxy_event(
+        "POST",
+        "/callbacks/carrier-audit",
+        {"sign": sign_body(raw, secret), "Content-Type": "application/json"},
+        raw,
+    )
+    return int(handler(event, new_context("callback", 10, 512))["statusCode"])
+
+
+def test_no_plaintext_id_or_phone_in_logs_tables_or_reports(
+    services: Services,
+    sandbox: SandboxHandle,
+    splitter_handler: Any,
+    uploader_handler: Any,
+    callback_handler: Any,
+    poller_handler: Any,
+    stack: Any,
+) -> None:
+    bucket = services.settings.ingest_bucket
+    queue = services.settings.work_queue_url
+    drain_queue(queue)
+    planted_id, planted_phone = person_id(BASE + 99), mobile(BASE + 99)
+
+    with capture_logs() as logs:
+        # lost repair: hostile rows, then upstream faults on the way
+        key = f"lost-repair/pii-{uuid.uuid4().hex[:6]}.csv"
+        reply = splitter_handler(drop(bucket, key, hostile_repair_file()), new_context("splitter", 900, 1024))
+        assert reply["jobs"][0]["rows_accepted"] == 12 and reply["jobs"][0]["rows_rejected"] == 6
+        sandbox.set_faults([{"endpoint": "lost_repair", "status_code": 503, "count": 1}])
+        pump_uploader(uploader_handler, queue)
+        # a file refused as a whole: its first row is data, not a header
+        refused = csv_bytes([repair_row(BASE + 30)], header=None)
+        splitter_handler(
+            drop(bucket, f"lost-repair/pii-nohdr-{uuid.uuid4().hex[:6]}.csv", refused),
+            new_context("splitter", 900, 1024),
+        )
+        # another batch whose answer is lost after upstream accepted it
+        again = csv_bytes([repair_row(BASE + 31), repair_row(BASE + 32)])
+        splitter_handler(
+            drop(bucket, f"lost-repair/pii-lost-{uuid.uuid4().hex[:6]}.csv", again),
+            new_context("splitter", 900, 1024),
+        )
+        sandbox.set_faults([{"endpoint": "lost_repair", "reset": True, "phase": "after", "count": 1}])
+        pump_uploader(uploader_handler, queue)
+
+        # carrier audits: plaintext travels to upstream, never into our logs or tables
+        sandbox.set_faults([{"endpoint": "audit_add", "status_code": 503, "count": 1}])
+        key = f"carrier-audit/pii-{uuid.uuid4().hex[:6]}.csv"
+        reply = splitter_handler(drop(bucket, key, audit_file()), new_context("splitter", 900, 1024))
+        assert reply["jobs"][0]["rows_accepted"] == 4
+        pump_uploader(uploader_handler, queue)
+        pending = [a for a in services.audits.scan_all() if a.job_id == reply["jobs"][0]["job_id"]]
+        assert len(pending) == 4 and all(a.status == AuditStatus.PENDING for a in pending)
+        for n, audit in enumerate(pending):
+            body = {
+                "apiId": API_ID,
+                "serviceName": "auditCarrierAudit",
+                "id": audit.record_id,
+                "status": 1 + n % 2,
+                "remarks": f"核验 {planted_id[:3]}",
+            }
+            assert callback(callback_handler, {**body, "status": 3}) == 400
+            assert callback(callback_handler, body, secret="forged") == 401
+            assert callback(callback_handler, body) == 200
+        poller_handler(scheduled_event(), new_context("poller", 300, 512))
+
+        # the positive control: a leak would be seen
+        logging.getLogger("verifyfeed.reliability").warning(
+            "control", extra={"x": [planted_id, planted_phone]}
+        )
+
+    found = find_pii(logs.all_text())
+    assert found == sorted([planted_id, planted_phone]), f"plaintext in the logs: {found}"
+    ours = sum(
+        n for name, n in logs.loggers.items() if name not in ("werkzeug", "botocore", "urllib3", "sandbox")
+    )
+    assert ours >= 10 and logs.written.getvalue().count('"level"') >= 10  # the scan saw our logs
+    print(
+        f"log records scanned: {len(logs.texts)}; Powertools lines: {logs.written.getvalue().count(chr(10))}"
+    )
+
+    # every item of every table
+    tables = [
+        services.settings.jobs_table,
+        services.settings.audits_table,
+        services.settings.idempotency_table,
+    ]
+    db = boto3.client("dynamodb")
+    control = {"pk": {"S": "CONTROL"}, "sk": {"S": "CONTROL"}, "note": {"S": f"phone {planted_phone}"}}
+    db.put_item(TableName=services.settings.jobs_table, Item=control)
+    try:
+        scanned, leaks = scan_tables(tables)
+    finally:
+        db.delete_item(TableName=services.settings.jobs_table, Key={"pk": control["pk"], "sk": control["sk"]})
+    assert leaks == [(services.settings.jobs_table, planted_phone)], f"plaintext in DynamoDB: {leaks}"
+    assert scanned >= 15  # 4 jobs, their batches, 4 audits, idempotency records at least
+
+    # every report and claim-check object
+    boto3.client("s3").put_object(Bucket=bucket, Key="reports/control.txt", Body=planted_id.encode())
+    try:
+        objects, leaks = scan_objects(bucket, ["reports/", "claims/"])
+    finally:
+        boto3.client("s3").delete_object(Bucket=bucket, Key="reports/control.txt")
+    assert leaks == [("reports/control.txt", planted_id)], f"plaintext in reports: {leaks}"
+    assert objects >= 6
+    print(f"DynamoDB items scanned: {scanned}; S3 objects scanned: {objects}; test identities: {len(PII)}")
+
+
+def test_the_scanner_finds_every_form_of_a_registered_number() -> None:
+    pid, phone = person_id(BASE + 98), mobile(BASE + 98)
+    assert find_pii(f"id={pid}") == [pid]
+    assert find_pii(f"x{pid.lower()}y") == [pid]
+    assert find_pii(wide(pid)) == [pid]
+    assert find_pii(f"手机{phone}号") == [phone]
+    assert find_pii(f"{pid[:3]}*************{pid[-2:]} {phone[:3]}******{phone[-2:]}") == []
+    unregistered = "11010519491231002X"  # a checksum-valid ID nobody registered: caught anyway
+    assert find_pii(f'"{unregistered}"', known=()) == [unregistered]
+    assert find_pii("serial SBX20261125100000ABCDEF digest " + "a1" * 32, known=()) == []
+    assert find_pii(f'"UpstreamLatency": [49.2951{phone}, 3.0{pid}]') == []  # fractions, not numbers
+    assert find_pii(f"tel.{phone}") == [phone]
