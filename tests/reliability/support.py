@@ -281,7 +281,7 @@ class PumpStats:
 
 def release_and_drain(queue_url: str, received: Iterable[Mapping[str, Any]]) -> None:
     """Make messages this test received visible again (ending the backoff the handler asked
-    for), then delete everything visible: the next test starts with an empty queue."""
+    for), then delete everything visible, so that the next test does not find them."""
     from botocore.exceptions import ClientError
 
     sqs = boto3.client("sqs")
@@ -298,7 +298,6 @@ def release_and_drain(queue_url: str, received: Iterable[Mapping[str, Any]]) -> 
             break
         for message in got["Messages"]:
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-    assert queue_depth(queue_url) == (0, 0)
 
 
 def queue_depth(queue_url: str) -> tuple[int, int]:
@@ -309,17 +308,47 @@ def queue_depth(queue_url: str) -> tuple[int, int]:
     return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
 
+def settled(services: Services, *job_ids: str) -> Callable[[], bool]:
+    """A condition: every one of these jobs has settled (or was rejected)."""
+
+    def check() -> bool:
+        jobs = [services.jobs.get_job(job_id) for job_id in job_ids]
+        return all(job is not None and job.status.value in _SETTLED for job in jobs)
+
+    return check
+
+
+_SETTLED = frozenset({"completed", "completed_with_errors", "deferred", "rejected"})
+
+
+def _job_of(message: Mapping[str, Any]) -> str | None:
+    try:
+        body = json.loads(message["Body"])
+    except ValueError:
+        return None
+    return body.get("job_id") if isinstance(body, dict) else None
+
+
 def pump_uploader(
     uploader: Callable[[dict[str, Any], Any], Any],
     queue_url: str,
     *,
+    jobs: Iterable[str] | None = None,
+    done: Callable[[], bool] | None = None,
     batch_size: int = 5,
     timeout_s: float = 60,
     visibility_s: int = 30,
 ) -> PumpStats:
-    """Deliver the work queue to ``uploader`` until it is empty (nothing visible, nothing in flight)."""
+    """Deliver the work queue to ``uploader`` until ``done()`` holds and nothing is visible.
+
+    With ``jobs``, messages of other jobs (left in flight by earlier tests, with whatever backoff
+    they were given) are deleted unprocessed: the queue is shared by the whole session. Without
+    ``done``, the pump runs until the queue is empty, nothing in flight included.
+    """
     sqs = boto3.client("sqs")
     stats = PumpStats()
+    mine = set(jobs) if jobs is not None else None
+    finished = done or (lambda: queue_depth(queue_url) == (0, 0))
     deadline = time.monotonic() + timeout_s
     while True:
         got = sqs.receive_message(
@@ -330,13 +359,17 @@ def pump_uploader(
             VisibilityTimeout=visibility_s,
         )
         messages = got.get("Messages", [])
+        if mine is not None:
+            for foreign in [m for m in messages if _job_of(m) not in mine]:
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=foreign["ReceiptHandle"])
+                messages.remove(foreign)
+            if got.get("Messages") and not messages:
+                continue
         if not messages:
-            if queue_depth(queue_url) == (0, 0):
+            if finished():
                 return stats
             if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"the work queue did not drain in {timeout_s}s: {queue_depth(queue_url)}"
-                )
+                raise AssertionError(f"not done after {timeout_s}s; queue {queue_depth(queue_url)}")
             time.sleep(0.05)  # a retry is waiting for its visibility timeout: poll again
             continue
         event = sqs_event(messages)
@@ -353,7 +386,7 @@ def pump_uploader(
             if message["MessageId"] not in keep:
                 sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
         if time.monotonic() > deadline:
-            raise AssertionError(f"the work queue did not drain in {timeout_s}s")
+            raise AssertionError(f"not done after {timeout_s}s; queue {queue_depth(queue_url)}")
 
 
 def dead_letters(dlq_url: str) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ ledger decides: every accepted row reached upstream exactly once, or its batch i
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -32,6 +33,7 @@ from tests.reliability.support import (
     pump_uploader,
     release_and_drain,
     repair_row,
+    settled,
 )
 from tests.reliability.test_hostile_files import csv_bytes
 from verifyfeed.clock import FixedClock
@@ -93,20 +95,21 @@ class Scenario:
     statuses: dict[str, int]  # the batches' final statuses (3 batches)
     charged: int  # distinct rows upstream holds at the end (12 accepted)
     sandbox_clock: str = ""
+    retried: int = 0  # deliveries the handler must have reported as failed (and SQS redelivered)
 
 
 LR = {"endpoint": "lost_repair"}
 SCENARIOS = [
-    Scenario("http_500_once", [{**LR, "status_code": 500, "count": 1}], {"succeeded": 3}, 12),
-    Scenario("http_502_twice", [{**LR, "status_code": 502, "count": 2}], {"succeeded": 3}, 12),
-    Scenario("http_503_once", [{**LR, "status_code": 503, "count": 1}], {"succeeded": 3}, 12),
-    Scenario("http_429_once", [{**LR, "status_code": 429, "count": 1}], {"succeeded": 3}, 12),
-    Scenario("gateway_timeout_504", [{**LR, "timeout_s": 0.2, "count": 1}], {"succeeded": 3}, 12),
+    Scenario("http_500_once", [{**LR, "status_code": 500, "count": 1}], {"succeeded": 3}, 12, retried=1),
+    Scenario("http_502_twice", [{**LR, "status_code": 502, "count": 2}], {"succeeded": 3}, 12, retried=2),
+    Scenario("http_503_once", [{**LR, "status_code": 503, "count": 1}], {"succeeded": 3}, 12, retried=1),
+    Scenario("http_429_once", [{**LR, "status_code": 429, "count": 1}], {"succeeded": 3}, 12, retried=1),
+    Scenario("gateway_timeout_504", [{**LR, "timeout_s": 0.2, "count": 1}], {"succeeded": 3}, 12, retried=1),
     Scenario(
         "http_400_is_not_retried", [{**LR, "status_code": 400, "count": 1}], {"succeeded": 2, "failed": 1}, 8
     ),
-    Scenario("http_503_for_ever", [{**LR, "status_code": 503}], {"failed": 3}, 0),
-    Scenario("error_rate_30_percent", [{**LR, "error_rate": 0.3}], {"succeeded": 3}, 12),
+    Scenario("http_503_for_ever", [{**LR, "status_code": 503}], {"failed": 3}, 0, retried=21),
+    Scenario("error_rate_50_percent", [{**LR, "error_rate": 0.5}], {"succeeded": 3}, 12, retried=1),
     Scenario(
         "read_timeout_before_processing",
         [{**LR, "timeout_s": 2.5, "count": 1}],
@@ -140,8 +143,8 @@ SCENARIOS = [
         {"succeeded": 2, "unknown": 1},
         12,
     ),
-    Scenario("state0_once", [{**LR, "state0": True, "count": 1}], {"succeeded": 3}, 12),
-    Scenario("state0_always", [{**LR, "state0": True}], {"failed": 3}, 0),
+    Scenario("state0_once", [{**LR, "state0": True, "count": 1}], {"succeeded": 3}, 12, retried=1),
+    Scenario("state0_always", [{**LR, "state0": True}], {"failed": 3}, 0, retried=6),
     Scenario("slow_200ms", [{**LR, "latency_ms": 200}], {"succeeded": 3}, 12),
     Scenario("slow_1200ms_just_under_the_read_timeout", [{**LR, "latency_ms": 1200}], {"succeeded": 3}, 12),
     Scenario(
@@ -153,6 +156,7 @@ SCENARIOS = [
         ],
         {"succeeded": 2, "unknown": 1},
         12,
+        retried=2,
     ),
     Scenario("upstream_in_blackout", [], {"deferred": 3}, 0, sandbox_clock="2026-12-27T00:00:05+08:00"),
 ]
@@ -178,13 +182,20 @@ def test_fault(
     sandbox.set_faults(scenario.faults)
 
     started = time.perf_counter()
-    stats = pump_uploader(uploader_handler, small_batches.settings.work_queue_url, timeout_s=90)
+    stats = pump_uploader(
+        uploader_handler,
+        small_batches.settings.work_queue_url,
+        jobs=[split.job_id],
+        done=settled(small_batches, split.job_id),
+        timeout_s=90,
+    )
     elapsed = time.perf_counter() - started
 
     dlq = {m.get("batch_id", "") for m in dead_letters(stack.dlq_url)}
     check = check_ledger(small_batches, sandbox, split.job_id, split.sent, dlq)
     assert dict(check.statuses) == scenario.statuses
     assert len(sandbox.record_counts()) == scenario.charged
+    assert stats.item_failures >= scenario.retried and stats.handler_errors == 0
     job = small_batches.jobs.get_job(split.job_id)
     assert job is not None
     expected_job = (
@@ -257,14 +268,19 @@ def fresh_uploaders(handler_env: dict[str, str]) -> Iterator[list[Any]]:
         sys.modules.pop(f"verifyfeed_fn_{name}", None)
 
 
-def receive_all(queue_url: str, expected: int, visibility: int) -> list[dict[str, Any]]:
+def receive_all(queue_url: str, job_id: str, expected: int, visibility: int) -> list[dict[str, Any]]:
+    """Receive the job's ``expected`` messages (another test's stragglers are deleted)."""
     sqs = boto3.client("sqs")
     got: list[dict[str, Any]] = []
     deadline = time.monotonic() + 10
     while len(got) < expected and time.monotonic() < deadline:
-        got += sqs.receive_message(
+        for message in sqs.receive_message(
             QueueUrl=queue_url, MaxNumberOfMessages=10, AttributeNames=["All"], VisibilityTimeout=visibility
-        ).get("Messages", [])
+        ).get("Messages", []):
+            if json.loads(message["Body"]).get("job_id") == job_id:
+                got.append(message)
+            else:
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
     assert len(got) == expected
     return got
 
@@ -290,7 +306,7 @@ def test_uploader_handler_killed_after_upstream_accepted(
     uploader = fresh_uploaders[0]
     queue = small_batches.settings.work_queue_url
     split = split_file(small_batches, PER_BATCH)
-    [first] = receive_all(queue, 1, visibility=0)
+    [first] = receive_all(queue, split.job_id, 1, visibility=0)
     died = die_before_recording(monkeypatch, BatchStatus.SUCCEEDED)
     with pytest.raises(WorkerKilled):
         uploader(sqs_event([first]), new_context("uploader", 120, 1024))
@@ -299,7 +315,7 @@ def test_uploader_handler_killed_after_upstream_accepted(
     assert expire_in_progress_idempotency_records(small_batches) == 1
 
     # redelivered while the lease is live: reported as a failed item, nothing sent
-    [second] = receive_all(queue, 1, visibility=30)
+    [second] = receive_all(queue, split.job_id, 1, visibility=30)
     reply = uploader(sqs_event([second]), new_context("uploader", 120, 1024))
     assert [f["itemIdentifier"] for f in reply["batchItemFailures"]] == [second["MessageId"]]
     assert upload_requests(sandbox) == 1
@@ -311,7 +327,7 @@ def test_uploader_handler_killed_after_upstream_accepted(
     boto3.client("sqs").change_message_visibility(
         QueueUrl=queue, ReceiptHandle=second["ReceiptHandle"], VisibilityTimeout=0
     )
-    stats = pump_uploader(uploader, queue)
+    stats = pump_uploader(uploader, queue, jobs=[split.job_id], done=settled(small_batches, split.job_id))
     assert stats.item_failures == 0
     check = check_ledger(small_batches, sandbox, split.job_id, split.sent)
     assert check.statuses == {"unknown": 1} and check.flagged_but_charged == PER_BATCH
@@ -353,7 +369,9 @@ def test_splitter_killed_midway_then_the_notification_is_retried(
     # S3 / Lambda retry the notification: the split resumes, re-queueing batches 1 and 2 as well
     again = split_object(small_batches, dropped)
     assert again.outcome == "split" and again.counts.rows_accepted == 5 * PER_BATCH
-    stats = pump_uploader(uploader_handler, queue)
+    stats = pump_uploader(
+        uploader_handler, queue, jobs=[dropped.job_id], done=settled(small_batches, dropped.job_id)
+    )
     assert stats.deliveries == 7  # 2 + 5 messages: two of them duplicates
 
     idcodes = [sha256_hex(p[1]) for p in people]
@@ -409,8 +427,10 @@ def test_sqs_redelivers_the_same_messages_concurrently_to_two_invocations(
 ) -> None:
     queue = small_batches.settings.work_queue_url
     split = split_file(small_batches, 5 * PER_BATCH)
-    first = receive_all(queue, 5, visibility=0)  # visible again at once: SQS hands them out again
-    second = receive_all(queue, 5, visibility=60)
+    first = receive_all(
+        queue, split.job_id, 5, visibility=0
+    )  # visible again at once: SQS hands them out again
+    second = receive_all(queue, split.job_id, 5, visibility=60)
     assert {m["MessageId"] for m in first} == {m["MessageId"] for m in second}
     assert {m["ReceiptHandle"] for m in first}.isdisjoint(m["ReceiptHandle"] for m in second)
     sandbox.set_faults({**LR, "latency_ms": 300})
@@ -512,7 +532,14 @@ def test_a_poison_message_is_dead_lettered_without_blocking_the_others(
     split = split_file(small_batches, 2 * PER_BATCH)
     poison = '{"kind": "lost_repair_batch", "job_id": "x", "records": "not a list"}'
     boto3.client("sqs").send_message(QueueUrl=queue, MessageBody=poison)
-    stats = pump_uploader(uploader_handler, queue, visibility_s=0)  # as if 750 s had passed each time
+    in_dlq = settled(small_batches, split.job_id)
+    stats = pump_uploader(  # visibility 0: as if the 750 s visibility timeout had passed each time
+        uploader_handler,
+        queue,
+        jobs=[split.job_id, "x"],
+        done=lambda: in_dlq() and poison in [m.get("Body") for m in _raw_dead_letters(stack.dlq_url)],
+        visibility_s=0,
+    )
     assert stats.item_failures >= 7  # retried until SQS gave up on it after maxReceiveCount
     assert poison in [m.get("Body") for m in _raw_dead_letters(stack.dlq_url)]
     check = check_ledger(small_batches, sandbox, split.job_id, split.sent)

@@ -37,6 +37,7 @@ from tests.reliability.support import (
     repair_row,
     scan_objects,
     scan_tables,
+    settled,
 )
 from tests.reliability.test_hostile_files import AUDIT_HEADER, csv_bytes
 from verifyfeed.models.records import AuditStatus
@@ -115,13 +116,16 @@ def test_no_plaintext_id_or_phone_in_logs_tables_or_reports(
     drain_queue(queue)
     planted_id, planted_phone = person_id(BASE + 99), mobile(BASE + 99)
 
+    def pump(job_id: str) -> None:
+        pump_uploader(uploader_handler, queue, jobs=[job_id], done=settled(services, job_id))
+
     with capture_logs() as logs:
         # lost repair: hostile rows, then upstream faults on the way
         key = f"lost-repair/pii-{uuid.uuid4().hex[:6]}.csv"
         reply = splitter_handler(drop(bucket, key, hostile_repair_file()), new_context("splitter", 900, 1024))
         assert reply["jobs"][0]["rows_accepted"] == 12 and reply["jobs"][0]["rows_rejected"] == 6
         sandbox.set_faults([{"endpoint": "lost_repair", "status_code": 503, "count": 1}])
-        pump_uploader(uploader_handler, queue)
+        pump(reply["jobs"][0]["job_id"])
         # a file refused as a whole: its first row is data, not a header
         refused = csv_bytes([repair_row(BASE + 30)], header=None)
         splitter_handler(
@@ -130,19 +134,19 @@ def test_no_plaintext_id_or_phone_in_logs_tables_or_reports(
         )
         # another batch whose answer is lost after upstream accepted it
         again = csv_bytes([repair_row(BASE + 31), repair_row(BASE + 32)])
-        splitter_handler(
+        reply = splitter_handler(
             drop(bucket, f"lost-repair/pii-lost-{uuid.uuid4().hex[:6]}.csv", again),
             new_context("splitter", 900, 1024),
         )
         sandbox.set_faults([{"endpoint": "lost_repair", "reset": True, "phase": "after", "count": 1}])
-        pump_uploader(uploader_handler, queue)
+        pump(reply["jobs"][0]["job_id"])
 
         # carrier audits: plaintext travels to upstream, never into our logs or tables
         sandbox.set_faults([{"endpoint": "audit_add", "status_code": 503, "count": 1}])
         key = f"carrier-audit/pii-{uuid.uuid4().hex[:6]}.csv"
         reply = splitter_handler(drop(bucket, key, audit_file()), new_context("splitter", 900, 1024))
         assert reply["jobs"][0]["rows_accepted"] == 4
-        pump_uploader(uploader_handler, queue)
+        pump(reply["jobs"][0]["job_id"])
         pending = [a for a in services.audits.scan_all() if a.job_id == reply["jobs"][0]["job_id"]]
         assert len(pending) == 4 and all(a.status == AuditStatus.PENDING for a in pending)
         for n, audit in enumerate(pending):

@@ -259,13 +259,14 @@ def id_samples() -> list[str]:
     return samples
 
 
-def test_is_plain_id18_is_exactly_normalize_returning_the_same_text() -> None:
+def test_is_plain_id18_only_passes_numbers_the_rules_return_unchanged() -> None:
+    passed = 0
     for text in id_samples():
-        try:
-            same = normalize_clean_id(text) == text
-        except RuleViolation:
-            same = False
-        assert is_plain_id18(text) == same, text
+        if is_plain_id18(text):
+            passed += 1
+            assert normalize_clean_id(text) == text, text
+    assert passed >= 400
+    assert is_plain_id18(an_id(7)) and not is_plain_id18(an_id(7, "20240229"))  # left to the rules
 
 
 @pytest.mark.parametrize(

@@ -19,8 +19,8 @@
   A lower-case ``x`` is accepted. A 15-digit number with policy ``CONVERT`` becomes the
   18-digit one: ``19`` inserted after the 6-digit region code, check digit appended.
   Future birth dates are *not* rejected: the rules are pure and never read the clock.
-- ``is_plain_id18(text)``: ``is_valid_id18`` for hot loops — ``True`` exactly when
-  ``normalize_clean_id(text)`` would return ``text`` unchanged.
+- ``is_plain_id18(text)``: for hot loops, a quick test that ``normalize_clean_id(text)`` would
+  return ``text`` unchanged (``False`` also for some valid numbers: ask ``normalize_clean_id``).
 """
 
 from __future__ import annotations
@@ -39,6 +39,12 @@ _BIRTH_CACHE_MAX = 100_000
 
 _ID18 = re.compile(r"[0-9]{17}[0-9X]")
 _DIGITS17 = re.compile(r"[0-9]{17}")
+# 18 characters whose date part needs no calendar: years 1900-2099, days every such month has
+_PLAIN_ID18 = re.compile(
+    r"[0-9]{6}(?:19|20)[0-9]{2}"
+    r"(?:(?:0[13578]|1[02])(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)(?:0[1-9]|[12][0-9]|30)|02(?:0[1-9]|1[0-9]|2[0-8]))"
+    r"[0-9]{3}[0-9X]"
+).fullmatch
 _ID_CHARS = re.compile(r"[0-9]+X?")
 _EXCEL_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]*)?(?:E[+-]?[0-9]+)?")
 
@@ -92,16 +98,11 @@ def is_valid_id18(value: str) -> bool:
 
 
 def is_plain_id18(text: str) -> bool:
-    """``is_valid_id18`` without regular expressions, for hot loops: ``True`` exactly when
-    ``normalize_clean_id(text)`` is ``text`` itself (17 ASCII digits, a real birth date from 1900
-    on, the matching digit or upper-case ``X``)."""
-    return (
-        len(text) == 18
-        and text.isascii()
-        and (first17 := text[:17]).isdigit()
-        and (_birth_ok.get(birth := text[6:14]) or _valid_birth(birth))
-        and _CHECK_CHARS[2 * int(first17, 13) % 11] == text[17]
-    )
+    """A quick sufficient test that ``normalize_clean_id(text)`` is ``text`` itself: 17 ASCII
+    digits, the matching digit or upper-case ``X``, and a birth date in 1900-2099 that is valid in
+    every year (one regular expression, no calendar). ``False`` means "ask ``normalize_clean_id``":
+    an invalid number, but also a lower-case ``x``, a 29 February or a year from 2100 on."""
+    return _PLAIN_ID18(text) is not None and _CHECK_CHARS[2 * int(text[:17], 13) % 11] == text[17]
 
 
 def normalize_id_number(raw: object, legacy: LegacyIdPolicy = LegacyIdPolicy.CONVERT) -> str:
