@@ -357,7 +357,7 @@ class JobStore:
             },
         ]
         try:
-            self._db.transact_write_items(TransactItems=items)  # type: ignore[arg-type]
+            write_transaction(self._db, items)
         except ClientError as exc:
             if condition_failed(exc):
                 raise StaleTransition(batch.batch_id) from exc
