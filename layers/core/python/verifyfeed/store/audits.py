@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 
 from verifyfeed import aws
 from verifyfeed.models.records import Audit, AuditStatus
-from verifyfeed.store.codec import attr, from_item
+from verifyfeed.store.codec import attr, from_item, query_count, query_items
 from verifyfeed.store.jobs import JOB_SK, condition_failed, iso, job_pk, put_if_absent, write_transaction
 
 if TYPE_CHECKING:
@@ -233,14 +233,7 @@ class AuditStore:
         }
         if older_than:
             kwargs["ExpressionAttributeValues"][":t"] = attr(iso(older_than))
-        out: list[Audit] = []
-        while len(out) < limit:
-            page = self._db.query(**kwargs)
-            out.extend(Audit.model_validate(from_item(i)) for i in page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return out[:limit]
+        return [Audit.model_validate(i) for i in query_items(self._db, kwargs, limit)]
 
     def count_with_status(self, status: AuditStatus) -> int:
         """How many audits are in ``status`` (the status index, counted without reading the items)."""
@@ -250,15 +243,8 @@ class AuditStore:
             "KeyConditionExpression": "#s = :s",
             "ExpressionAttributeNames": {"#s": "status"},
             "ExpressionAttributeValues": {":s": attr(status.value)},
-            "Select": "COUNT",
         }
-        total = 0
-        while True:
-            page = self._db.query(**kwargs)
-            total += int(page.get("Count", 0))
-            if "LastEvaluatedKey" not in page:
-                return total
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return query_count(self._db, kwargs)
 
     def scan_all(self) -> Iterator[Audit]:
         kwargs: dict[str, Any] = {"TableName": self.table}

@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 
 from verifyfeed import aws
 from verifyfeed.models.records import Batch, BatchStatus, Job, JobCounts, JobStatus
-from verifyfeed.store.codec import attr, from_item, to_item
+from verifyfeed.store.codec import attr, from_item, query_count, query_items, to_item
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -133,21 +133,14 @@ class JobStore:
 
     def list_jobs(self, limit: int = 100) -> list[Job]:
         """Most recent first."""
-        jobs: list[Job] = []
-        kwargs: dict[str, Any] = {
+        query: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": JOBS_INDEX,
             "KeyConditionExpression": "gsi1pk = :p",
             "ExpressionAttributeValues": {":p": attr(JOBS_PARTITION)},
             "ScanIndexForward": False,
         }
-        while len(jobs) < limit:
-            page = self._db.query(**kwargs)
-            jobs.extend(Job.model_validate(from_item(i)) for i in page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return jobs[:limit]
+        return [Job.model_validate(i) for i in query_items(self._db, query, limit)]
 
     def find_jobs(self, file: str) -> list[Job]:
         """The jobs of an uploaded file, most recent first (one per uploaded version).
@@ -257,53 +250,29 @@ class JobStore:
         return None if item is None else Batch.model_validate(from_item(item))
 
     def batches(self, job_id: str) -> Iterator[Batch]:
-        kwargs: dict[str, Any] = {
+        query: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": "pk = :p AND begins_with(sk, :b)",
             "ExpressionAttributeValues": {":p": attr(job_pk(job_id)), ":b": attr("BATCH#")},
             "ConsistentRead": True,
         }
-        while True:
-            page = self._db.query(**kwargs)
-            for item in page.get("Items", []):
-                yield Batch.model_validate(from_item(item))
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return (Batch.model_validate(i) for i in query_items(self._db, query))
 
     def batches_with_status(self, status: BatchStatus, limit: int = 100) -> list[Batch]:
         """Deferred, failed or unknown batches across all jobs (sparse index)."""
-        out: list[Batch] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "IndexName": JOBS_INDEX,
-            "KeyConditionExpression": "gsi1pk = :p",
-            "ExpressionAttributeValues": {":p": attr(f"BATCH#{status.value}")},
-        }
-        while len(out) < limit:
-            page = self._db.query(**kwargs)
-            out.extend(Batch.model_validate(from_item(i)) for i in page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return out[:limit]
+        return [Batch.model_validate(i) for i in query_items(self._db, self._status_query(status), limit)]
 
     def count_with_status(self, status: BatchStatus) -> int:
         """How many batches are deferred, failed or unknown (the sparse index), without reading them."""
-        kwargs: dict[str, Any] = {
+        return query_count(self._db, self._status_query(status))
+
+    def _status_query(self, status: BatchStatus) -> dict[str, Any]:
+        return {
             "TableName": self.table,
             "IndexName": JOBS_INDEX,
             "KeyConditionExpression": "gsi1pk = :p",
             "ExpressionAttributeValues": {":p": attr(f"BATCH#{status.value}")},
-            "Select": "COUNT",
         }
-        total = 0
-        while True:
-            page = self._db.query(**kwargs)
-            total += int(page.get("Count", 0))
-            if "LastEvaluatedKey" not in page:
-                return total
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def redrive_batch(self, batch: Batch, now: datetime) -> Batch:
         """An operator's re-drive: ``failed|unknown → retry`` and the job reopened, in one transaction.
