@@ -7,11 +7,13 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
 PYTHONPATH := layers/core/python:.
+# the splitter's C fast path (layers/core/native), built next to the core package's sources
+NATIVE := layers/core/python/verifyfeed/_fastsplit$(shell $(PY) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))" 2>/dev/null)
 
 # demo options (make variables or environment): see README "Running locally"
 export FILE KIND UPSTREAM_URL CLOCK_NOW CALLBACK_PORT CALLBACK_SECRET API_ID POLL_SECONDS JSON DEMO_TIMEOUT
 
-.PHONY: venv demo test pytest load lint typecheck cfn-lint sam-build sam-validate bench sandbox clean
+.PHONY: venv native demo test pytest load lint typecheck cfn-lint sam-build sam-validate bench sandbox clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,7 +25,12 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+$(NATIVE): layers/core/native/fastsplit.c layers/core/native/build.py $(STAMP)
+	$(BIN)/python layers/core/native/build.py
+
+native: $(NATIVE)
+
+demo: $(STAMP) $(NATIVE)
 	@PYTHONPATH=$(PYTHONPATH) $(BIN)/python -m local.demo
 
 sandbox: $(STAMP)
@@ -31,11 +38,11 @@ sandbox: $(STAMP)
 
 test: lint typecheck cfn-lint sam-build pytest
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(NATIVE)
 	PYTHONPATH=$(PYTHONPATH) $(BIN)/python -m pytest
 
 # the full-size load tests (200,000 rows, 1,000 concurrent callbacks; minutes): figures in docs/reliability.md
-load: $(STAMP)
+load: $(STAMP) $(NATIVE)
 	PYTHONPATH=$(PYTHONPATH) $(BIN)/python -m pytest -m load -s tests/reliability/test_load.py
 
 lint: $(STAMP)
@@ -58,9 +65,10 @@ sam-build: $(SAM)
 	SAM_CLI_TELEMETRY=0 $(SAM) validate --lint
 	SAM_CLI_TELEMETRY=0 $(SAM) build --cached --parallel
 
-bench: $(STAMP)
+bench: $(STAMP) $(NATIVE)
 	$(BIN)/pip install -qq -r bench/requirements.txt
 	PYTHONPATH=$(PYTHONPATH) $(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -f layers/core/python/verifyfeed/_fastsplit*.so

@@ -3,7 +3,9 @@
 
 Every fast path must give exactly what the plain path gives, so most tests compare the two: the
 core against a reference written the obvious way (``normalize_repair_row`` per ``SourceRow``,
-two dicts), on files mixing valid, invalid, duplicate and oddly formatted rows.
+two dicts), on files mixing valid, invalid, duplicate and oddly formatted rows — and each such
+test runs twice, with the C fast path (``verifyfeed._fastsplit``) and with its pure-Python
+reference (``_take_plain_py``).
 """
 
 from __future__ import annotations
@@ -51,8 +53,14 @@ def source(tmp_path: Path, data: bytes) -> RowSource:
     return open_rows(io.BytesIO(data), path.name, JobKind.LOST_REPAIR)
 
 
+@pytest.fixture(params=[True, False], ids=["c", "python"])
+def native(request: pytest.FixtureRequest) -> bool:
+    """Run the test with the C fast path, then with the pure-Python one."""
+    return bool(request.param)
+
+
 def run_core(
-    rows: RowSource, batch_size: int = 1000
+    rows: RowSource, batch_size: int = 1000, *, native: bool
 ) -> tuple[JobCounts, list[RepairBatch], list[Rejection], list[dict[str, object]]]:
     batches: list[RepairBatch] = []
     rejections: list[Rejection] = []
@@ -63,7 +71,12 @@ def run_core(
         values_seen.append(values)
 
     counts = split_repair_rows(
-        rows, legacy=LegacyIdPolicy.CONVERT, batch_size=batch_size, reject=reject, emit=batches.append
+        rows,
+        legacy=LegacyIdPolicy.CONVERT,
+        batch_size=batch_size,
+        reject=reject,
+        emit=batches.append,
+        native=native,
     )
     return counts, batches, rejections, values_seen
 
@@ -110,8 +123,10 @@ def records_of(batch: RepairBatch) -> list[RepairRecord]:
     return [RepairRecord.model_validate(r) for r in json.loads(batch.records_json)]
 
 
-def assert_same_as_reference(tmp_path: Path, data: bytes, batch_size: int = 1000) -> JobCounts:
-    counts, batches, rejections, values = run_core(source(tmp_path, data), batch_size)
+def assert_same_as_reference(
+    tmp_path: Path, data: bytes, batch_size: int = 1000, *, native: bool
+) -> JobCounts:
+    counts, batches, rejections, values = run_core(source(tmp_path, data), batch_size, native=native)
     ref_batches, ref_rejections, ref_values = run_reference(source(tmp_path, data), batch_size)
     assert [records_of(b) for b in batches] == ref_batches
     assert [(b.seq, b.count) for b in batches] == [(i + 1, len(b)) for i, b in enumerate(ref_batches)]
@@ -180,13 +195,13 @@ def messy_rows(count: int, seed: int) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_core_matches_the_reference_on_messy_files(tmp_path: Path, seed: int) -> None:
+def test_core_matches_the_reference_on_messy_files(tmp_path: Path, seed: int, native: bool) -> None:
     rows = messy_rows(1500, seed)
-    counts = assert_same_as_reference(tmp_path, csv_bytes(rows), batch_size=400)
+    counts = assert_same_as_reference(tmp_path, csv_bytes(rows), batch_size=400, native=native)
     assert counts.rows_read == 1500 and 0 < counts.rows_rejected < 1500
 
 
-def test_core_matches_the_reference_with_reader_problems_and_odd_rows(tmp_path: Path) -> None:
+def test_core_matches_the_reference_with_reader_problems_and_odd_rows(tmp_path: Path, native: bool) -> None:
     good = messy_rows(900, 7)
     lines = [",".join(row) for row in good]
     lines[10] = ""  # blank: skipped, keeps its number
@@ -198,31 +213,31 @@ def test_core_matches_the_reference_with_reader_problems_and_odd_rows(tmp_path: 
     lines[60] = "赵六," + an_id(60) + ",," + "K" * 5000  # over max_field_chars
     data = ("\r\n".join([",".join(HEADER), *lines]) + "\r\n").encode()
     data = data.replace(b"K0000070", b"K\xff\xfe0070")  # bytes that are not UTF-8
-    assert_same_as_reference(tmp_path, data, batch_size=256)
+    assert_same_as_reference(tmp_path, data, batch_size=256, native=native)
 
 
-def test_file_without_a_phone_column(tmp_path: Path) -> None:
+def test_file_without_a_phone_column(tmp_path: Path, native: bool) -> None:
     rows = [[name, id_number, code] for name, id_number, _, code in messy_rows(600, 3)]
-    assert_same_as_reference(tmp_path, csv_bytes(rows, header=["姓名", "身份证号", "授权码"]))
+    assert_same_as_reference(tmp_path, csv_bytes(rows, header=["姓名", "身份证号", "授权码"]), native=native)
 
 
-def test_columns_in_another_order_with_ignored_ones(tmp_path: Path) -> None:
+def test_columns_in_another_order_with_ignored_ones(tmp_path: Path, native: bool) -> None:
     rows = [[code, "x", phone, name, id_number] for name, id_number, phone, code in messy_rows(600, 4)]
     assert_same_as_reference(
-        tmp_path, csv_bytes(rows, header=["授权码", "备注", "手机号", "姓名", "身份证号"])
+        tmp_path, csv_bytes(rows, header=["授权码", "备注", "手机号", "姓名", "身份证号"]), native=native
     )
 
 
-def test_batches_of_at_most_batch_size_in_file_order(tmp_path: Path) -> None:
+def test_batches_of_at_most_batch_size_in_file_order(tmp_path: Path, native: bool) -> None:
     rows = [["张三", an_id(i, f"{19500101 + i % 28:08d}"), "", f"C{i:05d}"] for i in range(2500)]
-    counts, batches, rejections, _ = run_core(source(tmp_path, csv_bytes(rows)))
+    counts, batches, rejections, _ = run_core(source(tmp_path, csv_bytes(rows)), native=native)
     assert rejections == []
     assert [(b.seq, b.count) for b in batches] == [(1, 1000), (2, 1000), (3, 500)]
     assert [r.authCode for b in batches for r in records_of(b)] == [f"C{i:05d}" for i in range(2500)]
     assert counts.batches_total == 3 and counts.rows_accepted == 2500
 
 
-def test_message_body_is_byte_for_byte_the_pydantic_message(tmp_path: Path) -> None:
+def test_message_body_is_byte_for_byte_the_pydantic_message(tmp_path: Path, native: bool) -> None:
     rows = [
         ["张三", an_id(1), "13800138000", "A1"],
         ["阿卜杜·热合曼", an_id(2), "", "A2"],  # slow path: middle dot
@@ -230,7 +245,7 @@ def test_message_body_is_byte_for_byte_the_pydantic_message(tmp_path: Path) -> N
         ["Zoë", sha256_hex(an_id(4)).upper(), "", "a4"],  # pre-hashed ID
         ["𠀀𠀁", an_id(5), "13900000005", "A5"],  # beyond the BMP
     ]
-    _, batches, rejections, _ = run_core(source(tmp_path, csv_bytes(rows)))
+    _, batches, rejections, _ = run_core(source(tmp_path, csv_bytes(rows)), native=native)
     assert rejections == []
     (batch,) = batches
     job_id = "0123456789abcdef01234567"

@@ -12,17 +12,22 @@
 No I/O: the splitter's ``emit`` records the batch and queues it, the benchmark's counts bytes.
 
 Deduplication is across the whole file: a row whose ``idcode`` or ``authCode`` an earlier
-*accepted* row has is rejected (a rejected row claims nothing). Per accepted row two dict entries
-are kept — the first 16 bytes of the ``idcode`` digest and the ``authCode``, each with the row
-number — about 230 MB for 1M rows.
+*accepted* row has is rejected (a rejected row claims nothing). Each accepted row claims two
+keys — the first 16 bytes of its ``idcode`` digest and its ``authCode`` — with its row number, in
+``Claims`` tables: ``_fastsplit.Claims`` (C, 24 bytes a slot, about 100 MB for 1M rows) or
+``PyClaims`` (dicts, more than twice that).
 
 Speed (``make bench``, ``docs/performance.md``): clean CSV rows come from the reader in blocks of
-raw cells (``RowSource.fast_rows``); a row whose values ``is_plain_repair_row`` finds already in
-canonical form is hashed and kept without building any object but its record, and any other row
-goes through ``repair_fields`` (``rules.lost_repair``), which finds the broken rule — so both
-give exactly what ``normalize_repair_row`` gives. Records are tuples of UTF-8 bytes, serialised
-with one format per batch: the body is byte-for-byte pydantic's
-(``LostRepairBatchMessage.model_dump_json(exclude_none=True)``), which a unit test checks.
+raw cells (``RowSource.fast_rows``). A *take* function accepts the block's rows whose values are
+already canonical and unclaimed — hashing, claiming and serialising each without building a
+Python object but its record — and stops at any other row, which ``repair_fields``
+(``rules.lost_repair``) decides: the rule it breaks, a duplicate, or accepted after normalising.
+Both give exactly what ``normalize_repair_row`` gives. The take function is the C extension
+``verifyfeed._fastsplit`` (``layers/core/native``; built by ``make`` and by the layer build for
+CPython 3.11 on x86_64) where it is built, else ``_take_plain_py``, its reference; tests run both
+on the same files and compare every byte. Records are JSON objects, UTF-8, byte-for-byte
+pydantic's (``LostRepairBatchMessage.model_dump_json(exclude_none=True)``), which a unit test
+checks.
 """
 
 from __future__ import annotations
@@ -32,9 +37,7 @@ import json
 from binascii import hexlify
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
-from itertools import chain
-from operator import itemgetter
+from typing import Any, Protocol
 
 from verifyfeed.config import LegacyIdPolicy
 from verifyfeed.ingest.readers import RowSource, SourceRow
@@ -71,6 +74,101 @@ def _json_str(text: str) -> bytes:
     return json.dumps(text, ensure_ascii=False).encode()
 
 
+class PyClaims:
+    """Claimed keys (1..16 bytes), each with the row that claimed it first: ``first(key)`` → that
+    row or 0, ``claim(key, row)`` (a claimed key keeps its row), ``len()``. The reference for, and
+    the fallback of, ``_fastsplit.Claims`` (a C hash table: half the memory, one cache miss)."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self) -> None:
+        self._rows: dict[bytes, int] = {}
+
+    def first(self, key: bytes) -> int:
+        return self._rows.get(key, 0)
+
+    def claim(self, key: bytes, row: int) -> None:
+        self._rows.setdefault(key, row)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
+class Claims(Protocol):
+    def first(self, key: bytes, /) -> int: ...
+    def claim(self, key: bytes, row: int, /) -> None: ...
+    def __len__(self) -> int: ...
+
+
+# take(block, start, (name, id_number, used_phone, auth_code) column indices (-1: no phone column),
+#      numbers, ids, codes, records, limit) -> the index where it stopped
+TakePlain = Callable[
+    [list[list[str]], int, tuple[int, int, int, int], list[int], Any, Any, list[bytes], int], int
+]
+
+
+def _take_plain_py(
+    block: list[list[str]],
+    start: int,
+    columns: tuple[int, int, int, int],
+    numbers: list[int],
+    ids: Claims,
+    codes: Claims,
+    records: list[bytes],
+    limit: int,
+) -> int:
+    """Accept the clean rows of ``block`` from ``start`` on; the reference for ``_fastsplit``.
+
+    A row is accepted when ``is_plain_repair_row`` finds its four values already canonical and no
+    earlier accepted row claimed its ID digest or code: both are claimed (``ids``: the first 16
+    digest bytes, ``codes``: the code's bytes, each with the row's number from ``numbers``) and its
+    record JSON is appended to ``records``. Stops at the first row it does not accept — the caller
+    decides that one by the rules — and right after the record that fills ``records`` to ``limit``;
+    returns the index where it stopped. The C version accepts a subset of these rows (names of
+    ASCII letters or CJK unified ideographs only) with byte-identical records."""
+    i_name, i_id, i_phone, i_code = columns
+    sha256 = hashlib.sha256
+    is_plain = is_plain_repair_row
+    add = records.append
+    for index in range(start, len(block)):
+        cells = block[index]
+        name, raw_id, code = cells[i_name], cells[i_id], cells[i_code]
+        phone = cells[i_phone] if i_phone >= 0 else ""
+        if not is_plain(name, raw_id, phone, code):
+            return index
+        digest = sha256(raw_id.encode()).digest()
+        key, code_key = digest[:_KEY_BYTES], code.encode()
+        if ids.first(key) or codes.first(code_key):
+            return index
+        number = numbers[index]
+        ids.claim(key, number)
+        codes.claim(code_key, number)
+        add(
+            _RECORD_JSON
+            % (
+                name.encode(),
+                hexlify(digest),
+                hexlify(sha256(phone.encode()).digest()) if phone else b"",
+                code_key,
+            )
+        )
+        if len(records) >= limit:
+            return index + 1
+    return len(block)
+
+
+def _load_native() -> tuple[TakePlain, Callable[[], Claims]] | None:
+    try:
+        from verifyfeed import _fastsplit
+    except ImportError:  # not built here (layers/core/native/build.py): the same results, slower
+        return None
+    return _fastsplit.take_plain, _fastsplit.Claims
+
+
+_NATIVE = _load_native()
+NATIVE: bool = _NATIVE is not None  # whether split_repair_rows uses the C fast path by default
+
+
 def split_repair_rows(
     rows: RowSource,
     *,
@@ -78,104 +176,76 @@ def split_repair_rows(
     batch_size: int,
     reject: RejectRow,
     emit: Callable[[RepairBatch], None],
+    native: bool = NATIVE,
 ) -> JobCounts:
+    take: TakePlain = _take_plain_py
+    ids: Claims = PyClaims()  # first 16 bytes of the idcode digest → first row
+    codes: Claims = PyClaims()  # authCode → first row
+    if native:
+        if _NATIVE is None:
+            raise RuntimeError("verifyfeed._fastsplit is not built (layers/core/native/build.py)")
+        take, new_claims = _NATIVE
+        ids, codes = new_claims(), new_claims()
     columns = tuple(rows.header.columns.items())
     where = {field: index for index, field in columns}
     at_phone = where.get("used_phone")
-    # (name, id_number, used_phone, auth_code) of a row's cells; "" when there is no phone column
-    fields: Callable[[list[str]], tuple[str, str, str, str]] = (
-        itemgetter(where["name"], where["id_number"], at_phone, where["auth_code"])
-        if at_phone is not None
-        else partial(_without_phone, itemgetter(where["name"], where["id_number"], where["auth_code"]))
-    )
+    picks = (where["name"], where["id_number"], -1 if at_phone is None else at_phone, where["auth_code"])
 
-    seen_id: dict[bytes, int] = {}  # first 16 bytes of the idcode digest → first row
-    seen_code: dict[str, int] = {}  # authCode → first row
-    first_id = seen_id.setdefault
-    first_code = seen_code.setdefault
-    records: list[tuple[bytes, bytes, bytes, bytes]] = []
-    add = records.append
+    records: list[bytes] = []  # the current batch's records, JSON
     batches: list[int] = []  # record count of each batch emitted
 
     def flush() -> None:
         count = len(records)
-        body = b",".join([_RECORD_JSON] * count) % tuple(chain.from_iterable(records))
+        body = b"[%s]" % b",".join(records)
         records.clear()
         batches.append(count)
-        emit(RepairBatch(len(batches), count, b"[%s]" % body))
+        emit(RepairBatch(len(batches), count, body))
 
-    def duplicate(number: int, values: dict[str, object], key: bytes, code: str) -> bool:
-        """Reject the row if an earlier accepted row has its ID number or code; else claim both."""
-        first = first_id(key, number)
-        if first is not number:
-            reject(number, "duplicate.id_number", f"same ID number as row {first}", values, first)
-            return True
-        first = first_code(code, number)
-        if first is not number:
-            del seen_id[key]  # the row is rejected: it claims nothing
-            reject(number, "duplicate.auth_code", f"same authCode as row {first}", values, first)
-            return True
-        return False
-
-    def slow(number: int, values: dict[str, object]) -> None:
+    def decide(number: int, values: dict[str, object]) -> None:
+        """One row by the rules: rejected with its reason, or as a duplicate; else accepted."""
         try:
             name, idcode, used_phone, code = repair_fields(values, legacy)
         except RuleViolation as exc:
             reject(number, exc.rule, exc.message, values, None)
             return
-        if duplicate(number, values, bytes.fromhex(idcode[: 2 * _KEY_BYTES]), code):
+        key, code_key = bytes.fromhex(idcode[: 2 * _KEY_BYTES]), code.encode()
+        first = ids.first(key)
+        if first:
+            reject(number, "duplicate.id_number", f"same ID number as row {first}", values, first)
             return
-        add((_json_str(name)[1:-1], idcode.encode(), used_phone.encode(), code.encode()))
+        first = codes.first(code_key)
+        if first:  # the row is rejected: it claims nothing, not even its ID number
+            reject(number, "duplicate.auth_code", f"same authCode as row {first}", values, first)
+            return
+        ids.claim(key, number)
+        codes.claim(code_key, number)
+        records.append(_RECORD_JSON % (_json_str(name)[1:-1], idcode.encode(), used_phone.encode(), code_key))
         if len(records) >= batch_size:
             flush()
 
     read = 0
-    sha256 = hashlib.sha256
-    is_plain = is_plain_repair_row
     for item in rows.fast_rows():
         if isinstance(item, SourceRow):
             read += 1
             if item.problem is not None:
                 reject(item.number, "row.unreadable", item.problem, item.values, None)
             else:
-                slow(item.number, item.values)
+                decide(item.number, item.values)
             continue
         numbers, block = item
         read += len(numbers)
-        for number, cells in zip(numbers, block, strict=True):
-            name, raw_id, phone, code = fields(cells)
-            if not is_plain(name, raw_id, phone, code):
-                slow(number, {field: cells[index] for index, field in columns})
-                continue
-            # what repair_fields would return, unchanged: the name and code need no escaping
-            digest = sha256(raw_id.encode()).digest()
-            key = digest[:_KEY_BYTES]
-            first = first_id(key, number)
-            if first is not number or first_code(code, number) is not number:
-                if first is number:
-                    del seen_id[key]  # undo the claim made above; duplicate() decides again
-                duplicate(number, {field: cells[index] for index, field in columns}, key, code)
-                continue
-            add(
-                (
-                    name.encode(),
-                    hexlify(digest),
-                    hexlify(sha256(phone.encode()).digest()) if phone else b"",
-                    code.encode(),
-                )
-            )
+        index, end = 0, len(block)
+        while index < end:
+            index = take(block, index, picks, numbers, ids, codes, records, batch_size)
             if len(records) >= batch_size:
                 flush()
+            elif index < end:  # a row the fast path left to the rules
+                cells = block[index]
+                decide(numbers[index], {field: cells[at] for at, field in columns})
+                index += 1
     if records:
         flush()
     accepted = sum(batches)
     return JobCounts(
         rows_read=read, rows_accepted=accepted, rows_rejected=read - accepted, batches_total=len(batches)
     )
-
-
-def _without_phone(
-    pick: Callable[[list[str]], tuple[str, str, str]], cells: list[str]
-) -> tuple[str, str, str, str]:
-    name, id_number, auth_code = pick(cells)
-    return name, id_number, "", auth_code

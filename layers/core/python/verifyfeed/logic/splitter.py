@@ -27,7 +27,7 @@ from verifyfeed import aws
 from verifyfeed.ingest.errors import FileRejected
 from verifyfeed.ingest.readers import RowSource, SourceRow, open_rows
 from verifyfeed.logic.progress import settle_job
-from verifyfeed.logic.repair_batches import RejectRow, RepairBatch, split_repair_rows
+from verifyfeed.logic.repair_batches import NATIVE, RejectRow, RepairBatch, split_repair_rows
 from verifyfeed.logic.reports import RejectionLog, report_keys, write_summary
 from verifyfeed.models.carrier_audit import AuditParams
 from verifyfeed.models.messages import CarrierAuditMessage, LostRepairBatchMessage
@@ -172,7 +172,13 @@ def _split(services: Services, dropped: DroppedObject, job: Job, rejections: Rej
     services.jobs.finish_split(job_id, counts, services.clock.now())
     settle_job(services, job_id)
     logger.info(
-        "file split", extra={**log_extra, **counts.model_dump(), "rejected_by_rule": rejections.by_rule}
+        "file split",
+        extra={
+            **log_extra,
+            **counts.model_dump(),
+            "rejected_by_rule": rejections.by_rule,
+            "fast_path": "c" if NATIVE else "python",  # the C extension is in the layer or not
+        },
     )
     return SplitResult(job_id, "split", counts)
 

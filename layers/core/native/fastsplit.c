@@ -1,0 +1,678 @@
+/*
+ * verifyfeed._fastsplit — the splitter's fast path for clean lost-repair rows, in C.
+ *
+ * take_plain(block, start, columns, numbers, seen_id, seen_code, records, limit) -> int
+ *
+ * The same contract as verifyfeed.logic.repair_batches._take_plain_py, which is the reference
+ * (and the fallback where this module is not built); tests run both on the same rows and compare.
+ * From block[start] on, each row (a list of str cells) whose four values are already in canonical
+ * form — a name of 1..30 letters (ASCII letters, or CJK unified ideographs U+4E00..U+9FFF), an
+ * 18-digit ID number with a plain birth date (1900-2099, days every such month has) and a
+ * matching check digit, an empty or plain 11-digit mobile, an ASCII alphanumeric code of 1..16 —
+ * and whose ID digest and code no earlier accepted row claimed, is accepted: both claimed in
+ * seen_id (first 16 digest bytes -> row number) and seen_code (code -> row number), and its
+ * record JSON appended to records as bytes. It stops at the first row it does not accept (the
+ * caller decides that row, by the rules, and calls again after it) and right after the record
+ * that makes len(records) reach limit. Returns the index where it stopped (len(block) at the end).
+ * "Not accepted" never means "invalid": the caller asks the rules.
+ *
+ * SHA-256 is FIPS 180-4, portable C; tests compare it with hashlib on many inputs.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------------ SHA-256 */
+
+static const uint32_t K256[64] = {
+    0x428a2f98u, 0x71374491u, 0xb5c0fbcfu, 0xe9b5dba5u,
+    0x3956c25bu, 0x59f111f1u, 0x923f82a4u, 0xab1c5ed5u,
+    0xd807aa98u, 0x12835b01u, 0x243185beu, 0x550c7dc3u,
+    0x72be5d74u, 0x80deb1feu, 0x9bdc06a7u, 0xc19bf174u,
+    0xe49b69c1u, 0xefbe4786u, 0x0fc19dc6u, 0x240ca1ccu,
+    0x2de92c6fu, 0x4a7484aau, 0x5cb0a9dcu, 0x76f988dau,
+    0x983e5152u, 0xa831c66du, 0xb00327c8u, 0xbf597fc7u,
+    0xc6e00bf3u, 0xd5a79147u, 0x06ca6351u, 0x14292967u,
+    0x27b70a85u, 0x2e1b2138u, 0x4d2c6dfcu, 0x53380d13u,
+    0x650a7354u, 0x766a0abbu, 0x81c2c92eu, 0x92722c85u,
+    0xa2bfe8a1u, 0xa81a664bu, 0xc24b8b70u, 0xc76c51a3u,
+    0xd192e819u, 0xd6990624u, 0xf40e3585u, 0x106aa070u,
+    0x19a4c116u, 0x1e376c08u, 0x2748774cu, 0x34b0bcb5u,
+    0x391c0cb3u, 0x4ed8aa4au, 0x5b9cca4fu, 0x682e6ff3u,
+    0x748f82eeu, 0x78a5636fu, 0x84c87814u, 0x8cc70208u,
+    0x90befffau, 0xa4506cebu, 0xbef9a3f7u, 0xc67178f2u
+};
+
+#define ROTR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static void sha256_block(uint32_t h[8], const unsigned char *p)
+{
+    uint32_t w[64];
+    for (int i = 0; i < 16; i++) {
+        w[i] = ((uint32_t)p[4 * i] << 24) | ((uint32_t)p[4 * i + 1] << 16) |
+               ((uint32_t)p[4 * i + 2] << 8) | (uint32_t)p[4 * i + 3];
+    }
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = ROTR(w[i - 15], 7) ^ ROTR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = ROTR(w[i - 2], 17) ^ ROTR(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], hh = h[7];
+    for (int i = 0; i < 64; i++) {
+        uint32_t t1 = hh + (ROTR(e, 6) ^ ROTR(e, 11) ^ ROTR(e, 25)) + ((e & f) ^ (~e & g)) + K256[i] + w[i];
+        uint32_t t2 = (ROTR(a, 2) ^ ROTR(a, 13) ^ ROTR(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+        hh = g;
+        g = f;
+        f = e;
+        e = d + t1;
+        d = c;
+        c = b;
+        b = a;
+        a = t1 + t2;
+    }
+    h[0] += a; h[1] += b; h[2] += c; h[3] += d;
+    h[4] += e; h[5] += f; h[6] += g; h[7] += hh;
+}
+
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#include <immintrin.h>
+#define HAVE_SHA_NI_CODE 1
+
+/* The same compression with the x86 SHA extensions (most AMD EPYC and recent Intel Xeon CPUs);
+ * chosen at import when CPUID says so. State kept as ABEF/CDGH, four rounds per step. */
+__attribute__((target("sha,sse4.1,ssse3"))) static void sha256_block_ni(uint32_t h[8], const unsigned char *p)
+{
+    const __m128i byteswap = _mm_set_epi64x(0x0c0d0e0f08090a0bll, 0x0405060700010203ll);
+    __m128i dcba = _mm_loadu_si128((const __m128i *)&h[0]);
+    __m128i hgfe = _mm_loadu_si128((const __m128i *)&h[4]);
+    __m128i cdab = _mm_shuffle_epi32(dcba, 0xB1);
+    __m128i efgh = _mm_shuffle_epi32(hgfe, 0x1B);
+    __m128i abef = _mm_alignr_epi8(cdab, efgh, 8);
+    __m128i cdgh = _mm_blend_epi16(efgh, cdab, 0xF0);
+    const __m128i abef_in = abef, cdgh_in = cdgh;
+    __m128i w[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), byteswap);
+    }
+    for (int r = 0; r < 16; r++) {
+        if (r >= 4) {
+            /* W[4r..4r+3] from the four previous groups: w[r%4] holds W[4r-16..], the oldest */
+            __m128i t = _mm_sha256msg1_epu32(w[r % 4], w[(r + 1) % 4]);
+            t = _mm_add_epi32(t, _mm_alignr_epi8(w[(r + 3) % 4], w[(r + 2) % 4], 4));
+            w[r % 4] = _mm_sha256msg2_epu32(t, w[(r + 3) % 4]);
+        }
+        __m128i k = _mm_add_epi32(w[r % 4], _mm_loadu_si128((const __m128i *)&K256[4 * r]));
+        cdgh = _mm_sha256rnds2_epu32(cdgh, abef, k);
+        abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(k, 0x0E));
+    }
+    abef = _mm_add_epi32(abef, abef_in);
+    cdgh = _mm_add_epi32(cdgh, cdgh_in);
+    __m128i feba = _mm_shuffle_epi32(abef, 0x1B);
+    __m128i dchg = _mm_shuffle_epi32(cdgh, 0xB1);
+    _mm_storeu_si128((__m128i *)&h[0], _mm_blend_epi16(feba, dchg, 0xF0));
+    _mm_storeu_si128((__m128i *)&h[4], _mm_alignr_epi8(dchg, feba, 8));
+}
+
+static int cpu_has_sha_ni(void)
+{
+    unsigned int a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_SSE4_1) || !(c & bit_SSSE3)) {
+        return 0;
+    }
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+        return 0;
+    }
+    return (b & bit_SHA) != 0;
+}
+#endif
+
+typedef void (*BlockFunction)(uint32_t h[8], const unsigned char *p);
+static BlockFunction compress = sha256_block;
+
+static void sha256_with(BlockFunction block, const unsigned char *data, size_t len, unsigned char out[32])
+{
+    uint32_t h[8] = {0x6a09e667u, 0xbb67ae85u, 0x3c6ef372u, 0xa54ff53au,
+                     0x510e527fu, 0x9b05688cu, 0x1f83d9abu, 0x5be0cd19u};
+    size_t done = 0;
+    for (; len - done >= 64; done += 64) {
+        block(h, data + done);
+    }
+    unsigned char tail[128];
+    size_t rest = len - done;
+    memcpy(tail, data + done, rest);
+    tail[rest] = 0x80;
+    size_t padded = rest + 1 + 8 <= 64 ? 64 : 128;
+    memset(tail + rest + 1, 0, padded - rest - 1);
+    uint64_t bits = (uint64_t)len * 8;
+    for (int i = 0; i < 8; i++) {
+        tail[padded - 1 - i] = (unsigned char)(bits >> (8 * i));
+    }
+    block(h, tail);
+    if (padded == 128) {
+        block(h, tail + 64);
+    }
+    for (int i = 0; i < 8; i++) {
+        out[4 * i] = (unsigned char)(h[i] >> 24);
+        out[4 * i + 1] = (unsigned char)(h[i] >> 16);
+        out[4 * i + 2] = (unsigned char)(h[i] >> 8);
+        out[4 * i + 3] = (unsigned char)h[i];
+    }
+}
+
+static void sha256(const unsigned char *data, size_t len, unsigned char out[32])
+{
+    sha256_with(compress, data, len, out);
+}
+
+static void to_hex(const unsigned char *digest, char *out)
+{
+    static const char HEX[] = "0123456789abcdef";
+    for (int i = 0; i < 32; i++) {
+        out[2 * i] = HEX[digest[i] >> 4];
+        out[2 * i + 1] = HEX[digest[i] & 15];
+    }
+}
+
+/* ------------------------------------------------------------------------------ the rules */
+
+#define NAME_MAX_CHARS 30
+#define CODE_MAX_CHARS 16
+
+static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+
+/* A name repair_fields returns unchanged: 1..30 letters, each an ASCII letter or a CJK unified
+ * ideograph U+4E00..U+9FFF that Python also calls a letter (str.isalpha); such a string is in NFKC
+ * form and needs no JSON escaping. */
+static int plain_name(PyObject *name)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(name);
+    if (n < 1 || n > NAME_MAX_CHARS) {
+        return 0;
+    }
+    int kind = PyUnicode_KIND(name);
+    const void *data = PyUnicode_DATA(name);
+    if (kind == PyUnicode_4BYTE_KIND) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c < 128) {
+            if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'))) {
+                return 0;
+            }
+        }
+        else if (c < 0x4E00 || c > 0x9FFF || !Py_UNICODE_ISALPHA(c)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static const int WEIGHTS[17] = {7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2};
+static const char CHECK_CHARS[] = "10X98765432";
+
+/* is_plain_id18: 17 digits, a birth date 1900-2099 valid in every year (no 29 February), the
+ * matching check character (a digit or an upper-case X). */
+static int plain_id18(const unsigned char *s, Py_ssize_t n)
+{
+    if (n != 18) {
+        return 0;
+    }
+    for (int i = 0; i < 17; i++) {
+        if (!is_digit(s[i])) {
+            return 0;
+        }
+    }
+    if (!((s[6] == '1' && s[7] == '9') || (s[6] == '2' && s[7] == '0'))) {
+        return 0;
+    }
+    int month = (s[10] - '0') * 10 + (s[11] - '0');
+    int day = (s[12] - '0') * 10 + (s[13] - '0');
+    int days;
+    switch (month) {
+    case 1: case 3: case 5: case 7: case 8: case 10: case 12:
+        days = 31;
+        break;
+    case 4: case 6: case 9: case 11:
+        days = 30;
+        break;
+    case 2:
+        days = 28;
+        break;
+    default:
+        return 0;
+    }
+    if (day < 1 || day > days) {
+        return 0;
+    }
+    int sum = 0;
+    for (int i = 0; i < 17; i++) {
+        sum += (s[i] - '0') * WEIGHTS[i];
+    }
+    return s[17] == (unsigned char)CHECK_CHARS[sum % 11];
+}
+
+static int plain_mobile(const unsigned char *s, Py_ssize_t n)
+{
+    if (n == 0) {
+        return 1;
+    }
+    if (n != 11 || s[0] != '1' || s[1] < '3' || s[1] > '9') {
+        return 0;
+    }
+    for (int i = 2; i < 11; i++) {
+        if (!is_digit(s[i])) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int plain_code(const unsigned char *s, Py_ssize_t n)
+{
+    if (n < 1 || n > CODE_MAX_CHARS) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = s[i];
+        if (!(is_digit(c) || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The ASCII bytes of a str, or NULL when it is not an ASCII str (then not plain). */
+static const unsigned char *ascii_of(PyObject *text, Py_ssize_t *n)
+{
+    if (!PyUnicode_Check(text) || !PyUnicode_IS_ASCII(text)) {
+        return NULL;
+    }
+    *n = PyUnicode_GET_LENGTH(text);
+    return (const unsigned char *)PyUnicode_DATA(text);
+}
+
+
+/* ------------------------------------------------------------------------------ Claims */
+
+/* A set of claimed keys (1..16 bytes: the first 16 bytes of an idcode digest, or an authCode),
+ * each with the row number that claimed it first. Open addressing with linear probing over
+ * 24-byte slots (row 0 = empty), at most 70 % full: for 1M rows about 48 MB, against about
+ * 110 MB for a dict of bytes keys, and one cache miss per look-up instead of two or three.
+ * Keys are hashed with a per-table random seed, so a file cannot be made to collide on purpose. */
+typedef struct {
+    unsigned char key[16];
+    uint64_t row;
+} Slot;
+
+typedef struct {
+    PyObject_HEAD
+    Slot *slots;
+    size_t mask; /* capacity - 1, capacity a power of two */
+    size_t used;
+    uint64_t seed[2];
+} ClaimsObject;
+
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    x ^= x >> 31;
+    return x;
+}
+
+static size_t slot_hash(const ClaimsObject *table, const unsigned char key[16])
+{
+    uint64_t w0, w1;
+    memcpy(&w0, key, 8);
+    memcpy(&w1, key + 8, 8);
+    return (size_t)(mix64(w0 ^ table->seed[0]) ^ mix64(w1 ^ table->seed[1]) * 31u);
+}
+
+/* the slot holding key, or the empty slot where it would go */
+static Slot *slot_find(const ClaimsObject *table, const unsigned char key[16])
+{
+    size_t at = slot_hash(table, key) & table->mask;
+    for (;;) {
+        Slot *slot = &table->slots[at];
+        if (slot->row == 0 || memcmp(slot->key, key, 16) == 0) {
+            return slot;
+        }
+        at = (at + 1) & table->mask;
+    }
+}
+
+static int claims_grow(ClaimsObject *table)
+{
+    size_t capacity = (table->mask + 1) * 2;
+    Slot *old = table->slots;
+    size_t old_capacity = table->mask + 1;
+    Slot *slots = PyMem_Calloc(capacity, sizeof(Slot));
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    table->slots = slots;
+    table->mask = capacity - 1;
+    for (size_t i = 0; i < old_capacity; i++) {
+        if (old[i].row != 0) {
+            *slot_find(table, old[i].key) = old[i];
+        }
+    }
+    PyMem_Free(old);
+    return 0;
+}
+
+/* the row that claimed key first, 0 when none */
+static uint64_t claims_first(const ClaimsObject *table, const unsigned char key[16])
+{
+    return slot_find(table, key)->row;
+}
+
+/* room for one more key (slots found before this call are stale if it grew); -1 on error */
+static int claims_reserve(ClaimsObject *table)
+{
+    if ((table->used + 1) * 10 > (table->mask + 1) * 7) {
+        return claims_grow(table);
+    }
+    return 0;
+}
+
+/* put key with row (> 0) into the empty slot slot_find gave for it, after claims_reserve */
+static void slot_fill(ClaimsObject *table, Slot *slot, const unsigned char key[16], uint64_t row)
+{
+    memcpy(slot->key, key, 16);
+    slot->row = row;
+    table->used++;
+}
+
+/* claim key for row (> 0) unless already claimed; -1 on error */
+static int claims_claim(ClaimsObject *table, const unsigned char key[16], uint64_t row)
+{
+    if (claims_reserve(table) < 0) {
+        return -1;
+    }
+    Slot *slot = slot_find(table, key);
+    if (slot->row == 0) {
+        slot_fill(table, slot, key, row);
+    }
+    return 0;
+}
+
+/* bytes or an ASCII str of 1..16 bytes → key, zero-padded; -1 with TypeError/ValueError */
+static int key_of(PyObject *value, unsigned char key[16])
+{
+    const char *data;
+    Py_ssize_t n;
+    if (PyBytes_Check(value)) {
+        data = PyBytes_AS_STRING(value);
+        n = PyBytes_GET_SIZE(value);
+    }
+    else {
+        PyErr_SetString(PyExc_TypeError, "a claim key is bytes");
+        return -1;
+    }
+    if (n < 1 || n > 16) {
+        PyErr_SetString(PyExc_ValueError, "a claim key is 1 to 16 bytes");
+        return -1;
+    }
+    memset(key, 0, 16);
+    memcpy(key, data, (size_t)n);
+    return 0;
+}
+
+static PyObject *claims_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *names[] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, ":Claims", names)) {
+        return NULL;
+    }
+    ClaimsObject *table = (ClaimsObject *)type->tp_alloc(type, 0);
+    if (table == NULL) {
+        return NULL;
+    }
+    table->mask = 1023;
+    table->used = 0;
+    table->slots = PyMem_Calloc(table->mask + 1, sizeof(Slot));
+    if (table->slots == NULL) {
+        Py_DECREF(table);
+        return PyErr_NoMemory();
+    }
+    if (_PyOS_URandomNonblock(table->seed, sizeof(table->seed)) < 0) {
+        Py_DECREF(table);
+        return NULL;
+    }
+    return (PyObject *)table;
+}
+
+static void claims_dealloc(ClaimsObject *table)
+{
+    PyMem_Free(table->slots);
+    Py_TYPE(table)->tp_free((PyObject *)table);
+}
+
+static PyObject *claims_py_first(ClaimsObject *table, PyObject *key)
+{
+    unsigned char k[16];
+    if (key_of(key, k) < 0) {
+        return NULL;
+    }
+    return PyLong_FromUnsignedLongLong(claims_first(table, k));
+}
+
+static PyObject *claims_py_claim(ClaimsObject *table, PyObject *args)
+{
+    PyObject *key;
+    unsigned long long row;
+    unsigned char k[16];
+    if (!PyArg_ParseTuple(args, "OK:claim", &key, &row) || key_of(key, k) < 0) {
+        return NULL;
+    }
+    if (row == 0) {
+        PyErr_SetString(PyExc_ValueError, "row numbers start at 1");
+        return NULL;
+    }
+    if (claims_claim(table, k, row) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t claims_len(ClaimsObject *table) { return (Py_ssize_t)table->used; }
+
+static PyMethodDef CLAIMS_METHODS[] = {
+    {"first", (PyCFunction)claims_py_first, METH_O, "first(key) -> the row that claimed key, 0 when none"},
+    {"claim", (PyCFunction)claims_py_claim, METH_VARARGS, "claim(key, row) -> None; a claimed key keeps its row"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PySequenceMethods CLAIMS_SEQUENCE = {.sq_length = (lenfunc)claims_len};
+
+static PyTypeObject ClaimsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "verifyfeed._fastsplit.Claims",
+    .tp_doc = "Claims() -> an empty set of claimed keys (1..16 bytes), each with its first row",
+    .tp_basicsize = sizeof(ClaimsObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = claims_new,
+    .tp_dealloc = (destructor)claims_dealloc,
+    .tp_methods = CLAIMS_METHODS,
+    .tp_as_sequence = &CLAIMS_SEQUENCE,
+};
+
+/* ------------------------------------------------------------------------------ take_plain */
+
+static const char R_NAME[] = "{\"name\":\"";
+static const char R_ID[] = "\",\"idcode\":\"";
+static const char R_PHONE[] = "\",\"usedPhone\":\"";
+static const char R_CODE[] = "\",\"authCode\":\"";
+static const char R_END[] = "\"}";
+#define LIT(s) (sizeof(s) - 1)
+
+static PyObject *take_plain(PyObject *self, PyObject *args)
+{
+    PyObject *block, *numbers, *records;
+    ClaimsObject *ids, *codes;
+    Py_ssize_t start, limit, i_name, i_id, i_phone, i_code;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!n(nnnn)O!O!O!O!n:take_plain", &PyList_Type, &block, &start, &i_name,
+                          &i_id, &i_phone, &i_code, &PyList_Type, &numbers, &ClaimsType, &ids,
+                          &ClaimsType, &codes, &PyList_Type, &records, &limit)) {
+        return NULL;
+    }
+    Py_ssize_t rows = PyList_GET_SIZE(block);
+    if (PyList_GET_SIZE(numbers) != rows) {
+        PyErr_SetString(PyExc_ValueError, "numbers and block differ in length");
+        return NULL;
+    }
+    Py_ssize_t i = start < 0 ? 0 : start;
+    for (; i < rows; i++) {
+        PyObject *cells = PyList_GET_ITEM(block, i);
+        if (!PyList_Check(cells)) {
+            PyErr_SetString(PyExc_TypeError, "each row must be a list of str");
+            return NULL;
+        }
+        Py_ssize_t width = PyList_GET_SIZE(cells);
+        if (i_name >= width || i_id >= width || i_code >= width || i_phone >= width) {
+            break;
+        }
+        PyObject *name = PyList_GET_ITEM(cells, i_name);
+        PyObject *id = PyList_GET_ITEM(cells, i_id);
+        PyObject *code = PyList_GET_ITEM(cells, i_code);
+        Py_ssize_t n_id, n_phone = 0, n_code, n_name;
+        const unsigned char *s_id = ascii_of(id, &n_id);
+        const unsigned char *s_code = ascii_of(code, &n_code);
+        const unsigned char *s_phone = (const unsigned char *)"";
+        if (i_phone >= 0) {
+            s_phone = ascii_of(PyList_GET_ITEM(cells, i_phone), &n_phone);
+        }
+        if (s_id == NULL || s_code == NULL || s_phone == NULL || !PyUnicode_Check(name) ||
+            !plain_id18(s_id, n_id) || !plain_mobile(s_phone, n_phone) || !plain_code(s_code, n_code) ||
+            !plain_name(name)) {
+            break;
+        }
+        unsigned char digest[32], phone_digest[32];
+        sha256(s_id, (size_t)n_id, digest);
+        unsigned char code_key[16] = {0};
+        memcpy(code_key, s_code, (size_t)n_code);
+        if (claims_reserve(ids) < 0 || claims_reserve(codes) < 0) {
+            return NULL;
+        }
+        /* the tables outgrow the caches: ask for both slots now and hash the phone meanwhile */
+        __builtin_prefetch(&ids->slots[slot_hash(ids, digest) & ids->mask]);
+        __builtin_prefetch(&codes->slots[slot_hash(codes, code_key) & codes->mask]);
+        if (n_phone) {
+            sha256(s_phone, (size_t)n_phone, phone_digest);
+        }
+        Slot *id_slot = slot_find(ids, digest);
+        Slot *code_slot = slot_find(codes, code_key);
+        if (id_slot->row != 0 || code_slot->row != 0) {
+            break; /* a duplicate: the caller rejects it with the row that came first */
+        }
+        PyObject *number = PyList_GET_ITEM(numbers, i);
+        unsigned long long row = PyLong_AsUnsignedLongLong(number);
+        if (row == (unsigned long long)-1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (row == 0) {
+            PyErr_SetString(PyExc_ValueError, "row numbers start at 1");
+            return NULL;
+        }
+        const char *s_name = PyUnicode_AsUTF8AndSize(name, &n_name);
+        if (s_name == NULL) {
+            return NULL;
+        }
+        Py_ssize_t size = LIT(R_NAME) + n_name + LIT(R_ID) + 64 + LIT(R_PHONE) + (n_phone ? 64 : 0) +
+                          LIT(R_CODE) + n_code + LIT(R_END);
+        PyObject *record = PyBytes_FromStringAndSize(NULL, size);
+        if (record == NULL) {
+            return NULL;
+        }
+        char *out = PyBytes_AS_STRING(record);
+#define PUT(src, len) (memcpy(out, (src), (size_t)(len)), out += (len))
+        PUT(R_NAME, LIT(R_NAME));
+        PUT(s_name, n_name);
+        PUT(R_ID, LIT(R_ID));
+        to_hex(digest, out);
+        out += 64;
+        PUT(R_PHONE, LIT(R_PHONE));
+        if (n_phone) {
+            to_hex(phone_digest, out);
+            out += 64;
+        }
+        PUT(R_CODE, LIT(R_CODE));
+        PUT(s_code, n_code);
+        PUT(R_END, LIT(R_END));
+#undef PUT
+        slot_fill(ids, id_slot, digest, row);
+        slot_fill(codes, code_slot, code_key, row);
+        int failed = PyList_Append(records, record) < 0;
+        Py_DECREF(record);
+        if (failed) {
+            return NULL;
+        }
+        if (PyList_GET_SIZE(records) >= limit) {
+            i++;
+            break;
+        }
+    }
+    return PyLong_FromSsize_t(i);
+}
+
+static PyObject *py_sha256(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    int portable = 0;
+    unsigned char digest[32];
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*|p:sha256", &view, &portable)) {
+        return NULL;
+    }
+    sha256_with(portable ? sha256_block : compress, (const unsigned char *)view.buf, (size_t)view.len, digest);
+    PyBuffer_Release(&view);
+    return PyBytes_FromStringAndSize((const char *)digest, 32);
+}
+
+static PyMethodDef METHODS[] = {
+    {"take_plain", take_plain, METH_VARARGS,
+     "take_plain(block, start, columns, numbers, ids, codes, records, limit) -> int"},
+    {"sha256", py_sha256, METH_VARARGS,
+     "sha256(data, portable=False) -> the 32-byte digest, by the SHA extensions where the CPU has them "
+     "(SHA_NI) unless portable (for tests against hashlib)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef MODULE = {
+    PyModuleDef_HEAD_INIT, "verifyfeed._fastsplit",
+    "The splitter's fast path for clean lost-repair rows (see repair_batches._take_plain_py).", -1, METHODS,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__fastsplit(void)
+{
+    if (PyType_Ready(&ClaimsType) < 0) {
+        return NULL;
+    }
+    PyObject *module = PyModule_Create(&MODULE);
+    if (module == NULL) {
+        return NULL;
+    }
+    int sha_ni = 0;
+#ifdef HAVE_SHA_NI_CODE
+    if (cpu_has_sha_ni()) {
+        compress = sha256_block_ni;
+        sha_ni = 1;
+    }
+#endif
+    if (PyModule_AddObjectRef(module, "SHA_NI", sha_ni ? Py_True : Py_False) < 0 ||
+        PyModule_AddObjectRef(module, "Claims", (PyObject *)&ClaimsType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

@@ -1,0 +1,22 @@
+"""Types of the C extension built from layers/core/native/fastsplit.c (see there)."""
+
+SHA_NI: bool
+
+class Claims:
+    def __init__(self) -> None: ...
+    def first(self, key: bytes, /) -> int: ...
+    def claim(self, key: bytes, row: int, /) -> None: ...
+    def __len__(self) -> int: ...
+
+def take_plain(
+    block: list[list[str]],
+    start: int,
+    columns: tuple[int, int, int, int],
+    numbers: list[int],
+    ids: Claims,
+    codes: Claims,
+    records: list[bytes],
+    limit: int,
+    /,
+) -> int: ...
+def sha256(data: bytes, portable: bool = False, /) -> bytes: ...

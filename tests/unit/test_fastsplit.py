@@ -1,0 +1,206 @@
+"""verifyfeed._fastsplit, the splitter's C fast path (layers/core/native/fastsplit.c): its SHA-256
+against hashlib, its claims table, what ``take_plain`` accepts and where it stops, and the build.
+
+Whole files are compared with the rules and the pure-Python path in test_repair_batches.py; here
+are the edges of the C function itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# not built: this module fails to import, loudly (`make native` builds it; `make test` does)
+from verifyfeed import _fastsplit
+from verifyfeed.logic import repair_batches
+from verifyfeed.logic.repair_batches import PyClaims, _take_plain_py
+from verifyfeed.rules.idcard import check_digit
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = ROOT / "layers" / "core" / "native" / "build.py"
+COLUMNS = (0, 1, 2, 3)
+
+
+def an_id(seq: int, birth: str = "19900101") -> str:
+    first17 = f"110105{birth}{seq % 1000:03d}"
+    return first17 + check_digit(first17)
+
+
+def test_the_c_fast_path_is_built_and_used_by_default() -> None:
+    # `make test` builds it (make native); without it the splitter is correct but 2x slower
+    assert repair_batches.NATIVE
+    assert isinstance(_fastsplit.SHA_NI, bool)
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["cpu", "portable"])
+def test_sha256_is_hashlibs_for_every_length_around_the_block_edges(portable: bool) -> None:
+    rng = random.Random(5)
+    for size in [*range(0, 200), 1000, 4096, 65_537]:
+        for _ in range(3):
+            data = rng.randbytes(size)
+            assert _fastsplit.sha256(data, portable) == hashlib.sha256(data).digest(), size
+
+
+def test_claims_keep_the_first_row_and_grow() -> None:
+    claims = _fastsplit.Claims()
+    keys = [hashlib.sha256(str(i).encode()).digest()[:16] for i in range(5000)]  # grows past 1024 slots
+    for row, key in enumerate(keys, start=2):
+        assert claims.first(key) == 0
+        claims.claim(key, row)
+    claims.claim(keys[0], 999_999)  # a claimed key keeps its first row
+    assert len(claims) == 5000
+    assert [claims.first(key) for key in keys] == list(range(2, 5002))
+    assert claims.first(b"ABC") == 0
+    claims.claim(b"ABC", 7)  # a short key (an authCode) is its own key, not a prefix of another
+    assert claims.first(b"ABC") == 7 and claims.first(b"ABCD") == 0 and claims.first(b"AB") == 0
+
+
+@pytest.mark.parametrize("key", [b"", b"x" * 17, "text"])
+def test_claims_refuse_keys_that_are_not_1_to_16_bytes(key: object) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        _fastsplit.Claims().first(key)  # type: ignore[arg-type]
+
+
+def test_claims_refuse_row_zero() -> None:
+    with pytest.raises(ValueError, match="start at 1"):
+        _fastsplit.Claims().claim(b"k", 0)
+
+
+def clean_rows(count: int) -> list[list[str]]:
+    names = ["张三", "王小明", "Li", "欧阳娜娜"]
+    return [
+        [names[i % 4], an_id(i, f"{19800101 + i % 28:08d}"), "" if i % 3 else f"139{i:08d}", f"K{i}"]
+        for i in range(count)
+    ]
+
+
+def take_all(
+    take: object, block: list[list[str]], limit: int = 1000
+) -> tuple[list[int], list[bytes], object, object]:
+    """Call a take function over the whole block like the splitter does, skipping refused rows."""
+    c = take is _fastsplit.take_plain
+    ids = _fastsplit.Claims() if c else PyClaims()
+    codes = _fastsplit.Claims() if c else PyClaims()
+    numbers = list(range(2, len(block) + 2))
+    records: list[bytes] = []
+    stops: list[int] = []
+    index = 0
+    while index < len(block):
+        index = take(block, index, COLUMNS, numbers, ids, codes, records, limit)  # type: ignore[operator]
+        if index < len(block) and len(records) < limit:
+            stops.append(index)
+            index += 1
+    return stops, records, ids, codes
+
+
+def test_a_clean_block_is_taken_in_one_call_with_the_records_python_builds() -> None:
+    block = clean_rows(1000)
+    ids, codes, records = _fastsplit.Claims(), _fastsplit.Claims(), []
+    numbers = list(range(2, 1002))
+    assert _fastsplit.take_plain(block, 0, COLUMNS, numbers, ids, codes, records, 5000) == 1000
+    py_stops, py_records, _, _ = take_all(_take_plain_py, block, 5000)
+    assert py_stops == [] and records == py_records
+    assert len(ids) == len(codes) == 1000
+    assert ids.first(hashlib.sha256(block[7][1].encode()).digest()[:16]) == 9
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        (0, "阿卜杜·热合曼"),  # a middle dot: the rules decide
+        (0, "Zoë"),  # a letter outside ASCII and the CJK block
+        (0, "John Smith"),
+        (0, "张" * 31),
+        (0, ""),
+        (0, "𠀀"),  # beyond the BMP
+        (1, "x"),  # replaced below by the same ID with a lower-case x
+        (1, "110105199002290014"),  # 29 February
+        (1, "11010519900101001"),  # 17 digits
+        (1, "110105190001010018 "),
+        (2, "+8613900000000"),
+        (2, "12900000000"),
+        (2, "1390000000"),
+        (3, "K" * 17),
+        (3, "K-1"),
+        (3, "Ｋ1"),
+    ],
+)
+def test_take_plain_stops_at_every_row_it_does_not_accept(column: int, value: str) -> None:
+    block = clean_rows(20)
+    if value == "x":
+        block[10][1] = "11010519900101007x"  # a lower-case check character
+        assert check_digit(block[10][1][:17]) == "X"
+    else:
+        block[10][column] = value
+    stops, records, ids, codes = take_all(_fastsplit.take_plain, block)
+    assert stops == [10]
+    assert len(records) == 19 and len(ids) == len(codes) == 19  # the stopped row claimed nothing
+
+
+def test_take_plain_leaves_duplicates_to_the_caller_unclaimed() -> None:
+    block = clean_rows(10)
+    block.append([block[3][0], block[3][1], "", "NEW1"])  # same ID as row 3
+    block.append(["李四", an_id(900), "", block[4][3]])  # same code as row 4
+    block.append(["李四", an_id(900), "", "NEW2"])  # the ID of the row before: it claimed nothing
+    stops, records, ids, _ = take_all(_fastsplit.take_plain, block)
+    assert stops == [10, 11]
+    assert len(records) == 11 and ids.first(hashlib.sha256(an_id(900).encode()).digest()[:16]) == 14
+
+
+def test_take_plain_stops_right_after_filling_the_batch() -> None:
+    block = clean_rows(300)
+    ids, codes, records = _fastsplit.Claims(), _fastsplit.Claims(), [b"x"] * 90
+    numbers = list(range(2, 302))
+    assert _fastsplit.take_plain(block, 0, COLUMNS, numbers, ids, codes, records, 100) == 10
+    assert len(records) == 100
+    records.clear()
+    assert _fastsplit.take_plain(block, 10, COLUMNS, numbers, ids, codes, records, 100) == 110
+
+
+def test_take_plain_without_a_phone_column() -> None:
+    block = [[name, id_number, code] for name, id_number, _, code in clean_rows(50)]
+    records: list[bytes] = []
+    args = (list(range(2, 52)), _fastsplit.Claims(), _fastsplit.Claims(), records, 1000)
+    assert _fastsplit.take_plain(block, 0, (0, 1, -1, 2), *args) == 50
+    assert all(b'"usedPhone":""' in record for record in records)
+
+
+def test_take_plain_refuses_malformed_arguments() -> None:
+    block = clean_rows(3)
+    claims = (_fastsplit.Claims(), _fastsplit.Claims())
+    with pytest.raises(ValueError, match="differ in length"):
+        _fastsplit.take_plain(block, 0, COLUMNS, [2, 3], *claims, [], 10)
+    with pytest.raises(TypeError):
+        _fastsplit.take_plain([("a", "b", "c", "d")], 0, COLUMNS, [2], *claims, [], 10)  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        _fastsplit.take_plain(block, 0, COLUMNS, [2, 3, 4], PyClaims(), PyClaims(), [], 10)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="start at 1"):
+        _fastsplit.take_plain(block, 0, COLUMNS, [0, 3, 4], *claims, [], 10)
+    # a short row (fewer cells than the columns need) is left to the caller
+    assert _fastsplit.take_plain([["张三"]], 0, COLUMNS, [2], *claims, [], 10) == 0
+
+
+def test_the_layer_build_makes_a_module_lambdas_glibc_can_load(tmp_path: Path) -> None:
+    # what layers/core/Makefile runs for `sam build`: CPython 3.11 on x86_64 here, as on Lambda
+    run = subprocess.run(
+        [sys.executable, str(BUILD), "--lambda", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    (built,) = tmp_path.glob("_fastsplit*.so")
+    assert "built" in run.stdout
+    spec = importlib.util.spec_from_file_location("native_build", BUILD)
+    assert spec is not None and spec.loader is not None
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    versions = build._glibc_versions(built)
+    assert versions and max(versions) <= build.GLIBC_MAX  # the runtime (Amazon Linux 2) has 2.26
