@@ -19,9 +19,11 @@ import pytest
 
 # not built: this module fails to import, loudly (`make native` builds it; `make test` does)
 from verifyfeed import _fastsplit
+from verifyfeed.config import LegacyIdPolicy
 from verifyfeed.logic import repair_batches
-from verifyfeed.logic.repair_batches import PyClaims, _take_plain_py
+from verifyfeed.logic.repair_batches import _RECORD_JSON, PyClaims, _json_str, _take_plain_py
 from verifyfeed.rules.idcard import check_digit
+from verifyfeed.rules.lost_repair import repair_fields
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "layers" / "core" / "native" / "build.py"
@@ -114,17 +116,24 @@ def test_a_clean_block_is_taken_in_one_call_with_the_records_python_builds() -> 
 @pytest.mark.parametrize(
     ("column", "value"),
     [
-        (0, "阿卜杜·热合曼"),  # a middle dot: the rules decide
+        (0, "·热合曼"),  # a middle dot must stand between letters
+        (0, "阿卜杜·"),
+        (0, "阿卜杜•热合曼"),  # a look-alike dot: the rules normalise it
         (0, "Zoë"),  # a letter outside ASCII and the CJK block
         (0, "John Smith"),
         (0, "张" * 31),
         (0, ""),
         (0, "𠀀"),  # beyond the BMP
-        (1, "x"),  # replaced below by the same ID with a lower-case x
+        (1, "11010519900101007x "),
         (1, "110105199002290014"),  # 29 February
         (1, "11010519900101001"),  # 17 digits
         (1, "110105190001010018 "),
-        (2, "+8613900000000"),
+        (2, " 13900000000"),
+        (2, "139 0000 0000 "),
+        (2, "+86 139 0000 000"),
+        (2, "+87 139 0000 0000"),
+        (2, "+86 139 0000 0000 1"),
+        (2, "86-13900000000"[:13]),
         (2, "12900000000"),
         (2, "1390000000"),
         (3, "K" * 17),
@@ -134,14 +143,41 @@ def test_a_clean_block_is_taken_in_one_call_with_the_records_python_builds() -> 
 )
 def test_take_plain_stops_at_every_row_it_does_not_accept(column: int, value: str) -> None:
     block = clean_rows(20)
-    if value == "x":
-        block[10][1] = "11010519900101007x"  # a lower-case check character
-        assert check_digit(block[10][1][:17]) == "X"
-    else:
-        block[10][column] = value
+    block[10][column] = value
     stops, records, ids, codes = take_all(_fastsplit.take_plain, block)
     assert stops == [10]
     assert len(records) == 19 and len(ids) == len(codes) == 19  # the stopped row claimed nothing
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        (0, "阿卜杜·热合曼"),
+        (0, "Abdu·Rahman"),
+        (1, "11010519900101007x"),  # a lower-case check character: hashed upper-cased
+        (2, "+86 139 0000 0000"),
+        (2, "(+86)139-0000-0000"),
+        (2, "0086 13900000000"),
+        (2, "86 139 0000 0000"),
+        (2, "139 0000 0000"),
+        (2, "139\t0000\t0000"),
+    ],
+)
+def test_take_plain_accepts_what_the_rules_normalise_cheaply_with_their_record(
+    column: int, value: str
+) -> None:
+    block = clean_rows(20)
+    block[10][column] = value
+    stops, records, _, _ = take_all(_fastsplit.take_plain, block)
+    assert stops == []
+    name, idcode, phone, code = repair_fields(
+        dict(zip(["name", "id_number", "used_phone", "auth_code"], block[10], strict=True)),
+        LegacyIdPolicy.CONVERT,
+    )
+    expected = _RECORD_JSON % (_json_str(name)[1:-1], idcode.encode(), phone.encode(), code.encode())
+    assert records[10] == expected
+    if column != 0:  # names are sent as they are; ID numbers and phones only hashed
+        assert value not in records[10].decode()
 
 
 def test_take_plain_leaves_duplicates_to_the_caller_unclaimed() -> None:

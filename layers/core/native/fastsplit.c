@@ -183,9 +183,10 @@ static void to_hex(const unsigned char *digest, char *out)
 
 static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 
-/* A name repair_fields returns unchanged: 1..30 letters, each an ASCII letter or a CJK unified
- * ideograph U+4E00..U+9FFF that Python also calls a letter (str.isalpha); such a string is in NFKC
- * form and needs no JSON escaping. */
+/* A name repair_fields returns unchanged: 1..30 characters, each an ASCII letter, a CJK unified
+ * ideograph U+4E00..U+9FFF that Python also calls a letter (str.isalpha), or the middle dot U+00B7
+ * between two of them (ethnic-minority names: 阿卜杜·热合曼); such a string is in NFKC form, passes
+ * validate_repair_name unchanged and needs no JSON escaping. */
 static int plain_name(PyObject *name)
 {
     Py_ssize_t n = PyUnicode_GET_LENGTH(name);
@@ -201,6 +202,11 @@ static int plain_name(PyObject *name)
         Py_UCS4 c = PyUnicode_READ(kind, data, i);
         if (c < 128) {
             if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'))) {
+                return 0;
+            }
+        }
+        else if (c == 0x00B7) {
+            if (i == 0 || i == n - 1) {
                 return 0;
             }
         }
@@ -257,9 +263,6 @@ static int plain_id18(const unsigned char *s, Py_ssize_t n)
 
 static int plain_mobile(const unsigned char *s, Py_ssize_t n)
 {
-    if (n == 0) {
-        return 1;
-    }
     if (n != 11 || s[0] != '1' || s[1] < '3' || s[1] > '9') {
         return 0;
     }
@@ -269,6 +272,52 @@ static int plain_mobile(const unsigned char *s, Py_ssize_t n)
         }
     }
     return 1;
+}
+
+static int ascii_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f); }
+
+/* normalize_mobile of an ASCII cell, for what it accepts without clean() changing anything
+ * (no space at either end): the 11 digits into out, or "" (n == 0). Returns the length written
+ * (11 or 0), or -1 to leave the cell to the rules. Separators " -()\t" are dropped unless the
+ * text has 11 characters; then a +86, 0086 or 86 prefix is dropped when exactly 11 remain. */
+static int normal_mobile(const unsigned char *s, Py_ssize_t n, unsigned char out[11])
+{
+    if (n == 0) {
+        return 0;
+    }
+    if (n == 11) {
+        if (!plain_mobile(s, n)) {
+            return -1;
+        }
+        memcpy(out, s, 11);
+        return 11;
+    }
+    if (n > 40 || ascii_space(s[0]) || ascii_space(s[n - 1])) {
+        return -1;
+    }
+    unsigned char kept[40];
+    Py_ssize_t k = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = s[i];
+        if (c != ' ' && c != '-' && c != '(' && c != ')' && c != '\t') {
+            kept[k++] = c;
+        }
+    }
+    const unsigned char *digits = kept;
+    if (k == 14 && memcmp(kept, "+86", 3) == 0) {
+        digits += 3;
+    }
+    else if (k == 15 && memcmp(kept, "0086", 4) == 0) {
+        digits += 4;
+    }
+    else if (k == 13 && memcmp(kept, "86", 2) == 0) {
+        digits += 2;
+    }
+    if (k - (digits - kept) != 11 || !plain_mobile(digits, 11)) {
+        return -1;
+    }
+    memcpy(out, digits, 11);
+    return 11;
 }
 
 static int plain_code(const unsigned char *s, Py_ssize_t n)
@@ -551,13 +600,20 @@ static PyObject *take_plain(PyObject *self, PyObject *args)
         if (i_phone >= 0) {
             s_phone = ascii_of(PyList_GET_ITEM(cells, i_phone), &n_phone);
         }
-        if (s_id == NULL || s_code == NULL || s_phone == NULL || !PyUnicode_Check(name) ||
-            !plain_id18(s_id, n_id) || !plain_mobile(s_phone, n_phone) || !plain_code(s_code, n_code) ||
-            !plain_name(name)) {
+        if (s_id == NULL || s_code == NULL || s_phone == NULL || !PyUnicode_Check(name) || n_id != 18) {
+            break;
+        }
+        unsigned char id_upper[18], mobile[11];
+        memcpy(id_upper, s_id, 18);
+        if (id_upper[17] == 'x') {
+            id_upper[17] = 'X'; /* the number is hashed upper-cased */
+        }
+        n_phone = normal_mobile(s_phone, n_phone, mobile);
+        if (n_phone < 0 || !plain_id18(id_upper, 18) || !plain_code(s_code, n_code) || !plain_name(name)) {
             break;
         }
         unsigned char digest[32], phone_digest[32];
-        sha256(s_id, (size_t)n_id, digest);
+        sha256(id_upper, 18, digest);
         unsigned char code_key[16] = {0};
         memcpy(code_key, s_code, (size_t)n_code);
         if (claims_reserve(ids) < 0 || claims_reserve(codes) < 0) {
@@ -567,7 +623,7 @@ static PyObject *take_plain(PyObject *self, PyObject *args)
         __builtin_prefetch(&ids->slots[slot_hash(ids, digest) & ids->mask]);
         __builtin_prefetch(&codes->slots[slot_hash(codes, code_key) & codes->mask]);
         if (n_phone) {
-            sha256(s_phone, (size_t)n_phone, phone_digest);
+            sha256(mobile, 11, phone_digest);
         }
         Slot *id_slot = slot_find(ids, digest);
         Slot *code_slot = slot_find(codes, code_key);
