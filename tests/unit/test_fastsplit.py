@@ -240,3 +240,51 @@ def test_the_layer_build_makes_a_module_lambdas_glibc_can_load(tmp_path: Path) -
     spec.loader.exec_module(build)
     versions = build._glibc_versions(built)
     assert versions and max(versions) <= build.GLIBC_MAX  # the runtime (Amazon Linux 2) has 2.26
+
+
+def lines_of(rows: list[list[str]], delimiter: str = ",", end: str = "\r\n") -> list[str]:
+    return [delimiter.join(row) + end for row in rows]
+
+
+@pytest.mark.parametrize(("delimiter", "end"), [(",", "\r\n"), ("\t", "\n"), (";", "\r"), (",", "")])
+def test_take_lines_splits_lines_itself_into_the_records_take_plain_makes(delimiter: str, end: str) -> None:
+    rows = clean_rows(300)
+    records: list[bytes] = []
+    claims = (_fastsplit.Claims(), _fastsplit.Claims())
+    taken = _fastsplit.take_lines(
+        lines_of(rows, delimiter, end), 0, 2, delimiter, 4, 4096, COLUMNS, *claims, records, 1000
+    )
+    assert taken == 300
+    _, expected, _, _ = take_all(_fastsplit.take_plain, rows)
+    assert records == expected and claims[0].first(hashlib.sha256(rows[5][1].encode()).digest()[:16]) == 7
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '"张三",110105199001010011,,K1\r\n',  # a quote: the csv reader decides
+        "张三,110105199001010011,,K1,extra\r\n",  # more cells than the header
+        "张三,110105199001010011,K1\r\n",  # fewer
+        "\r\n",  # blank
+        "张三,110105199001010011,,K1\r\r\n",
+        "张三,１10105199001010011,,K1\r\n",  # a full-width digit
+        "张三,110105199001010011,13900000000" + " " * 5000 + ",K1\r\n",  # over max_field_chars
+    ],
+)
+def test_take_lines_stops_at_every_line_it_cannot_split_plainly(line: str) -> None:
+    lines = lines_of(clean_rows(20))
+    lines[10] = line
+    records: list[bytes] = []
+    claims = (_fastsplit.Claims(), _fastsplit.Claims())
+    assert _fastsplit.take_lines(lines, 0, 2, ",", 4, 4096, COLUMNS, *claims, records, 1000) == 10
+    assert _fastsplit.take_lines(lines, 11, 2, ",", 4, 4096, COLUMNS, *claims, records, 1000) == 20
+    assert len(records) == 19 and len(claims[0]) == 19
+
+
+def test_take_lines_with_ignored_columns_and_no_phone() -> None:
+    rows = [[code, "备注,不要", id_number, name] for name, id_number, _, code in clean_rows(50)]
+    lines = [f"{a};{b};{c};{d}\n" for a, b, c, d in rows]
+    records: list[bytes] = []
+    claims = (_fastsplit.Claims(), _fastsplit.Claims())
+    assert _fastsplit.take_lines(lines, 0, 2, ";", 4, 4096, (3, 2, -1, 0), *claims, records, 1000) == 50
+    assert records[0].startswith('{"name":"张三"'.encode()) and b'"usedPhone":""' in records[0]

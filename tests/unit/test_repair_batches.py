@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from verifyfeed.config import LegacyIdPolicy
-from verifyfeed.ingest.readers import RowSource, SourceRow, open_rows
+from verifyfeed.ingest.readers import LineBlock, RowSource, SourceRow, open_rows
 from verifyfeed.logic.repair_batches import RepairBatch, split_repair_rows
 from verifyfeed.models.lost_repair import RepairRecord
 from verifyfeed.models.messages import LostRepairBatchMessage
@@ -361,3 +361,92 @@ def test_fast_rows_are_the_rows_in_blocks(tmp_path: Path) -> None:
         ]
     assert flattened == expected
     assert blocks >= 4
+
+
+# ---- LineBlocks: whole 64 KiB chunks without quotes skip the csv reader ------------------------
+
+
+def big_file(seed: int, rows: int = 7000) -> bytes:
+    """Several 64 KiB chunks: mostly plain lines, with quoted fields (some across lines, so across
+    chunk ends too), blank and short lines, extra cells, over-long values and CR-only line ends."""
+    rng = random.Random(seed)
+    lines: list[str] = []
+    for i, (name, id_number, phone, code) in enumerate(messy_rows(rows, seed)):
+        roll = rng.randrange(400)
+        if roll == 0:
+            lines.append(f'"{name}\r\n续",{id_number},{phone},{code}')  # a record across two lines
+        elif roll == 1:
+            lines.append(f'"{name}",{id_number},"{phone}",{code}')
+        elif roll == 2:
+            lines.append("")
+        elif roll == 3:
+            lines.append(" , ,, ")
+        elif roll == 4:
+            lines.append(f"{name},{id_number}")
+        elif roll == 5:
+            lines.append(f"{name},{id_number},{phone},{code},extra")
+        elif roll == 6:
+            lines.append(f"{name},{id_number},{phone},{code}{'K' * 5000}")
+        elif roll == 7:
+            lines.append(f"{name},{id_number},{phone},{code}\r")  # a CR line end, then CRLF
+        else:
+            lines.append(f"{name},{id_number},{phone},{code}")
+        if i > 0 and i % 1500 == 0:  # a quote-free stretch long enough for whole plain chunks
+            lines.extend(",".join(row) for row in messy_rows(1200, seed + i) if '"' not in "".join(row))
+    return ("\r\n".join([",".join(HEADER), *lines]) + "\r\n").encode()
+
+
+def expand(rows: RowSource, items: list[object]) -> list[SourceRow]:
+    fields = ["name", "id_number", "used_phone", "auth_code"]
+    out: list[SourceRow] = []
+    for item in items:
+        parts = list(rows.line_items(item)) if isinstance(item, LineBlock) else [item]
+        for part in parts:
+            if isinstance(part, SourceRow):
+                out.append(part)
+            else:
+                numbers, cells = part  # type: ignore[misc]
+                out += [
+                    SourceRow(n, dict(zip(fields, c, strict=True)))
+                    for n, c in zip(numbers, cells, strict=True)
+                ]
+    return out
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_line_blocks_give_the_rows_the_csv_reader_gives(tmp_path: Path, seed: int) -> None:
+    data = big_file(seed)
+    assert len(data) > 6 * 64 * 1024
+    expected = list(source(tmp_path, data))
+    fast = source(tmp_path, data)
+    items = list(fast.fast_rows(lines=True))
+    line_blocks = [item for item in items if isinstance(item, LineBlock)]
+    assert len(line_blocks) >= 2  # the quote-free stretches
+    assert expand(fast, items) == expected
+    # and the rows are those an independent parse of the whole text finds
+    parsed = list(csv.reader(io.StringIO(data.decode(), newline="")))
+    by_number = {row.number: row for row in expected}
+    assert len(parsed) - 1 >= len(expected)
+    for row in expected[:50] + expected[-50:]:
+        if row.problem is None:
+            cells = parsed[row.number - 1]
+            assert list(row.values.values()) == [cells[i] if i < len(cells) else None for i in range(4)]
+    assert max(by_number) == len(parsed)
+
+
+def test_line_blocks_only_when_asked_and_not_for_dirty_chunks(tmp_path: Path) -> None:
+    rows = [["张三", an_id(i, f"{19700101 + i % 28:08d}"), "", f"C{i:05d}"] for i in range(6000)]
+    data = csv_bytes(rows)
+    assert all(not isinstance(item, LineBlock) for item in source(tmp_path, data).fast_rows())
+    assert any(isinstance(item, LineBlock) for item in source(tmp_path, data).fast_rows(lines=True))
+    dirty = data.replace(b"C00100", b"C\xff0100").replace(b"C05000", b"C\xff5000")  # bad bytes spread out
+    items = list(source(tmp_path, dirty).fast_rows(lines=True))
+    problems = [item for item in items if isinstance(item, SourceRow) and item.problem]
+    assert [row.number for row in problems] == [102, 5002]
+    assert all("\ufffd" not in line for item in items if isinstance(item, LineBlock) for line in item.lines)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_core_matches_the_reference_on_big_files(tmp_path: Path, seed: int, native: bool) -> None:
+    counts = assert_same_as_reference(tmp_path, big_file(seed), batch_size=700, native=native)
+    assert counts.rows_read > 7000 and counts.rows_rejected > 100

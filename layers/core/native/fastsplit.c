@@ -187,19 +187,13 @@ static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
  * ideograph U+4E00..U+9FFF that Python also calls a letter (str.isalpha), or the middle dot U+00B7
  * between two of them (ethnic-minority names: 阿卜杜·热合曼); such a string is in NFKC form, passes
  * validate_repair_name unchanged and needs no JSON escaping. */
-static int plain_name(PyObject *name)
+static int plain_name(int kind, const void *data, Py_ssize_t start, Py_ssize_t n)
 {
-    Py_ssize_t n = PyUnicode_GET_LENGTH(name);
-    if (n < 1 || n > NAME_MAX_CHARS) {
-        return 0;
-    }
-    int kind = PyUnicode_KIND(name);
-    const void *data = PyUnicode_DATA(name);
-    if (kind == PyUnicode_4BYTE_KIND) {
+    if (n < 1 || n > NAME_MAX_CHARS || kind == PyUnicode_4BYTE_KIND) {
         return 0;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        Py_UCS4 c = PyUnicode_READ(kind, data, start + i);
         if (c < 128) {
             if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'))) {
                 return 0;
@@ -215,6 +209,28 @@ static int plain_name(PyObject *name)
         }
     }
     return 1;
+}
+
+/* UTF-8 of a plain name (BMP characters only): at most 3 bytes a character */
+static Py_ssize_t name_utf8(int kind, const void *data, Py_ssize_t start, Py_ssize_t n, char *out)
+{
+    Py_ssize_t k = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, start + i);
+        if (c < 0x80) {
+            out[k++] = (char)c;
+        }
+        else if (c < 0x800) {
+            out[k++] = (char)(0xC0 | (c >> 6));
+            out[k++] = (char)(0x80 | (c & 0x3F));
+        }
+        else {
+            out[k++] = (char)(0xE0 | (c >> 12));
+            out[k++] = (char)(0x80 | ((c >> 6) & 0x3F));
+            out[k++] = (char)(0x80 | (c & 0x3F));
+        }
+    }
+    return k;
 }
 
 static const int WEIGHTS[17] = {7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2};
@@ -563,6 +579,81 @@ static const char R_CODE[] = "\",\"authCode\":\"";
 static const char R_END[] = "\"}";
 #define LIT(s) (sizeof(s) - 1)
 
+/* The name as a span of a str: kind/data of the str, first character, length. */
+typedef struct {
+    int kind;
+    const void *data;
+    Py_ssize_t start, n;
+} Span;
+
+/* Accept one row if its values are plain and unclaimed: claim both keys and append the record.
+ * 1 accepted, 0 left to the caller (nothing changed), -1 error. */
+static int accept_row(Span name, const unsigned char *s_id, Py_ssize_t n_id, const unsigned char *s_phone,
+                      Py_ssize_t n_phone, const unsigned char *s_code, Py_ssize_t n_code, uint64_t row,
+                      ClaimsObject *ids, ClaimsObject *codes, PyObject *records)
+{
+    if (n_id != 18) {
+        return 0;
+    }
+    unsigned char id_upper[18], mobile[11];
+    memcpy(id_upper, s_id, 18);
+    if (id_upper[17] == 'x') {
+        id_upper[17] = 'X'; /* the number is hashed upper-cased */
+    }
+    n_phone = normal_mobile(s_phone, n_phone, mobile);
+    if (n_phone < 0 || !plain_id18(id_upper, 18) || !plain_code(s_code, n_code) ||
+        !plain_name(name.kind, name.data, name.start, name.n)) {
+        return 0;
+    }
+    unsigned char digest[32], phone_digest[32];
+    sha256(id_upper, 18, digest);
+    unsigned char code_key[16] = {0};
+    memcpy(code_key, s_code, (size_t)n_code);
+    if (claims_reserve(ids) < 0 || claims_reserve(codes) < 0) {
+        return -1;
+    }
+    /* the tables outgrow the caches: ask for both slots now and hash the phone meanwhile */
+    __builtin_prefetch(&ids->slots[slot_hash(ids, digest) & ids->mask]);
+    __builtin_prefetch(&codes->slots[slot_hash(codes, code_key) & codes->mask]);
+    if (n_phone) {
+        sha256(mobile, 11, phone_digest);
+    }
+    Slot *id_slot = slot_find(ids, digest);
+    Slot *code_slot = slot_find(codes, code_key);
+    if (id_slot->row != 0 || code_slot->row != 0) {
+        return 0; /* a duplicate: the caller rejects it with the row that came first */
+    }
+    char utf8[3 * NAME_MAX_CHARS];
+    Py_ssize_t n_name = name_utf8(name.kind, name.data, name.start, name.n, utf8);
+    Py_ssize_t size = LIT(R_NAME) + n_name + LIT(R_ID) + 64 + LIT(R_PHONE) + (n_phone ? 64 : 0) + LIT(R_CODE) +
+                      n_code + LIT(R_END);
+    PyObject *record = PyBytes_FromStringAndSize(NULL, size);
+    if (record == NULL) {
+        return -1;
+    }
+    char *out = PyBytes_AS_STRING(record);
+#define PUT(src, len) (memcpy(out, (src), (size_t)(len)), out += (len))
+    PUT(R_NAME, LIT(R_NAME));
+    PUT(utf8, n_name);
+    PUT(R_ID, LIT(R_ID));
+    to_hex(digest, out);
+    out += 64;
+    PUT(R_PHONE, LIT(R_PHONE));
+    if (n_phone) {
+        to_hex(phone_digest, out);
+        out += 64;
+    }
+    PUT(R_CODE, LIT(R_CODE));
+    PUT(s_code, n_code);
+    PUT(R_END, LIT(R_END));
+#undef PUT
+    slot_fill(ids, id_slot, digest, row);
+    slot_fill(codes, code_slot, code_key, row);
+    int failed = PyList_Append(records, record) < 0;
+    Py_DECREF(record);
+    return failed ? -1 : 1;
+}
+
 static PyObject *take_plain(PyObject *self, PyObject *args)
 {
     PyObject *block, *numbers, *records;
@@ -591,47 +682,17 @@ static PyObject *take_plain(PyObject *self, PyObject *args)
             break;
         }
         PyObject *name = PyList_GET_ITEM(cells, i_name);
-        PyObject *id = PyList_GET_ITEM(cells, i_id);
-        PyObject *code = PyList_GET_ITEM(cells, i_code);
-        Py_ssize_t n_id, n_phone = 0, n_code, n_name;
-        const unsigned char *s_id = ascii_of(id, &n_id);
-        const unsigned char *s_code = ascii_of(code, &n_code);
+        Py_ssize_t n_id, n_phone = 0, n_code;
+        const unsigned char *s_id = ascii_of(PyList_GET_ITEM(cells, i_id), &n_id);
+        const unsigned char *s_code = ascii_of(PyList_GET_ITEM(cells, i_code), &n_code);
         const unsigned char *s_phone = (const unsigned char *)"";
         if (i_phone >= 0) {
             s_phone = ascii_of(PyList_GET_ITEM(cells, i_phone), &n_phone);
         }
-        if (s_id == NULL || s_code == NULL || s_phone == NULL || !PyUnicode_Check(name) || n_id != 18) {
+        if (s_id == NULL || s_code == NULL || s_phone == NULL || !PyUnicode_Check(name)) {
             break;
         }
-        unsigned char id_upper[18], mobile[11];
-        memcpy(id_upper, s_id, 18);
-        if (id_upper[17] == 'x') {
-            id_upper[17] = 'X'; /* the number is hashed upper-cased */
-        }
-        n_phone = normal_mobile(s_phone, n_phone, mobile);
-        if (n_phone < 0 || !plain_id18(id_upper, 18) || !plain_code(s_code, n_code) || !plain_name(name)) {
-            break;
-        }
-        unsigned char digest[32], phone_digest[32];
-        sha256(id_upper, 18, digest);
-        unsigned char code_key[16] = {0};
-        memcpy(code_key, s_code, (size_t)n_code);
-        if (claims_reserve(ids) < 0 || claims_reserve(codes) < 0) {
-            return NULL;
-        }
-        /* the tables outgrow the caches: ask for both slots now and hash the phone meanwhile */
-        __builtin_prefetch(&ids->slots[slot_hash(ids, digest) & ids->mask]);
-        __builtin_prefetch(&codes->slots[slot_hash(codes, code_key) & codes->mask]);
-        if (n_phone) {
-            sha256(mobile, 11, phone_digest);
-        }
-        Slot *id_slot = slot_find(ids, digest);
-        Slot *code_slot = slot_find(codes, code_key);
-        if (id_slot->row != 0 || code_slot->row != 0) {
-            break; /* a duplicate: the caller rejects it with the row that came first */
-        }
-        PyObject *number = PyList_GET_ITEM(numbers, i);
-        unsigned long long row = PyLong_AsUnsignedLongLong(number);
+        unsigned long long row = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(numbers, i));
         if (row == (unsigned long long)-1 && PyErr_Occurred()) {
             return NULL;
         }
@@ -639,38 +700,123 @@ static PyObject *take_plain(PyObject *self, PyObject *args)
             PyErr_SetString(PyExc_ValueError, "row numbers start at 1");
             return NULL;
         }
-        const char *s_name = PyUnicode_AsUTF8AndSize(name, &n_name);
-        if (s_name == NULL) {
+        Span span = {PyUnicode_KIND(name), PyUnicode_DATA(name), 0, PyUnicode_GET_LENGTH(name)};
+        int taken = accept_row(span, s_id, n_id, s_phone, n_phone, s_code, n_code, row, ids, codes, records);
+        if (taken < 0) {
             return NULL;
         }
-        Py_ssize_t size = LIT(R_NAME) + n_name + LIT(R_ID) + 64 + LIT(R_PHONE) + (n_phone ? 64 : 0) +
-                          LIT(R_CODE) + n_code + LIT(R_END);
-        PyObject *record = PyBytes_FromStringAndSize(NULL, size);
-        if (record == NULL) {
+        if (taken == 0) {
+            break;
+        }
+        if (PyList_GET_SIZE(records) >= limit) {
+            i++;
+            break;
+        }
+    }
+    return PyLong_FromSsize_t(i);
+}
+
+#define MAX_COLUMNS 64
+#define MAX_ASCII_CELL 40
+
+/* An ASCII cell of a line into buf (NUL-free, at most MAX_ASCII_CELL); its length, or -1. */
+static Py_ssize_t ascii_cell(int kind, const void *data, Py_ssize_t from, Py_ssize_t to, unsigned char *buf)
+{
+    Py_ssize_t n = to - from;
+    if (n > MAX_ASCII_CELL) {
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, from + i);
+        if (c >= 128) {
+            return -1;
+        }
+        buf[i] = (unsigned char)c;
+    }
+    return n;
+}
+
+static PyObject *take_lines(PyObject *self, PyObject *args)
+{
+    PyObject *lines, *records;
+    ClaimsObject *ids, *codes;
+    Py_ssize_t start, first, width, max_chars, limit, i_name, i_id, i_phone, i_code;
+    int delimiter;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!nnCnn(nnnn)O!O!O!n:take_lines", &PyList_Type, &lines, &start, &first,
+                          &delimiter, &width, &max_chars, &i_name, &i_id, &i_phone, &i_code, &ClaimsType, &ids,
+                          &ClaimsType, &codes, &PyList_Type, &records, &limit)) {
+        return NULL;
+    }
+    if (first < 1) {
+        PyErr_SetString(PyExc_ValueError, "row numbers start at 1");
+        return NULL;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(lines);
+    Py_ssize_t i = start < 0 ? 0 : start;
+    if (width < 1 || width > MAX_COLUMNS || i_name >= width || i_id >= width || i_code >= width ||
+        i_phone >= width) {
+        return PyLong_FromSsize_t(i < count ? i : count); /* every line is left to the caller */
+    }
+    Py_ssize_t from[MAX_COLUMNS], to[MAX_COLUMNS];
+    for (; i < count; i++) {
+        PyObject *line = PyList_GET_ITEM(lines, i);
+        if (!PyUnicode_Check(line)) {
+            PyErr_SetString(PyExc_TypeError, "each line must be a str");
             return NULL;
         }
-        char *out = PyBytes_AS_STRING(record);
-#define PUT(src, len) (memcpy(out, (src), (size_t)(len)), out += (len))
-        PUT(R_NAME, LIT(R_NAME));
-        PUT(s_name, n_name);
-        PUT(R_ID, LIT(R_ID));
-        to_hex(digest, out);
-        out += 64;
-        PUT(R_PHONE, LIT(R_PHONE));
-        if (n_phone) {
-            to_hex(phone_digest, out);
-            out += 64;
+        int kind = PyUnicode_KIND(line);
+        const void *data = PyUnicode_DATA(line);
+        Py_ssize_t n = PyUnicode_GET_LENGTH(line);
+        if (n && PyUnicode_READ(kind, data, n - 1) == '\n') {
+            n--;
         }
-        PUT(R_CODE, LIT(R_CODE));
-        PUT(s_code, n_code);
-        PUT(R_END, LIT(R_END));
-#undef PUT
-        slot_fill(ids, id_slot, digest, row);
-        slot_fill(codes, code_slot, code_key, row);
-        int failed = PyList_Append(records, record) < 0;
-        Py_DECREF(record);
-        if (failed) {
+        if (n && PyUnicode_READ(kind, data, n - 1) == '\r') {
+            n--;
+        }
+        /* the cells: split at the delimiter; a quote (or an unexpected count) leaves the line to the caller */
+        Py_ssize_t field = 0;
+        int plain = 1;
+        from[0] = 0;
+        for (Py_ssize_t p = 0; p < n; p++) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, p);
+            if (c == (Py_UCS4)delimiter) {
+                if (field == width - 1) {
+                    plain = 0;
+                    break;
+                }
+                to[field++] = p;
+                from[field] = p + 1;
+            }
+            else if (c == '"' || c == '\r' || c == '\n' || c == 0) {
+                plain = 0;
+                break;
+            }
+        }
+        if (!plain || field != width - 1) {
+            break;
+        }
+        to[field] = n;
+        for (Py_ssize_t f = 0; f < width; f++) {
+            if (to[f] - from[f] > max_chars) {
+                plain = 0;
+            }
+        }
+        unsigned char id[MAX_ASCII_CELL], phone[MAX_ASCII_CELL], code[MAX_ASCII_CELL];
+        Py_ssize_t n_id = ascii_cell(kind, data, from[i_id], to[i_id], id);
+        Py_ssize_t n_code = ascii_cell(kind, data, from[i_code], to[i_code], code);
+        Py_ssize_t n_phone = i_phone >= 0 ? ascii_cell(kind, data, from[i_phone], to[i_phone], phone) : 0;
+        if (!plain || n_id < 0 || n_code < 0 || n_phone < 0) {
+            break;
+        }
+        Span name = {kind, data, from[i_name], to[i_name] - from[i_name]};
+        int taken = accept_row(name, id, n_id, phone, n_phone, code, n_code, (uint64_t)(first + i), ids, codes,
+                               records);
+        if (taken < 0) {
             return NULL;
+        }
+        if (taken == 0) {
+            break;
         }
         if (PyList_GET_SIZE(records) >= limit) {
             i++;
@@ -697,6 +843,8 @@ static PyObject *py_sha256(PyObject *self, PyObject *args)
 static PyMethodDef METHODS[] = {
     {"take_plain", take_plain, METH_VARARGS,
      "take_plain(block, start, columns, numbers, ids, codes, records, limit) -> int"},
+    {"take_lines", take_lines, METH_VARARGS,
+     "take_lines(lines, start, first, delimiter, width, max_field_chars, columns, ids, codes, records, limit) -> int"},
     {"sha256", py_sha256, METH_VARARGS,
      "sha256(data, portable=False) -> the 32-byte digest, by the SHA extensions where the CPU has them "
      "(SHA_NI) unless portable (for tests against hashlib)"},

@@ -20,3 +20,17 @@ def take_plain(
     /,
 ) -> int: ...
 def sha256(data: bytes, portable: bool = False, /) -> bytes: ...
+def take_lines(
+    lines: list[str],
+    start: int,
+    first: int,
+    delimiter: str,
+    width: int,
+    max_field_chars: int,
+    columns: tuple[int, int, int, int],
+    ids: Claims,
+    codes: Claims,
+    records: list[bytes],
+    limit: int,
+    /,
+) -> int: ...

@@ -114,10 +114,20 @@ class SourceRow:
     problem: str | None = None
 
 
-# What ``RowSource.fast_rows`` yields: a ``SourceRow``, or a block of clean CSV rows as
-# ``(numbers, cells)``: their row numbers and their raw cells, in file order.
+@dataclass(frozen=True, slots=True)
+class LineBlock:
+    """Lines of a CSV file that are one record each: no quote character, no undecodable byte, no
+    NUL, no over-long line, in file order; ``lines[i]`` (its terminator kept) is row ``first + i``.
+    ``RowSource.line_items`` gives what the csv reader would have made of them."""
+
+    first: int
+    lines: list[str]
+
+
+# What ``RowSource.fast_rows`` yields: a ``SourceRow``; a block of clean CSV rows as
+# ``(numbers, cells)``: their row numbers and their raw cells, in file order; or a ``LineBlock``.
 CellBlock = tuple[list[int], list[list[str]]]
-FastRow = SourceRow | CellBlock
+FastRow = SourceRow | CellBlock | LineBlock
 
 
 class RowSource(Iterator[SourceRow]):
@@ -140,26 +150,70 @@ class RowSource(Iterator[SourceRow]):
         self._pending: list[SourceRow] = []  # the rest of a block, reversed
         self._pick = _row_picker(header)
         self._close = close
+        self._line_blocks = False  # CSV: whether fast_rows yields LineBlocks
+        self.delimiter = ","  # CSV: the delimiter in use
+        self.max_field_chars = 0  # CSV: the longest value a row may have
 
     def __next__(self) -> SourceRow:
-        if self._pending:
-            return self._pending.pop()
-        row = next(self._rows)
-        if isinstance(row, SourceRow):
-            return row
-        pick = self._pick
-        pending = [SourceRow(number, pick(cells)) for number, cells in zip(*row, strict=True)]
-        pending.reverse()
-        self._pending = pending
-        return pending.pop()
+        while not self._pending:
+            row = next(self._rows)
+            if isinstance(row, SourceRow):
+                return row
+            items = self.line_items(row) if isinstance(row, LineBlock) else (row,)
+            pick = self._pick
+            pending: list[SourceRow] = []
+            for item in items:
+                if isinstance(item, SourceRow):
+                    pending.append(item)
+                elif not isinstance(item, LineBlock):
+                    pending += [SourceRow(number, pick(cells)) for number, cells in zip(*item, strict=True)]
+            pending.reverse()
+            self._pending = pending
+        return self._pending.pop()
 
-    def fast_rows(self) -> Iterator[FastRow]:
+    def line_items(self, block: LineBlock) -> Iterator[SourceRow | CellBlock]:
+        """What the csv reader makes of ``block``'s lines: blocks of clean rows and ``SourceRow``s,
+        exactly as ``fast_rows`` would have yielded them had the lines gone through it."""
+        reader = csv.reader(block.lines, delimiter=self.delimiter, strict=True)
+        width, pick, max_chars = self.header.width, self._pick, self.max_field_chars
+        numbers: list[int] = []
+        cells_block: list[list[str]] = []
+        number = block.first - 1
+        while True:
+            try:
+                for cells in reader:
+                    number += 1
+                    if len(cells) == width:
+                        numbers.append(number)
+                        cells_block.append(cells)
+                        continue
+                    if cells_block:
+                        yield from _settle(numbers, cells_block, pick, max_chars)
+                        numbers, cells_block = [], []
+                    item = _lone_row(number, cells, width, pick, max_chars, None)
+                    if item is not None:
+                        yield item
+                break
+            except csv.Error as exc:  # e.g. a value over the csv module's field limit
+                if cells_block:
+                    yield from _settle(numbers, cells_block, pick, max_chars)
+                    numbers, cells_block = [], []
+                number += 1
+                yield SourceRow(number, {}, _csv_error_problem(exc, max_chars))
+        if cells_block:
+            yield from _settle(numbers, cells_block, pick, max_chars)
+
+    def fast_rows(self, *, lines: bool = False) -> Iterator[FastRow]:
         """The same rows, for loops where a dict per row costs too much: CSV rows the reader
         has nothing to say about (no problem, not blank, exactly ``header.width`` cells, no
         value over ``max_field_chars``) come in blocks ``(numbers, cells)`` — their row numbers
-        and raw ``str`` cells, indexed like ``header.columns``; every other row, and every XLSX
-        or JSON Lines row, as the ``SourceRow`` that iterating would give. Iterate one way or
-        the other, not both."""
+        and raw ``str`` cells, indexed like ``header.columns`` — or, for whole chunks of the file
+        without quotes or bad bytes, as a ``LineBlock`` of raw lines (one record each) that the
+        caller may split itself or hand to ``line_items`` (only when asked: ``lines=True``; a
+        chunk is 64 KiB, so small files never have one); every other row, and every XLSX or
+        JSON Lines row, as the ``SourceRow`` that iterating would give. Iterate one way or the
+        other, not both."""
+        self._line_blocks = lines
         return self._rows
 
     def close(self) -> None:
@@ -277,6 +331,13 @@ def _guess_encoding(data: bytes) -> str:
     return "utf-8" if good >= 2 * bad else "gb18030"
 
 
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    lines: list[str]  # complete lines, terminators kept
+    dirty: bool  # some line may carry a flag (U+FFFD, NUL): pulled through ``_flagged``
+    plain: bool  # one record per line: no quote, nothing dirty, no cut or odd line break
+
+
 class _CsvText:
     """Decodes the byte stream chunk by chunk and yields CSV lines (terminators kept).
 
@@ -284,7 +345,17 @@ class _CsvText:
     carried (U+FFFD from bad bytes, NUL, a cut over-long line); the row loop reads and clears it.
     """
 
-    __slots__ = ("_sample", "_source", "_stream", "encoding", "flags", "line_cap")
+    __slots__ = (
+        "_chunks",
+        "_queued",
+        "_sample",
+        "_source",
+        "_stream",
+        "encoding",
+        "fed",
+        "flags",
+        "line_cap",
+    )
 
     def __init__(self, stream: IO[bytes], sample: bytes, line_cap: int) -> None:
         self._stream = stream
@@ -292,6 +363,9 @@ class _CsvText:
         self.line_cap = line_cap
         self._source: RowSource | None = None
         self.flags = 0
+        self.fed = 0  # lines handed to the csv reader so far (compare ``reader.line_num``)
+        self._chunks: Iterator[_Chunk] = self._chunk_lines()
+        self._queued: _Chunk | None = None
         self.encoding: str | None = None
         if sample.startswith(_UTF8_BOM):
             self.encoding = "utf-8-sig"
@@ -336,8 +410,30 @@ class _CsvText:
                 yield tail
 
     def lines(self) -> Iterator[str]:
-        # a C-level chain hands the lines of a chunk to the csv reader: no generator resumes per line
-        return chain.from_iterable(self._chunk_lines())
+        """The csv reader's input: the lines of the chunks handed to it. A C-level chain, so no
+        generator resumes per line; the next chunk is taken only when the reader asks for a line
+        past the last one (mid-record, or at a boundary when no chunk was queued)."""
+        return chain.from_iterable(self._feed())
+
+    def _feed(self) -> Iterator[Iterable[str]]:
+        while True:
+            chunk = self._queued
+            if chunk is None:
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    return
+            self._queued = None
+            self.fed += len(chunk.lines)
+            yield self._flagged(chunk.lines) if chunk.dirty else chunk.lines
+
+    def next_chunk(self) -> _Chunk | None:
+        """For the row loop, when the reader stands at a record boundary with every line handed
+        to it read (``reader.line_num == fed``): the next chunk, to read as lines or to ``queue``."""
+        return next(self._chunks, None)
+
+    def queue(self, chunk: _Chunk) -> None:
+        """Hand ``chunk`` to the csv reader: its lines come next."""
+        self._queued = chunk
 
     def _flagged(self, lines: list[str]) -> Iterator[str]:
         for line in lines:
@@ -347,7 +443,7 @@ class _CsvText:
                 self.flags |= _NUL
             yield line
 
-    def _chunk_lines(self) -> Iterator[Iterable[str]]:
+    def _chunk_lines(self) -> Iterator[_Chunk]:
         """The lines of each chunk; flags are raised as the line carrying them is pulled."""
         cap = self.line_cap
         carry = ""  # the unfinished last line of the previous chunk (or one ending in a bare CR)
@@ -377,11 +473,12 @@ class _CsvText:
                     continue
             if first_long:
                 self.flags |= _LONG_LINE
-            yield self._flagged(pieces) if "\ufffd" in text or "\x00" in text else pieces
+            dirty = "\ufffd" in text or "\x00" in text
+            yield _Chunk(pieces, dirty, not (dirty or first_long or odd or '"' in text))
         if carry:
             if carry_long:
                 self.flags |= _LONG_LINE
-            yield self._flagged([carry])
+            yield _Chunk([carry], True, False)
 
 
 def _csv_error_problem(exc: csv.Error, max_field_chars: int) -> str:
@@ -443,6 +540,8 @@ def _open_csv(stream: IO[bytes], sample: bytes, kind: JobKind | None, max_field_
     resolved = _resolve_kind(cells, kind)
     header = map_header(cells, resolved)
     source = RowSource(resolved, "csv", text.reported_encoding, header)
+    source.delimiter = delimiter
+    source.max_field_chars = max_field_chars
     text.attach(source)
     source._rows = _csv_rows(reader, text, source, number, max_field_chars)
     return source
@@ -456,8 +555,53 @@ def _flag_problem(flags: int, source: RowSource, line_cap: int) -> str:
     return f"line longer than {line_cap} characters"
 
 
+def _settle(
+    numbers: list[int],
+    block: list[list[str]],
+    pick: Callable[[Sequence[Any]], dict[str, object]],
+    max_chars: int,
+) -> Iterator[SourceRow | CellBlock]:
+    """Rows of the header's width with no flag: the block as it is when none is blank or has an
+    over-long value (one test for all), else row by row."""
+    joined = list(map("".join, block))
+    if all(joined) and not any(map(str.isspace, joined)) and max(map(len, joined)) <= max_chars:
+        yield numbers, block
+        return
+    strip = str.strip
+    for row_number, cells in zip(numbers, block, strict=True):
+        if not any(map(strip, cells)):
+            continue
+        if max(map(len, cells)) > max_chars:
+            yield SourceRow(row_number, pick(cells), f"value longer than {max_chars} characters")
+        else:
+            yield [row_number], [cells]
+
+
+def _lone_row(
+    number: int,
+    cells: list[str],
+    width: int,
+    pick: Callable[[Sequence[Any]], dict[str, object]],
+    max_chars: int,
+    flag_problem: str | None,
+) -> SourceRow | None:
+    """A row that cannot join a block (flagged, or not the header's width); ``None`` when blank."""
+    if not any(map(str.strip, cells)):
+        return None
+    problem = flag_problem
+    if problem is None:
+        if len(cells) > width and any(map(str.strip, cells[width:])):
+            used = len(cells)
+            while not cells[used - 1].strip():
+                used -= 1
+            problem = f"row has {used} cells but the header has {width}"
+        elif max(map(len, cells)) > max_chars:
+            problem = f"value longer than {max_chars} characters"
+    return SourceRow(number, pick(cells), problem)
+
+
 def _csv_rows(
-    reader: Iterator[list[str]],
+    reader: Any,  # a csv reader over ``text.lines()``
     text: _CsvText,
     source: RowSource,
     number: int,
@@ -467,27 +611,27 @@ def _csv_rows(
     width = header.width
     pick = _row_picker(header)
     line_cap = text.line_cap
-    strip = str.strip
-    problem: str | None
     numbers: list[int] = []
     block: list[list[str]] = []
 
-    def settle() -> Iterator[FastRow]:
-        # the block's rows had no flag and the header's width; are any blank or over-long?
-        joined = list(map("".join, block))
-        if all(joined) and not any(map(str.isspace, joined)) and max(map(len, joined)) <= max_field_chars:
-            yield numbers, block
-            return
-        for row_number, cells in zip(numbers, block, strict=True):
-            if not any(map(strip, cells)):
-                continue
-            if max(map(len, cells)) > max_field_chars:
-                yield SourceRow(row_number, pick(cells), f"value longer than {max_field_chars} characters")
-            else:
-                yield [row_number], [cells]
+    def settle() -> Iterator[SourceRow | CellBlock]:
+        return _settle(numbers, block, pick, max_field_chars)
 
     while True:
         try:
+            if source._line_blocks and reader.line_num == text.fed:
+                # a record boundary with every line handed over read: plain chunks skip the reader
+                chunk = text.next_chunk()
+                while chunk is not None and chunk.plain:
+                    if block:
+                        yield from settle()
+                        numbers, block = [], []
+                    yield LineBlock(number + 1, chunk.lines)
+                    number += len(chunk.lines)
+                    chunk = text.next_chunk()
+                if chunk is None:
+                    break
+                text.queue(chunk)
             for cells in reader:
                 number += 1
                 if not text.flags and len(cells) == width:
@@ -496,30 +640,26 @@ def _csv_rows(
                     if len(block) >= _BLOCK_ROWS:
                         yield from settle()
                         numbers, block = [], []
-                    continue
-                if block:
-                    yield from settle()
-                    numbers, block = [], []
-                flags = text.flags
-                if flags:
+                else:
+                    if block:
+                        yield from settle()
+                        numbers, block = [], []
+                    flags = text.flags
                     text.flags = 0
-                if not any(map(strip, cells)):
-                    continue
-                values = pick(cells)
-                problem = None
-                if flags:
-                    problem = _flag_problem(flags, source, line_cap)
-                elif len(cells) > width and any(map(strip, cells[width:])):
-                    used = len(cells)
-                    while not cells[used - 1].strip():
-                        used -= 1
-                    problem = f"row has {used} cells but the header has {width}"
-                elif max(map(len, cells)) > max_field_chars:
-                    problem = f"value longer than {max_field_chars} characters"
-                yield SourceRow(number, values, problem)
-            if block:
-                yield from settle()
-            return
+                    item = _lone_row(
+                        number,
+                        cells,
+                        width,
+                        pick,
+                        max_field_chars,
+                        _flag_problem(flags, source, line_cap) if flags else None,
+                    )
+                    if item is not None:
+                        yield item
+                if reader.line_num == text.fed and source._line_blocks:
+                    break
+            else:
+                break
         except csv.Error as exc:
             if block:
                 yield from settle()
@@ -530,6 +670,8 @@ def _csv_rows(
                 _flag_problem(flags, source, line_cap) if flags else _csv_error_problem(exc, max_field_chars)
             )
             yield SourceRow(number, {}, problem)
+    if block:
+        yield from settle()
 
 
 # -------------------------------------------------------------------------------------- XLSX

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from verifyfeed.config import LegacyIdPolicy
-from verifyfeed.ingest.readers import RowSource, SourceRow
+from verifyfeed.ingest.readers import CellBlock, LineBlock, RowSource, SourceRow
 from verifyfeed.models.records import JobCounts
 from verifyfeed.rules.errors import RuleViolation
 from verifyfeed.rules.lost_repair import is_plain_repair_row, repair_fields
@@ -157,12 +157,20 @@ def _take_plain_py(
     return len(block)
 
 
-def _load_native() -> tuple[TakePlain, Callable[[], Claims]] | None:
+# take_lines(lines, start, first row number, delimiter, width, max_field_chars, columns, ids, codes,
+#            records, limit) -> the index where it stopped: take_plain for a LineBlock's raw lines,
+# which it splits itself (a line it cannot split plainly is left to the caller, like a row)
+TakeLines = Callable[
+    [list[str], int, int, str, int, int, tuple[int, int, int, int], Any, Any, list[bytes], int], int
+]
+
+
+def _load_native() -> tuple[TakePlain, TakeLines, Callable[[], Claims]] | None:
     try:
         from verifyfeed import _fastsplit
     except ImportError:  # not built here (layers/core/native/build.py): the same results, slower
         return None
-    return _fastsplit.take_plain, _fastsplit.Claims
+    return _fastsplit.take_plain, _fastsplit.take_lines, _fastsplit.Claims
 
 
 _NATIVE = _load_native()
@@ -179,12 +187,13 @@ def split_repair_rows(
     native: bool = NATIVE,
 ) -> JobCounts:
     take: TakePlain = _take_plain_py
+    take_lines: TakeLines | None = None  # LineBlocks go through the reader's line_items
     ids: Claims = PyClaims()  # first 16 bytes of the idcode digest → first row
     codes: Claims = PyClaims()  # authCode → first row
     if native:
         if _NATIVE is None:
             raise RuntimeError("verifyfeed._fastsplit is not built (layers/core/native/build.py)")
-        take, new_claims = _NATIVE
+        take, take_lines, new_claims = _NATIVE
         ids, codes = new_claims(), new_claims()
     columns = tuple(rows.header.columns.items())
     where = {field: index for index, field in columns}
@@ -223,17 +232,15 @@ def split_repair_rows(
         if len(records) >= batch_size:
             flush()
 
-    read = 0
-    for item in rows.fast_rows():
+    def handle(item: SourceRow | CellBlock) -> int:
+        """Decide a reader's row or block of clean rows; how many rows that was."""
         if isinstance(item, SourceRow):
-            read += 1
             if item.problem is not None:
                 reject(item.number, "row.unreadable", item.problem, item.values, None)
             else:
                 decide(item.number, item.values)
-            continue
+            return 1
         numbers, block = item
-        read += len(numbers)
         index, end = 0, len(block)
         while index < end:
             index = take(block, index, picks, numbers, ids, codes, records, batch_size)
@@ -242,6 +249,32 @@ def split_repair_rows(
             elif index < end:  # a row the fast path left to the rules
                 cells = block[index]
                 decide(numbers[index], {field: cells[at] for at, field in columns})
+                index += 1
+        return len(numbers)
+
+    read = 0
+    delimiter, width, max_chars = rows.delimiter, rows.header.width, rows.max_field_chars
+    for item in rows.fast_rows(lines=take_lines is not None):
+        if not isinstance(item, LineBlock):
+            read += handle(item)
+            continue
+        lines, first = item.lines, item.first
+        if take_lines is None:
+            for part in rows.line_items(item):
+                read += handle(part)
+            continue
+        index, end = 0, len(lines)
+        while index < end:
+            taken = take_lines(
+                lines, index, first, delimiter, width, max_chars, picks, ids, codes, records, batch_size
+            )
+            read += taken - index
+            index = taken
+            if len(records) >= batch_size:
+                flush()
+            elif index < end:  # a line the fast path left to the reader and the rules
+                for part in rows.line_items(LineBlock(first + index, [lines[index]])):
+                    read += handle(part)
                 index += 1
     if records:
         flush()
