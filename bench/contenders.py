@@ -11,7 +11,10 @@ ends when the last batch is serialised; the child writes ``{"rows", "seconds", "
 - ``ours``: the splitter's core, ``verifyfeed.logic.repair_batches.split_repair_rows`` over
   ``open_rows`` on the file stream, with the splitter's own rejection callback (masked values
   into a ``RejectionLog``) and a sink that builds each batch's queue message body and counts its
-  UTF-8 bytes where the splitter would send it (no S3, DynamoDB or SQS).
+  UTF-8 bytes where the splitter would send it (no S3, DynamoDB or SQS) — with the C fast path
+  (``verifyfeed._fastsplit``), as the layer runs it;
+- ``ours-py``: the same without the C extension (``native=False``): what runs where it is not
+  built; for comparison, not a goal.
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ def run_peer(path: Path) -> Callable[[], Result]:
     return run
 
 
-def run_ours(path: Path) -> Callable[[], Result]:
+def run_ours(path: Path, native: bool = True) -> Callable[[], Result]:
     from verifyfeed.config import LegacyIdPolicy
     from verifyfeed.ingest.readers import open_rows
     from verifyfeed.logic.repair_batches import RepairBatch, split_repair_rows
@@ -117,6 +120,7 @@ def run_ours(path: Path) -> Callable[[], Result]:
                     batch_size=1000,
                     reject=repair_rejects(rejections),
                     emit=emit,
+                    native=native,
                 )
         finally:
             rejections.close()
@@ -135,6 +139,7 @@ CONTENDERS: dict[str, Callable[[Path], Callable[[], Result]]] = {
     "limit": run_limit,
     "peer": run_peer,
     "ours": run_ours,
+    "ours-py": lambda path: run_ours(path, native=False),
 }
 
 

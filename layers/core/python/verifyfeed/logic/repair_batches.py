@@ -79,19 +79,19 @@ class PyClaims:
     row or 0, ``claim(key, row)`` (a claimed key keeps its row), ``len()``. The reference for, and
     the fallback of, ``_fastsplit.Claims`` (a C hash table: half the memory, one cache miss)."""
 
-    __slots__ = ("_rows",)
+    __slots__ = ("rows",)
 
     def __init__(self) -> None:
-        self._rows: dict[bytes, int] = {}
+        self.rows: dict[bytes, int] = {}  # key → first row (``_take_plain_py`` uses it directly)
 
     def first(self, key: bytes) -> int:
-        return self._rows.get(key, 0)
+        return self.rows.get(key, 0)
 
     def claim(self, key: bytes, row: int) -> None:
-        self._rows.setdefault(key, row)
+        self.rows.setdefault(key, row)
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self.rows)
 
 
 class Claims(Protocol):
@@ -112,8 +112,8 @@ def _take_plain_py(
     start: int,
     columns: tuple[int, int, int, int],
     numbers: list[int],
-    ids: Claims,
-    codes: Claims,
+    ids: PyClaims,
+    codes: PyClaims,
     records: list[bytes],
     limit: int,
 ) -> int:
@@ -130,6 +130,7 @@ def _take_plain_py(
     sha256 = hashlib.sha256
     is_plain = is_plain_repair_row
     add = records.append
+    id_rows, code_rows = ids.rows, codes.rows
     for index in range(start, len(block)):
         cells = block[index]
         name, raw_id, code = cells[i_name], cells[i_id], cells[i_code]
@@ -138,11 +139,9 @@ def _take_plain_py(
             return index
         digest = sha256(raw_id.encode()).digest()
         key, code_key = digest[:_KEY_BYTES], code.encode()
-        if ids.first(key) or codes.first(code_key):
+        if key in id_rows or code_key in code_rows:
             return index
-        number = numbers[index]
-        ids.claim(key, number)
-        codes.claim(code_key, number)
+        id_rows[key] = code_rows[code_key] = numbers[index]
         add(
             _RECORD_JSON
             % (
