@@ -107,7 +107,7 @@ def server(args: list[str], port: int) -> Iterator[None]:
 @contextmanager
 def local_aws() -> Iterator[str]:
     port = _free_port()
-    with server(["-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], port):
+    with server(["-m", "local.aws_server", "--port", str(port)], port):
         endpoint = f"http://127.0.0.1:{port}"
         os.environ.update(
             AWS_ENDPOINT_URL=endpoint,

@@ -565,10 +565,10 @@ class LocalRunner:
         }
         env = {k: v for k, v in defaults.items() if not os.environ.get(k)}
         if not os.environ.get("AWS_ENDPOINT_URL"):
-            from moto.server import ThreadedMotoServer
+            from local.aws_server import MotoServer
 
             logging.getLogger("werkzeug").setLevel(logging.WARNING)
-            self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+            self._moto = MotoServer("127.0.0.1", 0)
             self._moto.start()
             host, port = self._moto.get_host_and_port()
             env["AWS_ENDPOINT_URL"] = f"http://{host}:{port}"

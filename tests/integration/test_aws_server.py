@@ -1,0 +1,69 @@
+"""local.aws_server: moto behind a keep-alive HTTP/1.1 server (tests, demo and benchmark use it).
+
+It must behave as moto's own server does for what the code uses — JSON protocols, S3 objects with
+HEAD, ranges, large bodies with ``Expect: 100-continue`` and odd keys — and keep connections open.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+
+import boto3
+import pytest
+
+
+@pytest.fixture
+def connects(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Counts the TCP connections this process opens (a test probe, not a stand-in)."""
+    count = [0]
+    original = socket.socket.connect
+
+    def connect(self: socket.socket, address: object) -> None:
+        count[0] += 1
+        original(self, address)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    yield count
+
+
+def test_calls_reuse_one_connection(moto_endpoint: str, connects: list[int]) -> None:
+    db = boto3.client("dynamodb", endpoint_url=moto_endpoint)
+    name = f"t{uuid.uuid4().hex[:8]}"
+    db.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    before = connects[0]
+    for i in range(30):
+        db.put_item(TableName=name, Item={"pk": {"S": str(i)}})
+    assert db.get_item(TableName=name, Key={"pk": {"S": "7"}})["Item"] == {"pk": {"S": "7"}}
+    assert connects[0] - before <= 1  # moto's own server would have opened 31
+
+
+def test_s3_objects_head_ranges_large_bodies_and_odd_keys(moto_endpoint: str) -> None:
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
+    bucket = f"b-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    big = bytes(range(256)) * 8192  # 2 MiB: botocore sends Expect: 100-continue
+    key = "lost-repair/名单 2026+v1 (copy).csv"
+    s3.put_object(Bucket=bucket, Key=key, Body=big)
+    head = s3.head_object(Bucket=bucket, Key=key)
+    assert head["ContentLength"] == len(big)
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == big
+    part = s3.get_object(Bucket=bucket, Key=key, Range="bytes=1000-1999")
+    assert part["Body"].read() == big[1000:2000] and part["ContentRange"] == f"bytes 1000-1999/{len(big)}"
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == [key]
+    with pytest.raises(s3.exceptions.NoSuchKey):
+        s3.get_object(Bucket=bucket, Key="missing")
+
+
+def test_query_protocol_services_answer(moto_endpoint: str) -> None:
+    sqs = boto3.client("sqs", endpoint_url=moto_endpoint)
+    url = sqs.create_queue(QueueName=f"q{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody='{"a": "名"}')
+    (message,) = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)["Messages"]
+    assert message["Body"] == '{"a": "名"}'
