@@ -937,6 +937,7 @@ class _CallbackServer(ThreadingHTTPServer):
 
 class _CallbackRequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
     server_version = "local-apigateway/1"
 
     def log_message(self, format: str, *args: Any) -> None:
