@@ -8,16 +8,23 @@ All clients come from one boto3 session: a session parses the endpoint and model
 so each client after the first costs about 6 ms instead of about 60 ms (a cold start creates
 two or three). Creation is serialised (a session is not thread-safe); the clients are.
 ``_client.cache_clear()`` (the local runner, between stacks) also starts a new session.
+
+The session's model loader knows only the services below (``_ModelLoader``): botocore's own
+lists every service it ships before it loads one model.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
+from botocore.exceptions import DataNotFoundError
+from botocore.loaders import Loader, instance_cache
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -26,6 +33,42 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 _CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"mode": "standard", "max_attempts": 4})
+
+SERVICES = ("dynamodb", "s3", "secretsmanager", "sqs")  # the clients this module creates
+
+
+class _ModelLoader(Loader):
+    """botocore's model loader, with the services it knows limited to ``SERVICES``.
+
+    Before loading a model (a client needs two: ``service-2`` and ``endpoint-rule-set-1``),
+    ``Loader.load_service_model`` checks that the service is in ``list_available_services``,
+    which botocore answers by walking every service it ships: some 450 directories and 1 000 file
+    checks per model type, 20 ms or more of a cold start. Here the list is ``SERVICES``, each
+    checked in its own directory (which loading the model reads anyway). Any other service is
+    refused with ``UnknownServiceError``, as botocore refuses one it does not ship.
+    """
+
+    @instance_cache
+    def list_available_services(self, type_name: str) -> list[str]:
+        return [service for service in SERVICES if self._has_model(service, type_name)]
+
+    def _has_model(self, service: str, type_name: str) -> bool:
+        try:
+            return bool(self.list_api_versions(service, type_name))
+        except DataNotFoundError:
+            return False
+
+
+def _new_session() -> boto3.session.Session:
+    core = botocore.session.get_session()
+    data_path = core.get_config_variable("data_path")  # as botocore's create_loader: AWS_DATA_PATH
+    extra = (
+        None
+        if data_path is None
+        else [os.path.expanduser(os.path.expandvars(p)) for p in data_path.split(os.pathsep)]
+    )
+    core.register_component("data_loader", _ModelLoader(extra_search_paths=extra))
+    return boto3.session.Session(botocore_session=core)
 
 
 _LOCK = threading.Lock()
@@ -36,7 +79,7 @@ _SESSION: list[boto3.session.Session] = []
 def _client(service: str) -> Any:
     with _LOCK:
         if not _SESSION or _client.cache_info().currsize == 0:  # the first client, or after cache_clear
-            _SESSION[:] = [boto3.session.Session()]
+            _SESSION[:] = [_new_session()]
         return _SESSION[0].client(service, config=_CONFIG)  # type: ignore[call-overload]
 
 

@@ -1,9 +1,16 @@
-"""The dependencies of the use cases, built once per Lambda sandbox from the settings."""
+"""The dependencies of the use cases, built once per Lambda sandbox from the settings.
+
+The upstream client is built on first use: of the functions, only the uploader and the poller
+call the upstream, and they import ``verifyfeed.upstream.client`` themselves; the callback never
+does, so it never loads the client and the pydantic models of the upstream's requests and answers.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
+from typing import TYPE_CHECKING
 
 from verifyfeed import aws
 from verifyfeed.clock import Blackout, Clock, clock_from_setting
@@ -11,7 +18,9 @@ from verifyfeed.config import Settings, get_settings
 from verifyfeed.secrets import upstream_credentials
 from verifyfeed.store.audits import AuditStore
 from verifyfeed.store.jobs import JobStore
-from verifyfeed.upstream.client import UpstreamClient
+
+if TYPE_CHECKING:
+    from verifyfeed.upstream.client import UpstreamClient
 
 
 @dataclass
@@ -20,8 +29,25 @@ class Services:
     clock: Clock
     jobs: JobStore
     audits: AuditStore
-    upstream: UpstreamClient
+    upstream_factory: Callable[[], UpstreamClient] = field(repr=False)
     blackout: Blackout = field(default_factory=Blackout)
+
+    @cached_property
+    def upstream(self) -> UpstreamClient:
+        return self.upstream_factory()
+
+
+def build_upstream(settings: Settings, clock: Clock) -> UpstreamClient:
+    from verifyfeed.upstream.client import UpstreamClient
+
+    return UpstreamClient(
+        settings.upstream_base_url,
+        lambda: upstream_credentials(settings),
+        clock,
+        connect_timeout_s=settings.connect_timeout_s,
+        read_timeout_s=settings.read_timeout_s,
+        authinfo_scheme=settings.authinfo_scheme,
+    )
 
 
 def build_services(settings: Settings, clock: Clock | None = None) -> Services:
@@ -31,14 +57,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         clock=clock,
         jobs=JobStore(settings.jobs_table, aws.dynamodb()),
         audits=AuditStore(settings.audits_table, settings.jobs_table, aws.dynamodb()),
-        upstream=UpstreamClient(
-            settings.upstream_base_url,
-            lambda: upstream_credentials(settings),
-            clock,
-            connect_timeout_s=settings.connect_timeout_s,
-            read_timeout_s=settings.read_timeout_s,
-            authinfo_scheme=settings.authinfo_scheme,
-        ),
+        upstream_factory=lambda: build_upstream(settings, clock),
         blackout=Blackout(settings.blackout_start_day, settings.blackout_resume_day),
     )
 

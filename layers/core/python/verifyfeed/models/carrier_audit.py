@@ -2,6 +2,11 @@
 
 These models describe the wire shape only; the business rules (check digits, plates, the
 fields each ``usage`` requires) live in ``verifyfeed.rules.carrier_audit``.
+
+The models of the upstream's requests and answers build their validators on first use
+(``defer_build``): every function imports this module, only the splitter, the uploader and the
+poller use them, and the callback, which needs a fast cold start, uses only ``AuditCallback``
+and ``CallbackReply``.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ class UpstreamAuditStatus(IntEnum):
 class AuditParams(BaseModel):
     """The fields of ``/carrierAudit/add`` (and, with ``id``, of ``/update``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     usage: Literal["1", "2", "3"]
     name: str = Field(min_length=1, max_length=20)
@@ -51,13 +56,15 @@ class AuditUpdateParams(AuditParams):
 
 
 class AuditGetParams(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     id: int
 
 
 class AuditResult(BaseModel):
     """``data`` of ``/carrierAudit/get``."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     id: int
     status: UpstreamAuditStatus

@@ -2,6 +2,9 @@
 
 The spec links the ``authinfo`` fields and the "unified response" to a page we do not have;
 what we chose is in docs/decisions.md#authinfo and #unified-response.
+
+Both models build their validators on first use (``defer_build``): the callback imports this
+module (for ``SUCCESS_CODE``, and through ``verifyfeed.secrets``) but never calls the upstream.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ SUCCESS_CODE = "00000"
 class AuthInfo(BaseModel):
     """``authinfo``: who calls, when, and a signature proving it (HMAC scheme by default)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     apiId: str = Field(min_length=1)
     timestamp: str
@@ -27,7 +30,7 @@ class AuthInfo(BaseModel):
 class UnifiedResponse(BaseModel):
     """``{"code", "message", "data", "serialNo"}``; ``serialNo`` is the platform serial number."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     code: str
     message: str = ""

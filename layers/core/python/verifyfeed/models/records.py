@@ -3,6 +3,9 @@
 Jobs table (single table): a job item (``pk=JOB#<job_id>``, ``sk=JOB``) and one item per batch
 (``sk=BATCH#<seq>``). Audits table: one item per audit (``pk=AUDIT#<audit_key>``), with
 indexes by upstream record id and by status. No item holds a plaintext ID or phone number.
+
+The job and batch models build their validators on first use (``defer_build``): the callback
+imports this module for ``Audit`` and never reads a job or a batch.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ class AuditStatus(StrEnum):
 
 
 class JobCounts(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     rows_read: int = 0
     rows_accepted: int = 0
     rows_rejected: int = 0
@@ -61,7 +66,7 @@ class JobCounts(BaseModel):
 
 
 class Job(JobCounts):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     job_id: str
     kind: JobKind
@@ -80,7 +85,7 @@ class Job(JobCounts):
 
 
 class Batch(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     job_id: str
     seq: int
