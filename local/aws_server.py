@@ -8,6 +8,12 @@ not how botocore talks to AWS (it keeps its HTTPS connections) and doubles the t
 (``DomainDispatcherApplication(create_backend_app)``) behind the standard library's
 ``ThreadingHTTPServer`` with keep-alive and ``TCP_NODELAY``.
 
+DynamoDB requests are served one at a time: moto checks a write's condition and then applies the
+write in plain Python, without a lock, so under concurrency two conditional writes on one item
+could both pass — which DynamoDB never allows, and which would make the exactly-once tests (two
+workers racing for one batch's send lease) test moto instead of our code. Other services (SQS
+long polls) are served concurrently.
+
 - ``MotoServer(host, port=0).start()`` runs it on a daemon thread; ``get_host_and_port()``,
   ``stop()`` — the interface of ``moto.server.ThreadedMotoServer``.
 - ``python -m local.aws_server --port N [--host H]`` runs it in its own process.
@@ -90,13 +96,11 @@ class _Handler(BaseHTTPRequestHandler):
         def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
             started[:] = [status, headers]
 
-        chunks = self.server.app(environ, start_response)
-        try:
-            data = b"".join(chunks)
-        finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
+        if environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB"):
+            with self.server.dynamodb_lock:  # one DynamoDB request at a time: see the module doc
+                data = self._call(environ, start_response)
+        else:
+            data = self._call(environ, start_response)
         status, headers = started
         code, _, reason = status.partition(" ")
         self.send_response(int(code), reason)
@@ -113,6 +117,15 @@ class _Handler(BaseHTTPRequestHandler):
         if not head and data:
             self.wfile.write(data)
 
+    def _call(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> bytes:
+        chunks = self.server.app(environ, start_response)
+        try:
+            return b"".join(chunks)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _handle
 
 
@@ -121,6 +134,7 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], app: WsgiApp) -> None:
         self.app = app
+        self.dynamodb_lock = threading.Lock()
         super().__init__(address, _Handler)
 
     def server_bind(self) -> None:  # skip HTTPServer's reverse DNS lookup (getfqdn), which can hang

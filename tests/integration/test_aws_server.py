@@ -67,3 +67,41 @@ def test_query_protocol_services_answer(moto_endpoint: str) -> None:
     sqs.send_message(QueueUrl=url, MessageBody='{"a": "名"}')
     (message,) = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)["Messages"]
     assert message["Body"] == '{"a": "名"}'
+
+
+def test_concurrent_conditional_writes_on_one_item_let_exactly_one_through(moto_endpoint: str) -> None:
+    # DynamoDB's guarantee, which moto alone does not give under concurrency: the server
+    # serialises DynamoDB requests so that the exactly-once tests test our code, not moto's race
+    import threading
+
+    db = boto3.client("dynamodb", endpoint_url=moto_endpoint)
+    name = f"t{uuid.uuid4().hex[:8]}"
+    db.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    winners: list[int] = []
+    start = threading.Barrier(16)
+
+    def claim(worker: int) -> None:
+        client = boto3.client("dynamodb", endpoint_url=moto_endpoint)
+        start.wait()
+        for round_ in range(20):
+            try:
+                client.put_item(
+                    TableName=name,
+                    Item={"pk": {"S": f"item{round_}"}, "owner": {"N": str(worker)}},
+                    ConditionExpression="attribute_not_exists(pk)",
+                )
+                winners.append(round_)
+            except client.exceptions.ConditionalCheckFailedException:
+                pass
+
+    threads = [threading.Thread(target=claim, args=(worker,)) for worker in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(winners) == list(range(20))  # each item claimed exactly once
