@@ -183,3 +183,73 @@ def test_base64_body_through_the_handler(services: Services, callback_handler: A
     event = api_gateway_proxy_event("POST", "/callbacks/carrier-audit", signed(raw), tampered)
     reply = callback_handler(event, new_context("callback", 10, 512))
     assert reply["statusCode"] == 401
+
+
+# ---- the record item: record id → audit in one consistent read ------------------------------------
+
+
+def calls_made(client: Any) -> list[str]:
+    """The operations ``client`` sends from now on (botocore's own event hook: an observer)."""
+    seen: list[str] = []
+    client.meta.events.register("before-call.dynamodb", lambda model, **_: seen.append(model.name))
+    return seen
+
+
+def test_going_pending_writes_the_record_item_and_a_result_needs_two_calls(services: Services) -> None:
+    audit = pending_audit(services)
+    assert audit.record_id is not None
+    db = boto3.client("dynamodb")
+    item = db.get_item(
+        TableName=services.settings.audits_table, Key={"pk": {"S": f"RECORD#{audit.record_id}"}}
+    )
+    assert item["Item"] == {"pk": {"S": f"RECORD#{audit.record_id}"}, "audit_key": {"S": audit.audit_key}}
+    seen = calls_made(services.audits._db)
+    outcome = apply_audit_result(services, audit.record_id, UpstreamAuditStatus.PASSED, "ok")
+    assert outcome == TransitionOutcome.APPLIED
+    assert seen == ["GetItem", "UpdateItem"]
+    seen.clear()  # a replay: the failed condition returns the item, no third call
+    assert apply_audit_result(services, audit.record_id, UpstreamAuditStatus.PASSED, "ok") == (
+        TransitionOutcome.ALREADY_APPLIED
+    )
+    assert seen == ["GetItem", "UpdateItem"]
+    assert apply_audit_result(services, audit.record_id, UpstreamAuditStatus.REJECTED, "no") == (
+        TransitionOutcome.CONFLICT
+    )
+    stored = services.audits.get(audit.audit_key)
+    assert stored is not None and stored.status == AuditStatus.PASSED and stored.remarks == "ok"
+
+
+def test_an_audit_pending_from_before_the_record_items_is_found_on_the_index(services: Services) -> None:
+    audit = pending_audit(services)
+    assert audit.record_id is not None
+    boto3.client("dynamodb").delete_item(
+        TableName=services.settings.audits_table, Key={"pk": {"S": f"RECORD#{audit.record_id}"}}
+    )
+    assert apply_audit_result(services, audit.record_id, UpstreamAuditStatus.REJECTED, "r") == (
+        TransitionOutcome.APPLIED
+    )
+    stored = services.audits.get(audit.audit_key)
+    assert stored is not None and stored.status == AuditStatus.REJECTED
+
+
+def test_a_result_for_a_record_id_the_audit_no_longer_has_is_unknown(services: Services) -> None:
+    audit = pending_audit(services)
+    assert audit.record_id is not None
+    old = audit.record_id
+    # the audit went back to pending under another record id (a new add after a failure)
+    boto3.client("dynamodb").update_item(
+        TableName=services.settings.audits_table,
+        Key={"pk": {"S": f"AUDIT#{audit.audit_key}"}},
+        UpdateExpression="SET record_id = :r",
+        ExpressionAttributeValues={":r": {"N": str(old + 5_000_000)}},
+    )
+    before = table_snapshot(services)
+    assert (
+        apply_audit_result(services, old, UpstreamAuditStatus.PASSED, "x") == TransitionOutcome.UNKNOWN_RECORD
+    )
+    assert (
+        apply_audit_result(services, old, UpstreamAuditStatus.PENDING, "x")
+        == TransitionOutcome.UNKNOWN_RECORD
+    )
+    assert table_snapshot(services) == before
+    assert services.audits.count_by_status()["pending"] >= 1  # record items are not audits

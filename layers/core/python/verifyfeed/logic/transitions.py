@@ -12,7 +12,6 @@ from enum import StrEnum
 from verifyfeed.models.carrier_audit import UpstreamAuditStatus
 from verifyfeed.models.records import AuditStatus
 from verifyfeed.services import Services
-from verifyfeed.store.audits import StaleAudit
 
 
 class TransitionOutcome(StrEnum):
@@ -32,24 +31,24 @@ _DECIDED = {
 def apply_audit_result(
     services: Services, record_id: int, status: UpstreamAuditStatus, remarks: str | None
 ) -> TransitionOutcome:
+    """Two DynamoDB calls when the result applies: the record item, then the conditional write."""
     audits = services.audits
-    audit = audits.find_by_record_id(record_id)
-    if audit is None or audit.record_id != record_id:
+    audit_key = audits.key_for_record(record_id)
+    if audit_key is None:
         return TransitionOutcome.UNKNOWN_RECORD
     if status == UpstreamAuditStatus.PENDING:
+        audit = audits.get(audit_key)
+        if audit is None or audit.record_id != record_id:
+            return TransitionOutcome.UNKNOWN_RECORD
         return TransitionOutcome.STILL_PENDING
     target = _DECIDED[status]
-    for _ in range(3):
-        if audit.status == target:
-            return TransitionOutcome.ALREADY_APPLIED
-        if audit.status != AuditStatus.PENDING:
-            return TransitionOutcome.CONFLICT
-        try:
-            audits.decide(audit, target, (remarks or "")[:2000], services.clock.now())
-            return TransitionOutcome.APPLIED
-        except StaleAudit:
-            fresh = audits.get(audit.audit_key)
-            if fresh is None:
-                return TransitionOutcome.UNKNOWN_RECORD
-            audit = fresh
+    applied, audit = audits.decide_record(
+        audit_key, record_id, target, (remarks or "")[:2000], services.clock.now()
+    )
+    if applied:
+        return TransitionOutcome.APPLIED
+    if audit is None or audit.record_id != record_id:
+        return TransitionOutcome.UNKNOWN_RECORD
+    if audit.status == target:
+        return TransitionOutcome.ALREADY_APPLIED
     return TransitionOutcome.CONFLICT

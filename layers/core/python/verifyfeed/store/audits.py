@@ -37,6 +37,12 @@ def audit_pk(audit_key: str) -> str:
     return f"AUDIT#{audit_key}"
 
 
+def record_pk(record_id: int) -> str:
+    """The item that maps an upstream record id to its audit (``audit_key``): one strongly
+    consistent ``GetItem`` instead of a query on the eventually consistent record-id index."""
+    return f"RECORD#{record_id}"
+
+
 class Reservation(StrEnum):
     ADD = "add"  # new audit: send /carrierAudit/add
     UPDATE = "update"  # a rejected audit re-dropped: send /carrierAudit/update
@@ -56,6 +62,18 @@ class AuditStore:
         return None if item is None else Audit.model_validate(from_item(item))
 
     def find_by_record_id(self, record_id: int) -> Audit | None:
+        key = self.key_for_record(record_id)
+        return None if key is None else self.get(key)
+
+    def key_for_record(self, record_id: int) -> str | None:
+        """The ``audit_key`` of the audit upstream knows as ``record_id``, or ``None``."""
+        alias = self._db.get_item(
+            TableName=self.table, Key={"pk": attr(record_pk(record_id))}, ConsistentRead=True
+        ).get("Item")
+        if alias is not None:
+            return str(from_item(alias)["audit_key"])
+        # audits that went pending before the record items existed: the index (no consistent read;
+        # the conditional write that follows checks the record id on the item itself)
         page = self._db.query(
             TableName=self.table,
             IndexName=RECORD_INDEX,
@@ -63,10 +81,39 @@ class AuditStore:
             ExpressionAttributeValues={":r": attr(record_id)},
         )
         items = page.get("Items", [])
-        if not items:
-            return None
-        # the index is eventually consistent: re-read the item itself
-        return self.get(str(from_item(items[0])["audit_key"]))
+        return str(from_item(items[0])["audit_key"]) if items else None
+
+    def decide_record(
+        self, audit_key: str, record_id: int, to: AuditStatus, remarks: str, now: datetime
+    ) -> tuple[bool, Audit | None]:
+        """pending → passed / rejected for the audit holding ``record_id``, without reading it first.
+
+        ``(True, None)`` when applied; ``(False, the audit as it is)`` — ``None`` when there is
+        none — when it is not pending with that record id (a replay, a conflict, an old id).
+        """
+        try:
+            self._db.update_item(
+                TableName=self.table,
+                Key={"pk": attr(audit_pk(audit_key))},
+                UpdateExpression="SET #s = :to, updated_at = :now, version = version + :one, remarks = :r",
+                ConditionExpression="#s = :pending AND record_id = :rid",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":to": attr(to.value),
+                    ":now": attr(iso(now)),
+                    ":one": attr(1),
+                    ":r": attr(remarks),
+                    ":pending": attr(AuditStatus.PENDING.value),
+                    ":rid": attr(record_id),
+                },
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if not condition_failed(exc):
+                raise
+            item: dict[str, Any] | None = exc.response.get("Item")  # type: ignore[assignment]
+            return False, None if item is None else Audit.model_validate(from_item(item))
+        return True, None
 
     def reserve(self, audit: Audit, now: datetime) -> tuple[Reservation, Audit]:
         """Claim the audit for a submission from a file row, atomically.
@@ -163,10 +210,15 @@ class AuditStore:
         if record_id is not None:
             sets.append("record_id = :rid")
             values[":rid"] = attr(record_id)
+        alias: list[dict[str, Any]] = []
+        if record_id is not None and to == AuditStatus.PENDING:
+            item = {"pk": attr(record_pk(record_id)), "audit_key": attr(audit.audit_key)}
+            alias.append({"Put": {"TableName": self.table, "Item": item}})
         try:
             write_transaction(
                 self._db,
                 [
+                    *alias,
                     {
                         "Update": {
                             "TableName": self.table,
@@ -251,7 +303,8 @@ class AuditStore:
         while True:
             page = self._db.scan(**kwargs)
             for item in page.get("Items", []):
-                yield Audit.model_validate(from_item(item))
+                if "status" in item:  # not a record item (record_pk)
+                    yield Audit.model_validate(from_item(item))
             if "LastEvaluatedKey" not in page:
                 return
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
