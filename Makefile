@@ -64,6 +64,9 @@ $(SAM):
 sam-build: $(SAM)
 	SAM_CLI_TELEMETRY=0 $(SAM) validate --lint
 	SAM_CLI_TELEMETRY=0 $(SAM) build --cached --parallel
+	@# the core layer as Lambda will load it: with bytecode for python3.11 (docs/performance.md)
+	@test -f .aws-sam/build/CoreLayer/python/verifyfeed/logic/__pycache__/callback.cpython-311.pyc \
+		|| { echo "sam-build: the core layer has no python3.11 bytecode"; exit 1; }
 
 bench: $(STAMP) $(NATIVE)
 	$(BIN)/pip install -qq -r bench/requirements.txt
