@@ -146,6 +146,9 @@ class FunctionSpec:
     ephemeral_storage_mb: int
     env: dict[str, str]  # the function's own variables (override the global ones)
     events: tuple[EventSpec, ...]
+    # EventInvokeConfig.DestinationConfig.OnFailure of type SQS: where an asynchronous invocation
+    # that failed every attempt is recorded
+    on_failure_queue_url: str | None = None
 
     def events_of(self, event_type: str) -> list[EventSpec]:
         return [event for event in self.events if event.type == event_type]
@@ -833,8 +836,19 @@ def function_specs(resolver: Resolver, queue_urls: Mapping[str, str]) -> dict[st
                 _event_spec(resolver, name, event, queue_urls)
                 for name, event in own.get("Events", {}).items()
             ),
+            on_failure_queue_url=_on_failure_queue(resolver, own, queue_urls),
         )
     return specs
+
+
+def _on_failure_queue(
+    resolver: Resolver, props: Mapping[str, Any], queue_urls: Mapping[str, str]
+) -> str | None:
+    invoke = props.get("EventInvokeConfig") or {}
+    target = (invoke.get("DestinationConfig") or {}).get("OnFailure") or {}
+    if target.get("Type") != "SQS" or "Destination" not in target:
+        return None
+    return queue_urls.get(_text(resolver.resolve(target["Destination"])))
 
 
 # --------------------------------------------------------------------------------------------------

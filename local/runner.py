@@ -27,10 +27,12 @@ import os
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -105,6 +107,25 @@ class InvocationStats:
 
     def as_dict(self) -> dict[str, int]:
         return {"invocations": self.invocations, "errors": self.errors, "timeouts": self.timeouts}
+
+
+def failure_record(
+    function_arn: str, event: dict[str, Any], error: Exception, attempts: int
+) -> dict[str, Any]:
+    """The record Lambda sends to an asynchronous invocation's on-failure destination."""
+    return {
+        "version": "1.0",
+        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "requestContext": {
+            "requestId": str(uuid.uuid4()),
+            "functionArn": f"{function_arn}:$LATEST",
+            "condition": "RetriesExhausted",
+            "approximateInvokeCount": attempts,
+        },
+        "requestPayload": event,
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+        "responsePayload": {"errorType": type(error).__name__, "errorMessage": str(error)},
+    }
 
 
 class LocalFunction:
@@ -683,15 +704,35 @@ class LocalRunner:
         return key
 
     def _invoke_async(self, function: LocalFunction, event: dict[str, Any]) -> None:
-        for attempt in range(1 + S3_ASYNC_RETRIES):
+        attempts = 1 + S3_ASYNC_RETRIES
+        for attempt in range(attempts):
             if self._stop.is_set():
                 return
             try:
                 function.invoke(event)
                 return
             except InvocationError as exc:
-                log.warning("%s (attempt %d of %d)", exc, attempt + 1, 1 + S3_ASYNC_RETRIES)
-                self._stop.wait(attempt + 1)  # Lambda waits minutes; a demo cannot
+                log.warning("%s (attempt %d of %d)", exc, attempt + 1, attempts)
+                if attempt + 1 == attempts:
+                    self._record_failure(function, event, exc, attempts)
+                else:
+                    self._stop.wait(attempt + 1)  # Lambda waits minutes; a demo cannot
+
+    def _record_failure(
+        self, function: LocalFunction, event: dict[str, Any], error: Exception, attempts: int
+    ) -> None:
+        """As Lambda does with an on-failure destination: the event and the error, on its queue."""
+        url = function.spec.on_failure_queue_url
+        if url is None:
+            log.error(
+                "%s: event dropped after %d attempts (no on-failure destination)", function.role, attempts
+            )
+            return
+        assert self.stack is not None
+        arn = f"arn:aws:lambda:{self.stack.region}:{self.stack.account_id}:function:{function.function_name}"
+        record = failure_record(arn, event, error, attempts)
+        boto3.client("sqs").send_message(QueueUrl=url, MessageBody=json.dumps(record))
+        log.error("%s: %d attempts failed; the event is on the on-failure queue", function.role, attempts)
 
     # ---- SQS → uploader ------------------------------------------------------------------------
 

@@ -61,7 +61,14 @@ def test_work_queue_redrives_to_the_dead_letter_queue(stack: LocalStack, templat
     assert int(redrive["maxReceiveCount"]) == 8
     declared = template["Resources"]["WorkQueue"]["Properties"]["VisibilityTimeout"]
     assert attributes["VisibilityTimeout"] == str(declared)
-    assert stack.queues == {"DeadLetterQueue": stack.dlq_url, "WorkQueue": stack.queue_url}
+    assert set(stack.queues) == {"DeadLetterQueue", "WorkQueue", "SplitterFailureQueue"}
+    assert stack.queues["DeadLetterQueue"] == stack.dlq_url and stack.queues["WorkQueue"] == stack.queue_url
+
+
+def test_the_splitters_failed_events_go_to_its_failure_queue(stack: LocalStack) -> None:
+    # the template's EventInvokeConfig, resolved to the local queue the runner sends them to
+    assert stack.functions["SplitterFunction"].on_failure_queue_url == stack.queues["SplitterFailureQueue"]
+    assert stack.functions["UploaderFunction"].on_failure_queue_url is None
 
 
 def key_schema(description: Any) -> list[tuple[str, str]]:

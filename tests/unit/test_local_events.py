@@ -374,3 +374,17 @@ def test_an_invocation_past_its_timeout_fails(tmp_path):
     with pytest.raises(InvocationError, match="timed out"):
         fn.invoke({"sleep": 1.05})
     assert fn.stats.timeouts == 1
+
+
+def test_the_local_on_failure_record_is_lambdas() -> None:
+    from local.runner import failure_record
+
+    event = {"Records": [{"eventSource": "aws:s3", "s3": {"object": {"key": "lost-repair/a.csv"}}}]}
+    record = failure_record(
+        "arn:aws:lambda:us-east-1:123456789012:function:s", event, RuntimeError("boom"), 3
+    )
+    assert record["requestPayload"] == event
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["requestContext"]["approximateInvokeCount"] == 3
+    assert record["responsePayload"] == {"errorType": "RuntimeError", "errorMessage": "boom"}
+    assert record["timestamp"].endswith("Z")

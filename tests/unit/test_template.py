@@ -468,6 +468,7 @@ def test_outputs(template: dict[str, Any]) -> None:
         "CallbackUrl",
         "WorkQueueUrl",
         "DeadLetterQueueUrl",
+        "SplitterFailureQueueUrl",
         "JobsTableName",
         "AuditsTableName",
     } <= set(outputs)
@@ -577,6 +578,27 @@ def test_queue_alarms(resources: dict[str, Any]) -> None:
     )
     assert age["Threshold"] == {"Ref": "QueueAgeAlarmSeconds"}
     assert age["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+def test_a_file_the_splitter_fails_on_is_kept_and_alarmed(resources: dict[str, Any]) -> None:
+    # S3 invokes the splitter asynchronously: without a destination, Lambda drops the event after
+    # its retries and the file is never split nor reported
+    invoke = resources["SplitterFunction"]["Properties"]["EventInvokeConfig"]
+    assert invoke["MaximumRetryAttempts"] == 2
+    assert invoke["DestinationConfig"]["OnFailure"] == {
+        "Type": "SQS",
+        "Destination": {"Fn::GetAtt": ["SplitterFailureQueue", "Arn"]},
+    }
+    queue = resources["SplitterFailureQueue"]["Properties"]
+    assert queue["SqsManagedSseEnabled"] is True and queue["MessageRetentionPeriod"] == 1209600
+    alarm = find_alarm(
+        resources,
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        {"Fn::GetAtt": ["SplitterFailureQueue", "QueueName"]},
+    )
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+    assert "splitter-failures" in alarm["AlarmDescription"]
 
 
 def test_callback_rejection_spike_alarm_reads_the_total(
