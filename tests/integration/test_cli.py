@@ -106,6 +106,28 @@ def test_local_names_are_the_ones_the_local_stack_has(stack: LocalStack) -> None
     )
 
 
+def test_status_shows_files_the_splitter_failed_on(stack: LocalStack, cli: Cli) -> None:
+    url = stack.queues["SplitterFailureQueue"]
+    found = resolve(
+        Target(stack=stack.stack_name, local=True, region=stack.region), {}, None, boto3.client("sqs")
+    )
+    assert found.splitter_failures_url == url
+    drain_queue(url)
+    code, out, _ = cli("status")
+    assert code == 0 and "splitter failed on" not in out
+    boto3.client("sqs").send_message(
+        QueueUrl=url, MessageBody=json.dumps({"requestPayload": {"Records": []}})
+    )
+    try:
+        code, out, _ = cli("status")
+        assert code == 0 and "Files the splitter failed on: 1 event(s)" in out
+        assert "docs/operations.md#splitter-failures" in out
+        code, out, _ = cli("status", "--json")
+        assert json.loads(out)["queues"]["splitter_failures"] == 1
+    finally:
+        drain_queue(url)
+
+
 def test_a_stack_that_does_not_exist_is_an_aws_error(cli: Cli) -> None:
     code, out, err = cli("--stack", "no-such-stack", "status", "--json")
     assert code == 3

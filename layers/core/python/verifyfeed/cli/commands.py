@@ -158,10 +158,16 @@ def queue_depths(ctx: Context) -> dict[str, int]:
         ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )
     dlq = attributes(ctx.target.dlq_url, ["ApproximateNumberOfMessages"])
+    failures = (
+        attributes(ctx.target.splitter_failures_url, ["ApproximateNumberOfMessages"])
+        if ctx.target.splitter_failures_url
+        else {}
+    )
     return {
         "work_waiting": int(work.get("ApproximateNumberOfMessages", 0)),
         "work_in_flight": int(work.get("ApproximateNumberOfMessagesNotVisible", 0)),
         "dead_letter": int(dlq.get("ApproximateNumberOfMessages", 0)),
+        "splitter_failures": int(failures.get("ApproximateNumberOfMessages", 0)),
     }
 
 
@@ -226,6 +232,11 @@ def status_overview(ctx: Context, limit: int) -> Result:
         f"dead-letter queue: {queues['dead_letter']}"
         + ("  -> verifyfeed redrive --dlq" if queues["dead_letter"] else "")
     )
+    if queues["splitter_failures"]:
+        lines.append(
+            f"Files the splitter failed on: {queues['splitter_failures']} event(s) on the splitter failure "
+            "queue  -> docs/operations.md#splitter-failures"
+        )
     lines.append(
         f"Batches held: {attention['failed']} failed, {attention['unknown']} unknown"
         + ("  -> verifyfeed redrive --failed|--unknown" if attention["failed"] + attention["unknown"] else "")

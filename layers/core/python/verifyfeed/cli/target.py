@@ -37,6 +37,8 @@ OUTPUTS = {
     "jobs_table": "JobsTableName",
     "audits_table": "AuditsTableName",
 }
+# outputs a stack deployed before they existed may lack: empty when absent
+OPTIONAL_OUTPUTS = {"splitter_failures_url": "SplitterFailureQueueUrl"}
 
 
 class TargetError(Exception):
@@ -53,6 +55,7 @@ class Target:
     dlq_url: str = ""
     jobs_table: str = ""
     audits_table: str = ""
+    splitter_failures_url: str = ""  # the splitter's on-failure queue ("" for an older stack)
     blackout_start_day: int = 27
     blackout_resume_day: int = 1
 
@@ -70,6 +73,7 @@ class Target:
             "dlq_url": self.dlq_url,
             "jobs_table": self.jobs_table,
             "audits_table": self.audits_table,
+            "splitter_failures_url": self.splitter_failures_url,
         }
 
 
@@ -100,6 +104,7 @@ def _named(target: Target, names: dict[str, str]) -> Target:
         dlq_url=names.get("dlq_url") or target.dlq_url,
         jobs_table=names.get("jobs_table") or target.jobs_table,
         audits_table=names.get("audits_table") or target.audits_table,
+        splitter_failures_url=names.get("splitter_failures_url") or target.splitter_failures_url,
     )
 
 
@@ -110,6 +115,7 @@ def _local(base: Target, sqs: SQSClient) -> Target:
         bucket=f"{stack}-ingest-{LOCAL_ACCOUNT_ID}-{base.region}",
         work_queue_url=_queue_url(sqs, f"{stack}-WorkQueue", stack),
         dlq_url=_queue_url(sqs, f"{stack}-DeadLetterQueue", stack),
+        splitter_failures_url=_queue_url(sqs, f"{stack}-SplitterFailureQueue", stack, required=False),
         jobs_table=f"{stack}-JobsTable",
         audits_table=f"{stack}-AuditsTable",
         blackout_start_day=_day("BLACKOUT_START_DAY", base.blackout_start_day),
@@ -117,11 +123,13 @@ def _local(base: Target, sqs: SQSClient) -> Target:
     )
 
 
-def _queue_url(sqs: SQSClient, name: str, stack: str) -> str:
+def _queue_url(sqs: SQSClient, name: str, stack: str, *, required: bool = True) -> str:
     try:
         return sqs.get_queue_url(QueueName=name)["QueueUrl"]
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
+        if ("NonExistentQueue" in code or code == "QueueDoesNotExist") and not required:
+            return ""
         if "NonExistentQueue" in code or code == "QueueDoesNotExist":
             raise TargetError(
                 f"no queue {name} at the local endpoint: is `make demo` (or the moto server it used) "
@@ -153,7 +161,9 @@ def _deployed(base: Target, cloudformation: CloudFormationClient | None) -> Targ
         raise TargetError(
             f"stack {base.stack!r} has no output {', '.join(missing)}: is it a verifyfeed stack?"
         )
-    found = _named(base, {field: outputs[output] for field, output in OUTPUTS.items()})
+    names = {field: outputs[output] for field, output in OUTPUTS.items()}
+    names.update({field: outputs.get(output, "") for field, output in OPTIONAL_OUTPUTS.items()})
+    found = _named(base, names)
     return replace(
         found,
         blackout_start_day=int(parameters.get("BlackoutStartDay") or base.blackout_start_day),
