@@ -124,8 +124,10 @@ def _take_plain_py(
     digest bytes, ``codes``: the code's bytes, each with the row's number from ``numbers``) and its
     record JSON is appended to ``records``. Stops at the first row it does not accept — the caller
     decides that one by the rules — and right after the record that fills ``records`` to ``limit``;
-    returns the index where it stopped. The C version accepts a subset of these rows (names of
-    ASCII letters or CJK unified ideographs only) with byte-identical records."""
+    returns the index where it stopped. The C version accepts another set, as safe: fewer names
+    (ASCII letters and CJK unified ideographs, a middle dot between them) but also the values the
+    rules normalise cheaply (a lower-case ``x``, ``+86`` or spaced mobiles); either way a row's
+    record is byte for byte what the rules give."""
     i_name, i_id, i_phone, i_code = columns
     sha256 = hashlib.sha256
     is_plain = is_plain_repair_row
