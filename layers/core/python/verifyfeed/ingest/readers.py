@@ -53,7 +53,10 @@ Call ``close()`` (or use ``with``) to release an XLSX workbook early; the caller
 
 ``fast_rows()`` is the same iteration for hot loops (the splitter's): CSV rows the reader has
 nothing to say about come in blocks ``(numbers, cells)`` of raw cells instead of one ``SourceRow``
-(and one dict) each; any other row is the ``SourceRow`` iteration would give.
+(and one dict) each; any other row is the ``SourceRow`` iteration would give. With
+``fast_rows(lines=True)``, whole 64 KiB chunks without a quote, a bad byte, a NUL or an odd line
+break bypass the csv reader as ``LineBlock``s of raw lines (one record each); ``line_items(block)``
+turns one into exactly what the csv reader would have yielded.
 """
 
 from __future__ import annotations
