@@ -13,7 +13,7 @@ NATIVE := layers/core/python/verifyfeed/_fastsplit$(shell $(PY) -c "import sysco
 # demo options (make variables or environment): see README "Running locally"
 export FILE KIND UPSTREAM_URL CLOCK_NOW CALLBACK_PORT CALLBACK_SECRET API_ID POLL_SECONDS JSON DEMO_TIMEOUT
 
-.PHONY: venv native demo test pytest load lint typecheck cfn-lint sam-build sam-validate bench sandbox clean
+.PHONY: venv native sanitize demo test pytest load lint typecheck cfn-lint sam-build sam-validate bench sandbox clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,6 +29,17 @@ $(NATIVE): layers/core/native/fastsplit.c layers/core/native/build.py $(STAMP)
 	$(BIN)/python layers/core/native/build.py
 
 native: $(NATIVE)
+
+# the C fast path's tests under AddressSanitizer and UndefinedBehaviorSanitizer (not part of `test`)
+SANITIZED := .venv/sanitized
+sanitize: $(STAMP)
+	rm -rf $(SANITIZED) && mkdir -p $(SANITIZED) && cp -R layers/core/python/verifyfeed $(SANITIZED)/
+	rm -f $(SANITIZED)/verifyfeed/_fastsplit*.so
+	FASTSPLIT_CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+		$(BIN)/python layers/core/native/build.py --out $(SANITIZED)/verifyfeed
+	ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD="$$(cc -print-file-name=libasan.so) $$(cc -print-file-name=libubsan.so)" \
+		PYTHONPATH=$(SANITIZED):. $(BIN)/python -m pytest -q -p no:cacheprovider -o pythonpath= \
+		tests/unit/test_fastsplit.py tests/unit/test_repair_batches.py
 
 demo: $(STAMP) $(NATIVE)
 	@PYTHONPATH=$(PYTHONPATH) $(BIN)/python -m local.demo

@@ -7,6 +7,7 @@ are the edges of the C function itself.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import importlib.util
 import os
@@ -288,3 +289,65 @@ def test_take_lines_with_ignored_columns_and_no_phone() -> None:
     claims = (_fastsplit.Claims(), _fastsplit.Claims())
     assert _fastsplit.take_lines(lines, 0, 2, ";", 4, 4096, (3, 2, -1, 0), *claims, records, 1000) == 50
     assert records[0].startswith('{"name":"张三"'.encode()) and b'"usedPhone":""' in records[0]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_every_row_c_accepts_from_mutated_input_is_what_the_rules_make_of_it(seed: int) -> None:
+    """Property: whatever C accepts — from cells or from raw lines — the rules accept too, with the
+    same record; rows it refuses are left to the rules (so nothing is lost either way)."""
+    rng = random.Random(seed)
+    names = ["张三", "王小明", "Li", "阿卜杜·热合曼", "Abdu·Rahman"]
+    noise = [*',;\t" xX·é𠀀\x00\r+-()', "", "1", "８"]
+    fields = ["name", "id_number", "used_phone", "auth_code"]
+    accepted = 0
+    for _ in range(150):
+        rows = [
+            [
+                rng.choice(names),
+                an_id(rng.randrange(1000), f"{19800101 + rng.randrange(28):08d}"),
+                rng.choice(["", f"139{rng.randrange(10**8):08d}", "+86 139 0000 0000", "(+86)139-0000-0000"]),
+                f"K{rng.randrange(10**6)}",
+            ]
+            for _ in range(rng.randrange(1, 30))
+        ]
+        for row in rows:
+            if rng.random() < 0.4:
+                column = rng.randrange(4)
+                text = row[column]
+                at = rng.randrange(len(text) + 1)
+                row[column] = text[:at] + rng.choice(noise) + text[at + rng.randrange(2) :]
+        delimiter = rng.choice(",;\t")
+        lines = [delimiter.join(row) + rng.choice(["\r\n", "\n", ""]) for row in rows]
+        for from_lines in (False, True):
+            ids, codes, records = _fastsplit.Claims(), _fastsplit.Claims(), []
+            taken: list[int] = []
+            index = 0
+            while index < len(rows):
+                before = len(records)
+                if from_lines:
+                    stop = _fastsplit.take_lines(
+                        lines, index, 2, delimiter, 4, 4096, COLUMNS, ids, codes, records, 10**6
+                    )
+                else:
+                    numbers = list(range(2, len(rows) + 2))
+                    stop = _fastsplit.take_plain(rows, index, COLUMNS, numbers, ids, codes, records, 10**6)
+                assert len(records) - before == stop - index  # it takes a run of rows, then stops
+                taken += range(index, stop)
+                index = stop + 1
+            for row_index, record in zip(taken, records, strict=True):
+                cells = (
+                    next(csv.reader([lines[row_index]], delimiter=delimiter))
+                    if from_lines
+                    else rows[row_index]
+                )
+                name, idcode, phone, code = repair_fields(
+                    dict(zip(fields, cells, strict=True)), LegacyIdPolicy.CONVERT
+                )
+                assert record == _RECORD_JSON % (
+                    _json_str(name)[1:-1],
+                    idcode.encode(),
+                    phone.encode(),
+                    code.encode(),
+                )
+            accepted += len(records)
+    assert accepted > 1000  # the mutations leave most rows valid: the accept path was exercised

@@ -14,6 +14,7 @@ as said on stderr), 1 when compiling for local use failed.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import re
 import shlex
@@ -37,7 +38,7 @@ def _glibc_versions(library: Path) -> list[tuple[int, int]]:
     return sorted({(int(major), int(minor)) for major, minor in found})
 
 
-def build(out: Path) -> Path:
+def build(out: Path, extra_flags: list[str] | None = None) -> Path:
     cc = shlex.split(sysconfig.get_config_var("CC") or "cc")
     include = sysconfig.get_paths()["include"]
     target = _target(out)
@@ -53,6 +54,7 @@ def build(out: Path) -> Path:
         "-Wextra",
         "-fno-strict-aliasing",
         f"-I{include}",
+        *(extra_flags or []),
         str(SOURCE),
         "-o",
         str(partial),
@@ -73,7 +75,9 @@ def main(argv: list[str]) -> int:
             print(f"fastsplit: not built for Lambda on {here}: the layer uses the pure-Python path")
             return 0
     try:
-        target = build(args.out)
+        # FASTSPLIT_CFLAGS: extra flags for a local build (make sanitize); never for the layer
+        extra = [] if args.for_lambda else shlex.split(os.environ.get("FASTSPLIT_CFLAGS", ""))
+        target = build(args.out, extra)
     except (OSError, subprocess.CalledProcessError) as exc:
         print(f"fastsplit: compiling failed: {exc}", file=sys.stderr)
         if args.for_lambda:  # the layer still works, on the pure-Python path
