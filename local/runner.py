@@ -729,8 +729,10 @@ class LocalRunner:
             )
             return
         assert self.stack is not None
-        arn = f"arn:aws:lambda:{self.stack.region}:{self.stack.account_id}:function:{function.function_name}"
-        record = failure_record(arn, event, error, attempts)
+        where = LambdaContext(
+            function.function_name, region=self.stack.region, account_id=self.stack.account_id
+        )
+        record = failure_record(where.invoked_function_arn, event, error, attempts)
         boto3.client("sqs").send_message(QueueUrl=url, MessageBody=json.dumps(record))
         log.error("%s: %d attempts failed; the event is on the on-failure queue", function.role, attempts)
 

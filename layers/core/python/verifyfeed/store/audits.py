@@ -61,10 +61,6 @@ class AuditStore:
         ).get("Item")
         return None if item is None else Audit.model_validate(from_item(item))
 
-    def find_by_record_id(self, record_id: int) -> Audit | None:
-        key = self.key_for_record(record_id)
-        return None if key is None else self.get(key)
-
     def key_for_record(self, record_id: int) -> str | None:
         """The ``audit_key`` of the audit upstream knows as ``record_id``, or ``None``."""
         alias = self._db.get_item(
