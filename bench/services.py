@@ -66,35 +66,15 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_listening(port: int, process: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"{process.args!r} is not listening on {port}")
-
-
 @contextmanager
-def server(args: list[str], port: int) -> Iterator[None]:
-    """A server in its own process (as moto and the upstream are in reality: no shared GIL)."""
-    process = subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def server(args: list[str], timeout_s: float = 30) -> Iterator[str]:
+    """A server in its own process (as moto and the upstream are in reality: no shared GIL), on a
+    port the kernel picks (``--port 0``): its first line of output says where it listens."""
+    process = subprocess.Popen(
+        [sys.executable, *args, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     try:
-        _wait_listening(port, process)
-        yield
+        yield _listening_url(process, timeout_s)
     finally:
         process.terminate()
         try:
@@ -104,11 +84,27 @@ def server(args: list[str], port: int) -> Iterator[None]:
             process.wait()
 
 
+def _listening_url(process: subprocess.Popen[str], timeout_s: float) -> str:
+    """The URL from the server's ``... listening on http://host:port`` line, read with a deadline."""
+    import selectors
+
+    assert process.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            if selector.select(left):
+                line = process.stdout.readline()
+                if not line:
+                    break  # the process closed its output: it exited
+                if "listening on " in line:
+                    return line.rsplit("listening on ", 1)[1].strip()
+    raise RuntimeError(f"{process.args!r} did not say where it listens (exit code {process.poll()})")
+
+
 @contextmanager
 def local_aws() -> Iterator[str]:
-    port = _free_port()
-    with server(["-m", "local.aws_server", "--port", str(port)], port):
-        endpoint = f"http://127.0.0.1:{port}"
+    with server(["-m", "local.aws_server"]) as endpoint:
         os.environ.update(
             AWS_ENDPOINT_URL=endpoint,
             AWS_ACCESS_KEY_ID="testing",
@@ -121,11 +117,10 @@ def local_aws() -> Iterator[str]:
 
 @contextmanager
 def upstream_sandbox() -> Iterator[str]:
-    port = _free_port()
-    args = ["-m", "sandbox", "--port", str(port), "--api-id", API_ID, "--api-key", API_KEY]
+    args = ["-m", "sandbox", "--api-id", API_ID, "--api-key", API_KEY]
     args += ["--callback-secret", CALLBACK_SECRET, "--clock-now", NOW, "--log-level", "WARNING"]
-    with server(args, port):
-        yield f"http://127.0.0.1:{port}"
+    with server(args) as url:
+        yield url
 
 
 def bench_uploader(batches: int, aws_watch: Stopwatch) -> dict[str, Any]:

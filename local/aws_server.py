@@ -16,7 +16,8 @@ long polls) are served concurrently.
 
 - ``MotoServer(host, port=0).start()`` runs it on a daemon thread; ``get_host_and_port()``,
   ``stop()`` — the interface of ``moto.server.ThreadedMotoServer``.
-- ``python -m local.aws_server --port N [--host H]`` runs it in its own process.
+- ``python -m local.aws_server [--port N] [--host H]`` runs it in its own process; with port 0 (the
+  default) the kernel picks a free port, and the first line printed is ``listening on http://H:P``.
 """
 
 from __future__ import annotations
@@ -174,9 +175,11 @@ class MotoServer:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local.aws_server", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, default=0, help="0 = any free port (printed)")
     args = parser.parse_args(argv)
     server = _Server((args.host, args.port), moto_app())
+    host, port = server.server_name, server.server_port
+    print(f"listening on http://{host}:{port}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

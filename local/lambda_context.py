@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 LOCAL_ACCOUNT_ID = "123456789012"
@@ -33,7 +34,12 @@ class LambdaContext:
     identity: CognitoIdentity = field(default_factory=CognitoIdentity)
     client_context: None = None
     tenant_id: str | None = None
-    started_at: float = field(default_factory=time.monotonic)
+    monotonic: Callable[[], float] = field(default=time.monotonic, repr=False)  # injectable in tests
+    started_at: float = -1.0  # the ``monotonic()`` instant the invocation started; -1 = at creation
+
+    def __post_init__(self) -> None:
+        if self.started_at < 0:
+            self.started_at = self.monotonic()
 
     @property
     def invoked_function_arn(self) -> str:
@@ -50,20 +56,28 @@ class LambdaContext:
 
     @property
     def deadline(self) -> float:
-        """The ``time.monotonic()`` instant the invocation would be stopped at."""
+        """The ``monotonic()`` instant the invocation would be stopped at."""
         return self.started_at + self.timeout_s
 
     def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.deadline - time.monotonic()) * 1000))
+        return max(0, int((self.deadline - self.monotonic()) * 1000))
 
     def timed_out(self) -> bool:
-        return time.monotonic() >= self.deadline
+        return self.monotonic() >= self.deadline
 
 
 def new_context(
-    function_name: str, timeout_s: float, memory_mb: int, region: str = LOCAL_REGION
+    function_name: str,
+    timeout_s: float,
+    memory_mb: int,
+    region: str = LOCAL_REGION,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> LambdaContext:
     """A context for one invocation: a fresh request id and a deadline starting now."""
     return LambdaContext(
-        function_name=function_name, timeout_s=timeout_s, memory_limit_in_mb=memory_mb, region=region
+        function_name=function_name,
+        timeout_s=timeout_s,
+        memory_limit_in_mb=memory_mb,
+        region=region,
+        monotonic=monotonic,
     )

@@ -140,9 +140,16 @@ class LocalFunction:
     MAX_ENVIRONMENTS = 10
 
     def __init__(
-        self, logical_id: str, role: str, function_name: str, path: Path, spec: FunctionSpec
+        self,
+        logical_id: str,
+        role: str,
+        function_name: str,
+        path: Path,
+        spec: FunctionSpec,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.logical_id = logical_id
+        self._monotonic = monotonic  # the clock of the invocations' deadlines (injectable in tests)
         self.role = role
         self.function_name = function_name
         self.path = path
@@ -191,7 +198,7 @@ class LocalFunction:
         except Exception as exc:
             log.exception("%s could not be initialised", self.role)
             raise InvocationError(f"{self.role}: init error {type(exc).__name__}") from exc
-        context = new_context(self.function_name, self.timeout_s, self.memory_mb)
+        context = new_context(self.function_name, self.timeout_s, self.memory_mb, monotonic=self._monotonic)
         try:
             result = handler(event, context)
         except Exception as exc:

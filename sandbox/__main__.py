@@ -44,6 +44,24 @@ def parse_args(argv: Sequence[str] | None = None) -> SandboxConfig:
         "--decision-delay", type=float, default=float(_env("DECISION_DELAY", default="2.0")), help="seconds"
     )
     parser.add_argument("--clock-now", default=_env("CLOCK_NOW"), help="ISO instant with offset; empty = now")
+    parser.add_argument(
+        "--clock-mode",
+        choices=("running", "manual"),
+        default=_env("SANDBOX_CLOCK_MODE", default="running"),
+        help="manual: the clock moves only through POST /_sandbox/clock/advance",
+    )
+    parser.add_argument(
+        "--audit-auth",
+        choices=("headers", "body"),
+        default=_env("AUDIT_AUTH", default="headers"),
+        help="where carrier-audit requests carry authinfo (docs/decisions.md#audit-auth)",
+    )
+    parser.add_argument(
+        "--shapes",
+        choices=("table", "mock", "strings"),
+        default=_env("SANDBOX_SHAPES", default="table"),
+        help="how ids and statuses are typed in answers (sandbox/README.md)",
+    )
     parser.add_argument("--seed", type=int, default=int(_env("SANDBOX_SEED", default="0")))
     parser.add_argument("--log-level", default=_env("SANDBOX_LOG_LEVEL", default="INFO"))
     args = parser.parse_args(argv)
@@ -57,6 +75,9 @@ def parse_args(argv: Sequence[str] | None = None) -> SandboxConfig:
         callback_secret=args.callback_secret,
         decision_delay_s=args.decision_delay,
         clock_now=args.clock_now,
+        clock_mode=args.clock_mode,
+        audit_auth=args.audit_auth,
+        shapes=args.shapes,
         seed=args.seed,
     )
 

@@ -1,8 +1,17 @@
 """The upstream's behaviour, without HTTP: requests in, replies (or broken replies) out.
 
 ``Sandbox.handle`` is called from the HTTP handler's thread and may block (latency and timeout
-faults); every wait is on the stop event so ``stop()`` is prompt. The audit decider runs on its
-own daemon thread and sends each callback from a short-lived daemon thread.
+faults); every wait is on the stop event so ``stop()`` is prompt. Audits are decided a delay after
+they were submitted, on the sandbox's clock: with the system or an offset clock a daemon thread
+checks every ``tick_s``; with the manual clock (``clock_mode="manual"``, for tests) nothing moves
+until the clock is advanced, and each move decides what fell due at once. Each callback is sent
+from a short-lived daemon thread.
+
+The wire contracts (``authinfo``, the callback ``sign``, the blackout, China time) are checked by
+``sandbox.contract``, written independently of ``verifyfeed``. Answers come in the seeds' own
+shapes by default (``shapes="table"``: ``/get`` types ``status`` as the String its table says);
+``"mock"`` answers ``status`` as the number the mock example shows, ``"strings"`` answers every id
+and status as a string (``/add``'s ``data`` too, and the callback's ``id``/``status``).
 """
 
 from __future__ import annotations
@@ -11,16 +20,17 @@ import copy
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 import requests
-from pydantic import ValidationError
 
 from sandbox.config import SandboxConfig
+from sandbox.contract import auth_from_headers, blackout_resumes_at, callback_sign, check_auth, china
 from sandbox.faults import AppliedFault, FaultBook, FaultInput
 from sandbox.ledger import Ledger, LedgerEntry
 from sandbox.validation import (
@@ -30,10 +40,6 @@ from sandbox.validation import (
     check_repair_param,
     dedupe_batch,
 )
-from verifyfeed.clock import Blackout, Clock, OffsetClock, SystemClock, china_time
-from verifyfeed.models.envelope import AuthInfo
-from verifyfeed.upstream.auth import Credentials, verify_authinfo
-from verifyfeed.upstream.signing import sign_body
 
 log = logging.getLogger("sandbox")
 
@@ -110,30 +116,90 @@ def _json(payload: Any) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+class _Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class _SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class _RunningClock:
+    """Starts at ``start`` and runs on with the real time."""
+
+    def __init__(self, start: datetime) -> None:
+        self._start, self._t0 = start, time.monotonic()
+
+    def now(self) -> datetime:
+        return self._start + timedelta(seconds=time.monotonic() - self._t0)
+
+
+class _ManualClock:
+    """Stands still until advanced: delayed answers in tests come from moving it, not from waiting."""
+
+    def __init__(self, start: datetime) -> None:
+        self.at = start
+
+    def now(self) -> datetime:
+        return self.at
+
+
+def _parse_instant(iso: str) -> datetime:
+    at = datetime.fromisoformat(iso)
+    if at.tzinfo is None:
+        raise ValueError("the clock needs an instant with an offset, e.g. 2026-12-27T01:00:00+08:00")
+    return at.astimezone(UTC)
+
+
 class Sandbox:
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
-        self.credentials = Credentials(config.api_id, config.api_key)
-        self.blackout = Blackout(config.blackout_start_day, config.blackout_resume_day)
         self.ledger = Ledger()
         self.faults = FaultBook(config.seed)
         self.stopping = threading.Event()
         self._lock = threading.RLock()
-        self._clock: Clock = SystemClock()
-        self.set_clock(config.clock_now)
+        self._clock: _Clock = _SystemClock()
         self._audits: dict[int, AuditRecord] = {}
         self._due: dict[int, datetime] = {}  # pending audit id -> when its timer started
         self._next_id = config.first_audit_id
         self._generation = 0  # bumped by reset(): in-flight callbacks of an older one give up
         self._decider: threading.Thread | None = None
+        self._senders: list[threading.Thread] = []  # callback senders, joined by ``callbacks_done``
+        self.set_clock(config.clock_now)
 
     # --- clock ----------------------------------------------------------------------------------
 
+    @property
+    def manual(self) -> bool:
+        return self.config.clock_mode == "manual"
+
     def set_clock(self, iso: str) -> None:
-        """Start the clock at ``iso`` (needs an offset) and let it run on; "" = the system clock."""
-        clock: Clock = OffsetClock(datetime.fromisoformat(iso)) if iso else SystemClock()
+        """Set the clock to ``iso`` (needs an offset); "" = the system clock (now, for a manual one).
+
+        A running clock runs on from there; a manual one stands there until moved again, and every
+        audit that falls due by the move is decided at once.
+        """
+        if self.manual:
+            at = _parse_instant(iso) if iso else datetime.now(UTC)
+            with self._lock:
+                self._clock = _ManualClock(at)
+            self.decide_due()
+            return
+        clock: _Clock = _RunningClock(_parse_instant(iso)) if iso else _SystemClock()
         with self._lock:
             self._clock = clock
+
+    def advance(self, seconds: float) -> datetime:
+        """Move a manual clock on by ``seconds`` and decide what fell due; returns the new time."""
+        with self._lock:
+            clock = self._clock
+            if not isinstance(clock, _ManualClock):
+                raise ValueError("only a manual clock (clock_mode='manual') can be advanced")
+            clock.at += timedelta(seconds=seconds)
+            at = clock.at
+        self.decide_due()
+        return at
 
     def now(self) -> datetime:
         with self._lock:
@@ -141,7 +207,7 @@ class Sandbox:
         return clock.now()
 
     def _now_iso(self) -> str:
-        return china_time(self.now()).isoformat(timespec="milliseconds")
+        return china(self.now()).isoformat(timespec="milliseconds")
 
     # --- admin ----------------------------------------------------------------------------------
 
@@ -163,8 +229,8 @@ class Sandbox:
 
     # --- requests -------------------------------------------------------------------------------
 
-    def handle(self, path: str, raw: bytes) -> Reply:
-        serial = f"SBX{china_time(self.now()):%Y%m%d%H%M%S}{uuid.uuid4().hex[:12].upper()}"
+    def handle(self, path: str, raw: bytes, headers: dict[str, str] | None = None) -> Reply:
+        serial = f"SBX{china(self.now()):%Y%m%d%H%M%S}{uuid.uuid4().hex[:12].upper()}"
         entry = self.ledger.open(self._now_iso(), path, serial_no=serial)
         applied = self.faults.take(path)
         fault = applied.fault if applied else None
@@ -177,7 +243,7 @@ class Sandbox:
                 if broken is not None:
                     return self._finish(entry, broken, outcome=None)
 
-        outcome = self._process(path, raw, state0=bool(fault and fault.state0))
+        outcome = self._process(path, raw, headers or {}, state0=bool(fault and fault.state0))
         self.ledger.update(entry, processed=True, outcome=outcome.code, detail=None, **outcome.ledger)
         if outcome.code != OK:
             self.ledger.update(entry, detail=outcome.message)
@@ -231,20 +297,25 @@ class Sandbox:
             return Reply(504, failure)  # the gateway gave up before the service saw the request
         return None
 
-    def _process(self, path: str, raw: bytes, state0: bool) -> _Outcome:
+    def _process(self, path: str, raw: bytes, headers: dict[str, str], state0: bool) -> _Outcome:
         try:
             body = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             return _Outcome(PARAM_INVALID, "request body is not UTF-8 JSON")
         if not isinstance(body, dict):
             return _Outcome(PARAM_INVALID, "request body is not a JSON object")
-        try:
-            info = AuthInfo.model_validate(body.get("authinfo"))
-        except ValidationError:
-            return _Outcome(AUTH_INVALID)
-        if not verify_authinfo(info, self.credentials, self.now(), self.config.max_skew_s):
-            return _Outcome(AUTH_INVALID)
-        param = body.get("param")
+        cfg = self.config
+        if path == LOST_REPAIR:  # the lost-repair spec: an authinfo + param body
+            auth = body.get("authinfo")
+            param = body.get("param")
+        else:  # the carrier-audit spec: every field at level 1, auth as decided (decisions.md)
+            param = {k: v for k, v in body.items() if k != "authinfo"}
+            auth = auth_from_headers(headers) if cfg.audit_auth == "headers" else body.get("authinfo")
+            if cfg.audit_auth == "headers" and "authinfo" in body:
+                return _Outcome(PARAM_INVALID, "unexpected field authinfo")
+        refused = check_auth(auth, cfg.api_id, cfg.api_key, self.now(), cfg.max_skew_s)
+        if refused:
+            return _Outcome(AUTH_INVALID, f"authinfo invalid: {refused}")
         handlers: dict[str, Callable[[Any], _Outcome]] = {
             LOST_REPAIR: lambda p: self._lost_repair(p, state0),
             AUDIT_ADD: self._audit_add,
@@ -254,12 +325,12 @@ class Sandbox:
         return handlers[path](param)
 
     def _lost_repair(self, param: Any, state0: bool) -> _Outcome:
-        now = self.now()
-        resumes = self.blackout.resumes_at(now)
+        cfg = self.config
+        resumes = blackout_resumes_at(self.now(), cfg.blackout_start_day, cfg.blackout_resume_day)
         if resumes is not None:
             return _Outcome(
                 BLACKOUT,
-                f"no requests from 00:00 on day {self.blackout.start_day} (China time); "
+                f"no requests from 00:00 on day {cfg.blackout_start_day} (China time); "
                 f"resumes at {resumes.isoformat()}",
             )
         reason = check_repair_param(param)
@@ -287,16 +358,19 @@ class Sandbox:
                 status=PENDING,
                 remarks=REMARKS_PENDING,
                 params=dict(param),
-                submitted_at=china_time(now).isoformat(),
+                submitted_at=china(now).isoformat(),
             )
             self._due[audit_id] = now
-        return _Outcome(OK, data=audit_id, ledger={"accepted": True, "audit_id": audit_id})
+        data = str(audit_id) if self.config.shapes == "strings" else audit_id
+        return _Outcome(OK, data=data, ledger={"accepted": True, "audit_id": audit_id})
 
     @staticmethod
     def _audit_id(param: Any) -> int | str:
         if not isinstance(param, dict):
             return "param must be an object"
         value = param.get("id")
+        if isinstance(value, str) and value.isdigit():  # "int" in the table; a numeric string is read
+            return int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             return "id is required and must be an integer"
         return value
@@ -319,7 +393,7 @@ class Sandbox:
             record.params = fields
             record.status = PENDING
             record.remarks = REMARKS_PENDING
-            record.submitted_at = china_time(now).isoformat()
+            record.submitted_at = china(now).isoformat()
             record.decided_at = None
             record.revision += 1
             self._due[audit_id] = now
@@ -333,12 +407,23 @@ class Sandbox:
             record = self._audits.get(audit_id)
             if record is None:
                 return _Outcome(UNKNOWN_AUDIT, ledger={"audit_id": audit_id})
-            data = {"id": record.id, "status": record.status, "remarks": record.remarks}
+            data = self._shaped({"id": record.id, "status": record.status, "remarks": record.remarks})
         return _Outcome(OK, data=data, ledger={"audit_id": audit_id})
+
+    def _shaped(self, data: dict[str, Any], *, callback: bool = False) -> dict[str, Any]:
+        """``id``/``status`` typed as ``shapes`` says (see the module doc)."""
+        shapes = self.config.shapes
+        if shapes == "strings":
+            return {**data, "id": str(data["id"]), "status": str(data["status"])}
+        if shapes == "table" and not callback:  # /get's table: status String; the callback's: int
+            return {**data, "status": str(data["status"])}
+        return data
 
     # --- the audit decider and its callbacks ----------------------------------------------------
 
     def start(self) -> None:
+        if self.manual:
+            return  # decisions happen when the clock is moved: no thread watches the time
         self._decider = threading.Thread(target=self._decide_loop, name="sandbox-decider", daemon=True)
         self._decider.start()
 
@@ -367,7 +452,7 @@ class Sandbox:
                     continue
                 record = self._audits[audit_id]
                 record.status, record.remarks = decide(record.params)
-                record.decided_at = china_time(now).isoformat()
+                record.decided_at = china(now).isoformat()
                 del self._due[audit_id]
                 decided.append((audit_id, record.status, record.remarks, self._generation))
         for audit_id, status, remarks, generation in decided:
@@ -385,19 +470,32 @@ class Sandbox:
             if not self.config.callback_url:
                 self.ledger.open(self._now_iso(), "callback", audit_id=audit_id, detail="no callback_url")
                 continue
-            threading.Thread(
+            sender = threading.Thread(
                 target=self._send_callback,
                 args=(audit_id, status, remarks, generation),
                 name=f"sandbox-callback-{audit_id}",
                 daemon=True,
-            ).start()
+            )
+            with self._lock:
+                self._senders = [t for t in self._senders if t.is_alive()]
+                self._senders.append(sender)
+            sender.start()
+
+    def callbacks_done(self, timeout_s: float) -> bool:
+        """Wait until every callback started so far has finished (all its attempts); False at the
+        deadline. Lets a test say "and nothing more was sent" without sleeping."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            senders = list(self._senders)
+        for sender in senders:
+            sender.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in senders)
 
     def callback_body(self, audit_id: int, status: int, remarks: str) -> bytes:
         payload = {
             "apiId": self.config.api_id,
             "serviceName": CALLBACK_SERVICE,
-            "id": audit_id,
-            "status": status,
+            **self._shaped({"id": audit_id, "status": status}, callback=True),
             "remarks": remarks,
         }
         return _json(payload)
@@ -405,7 +503,7 @@ class Sandbox:
     def _send_callback(self, audit_id: int, status: int, remarks: str, generation: int) -> None:
         cfg = self.config
         body = self.callback_body(audit_id, status, remarks)
-        headers = {"Content-Type": "application/json", "sign": sign_body(body, cfg.callback_secret)}
+        headers = {"Content-Type": "application/json", "sign": callback_sign(body, cfg.callback_secret)}
         backoff = cfg.callback_backoff_s
         with requests.Session() as session:
             for attempt in range(1, cfg.callback_retries + 2):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 DEFAULT_PORT = 8765
 DEFAULT_API_ID = "local-api-id"
@@ -20,6 +21,9 @@ class SandboxConfig:
     callback_secret: str = field(default=DEFAULT_CALLBACK_SECRET, repr=False)
     decision_delay_s: float = 2.0  # on the sandbox clock
     clock_now: str = ""  # ISO instant with offset the clock starts at; empty = system clock
+    clock_mode: Literal["running", "manual"] = "running"  # manual: moves only when advanced (tests)
+    audit_auth: Literal["headers", "body"] = "headers"  # carrier-audit: decisions.md#audit-auth
+    shapes: Literal["table", "mock", "strings"] = "table"  # how ids and statuses are typed (app doc)
     blackout_start_day: int = 27
     blackout_resume_day: int = 1
     seed: int = 0  # for ``error_rate`` draws

@@ -27,9 +27,9 @@ from pydantic import ValidationError
 
 from sandbox.app import API_PATHS, AuditRecord, Reply, Sandbox
 from sandbox.config import SandboxConfig
+from sandbox.contract import china
 from sandbox.faults import FaultInput
 from sandbox.ledger import AcceptedRecord, LedgerEntry
-from verifyfeed.clock import china_time
 
 __all__ = ["SandboxConfig", "SandboxHandle", "start_sandbox"]
 
@@ -121,7 +121,7 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None:
             return
         if path in API_PATHS:
-            self._reply(self.app.handle(path, body))
+            self._reply(self.app.handle(path, body, dict(self.headers.items())))
         elif path.startswith(ADMIN + "/"):
             self._admin("POST", path, body)
         else:
@@ -154,7 +154,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(400, {"error": "body is not JSON"})
             return
         if route == ("GET", "/health"):
-            self._send_json(200, {"status": "ok", "now": china_time(app.now()).isoformat()})
+            self._send_json(200, {"status": "ok", "now": china(app.now()).isoformat()})
         elif route == ("GET", "/ledger"):
             self._send_json(200, {"entries": [e.to_dict() for e in app.ledger.entries()]})
         elif route == ("GET", "/ledger/records"):
@@ -176,7 +176,7 @@ class _Handler(BaseHTTPRequestHandler):
             app.faults.clear()
             self._send_json(200, {"faults": []})
         elif route == ("GET", "/clock"):
-            self._send_json(200, {"now": china_time(app.now()).isoformat()})
+            self._send_json(200, {"now": china(app.now()).isoformat()})
         elif route == ("POST", "/clock"):
             now = payload.get("now") if isinstance(payload, dict) else None
             if not isinstance(now, str):
@@ -189,7 +189,18 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError as exc:
                 self._send_json(400, {"error": str(exc)})
                 return
-            self._send_json(200, {"now": china_time(app.now()).isoformat()})
+            self._send_json(200, {"now": china(app.now()).isoformat()})
+        elif route == ("POST", "/clock/advance"):
+            seconds = payload.get("seconds") if isinstance(payload, dict) else None
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+                self._send_json(400, {"error": 'expected {"seconds": <number >= 0>}'})
+                return
+            try:
+                at = app.advance(float(seconds))
+            except ValueError as exc:
+                self._send_json(409, {"error": str(exc)})
+                return
+            self._send_json(200, {"now": china(at).isoformat()})
         elif route == ("POST", "/reset"):
             app.reset()
             self._send_json(200, {"status": "reset"})
@@ -243,6 +254,14 @@ class SandboxHandle:
 
     def set_clock(self, iso: str) -> None:
         self.app.set_clock(iso)
+
+    def callbacks_done(self, timeout_s: float = 30.0) -> bool:
+        """True once every callback started so far has made all its attempts (see ``Sandbox``)."""
+        return self.app.callbacks_done(timeout_s)
+
+    def advance(self, seconds: float) -> datetime:
+        """Move a manual clock on; the audits that fall due are decided before this returns."""
+        return self.app.advance(seconds)
 
     def now(self) -> datetime:
         return self.app.now()

@@ -7,26 +7,19 @@ reach AWS: through HTTP, with no patching.
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 
 import pytest
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     from local.aws_server import MotoServer
 
-    port = free_port()
-    server = MotoServer("127.0.0.1", port)
+    server = MotoServer("127.0.0.1", 0)  # port 0: the kernel picks a free port, read back below
     server.start()
-    endpoint = f"http://127.0.0.1:{port}"
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
     saved = {k: os.environ.get(k) for k in _AWS_ENV}
     os.environ.update(
         AWS_ENDPOINT_URL=endpoint,

@@ -29,6 +29,7 @@ API_KEY = "it-api-key"
 CALLBACK_SECRET = "it-callback-secret"
 PREVIOUS_CALLBACK_SECRET = "it-callback-secret-old"
 NOW = "2026-11-25T10:00:00+08:00"
+DECISION_DELAY_S = 0.3  # the session sandbox decides an audit this long after it, on its manual clock
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +49,13 @@ def stack(moto_endpoint: str) -> LocalStack:
 @pytest.fixture(scope="session")
 def sandbox_session() -> Iterator[SandboxHandle]:
     handle = start_sandbox(
-        SandboxConfig(api_id=API_ID, api_key=API_KEY, callback_secret=CALLBACK_SECRET, decision_delay_s=0.3)
+        SandboxConfig(
+            api_id=API_ID,
+            api_key=API_KEY,
+            callback_secret=CALLBACK_SECRET,
+            decision_delay_s=DECISION_DELAY_S,
+            clock_mode="manual",  # audits are decided when a test advances the clock, never by waiting
+        )
     )
     try:
         yield handle

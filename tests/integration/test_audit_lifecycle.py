@@ -4,7 +4,6 @@ callbacks dropped → the poller settles them through /carrierAudit/get."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -65,6 +64,7 @@ def endpoint() -> Iterator[CallbackEndpoint]:
 
 
 _id_base = iter(range(1_000_000, 10**9, 1_000_000))
+DELAY = 0.2  # the sandbox's decision delay, on its manual clock
 
 
 @pytest.fixture
@@ -76,8 +76,9 @@ def upstream(endpoint: CallbackEndpoint) -> Iterator[SandboxHandle]:
             api_key=API_KEY,
             callback_url=endpoint.url,
             callback_secret=CALLBACK_SECRET,
-            decision_delay_s=0.2,
+            decision_delay_s=DELAY,
             clock_now=NOW,
+            clock_mode="manual",  # audits are decided when a test advances the clock
             first_audit_id=next(_id_base),
         )
     )
@@ -109,17 +110,12 @@ def drop_and_submit(services: Services, rows: list[list[str]]) -> tuple[str, lis
     return key, messages
 
 
-def wait_for(
-    services: Services, keys: list[str], statuses: set[AuditStatus], timeout: float = 10
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        current = {k: services.audits.get(k) for k in keys}
-        if (
-            all(a is not None and a.status in statuses for a in current.values())
-            or time.monotonic() > deadline
-        ):
-            return current
+def decide_and_call_back(upstream: SandboxHandle, services: Services, keys: list[str]) -> dict[str, Any]:
+    """Move the upstream's clock past the decision delay; once every callback has been answered,
+    where the audits stand."""
+    upstream.advance(DELAY)
+    assert upstream.callbacks_done(timeout_s=60), "a callback was still being sent after 60 s"
+    return {k: services.audits.get(k) for k in keys}
 
 
 def test_signed_callbacks_settle_audits_and_a_fixed_rejection_goes_through_update(
@@ -133,17 +129,12 @@ def test_signed_callbacks_settle_audits_and_a_fixed_rejection_goes_through_updat
     ]
     _, messages = drop_and_submit(services, rows)
     keys = [m.audit_key for m in messages]
-    settled = wait_for(services, keys, {AuditStatus.PASSED, AuditStatus.REJECTED})
+    settled = decide_and_call_back(upstream, services, keys)
     by_row = {a.row: a for a in settled.values()}
     assert by_row[2].status == AuditStatus.PASSED and by_row[3].status == AuditStatus.PASSED
     assert by_row[4].status == AuditStatus.REJECTED and by_row[4].remarks
     assert endpoint.statuses.count(200) == 3
-    deadline = time.monotonic() + 5  # the sandbox records the reply just after we have sent it
-    while time.monotonic() < deadline:
-        callbacks = [e for e in upstream.ledger() if e.endpoint == "callback"]
-        if all(e.http_status is not None for e in callbacks):
-            break
-        time.sleep(0.02)
+    callbacks = [e for e in upstream.ledger() if e.endpoint == "callback"]
     assert len(callbacks) == 3 and all(e.http_status == 200 for e in callbacks)
 
     # the rejected audit is re-dropped with the material fixed: /update with the same record id
@@ -154,7 +145,7 @@ def test_signed_callbacks_settle_audits_and_a_fixed_rejection_goes_through_updat
     updates = [e for e in upstream.ledger() if e.endpoint == "/carrierAudit/update"]
     assert len(updates) == 1 and updates[0].accepted
     assert len([e for e in upstream.ledger() if e.endpoint == "/carrierAudit/add"]) == 3
-    final = wait_for(services, [rejected.audit_key], {AuditStatus.PASSED})[rejected.audit_key]
+    final = decide_and_call_back(upstream, services, [rejected.audit_key])[rejected.audit_key]
     assert final.status == AuditStatus.PASSED and final.record_id == rejected.record_id
 
     # dropping a passed audit again is a duplicate: nothing sent
@@ -173,9 +164,8 @@ def test_poller_settles_audits_whose_callback_never_came(
         services, [audit_row("2", 2100), audit_row("3", 2200, drivingLicenseFilename="reject")]
     )
     keys = [m.audit_key for m in messages]
-    deadline = time.monotonic() + 10
-    while any(a.status == 0 for a in upstream.audits()) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    upstream.advance(DELAY)  # decided at once, on the upstream's clock; the callbacks are dropped
+    assert all(a.status != 0 for a in upstream.audits())
     callbacks = [e for e in upstream.ledger() if e.endpoint == "callback"]
     assert callbacks and all(e.detail == "callback dropped" and e.http_status is None for e in callbacks)
     assert {services.audits.get(k).status for k in keys} == {AuditStatus.PENDING}  # type: ignore[union-attr]

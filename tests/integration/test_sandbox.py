@@ -31,6 +31,7 @@ API_KEY = "test-api-key"
 SECRET = "test-callback-secret"
 CREDS = Credentials(API_ID, API_KEY)
 START = "2026-06-10T10:00:00+08:00"  # well outside the blackout, whatever today is
+DELAY = 0.2  # the decision delay, on the sandbox's manual clock
 
 LOST = "/verify/api/lost_repair_upload_data"
 ADD = "/carrierAudit/add"
@@ -99,8 +100,15 @@ def envelope(sb: SandboxHandle, param: Any, creds: Credentials = CREDS) -> dict[
     return {"authinfo": build_authinfo(creds, sb.now()).model_dump(), "param": param}
 
 
-def call(sb: SandboxHandle, path: str, param: Any, timeout: float = 5.0, **kw: Any) -> requests.Response:
-    return requests.post(sb.url + path, json=envelope(sb, param, **kw), timeout=timeout)
+def call(
+    sb: SandboxHandle, path: str, param: Any, timeout: float = 5.0, creds: Credentials = CREDS
+) -> requests.Response:
+    """Lost repair: the ``authinfo`` + ``param`` body; carrier audit: the fields at level 1 and
+    ``authinfo``'s values as headers (docs/decisions.md#audit-auth)."""
+    if path == LOST:
+        return requests.post(sb.url + path, json=envelope(sb, param, creds), timeout=timeout)
+    headers = build_authinfo(creds, sb.now()).model_dump()
+    return requests.post(sb.url + path, json=param, headers=headers, timeout=timeout)
 
 
 def upload(sb: SandboxHandle, items: list[dict[str, str]], timeout: float = 5.0) -> requests.Response:
@@ -177,8 +185,9 @@ def config(callback_url: str = "", **overrides: Any) -> SandboxConfig:
         "api_key": API_KEY,
         "callback_url": callback_url,
         "callback_secret": SECRET,
-        "decision_delay_s": 0.2,
+        "decision_delay_s": DELAY,
         "clock_now": START,
+        "clock_mode": "manual",  # decisions come from advancing the clock, never from waiting
         "callback_backoff_s": 0.02,
         "tick_s": 0.02,
     }
@@ -591,8 +600,9 @@ def test_first_audit_id_is_configurable(callbacks: Callbacks) -> None:
 def test_audit_passes_and_a_signed_callback_arrives(sb: SandboxHandle, callbacks: Callbacks) -> None:
     audit_id = call(sb, ADD, audit_params()).json()["data"]
     pending = call(sb, GET, {"id": audit_id}).json()
-    assert pending["code"] == "00000" and pending["data"]["status"] == 0
+    assert pending["code"] == "00000" and pending["data"]["status"] == "0"  # String, as /get's table
 
+    sb.advance(DELAY)
     (cb,) = wait_for(lambda: list(callbacks.received), what="the callback")
     assert cb["sign_ok"] is True
     assert cb["content_type"] == "application/json"
@@ -606,7 +616,7 @@ def test_audit_passes_and_a_signed_callback_arrives(sb: SandboxHandle, callbacks
     assert b" " not in cb["body"]  # compact JSON
     assert call(sb, GET, {"id": audit_id}).json()["data"] == {
         "id": audit_id,
-        "status": 1,
+        "status": "1",
         "remarks": "审核通过",
     }
     (attempt,) = settled_callbacks(sb, 1)
@@ -617,22 +627,27 @@ def test_audit_rejected_when_a_file_name_says_reject(sb: SandboxHandle, callback
     audit_id = call(sb, ADD, audit_params(usage="2", attachmentFileUrls="ok.jpg,REJECT-me.jpg")).json()[
         "data"
     ]
+    sb.advance(DELAY)
     (cb,) = wait_for(lambda: list(callbacks.received), what="the callback")
     assert cb["sign_ok"] and cb["json"]["status"] == 2 and cb["json"]["remarks"] == "证明材料不清晰"
     assert audit_status(sb, audit_id) == 2
 
 
 def test_decision_waits_for_the_delay(callbacks: Callbacks) -> None:
-    with start_sandbox(config(callbacks.url, decision_delay_s=0.6)) as box:
+    with start_sandbox(config(callbacks.url, decision_delay_s=60)) as box:
         audit_id = call(box, ADD, audit_params()).json()["data"]
-        time.sleep(0.3)
-        assert audit_status(box, audit_id) == 0 and callbacks.received == []
-        wait_for(lambda: audit_status(box, audit_id) == 1, what="the decision")
+        box.advance(59.999)
+        assert audit_status(box, audit_id) == 0
+        assert box.callbacks_done() and callbacks.received == []
+        box.advance(0.001)  # the delay is up: decided before advance returns
+        assert audit_status(box, audit_id) == 1
+        wait_for(lambda: len(callbacks.received) == 1, what="the callback")
 
 
 def test_callback_is_retried_on_errors(sb: SandboxHandle, callbacks: Callbacks) -> None:
     callbacks.statuses = [500, 503]
     audit_id = call(sb, ADD, audit_params()).json()["data"]
+    sb.advance(DELAY)
     wait_for(lambda: len(callbacks.received) == 3, what="three callback attempts")
     attempts = settled_callbacks(sb, 3)
     assert [(e.attempt, e.http_status, e.accepted) for e in attempts] == [
@@ -648,35 +663,39 @@ def test_callback_is_retried_on_errors(sb: SandboxHandle, callbacks: Callbacks) 
 def test_callback_gives_up_after_the_retries(callbacks: Callbacks) -> None:
     with start_sandbox(config("http://127.0.0.1:9/unreachable", callback_retries=2)) as box:
         call(box, ADD, audit_params())
+        box.advance(DELAY)
         attempts = settled_callbacks(box, 3)
         assert [e.http_status for e in attempts] == [None, None, None]
         assert all(e.detail == "ConnectionError" for e in attempts)
-        time.sleep(0.2)
+        assert box.callbacks_done()  # the sender gave up: no fourth attempt will come
         assert len(entries_for(box, "callback")) == 3
 
 
 def test_drop_callbacks_decides_without_calling_back(sb: SandboxHandle, callbacks: Callbacks) -> None:
     sb.set_faults({"drop_callbacks": True, "count": 1})
     first = call(sb, ADD, audit_params()).json()["data"]
-    wait_for(lambda: audit_status(sb, first) == 1, what="the decision")
-    time.sleep(0.1)
-    assert callbacks.received == []
+    sb.advance(DELAY)
+    assert audit_status(sb, first) == 1
+    assert sb.callbacks_done() and callbacks.received == []
     (dropped,) = entries_for(sb, "callback")
     assert dropped.detail == "callback dropped" and dropped.fault == "drop_callbacks"
     second = call(sb, ADD, audit_params()).json()["data"]  # count was 1: this one is called back
+    sb.advance(DELAY)
     (cb,) = wait_for(lambda: list(callbacks.received), what="the second callback")
     assert cb["json"]["id"] == second
 
 
 def test_update_of_a_rejected_audit_restarts_it(sb: SandboxHandle, callbacks: Callbacks) -> None:
     audit_id = call(sb, ADD, audit_params(attachmentFileUrls="reject.jpg")).json()["data"]
-    wait_for(lambda: audit_status(sb, audit_id) == 2, what="the rejection")
+    sb.advance(DELAY)
+    assert audit_status(sb, audit_id) == 2
 
     fixed = audit_params(attachmentFileUrls="hukou-clear.jpg", phone="13900000000")
     reply = call(sb, UPDATE, {**fixed, "id": audit_id}).json()
     assert reply["code"] == "00000" and reply["data"] is True
     assert audit_status(sb, audit_id) == 0
-    wait_for(lambda: audit_status(sb, audit_id) == 1, what="the second decision")
+    sb.advance(DELAY)
+    assert audit_status(sb, audit_id) == 1
 
     statuses = wait_for(
         lambda: len(callbacks.received) == 2 and [c["json"]["status"] for c in callbacks.received]
@@ -689,7 +708,8 @@ def test_update_of_a_rejected_audit_restarts_it(sb: SandboxHandle, callbacks: Ca
 def test_update_refused_unless_rejected(sb: SandboxHandle) -> None:
     audit_id = call(sb, ADD, audit_params()).json()["data"]
     assert call(sb, UPDATE, {**audit_params(), "id": audit_id}).json()["code"] == "20009"  # pending
-    wait_for(lambda: audit_status(sb, audit_id) == 1, what="the decision")
+    sb.advance(DELAY)
+    assert audit_status(sb, audit_id) == 1
     assert call(sb, UPDATE, {**audit_params(), "id": audit_id}).json()["code"] == "20009"  # passed
     assert audit_status(sb, audit_id) == 1
     assert call(sb, UPDATE, {**audit_params(), "id": 999}).json()["code"] == "20004"
@@ -699,7 +719,8 @@ def test_update_refused_unless_rejected(sb: SandboxHandle) -> None:
 def test_invalid_update_leaves_the_rejected_record_alone(sb: SandboxHandle) -> None:
     params = audit_params(drivingLicenseFilename="reject.png")
     audit_id = call(sb, ADD, params).json()["data"]
-    wait_for(lambda: audit_status(sb, audit_id) == 2, what="the rejection")
+    sb.advance(DELAY)
+    assert audit_status(sb, audit_id) == 2
     reply = call(sb, UPDATE, {**audit_params(phone="123"), "id": audit_id}).json()
     assert reply["code"] == "10002" and "phone" in reply["message"]
     record = sb.audit(audit_id)
@@ -708,7 +729,9 @@ def test_invalid_update_leaves_the_rejected_record_alone(sb: SandboxHandle) -> N
 
 def test_get_unknown_or_malformed_id(sb: SandboxHandle) -> None:
     assert call(sb, GET, {"id": 42}).json()["code"] == "20004"
-    assert call(sb, GET, {"id": "1"}).json()["code"] == "10002"
+    assert call(sb, GET, {"id": "42"}).json()["code"] == "20004"  # a numeric string is read as the id
+    assert call(sb, GET, {"id": "x1"}).json()["code"] == "10002"
+    assert call(sb, GET, {"id": True}).json()["code"] == "10002"
     assert call(sb, GET, {}).json()["code"] == "10002"
 
 
@@ -753,7 +776,8 @@ def test_logs_hold_no_personal_data(sb: SandboxHandle, caplog: pytest.LogCapture
     params = audit_params()
     call(sb, ADD, params)
     upload(sb, [item(1)])
-    wait_for(lambda: "decided" in caplog.text, what="the decision log")
+    sb.advance(DELAY)
+    assert "decided" in caplog.text
     assert "/carrierAudit/add" in caplog.text
     for secret in (
         params["name"],

@@ -151,13 +151,13 @@ def test_resend_policy_retries_a_lost_answer(
 def test_connection_refused_is_not_sent_and_retried(
     make_settings: SettingsFactory, clock: FixedClock, sandbox: SandboxHandle
 ) -> None:
-    with socket.socket() as s:
+    with socket.socket() as s:  # bound and kept, never listening: nobody else can take the port
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]
-    services = build_services(make_settings(UPSTREAM_BASE_URL=f"http://127.0.0.1:{closed_port}"), clock)
-    message = message_for(services)
-    with pytest.raises(RetryLater) as raised:
-        upload_batch(services, message, Delivery())
+        services = build_services(make_settings(UPSTREAM_BASE_URL=f"http://127.0.0.1:{closed_port}"), clock)
+        message = message_for(services)
+        with pytest.raises(RetryLater) as raised:
+            upload_batch(services, message, Delivery())
     assert "not connected" in raised.value.reason
     assert batch_status(services, message) == BatchStatus.RETRY
 

@@ -23,7 +23,7 @@ from local.events import sqs_event
 from local.lambda_context import new_context
 from local.runner import load_handler
 from sandbox.server import SandboxHandle
-from tests.integration.conftest import ROOT, SettingsFactory, drain_queue
+from tests.integration.conftest import DECISION_DELAY_S, ROOT, SettingsFactory, drain_queue
 from tests.reliability.support import (
     ConflictingClient,
     check_ledger,
@@ -572,9 +572,7 @@ def test_a_callback_never_sent_is_settled_by_the_poller(
         CarrierAuditMessage.model_validate(m) for m in drain_queue(queue) if m.get("job_id") == result.job_id
     ]
     assert [submit_audit(services, m, Delivery()) for m in messages] == ["pending", "pending"]
-    deadline = time.monotonic() + 10
-    while any(a.status == 0 for a in sandbox.audits()) and time.monotonic() < deadline:
-        time.sleep(0.05)  # the sandbox decides after its delay; poll until it has
+    sandbox.advance(DECISION_DELAY_S)  # the upstream decides at once, on its manual clock
     assert all(a.status != 0 for a in sandbox.audits())
     assert {services.audits.get(m.audit_key).status for m in messages} == {AuditStatus.PENDING}  # type: ignore[union-attr]
 

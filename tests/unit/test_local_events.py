@@ -6,7 +6,7 @@ import base64
 import csv
 import hashlib
 import json
-import time
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -228,18 +228,35 @@ def test_scheduled_event_shape():
 # ---- Lambda context --------------------------------------------------------------------------------
 
 
+class ManualMonotonic:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_lambda_context_counts_down_from_the_timeout():
-    first = new_context("fn", timeout_s=2, memory_mb=256)
-    second = new_context("fn", timeout_s=2, memory_mb=256)
+    tick = ManualMonotonic()
+    first = new_context("fn", timeout_s=2, memory_mb=256, monotonic=tick)
+    second = new_context("fn", timeout_s=2, memory_mb=256, monotonic=tick)
     assert first.aws_request_id != second.aws_request_id
     assert first.memory_limit_in_mb == 256
     assert first.invoked_function_arn == "arn:aws:lambda:us-east-1:123456789012:function:fn"
     assert first.log_group_name == "/aws/lambda/fn"
-    remaining = first.get_remaining_time_in_millis()
-    assert 1900 < remaining <= 2000
-    time.sleep(0.05)
-    assert first.get_remaining_time_in_millis() < remaining
+    assert first.get_remaining_time_in_millis() == 2000
+    tick.now += 0.25
+    assert first.get_remaining_time_in_millis() == 1750
     assert not first.timed_out()
+    tick.now += 1.75
+    assert first.get_remaining_time_in_millis() == 0 and first.timed_out()
+
+
+def test_lambda_context_uses_the_real_clock_by_default():
+    context = new_context("fn", timeout_s=2, memory_mb=256)
+    assert 0 < context.get_remaining_time_in_millis() <= 2000
 
 
 # ---- events/*.json ---------------------------------------------------------------------------------
@@ -340,12 +357,16 @@ def function_spec(path: Path, timeout_s: int) -> FunctionSpec:
 
 
 HANDLER = """
-import time
+import threading
 BUSY = []
+TOGETHER = threading.Barrier(3, timeout=60)  # per environment: shared only if environments are
 
 def lambda_handler(event, context):
     BUSY.append(1)
-    time.sleep(event.get("sleep", 0.2))
+    if event.get("together"):
+        event["together"].wait()  # every invocation is inside a handler at once
+    if event.get("clock"):
+        event["clock"].now += event["spend_s"]  # the work takes this long, on the injected clock
     busy = len(BUSY)
     BUSY.pop()
     return {"busy": busy, "module": __name__, "remaining": context.get_remaining_time_in_millis()}
@@ -356,13 +377,15 @@ def test_concurrent_invocations_run_in_separate_environments(tmp_path):
     app = tmp_path / "fn" / "app.py"
     app.parent.mkdir()
     app.write_text(HANDLER)
-    fn = LocalFunction("Fn", "fn", "local-Fn", app, function_spec(app, timeout_s=5))
+    tick = ManualMonotonic()
+    fn = LocalFunction("Fn", "fn", "local-Fn", app, function_spec(app, timeout_s=5), monotonic=tick)
     fn.warm_up()
+    together = threading.Barrier(3, timeout=60)  # a shared environment would never get 3 in at once
     with ThreadPoolExecutor(3) as pool:
-        results = list(pool.map(fn.invoke, [{}, {}, {}]))
+        results = list(pool.map(fn.invoke, [{"together": together}] * 3))
     assert [r["busy"] for r in results] == [1, 1, 1]  # module state is per environment
     assert len({r["module"] for r in results}) == 3
-    assert all(4000 < r["remaining"] <= 5000 for r in results)
+    assert [r["remaining"] for r in results] == [5000] * 3
     assert fn.stats.invocations == 3 and fn.stats.errors == 0
 
 
@@ -370,10 +393,12 @@ def test_an_invocation_past_its_timeout_fails(tmp_path):
     app = tmp_path / "fn" / "app.py"
     app.parent.mkdir()
     app.write_text(HANDLER)
-    fn = LocalFunction("Fn", "fn", "local-Fn", app, function_spec(app, timeout_s=1))
+    tick = ManualMonotonic()
+    fn = LocalFunction("Fn", "fn", "local-Fn", app, function_spec(app, timeout_s=1), monotonic=tick)
+    assert fn.invoke({"clock": tick, "spend_s": 0.75})["remaining"] == 250
     with pytest.raises(InvocationError, match="timed out"):
-        fn.invoke({"sleep": 1.05})
-    assert fn.stats.timeouts == 1
+        fn.invoke({"clock": tick, "spend_s": 1.25})
+    assert fn.stats.timeouts == 1 and fn.stats.invocations == 2
 
 
 def test_the_local_on_failure_record_is_lambdas() -> None:

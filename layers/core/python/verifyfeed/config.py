@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from enum import StrEnum
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -48,6 +49,10 @@ class Settings(BaseModel):
 
     # upstream
     upstream_base_url: str = Field("http://127.0.0.1:8765", alias="UPSTREAM_BASE_URL")
+    # the carrier-audit API's base URL (a service of its own in the seeds); empty = UPSTREAM_BASE_URL
+    audit_base_url: str = Field("", alias="AUDIT_BASE_URL")
+    # where carrier-audit requests carry authinfo: "headers" or "body" (decisions.md#audit-auth)
+    audit_auth: Literal["headers", "body"] = Field("headers", alias="AUDIT_AUTH")
     upstream_credentials_name: str = Field("", alias="UPSTREAM_CREDENTIALS_PARAM")
     upstream_api_id: str = Field("local-api-id", alias="UPSTREAM_API_ID")
     upstream_api_key: str = Field("", alias="UPSTREAM_API_KEY")

@@ -47,6 +47,8 @@ def build_upstream(settings: Settings, clock: Clock) -> UpstreamClient:
         connect_timeout_s=settings.connect_timeout_s,
         read_timeout_s=settings.read_timeout_s,
         authinfo_scheme=settings.authinfo_scheme,
+        audit_base_url=settings.audit_base_url or None,
+        audit_auth=settings.audit_auth,
     )
 
 

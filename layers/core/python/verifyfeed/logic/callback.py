@@ -22,6 +22,7 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from aws_lambda_powertools import Logger
 from pydantic import ValidationError
 
 from verifyfeed.logic.transitions import TransitionOutcome, apply_audit_result
@@ -30,6 +31,8 @@ from verifyfeed.models.envelope import SUCCESS_CODE
 from verifyfeed.secrets import callback_secrets, expected_api_id
 from verifyfeed.services import Services
 from verifyfeed.upstream.signing import verify_sign
+
+logger = Logger(child=True)
 
 FAILURE_CODE = "2"  # the spec's table: 1 success, 2 failure; we answer success as "00000" like its example
 
@@ -67,6 +70,8 @@ def handle_callback(services: Services, raw_body: bytes, headers: Mapping[str, s
     except ValidationError as exc:
         fields = sorted({".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()})
         return _refuse(400, "schema", f"invalid callback body: {', '.join(fields)}")
+    if callback.model_extra:  # names only: a value may be personal data
+        logger.info("callback fields ignored", extra={"ignored_fields": sorted(callback.model_extra)[:20]})
     # bytes: compare_digest raises TypeError on a str with non-ASCII characters
     if not hmac.compare_digest(callback.apiId.encode(), expected_api_id(settings).encode()):
         return _refuse(403, "api_id", "apiId mismatch", callback.id)

@@ -58,7 +58,7 @@ def _poll_audits(services: Services, report: PollReport) -> None:
                 extra={"job_id": audit.job_id, "record_id": audit.record_id, "answer": _why(outcome_of_get)},
             )
             continue
-        outcome = apply_audit_result(services, result.id, result.status, result.remarks)
+        outcome = apply_audit_result(services, result.id, result.upstream_status, result.remarks)
         report.outcomes[outcome.value] = report.outcomes.get(outcome.value, 0) + 1
         if outcome.value == "applied":
             report.audits_settled += 1

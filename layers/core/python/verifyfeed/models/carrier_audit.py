@@ -12,11 +12,29 @@ and ``CallbackReply``.
 from __future__ import annotations
 
 from enum import IntEnum, StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
 CALLBACK_SERVICE_NAME = "auditCarrierAudit"
+
+
+def _wire_int(value: object) -> object:
+    """The seeds type ids and statuses as numbers in one place and Strings in another: read both.
+
+    An integer, or a string of ASCII digits only; never a boolean, a float or "1.0"/" 1".
+    """
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a number")
+    if isinstance(value, str):
+        if not (value.isascii() and value.isdigit()):
+            raise ValueError("not a whole number")
+        return int(value)
+    return value
+
+
+WireInt = Annotated[StrictInt, BeforeValidator(_wire_int)]
+"""An int on the wire, as a number (``12``) or a numeric string (``"12"``)."""
 
 
 class AuditUsage(StrEnum):
@@ -62,24 +80,33 @@ class AuditGetParams(BaseModel):
 
 
 class AuditResult(BaseModel):
-    """``data`` of ``/carrierAudit/get``."""
+    """``data`` of ``/carrierAudit/get``: ``status`` a String in its table, a number in its mock."""
 
     model_config = ConfigDict(extra="allow", defer_build=True)
 
-    id: int
-    status: UpstreamAuditStatus
+    id: WireInt
+    status: Annotated[WireInt, Field(ge=0, le=2)]
     remarks: str | None = None
+
+    @property
+    def upstream_status(self) -> UpstreamAuditStatus:
+        return UpstreamAuditStatus(self.status)
 
 
 class AuditCallback(BaseModel):
-    """The callback body. Strict: ``status`` must be the integer 1 or 2, unknown fields refused."""
+    """The callback body: strict where the seed is consistent, tolerant where it is not.
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    ``id`` and ``status`` are read as numbers or numeric strings (the seeds disagree on their types;
+    never booleans or floats), ``status`` must be 1 or 2; unknown extra fields are kept aside
+    (``model_extra``) so the caller can log their names, and are otherwise ignored.
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True)
 
     serviceName: Literal["auditCarrierAudit"]
     apiId: str = Field(min_length=1, max_length=128)
-    id: StrictInt = Field(ge=1)
-    status: StrictInt = Field(ge=1, le=2)  # not Literal[1, 2]: that lets true and 1.0 through
+    id: Annotated[WireInt, Field(ge=1)]
+    status: Annotated[WireInt, Field(ge=1, le=2)]
     remarks: str | None = Field(default=None, max_length=2000)
 
 

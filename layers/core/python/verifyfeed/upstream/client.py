@@ -1,5 +1,11 @@
 """The upstream HTTP client: one POST per call, no hidden retries, every outcome classified.
 
+The two APIs have two body shapes, as their seeds print them: lost repair sends
+``{"authinfo": {...}, "param": {...}}``; the carrier audit sends its fields at level 1 (the top of
+the body, ``id`` too for ``/update`` and ``/get``) with the same ``authinfo`` values as request
+headers (default) or as a top-level ``authinfo`` key (``AUDIT_AUTH``: docs/decisions.md#audit-auth).
+Each API has its own base URL.
+
 A charged call must never be resent blindly, so the client does not retry at all; it tells the
 caller precisely what happened and the caller decides (``logic.uploader``):
 
@@ -99,9 +105,15 @@ class UpstreamClient:
         connect_timeout_s: float = 3.05,
         read_timeout_s: float = 20.0,
         authinfo_scheme: str = "hmac-sha256",
+        audit_base_url: str | None = None,
+        audit_auth: str = "headers",
         session: requests.Session | None = None,
     ) -> None:
+        if audit_auth not in ("headers", "body"):
+            raise ValueError(f"unknown AUDIT_AUTH {audit_auth!r}: headers or body")
         self._base = base_url.rstrip("/")
+        self._audit_base = (audit_base_url or base_url).rstrip("/")
+        self._audit_auth = audit_auth
         self._credentials = credentials
         self._clock = clock
         self._timeout = (connect_timeout_s, read_timeout_s)
@@ -113,18 +125,29 @@ class UpstreamClient:
         # requests is imported on the first call, not at import: the callback never calls upstream
         return self._session_given or _session()
 
+    def _authinfo(self) -> dict[str, str]:
+        info = build_authinfo(self._credentials(), self._clock.now(), self._scheme)
+        return info.model_dump(exclude_none=True)
+
     def post(self, path: str, param: dict[str, Any]) -> CallOutcome:
+        """A lost-repair style call: ``{"authinfo": {...}, "param": param}``."""
         return self.post_json(path, _compact_json(param))
 
     def post_json(self, path: str, param_json: bytes) -> CallOutcome:
         """``post`` with ``param`` already serialised (compact JSON, UTF-8)."""
+        body = b'{"authinfo":%s,"param":%s}' % (_compact_json(self._authinfo()), param_json)
+        return self._send(self._base + path, body, {})
+
+    def post_audit(self, path: str, fields: dict[str, Any]) -> CallOutcome:
+        """A carrier-audit call: ``fields`` at the top of the body, authinfo where AUDIT_AUTH says."""
+        authinfo = self._authinfo()
+        if self._audit_auth == "headers":
+            return self._send(self._audit_base + path, _compact_json(fields), authinfo)
+        return self._send(self._audit_base + path, _compact_json({**fields, "authinfo": authinfo}), {})
+
+    def _send(self, url: str, body: bytes, headers: dict[str, str]) -> CallOutcome:
         import requests
 
-        authinfo = build_authinfo(self._credentials(), self._clock.now(), self._scheme)
-        body = b'{"authinfo":%s,"param":%s}' % (
-            _compact_json(authinfo.model_dump(exclude_none=True)),
-            param_json,
-        )
         started = time.perf_counter()
 
         def elapsed() -> float:
@@ -132,9 +155,9 @@ class UpstreamClient:
 
         try:
             reply = self._session.post(
-                self._base + path,
+                url,
                 data=body,
-                headers={"Content-Type": "application/json; charset=utf-8"},
+                headers={"Content-Type": "application/json; charset=utf-8", **headers},
                 timeout=self._timeout,
             )
         except requests.exceptions.RequestException as exc:
@@ -159,13 +182,13 @@ class UpstreamClient:
         )
 
     def audit_add(self, params: AuditParams) -> CallOutcome:
-        return self.post(AUDIT_ADD_PATH, params.model_dump(exclude_none=True))
+        return self.post_audit(AUDIT_ADD_PATH, params.model_dump(exclude_none=True))
 
     def audit_update(self, record_id: int, params: AuditParams) -> CallOutcome:
-        return self.post(AUDIT_UPDATE_PATH, {"id": record_id, **params.model_dump(exclude_none=True)})
+        return self.post_audit(AUDIT_UPDATE_PATH, {"id": record_id, **params.model_dump(exclude_none=True)})
 
     def audit_get(self, record_id: int) -> CallOutcome:
-        return self.post(AUDIT_GET_PATH, {"id": record_id})
+        return self.post_audit(AUDIT_GET_PATH, {"id": record_id})
 
 
 def _compact_json(value: Any) -> bytes:
@@ -176,8 +199,12 @@ _RECORD_LIST: TypeAdapter[list[RepairRecord]] = TypeAdapter(list[RepairRecord])
 
 
 def parse_audit_result(outcome: CallOutcome) -> AuditResult | None:
+    """``/carrierAudit/get``'s ``data``, or None when the answer is not one we can read."""
     if isinstance(outcome, Answered) and outcome.response.ok and isinstance(outcome.response.data, dict):
-        return AuditResult.model_validate(outcome.response.data)
+        try:
+            return AuditResult.model_validate(outcome.response.data)
+        except ValueError:  # pydantic's ValidationError: an unreadable answer is that audit's problem
+            return None
     return None
 
 
