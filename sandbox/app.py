@@ -287,10 +287,10 @@ class Sandbox:
         failure = _json({"code": INJECTED, "message": MESSAGES[INJECTED], "data": None, "serialNo": serial})
         if fault.reset:
             return Reply(0, None)
-        if fault.status_code is not None:
+        if applied.error_hit:  # error_rate drew this request: status_code if given, else 500
+            return Reply(fault.status_code or 500, failure)
+        if fault.status_code is not None and fault.error_rate is None:
             return Reply(fault.status_code, failure)
-        if applied.error_hit:
-            return Reply(500, failure)
         if fault.invalid_json:
             return Reply(200, INVALID_JSON_BODY, "text/html; charset=utf-8")
         if fault.timeout_s is not None and fault.phase == "before":

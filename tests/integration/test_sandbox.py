@@ -115,7 +115,7 @@ def upload(sb: SandboxHandle, items: list[dict[str, str]], timeout: float = 5.0)
     return call(sb, LOST, {"toRepairDataArray": items}, timeout=timeout)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -441,9 +441,10 @@ def test_latency(sb: SandboxHandle) -> None:
 
 
 def test_timeout_after_is_processed_although_the_client_gave_up(sb: SandboxHandle) -> None:
-    sb.set_faults({"timeout_s": 1.0, "phase": "after", "count": 1})
+    sb.set_faults({"timeout_s": 3.0, "phase": "after", "count": 1})
     with pytest.raises(requests.ReadTimeout):
         upload(sb, [item(1)], timeout=0.3)
+    wait_for(lambda: sb.record_counts(), what="the upstream to have processed the upload")
     assert sb.record_counts() == {item(1)["idcode"]: 1}
     (entry,) = sb.ledger()
     assert entry.processed and entry.accepted and entry.phase == "after"

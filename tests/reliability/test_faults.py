@@ -272,7 +272,7 @@ def receive_all(queue_url: str, job_id: str, expected: int, visibility: int) -> 
     """Receive the job's ``expected`` messages (another test's stragglers are deleted)."""
     sqs = boto3.client("sqs")
     got: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while len(got) < expected and time.monotonic() < deadline:
         for message in sqs.receive_message(
             QueueUrl=queue_url, MaxNumberOfMessages=10, AttributeNames=["All"], VisibilityTimeout=visibility
