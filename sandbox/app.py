@@ -243,16 +243,27 @@ class Sandbox:
                 if broken is not None:
                     return self._finish(entry, broken, outcome=None)
 
+        answer = fault.answer if fault else None
+        if answer == "update_false" and path == AUDIT_UPDATE:
+            self.ledger.update(entry, detail="not updated (answer=update_false)")
+            refused = {"code": OK, "message": MESSAGES[OK], "data": False, "serialNo": serial}
+            return self._finish(entry, Reply(200, _json(refused)), outcome=None)
         outcome = self._process(path, raw, headers or {}, state0=bool(fault and fault.state0))
         self.ledger.update(entry, processed=True, outcome=outcome.code, detail=None, **outcome.ledger)
         if outcome.code != OK:
             self.ledger.update(entry, detail=outcome.message)
-        envelope = {
+        envelope: dict[str, Any] = {
             "code": outcome.code,
             "message": outcome.message or MESSAGES.get(outcome.code, ""),
             "data": outcome.data,
             "serialNo": serial,
         }
+        if outcome.code == OK and answer == "state_as_number" and isinstance(outcome.data, dict):
+            envelope["data"] = {**outcome.data, "state": int(outcome.data["state"])}
+        elif outcome.code == OK and answer == "no_data":
+            del envelope["data"]
+        elif outcome.code == OK and answer == "data_as_string" and isinstance(outcome.data, int):
+            envelope["data"] = str(outcome.data)
         reply = Reply(200, _json(envelope))
         if applied and fault and fault.phase == "after":
             if fault.latency_ms:

@@ -48,6 +48,10 @@ class Fault(BaseModel):
     invalid_json: bool = False
     state0: bool = False
     drop_callbacks: bool = False
+    # the request is processed (charged, added) as usual, the answer comes in an odd shape:
+    # state_as_number: data.state 1 (a number); no_data: no data at all; data_as_string: /add's
+    # data "12" (a string). update_false: /update is not processed and answers data false.
+    answer: Literal["state_as_number", "no_data", "data_as_string", "update_false"] | None = None
 
     @model_validator(mode="after")
     def _normalise(self) -> Fault:
@@ -67,6 +71,8 @@ class Fault(BaseModel):
             if v is not None
         ]
         parts += [k for k in ("reset", "invalid_json", "state0", "drop_callbacks") if getattr(self, k)]
+        if self.answer:
+            parts.append(f"answer={self.answer}")
         return ",".join(parts) or "none"
 
     def targets(self, endpoint: str) -> bool:

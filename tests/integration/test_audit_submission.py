@@ -53,13 +53,34 @@ def test_redelivery_after_success_adds_nothing(services: Services, sandbox: Sand
 
 def test_transient_error_releases_the_lease_and_retries(services: Services, sandbox: SandboxHandle) -> None:
     message = queued_audit(services)
-    sandbox.set_faults({"endpoint": "audit_add", "status_code": 503, "count": 1})
+    sandbox.set_faults({"endpoint": "audit_add", "status_code": 429, "count": 1})
     with pytest.raises(RetryLater):
         submit_audit(services, message, Delivery())
     audit = services.audits.get(message.audit_key)
     assert audit is not None and audit.status == AuditStatus.SUBMITTING and audit.lease_until == ""
     assert submit_audit(services, message, Delivery(receive_count=2)) == "pending"
     assert adds(sandbox) == 1
+
+
+@pytest.mark.parametrize("phase", ["before", "after"])
+def test_a_5xx_on_add_is_held_a_second_add_would_be_a_second_audit(
+    services: Services, sandbox: SandboxHandle, phase: str
+) -> None:
+    message = queued_audit(services)
+    sandbox.set_faults({"endpoint": "audit_add", "status_code": 502, "phase": phase, "count": 1})
+    assert submit_audit(services, message, Delivery()) == "unknown"
+    assert submit_audit(services, message, Delivery(receive_count=2)) == "unknown"
+    assert adds(sandbox) == (1 if phase == "after" else 0)
+    assert len([e for e in sandbox.ledger() if e.endpoint == "/carrierAudit/add"]) == 1
+
+
+def test_add_answering_the_id_as_a_string_is_pending(services: Services, sandbox: SandboxHandle) -> None:
+    message = queued_audit(services)
+    sandbox.set_faults({"endpoint": "audit_add", "answer": "data_as_string", "count": 1})
+    assert submit_audit(services, message, Delivery()) == "pending"
+    audit = services.audits.get(message.audit_key)
+    (record,) = [a for a in sandbox.audits() if a.id == (audit.record_id if audit else None)]
+    assert audit is not None and audit.record_id == record.id
 
 
 def test_lost_answer_is_unknown_and_not_resent(services: Services, sandbox: SandboxHandle) -> None:
@@ -93,3 +114,14 @@ def test_refused_by_upstream_fails_with_the_reason(services: Services, sandbox: 
     audit = services.audits.get(message.audit_key)
     assert audit is not None and audit.last_error.startswith("upstream code 10002")
     assert adds(sandbox) == 0
+
+
+def test_update_answering_false_is_flagged_not_pending(services: Services, sandbox: SandboxHandle) -> None:
+    """``/update`` answers ``data: true`` when it updated; ``false`` means it did not."""
+    message = queued_audit(services)
+    update = message.model_copy(update={"update_record_id": 4242})
+    sandbox.set_faults({"endpoint": "audit_update", "answer": "update_false", "count": 1})
+    assert submit_audit(services, update, Delivery()) == "failed"
+    audit = services.audits.get(message.audit_key)
+    assert audit is not None and audit.status == AuditStatus.FAILED
+    assert "not updated" in audit.last_error

@@ -81,7 +81,7 @@ def test_partial_failure_reports_only_the_failed_message(
 ) -> None:
     messages = batch_messages(live, 2, 2000)
     event = enqueue_and_receive(live, messages)
-    sandbox.set_faults({"endpoint": "lost_repair", "status_code": 503, "count": 1})
+    sandbox.set_faults({"endpoint": "lost_repair", "status_code": 429, "count": 1})
     reply = uploader_handler(event, new_context("uploader", 120, 1024))
     failed = {f["itemIdentifier"] for f in reply["batchItemFailures"]}
     assert failed == {event["Records"][0]["messageId"]}

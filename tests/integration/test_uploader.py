@@ -92,24 +92,71 @@ def test_state0_then_success_sends_once_charged(services: Services, sandbox: San
     assert len(charged(sandbox)) == 3
 
 
-@pytest.mark.parametrize("status", [500, 502, 503, 429])
-def test_transient_http_errors_are_retried(services: Services, sandbox: SandboxHandle, status: int) -> None:
+def test_429_is_retried_and_the_batch_sent_once(services: Services, sandbox: SandboxHandle) -> None:
     message = message_for(services)
-    sandbox.set_faults({"endpoint": "lost_repair", "status_code": status, "count": 1})
+    sandbox.set_faults({"endpoint": "lost_repair", "status_code": 429, "count": 1})
     with pytest.raises(RetryLater) as raised:
         upload_batch(services, message, Delivery(receive_count=1))
-    assert f"HTTP {status}" in raised.value.reason
+    assert "HTTP 429" in raised.value.reason
     assert batch_status(services, message) == BatchStatus.RETRY
     assert upload_batch(services, message, Delivery(receive_count=2)) == "succeeded"
     assert len(charged(sandbox)) == 3
 
 
+@pytest.mark.parametrize("phase", ["before", "after"])
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_a_5xx_is_held_as_unknown_whether_or_not_upstream_processed_it(
+    services: Services, sandbox: SandboxHandle, status: int, phase: str
+) -> None:
+    """A gateway's 5xx can come after the backend charged: we cannot tell, so we never resend."""
+    message = message_for(services)
+    sandbox.set_faults({"endpoint": "lost_repair", "status_code": status, "phase": phase, "count": 1})
+    assert upload_batch(services, message, Delivery(receive_count=1)) == "unknown"
+    assert upload_batch(services, message, Delivery(receive_count=2)) == "unknown"  # redelivery: nothing
+    uploads = [e for e in sandbox.ledger() if e.endpoint.endswith("lost_repair_upload_data")]
+    assert len(uploads) == 1  # sent once, whatever came back
+    assert len(charged(sandbox)) == (3 if phase == "after" else 0)
+    batch = services.jobs.get_batch(message.job_id, 1)
+    assert batch is not None and f"HTTP {status}" in batch.last_error
+
+
+def test_retryable_statuses_are_configurable(
+    make_settings: SettingsFactory, clock: FixedClock, sandbox: SandboxHandle
+) -> None:
+    """An upstream that documents its 503 as "not processed" can have it retried automatically."""
+    services = build_services(make_settings(UPSTREAM_RETRY_HTTP_STATUSES="429,503"), clock)
+    message = message_for(services)
+    sandbox.set_faults({"endpoint": "lost_repair", "status_code": 503, "count": 1})
+    with pytest.raises(RetryLater):
+        upload_batch(services, message, Delivery(receive_count=1))
+    assert upload_batch(services, message, Delivery(receive_count=2)) == "succeeded"
+    assert len(charged(sandbox)) == 3
+
+
+def test_state_as_a_number_is_success_and_charged_once(services: Services, sandbox: SandboxHandle) -> None:
+    message = message_for(services)
+    sandbox.set_faults({"endpoint": "lost_repair", "answer": "state_as_number", "count": 1})
+    assert upload_batch(services, message, Delivery()) == "succeeded"
+    assert upload_batch(services, message, Delivery(receive_count=2)) == "succeeded"
+    assert len(charged(sandbox)) == 3
+
+
+def test_success_code_without_data_is_held_not_resent(services: Services, sandbox: SandboxHandle) -> None:
+    message = message_for(services)
+    sandbox.set_faults({"endpoint": "lost_repair", "answer": "no_data", "count": 1})
+    assert upload_batch(services, message, Delivery()) == "unknown"
+    assert upload_batch(services, message, Delivery(receive_count=2)) == "unknown"
+    assert len(charged(sandbox)) == 3  # it was charged once; a resend would have charged again
+    assert len([e for e in sandbox.ledger() if e.endpoint.endswith("lost_repair_upload_data")]) == 1
+
+
 def test_retries_exhausted_marks_failed(services: Services, sandbox: SandboxHandle) -> None:
     message = message_for(services)
-    sandbox.set_faults({"endpoint": "lost_repair", "status_code": 503})
+    sandbox.set_faults({"endpoint": "lost_repair", "status_code": 429})
     assert upload_batch(services, message, Delivery(receive_count=8, max_receive_count=8)) == "failed"
     batch = services.jobs.get_batch(message.job_id, 1)
     assert batch is not None and "gave up" in batch.last_error
+    assert charged(sandbox) == []
 
 
 @pytest.mark.parametrize(

@@ -391,6 +391,21 @@ def run(rows: int, callbacks: int, error_rate: float, clients: int, timeout_s: f
                     == (AuditStatus.PASSED if wanted[a.audit_key] == 1 else AuditStatus.REJECTED)
                     for a in distinct
                 )
+                not_moved = [
+                    {
+                        "row": a.row,
+                        "wanted": wanted[a.audit_key],
+                        "http_status": status,
+                        "before": [a.status.value, a.version],
+                        "after": [after[a.audit_key].status.value, after[a.audit_key].version],
+                    }
+                    for a, status in zip(distinct, statuses, strict=True)
+                    if not (
+                        after[a.audit_key].version == a.version + 1
+                        and after[a.audit_key].status
+                        == (AuditStatus.PASSED if wanted[a.audit_key] == 1 else AuditStatus.REJECTED)
+                    )
+                ]
                 figures["callbacks_distinct"] = {
                     "audit_file_split_seconds": round(audit_split_s, 2),
                     "audits_submitted_seconds": round(submit_s, 2),
@@ -406,6 +421,7 @@ def run(rows: int, callbacks: int, error_rate: float, clients: int, timeout_s: f
                     "connection_retries": fired["connection_retries"],
                     "server_error_retries": fired["server_error_retries"],
                     "audits_moved_exactly_once": moved_once,
+                    "not_moved": not_moved[:10],
                 }
                 checks["distinct callbacks all 200"] = statuses == [200] * len(distinct)
                 checks["every distinct audit moved exactly once, as its callback said"] = moved_once == len(

@@ -57,6 +57,9 @@ class Settings(BaseModel):
     upstream_api_id: str = Field("local-api-id", alias="UPSTREAM_API_ID")
     upstream_api_key: str = Field("", alias="UPSTREAM_API_KEY")
     authinfo_scheme: str = Field("hmac-sha256", alias="AUTHINFO_SCHEME")
+    # HTTP statuses the upstream answers for "not processed, try later": retried on their own.
+    # Every other 5xx may follow a charge and is held (docs/decisions.md#unknown-outcome).
+    retry_http_statuses: str = Field("429", alias="UPSTREAM_RETRY_HTTP_STATUSES", pattern=r"^[0-9, ]*$")
     connect_timeout_s: float = Field(3.05, alias="UPSTREAM_CONNECT_TIMEOUT")
     read_timeout_s: float = Field(20.0, alias="UPSTREAM_READ_TIMEOUT")
 

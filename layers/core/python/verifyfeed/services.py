@@ -49,6 +49,7 @@ def build_upstream(settings: Settings, clock: Clock) -> UpstreamClient:
         authinfo_scheme=settings.authinfo_scheme,
         audit_base_url=settings.audit_base_url or None,
         audit_auth=settings.audit_auth,
+        retry_http_statuses=frozenset(int(s) for s in settings.retry_http_statuses.replace(",", " ").split()),
     )
 
 

@@ -10,9 +10,11 @@ Lost-repair batches are charged on ``state`` "1", so the send is guarded by the 
 4. A ``sending`` record whose lease has expired means a worker died (Lambda timeout) after the
    request may have left: with ``UNKNOWN_OUTCOME_POLICY=hold`` it is flagged ``unknown`` and
    held for an operator rather than paid for twice (docs/decisions.md#unknown-outcome).
-5. The answer decides: ``state`` "1" → succeeded (with the platform serial number); ``state``
-   "0" or a refusal → retried a bounded number of times, then failed; not sent / 5xx / 429 →
-   retried with exponential backoff and jitter; an answer lost after sending → unknown.
+5. The answer decides: ``state`` "1" (or 1) → succeeded (with the platform serial number);
+   ``state`` "0" or a refusal code → retried a bounded number of times, then failed; never sent
+   or 429 → retried with exponential backoff and jitter; anything that may follow a charge — a
+   5xx or a lost answer after sending, a success code whose ``data`` cannot be read — → unknown,
+   held for an operator, never resent on its own (docs/decisions.md#unknown-outcome).
 
 Powertools idempotency sits in front (the handler) to make a redelivered success cheap; this
 lease is what makes a timed-out attempt safe, which idempotency alone does not.
@@ -24,10 +26,12 @@ import json
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Annotated
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import Field, TypeAdapter
 
 from verifyfeed import aws
 from verifyfeed.config import UnknownOutcomePolicy
@@ -36,6 +40,7 @@ from verifyfeed.models.envelope import UnifiedResponse
 from verifyfeed.models.lost_repair import RepairRecord, VerifyState
 from verifyfeed.models.messages import CarrierAuditMessage, LostRepairBatchMessage
 from verifyfeed.models.records import Audit, AuditStatus, Batch, BatchStatus
+from verifyfeed.models.wire import WireInt
 from verifyfeed.services import Services
 from verifyfeed.store.audits import StaleAudit
 from verifyfeed.store.jobs import StaleTransition
@@ -147,7 +152,12 @@ def _apply_upload_outcome(
     if isinstance(outcome, Answered):
         response = outcome.response
         state = _verify_state(response)
-        if response.ok and state is not None and state.state == "1":
+        if response.ok and state is None:  # success code, unreadable data: may have been charged
+            outcome = Unknown(
+                reason=f"upstream code {response.code} with a data field that is not a state",
+                elapsed_ms=outcome.elapsed_ms,
+            )
+        elif response.ok and state is not None and state.charged:
             _settle(
                 services,
                 batch,
@@ -159,26 +169,27 @@ def _apply_upload_outcome(
             )
             logger.info("batch uploaded", extra={**log, "serial_no": response.serialNo})
             return BatchStatus.SUCCEEDED.value
-        if response.code in BLACKOUT_CODES:
+        elif response.code in BLACKOUT_CODES:
             _defer(services, batch, message, last_error=f"upstream {response.code}: {response.message}")
             return BatchStatus.DEFERRED.value
-        desc = state.desc if state is not None else response.message
-        reason = f"upstream code {response.code}, state {state.state if state else '-'}: {desc}"
-        if batch.state0_count + 1 >= settings.state0_max_attempts:
-            _settle(
-                services,
-                batch,
-                BatchStatus.FAILED,
-                message,
-                last_error=reason,
-                upstream_code=response.code,
-                upstream_desc=desc,
-                count_state0=True,
-            )
-            logger.warning("batch failed", extra={**log, "reason": reason})
-            return BatchStatus.FAILED.value
-        _transition(services, batch, BatchStatus.RETRY, last_error=reason, count_state0=True)
-        raise RetryLater(reason, backoff_seconds(services, batch.state0_count + 1))
+        else:  # state 0, or a refusal code: not charged
+            desc = state.desc if state is not None else response.message
+            reason = f"upstream code {response.code}, state {state.state if state else '-'}: {desc}"
+            if batch.state0_count + 1 >= settings.state0_max_attempts:
+                _settle(
+                    services,
+                    batch,
+                    BatchStatus.FAILED,
+                    message,
+                    last_error=reason,
+                    upstream_code=response.code,
+                    upstream_desc=desc,
+                    count_state0=True,
+                )
+                logger.warning("batch failed", extra={**log, "reason": reason})
+                return BatchStatus.FAILED.value
+            _transition(services, batch, BatchStatus.RETRY, last_error=reason, count_state0=True)
+            raise RetryLater(reason, backoff_seconds(services, batch.state0_count + 1))
 
     if isinstance(outcome, Unknown) and settings.unknown_outcome_policy == UnknownOutcomePolicy.HOLD:
         _settle(services, batch, BatchStatus.UNKNOWN, message, last_error=outcome.reason)
@@ -188,11 +199,10 @@ def _apply_upload_outcome(
         return BatchStatus.UNKNOWN.value
 
     reason = outcome.reason
-    if isinstance(outcome, HttpError) and not outcome.transient:
+    permanent = isinstance(outcome, HttpError) and not outcome.retryable
+    if permanent:
         reason = f"{outcome.reason} (not retryable)"
-    if delivery.receive_count >= delivery.max_receive_count or (
-        isinstance(outcome, HttpError) and not outcome.transient
-    ):
+    if delivery.receive_count >= delivery.max_receive_count or permanent:
         _settle(
             services,
             batch,
@@ -336,17 +346,21 @@ def submit_audit(services: Services, message: CarrierAuditMessage, delivery: Del
                 error = f"upstream code {response.code}: {response.message}"[:500]
                 return _settle_audit(services, audit, AuditStatus.FAILED, error=error)
             record_id = message.update_record_id
-            if record_id is None and isinstance(response.data, int) and not isinstance(response.data, bool):
-                record_id = response.data
+            if record_id is not None and response.data is not True:
+                # /update answers data true when it updated; false (or anything else): it did not
+                error = f"update answered data {str(response.data)[:20]}: not updated"
+                return _settle_audit(services, audit, AuditStatus.FAILED, error=error)
             if record_id is None:
+                record_id = _record_id(response.data)
+            if record_id is None:  # a success code but no readable id: an audit may exist upstream
                 return _settle_audit(
-                    services, audit, AuditStatus.UNKNOWN, error="add answered without a record id"
+                    services, audit, AuditStatus.UNKNOWN, error="add answered without a readable record id"
                 )
             logger.info("audit submitted", extra={**log, "record_id": record_id})
             return _settle_audit(services, audit, AuditStatus.PENDING, record_id=record_id)
         if isinstance(outcome, Unknown) and settings.unknown_outcome_policy == UnknownOutcomePolicy.HOLD:
             return _settle_audit(services, audit, AuditStatus.UNKNOWN, error=outcome.reason)
-        permanent = isinstance(outcome, HttpError) and not outcome.transient
+        permanent = isinstance(outcome, HttpError) and not outcome.retryable
         if permanent or delivery.receive_count >= delivery.max_receive_count:
             return _settle_audit(services, audit, AuditStatus.FAILED, error=f"{outcome.reason}; gave up")
         audits.release_lease(audit, services.clock.now())
@@ -354,6 +368,17 @@ def submit_audit(services: Services, message: CarrierAuditMessage, delivery: Del
         logger.info("audit moved meanwhile; nothing to do", extra=log)
         return "stale"
     raise RetryLater(outcome.reason, backoff_seconds(services, delivery.receive_count))
+
+
+_RECORD_ID: TypeAdapter[int] = TypeAdapter(Annotated[WireInt, Field(ge=1)])
+
+
+def _record_id(data: object) -> int | None:
+    """``/add``'s ``data``: the record id, a ``long`` (read as a number or a numeric string)."""
+    try:
+        return _RECORD_ID.validate_python(data)
+    except ValueError:
+        return None
 
 
 def _settle_audit(

@@ -14,27 +14,11 @@ from __future__ import annotations
 from enum import IntEnum, StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field
+
+from verifyfeed.models.wire import WireInt
 
 CALLBACK_SERVICE_NAME = "auditCarrierAudit"
-
-
-def _wire_int(value: object) -> object:
-    """The seeds type ids and statuses as numbers in one place and Strings in another: read both.
-
-    An integer, or a string of ASCII digits only; never a boolean, a float or "1.0"/" 1".
-    """
-    if isinstance(value, bool):
-        raise ValueError("a boolean is not a number")
-    if isinstance(value, str):
-        if not (value.isascii() and value.isdigit()):
-            raise ValueError("not a whole number")
-        return int(value)
-    return value
-
-
-WireInt = Annotated[StrictInt, BeforeValidator(_wire_int)]
-"""An int on the wire, as a number (``12``) or a numeric string (``"12"``)."""
 
 
 class AuditUsage(StrEnum):

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from verifyfeed.models.envelope import AuthInfo
+from verifyfeed.models.wire import WireInt
 
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 AuthCode = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]{1,16}$")]
@@ -47,9 +48,17 @@ class LostRepairRequest(BaseModel):
 
 
 class VerifyState(BaseModel):
-    """``data`` of the reply: ``state`` "1" = success (charged), "0" = failure (not charged)."""
+    """``data`` of the reply: ``state`` "1" = success (charged), "0" = failure (not charged).
+
+    The spec types ``state`` as a string; a number (``1``) is read the same. Any other value is
+    not a state we can read (and, after a success code, an ambiguous answer: held, never resent).
+    """
 
     model_config = ConfigDict(extra="allow")
 
-    state: Literal["0", "1"]
+    state: Annotated[WireInt, Field(ge=0, le=1)]
     desc: str = ""
+
+    @property
+    def charged(self) -> bool:
+        return self.state == 1

@@ -11,9 +11,12 @@ caller precisely what happened and the caller decides (``logic.uploader``):
 
 - ``Answered``: HTTP 200 with a JSON envelope (whatever its ``code``).
 - ``NotSent``: the request certainly did not reach upstream (refused, DNS, connect timeout).
-- ``HttpError``: upstream answered with a non-200 status (5xx, 429, ...): not processed.
-- ``Unknown``: the request may have been processed but the answer was lost (read timeout,
-  connection reset after sending, a 200 whose body is not the envelope).
+- ``HttpError``: a refusal that says the request was not processed: 429 (and any status in
+  ``retry_http_statuses``) is ``retryable``; any other 4xx is not.
+- ``Unknown``: the request may have been processed but the answer was lost: a read timeout, a
+  connection reset after sending, a 5xx (a gateway's 502/504 can arrive after the backend
+  processed, and charged, the request), a 200 whose body is not the envelope
+  (docs/decisions.md#unknown-outcome).
 """
 
 from __future__ import annotations
@@ -61,10 +64,7 @@ class HttpError:
     http_status: int
     reason: str
     elapsed_ms: float
-
-    @property
-    def transient(self) -> bool:
-        return self.http_status == 429 or self.http_status >= 500
+    retryable: bool = False  # the upstream says "not now" (429): safe to send again later
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,7 @@ class UpstreamClient:
         authinfo_scheme: str = "hmac-sha256",
         audit_base_url: str | None = None,
         audit_auth: str = "headers",
+        retry_http_statuses: frozenset[int] = frozenset({429}),
         session: requests.Session | None = None,
     ) -> None:
         if audit_auth not in ("headers", "body"):
@@ -114,6 +115,7 @@ class UpstreamClient:
         self._base = base_url.rstrip("/")
         self._audit_base = (audit_base_url or base_url).rstrip("/")
         self._audit_auth = audit_auth
+        self._retry_statuses = retry_http_statuses
         self._credentials = credentials
         self._clock = clock
         self._timeout = (connect_timeout_s, read_timeout_s)
@@ -164,10 +166,16 @@ class UpstreamClient:
             if _never_reached(exc):
                 return NotSent(reason=f"{type(exc).__name__}: not connected", elapsed_ms=elapsed())
             return Unknown(reason=f"{type(exc).__name__}: answer lost after sending", elapsed_ms=elapsed())
-        if reply.status_code != 200:
-            return HttpError(
-                http_status=reply.status_code, reason=f"HTTP {reply.status_code}", elapsed_ms=elapsed()
-            )
+        status = reply.status_code
+        if status != 200:
+            if status in self._retry_statuses:
+                return HttpError(status, f"HTTP {status}", elapsed(), retryable=True)
+            if status >= 500:
+                return Unknown(
+                    reason=f"HTTP {status} after sending: the upstream may have processed it",
+                    elapsed_ms=elapsed(),
+                )
+            return HttpError(status, f"HTTP {status}", elapsed())
         try:
             envelope = UnifiedResponse.model_validate_json(reply.content)
         except ValueError:
