@@ -327,6 +327,9 @@ def test_is_plain_repair_row_implies_repair_fields_returns_the_values() -> None:
         ("张\u200b三", False),
         ("ＡＢＣ", False),
         ("张" * 31, False),
+        ("𠀀" * 15, True),  # 30 UTF-16 code units
+        ("𠀀" * 16, False),  # 16 characters but 32 code units: name.length
+        ("张　三", False),  # padded: the rules squeeze it
     ],
 )
 def test_names_the_fast_path_leaves_to_the_rules(name: str, plain: bool) -> None:
