@@ -258,6 +258,7 @@ def _split_lost_repair(services: Services, job: Job, rows: RowSource, rejections
         rows,
         legacy=services.settings.legacy_id_policy,
         batch_size=services.settings.batch_max_records,
+        auth_codes=services.settings.auth_code_uniqueness,
         reject=repair_rejects(rejections),
         emit=_BatchSender(services, job),
     )
