@@ -343,3 +343,28 @@ def test_two_phone_columns_reject_the_file_naming_both(services: Services) -> No
     )
     assert report["status"] == "rejected"
     assert (report["header_row"], report["ignored_columns"]) == (None, [])
+
+
+def test_the_summary_is_written_even_when_the_header_facts_cannot_be_read(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import ClientError
+
+    from verifyfeed.logic import reports
+
+    key = f"lost-repair/facts-{uuid.uuid4().hex[:6]}.csv"
+    result = split(services, put(services, key, csv_bytes(valid_rows(2, 95_000), header=[*HEADER, "备注"])))
+    job = services.jobs.get_job(result.job_id)
+    assert job is not None
+    bucket, summary_key = job.bucket, f"reports/{key}.json"
+    reports.write_summary(bucket, summary_key, job, {})
+    read = boto3.client("s3").get_object
+    assert json.loads(read(Bucket=bucket, Key=summary_key)["Body"].read())["ignored_columns"] == ["备注"]
+
+    def denied(*args: object, **kwargs: object) -> None:
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "GetObject")
+
+    monkeypatch.setattr(reports, "read_header_facts", denied)
+    reports.write_summary(bucket, summary_key, job, {})
+    summary = json.loads(read(Bucket=bucket, Key=summary_key)["Body"].read())
+    assert (summary["header_row"], summary["ignored_columns"], summary["job_id"]) == (None, [], job.job_id)

@@ -21,6 +21,7 @@ import json
 import tempfile
 from typing import IO, TYPE_CHECKING, Any
 
+from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from verifyfeed import aws
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 REJECTED_COLUMNS = ("row", "rule", "reason", "first_row", "name", "id_number", "phone", "auth_code")
+logger = Logger(child=True)
+
 NO_HEADER: dict[str, Any] = {"header_row": None, "ignored_columns": [], "notes": []}
 _HEADER_SUFFIX = ".header.json"
 
@@ -108,7 +111,13 @@ def write_summary(
     """The summary at ``key`` (``reports/<file>.json``), with the header facts ``header`` or, when
     not given, those stored next to it (``reports/<file>.header.json``)."""
     if header is None:
-        header = read_header_facts(bucket, key.removesuffix(".json") + _HEADER_SUFFIX) or NO_HEADER
+        try:
+            header = read_header_facts(bucket, key.removesuffix(".json") + _HEADER_SUFFIX) or NO_HEADER
+        except ClientError as exc:  # the report matters more than its header facts
+            logger.warning(
+                "header facts unreadable; report written without them", extra={"key": key, "error": str(exc)}
+            )
+            header = NO_HEADER
     body = {
         "job_id": job.job_id,
         "file": job.key,
