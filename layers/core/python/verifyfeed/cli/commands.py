@@ -322,8 +322,10 @@ def status_of(ctx: Context, ref: str) -> Result:
 
 
 def _columns_text(header: dict[str, Any] | None) -> str:
-    if header is None or header["header_row"] is None:
-        return "not known: the header row was not read"
+    if header is None:
+        return "not known: no header facts stored for this job"
+    if header["header_row"] is None:
+        return "not known: the file was rejected before its header was read"
     ignored = header["ignored_columns"]
     used = f"ignored: {', '.join(ignored)}" if ignored else "every column used"
     return f"header in row {header['header_row']}; {used}"

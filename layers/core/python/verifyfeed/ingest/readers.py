@@ -906,7 +906,7 @@ def _open_jsonl(stream: IO[bytes], sample: bytes, kind: JobKind | None, max_fiel
     if first is None:
         raise FileRejected("file has no JSON object")
     resolved = _resolve_kind(list(first), kind)
-    header = map_header(list(first), resolved)
+    header = replace(map_header(list(first), resolved), row=number)  # the keys of the first object
     source = RowSource(resolved, "jsonl", "utf-8", header)
     source._rows = _jsonl_rows(first, number, lines, resolved, max_field_chars)
     return source
