@@ -16,6 +16,10 @@ Options come from the environment (the Makefile exports them):
 Settings of the core (``BATCH_MAX_RECORDS``, ``UNKNOWN_OUTCOME_POLICY``, ...) set in the environment
 are passed on to the functions. Function logs go to ``.local-state/demo.log``; progress to stderr.
 Exit code 0 when every job settled and every row is accounted for, else 1.
+
+Each job's line says which columns of its file were not used (``ignored_columns``, by label) and
+what else the splitter noted of the header (a title row skipped); the JSON has them per job
+(``ignored_columns`` is ``null`` when the header was never read: a file rejected before it).
 """
 
 from __future__ import annotations
@@ -129,9 +133,28 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def header_facts(snap: Snapshot, reports: list[tuple[str, Path]]) -> dict[str, dict[str, Any]]:
+    """Each job's header facts (``reports/<key>.header.json``, downloaded), by S3 key."""
+    downloaded = {path for _, path in reports}
+    facts: dict[str, dict[str, Any]] = {}
+    for job in snap.jobs:
+        path = REPORTS_DIR / f"{job.key}.header.json"
+        if path in downloaded:
+            facts[job.key] = json.loads(path.read_text(encoding="utf-8"))
+    return facts
+
+
 def result_json(snap: Snapshot, problems: list[str], reports: list[tuple[str, Path]]) -> dict[str, Any]:
+    facts = header_facts(snap, reports)
     return {
-        "jobs": [job.summary() for job in snap.jobs],
+        "jobs": [
+            {
+                **job.summary(),
+                "ignored_columns": facts.get(job.key, {}).get("ignored_columns"),
+                "notes": facts.get(job.key, {}).get("notes", []),
+            }
+            for job in snap.jobs
+        ],
         "audits": snap.audits,
         "ledger": snap.ledger,
         "queues": snap.queues,
@@ -163,9 +186,14 @@ def result_table(
     lines += [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
     ]
+    facts = header_facts(snap, reports)
     for job in snap.jobs:
         if job.reason:
             lines.append(f"  {job.file}: {job.reason}")
+        ignored = facts.get(job.key, {}).get("ignored_columns")
+        if ignored:
+            lines.append(f"  {job.file}: ignored columns: {', '.join(ignored)}")
+        lines += [f"  {job.file}: {note}" for note in facts.get(job.key, {}).get("notes", [])]
     lines.append("")
     order = ("submitting", "pending", "passed", "rejected", "failed", "unknown")
     shown = [s for s in order if s in snap.audits] + [s for s in snap.audits if s not in order]

@@ -309,12 +309,17 @@ def read_header(path: Path) -> list[str]:
 
 
 def detect_file_kind(path: Path) -> str | None:
-    """``lost-repair`` or ``carrier-audit`` from the header row; else from the folder it sits in."""
+    """``lost-repair`` or ``carrier-audit`` from the header row (below title rows, which the reader
+    skips as the splitter will); else from the folder it sits in."""
     from verifyfeed.ingest.headers import detect_kind
+    from verifyfeed.ingest.readers import open_rows
 
     try:
         kind = detect_kind(read_header(path))
-    except (OSError, ValueError) as exc:
+        if kind is None:  # perhaps a title row above the header
+            with path.open("rb") as stream, open_rows(stream, path.name, None) as source:
+                kind = source.kind
+    except (OSError, ValueError) as exc:  # ValueError: FileRejected too
         log.warning("could not read the header of %s: %s", path.name, exc)
         kind = None
     if kind is not None:
@@ -916,13 +921,15 @@ class LocalRunner:
         return depths
 
     def download_reports(self, views: list[JobView], into: Path) -> list[tuple[str, Path]]:
-        """Copy each job's reports out of the (soon gone) bucket. Returns (s3 uri, local path) pairs."""
+        """Copy each job's reports (summary, rejected rows, header facts) out of the (soon gone)
+        bucket. Returns (s3 uri, local path) pairs."""
         assert self.stack is not None and self._s3 is not None
         reports_prefix = os.environ.get("REPORTS_PREFIX") or "reports/"
         copied: list[tuple[str, Path]] = []
         for view in views:
             base = view.report_key or f"{reports_prefix}{view.key}.json"
-            for key in (base, base.removesuffix(".json") + ".rejected.csv"):
+            stem = base.removesuffix(".json")
+            for key in (base, stem + ".rejected.csv", stem + ".header.json"):
                 target = into / key.removeprefix(reports_prefix)
                 try:
                     body = self._s3.get_object(Bucket=self.stack.bucket, Key=key)["Body"].read()

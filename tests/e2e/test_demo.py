@@ -63,3 +63,21 @@ def test_demo_in_the_blackout_defers_everything_and_sends_nothing(tmp_path: Path
     assert repair["status"] == "deferred"
     assert repair["batches_deferred"] == repair["batches_total"] >= 1
     assert summary["ledger"]["sandbox_accepted_records"] == 0
+
+
+def test_demo_of_a_seed_sheet_names_the_columns_it_did_not_use(tmp_path: Path) -> None:
+    """A sheet as the customer prints it: a title row, 曾用手机号（选填）, columns we do not use."""
+    seed = tmp_path / "失联名单.csv"
+    seed.write_text(
+        "2026年12月失联名单,,,,,\r\n"
+        "序号,姓名,身份证号码,曾用手机号（选填）,授权码(合同编号),备注\r\n"
+        "1,张　三,110105199805281748,13817275964,HT1,\r\n"
+        "2,李四,110105199006176204,,HT2,vip\r\n",
+        encoding="utf-8-sig",
+    )
+    code, summary, stderr = run_demo(tmp_path, FILE=str(seed))
+    assert code == 0, stderr[-2000:]
+    [job] = summary["jobs"]
+    assert (job["kind"], job["status"], job["rows_accepted"]) == ("lost-repair", "completed", 2)
+    assert job["ignored_columns"] == ["序号", "备注"]
+    assert job["notes"] == ["row(s) 1 above the header (row 2) skipped as a title"]

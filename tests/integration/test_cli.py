@@ -57,12 +57,16 @@ def small_batches(make_settings: SettingsFactory, clock: FixedClock) -> Services
     return build_services(make_settings(BATCH_MAX_RECORDS="2"), clock)
 
 
-def drop(services: Services, rows: list[list[str]]) -> tuple[str, str]:
+def drop(
+    services: Services,
+    rows: list[list[str]],
+    header: tuple[str, ...] = ("姓名", "身份证号", "曾用手机号", "授权码"),
+) -> tuple[str, str]:
     """Upload a lost-repair CSV and split it, as the S3 event would: (key, job id)."""
     key = f"lost-repair/cli-{uuid.uuid4().hex[:8]}.csv"
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(["姓名", "身份证号", "曾用手机号", "授权码"])
+    writer.writerow(header)
     writer.writerows(rows)
     data = out.getvalue().encode()
     s3 = boto3.client("s3")
@@ -413,3 +417,21 @@ def test_audits_show_masked_fields_only(services: Services, cli: Cli) -> None:
     assert id_card not in out and sha256_hex(id_card) not in out and "京A12345" not in out
     code, out, _ = cli("audits", "--limit", "500")
     assert code == 0 and "张*" in out and id_card not in out and "submitting" in out
+
+
+def test_status_of_a_file_names_the_columns_it_did_not_use(cli: Cli, services: Services) -> None:
+    key, job_id = drop(
+        services,
+        [["张三", fake_id(41), "A41", "vip", ""]],
+        header=("姓名", "身份证号", "授权码", "备注", "序号"),
+    )
+    code, out, _ = cli("status", key)
+    assert code == 0 and "Columns:  header in row 1; ignored: 备注, 序号" in out
+    code, out, _ = cli("--json", "status", job_id)
+    detail = as_json(out)
+    assert detail["ignored_columns"] == ["备注", "序号"]
+    assert detail["header"] == {"header_row": 1, "ignored_columns": ["备注", "序号"], "notes": []}
+
+    key, _ = drop(services, [["张三", fake_id(42), "", "A42"]])
+    code, out, _ = cli("status", key)
+    assert "Columns:  header in row 1; every column used" in out

@@ -293,3 +293,78 @@ def test_audit_file_only_valid_rows_reach_add_and_rejected_rows_name_the_rule(
         assert message.params.phone not in stored.model_dump_json()
     job = services.jobs.get_job(result.job_id)
     assert job is not None and job.status == JobStatus.COMPLETED and job.batches_succeeded == 3
+
+
+def test_a_seed_sheet_title_row_annotated_phone_and_extra_columns(
+    services: Services, sandbox: SandboxHandle
+) -> None:
+    """The customer's sheets as they are printed: a merged title row, 曾用手机号（选填）, columns we
+    do not use. The phone is sent (hashed), the rest is reported by label."""
+    key = f"lost-repair/seed-{uuid.uuid4().hex[:6]}.csv"
+    rows = [["序号", "姓名", "身份证号码", "曾用手机号（选填）", "授权码(合同编号)", "备注"]]
+    rows += [
+        [str(i), name, fake_id(90_000 + i), f"1390000{i:04d}", f"S{i}", "x"]
+        for i, name in enumerate(["张　三", "李四"])
+    ]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(["2026年12月失联名单", "", "", "", "", ""])
+    writer.writerows(rows)
+    result = split(services, put(services, key, out.getvalue().encode()))
+    assert result.outcome == "split"
+    upload_all(services, result.job_id)
+    sent = sorted(sandbox.accepted_records()[-2:], key=lambda r: r.authCode)
+    assert [(r.name, r.usedPhone) for r in sent] == [
+        ("张三", sha256_hex("13900000000")),  # padded name squeezed, phone column used
+        ("李四", sha256_hex("13900000001")),
+    ]
+    job = services.jobs.get_job(result.job_id)
+    assert job is not None and job.status == JobStatus.COMPLETED
+    report = json.loads(
+        boto3.client("s3").get_object(Bucket=job.bucket, Key=f"reports/{key}.json")["Body"].read()
+    )
+    assert report["ignored_columns"] == ["序号", "备注"]
+    assert report["header_row"] == 2
+    assert report["notes"] == ["row(s) 1 above the header (row 2) skipped as a title"]
+
+
+def test_two_phone_columns_reject_the_file_naming_both(services: Services) -> None:
+    key = f"lost-repair/twophones-{uuid.uuid4().hex[:6]}.csv"
+    header = ["姓名", "身份证号", "手机号", "曾用手机号（选填）", "授权码"]
+    result = split(
+        services, put(services, key, csv_bytes([["张三", fake_id(1), "", "", "A1"]], header=header))
+    )
+    assert result.outcome == "rejected"
+    job = services.jobs.get_job(result.job_id)
+    assert job is not None
+    assert job.reason.startswith("more than one column for: used_phone (手机号, 曾用手机号(选填))")
+    report = json.loads(
+        boto3.client("s3").get_object(Bucket=job.bucket, Key=f"reports/{key}.json")["Body"].read()
+    )
+    assert report["status"] == "rejected"
+    assert (report["header_row"], report["ignored_columns"]) == (None, [])
+
+
+def test_the_summary_is_written_even_when_the_header_facts_cannot_be_read(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import ClientError
+
+    from verifyfeed.logic import reports
+
+    key = f"lost-repair/facts-{uuid.uuid4().hex[:6]}.csv"
+    result = split(services, put(services, key, csv_bytes(valid_rows(2, 95_000), header=[*HEADER, "备注"])))
+    job = services.jobs.get_job(result.job_id)
+    assert job is not None
+    bucket, summary_key = job.bucket, f"reports/{key}.json"
+    reports.write_summary(bucket, summary_key, job, {})
+    read = boto3.client("s3").get_object
+    assert json.loads(read(Bucket=bucket, Key=summary_key)["Body"].read())["ignored_columns"] == ["备注"]
+
+    def denied(*args: object, **kwargs: object) -> None:
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "GetObject")
+
+    monkeypatch.setattr(reports, "read_header_facts", denied)
+    reports.write_summary(bucket, summary_key, job, {})
+    summary = json.loads(read(Bucket=bucket, Key=summary_key)["Body"].read())
+    assert (summary["header_row"], summary["ignored_columns"], summary["job_id"]) == (None, [], job.job_id)

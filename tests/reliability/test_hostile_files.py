@@ -111,6 +111,17 @@ def _idcodes_upstream(expected: list[str]) -> Callable[[SandboxHandle], None]:
     return check
 
 
+def _phones_upstream(rows: list[list[str]]) -> Callable[[SandboxHandle], None]:
+    """Upstream got each row's former phone (hashed) or "" — the phone column was mapped."""
+
+    def check(sandbox: SandboxHandle) -> None:
+        sent = {r.idcode: r.usedPhone for r in sandbox.accepted_records()}
+        assert sent == {sha256_hex(r[1]): sha256_hex(r[2]) if r[2] else "" for r in rows}
+        assert any(sent.values())
+
+    return check
+
+
 def _header_only() -> bytes:
     return csv_bytes([])
 
@@ -133,6 +144,18 @@ def _data_row_first() -> bytes:
 
 def _extra_columns() -> bytes:
     return csv_bytes([[*r, "备注", "x"] for r in people(130, 3)], header=[*HEADER, "备注", "channel"])
+
+
+def _title_row_and_annotated_header() -> bytes:
+    header = ["序号", "姓名（必填）", "身份证号码【必填】", "曾用手机号（选填）", "授权码(合同编号)"]
+    rows = [["2026年12月失联名单", "", "", "", ""], header] + [
+        [str(i), *r] for i, r in enumerate(people(170, 3))
+    ]
+    return csv_bytes(rows, header=None)
+
+
+def _two_phone_columns() -> bytes:
+    return csv_bytes([[*r, r[2]] for r in people(180, 2)], header=[*HEADER, "联系电话"])
 
 
 def _extra_cells() -> bytes:
@@ -404,6 +427,20 @@ CASES = [
     Case("header_only_bom_no_newline", _bom_header_without_newline, 0, 0),
     Case("missing_required_column", _missing_column, 0, 0, reason="missing required column(s): auth_code"),
     Case("duplicate_column", _duplicate_column, 0, 0, reason="more than one column for: id_number"),
+    Case(
+        "title_row_and_annotated_header",
+        _title_row_and_annotated_header,
+        3,
+        3,
+        check=_phones_upstream(people(170, 3)),
+    ),
+    Case(
+        "two_phone_columns",
+        _two_phone_columns,
+        0,
+        0,
+        reason="more than one column for: used_phone (曾用手机号, 联系电话)",
+    ),
     Case("data_row_instead_of_header", _data_row_first, 0, 0, reason="missing required column"),
     Case("extra_columns", _extra_columns, 3, 3),
     Case("extra_cells_in_rows", _extra_cells, 5, 3, {UNREADABLE: 2}),

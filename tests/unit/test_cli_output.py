@@ -70,3 +70,14 @@ def test_help_and_usage_errors_return_their_exit_codes(capsys: pytest.CaptureFix
     assert main([]) == 2
     assert main(["redrive", "--limit", "-1"]) == 2
     assert "positive whole number" in capsys.readouterr().err
+
+
+def test_columns_line_of_status() -> None:
+    from verifyfeed.cli.commands import _columns_text
+
+    assert _columns_text(None) == "not known: no header facts stored for this job"
+    no_header = {"header_row": None, "ignored_columns": [], "notes": []}
+    assert _columns_text(no_header) == "not known: the file was rejected before its header was read"
+    facts = {"header_row": 2, "ignored_columns": ["序号", "备注"], "notes": []}
+    assert _columns_text(facts) == "header in row 2; ignored: 序号, 备注"
+    assert _columns_text({**facts, "ignored_columns": []}) == "header in row 2; every column used"

@@ -76,6 +76,41 @@ def test_claims_refuse_row_zero() -> None:
         _fastsplit.Claims().claim(b"k", 0)
 
 
+def test_claims_folding_case_compare_ascii_letters_ignoring_case() -> None:
+    folding, exact = _fastsplit.Claims(fold_case=True), _fastsplit.Claims()
+    assert folding.fold_case is True and exact.fold_case is False
+    for claims in (folding, exact):
+        claims.claim(b"ab1Z", 3)
+    assert folding.first(b"AB1z") == folding.first(b"ab1Z") == folding.first(b"AB1Z") == 3
+    assert exact.first(b"AB1z") == 0 and exact.first(b"ab1Z") == 3
+    assert folding.first(b"ab1") == 0  # still the whole key
+    py = PyClaims(fold_case=True)
+    py.claim(b"ab1Z", 3)
+    assert py.first(b"AB1z") == 3 and py.first(b"ab1") == 0
+
+
+@pytest.mark.parametrize("fold", [True, False], ids=["ignoring-case", "exact"])
+@pytest.mark.parametrize("take", ["c", "python"])
+def test_codes_differing_only_in_case_are_left_to_the_caller_when_folding(fold: bool, take: str) -> None:
+    block = clean_rows(4)
+    block[1][3], block[2][3], block[3][3] = "k0", "K0X", "k0x"  # rows 3, 5 repeat rows 2, 4 but for case
+    if take == "c":
+        ids, codes, function = _fastsplit.Claims(), _fastsplit.Claims(fold_case=fold), _fastsplit.take_plain
+    else:
+        ids, codes, function = PyClaims(), PyClaims(fold), _take_plain_py  # type: ignore[assignment]
+    records: list[bytes] = []
+    numbers = [2, 3, 4, 5]
+    stop = function(block, 0, COLUMNS, numbers, ids, codes, records, 100)  # type: ignore[arg-type]
+    if fold:
+        assert stop == 1 and len(records) == 1  # "k0" is "K0": a duplicate for the rules to report
+        assert function(block, 2, COLUMNS, numbers, ids, codes, records, 100) == 3  # type: ignore[arg-type]
+        assert codes.first(b"k0") == 2
+    else:
+        assert stop == 4 and len(records) == 4
+        assert codes.first(b"k0") == 3
+    assert records[0].endswith(b'"authCode":"K0"}')  # sent as written
+
+
 def clean_rows(count: int) -> list[list[str]]:
     names = ["张三", "王小明", "Li", "欧阳娜娜"]
     return [

@@ -374,3 +374,57 @@ def test_rows_feed_the_rules(tmp_path: Path) -> None:
     with pytest.raises(RuleViolation) as info:
         normalize_repair_row(rows[1].values, LegacyIdPolicy.CONVERT)
     assert info.value.rule == "id_number.excel_number"
+
+
+# ---- title rows above the header ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        "2026年12月失联名单\n",  # a merged cell saved as CSV: one cell
+        "2026年12月失联名单,,,\n",  # ... or with the empty cells of the merge
+        "2026年12月失联名单\n\n制表: 运营部,,,\n",  # two title rows and a blank one
+    ],
+)
+def test_title_rows_above_the_header_are_skipped_with_a_note(tmp_path: Path, title: str) -> None:
+    text = f"{title}{HEADER_CN}\n张三,{an_id(1)},,A1\n"
+    source, rows = read(tmp_path, text.encode())
+    header_row = title.count("\n") + 1
+    assert source.header.row == header_row
+    assert source.header.columns == {0: "name", 1: "id_number", 2: "used_phone", 3: "auth_code"}
+    assert [r.number for r in rows] == [header_row + 1]
+    assert rows[0].values["name"] == "张三"
+    titles = source.header.title_rows
+    assert titles == ((1,) if title.count("\n") < 3 else (1, 3))
+    assert source.header.notes == (
+        f"row(s) {', '.join(map(str, titles))} above the header (row {header_row}) skipped as a title",
+    )
+    assert "失联名单" not in source.header.notes[0]  # a title may hold anything: never copied
+
+
+def test_a_title_line_does_not_decide_the_delimiter(tmp_path: Path) -> None:
+    text = f"名单\n{HEADER_CN.replace(',', chr(9))}\n张三\t{an_id(1)}\t\tA1\n"
+    source, rows = read(tmp_path, text.encode(), name="upload.tsv")
+    assert source.delimiter == "\t" and source.header.row == 2
+    assert rows[0].values["auth_code"] == "A1"
+
+
+def test_a_header_below_a_title_keeps_its_own_problem(tmp_path: Path) -> None:
+    reason = rejected(tmp_path, f"名单\n姓名,身份证号\n张三,{an_id(1)}\n".encode(), kind=LR)
+    assert reason == "missing required column(s): auth_code (header in row 2)"
+
+
+def test_without_a_header_in_the_first_rows_the_first_rows_problem_stands(tmp_path: Path) -> None:
+    data_rows = "".join(f"张三,{an_id(i)},,A{i}\n" for i in range(10))
+    reason = rejected(tmp_path, data_rows.encode(), kind=LR)
+    assert reason == "missing required column(s): name, id_number, auth_code"
+    assert an_id(0) not in reason
+    titles = [f"标题{i}\n" for i in range(6)]  # one title row too many
+    assert rejected(tmp_path, f"{''.join(titles)}{HEADER_CN}\n".encode(), kind=LR).startswith("missing")
+    assert read(tmp_path, f"{''.join(titles[1:])}{HEADER_CN}\n".encode())[0].header.row == 6
+
+
+def test_a_first_row_with_a_known_label_is_the_header_even_when_broken(tmp_path: Path) -> None:
+    reason = rejected(tmp_path, f"姓名,备注\n{HEADER_CN}\n".encode(), kind=LR)
+    assert reason == "missing required column(s): id_number, auth_code"

@@ -93,7 +93,10 @@ def test_missing_required(cells: list[str], missing: str) -> None:
 def test_duplicate_columns() -> None:
     with pytest.raises(FileRejected) as info:
         map_header(["姓名", "身份证号", "证件号码", "授权码", "name"], LR)
-    assert info.value.reason == "more than one column for: name, id_number"
+    assert info.value.reason == (
+        "more than one column for: name (姓名, name); id_number (身份证号, 证件号码)"
+        " — keep one of each, or rename the others"
+    )
 
 
 SPEC_LABELS = {
@@ -167,3 +170,111 @@ def test_carrier_audit_missing_required() -> None:
 )
 def test_detect_kind(cells: list[object], kind: JobKind | None) -> None:
     assert detect_kind(cells) is kind
+
+
+# ---- annotations, synonyms, ambiguity (decisions.md#header-synonyms) ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cell", "key"),
+    [
+        ("曾用手机号（选填）", "曾用手机号"),
+        ("手机号(非必填)", "手机号"),
+        ("曾用手机号 (选填) ", "曾用手机号"),
+        ("【必填】姓名", "姓名"),
+        ("姓名【必填】", "姓名"),
+        ("身份证号[18位]", "身份证号"),
+        ("身份证号［18位］", "身份证号"),  # full-width square brackets
+        ("授权码〔合同编号〕", "授权码"),
+        ("授权码{选填}", "授权码"),
+        ("授权码《协议》", "授权码"),
+        ("授权码〈注〉", "授权码"),
+        ("授权码〖注〗", "授权码"),
+        ("*身份证号(必填)(18位)*", "身份证号"),
+        ("(姓名)", "姓名"),  # all annotation: the content is the label
+        ("【授权码】", "授权码"),
+        ("授权码：", "授权码"),  # full-width colon
+    ],
+)
+def test_annotations_are_stripped(cell: str, key: str) -> None:
+    assert normalize_header(cell) == key
+
+
+@pytest.mark.parametrize(
+    ("label", "field"),
+    [
+        ("曾用手机号（选填）", "used_phone"),
+        ("手机号(非必填)", "used_phone"),
+        ("联系电话", "used_phone"),
+        ("原手机号", "used_phone"),
+        ("原手机号码", "used_phone"),
+        ("手机", "used_phone"),
+        ("姓名", "name"),
+        ("名字", "name"),
+        ("失联人姓名", "name"),
+        ("身份证号", "id_number"),
+        ("身份证号码", "id_number"),
+        ("证件号码", "id_number"),
+        ("身份证号码（18位）", "id_number"),
+        ("授权码", "auth_code"),
+        ("合同编号", "auth_code"),
+        ("协议编号", "auth_code"),
+        ("Contract No", "auth_code"),
+    ],
+)
+def test_lost_repair_synonyms(label: str, field: str) -> None:
+    required = {"name": "姓名", "id_number": "身份证号", "auth_code": "授权码"}
+    cells = [label] + [text for f, text in required.items() if f != field]
+    header = map_header(cells, LR)
+    assert header.columns[0] == field
+    assert header.ignored == ()
+
+
+def test_the_phone_column_of_a_seed_sheet_is_used() -> None:
+    cells = ["序号", "姓名", "身份证号码", "曾用手机号（选填）", "授权码(合同编号)", "备注(非必填)"]
+    header = map_header(cells, LR)
+    assert header.columns == {1: "name", 2: "id_number", 3: "used_phone", 4: "auth_code"}
+    assert header.ignored == ("序号", "备注(非必填)")  # reported as written
+
+
+@pytest.mark.parametrize(
+    ("cells", "reason"),
+    [
+        (
+            ["姓名", "身份证号", "手机号", "曾用手机号（选填）", "授权码"],
+            "more than one column for: used_phone (手机号, 曾用手机号(选填))",  # labels as cleaned (NFKC)
+        ),
+        (
+            ["姓名", "身份证号", "联系电话", "原手机号", "授权码"],
+            "more than one column for: used_phone (联系电话, 原手机号)",
+        ),
+        (["姓名", "名字", "身份证号", "授权码"], "more than one column for: name (姓名, 名字)"),
+        (
+            ["姓名", "身份证号", "授权码", "合同编号"],
+            "more than one column for: auth_code (授权码, 合同编号)",
+        ),
+    ],
+)
+def test_two_synonyms_of_one_field_reject_the_file_naming_both(cells: list[str], reason: str) -> None:
+    with pytest.raises(FileRejected) as info:
+        map_header(cells, LR)
+    assert info.value.reason.startswith(reason)
+
+
+def test_labels_that_look_like_values_are_masked() -> None:
+    header = map_header(["姓名", "身份证号", "授权码", "110105199003071234", "2026年12月"], LR)
+    assert header.ignored == ("110*************34", "2026年12月")
+
+
+def test_no_alias_maps_to_two_fields_after_normalisation() -> None:
+    from verifyfeed.ingest.headers import CARRIER_AUDIT_ALIASES, LOST_REPAIR_ALIASES
+
+    for table in (LOST_REPAIR_ALIASES, CARRIER_AUDIT_ALIASES):
+        assert all(key == normalize_header(key) for key in table)  # keys are normal forms
+    assert LOST_REPAIR_ALIASES[normalize_header("联系电话")] == "used_phone"
+    assert "联系人电话" not in LOST_REPAIR_ALIASES  # another person's number: never guessed
+
+
+def test_header_facts_for_the_report() -> None:
+    header = map_header(["姓名", "身份证号", "授权码", "备注"], LR)
+    assert header.facts() == {"header_row": 1, "ignored_columns": ["备注"], "notes": []}

@@ -50,6 +50,7 @@ def test_objects_become_rows(tmp_path: Path) -> None:
     source, rows = read(tmp_path, data)
     assert (source.kind, source.format, source.encoding) == (CA, "jsonl", "utf-8")
     assert source.header.ignored == ("comment",)
+    assert source.header.row == 1
     assert [r.number for r in rows] == [1, 3]
     assert rows[0].values == {k: v for k, v in full.items() if k != "comment"}
     assert rows[1].values["usage"] == 3 and rows[1].values["phone"] == 13900139000  # JSON types kept
@@ -119,3 +120,8 @@ def test_first_line_defines_the_header(tmp_path: Path) -> None:
     )
     assert rejected(tmp_path, b"\n\n") == "file has no JSON object"
     assert rejected(tmp_path, b"") == "file is empty"
+
+
+def test_the_header_row_is_the_first_objects_line(tmp_path: Path) -> None:
+    source, _ = read(tmp_path, b"\n  \n" + line(OWNER) + b"\n")
+    assert source.header.row == 3

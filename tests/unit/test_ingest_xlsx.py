@@ -279,3 +279,21 @@ def test_close_releases_the_workbook(workbook_path: Path) -> None:
         assert next(source).number == 2
     with pytest.raises(StopIteration):
         next(source)
+
+
+def test_a_merged_title_row_above_the_header_is_skipped(tmp_path: Path) -> None:
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.append(["2026年12月失联名单", None, None, None])
+    sheet.merge_cells("A1:D1")
+    sheet.append(["姓名", "身份证号", "曾用手机号（选填）", "授权码", "备注"])
+    sheet.append(["张三", ID1, "13800138000", "A1", "x"])
+    path = tmp_path / "title.xlsx"
+    workbook.save(path)
+    source, rows = read(path)
+    assert (source.kind, source.header.row, source.header.title_rows) == (JobKind.LOST_REPAIR, 2, (1,))
+    assert source.header.ignored == ("备注",)
+    assert rows == [
+        SourceRow(3, {"name": "张三", "id_number": ID1, "used_phone": "13800138000", "auth_code": "A1"})
+    ]

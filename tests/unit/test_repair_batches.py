@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from verifyfeed.config import LegacyIdPolicy
+from verifyfeed.config import AuthCodeUniqueness, LegacyIdPolicy
 from verifyfeed.ingest.readers import LineBlock, RowSource, SourceRow, open_rows
 from verifyfeed.logic.repair_batches import RepairBatch, split_repair_rows
 from verifyfeed.models.lost_repair import RepairRecord
@@ -82,9 +82,10 @@ def run_core(
 
 
 def run_reference(
-    rows: RowSource, batch_size: int = 1000
+    rows: RowSource, batch_size: int = 1000, *, exact_codes: bool = False
 ) -> tuple[list[list[RepairRecord]], list[Rejection], list[dict[str, object]]]:
-    """The splitter's loop as it was written before the fast paths."""
+    """The splitter's loop as it was written before the fast paths (authCodes compared ignoring
+    case unless ``exact_codes``)."""
     seen_id: dict[str, int] = {}
     seen_auth: dict[str, int] = {}
     batches: list[list[RepairRecord]] = [[]]
@@ -106,13 +107,15 @@ def run_reference(
             rejections.append((row.number, "duplicate.id_number", f"same ID number as row {first}", first))
             values_seen.append(row.values)
             continue
-        first = seen_auth.get(record.authCode)
+        code = record.authCode if exact_codes else record.authCode.upper()
+        first = seen_auth.get(code)
         if first is not None:
-            rejections.append((row.number, "duplicate.auth_code", f"same authCode as row {first}", first))
+            reason = f"same authCode as row {first}" + ("" if exact_codes else " (letter case ignored)")
+            rejections.append((row.number, "duplicate.auth_code", reason, first))
             values_seen.append(row.values)
             continue
         seen_id[record.idcode] = row.number
-        seen_auth[record.authCode] = row.number
+        seen_auth[code] = row.number
         if len(batches[-1]) == batch_size:
             batches.append([])
         batches[-1].append(record)
@@ -221,6 +224,38 @@ def test_file_without_a_phone_column(tmp_path: Path, native: bool) -> None:
     assert_same_as_reference(tmp_path, csv_bytes(rows, header=["姓名", "身份证号", "授权码"]), native=native)
 
 
+@pytest.mark.parametrize("exact", [False, True], ids=["ignoring-case", "exact"])
+def test_auth_codes_are_unique_ignoring_case_by_default(tmp_path: Path, native: bool, exact: bool) -> None:
+    codes = ["Ab1", "aB1", "AB1", "x9", "X9", "K2"] + [f"F{i}" for i in range(2000)] + ["k2"]
+    data = csv_bytes([["张三", an_id(i), "", code] for i, code in enumerate(codes)])
+    assert len(data) > 65536  # the last rows come in a LineBlock: the C take over lines sees them
+    rejections: list[Rejection] = []
+    batches: list[RepairBatch] = []
+    split_repair_rows(
+        source(tmp_path, data),
+        legacy=LegacyIdPolicy.CONVERT,
+        batch_size=1000,
+        reject=lambda number, rule, reason, values, first: rejections.append((number, rule, reason, first)),
+        emit=batches.append,
+        native=native,
+        auth_codes=AuthCodeUniqueness.EXACT if exact else AuthCodeUniqueness.IGNORE_CASE,
+    )
+    sent = [r.authCode for b in batches for r in records_of(b)]
+    if exact:
+        assert sent == codes and rejections == []
+    else:
+        assert sent == ["Ab1", "x9", "K2", *codes[6:-1]]  # the first spelling is sent
+        assert rejections == [
+            (3, "duplicate.auth_code", "same authCode as row 2 (letter case ignored)", 2),
+            (4, "duplicate.auth_code", "same authCode as row 2 (letter case ignored)", 2),
+            (6, "duplicate.auth_code", "same authCode as row 5 (letter case ignored)", 5),
+            (len(codes) + 1, "duplicate.auth_code", "same authCode as row 7 (letter case ignored)", 7),
+        ]
+    ref_batches, ref_rejections, _ = run_reference(source(tmp_path, data), exact_codes=exact)
+    assert [records_of(b) for b in batches] == ref_batches
+    assert rejections == ref_rejections
+
+
 def test_columns_in_another_order_with_ignored_ones(tmp_path: Path, native: bool) -> None:
     rows = [[code, "x", phone, name, id_number] for name, id_number, phone, code in messy_rows(600, 4)]
     assert_same_as_reference(
@@ -327,6 +362,9 @@ def test_is_plain_repair_row_implies_repair_fields_returns_the_values() -> None:
         ("张\u200b三", False),
         ("ＡＢＣ", False),
         ("张" * 31, False),
+        ("𠀀" * 15, True),  # 30 UTF-16 code units
+        ("𠀀" * 16, False),  # 16 characters but 32 code units: name.length
+        ("张　三", False),  # padded: the rules squeeze it
     ],
 )
 def test_names_the_fast_path_leaves_to_the_rules(name: str, plain: bool) -> None:

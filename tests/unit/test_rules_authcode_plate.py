@@ -63,8 +63,8 @@ def test_auth_code_rejects(raw: object, rule: str) -> None:
         ("京 A 12345", "京A12345"),
         ("京A.12345", "京A12345"),
         ("粤BX1234", "粤BX1234"),
-        ("粤B·D12345", "粤BD12345"),  # new energy, small car
-        ("粤BF1A234", "粤BF1A234"),
+        ("粤B·D12345", "粤BD12345"),  # new energy, small vehicle
+        ("粤BDF1234", "粤BDF1234"),
         ("沪A12345D", "沪A12345D"),  # new energy, large vehicle
         ("沪A12345F", "沪A12345F"),
         ("粤B1234挂", "粤B1234挂"),  # trailer
@@ -79,6 +79,25 @@ def test_auth_code_rejects(raw: object, rule: str) -> None:
 )
 def test_plate_accepts(raw: str, expected: str) -> None:
     assert normalize_plate(raw) == expected
+
+
+# the current numbering of small new-energy plates: D A B C E pure electric, F G H J K the others
+@pytest.mark.parametrize("first", list("DABCEFGHJK"))
+@pytest.mark.parametrize("second", ["0", "9", "A", "H", "J", "N", "P", "Z"])
+def test_small_new_energy_plates(first: str, second: str) -> None:
+    assert normalize_plate(f"粤B {first}{second}·1234") == f"粤B{first}{second}1234"
+
+
+@pytest.mark.parametrize("first", [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in "DABCEFGHJK"])
+def test_small_new_energy_plates_other_first_letters_rejected(first: str) -> None:
+    with pytest.raises(RuleViolation) as info:
+        normalize_plate(f"粤B{first}A1234")
+    assert info.value.rule == "plate.format"
+
+
+@pytest.mark.parametrize("last", ["D", "F"])
+def test_large_new_energy_plates(last: str) -> None:
+    assert normalize_plate(f"沪A 12345 {last}") == f"沪A12345{last}"
 
 
 @pytest.mark.parametrize("province", list(PROVINCES))
@@ -101,6 +120,14 @@ def test_every_province(province: str) -> None:
         "京AD12345X",
         "沪A1234D5",  # large new energy needs 5 digits then D/F
         "沪A12345G",
+        "沪A12345A",  # the new first letters are for small vehicles only
+        "沪A12345K",
+        "粤BF1A234",  # small new energy: the last four are digits
+        "粤BDI1234",  # I and O are not serial characters
+        "粤BDO1234",
+        "粤BL12345",  # L is not a new-energy letter
+        "粤BD123456",  # 9 characters
+        "粤BAB12345",
         "粤B123挂",
         "京A12345挂学",
         "京A12_45",

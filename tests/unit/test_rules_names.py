@@ -28,6 +28,24 @@ from verifyfeed.rules.names import validate_owner_name, validate_repair_name
         ("\u200b张三", "张三"),
         ("a" * 30, "a" * 30),
         ("张" * 30, "张" * 30),
+        ("张　三", "张三"),  # a full-width space between two CJK characters goes
+        ("张 \u3000 三", "张三"),
+        ("张\t三", "张三"),
+        ("欧阳　娜娜　", "欧阳娜娜"),
+        ("\u00a0张\u00a0三\u00a0", "张三"),  # no-break spaces (NFKC: spaces)
+        ("买买提 · 艾力", "买买提·艾力"),  # around a middle dot between CJK characters
+        ("买买提 ・ 艾力", "买买提·艾力"),
+        ("さとう　はなこ", "さとうはなこ"),  # kana
+        ("김 민준", "김민준"),  # Hangul
+        ("John   Smith", "John Smith"),  # other runs collapse to one space
+        ("John\u3000Smith", "John Smith"),
+        ("John\t \tSmith", "John Smith"),
+        ("张 John", "张 John"),  # one CJK neighbour is not enough
+        ("Jean · Pierre", "Jean · Pierre"),
+        ("张" * 15 + "　" * 20 + "张" * 15, "张" * 30),  # the limit applies after squeezing
+        ("a" + " " * 40 + "b", "a b"),
+        ("𠀀" * 15, "𠀀" * 15),  # 30 UTF-16 code units
+        ("𠀀" + "张" * 28, "𠀀" + "张" * 28),
     ],
 )
 def test_repair_name_accepts(raw: str, expected: str) -> None:
@@ -42,6 +60,11 @@ def test_repair_name_accepts(raw: str, expected: str) -> None:
         ("  ", "name.missing"),
         ("a" * 31, "name.length"),
         ("张" * 31, "name.length"),
+        ("𠀀" * 16, "name.length"),  # 16 characters, 32 UTF-16 code units
+        ("𠀀" + "张" * 29, "name.length"),  # 30 characters, 31 code units
+        ("张 " * 31, "name.length"),  # 31 characters once the spaces between them are gone
+        ("a " * 16, "name.length"),  # 31 characters: "a a ... a"
+        ("李\r\n四", "name.characters"),  # a line break is not a space: two names in one cell?
         ("=HYPERLINK(1)", "name.characters"),
         ("+张三", "name.characters"),
         ("-张三", "name.characters"),

@@ -10,7 +10,8 @@
  * 18-digit ID number with a plain birth date (1900-2099, days every such month has) and a
  * matching check digit, an empty or plain 11-digit mobile, an ASCII alphanumeric code of 1..16 —
  * and whose ID digest and code no earlier accepted row claimed, is accepted: both claimed in
- * seen_id (first 16 digest bytes -> row number) and seen_code (code -> row number), and its
+ * seen_id (first 16 digest bytes -> row number) and seen_code (code, upper-cased when that table
+ * folds case -> row number), and its
  * record JSON appended to records as bytes. It stops at the first row it does not accept (the
  * caller decides that row, by the rules, and calls again after it) and right after the record
  * that makes len(records) reach limit. Returns the index where it stopped (len(block) at the end).
@@ -367,7 +368,9 @@ static const unsigned char *ascii_of(PyObject *text, Py_ssize_t *n)
  * each with the row number that claimed it first. Open addressing with linear probing over
  * 24-byte slots (row 0 = empty), at most 70 % full: for 1M rows about 48 MB, against about
  * 110 MB for a dict of bytes keys, and one cache miss per look-up instead of two or three.
- * Keys are hashed with a per-table random seed, so a file cannot be made to collide on purpose. */
+ * Keys are hashed with a per-table random seed, so a file cannot be made to collide on purpose.
+ * A table made with fold_case=True upper-cases the ASCII letters of every key it is given (the
+ * authCodes of a file are unique ignoring case: AUTH_CODE_UNIQUENESS, PyClaims does the same). */
 typedef struct {
     unsigned char key[16];
     uint64_t row;
@@ -379,7 +382,20 @@ typedef struct {
     size_t mask; /* capacity - 1, capacity a power of two */
     size_t used;
     uint64_t seed[2];
+    int fold_case; /* keys are upper-cased (ASCII letters) before any look-up */
 } ClaimsObject;
+
+/* key as the table compares it: ASCII letters upper-cased when the table folds case */
+static void fold_key(const ClaimsObject *table, unsigned char key[16])
+{
+    if (table->fold_case) {
+        for (int i = 0; i < 16; i++) {
+            if (key[i] >= 'a' && key[i] <= 'z') {
+                key[i] = (unsigned char)(key[i] - ('a' - 'A'));
+            }
+        }
+    }
+}
 
 static uint64_t mix64(uint64_t x)
 {
@@ -469,8 +485,8 @@ static int claims_claim(ClaimsObject *table, const unsigned char key[16], uint64
     return 0;
 }
 
-/* bytes or an ASCII str of 1..16 bytes → key, zero-padded; -1 with TypeError/ValueError */
-static int key_of(PyObject *value, unsigned char key[16])
+/* bytes of 1..16 → key, zero-padded and folded as the table does; -1 with TypeError/ValueError */
+static int key_of(const ClaimsObject *table, PyObject *value, unsigned char key[16])
 {
     const char *data;
     Py_ssize_t n;
@@ -488,13 +504,15 @@ static int key_of(PyObject *value, unsigned char key[16])
     }
     memset(key, 0, 16);
     memcpy(key, data, (size_t)n);
+    fold_key(table, key);
     return 0;
 }
 
 static PyObject *claims_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *names[] = {NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, ":Claims", names)) {
+    static char *names[] = {"fold_case", NULL};
+    int fold_case = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|p:Claims", names, &fold_case)) {
         return NULL;
     }
     ClaimsObject *table = (ClaimsObject *)type->tp_alloc(type, 0);
@@ -503,6 +521,7 @@ static PyObject *claims_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     }
     table->mask = 1023;
     table->used = 0;
+    table->fold_case = fold_case;
     table->slots = PyMem_Calloc(table->mask + 1, sizeof(Slot));
     if (table->slots == NULL) {
         Py_DECREF(table);
@@ -524,7 +543,7 @@ static void claims_dealloc(ClaimsObject *table)
 static PyObject *claims_py_first(ClaimsObject *table, PyObject *key)
 {
     unsigned char k[16];
-    if (key_of(key, k) < 0) {
+    if (key_of(table, key, k) < 0) {
         return NULL;
     }
     return PyLong_FromUnsignedLongLong(claims_first(table, k));
@@ -535,7 +554,7 @@ static PyObject *claims_py_claim(ClaimsObject *table, PyObject *args)
     PyObject *key;
     unsigned long long row;
     unsigned char k[16];
-    if (!PyArg_ParseTuple(args, "OK:claim", &key, &row) || key_of(key, k) < 0) {
+    if (!PyArg_ParseTuple(args, "OK:claim", &key, &row) || key_of(table, key, k) < 0) {
         return NULL;
     }
     if (row == 0) {
@@ -556,17 +575,29 @@ static PyMethodDef CLAIMS_METHODS[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyObject *claims_fold_case(ClaimsObject *table, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(table->fold_case);
+}
+
+static PyGetSetDef CLAIMS_GETSET[] = {
+    {"fold_case", (getter)claims_fold_case, NULL, "whether keys are compared ignoring ASCII case", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 static PySequenceMethods CLAIMS_SEQUENCE = {.sq_length = (lenfunc)claims_len};
 
 static PyTypeObject ClaimsType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "verifyfeed._fastsplit.Claims",
-    .tp_doc = "Claims() -> an empty set of claimed keys (1..16 bytes), each with its first row",
+    .tp_doc = "Claims(fold_case=False) -> an empty set of claimed keys (1..16 bytes), each with its first row",
     .tp_basicsize = sizeof(ClaimsObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = claims_new,
     .tp_dealloc = (destructor)claims_dealloc,
     .tp_methods = CLAIMS_METHODS,
+    .tp_getset = CLAIMS_GETSET,
     .tp_as_sequence = &CLAIMS_SEQUENCE,
 };
 
@@ -609,6 +640,7 @@ static int accept_row(Span name, const unsigned char *s_id, Py_ssize_t n_id, con
     sha256(id_upper, 18, digest);
     unsigned char code_key[16] = {0};
     memcpy(code_key, s_code, (size_t)n_code);
+    fold_key(codes, code_key); /* the record keeps the code as written */
     if (claims_reserve(ids) < 0 || claims_reserve(codes) < 0) {
         return -1;
     }

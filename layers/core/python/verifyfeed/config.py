@@ -31,6 +31,13 @@ class LegacyIdPolicy(StrEnum):
     REJECT = "reject"
 
 
+class AuthCodeUniqueness(StrEnum):
+    """How the authCodes of one file are compared for uniqueness (docs/decisions.md#auth-code-case)."""
+
+    IGNORE_CASE = "ignore-case"  # ``ab1`` and ``AB1`` are the same code: the second row is rejected
+    EXACT = "exact"
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
@@ -74,6 +81,9 @@ class Settings(BaseModel):
     batch_max_records: int = Field(1000, alias="BATCH_MAX_RECORDS", ge=1, le=1000)
     message_max_bytes: int = Field(240 * 1024, alias="MESSAGE_MAX_BYTES")
     legacy_id_policy: LegacyIdPolicy = Field(LegacyIdPolicy.CONVERT, alias="LEGACY_ID_POLICY")
+    auth_code_uniqueness: AuthCodeUniqueness = Field(
+        AuthCodeUniqueness.IGNORE_CASE, alias="AUTH_CODE_UNIQUENESS"
+    )
     xlsx_sheet: str = Field("", alias="XLSX_SHEET")
     max_rows_per_file: int = Field(2_000_000, alias="MAX_ROWS_PER_FILE")
 

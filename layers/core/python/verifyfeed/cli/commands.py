@@ -22,7 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from verifyfeed.cli.output import ProgressBar, confirm, shorten, table, when
 from verifyfeed.cli.target import Target
 from verifyfeed.logic.progress import settle_job
-from verifyfeed.logic.reports import report_keys
+from verifyfeed.logic.reports import header_key, read_header_facts, report_keys
 from verifyfeed.models.messages import LostRepairBatchMessage
 from verifyfeed.models.records import Audit, AuditStatus, Batch, BatchStatus, Job, JobKind
 from verifyfeed.pii import mask_generic
@@ -254,8 +254,13 @@ def status_of(ctx: Context, ref: str) -> Result:
     if job.kind == JobKind.LOST_REPAIR:
         open_batches = [b for b in ctx.services.jobs.batches(job.job_id) if b.status != BatchStatus.SUCCEEDED]
     in_flight = job.batches_total - job.batches_settled - job.batches_deferred
+    reports_prefix = ctx.services.settings.reports_prefix
+    header = read_header_facts(job.bucket, header_key(reports_prefix, job.key), ctx.s3)
     data = {
         "job": job_view(job),
+        # every column the splitter did not use, by label; None when its header was never read
+        "ignored_columns": None if header is None else header["ignored_columns"],
+        "header": header,
         "report": f"s3://{job.bucket}/{job.report_key}" if job.report_key else None,
         "rejected_rows_report": f"s3://{job.bucket}/{rejected_key}",
         "batches_not_succeeded": [batch_view(b) for b in open_batches],
@@ -270,6 +275,8 @@ def status_of(ctx: Context, ref: str) -> Result:
         f"Status:   {job.status.value}" + (f": {job.reason}" if job.reason else ""),
         f"Created:  {when(job.created_at)}   updated {when(job.updated_at)} (China time)",
         f"Rows:     {job.rows_read} read, {job.rows_accepted} accepted, {job.rows_rejected} rejected",
+        f"Columns:  {_columns_text(header)}",
+        *(f"Note:     {note}" for note in (header or {}).get("notes", [])),
         f"{'Batches:' if job.kind == JobKind.LOST_REPAIR else 'Audits: '}  {job.batches_total} in all: "
         f"{job.batches_succeeded} {'succeeded' if job.kind == JobKind.LOST_REPAIR else 'submitted'}, "
         f"{job.batches_failed} failed, {job.batches_unknown} unknown, {job.batches_deferred} deferred, "
@@ -312,6 +319,16 @@ def status_of(ctx: Context, ref: str) -> Result:
     if job.kind == JobKind.CARRIER_AUDIT:
         lines.append("Audit results: verifyfeed audits")
     return Result(data, "\n".join(lines))
+
+
+def _columns_text(header: dict[str, Any] | None) -> str:
+    if header is None:
+        return "not known: no header facts stored for this job"
+    if header["header_row"] is None:
+        return "not known: the file was rejected before its header was read"
+    ignored = header["ignored_columns"]
+    used = f"ignored: {', '.join(ignored)}" if ignored else "every column used"
+    return f"header in row {header['header_row']}; {used}"
 
 
 # ---- report ----------------------------------------------------------------------------------------

@@ -1,20 +1,33 @@
 """Header row → canonical fields.
 
-``normalize_header(cell)``: ``clean`` + lower-case, whitespace, ``_`` and ``-`` removed, and
-leading ``*`` / trailing ``*``, ``:`` or ``(必填)`` (full-width too) stripped — so ``"ID No"``,
-``"id_no"``, ``"*身份证号（必填）"`` all reduce to a key of the alias tables below.
+``normalize_header(cell)``: ``clean`` + lower-case; every bracketed annotation removed, half- or
+full-width, anywhere in the label (``(选填)``, ``（非必填）``, ``【必填】``, ``[18位]``, ``〔〕``, ``{}``,
+``〈〉``, ``《》``, ``〖〗``; a label that is nothing but one keeps its content); whitespace, ``_``
+and ``-`` removed; leading ``*`` and trailing ``*`` or ``:`` stripped — so ``"ID No"``,
+``"id_no"``, ``"*身份证号（必填）"``, ``"曾用手机号（选填）"`` all reduce to a key of the alias
+tables below (decisions.md#header-synonyms).
 
 Lost-repair fields (``LOST_REPAIR_FIELDS``; required ``name``, ``id_number``, ``auth_code``):
-Chinese and English aliases such as 姓名/name, 身份证号/idcard/idcode, 曾用手机号/usedphone/phone,
-授权码/合同编号/authcode. Carrier-audit fields (``CARRIER_AUDIT_FIELDS``; required ``usage``,
-``name``, ``idCard``, ``phone``): the spec's English names (any case) and its 中文名称 labels
-(核验场景, 车老板姓名, 车老板身份证号, ...), plus an optional caller ``reference``.
+Chinese and English synonyms — 姓名/名字/客户姓名/name, 身份证号/身份证号码/证件号码/idcard/idcode,
+曾用手机号/原手机号/手机号/联系电话/usedphone/phone, 授权码/合同编号/协议编号/authcode, and a few
+more. A synonym that could name another person's data (联系人电话, 紧急联系人) is left out on
+purpose: an unknown column is reported, a wrong one would be sent.
+
+Carrier-audit fields (``CARRIER_AUDIT_FIELDS``; required ``usage``, ``name``, ``idCard``,
+``phone``): the spec's English names (any case) and its 中文名称 labels (核验场景, 车老板姓名,
+车老板身份证号, ...), plus an optional caller ``reference``.
 
 ``map_header(cells, kind)`` returns a ``HeaderMap`` (column index → field, the labels of ignored
-unknown columns, the header width) or raises ``FileRejected`` naming missing required fields or
-a field given by two columns. ``detect_kind(cells)`` says which kind a header belongs to:
-carrier-audit when it maps ``usage`` and ``idCard``, lost-repair when it maps ``id_number`` and
-``auth_code``, else ``None``.
+unknown columns, the header width) or raises ``FileRejected`` naming missing required fields, or
+a field two columns map to together with those two columns' labels (two synonyms in one header
+are ambiguous: we never guess which one is meant). Labels are cleaned and cut to 40 characters;
+a label holding a run of 6 or more digits is masked like an ID number (a data row read as a
+header must not put personal data in reports). ``HeaderMap.facts()`` is what the job's report
+shows of the header (``header_row``, ``ignored_columns``, ``notes``).
+
+``detect_kind(cells)`` says which kind a header belongs to: carrier-audit when it maps ``usage``
+and ``idCard``, lost-repair when it maps ``id_number`` and ``auth_code``, else ``None``.
+``is_unlabelled(cells, kind)``: no cell is a known column label (a title row, or data).
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ from dataclasses import dataclass
 
 from verifyfeed.ingest.errors import FileRejected
 from verifyfeed.models.records import JobKind
+from verifyfeed.pii import mask_id
 from verifyfeed.rules.text import clean
 
 LOST_REPAIR_FIELDS = ("name", "id_number", "used_phone", "auth_code")
@@ -51,12 +65,28 @@ CARRIER_AUDIT_REQUIRED = ("usage", "name", "idCard", "phone")
 _IGNORED_LABEL_MAX = 40
 
 _SEPARATORS = re.compile(r"[\s_\-]+")
-_DECORATION = re.compile(r"^\*+|(?:\*|:|\(必填\))+$")
+_DECORATION = re.compile(r"^\*+|[*:]+$")
+# after NFKC (clean), full-width （）［］｛｝ are ASCII; 【】〔〕〈〉《》〖〗 stay as they are
+_ANNOTATION = re.compile(
+    r"\([^()]*\)|\[[^\[\]]*\]|\{[^{}]*\}|【[^【】]*】|〔[^〔〕]*〕|〈[^〈〉]*〉|《[^《》]*》|〖[^〖〗]*〗"
+)
+_BRACKETS = re.compile(r"[()\[\]{}【】〔〕〈〉《》〖〗]")
+_DIGIT_RUN = re.compile(r"\d{6,}")
 
 
 def normalize_header(cell: object) -> str:
-    key = _SEPARATORS.sub("", clean(cell).lower())
-    return _DECORATION.sub("", key)
+    text = clean(cell).lower()
+    bare = _ANNOTATION.sub("", text)
+    if not _SEPARATORS.sub("", bare).strip("*:"):  # the label is all annotation: "(姓名)"
+        bare = _BRACKETS.sub("", text)
+    return _DECORATION.sub("", _SEPARATORS.sub("", bare))
+
+
+def column_label(cell: object) -> str:
+    """A header cell as reports and logs show it: cleaned, cut to 40 characters, and masked when
+    it holds a run of 6 or more digits (then it is more likely a value than a label)."""
+    label = clean(cell)[:_IGNORED_LABEL_MAX]
+    return mask_id(label) if _DIGIT_RUN.search(label) else label
 
 
 def _table(aliases: Mapping[str, Sequence[str]]) -> dict[str, str]:
@@ -71,29 +101,54 @@ def _table(aliases: Mapping[str, Sequence[str]]) -> dict[str, str]:
 
 LOST_REPAIR_ALIASES = _table(
     {
-        "name": ("姓名", "名字", "客户姓名", "fullname"),
+        "name": ("姓名", "名字", "客户姓名", "失联人姓名", "真实姓名", "fullname"),
         "id_number": (
             "身份证号",
             "身份证号码",
             "身份证",
             "证件号码",
             "证件号",
+            "身份证件号码",
+            "居民身份证号码",
+            "失联人身份证号",
+            "失联人身份证号码",
+            "客户身份证号",
+            "客户身份证号码",
             "idcard",
+            "idcardno",
             "idcode",
             "idno",
+            "idnumber",
             "id",
         ),
         "used_phone": (
             "曾用手机号",
             "曾用手机号码",
             "曾用号码",
+            "曾用电话",
+            "原手机号",
+            "原手机号码",
             "手机号",
             "手机号码",
+            "手机",
+            "联系电话",
+            "电话号码",
+            "失联人手机号",
+            "失联人手机号码",
             "usedphone",
             "phone",
             "mobile",
         ),
-        "auth_code": ("授权码", "合同编号", "合同号", "authcode", "auth"),
+        "auth_code": (
+            "授权码",
+            "授权编号",
+            "合同编号",
+            "合同号",
+            "协议编号",
+            "authcode",
+            "auth",
+            "contractno",
+        ),
     }
 )
 
@@ -136,25 +191,39 @@ class HeaderMap:
     """Where each canonical field sits in a row.
 
     ``columns``: column index (0-based) → field, in column order. ``ignored``: labels of
-    non-blank header cells that map to no field (cleaned, cut to 40 characters). ``width``:
-    index of the last non-blank header cell + 1.
+    non-blank header cells that map to no field (``column_label``). ``width``: index of the last
+    non-blank header cell + 1. ``row``: the header's row number (1 unless title rows were
+    skipped); ``title_rows``: the numbers of the non-blank rows above it, skipped as titles.
     """
 
     kind: JobKind
     columns: Mapping[int, str]
     ignored: tuple[str, ...] = ()
     width: int = 0
+    row: int = 1
+    title_rows: tuple[int, ...] = ()
 
     @property
     def fields(self) -> tuple[str, ...]:
         return tuple(self.columns.values())
 
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What an operator should know about the header, for the report (no cell values)."""
+        if not self.title_rows:
+            return ()
+        rows = ", ".join(map(str, self.title_rows))
+        return (f"row(s) {rows} above the header (row {self.row}) skipped as a title",)
+
+    def facts(self) -> dict[str, object]:
+        """The header as the job's report shows it (``ignored_columns``, ``header_row``, ``notes``)."""
+        return {"header_row": self.row, "ignored_columns": list(self.ignored), "notes": list(self.notes)}
+
 
 def map_header(cells: Sequence[object], kind: JobKind) -> HeaderMap:
     table, order, required = _KINDS[kind]
     columns: dict[int, str] = {}
-    seen: set[str] = set()
-    duplicated: list[str] = []
+    labels: dict[str, list[str]] = {}  # field → the labels of every column that maps to it
     ignored: list[str] = []
     width = 0
     for index, cell in enumerate(cells):
@@ -164,19 +233,26 @@ def map_header(cells: Sequence[object], kind: JobKind) -> HeaderMap:
         width = index + 1
         field = table.get(key)
         if field is None:
-            ignored.append(clean(cell)[:_IGNORED_LABEL_MAX])
-        elif field in seen:
-            duplicated.append(field)
-        else:
-            seen.add(field)
+            ignored.append(column_label(cell))
+            continue
+        if field not in labels:
             columns[index] = field
+        labels.setdefault(field, []).append(column_label(cell))
+    seen = set(labels)
+    duplicated = [f for f in order if len(labels.get(f, ())) > 1]
     if duplicated:
-        names = ", ".join(f for f in order if f in duplicated)
-        raise FileRejected(f"more than one column for: {names}")
+        names = "; ".join(f"{f} ({', '.join(labels[f])})" for f in duplicated)
+        raise FileRejected(f"more than one column for: {names} — keep one of each, or rename the others")
     missing = [f for f in required if f not in seen]
     if missing:
         raise FileRejected(f"missing required column(s): {', '.join(missing)}")
     return HeaderMap(kind=kind, columns=columns, ignored=tuple(ignored), width=width)
+
+
+def is_unlabelled(cells: Sequence[object], kind: JobKind | None) -> bool:
+    """No cell is a column label of ``kind`` (of either kind when ``None``): a title row, or data."""
+    tables = [aliases_for(kind)] if kind is not None else [LOST_REPAIR_ALIASES, CARRIER_AUDIT_ALIASES]
+    return not any(normalize_header(cell) in table for cell in cells for table in tables)
 
 
 def detect_kind(cells: Sequence[object]) -> JobKind | None:

@@ -5,7 +5,10 @@ an iterator of ``SourceRow(number, values, problem)`` with the attributes ``kind
 (``"csv"``, ``"xlsx"``, ``"jsonl"``), ``encoding`` and ``header`` (a ``HeaderMap``).
 
 - ``number`` is the row number a spreadsheet shows: the header is row 1, the first data row 2.
-  The header is the first non-blank row (a title row above it is not supported).
+  The header is the first non-blank row — unless that row has no recognised column label at
+  all and one of the next ``TITLE_ROWS_MAX`` non-blank rows is a header: the rows above it are
+  then title rows (a merged "2026年12月失联名单" cell), skipped and named in ``header.title_rows``
+  and ``header.notes``. When no such row follows, the first row's problem is raised, as before.
   CSV counts records (a quoted field spanning lines is one row); JSON Lines counts lines.
   Blank rows (every cell empty or whitespace) are skipped — not yielded — but keep their number.
 - ``values`` maps canonical field → raw value: ``str`` for CSV, whatever openpyxl returns for
@@ -69,13 +72,20 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import chain
 from types import TracebackType
 from typing import IO, Any
 
 from verifyfeed.ingest.errors import FileRejected
-from verifyfeed.ingest.headers import HeaderMap, aliases_for, detect_kind, map_header, normalize_header
+from verifyfeed.ingest.headers import (
+    HeaderMap,
+    aliases_for,
+    detect_kind,
+    is_unlabelled,
+    map_header,
+    normalize_header,
+)
 from verifyfeed.models.records import JobKind
 
 CHUNK_BYTES = 64 * 1024
@@ -84,6 +94,7 @@ XLSX_MAX_UNCOMPRESSED = 200 * 1024 * 1024
 XLSX_MAX_RATIO = 100
 XLSX_RATIO_MIN_BYTES = 1024 * 1024
 SPOOL_IN_MEMORY_BYTES = 16 * 1024 * 1024
+TITLE_ROWS_MAX = 5  # non-blank rows above the header that may be skipped as titles
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
@@ -292,6 +303,37 @@ def _resolve_kind(cells: Sequence[object], kind: JobKind | None) -> JobKind:
             "(name, id_number, auth_code) or carrier-audit columns (usage, name, idCard, phone)"
         )
     return detected
+
+
+def _find_header(
+    next_row: Callable[[], tuple[int, Sequence[object]] | None], kind: JobKind | None
+) -> HeaderMap:
+    """The header among the first non-blank rows ``next_row`` gives as (number, cells): the first
+    row, or the first row with a recognised label after up to ``TITLE_ROWS_MAX`` rows without
+    one (titles). A row with a recognised label is the header: its problem is raised as is."""
+    found = next_row()
+    if found is None:
+        raise FileRejected("file has no header row")
+    first_problem: FileRejected | None = None
+    titles: list[int] = []
+    while found is not None:
+        number, cells = found
+        try:
+            return replace(
+                map_header(cells, _resolve_kind(cells, kind)), row=number, title_rows=tuple(titles)
+            )
+        except FileRejected as exc:
+            if not is_unlabelled(cells, kind):
+                if titles:  # a header below title rows, but not a valid one
+                    raise FileRejected(f"{exc.reason} (header in row {number})") from None
+                raise
+            first_problem = first_problem or exc
+        if len(titles) == TITLE_ROWS_MAX:
+            break
+        titles.append(number)
+        found = next_row()
+    assert first_problem is not None
+    raise first_problem
 
 
 def _is_blank(cells: Sequence[object]) -> bool:
@@ -509,6 +551,7 @@ def _sniff_delimiter(sample: bytes, encoding: str | None) -> tuple[str, bool]:
                 return "\t", False
             if ";" in line:
                 return ";", False
+            continue  # no delimiter at all: a title line above the header says nothing
         return ",", False
     return ",", False
 
@@ -522,26 +565,30 @@ def _open_csv(stream: IO[bytes], sample: bytes, kind: JobKind | None, max_field_
     reader = csv.reader(lines, delimiter=delimiter, strict=True)
 
     number = 0
-    while True:
-        try:
-            cells = next(reader)
-        except StopIteration:
-            raise FileRejected("file has no header row") from None
-        except csv.Error:
-            raise FileRejected("the header row is not valid CSV") from None
-        if directive and not _is_blank(cells):
-            directive = False
-            if delimiter.join(cells) == "sep=" + delimiter:
-                continue  # Excel hides this line, so it is not a row
-        number += 1
-        if not _is_blank(cells):
-            break
-    if text.flags & _REPLACED:
-        raise FileRejected(f"the header is not valid {text.reported_encoding} text")
-    if text.flags:
-        raise FileRejected("the header row contains NUL characters or is too long")
-    resolved = _resolve_kind(cells, kind)
-    header = map_header(cells, resolved)
+
+    def next_row() -> tuple[int, list[str]] | None:
+        nonlocal number, directive
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return None
+            except csv.Error:
+                raise FileRejected("the header row is not valid CSV") from None
+            if directive and not _is_blank(cells):
+                directive = False
+                if delimiter.join(cells) == "sep=" + delimiter:
+                    continue  # Excel hides this line, so it is not a row
+            number += 1
+            if text.flags & _REPLACED:
+                raise FileRejected(f"the header is not valid {text.reported_encoding} text")
+            if text.flags:
+                raise FileRejected("the header row contains NUL characters or is too long")
+            if not _is_blank(cells):
+                return number, cells
+
+    header = _find_header(next_row, kind)
+    resolved = header.kind
     source = RowSource(resolved, "csv", text.reported_encoding, header)
     source.delimiter = delimiter
     source.max_field_chars = max_field_chars
@@ -753,15 +800,17 @@ def _open_xlsx(
         worksheet.reset_dimensions()
         rows: Iterator[Sequence[object]] = iter(worksheet.iter_rows(values_only=True))
         number = 0
-        while True:
-            cells = _next_xlsx_row(rows, number)
-            if cells is None:
-                raise FileRejected("file has no header row")
-            number += 1
-            if not _is_blank(cells):
-                break
-        resolved = _resolve_kind(cells, kind)
-        header = map_header(cells, resolved)
+
+        def next_row() -> tuple[int, Sequence[object]] | None:
+            nonlocal number
+            while (cells := _next_xlsx_row(rows, number)) is not None:
+                number += 1
+                if not _is_blank(cells):
+                    return number, cells
+            return None
+
+        header = _find_header(next_row, kind)
+        resolved = header.kind
     except BaseException:
         close()
         raise
@@ -857,7 +906,7 @@ def _open_jsonl(stream: IO[bytes], sample: bytes, kind: JobKind | None, max_fiel
     if first is None:
         raise FileRejected("file has no JSON object")
     resolved = _resolve_kind(list(first), kind)
-    header = map_header(list(first), resolved)
+    header = replace(map_header(list(first), resolved), row=number)  # the keys of the first object
     source = RowSource(resolved, "jsonl", "utf-8", header)
     source._rows = _jsonl_rows(first, number, lines, resolved, max_field_chars)
     return source

@@ -12,7 +12,9 @@
 No I/O: the splitter's ``emit`` records the batch and queues it, the benchmark's counts bytes.
 
 Deduplication is across the whole file: a row whose ``idcode`` or ``authCode`` an earlier
-*accepted* row has is rejected (a rejected row claims nothing). Each accepted row claims two
+*accepted* row has is rejected (a rejected row claims nothing); authCodes are compared ignoring
+the case of their letters unless ``auth_codes=AuthCodeUniqueness.EXACT``
+(decisions.md#auth-code-case): the codes table folds its keys. Each accepted row claims two
 keys — the first 16 bytes of its ``idcode`` digest and its ``authCode`` — with its row number, in
 ``Claims`` tables: ``_fastsplit.Claims`` (C, 24 bytes a slot, about 100 MB for 1M rows) or
 ``PyClaims`` (dicts, more than twice that).
@@ -39,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from verifyfeed.config import LegacyIdPolicy
+from verifyfeed.config import AuthCodeUniqueness, LegacyIdPolicy
 from verifyfeed.ingest.readers import CellBlock, LineBlock, RowSource, SourceRow
 from verifyfeed.models.records import JobCounts
 from verifyfeed.rules.errors import RuleViolation
@@ -76,19 +78,21 @@ def _json_str(text: str) -> bytes:
 
 class PyClaims:
     """Claimed keys (1..16 bytes), each with the row that claimed it first: ``first(key)`` → that
-    row or 0, ``claim(key, row)`` (a claimed key keeps its row), ``len()``. The reference for, and
-    the fallback of, ``_fastsplit.Claims`` (a C hash table: half the memory, one cache miss)."""
+    row or 0, ``claim(key, row)`` (a claimed key keeps its row), ``len()``; with ``fold_case`` the
+    ASCII letters of every key are upper-cased first. The reference for, and the fallback of,
+    ``_fastsplit.Claims`` (a C hash table: half the memory, one cache miss)."""
 
-    __slots__ = ("rows",)
+    __slots__ = ("fold_case", "rows")
 
-    def __init__(self) -> None:
-        self.rows: dict[bytes, int] = {}  # key → first row (``_take_plain_py`` uses it directly)
+    def __init__(self, fold_case: bool = False) -> None:
+        self.fold_case = fold_case
+        self.rows: dict[bytes, int] = {}  # key (folded) → first row (``_take_plain_py`` uses it directly)
 
     def first(self, key: bytes) -> int:
-        return self.rows.get(key, 0)
+        return self.rows.get(key.upper() if self.fold_case else key, 0)
 
     def claim(self, key: bytes, row: int) -> None:
-        self.rows.setdefault(key, row)
+        self.rows.setdefault(key.upper() if self.fold_case else key, row)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -124,7 +128,8 @@ def _take_plain_py(
     digest bytes, ``codes``: the code's bytes, each with the row's number from ``numbers``) and its
     record JSON is appended to ``records``. Stops at the first row it does not accept — the caller
     decides that one by the rules — and right after the record that fills ``records`` to ``limit``;
-    returns the index where it stopped. The C version accepts another set, as safe: fewer names
+    returns the index where it stopped. Codes are claimed as ``codes`` compares them (upper-cased
+    when it folds case), and sent as written. The C version accepts another set, as safe: fewer names
     (ASCII letters and CJK unified ideographs, a middle dot between them) but also the values the
     rules normalise cheaply (a lower-case ``x``, ``+86`` or spaced mobiles); either way a row's
     record is byte for byte what the rules give."""
@@ -132,7 +137,7 @@ def _take_plain_py(
     sha256 = hashlib.sha256
     is_plain = is_plain_repair_row
     add = records.append
-    id_rows, code_rows = ids.rows, codes.rows
+    id_rows, code_rows, fold = ids.rows, codes.rows, codes.fold_case
     for index in range(start, len(block)):
         cells = block[index]
         name, raw_id, code = cells[i_name], cells[i_id], cells[i_code]
@@ -141,9 +146,10 @@ def _take_plain_py(
             return index
         digest = sha256(raw_id.encode()).digest()
         key, code_key = digest[:_KEY_BYTES], code.encode()
-        if key in id_rows or code_key in code_rows:
+        claim_key = code_key.upper() if fold else code_key
+        if key in id_rows or claim_key in code_rows:
             return index
-        id_rows[key] = code_rows[code_key] = numbers[index]
+        id_rows[key] = code_rows[claim_key] = numbers[index]
         add(
             _RECORD_JSON
             % (
@@ -166,7 +172,7 @@ TakeLines = Callable[
 ]
 
 
-def _load_native() -> tuple[TakePlain, TakeLines, Callable[[], Claims]] | None:
+def _load_native() -> tuple[TakePlain, TakeLines, Callable[[bool], Claims]] | None:
     try:
         from verifyfeed import _fastsplit
     except ImportError:  # not built here (layers/core/native/build.py): the same results, slower
@@ -186,16 +192,19 @@ def split_repair_rows(
     reject: RejectRow,
     emit: Callable[[RepairBatch], None],
     native: bool = NATIVE,
+    auth_codes: AuthCodeUniqueness = AuthCodeUniqueness.IGNORE_CASE,
 ) -> JobCounts:
     take: TakePlain = _take_plain_py
     take_lines: TakeLines | None = None  # LineBlocks go through the reader's line_items
+    fold = auth_codes is AuthCodeUniqueness.IGNORE_CASE
+    same_code = "same authCode as row %d" + (" (letter case ignored)" if fold else "")
     ids: Claims = PyClaims()  # first 16 bytes of the idcode digest → first row
-    codes: Claims = PyClaims()  # authCode → first row
+    codes: Claims = PyClaims(fold)  # authCode (upper-cased when ignoring case) → first row
     if native:
         if _NATIVE is None:
             raise RuntimeError("verifyfeed._fastsplit is not built (layers/core/native/build.py)")
         take, take_lines, new_claims = _NATIVE
-        ids, codes = new_claims(), new_claims()
+        ids, codes = new_claims(False), new_claims(fold)
     columns = tuple(rows.header.columns.items())
     where = {field: index for index, field in columns}
     at_phone = where.get("used_phone")
@@ -225,7 +234,7 @@ def split_repair_rows(
             return
         first = codes.first(code_key)
         if first:  # the row is rejected: it claims nothing, not even its ID number
-            reject(number, "duplicate.auth_code", f"same authCode as row {first}", values, first)
+            reject(number, "duplicate.auth_code", same_code % first, values, first)
             return
         ids.claim(key, number)
         codes.claim(code_key, number)

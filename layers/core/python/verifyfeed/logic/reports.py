@@ -1,7 +1,16 @@
-"""Per-file reports next to the upload: ``reports/<key>.json`` and ``reports/<key>.rejected.csv``.
+"""Per-file reports next to the upload: ``reports/<key>.json`` and ``reports/<key>.rejected.csv``,
+and ``reports/<key>.header.json`` — what the splitter learnt of the header row.
 
 The rejected-rows CSV is UTF-8 with a BOM (so Excel opens Chinese text correctly), holds masked
 values only, and every cell Excel would evaluate as a formula is neutralised.
+
+The header facts (``HeaderMap.facts()``: ``header_row``, ``ignored_columns`` — every column we did
+not use, by its label — and ``notes``, e.g. a title row skipped) are written by the splitter as soon
+as it has read the header, before the job can settle; ``write_summary`` copies them into the
+summary, so the report that the job's last batch writes has them too, and ``verifyfeed status``
+reads them while the job runs. They hold column labels only, never a cell value
+(decisions.md#header-synonyms). ``NO_HEADER`` are the facts of a file rejected before its header
+was read.
 """
 
 from __future__ import annotations
@@ -10,18 +19,53 @@ import csv
 import io
 import json
 import tempfile
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger
+from botocore.exceptions import ClientError
 
 from verifyfeed import aws
 from verifyfeed.models.records import Job
 from verifyfeed.pii import spreadsheet_safe
 
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
 REJECTED_COLUMNS = ("row", "rule", "reason", "first_row", "name", "id_number", "phone", "auth_code")
+logger = Logger(child=True)
+
+NO_HEADER: dict[str, Any] = {"header_row": None, "ignored_columns": [], "notes": []}
+_HEADER_SUFFIX = ".header.json"
 
 
 def report_keys(reports_prefix: str, source_key: str) -> tuple[str, str]:
     base = f"{reports_prefix}{source_key}"
     return f"{base}.json", f"{base}.rejected.csv"
+
+
+def header_key(reports_prefix: str, source_key: str) -> str:
+    return f"{reports_prefix}{source_key}{_HEADER_SUFFIX}"
+
+
+def write_header_facts(bucket: str, key: str, facts: dict[str, Any]) -> None:
+    aws.s3().put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=json.dumps(facts, ensure_ascii=False, indent=2).encode(),
+        ContentType="application/json; charset=utf-8",
+    )
+
+
+def read_header_facts(bucket: str, key: str, s3: S3Client | None = None) -> dict[str, Any] | None:
+    """The header facts the splitter stored, ``None`` when there are none (yet)."""
+    try:
+        body = (s3 or aws.s3()).get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise
+    facts = json.loads(body)
+    return {name: facts.get(name, default) for name, default in NO_HEADER.items()}
 
 
 class RejectionLog:
@@ -61,7 +105,19 @@ class RejectionLog:
         self._text.close()
 
 
-def write_summary(bucket: str, key: str, job: Job, extra: dict[str, Any]) -> None:
+def write_summary(
+    bucket: str, key: str, job: Job, extra: dict[str, Any], header: dict[str, Any] | None = None
+) -> None:
+    """The summary at ``key`` (``reports/<file>.json``), with the header facts ``header`` or, when
+    not given, those stored next to it (``reports/<file>.header.json``)."""
+    if header is None:
+        try:
+            header = read_header_facts(bucket, key.removesuffix(".json") + _HEADER_SUFFIX) or NO_HEADER
+        except ClientError as exc:  # the report matters more than its header facts
+            logger.warning(
+                "header facts unreadable; report written without them", extra={"key": key, "error": str(exc)}
+            )
+            header = NO_HEADER
     body = {
         "job_id": job.job_id,
         "file": job.key,
@@ -76,6 +132,7 @@ def write_summary(bucket: str, key: str, job: Job, extra: dict[str, Any]) -> Non
         "batches_failed": job.batches_failed,
         "batches_deferred": job.batches_deferred,
         "batches_unknown": job.batches_unknown,
+        **header,
         **extra,
     }
     aws.s3().put_object(

@@ -28,7 +28,14 @@ from verifyfeed.ingest.errors import FileRejected
 from verifyfeed.ingest.readers import RowSource, SourceRow, open_rows
 from verifyfeed.logic.progress import settle_job
 from verifyfeed.logic.repair_batches import NATIVE, RejectRow, RepairBatch, split_repair_rows
-from verifyfeed.logic.reports import RejectionLog, report_keys, write_summary
+from verifyfeed.logic.reports import (
+    NO_HEADER,
+    RejectionLog,
+    header_key,
+    report_keys,
+    write_header_facts,
+    write_summary,
+)
 from verifyfeed.models.carrier_audit import AuditParams
 from verifyfeed.models.messages import CarrierAuditMessage, LostRepairBatchMessage
 from verifyfeed.models.records import (
@@ -141,6 +148,8 @@ def _split(services: Services, dropped: DroppedObject, job: Job, rejections: Rej
     job_id = job.job_id
     log_extra = {"job_id": job_id, "key": dropped.key}
     summary_key, rejected_key = report_keys(services.settings.reports_prefix, dropped.key)
+    facts_key = header_key(services.settings.reports_prefix, dropped.key)
+    header: dict[str, object] = NO_HEADER
     try:
         if dropped.key.endswith("/"):
             raise FileRejected("the key is a folder placeholder, not a file")
@@ -153,6 +162,9 @@ def _split(services: Services, dropped: DroppedObject, job: Job, rejections: Rej
             boto3_client=aws.s3(),
         )
         rows = open_rows(stream, dropped.filename, job.kind, sheet=services.settings.xlsx_sheet)
+        header = rows.header.facts()
+        # before the job can settle, whose report copies them (logic/reports.py)
+        write_header_facts(dropped.bucket, facts_key, header)
         if job.kind == JobKind.LOST_REPAIR:
             counts = _split_lost_repair(services, job, rows, rejections)
         else:
@@ -163,7 +175,9 @@ def _split(services: Services, dropped: DroppedObject, job: Job, rejections: Rej
         rejections.upload(dropped.bucket, rejected_key)
         rejected = services.jobs.get_job(job_id)
         assert rejected is not None
-        write_summary(dropped.bucket, summary_key, rejected, {"rejected_rows_report": rejected_key})
+        if header is NO_HEADER:  # replaces the facts of an earlier upload of the same key
+            write_header_facts(dropped.bucket, facts_key, header)
+        write_summary(dropped.bucket, summary_key, rejected, {"rejected_rows_report": rejected_key}, header)
         services.jobs.set_report_key(job_id, summary_key)
         logger.warning("file rejected", extra={**log_extra, "reason": exc.reason})
         return SplitResult(job_id, "rejected", counts)
@@ -177,6 +191,8 @@ def _split(services: Services, dropped: DroppedObject, job: Job, rejections: Rej
             **log_extra,
             **counts.model_dump(),
             "rejected_by_rule": rejections.by_rule,
+            "header_row": header["header_row"],
+            "ignored_columns": header["ignored_columns"],  # column labels, never cell values
             "fast_path": "c" if NATIVE else "python",  # the C extension is in the layer or not
         },
     )
@@ -258,6 +274,7 @@ def _split_lost_repair(services: Services, job: Job, rows: RowSource, rejections
         rows,
         legacy=services.settings.legacy_id_policy,
         batch_size=services.settings.batch_max_records,
+        auth_codes=services.settings.auth_code_uniqueness,
         reject=repair_rejects(rejections),
         emit=_BatchSender(services, job),
     )

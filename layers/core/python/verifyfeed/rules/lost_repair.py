@@ -31,7 +31,7 @@ from verifyfeed.models.lost_repair import RepairRecord
 from verifyfeed.rules.authcode import AUTH_CODE_MAX, validate_auth_code
 from verifyfeed.rules.hashing import is_sha256_hex, sha256_hex
 from verifyfeed.rules.idcard import is_plain_id18, normalize_clean_id, normalize_id_number
-from verifyfeed.rules.names import REPAIR_NAME_MAX, validate_repair_name
+from verifyfeed.rules.names import REPAIR_NAME_MAX, utf16_length, validate_repair_name
 from verifyfeed.rules.phone import is_plain_mobile, normalize_mobile
 from verifyfeed.rules.text import clean
 
@@ -60,13 +60,14 @@ def _phone_digest(raw: object) -> str:
 
 def is_plain_repair_row(name: str, id_number: str, used_phone: str, auth_code: str) -> bool:
     """A quick sufficient test that ``repair_fields`` returns these CSV values unchanged (the ID
-    number hashed, the phone hashed unless empty): a name of letters only, already in NFKC form;
+    number hashed, the phone hashed unless empty): a name of letters only, already in NFKC form,
+    of at most 30 UTF-16 code units;
     an 18-digit ID number passing ``is_plain_id18``; an empty or plain 11-digit mobile; an ASCII
     alphanumeric code of at most 16. ``False`` means "ask ``repair_fields``", not "invalid"."""
     return (
         name.isalpha()
         and len(name) <= REPAIR_NAME_MAX
-        and (name.isascii() or _is_normalized("NFKC", name))
+        and (name.isascii() or (_is_normalized("NFKC", name) and utf16_length(name) <= REPAIR_NAME_MAX))
         and is_plain_id18(id_number)
         and (not used_phone or is_plain_mobile(used_phone))
         and len(auth_code) <= AUTH_CODE_MAX

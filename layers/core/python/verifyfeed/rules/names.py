@@ -1,8 +1,10 @@
 """Person names.
 
 ``validate_repair_name(raw)`` — the lost-repair ``name`` (sent in plain text, ≤ 30 characters):
-after ``clean``, 1..30 characters of letters of any script (Unicode L*), combining marks (M*),
-and the separators middle dot ``·``, space, apostrophe, hyphen and period. Dot look-alikes
+after ``clean`` and ``squeeze_name_spaces``, 1..30 characters, counted in UTF-16 code units (a
+character beyond the BMP, such as 𠀀, counts 2: decisions.md#name-length), of letters of any
+script (Unicode L*), combining marks (M*), and the separators middle dot ``·``, space,
+apostrophe, hyphen and period. Dot look-alikes
 (``•`` U+2022, ``・`` U+30FB, ``‧`` U+2027, ``∙`` U+2219, ``⋅`` U+22C5, ``･`` U+FF65) are accepted
 and normalised to U+00B7 ``·``, the form household registers use for ethnic-minority names.
 The first character must be a letter (which also rules out spreadsheet formula starts
@@ -17,6 +19,12 @@ doubled; ``〇`` and spaces are refused. Same rule codes; messages start with ``
 the violation's ``field`` is set.
 
 Both return the cleaned, dot-normalised name.
+
+``squeeze_name_spaces(name)`` (decisions.md#name-spaces): a run of spaces or tabs between two CJK
+characters (Han ideographs, kana, Hangul — or a middle dot next to one) is removed, since
+full-width spaces pad names in Chinese sheets (``张　三`` → ``张三``); any other run collapses to
+one space (``John   Smith`` → ``John Smith``). Line breaks are not spaces: a name with one stays
+refused (two names in one cell). ``utf16_length(text)`` is the length the 30 limit counts.
 """
 
 from __future__ import annotations
@@ -42,20 +50,46 @@ _HAN = (
     "\U00020000-\U000323af"  # extensions B..H (SMP/TIP; Python strings hold them without surrogates)
 )
 _OWNER_NAME = re.compile(f"[{_HAN}]+(?:{_DOT}[{_HAN}]+)*")
+_CJK = (
+    f"{_HAN}"
+    "\u2e80-\u2fdf"  # radicals
+    "\u3040-\u30ff"  # kana
+    "\u3100-\u312f"  # bopomofo
+    "\uac00-\ud7af"  # Hangul syllables
+    "\uf900-\ufaff"  # compatibility ideographs
+)
+_SPACES = re.compile("[ \t]+")
+_CJK_GAP = re.compile(f"(?<=[{_CJK}{_DOT}])[ \t]+(?=[{_CJK}])|(?<=[{_CJK}])[ \t]+(?={_DOT})")
 
 _MISSING = "required value is empty"
 _FORMULA = "must not start with =, +, - or @"
+
+
+def utf16_length(text: str) -> int:
+    """The length in UTF-16 code units: what a Java or JavaScript upstream counts."""
+    return len(text) if text.isascii() else len(text.encode("utf-16-le")) // 2
+
+
+def squeeze_name_spaces(name: str) -> str:
+    """Spaces and tabs between CJK characters removed, other runs of them made one space."""
+    if " " not in name and "\t" not in name:
+        return name
+    return _SPACES.sub(" ", _CJK_GAP.sub("", name))
 
 
 def validate_repair_name(raw: object) -> str:
     name = clean(raw)
     if not name:
         raise RuleViolation("name.missing", _MISSING)
-    if len(name) > REPAIR_NAME_MAX:
-        raise RuleViolation("name.length", f"must be at most {REPAIR_NAME_MAX} characters")
+    if not name.isalpha():
+        name = squeeze_name_spaces(name.translate(_DOT_VARIANTS))
+    if utf16_length(name) > REPAIR_NAME_MAX:
+        raise RuleViolation(
+            "name.length",
+            f"must be at most {REPAIR_NAME_MAX} characters (one beyond the BMP, such as 𠀀, counts as 2)",
+        )
     if name.isalpha():
         return name
-    name = name.translate(_DOT_VARIANTS)
     if name[0] in _FORMULA_START:
         raise RuleViolation("name.characters", _FORMULA)
     if not name[0].isalpha():

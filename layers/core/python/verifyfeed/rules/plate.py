@@ -7,8 +7,16 @@ and look-alikes) and hyphens, then accepts:
   other than I and O (``京A12345``, ``粤BX1234``);
 - special-use plates: province + letter + 4 or 5 such characters + 挂/学/警/港/澳
   (``粤B1234挂``; GA 36 uses 4, 5 is tolerated);
-- new-energy plates: province + letter + 6 characters, either small-car ``D``/``F`` + 5 of the
-  above (``粤BD12345``) or large-vehicle 5 digits + ``D``/``F`` (``沪A12345D``).
+- new-energy plates (GA 36 as amended for new-energy vehicles; 8 characters: province + letter
+  + 6), in the current numbering:
+
+  - small vehicles: a first serial letter ``D``, ``A``, ``B``, ``C`` or ``E`` (pure electric) or
+    ``F``, ``G``, ``H``, ``J`` or ``K`` (other new energy), then a letter other than I and O or a
+    digit, then 4 digits (``粤BD12345``, ``粤BAF1234``, ``京AK00001``);
+  - large vehicles: 5 digits then ``D`` or ``F`` (``沪A12345D``).
+
+  Any other 8-character plate is refused: the serial is the only thing that tells a new-energy
+  plate from a mistyped regular one (decisions.md#plates).
 
 The letter after the province is accepted from all of A–Z (issuing codes vary and include
 letters the serial excludes). Returns the compact form (``粤BD12345``) or raises
@@ -29,7 +37,7 @@ _PLATE = re.compile(
     f"[{PROVINCES}][A-Z]"
     f"(?:{_SERIAL}{{5}}"  # regular
     f"|{_SERIAL}{{4,5}}[挂学警港澳]"  # special use
-    f"|[DF]{_SERIAL}{{5}}"  # new energy, small car
+    f"|[ABCDEFGHJK]{_SERIAL}[0-9]{{4}}"  # new energy, small vehicle
     f"|[0-9]{{5}}[DF])"  # new energy, large vehicle
 )
 _DROP = str.maketrans("", "", " .-·•・‧∙⋅")
