@@ -100,8 +100,10 @@ def services(make_settings: SettingsFactory, clock: FixedClock) -> Services:
 
 
 def fake_id(n: int) -> str:
-    """A valid 18-digit ID number (GB 11643 check digit) that belongs to nobody."""
-    body = f"110105{1970 + n % 30:04d}0101{n % 1000:03d}"
+    """A valid 18-digit ID number (GB 11643 check digit) that belongs to nobody; a different one for
+    every n below 1,680,000 (tests draw from shared counters: a repeat would be a duplicate)."""
+    year, day = 1940 + (n // 1000) % 60, 1 + (n // 60_000) % 28
+    body = f"110105{year:04d}01{day:02d}{n % 1000:03d}"
     weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
     return body + "10X98765432"[sum(int(d) * w for d, w in zip(body, weights, strict=True)) % 11]
 

@@ -124,7 +124,7 @@ def test_no_plaintext_id_or_phone_in_logs_tables_or_reports(
         key = f"lost-repair/pii-{uuid.uuid4().hex[:6]}.csv"
         reply = splitter_handler(drop(bucket, key, hostile_repair_file()), new_context("splitter", 900, 1024))
         assert reply["jobs"][0]["rows_accepted"] == 12 and reply["jobs"][0]["rows_rejected"] == 6
-        sandbox.set_faults([{"endpoint": "lost_repair", "status_code": 503, "count": 1}])
+        sandbox.set_faults([{"endpoint": "lost_repair", "status_code": 429, "count": 1}])
         pump(reply["jobs"][0]["job_id"])
         # a file refused as a whole: its first row is data, not a header
         refused = csv_bytes([repair_row(BASE + 30)], header=None)
@@ -142,7 +142,7 @@ def test_no_plaintext_id_or_phone_in_logs_tables_or_reports(
         pump(reply["jobs"][0]["job_id"])
 
         # carrier audits: plaintext travels to upstream, never into our logs or tables
-        sandbox.set_faults([{"endpoint": "audit_add", "status_code": 503, "count": 1}])
+        sandbox.set_faults([{"endpoint": "audit_add", "status_code": 429, "count": 1}])
         key = f"carrier-audit/pii-{uuid.uuid4().hex[:6]}.csv"
         reply = splitter_handler(drop(bucket, key, audit_file()), new_context("splitter", 900, 1024))
         assert reply["jobs"][0]["rows_accepted"] == 4
