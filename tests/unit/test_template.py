@@ -734,3 +734,31 @@ def test_the_uploader_may_write_reports_and_claims(resources: dict[str, Any]) ->
     ]
     prefix = "arn:${AWS::Partition}:s3:::" + BUCKET_NAME
     assert sorted(r["Fn::Sub"] for r in writes) == [f"{prefix}/claims/*", f"{prefix}/reports/*"]
+
+
+# -- checkov skips (make checkov) -----------------------------------------------------------------
+
+
+def checkov_skips(resources: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [
+        (logical_id, skip["id"], skip.get("comment", ""))
+        for logical_id, resource in resources.items()
+        for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", [])
+    ]
+
+
+def test_every_checkov_skip_gives_its_reason_and_is_documented(resources: dict[str, Any]) -> None:
+    skips = checkov_skips(resources)
+    assert skips, "the walk found no skip at all"
+    decisions = (ROOT / "docs/decisions.md").read_text(encoding="utf-8")
+    section = decisions.split("## checkov-skips", 1)[1].split("\n## ", 1)[0]
+    for logical_id, check, reason in skips:
+        assert re.fullmatch(r"CKV2?_AWS_\d+", check), (logical_id, check)
+        assert len(reason.split()) >= 6, f"{logical_id} skips {check} without a reason"
+        assert check in section, (
+            f"{check} is skipped ({logical_id}) but not in docs/decisions.md#checkov-skips"
+        )
+    # nothing of the least-privilege or encryption work is skipped
+    assert not {"CKV_AWS_27", "CKV_AWS_119", "CKV_AWS_66", "CKV_AWS_76", "CKV_AWS_111", "CKV_AWS_109"} & {
+        check for _, check, _ in skips
+    }
