@@ -18,7 +18,12 @@ import boto3
 import pytest
 
 from local.resources import LocalStack, Resolver, load_template
-from tests.integration.conftest import API_KEY, CALLBACK_SECRET, PREVIOUS_CALLBACK_SECRET
+from tests.integration.conftest import API_ID, API_KEY, CALLBACK_SECRET, PREVIOUS_CALLBACK_SECRET
+from verifyfeed.clock import FixedClock
+from verifyfeed.config import Settings
+from verifyfeed.logic.callback import handle_callback
+from verifyfeed.models.records import AuditStatus
+from verifyfeed.services import Services, build_services
 
 ROOT = Path(__file__).resolve().parents[2]
 Template = dict[str, Any]
@@ -821,3 +826,30 @@ def test_no_function_environment_holds_a_secret_value(stack: LocalStack) -> None
             "UPSTREAM_CREDENTIALS_PARAM",
             "CALLBACK_SECRET_PARAM",
         }
+
+
+@pytest.mark.integration
+def test_the_callback_accepts_callbacks_without_reading_the_upstream_credentials(
+    stack: LocalStack, services: Services, clock: FixedClock
+) -> None:
+    """The callback's environment as deployed (CALLBACK_API_ID from the UpstreamApiId parameter),
+    with a credentials secret it cannot read: a valid callback is applied, a foreign apiId refused."""
+    from tests.integration.test_callback import body, pending_audit, signed
+
+    unreadable = "arn:aws:secretsmanager:us-east-1:123456789012:secret:not-yours-AbCdEf"
+    env = {
+        **stack.env_for("CallbackFunction"),
+        "CALLBACK_API_ID": API_ID,
+        "UPSTREAM_CREDENTIALS_PARAM": unreadable,
+    }
+    callback = build_services(Settings.from_env(env), clock)
+    audit = pending_audit(services)
+    assert audit.record_id is not None
+    raw = body(audit.record_id)
+    assert handle_callback(callback, raw, signed(raw)).http_status == 200
+    assert services.audits.get(audit.audit_key).status == AuditStatus.PASSED  # type: ignore[union-attr]
+    other = pending_audit(services)
+    assert other.record_id is not None
+    forged = body(other.record_id).replace(API_ID.encode(), b"someone-else")
+    refused = handle_callback(callback, forged, signed(forged))
+    assert (refused.http_status, refused.reason) == (403, "api_id")
