@@ -6,6 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
+# checkov in a venv of its own (its pins conflict with the project's), at a fixed version
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 PYTHONPATH := layers/core/python:.
 # the splitter's C fast path (layers/core/native), built next to the core package's sources
 NATIVE := layers/core/python/verifyfeed/_fastsplit$(shell $(PY) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))" 2>/dev/null)
@@ -13,7 +17,7 @@ NATIVE := layers/core/python/verifyfeed/_fastsplit$(shell $(PY) -c "import sysco
 # demo options (make variables or environment): see README "Running locally"
 export FILE KIND UPSTREAM_URL CLOCK_NOW CALLBACK_PORT CALLBACK_SECRET API_ID POLL_SECONDS JSON DEMO_TIMEOUT
 
-.PHONY: venv native sanitize demo test pytest load lint typecheck cfn-lint sam-build sam-validate bench sandbox clean
+.PHONY: venv native sanitize demo test pytest load lint typecheck cfn-lint checkov bandit sam-build sam-validate bench sandbox clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -47,7 +51,7 @@ demo: $(STAMP) $(NATIVE)
 sandbox: $(STAMP)
 	PYTHONPATH=$(PYTHONPATH) $(BIN)/python -m sandbox
 
-test: lint typecheck cfn-lint sam-build pytest
+test: lint typecheck cfn-lint checkov bandit sam-build pytest
 
 pytest: $(STAMP) $(NATIVE)
 	PYTHONPATH=$(PYTHONPATH) $(BIN)/python -m pytest
@@ -68,6 +72,19 @@ typecheck: $(STAMP)
 cfn-lint: $(STAMP)
 	$(BIN)/cfn-lint template.yaml
 
+$(CHECKOV_STAMP):
+	@test -x $(CHECKOV_VENV)/bin/python || $(PY) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -qq "checkov==$(CHECKOV_VERSION)"
+	@rm -f $(CHECKOV_VENV)/.installed-* && touch $@
+
+# every check passes or is skipped in template.yaml with its reason (docs/decisions.md#checkov-skips)
+checkov: $(CHECKOV_STAMP)
+	$(CHECKOV_VENV)/bin/checkov -f template.yaml --framework cloudformation --skip-download --compact --quiet
+
+# no finding above low in the deployed code (the lows are listed by `bandit -r layers functions`)
+bandit: $(STAMP)
+	$(BIN)/bandit -q -r layers functions --severity-level medium
+
 $(SAM):
 	@test -x $(SAM_VENV)/bin/python || $(PY) -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/pip install -q aws-sam-cli
@@ -84,5 +101,5 @@ bench: $(STAMP) $(NATIVE)
 	PYTHONPATH=$(PYTHONPATH) $(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
 	rm -f layers/core/python/verifyfeed/_fastsplit*.so

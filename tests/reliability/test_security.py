@@ -17,12 +17,21 @@ from typing import Any
 import boto3
 import pytest
 
-from local.resources import LocalStack, load_template
-from tests.integration.conftest import API_KEY, CALLBACK_SECRET, PREVIOUS_CALLBACK_SECRET
+from local.resources import LocalStack, Resolver, load_template
+from tests.integration.conftest import API_ID, API_KEY, CALLBACK_SECRET, PREVIOUS_CALLBACK_SECRET
+from verifyfeed.clock import FixedClock
+from verifyfeed.config import Settings
+from verifyfeed.logic.callback import handle_callback
+from verifyfeed.models.records import AuditStatus
+from verifyfeed.services import Services, build_services
 
 ROOT = Path(__file__).resolve().parents[2]
 Template = dict[str, Any]
 FUNCTION = "AWS::Serverless::Function"
+QUEUE = "AWS::SQS::Queue"
+TABLE = "AWS::DynamoDB::Table"
+BUCKET_ARN = "arn:${AWS::Partition}:s3:::${AWS::StackName}-ingest-${AWS::AccountId}-${AWS::Region}"
+A_KEY = "arn:aws:kms:us-east-1:123456789012:key/0f0f0f0f-1111-2222-3333-444444444444"
 
 
 def resources(template: Template, kind: str) -> dict[str, dict[str, Any]]:
@@ -70,19 +79,52 @@ def public_access(template: Template) -> list[str]:
     ]
 
 
+def resolved(template: Template, kind: str, key: str = "") -> dict[str, dict[str, Any]]:
+    """The properties of every resource of ``kind`` as deployed with KmsKeyArn=``key``."""
+    parameters = {"KmsKeyArn": key} if "KmsKeyArn" in template.get("Parameters", {}) else {}
+    resolver = Resolver(template, stack_name="s", region="us-east-1", parameters=parameters)
+    return {name: resolver.resolve(r.get("Properties", {})) for name, r in resources(template, kind).items()}
+
+
 def encryption(template: Template) -> list[str]:
     found = []
-    for name, bucket in resources(template, "AWS::S3::Bucket").items():
-        rules = bucket["Properties"].get("BucketEncryption", {}).get("ServerSideEncryptionConfiguration", [])
-        if not any(r.get("ServerSideEncryptionByDefault", {}).get("SSEAlgorithm") for r in rules):
-            found.append(f"{name}: bucket not encrypted")
-    for name, table in resources(template, "AWS::DynamoDB::Table").items():
-        if table["Properties"].get("SSESpecification", {}).get("SSEEnabled") is not True:
-            found.append(f"{name}: table not encrypted with SSE")
-    for name, queue in resources(template, "AWS::SQS::Queue").items():
-        props = queue["Properties"]
-        if props.get("SqsManagedSseEnabled") is not True and not props.get("KmsMasterKeyId"):
-            found.append(f"{name}: queue not encrypted")
+    for key in ("", A_KEY) if "KmsKeyArn" in template.get("Parameters", {}) else ("",):
+        with_key = f" (KmsKeyArn={key!r})"
+        for name, bucket in resolved(template, "AWS::S3::Bucket", key).items():
+            rules = bucket.get("BucketEncryption", {}).get("ServerSideEncryptionConfiguration", [])
+            if not any(r.get("ServerSideEncryptionByDefault", {}).get("SSEAlgorithm") for r in rules):
+                found.append(f"{name}: bucket not encrypted{with_key}")
+        for name, table in resolved(template, TABLE, key).items():
+            if table.get("SSESpecification", {}).get("SSEEnabled") is not True:
+                found.append(f"{name}: table not encrypted with SSE{with_key}")
+        for name, queue in resolved(template, QUEUE, key).items():
+            if queue.get("SqsManagedSseEnabled") is not True and not queue.get("KmsMasterKeyId"):
+                found.append(f"{name}: queue not encrypted{with_key}")
+    return sorted(set(found))
+
+
+def customer_managed_key(template: Template) -> list[str]:
+    """With KmsKeyArn set, whatever is encrypted (the encryption rule says what must be) uses it."""
+    if "KmsKeyArn" not in template.get("Parameters", {}):
+        return ["no KmsKeyArn parameter"]
+    found = []
+    for name, bucket in resolved(template, "AWS::S3::Bucket", A_KEY).items():
+        for rule in bucket.get("BucketEncryption", {}).get("ServerSideEncryptionConfiguration", []):
+            default = rule.get("ServerSideEncryptionByDefault", {})
+            if (default.get("SSEAlgorithm"), default.get("KMSMasterKeyID")) != ("aws:kms", A_KEY):
+                found.append(f"{name}: bucket ignores the customer-managed key")
+    for name, table in resolved(template, TABLE, A_KEY).items():
+        sse = table.get("SSESpecification")
+        if sse and (sse.get("SSEType"), sse.get("KMSMasterKeyId")) != ("KMS", A_KEY):
+            found.append(f"{name}: table ignores the customer-managed key")
+    for name, queue in resolved(template, QUEUE, A_KEY).items():
+        if ("SqsManagedSseEnabled" in queue or "KmsMasterKeyId" in queue) and queue.get(
+            "KmsMasterKeyId"
+        ) != A_KEY:
+            found.append(f"{name}: queue ignores the customer-managed key")
+    for name, queue in resolved(template, QUEUE, "").items():
+        if queue.get("KmsMasterKeyId"):
+            found.append(f"{name}: a key without KmsKeyArn")
     return found
 
 
@@ -106,6 +148,30 @@ def tls_only(template: Template) -> list[str]:
         if not (bucket_arn and objects_arn):
             found.append(f"{name}: no TLS-only (aws:SecureTransport) deny on the bucket and its objects")
     return found
+
+
+def tls_only_queues(template: Template) -> list[str]:
+    denied: set[str] = set()
+    for policy in resources(template, "AWS::SQS::QueuePolicy").values():
+        props = policy["Properties"]
+        for st in as_list(props["PolicyDocument"]["Statement"]):
+            if (
+                st.get("Effect") == "Deny"
+                and st.get("Principal") in ("*", {"AWS": "*"})
+                and "sqs:*" in as_list(st.get("Action"))
+                and st.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
+            ):
+                denied |= {
+                    name
+                    for name in resources(template, QUEUE)
+                    if any(refers_to(q, name) for q in as_list(props["Queues"]))
+                    and any(refers_to(r, name) for r in as_list(st.get("Resource")))
+                }
+    return [
+        f"{name}: no TLS-only (aws:SecureTransport) queue policy"
+        for name in resources(template, QUEUE)
+        if name not in denied
+    ]
 
 
 def wildcard_permissions(template: Template) -> list[str]:
@@ -148,6 +214,243 @@ def api_throttling(template: Template) -> list[str]:
     return found
 
 
+# ---- what each function may do: every grant as (action, what it is on) ---------------------------
+
+# the SAM policy templates in use, as the actions they grant (samtranslator: policy_templates.json)
+POLICY_TEMPLATES = {
+    "SQSSendMessagePolicy": ["sqs:SendMessage*"],
+    "SQSPollerPolicy": [
+        "sqs:ChangeMessageVisibility",
+        "sqs:ChangeMessageVisibilityBatch",
+        "sqs:DeleteMessage",
+        "sqs:DeleteMessageBatch",
+        "sqs:GetQueueAttributes",
+        "sqs:ReceiveMessage",
+    ],
+    "AWSSecretsManagerGetSecretValuePolicy": ["secretsmanager:GetSecretValue"],
+    "S3ReadPolicy": ["s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation", "s3:GetObjectVersion"],
+    "DynamoDBCrudPolicy": [
+        "dynamodb:GetItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:PutItem",
+        "dynamodb:Scan",
+        "dynamodb:Query",
+        "dynamodb:UpdateItem",
+        "dynamodb:BatchWriteItem",
+        "dynamodb:BatchGetItem",
+        "dynamodb:DescribeTable",
+        "dynamodb:ConditionCheckItem",
+    ],
+}
+
+
+def target(node: Any) -> str:
+    """What a resource is, by logical id: ``JobsTable``, ``JobsTable/index/gsi1``, ``bucket/claims/*``."""
+    if isinstance(node, dict):
+        if "Ref" in node:
+            return str(node["Ref"])
+        if "Fn::GetAtt" in node:
+            return str(node["Fn::GetAtt"][0])
+        if "Fn::Sub" in node:
+            text = str(node["Fn::Sub"] if isinstance(node["Fn::Sub"], str) else node["Fn::Sub"][0])
+            text = text.replace(BUCKET_ARN, "bucket")
+            return re.sub(r"\$\{(\w+)\.Arn\}", r"\1", text)
+        return str(node)
+    return str(node)
+
+
+def grants(function: dict[str, Any]) -> set[tuple[str, str]]:
+    """Every (action, target) the function's policies allow; a conditional policy counts as granted."""
+    found: set[tuple[str, str]] = set()
+    for policy in as_list(function["Properties"].get("Policies", [])):
+        if isinstance(policy, dict) and "Fn::If" in policy:
+            policy = policy["Fn::If"][1]
+        if isinstance(policy, str):
+            continue  # a managed policy: wildcard_permissions refuses it
+        for name, value in policy.items():
+            if name == "Statement":
+                for st in as_list(value):
+                    if st.get("Effect") == "Allow":
+                        found |= {
+                            (str(a), target(r))
+                            for a in as_list(st["Action"])
+                            for r in as_list(st["Resource"])
+                        }
+            else:
+                (argument,) = value.values() if isinstance(value, dict) and value else [None]
+                found |= {(a, target(argument)) for a in POLICY_TEMPLATES.get(name, [f"{name}:?"])}
+    return found
+
+
+def internet_facing(template: Template) -> dict[str, dict[str, Any]]:
+    return {
+        name: f
+        for name, f in resources(template, FUNCTION).items()
+        if any(e.get("Type") in ("Api", "HttpApi") for e in f["Properties"].get("Events", {}).values())
+    }
+
+
+def callback_credentials(template: Template) -> list[str]:
+    """The internet-facing function never reads the upstream credentials (they hold the billing
+    apiKey); it has the apiId it checks from a parameter instead."""
+    found = []
+    for name, function in internet_facing(template).items():
+        if any(t == "UpstreamCredentialsSecret" for _, t in grants(function)):
+            found.append(f"{name}: may read the upstream credentials secret")
+        api_id = function["Properties"].get("Environment", {}).get("Variables", {}).get("CALLBACK_API_ID")
+        if not (isinstance(api_id, dict) and api_id.get("Ref") in template["Parameters"]):
+            found.append(
+                f"{name}: CALLBACK_API_ID is not a template parameter (it would read the credentials)"
+            )
+    if not internet_facing(template):
+        found.append("no internet-facing function")
+    return found
+
+
+# The DynamoDB calls each function's code path makes (store/jobs.py, store/audits.py, through
+# logic/): a transaction needs the action of each of its items; Powertools idempotency Get/Put/Update/Delete.
+DYNAMODB_NEEDS: dict[str, set[tuple[str, str]]] = {
+    "SplitterFunction": {
+        *(("dynamodb:" + a, "JobsTable") for a in ("GetItem", "PutItem", "UpdateItem", "Query")),
+        *(("dynamodb:" + a, "AuditsTable") for a in ("GetItem", "PutItem", "UpdateItem")),
+    },
+    "UploaderFunction": {
+        *(("dynamodb:" + a, "JobsTable") for a in ("GetItem", "UpdateItem", "Query")),
+        *(("dynamodb:" + a, "AuditsTable") for a in ("GetItem", "PutItem", "UpdateItem")),
+        *(("dynamodb:" + a, "IdempotencyTable") for a in ("GetItem", "PutItem", "UpdateItem", "DeleteItem")),
+    },
+    "CallbackFunction": {
+        *(("dynamodb:" + a, "AuditsTable") for a in ("GetItem", "UpdateItem")),
+        ("dynamodb:Query", "AuditsTable/index/by-record-id"),
+    },
+    "PollerFunction": {
+        *(("dynamodb:" + a, "JobsTable") for a in ("GetItem", "UpdateItem", "Query")),
+        ("dynamodb:Query", "JobsTable/index/gsi1"),
+        *(("dynamodb:" + a, "AuditsTable") for a in ("GetItem", "UpdateItem")),
+        ("dynamodb:Query", "AuditsTable/index/by-status"),
+        ("dynamodb:Query", "AuditsTable/index/by-record-id"),
+    },
+}
+
+
+def dynamodb_least_privilege(template: Template) -> list[str]:
+    found = []
+    for name, function in resources(template, FUNCTION).items():
+        granted = {g for g in grants(function) if g[0].startswith("dynamodb:")}
+        wanted = DYNAMODB_NEEDS.get(name, set())
+        if granted - wanted:
+            found.append(f"{name}: DynamoDB grants its code never uses: {sorted(granted - wanted)}")
+        if wanted - granted:
+            found.append(f"{name}: DynamoDB calls it may not make: {sorted(wanted - granted)}")
+    return found
+
+
+# which keys of the bucket each function reads: the uploader only claim-checked batch bodies
+S3_READS: dict[str, set[str]] = {
+    "SplitterFunction": {"bucket/lost-repair/*", "bucket/carrier-audit/*"},
+    "UploaderFunction": {"bucket/claims/*"},
+    "CallbackFunction": set(),
+    "PollerFunction": set(),
+}
+
+
+def s3_reads_by_prefix(template: Template) -> list[str]:
+    found = []
+    for name, function in resources(template, FUNCTION).items():
+        read = {t for a, t in grants(function) if a.startswith(("s3:Get", "s3:List"))}
+        if read - S3_READS.get(name, set()):
+            found.append(
+                f"{name}: reads more of the bucket than it needs: {sorted(read - S3_READS.get(name, set()))}"
+            )
+    return found
+
+
+# what else each function's code calls: queues and secrets (DynamoDB, S3 reads, KMS checked above)
+OTHER_NEEDS: dict[str, set[str]] = {
+    "SplitterFunction": {
+        "sqs:SendMessage*:WorkQueue",
+        "s3:PutObject:bucket/reports/*",
+        "s3:PutObject:bucket/claims/*",
+    },
+    "UploaderFunction": {
+        *(f"{a}:WorkQueue" for a in POLICY_TEMPLATES["SQSPollerPolicy"]),
+        "s3:PutObject:bucket/reports/*",
+        "s3:PutObject:bucket/claims/*",
+        "secretsmanager:GetSecretValue:UpstreamCredentialsSecret",
+    },
+    "CallbackFunction": {"secretsmanager:GetSecretValue:CallbackSigningSecret"},
+    "PollerFunction": {
+        "sqs:SendMessage*:WorkQueue",
+        "secretsmanager:GetSecretValue:UpstreamCredentialsSecret",
+    },
+}
+
+
+def unused_permissions(template: Template) -> list[str]:
+    found = []
+    facing = internet_facing(template)
+    for name, function in resources(template, FUNCTION).items():
+        other = {
+            f"{a}:{t}"
+            for a, t in grants(function)
+            if not a.startswith(("dynamodb:", "s3:Get", "s3:List", "kms:"))
+            and not (a == "*" or a.endswith(":*"))  # wildcard_permissions' concern
+            and not (name in facing and t == "UpstreamCredentialsSecret")  # callback_credentials' concern
+        }
+        if other - OTHER_NEEDS.get(name, set()):
+            found.append(
+                f"{name}: permissions its code never uses: {sorted(other - OTHER_NEEDS.get(name, set()))}"
+            )
+    return found
+
+
+# ---- logs and the internet-facing edge ------------------------------------------------------------
+
+
+def log_groups(template: Template) -> list[str]:
+    groups = resources(template, "AWS::Logs::LogGroup")
+    found = []
+    if "LogRetentionDays" not in template["Parameters"]:
+        found.append("no LogRetentionDays parameter")
+    for name, group in groups.items():
+        if group["Properties"].get("RetentionInDays") != {"Ref": "LogRetentionDays"}:
+            found.append(f"{name}: retention is not the LogRetentionDays parameter")
+    for name, function in resources(template, FUNCTION).items():
+        group = function["Properties"].get("LoggingConfig", {}).get("LogGroup")
+        if not (isinstance(group, dict) and group.get("Ref") in groups):
+            found.append(f"{name}: logs to no declared log group")
+    return found
+
+
+FORBIDDEN_IN_ACCESS_LOGS = re.compile(
+    r"\$input|body|\.header|requestOverride|\$method\.request", re.IGNORECASE
+)
+
+
+def api_access_logs(template: Template) -> list[str]:
+    found = []
+    groups = resources(template, "AWS::Logs::LogGroup")
+    for name, api in resources(template, "AWS::Serverless::Api").items():
+        setting = api["Properties"].get("AccessLogSetting") or {}
+        fmt = str(setting.get("Format", ""))
+        if not any(refers_to(setting.get("DestinationArn"), g) for g in groups):
+            found.append(f"{name}: no access log to a declared log group")
+        if "$context.requestId" not in fmt or "$context.status" not in fmt:
+            found.append(f"{name}: access log format without the request id and status")
+        if FORBIDDEN_IN_ACCESS_LOGS.search(fmt):
+            found.append(f"{name}: access log format may log a body or a header (the sign)")
+    return found
+
+
+def callback_concurrency(template: Template) -> list[str]:
+    found = []
+    for name, function in internet_facing(template).items():
+        reserved = function["Properties"].get("ReservedConcurrentExecutions")
+        if not (isinstance(reserved, dict) and reserved.get("Ref") in template["Parameters"]):
+            found.append(f"{name}: no reserved concurrency from a parameter")
+    return found
+
+
 SECRETISH = re.compile(r"(SECRET|KEY|PASSWORD|PASSWD|TOKEN|CREDENTIAL)", re.IGNORECASE)
 
 
@@ -183,6 +486,15 @@ RULES: dict[str, Callable[[Template], list[str]]] = {
     "no * action on * resource": wildcard_permissions,
     "API throttling": api_throttling,
     "no secret in plain environment variables": plain_secrets,
+    "callback cannot read the upstream credentials": callback_credentials,
+    "DynamoDB: only the actions each function calls": dynamodb_least_privilege,
+    "S3: each function reads only its prefixes": s3_reads_by_prefix,
+    "no unused permission": unused_permissions,
+    "declared log groups with the retention parameter": log_groups,
+    "API access logs without bodies or headers": api_access_logs,
+    "reserved concurrency on the callback": callback_concurrency,
+    "TLS-only queue policies": tls_only_queues,
+    "optional customer-managed key": customer_managed_key,
 }
 
 
@@ -232,16 +544,14 @@ BREAKS: list[tuple[str, str, Callable[[Template], None]]] = [
     (
         "encryption at rest",
         "table SSE disabled",
-        lambda t: next(iter(resources(t, "AWS::DynamoDB::Table").values()))["Properties"].update(
-            SSESpecification={"SSEEnabled": False}
+        lambda t: next(iter(resources(t, TABLE).values()))["Properties"]["SSESpecification"].update(
+            SSEEnabled=False
         ),
     ),
     (
         "encryption at rest",
         "queue encryption removed",
-        lambda t: next(iter(resources(t, "AWS::SQS::Queue").values()))["Properties"].pop(
-            "SqsManagedSseEnabled"
-        ),
+        lambda t: next(iter(resources(t, QUEUE).values()))["Properties"].pop("SqsManagedSseEnabled"),
     ),
     ("TLS-only bucket policy", "SecureTransport deny removed", _drop_tls),
     (
@@ -280,6 +590,170 @@ BREAKS: list[tuple[str, str, Callable[[Template], None]]] = [
         lambda t: next(iter(resources(t, "AWS::SecretsManager::Secret").values()))["Properties"].update(
             SecretString="{}"
         ),
+    ),
+]
+
+
+def _props(t: Template, logical_id: str) -> dict[str, Any]:
+    props: dict[str, Any] = t["Resources"][logical_id]["Properties"]
+    return props
+
+
+def _statement(t: Template, function: str, sid: str) -> dict[str, Any]:
+    return next(st for st in statements(_props(t, function)["Policies"]) if st.get("Sid") == sid)
+
+
+def _drop_queue_policies(t: Template, keep: int = 0) -> None:
+    for policy in resources(t, "AWS::SQS::QueuePolicy").values():
+        policy["Properties"]["Queues"] = policy["Properties"]["Queues"][:keep]
+
+
+BREAKS += [
+    (
+        "callback cannot read the upstream credentials",
+        "credentials policy template back on the callback",
+        lambda t: _props(t, "CallbackFunction")["Policies"].append(
+            {"AWSSecretsManagerGetSecretValuePolicy": {"SecretArn": {"Ref": "UpstreamCredentialsSecret"}}}
+        ),
+    ),
+    (
+        "callback cannot read the upstream credentials",
+        "GetSecretValue on the credentials in a statement",
+        lambda t: _props(t, "CallbackFunction")["Policies"].append(
+            {
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": ["secretsmanager:GetSecretValue"],
+                        "Resource": {"Ref": "UpstreamCredentialsSecret"},
+                    }
+                ]
+            }
+        ),
+    ),
+    (
+        "callback cannot read the upstream credentials",
+        "the callback's apiId from the credentials again",
+        lambda t: _props(t, "CallbackFunction")["Environment"]["Variables"].pop("CALLBACK_API_ID"),
+    ),
+    (
+        "DynamoDB: only the actions each function calls",
+        "DynamoDBCrudPolicy back on the splitter",
+        lambda t: _props(t, "SplitterFunction")["Policies"].append(
+            {"DynamoDBCrudPolicy": {"TableName": {"Ref": "JobsTable"}}}
+        ),
+    ),
+    (
+        "DynamoDB: only the actions each function calls",
+        "DeleteItem on the jobs table",
+        lambda t: _statement(t, "SplitterFunction", "JobsTable")["Action"].append("dynamodb:DeleteItem"),
+    ),
+    (
+        "DynamoDB: only the actions each function calls",
+        "the callback on every table",
+        lambda t: _statement(t, "CallbackFunction", "AuditsTable").update(Resource="*"),
+    ),
+    (
+        "DynamoDB: only the actions each function calls",
+        "idempotency without DeleteItem (Powertools deletes a failed record)",
+        lambda t: _statement(t, "UploaderFunction", "IdempotencyTable")["Action"].remove(
+            "dynamodb:DeleteItem"
+        ),
+    ),
+    (
+        "S3: each function reads only its prefixes",
+        "S3ReadPolicy (the whole bucket) on the uploader",
+        lambda t: _props(t, "UploaderFunction")["Policies"].append(
+            {
+                "S3ReadPolicy": {
+                    "BucketName": {"Fn::Sub": "${AWS::StackName}-ingest-${AWS::AccountId}-${AWS::Region}"}
+                }
+            }
+        ),
+    ),
+    (
+        "S3: each function reads only its prefixes",
+        "the uploader reads every key",
+        lambda t: _statement(t, "UploaderFunction", "ReadClaims").update(
+            Resource=[{"Fn::Sub": BUCKET_ARN + "/*"}]
+        ),
+    ),
+    (
+        "no unused permission",
+        "the uploader's unused SQSSendMessagePolicy",
+        lambda t: _props(t, "UploaderFunction")["Policies"].append(
+            {"SQSSendMessagePolicy": {"QueueName": {"Fn::GetAtt": ["WorkQueue", "QueueName"]}}}
+        ),
+    ),
+    (
+        "no unused permission",
+        "the callback may write reports",
+        lambda t: _props(t, "CallbackFunction")["Policies"].append(
+            {
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": "s3:PutObject",
+                        "Resource": {"Fn::Sub": BUCKET_ARN + "/reports/*"},
+                    }
+                ]
+            }
+        ),
+    ),
+    (
+        "declared log groups with the retention parameter",
+        "a function without its log group",
+        lambda t: _props(t, "PollerFunction").pop("LoggingConfig"),
+    ),
+    (
+        "declared log groups with the retention parameter",
+        "logs kept forever",
+        lambda t: _props(t, "SplitterLogGroup").pop("RetentionInDays"),
+    ),
+    (
+        "API access logs without bodies or headers",
+        "access logs off",
+        lambda t: _props(t, "CallbackApi").pop("AccessLogSetting"),
+    ),
+    (
+        "API access logs without bodies or headers",
+        "the body in the access log",
+        lambda t: _props(t, "CallbackApi")["AccessLogSetting"].update(
+            Format='{"requestId":"$context.requestId","status":"$context.status","body":"$input.body"}'
+        ),
+    ),
+    (
+        "API access logs without bodies or headers",
+        "the sign header in the access log",
+        lambda t: _props(t, "CallbackApi")["AccessLogSetting"].update(
+            Format='{"requestId":"$context.requestId","status":"$context.status","s":"$method.request.header.sign"}'
+        ),
+    ),
+    (
+        "reserved concurrency on the callback",
+        "no reserved concurrency",
+        lambda t: _props(t, "CallbackFunction").pop("ReservedConcurrentExecutions"),
+    ),
+    ("TLS-only queue policies", "no queue policy", _drop_queue_policies),
+    ("TLS-only queue policies", "one queue left out", lambda t: _drop_queue_policies(t, keep=2)),
+    (
+        "optional customer-managed key",
+        "a queue that ignores the key",
+        lambda t: _props(t, "WorkQueue").update(
+            SqsManagedSseEnabled=True, KmsMasterKeyId={"Ref": "AWS::NoValue"}
+        ),
+    ),
+    (
+        "optional customer-managed key",
+        "the bucket always SSE-S3",
+        lambda t: _props(t, "IngestBucket")["BucketEncryption"]["ServerSideEncryptionConfiguration"][
+            0
+        ].update(ServerSideEncryptionByDefault={"SSEAlgorithm": "AES256"}),
+    ),
+    (
+        "optional customer-managed key",
+        "a table that ignores the key",
+        lambda t: _props(t, "JobsTable")["SSESpecification"].pop("KMSMasterKeyId"),
     ),
 ]
 
@@ -352,3 +826,30 @@ def test_no_function_environment_holds_a_secret_value(stack: LocalStack) -> None
             "UPSTREAM_CREDENTIALS_PARAM",
             "CALLBACK_SECRET_PARAM",
         }
+
+
+@pytest.mark.integration
+def test_the_callback_accepts_callbacks_without_reading_the_upstream_credentials(
+    stack: LocalStack, services: Services, clock: FixedClock
+) -> None:
+    """The callback's environment as deployed (CALLBACK_API_ID from the UpstreamApiId parameter),
+    with a credentials secret it cannot read: a valid callback is applied, a foreign apiId refused."""
+    from tests.integration.test_callback import body, pending_audit, signed
+
+    unreadable = "arn:aws:secretsmanager:us-east-1:123456789012:secret:not-yours-AbCdEf"
+    env = {
+        **stack.env_for("CallbackFunction"),
+        "CALLBACK_API_ID": API_ID,
+        "UPSTREAM_CREDENTIALS_PARAM": unreadable,
+    }
+    callback = build_services(Settings.from_env(env), clock)
+    audit = pending_audit(services)
+    assert audit.record_id is not None
+    raw = body(audit.record_id)
+    assert handle_callback(callback, raw, signed(raw)).http_status == 200
+    assert services.audits.get(audit.audit_key).status == AuditStatus.PASSED  # type: ignore[union-attr]
+    other = pending_audit(services)
+    assert other.record_id is not None
+    forged = body(other.record_id).replace(API_ID.encode(), b"someone-else")
+    refused = handle_callback(callback, forged, signed(forged))
+    assert (refused.http_status, refused.reason) == (403, "api_id")

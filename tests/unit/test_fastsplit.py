@@ -259,6 +259,102 @@ def test_take_plain_refuses_malformed_arguments() -> None:
     assert _fastsplit.take_plain([["张三"]], 0, COLUMNS, [2], *claims, [], 10) == 0
 
 
+BAD_COLUMNS = [(-5, 1, 2, 3), (0, -1, 2, 3), (0, 1, 2, -2), (0, 1, -2, 3), (-(2**62), 1, 2, 3)]
+
+
+@pytest.mark.parametrize("columns", BAD_COLUMNS, ids=str)
+def test_take_plain_refuses_column_indices_that_are_not_cells(columns: tuple[int, int, int, int]) -> None:
+    # C indexes the row with them unchecked: a negative one read before the row's cells (a crash)
+    block = clean_rows(3)
+    records: list[bytes] = []
+    with pytest.raises(ValueError, match="cell indices"):
+        _fastsplit.take_plain(
+            block, 0, columns, [2, 3, 4], _fastsplit.Claims(), _fastsplit.Claims(), records, 10
+        )
+    assert records == []
+
+
+@pytest.mark.parametrize("columns", BAD_COLUMNS, ids=str)
+def test_take_lines_refuses_column_indices_that_are_not_cells(columns: tuple[int, int, int, int]) -> None:
+    lines = lines_of(clean_rows(3))
+    claims = (_fastsplit.Claims(), _fastsplit.Claims())
+    with pytest.raises(ValueError, match="cell indices"):
+        _fastsplit.take_lines(lines, 0, 2, ",", 4, 4096, columns, *claims, [], 10)
+
+
+@pytest.mark.parametrize(
+    ("start", "limit", "error"),
+    [(-1, 10, "start"), (4, 10, "start"), (2**40, 10, "start"), (0, 0, "limit"), (0, -3, "limit")],
+)
+def test_take_functions_refuse_a_start_or_limit_they_cannot_honour(
+    start: int, limit: int, error: str
+) -> None:
+    block = clean_rows(3)
+    claims = (_fastsplit.Claims(), _fastsplit.Claims())
+    with pytest.raises(ValueError, match=error):
+        _fastsplit.take_plain(block, start, COLUMNS, [2, 3, 4], *claims, [], limit)
+    with pytest.raises(ValueError, match=error):
+        _fastsplit.take_lines(lines_of(block), start, 2, ",", 4, 4096, COLUMNS, *claims, [], limit)
+    # the edges are fine: start at the end takes nothing, a limit of 1 takes one row
+    assert _fastsplit.take_plain(block, 3, COLUMNS, [2, 3, 4], *claims, [], 1) == 3
+    assert _fastsplit.take_plain(block, 0, COLUMNS, [2, 3, 4], *claims, [], 1) == 1
+
+
+def test_take_functions_refuse_one_table_for_both_claims() -> None:
+    # one table for ID digests and codes would let a code hide an ID number (and fill a slot twice)
+    block, same = clean_rows(3), _fastsplit.Claims()
+    with pytest.raises(ValueError, match="two Claims"):
+        _fastsplit.take_plain(block, 0, COLUMNS, [2, 3, 4], same, same, [], 10)
+    with pytest.raises(ValueError, match="two Claims"):
+        _fastsplit.take_lines(lines_of(block), 0, 2, ",", 4, 4096, COLUMNS, same, same, [], 10)
+    assert len(same) == 0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"first": 0},
+        {"first": -7},
+        {"first": sys.maxsize},  # first + index would overflow
+        {"delimiter": ",,"},
+        {"delimiter": ""},
+        {"lines": [b"bytes, not str"]},
+        {"ids": None},
+        {"columns": (0, 1, 2)},
+        {"columns": ("0", 1, 2, 3)},
+        {"width": 2**70},
+    ],
+    ids=str,
+)
+def test_take_lines_refuses_other_arguments_it_cannot_trust(bad: dict[str, object]) -> None:
+    arguments: dict[str, object] = {
+        "lines": lines_of(clean_rows(3)),
+        "start": 0,
+        "first": 2,
+        "delimiter": ",",
+        "width": 4,
+        "max_chars": 4096,
+        "columns": COLUMNS,
+        "ids": _fastsplit.Claims(),
+        "codes": _fastsplit.Claims(),
+        "records": [],
+        "limit": 10,
+    }
+    arguments.update(bad)
+    with pytest.raises((ValueError, TypeError, OverflowError)):
+        _fastsplit.take_lines(*arguments.values())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("delimiter", ['"', "\r", "\n", "\x00"])
+def test_take_lines_leaves_lines_with_a_quote_or_line_break_delimiter_to_the_reader(delimiter: str) -> None:
+    # a file's "sep=" line may name any character; only the csv reader knows what a quote then means
+    lines = [delimiter.join(row) + "\n" for row in clean_rows(3)]
+    records: list[bytes] = []
+    claims = (_fastsplit.Claims(), _fastsplit.Claims())
+    assert _fastsplit.take_lines(lines, 1, 2, delimiter, 4, 4096, COLUMNS, *claims, records, 10) == 1
+    assert records == [] and len(claims[0]) == 0
+
+
 def test_the_layer_build_makes_a_module_lambdas_glibc_can_load(tmp_path: Path) -> None:
     # what layers/core/Makefile runs for `sam build`: CPython 3.11 on x86_64 here, as on Lambda
     run = subprocess.run(

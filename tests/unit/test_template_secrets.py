@@ -10,11 +10,11 @@ import pytest
 from local.resources import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
-# callback: the signing secret, and the credentials secret for our apiId (verifyfeed.secrets)
+# callback: the signing secret only; the apiId it checks is CALLBACK_API_ID (verifyfeed.secrets)
 NEEDS = {
     "SplitterFunction": set(),
     "UploaderFunction": {"UpstreamCredentialsSecret"},
-    "CallbackFunction": {"CallbackSigningSecret", "UpstreamCredentialsSecret"},
+    "CallbackFunction": {"CallbackSigningSecret"},
     "PollerFunction": {"UpstreamCredentialsSecret"},
 }
 
@@ -31,3 +31,30 @@ def readable_secrets(function: dict[str, Any]) -> set[str]:
 def test_function_reads_exactly_the_secrets_it_needs(logical_id: str) -> None:
     template = load_template(ROOT / "template.yaml")
     assert readable_secrets(template["Resources"][logical_id]) == NEEDS[logical_id]
+
+
+def test_the_callback_checks_the_api_id_it_is_given_without_reading_the_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from verifyfeed import secrets
+    from verifyfeed.config import Settings
+
+    read: list[str] = []
+
+    def secret_json(name: str) -> dict[str, Any]:
+        read.append(name)
+        return {"apiId": "from-the-secret", "apiKey": "k"}
+
+    monkeypatch.setattr(secrets, "_secret_json", secret_json)
+    env = {"UPSTREAM_CREDENTIALS_PARAM": "arn:credentials", "CALLBACK_API_ID": "from-the-parameter"}
+    assert secrets.expected_api_id(Settings.from_env(env)) == "from-the-parameter"
+    assert read == []  # in AWS the read would be denied: the callback may not read the credentials
+    # without it (local runs), the credentials' apiId as before
+    assert secrets.expected_api_id(Settings.from_env({**env, "CALLBACK_API_ID": ""})) == "from-the-secret"
+    assert read == ["arn:credentials"]
+
+
+def test_the_callback_gets_its_api_id_from_the_template_parameter() -> None:
+    template = load_template(ROOT / "template.yaml")
+    variables = template["Resources"]["CallbackFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["CALLBACK_API_ID"] == {"Ref": "UpstreamApiId"}

@@ -603,6 +603,33 @@ static PyTypeObject ClaimsType = {
 
 /* ------------------------------------------------------------------------------ take_plain */
 
+/* The arguments both take functions share, checked before any is used as an index or a length:
+ * name, ID and code columns are cell indices (>= 0), the phone column is one or -1 (none); the two
+ * claims tables are distinct (one key set each); start is within the input and limit at least 1.
+ * 0 when they can be trusted, -1 with ValueError otherwise. */
+static int check_arguments(Py_ssize_t i_name, Py_ssize_t i_id, Py_ssize_t i_phone, Py_ssize_t i_code,
+                           ClaimsObject *ids, ClaimsObject *codes, Py_ssize_t start, Py_ssize_t count,
+                           Py_ssize_t limit)
+{
+    if (i_name < 0 || i_id < 0 || i_code < 0 || i_phone < -1) {
+        PyErr_SetString(PyExc_ValueError, "columns are cell indices (>= 0; the phone column may be -1: none)");
+        return -1;
+    }
+    if (ids == codes) {
+        PyErr_SetString(PyExc_ValueError, "ids and codes must be two Claims tables");
+        return -1;
+    }
+    if (start < 0 || start > count) {
+        PyErr_SetString(PyExc_ValueError, "start is not an index of the input");
+        return -1;
+    }
+    if (limit < 1) {
+        PyErr_SetString(PyExc_ValueError, "limit must be at least 1");
+        return -1;
+    }
+    return 0;
+}
+
 static const char R_NAME[] = "{\"name\":\"";
 static const char R_ID[] = "\",\"idcode\":\"";
 static const char R_PHONE[] = "\",\"usedPhone\":\"";
@@ -702,7 +729,10 @@ static PyObject *take_plain(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "numbers and block differ in length");
         return NULL;
     }
-    Py_ssize_t i = start < 0 ? 0 : start;
+    if (check_arguments(i_name, i_id, i_phone, i_code, ids, codes, start, rows, limit) < 0) {
+        return NULL;
+    }
+    Py_ssize_t i = start;
     for (; i < rows; i++) {
         PyObject *cells = PyList_GET_ITEM(block, i);
         if (!PyList_Check(cells)) {
@@ -780,15 +810,23 @@ static PyObject *take_lines(PyObject *self, PyObject *args)
                           &ClaimsType, &codes, &PyList_Type, &records, &limit)) {
         return NULL;
     }
+    Py_ssize_t count = PyList_GET_SIZE(lines);
     if (first < 1) {
         PyErr_SetString(PyExc_ValueError, "row numbers start at 1");
         return NULL;
     }
-    Py_ssize_t count = PyList_GET_SIZE(lines);
-    Py_ssize_t i = start < 0 ? 0 : start;
+    if (first > PY_SSIZE_T_MAX - count) {
+        PyErr_SetString(PyExc_OverflowError, "row numbers of these lines overflow");
+        return NULL;
+    }
+    if (check_arguments(i_name, i_id, i_phone, i_code, ids, codes, start, count, limit) < 0) {
+        return NULL;
+    }
+    Py_ssize_t i = start;
+    /* a quote or line-break delimiter (a file's "sep=" line may say so) is the csv reader's to apply */
     if (width < 1 || width > MAX_COLUMNS || i_name >= width || i_id >= width || i_code >= width ||
-        i_phone >= width) {
-        return PyLong_FromSsize_t(i < count ? i : count); /* every line is left to the caller */
+        i_phone >= width || delimiter == '"' || delimiter == '\r' || delimiter == '\n' || delimiter == 0) {
+        return PyLong_FromSsize_t(i); /* every line is left to the caller */
     }
     Py_ssize_t from[MAX_COLUMNS], to[MAX_COLUMNS];
     for (; i < count; i++) {

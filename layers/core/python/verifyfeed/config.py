@@ -72,6 +72,8 @@ class Settings(BaseModel):
 
     # callback
     callback_secret_name: str = Field("", alias="CALLBACK_SECRET_PARAM")
+    # the apiId callbacks must carry; empty: the one in the upstream credentials (local runs)
+    callback_api_id: str = Field("", alias="CALLBACK_API_ID")
     callback_secret: str = Field("", alias="CALLBACK_SECRET")
     callback_previous_secret: str = Field("", alias="CALLBACK_PREVIOUS_SECRET")
     callback_sign_scheme: str = Field("hmac-sha256", alias="CALLBACK_SIGN_SCHEME")

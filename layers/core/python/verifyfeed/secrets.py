@@ -50,4 +50,6 @@ def callback_secrets(settings: Settings) -> list[str]:
 
 
 def expected_api_id(settings: Settings) -> str:
-    return upstream_credentials(settings).api_id
+    """The apiId a callback must carry: the callback's own setting in AWS, where it may not read the
+    upstream credentials (docs/decisions.md#authinfo); else the credentials' apiId."""
+    return settings.callback_api_id or upstream_credentials(settings).api_id
