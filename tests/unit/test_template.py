@@ -430,6 +430,8 @@ def test_parameters(template: dict[str, Any]) -> None:
     assert set(parameters) == {
         "Stage",
         "UpstreamBaseUrl",
+        "AuditBaseUrl",
+        "AuditAuth",
         "UnknownOutcomePolicy",
         "BlackoutStartDay",
         "BlackoutResumeDay",
