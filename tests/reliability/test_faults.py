@@ -357,9 +357,11 @@ def test_uploader_handler_killed_after_upstream_accepted(
     assert upload_requests(sandbox) == 1
 
 
-def test_splitter_killed_midway_then_the_notification_is_retried(
+def test_splitter_killed_while_staging_sends_nothing_then_the_retry_resumes(
     small_batches: Services, sandbox: SandboxHandle, uploader_handler: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """All or nothing: a split that dies midway has queued no message at all; the retried
+    notification resumes it (batches already staged are not staged again) and releases all five."""
     from verifyfeed import aws
 
     queue = small_batches.settings.work_queue_url
@@ -369,39 +371,90 @@ def test_splitter_killed_midway_then_the_notification_is_retried(
     event = drop(small_batches.settings.ingest_bucket, f"lost-repair/killed-{start}.csv", csv_bytes(people))
     dropped = DroppedObject.from_event_record(event["Records"][0])
 
-    real = aws.sqs()
+    real = aws.s3()
 
-    class DiesOnThirdSend:
-        sent = 0
+    class DiesOnThirdClaim:
+        """The real S3 client, except that the process dies writing the third staged body."""
 
-        def send_message(self, **kwargs: Any) -> Any:
-            if self.sent == 2:
-                raise WorkerKilled("splitter killed while queueing batch 3")
-            self.sent += 1
-            return real.send_message(**kwargs)
+        claims = 0
 
-    dying = DiesOnThirdSend()
-    monkeypatch.setattr(aws, "sqs", lambda: dying)
+        def put_object(self, **kwargs: Any) -> Any:
+            if kwargs["Key"].startswith("claims/"):
+                self.claims += 1
+                if self.claims == 3:
+                    raise WorkerKilled("splitter killed while staging batch 3")
+            return real.put_object(**kwargs)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    dying = DiesOnThirdClaim()
+    monkeypatch.setattr(aws, "s3", lambda: dying)
     with pytest.raises(WorkerKilled):
         split_object(small_batches, dropped)
     monkeypatch.undo()
     job = small_batches.jobs.get_job(dropped.job_id)
-    assert job is not None and job.status == JobStatus.SPLITTING
-    assert len(list(small_batches.jobs.batches(dropped.job_id))) == 3  # batch 3 recorded, not queued
+    assert job is not None and job.status == JobStatus.SPLITTING and not job.released_at
+    assert [m for m in drain_queue(queue) if m.get("job_id") == dropped.job_id] == []  # nothing queued
+    staged = {b.seq for b in small_batches.jobs.batches(dropped.job_id)}
+    assert staged and all(b.status == BatchStatus.STAGED for b in small_batches.jobs.batches(dropped.job_id))
 
-    # S3 / Lambda retry the notification: the split resumes, re-queueing batches 1 and 2 as well
+    # S3 / Lambda retry the notification: the split resumes and releases every batch once
     again = split_object(small_batches, dropped)
     assert again.outcome == "split" and again.counts.rows_accepted == 5 * PER_BATCH
     stats = pump_uploader(
         uploader_handler, queue, jobs=[dropped.job_id], done=settled(small_batches, dropped.job_id)
     )
-    assert stats.deliveries == 7  # 2 + 5 messages: two of them duplicates
+    assert stats.deliveries == 5
 
     idcodes = [sha256_hex(p[1]) for p in people]
     sent = {seq + 1: idcodes[seq * PER_BATCH : (seq + 1) * PER_BATCH] for seq in range(5)}
     check = check_ledger(small_batches, sandbox, dropped.job_id, sent)
     assert check.statuses == {"succeeded": 5} and check.charged_rows == 5 * PER_BATCH
     assert upload_requests(sandbox) == 5
+
+
+def test_splitter_killed_while_releasing_then_the_retry_releases_the_rest(
+    small_batches: Services, sandbox: SandboxHandle, uploader_handler: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file was read and the job is uploading, but the messages never left: the retried
+    notification finds the job unreleased and queues what is still staged."""
+    from verifyfeed import aws
+
+    queue = small_batches.settings.work_queue_url
+    drain_queue(queue)
+    start = next(_starts)
+    people = [repair_row(start + i) for i in range(5 * PER_BATCH)]
+    event = drop(
+        small_batches.settings.ingest_bucket, f"lost-repair/unreleased-{start}.csv", csv_bytes(people)
+    )
+    dropped = DroppedObject.from_event_record(event["Records"][0])
+    real = aws.sqs()
+
+    class DiesSending:
+        def send_message_batch(self, **kwargs: Any) -> Any:
+            raise WorkerKilled("splitter killed while releasing")
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    monkeypatch.setattr(aws, "sqs", lambda: DiesSending())
+    with pytest.raises(WorkerKilled):
+        split_object(small_batches, dropped)
+    monkeypatch.undo()
+    job = small_batches.jobs.get_job(dropped.job_id)
+    assert job is not None and job.status == JobStatus.UPLOADING and not job.released_at
+    assert [m for m in drain_queue(queue) if m.get("job_id") == dropped.job_id] == []
+
+    again = split_object(small_batches, dropped)
+    assert again.outcome == "split"
+    released = small_batches.jobs.get_job(dropped.job_id)
+    assert released is not None and released.released_at
+    assert split_object(small_batches, dropped).outcome == "duplicate"  # released: nothing more
+    stats = pump_uploader(
+        uploader_handler, queue, jobs=[dropped.job_id], done=settled(small_batches, dropped.job_id)
+    )
+    assert stats.deliveries == 5 and upload_requests(sandbox) == 5
 
 
 # ---- the same message twice at once --------------------------------------------------------------

@@ -371,6 +371,7 @@ OTHER_NEEDS: dict[str, set[str]] = {
         "sqs:SendMessage*:WorkQueue",
         "s3:PutObject:bucket/reports/*",
         "s3:PutObject:bucket/claims/*",
+        "s3:DeleteObject:bucket/claims/*",  # the staged bodies of a file rejected before release
     },
     "UploaderFunction": {
         *(f"{a}:WorkQueue" for a in POLICY_TEMPLATES["SQSPollerPolicy"]),

@@ -87,7 +87,11 @@ class Settings(BaseModel):
         AuthCodeUniqueness.IGNORE_CASE, alias="AUTH_CODE_UNIQUENESS"
     )
     xlsx_sheet: str = Field("", alias="XLSX_SHEET")
-    max_rows_per_file: int = Field(2_000_000, alias="MAX_ROWS_PER_FILE")
+    # caps checked as the file is read (docs/decisions.md#all-or-nothing): a larger file is rejected
+    # whole, with nothing sent, rather than left half-split when the splitter's time runs out
+    max_rows_per_file: int = Field(1_000_000, alias="MAX_ROWS_PER_FILE", ge=1)
+    max_file_bytes: int = Field(200 * 1024 * 1024, alias="MAX_FILE_BYTES", ge=1)
+    max_audit_rows_per_file: int = Field(20_000, alias="MAX_AUDIT_ROWS_PER_FILE", ge=1)
 
     # uploader
     unknown_outcome_policy: UnknownOutcomePolicy = Field(

@@ -5,17 +5,26 @@ event delivered twice finds the job already there and stops; a splitter that die
 resumed (batch ids are deterministic and every write is conditional). Every row read ends up
 accepted or rejected with a reason in ``reports/<key>.rejected.csv``.
 
+**A file is all or nothing** (docs/decisions.md#all-or-nothing): nothing is sent upstream until
+the whole file has been read and validated, so a file rejected midway (a damaged workbook, a
+decoding error, a cap exceeded) charges nothing.
+
 Lost-repair rows are normalised and hashed, deduplicated across the whole file (a later row with
 an ``idcode`` or ``authCode`` already seen names the first row), and chunked into batches of at
-most ``BATCH_MAX_RECORDS``; a batch whose message would exceed SQS's limit travels as a claim
-check (the body in S3, a pointer in the message). Carrier-audit rows are validated and each is
-reserved in the audits table, then queued for ``add`` or (a rejected audit re-dropped) ``update``.
+most ``BATCH_MAX_RECORDS``. Each batch is *staged* while the file is read — its records in S3
+(``claims/<job>/<seq>.json``, written by a few threads while parsing goes on), its record
+``staged`` — and *released* (its message queued, ten per ``SendMessageBatch``) once the file has
+been read to the end. A file rejected after some batches were staged discards them (records
+``discarded``, claims deleted). Carrier-audit rows are validated in a first pass; only a file read
+to the end has its audits reserved in the audits table and queued for ``add`` or (a rejected audit
+re-dropped) ``update``.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
@@ -128,33 +137,54 @@ def split_object(services: Services, dropped: DroppedObject) -> SplitResult:
         created_at=iso(now),
         updated_at=iso(now),
     )
+    resuming = False
     if not services.jobs.create_job(job):
         existing = services.jobs.get_job(job_id)
+        if (
+            existing is not None
+            and existing.kind == JobKind.LOST_REPAIR
+            and existing.status not in (JobStatus.SPLITTING, JobStatus.REJECTED)
+            and not existing.released_at
+        ):  # the split finished but its release was interrupted: release what is still staged
+            staged = [b.seq for b in services.jobs.batches(job_id) if b.status == BatchStatus.STAGED]
+            logger.info("resuming an interrupted release", extra={**log_extra, "staged": len(staged)})
+            release_batches(services, existing, staged)
+            return SplitResult(job_id, "split", existing)
         if existing is not None and existing.status != JobStatus.SPLITTING:
             logger.info(
                 "duplicate S3 event: job exists", extra={**log_extra, "status": existing.status.value}
             )
             return SplitResult(job_id, "duplicate", existing)
         logger.info("resuming an interrupted split", extra=log_extra)
+        resuming = True
 
     rejections = RejectionLog()
     try:
-        return _split(services, dropped, job, rejections)
+        return _split(services, dropped, job, rejections, resuming)
     finally:
         rejections.close()
 
 
-def _split(services: Services, dropped: DroppedObject, job: Job, rejections: RejectionLog) -> SplitResult:
+def _split(
+    services: Services, dropped: DroppedObject, job: Job, rejections: RejectionLog, resuming: bool
+) -> SplitResult:
     job_id = job.job_id
     log_extra = {"job_id": job_id, "key": dropped.key}
     summary_key, rejected_key = report_keys(services.settings.reports_prefix, dropped.key)
     facts_key = header_key(services.settings.reports_prefix, dropped.key)
     header: dict[str, object] = NO_HEADER
+    stager = _BatchStager(services, job, resuming)
+    settings = services.settings
     try:
         if dropped.key.endswith("/"):
             raise FileRejected("the key is a folder placeholder, not a file")
         if dropped.size == 0:
             raise FileRejected("file is empty")
+        if dropped.size > settings.max_file_bytes:
+            raise FileRejected(
+                f"file is {dropped.size:,} bytes, more than MAX_FILE_BYTES ({settings.max_file_bytes:,}):"
+                " split it into smaller files"
+            )
         stream = S3Object(
             bucket=dropped.bucket,
             key=dropped.key,
@@ -166,10 +196,13 @@ def _split(services: Services, dropped: DroppedObject, job: Job, rejections: Rej
         # before the job can settle, whose report copies them (logic/reports.py)
         write_header_facts(dropped.bucket, facts_key, header)
         if job.kind == JobKind.LOST_REPAIR:
-            counts = _split_lost_repair(services, job, rows, rejections)
+            counts = _split_lost_repair(services, job, rows, rejections, stager)
+            stager.wait()  # every staged body and record written: the file is read and validated
+            audits: list[CarrierAuditMessage] = []
         else:
-            counts = _split_carrier_audits(services, job, rows, rejections)
+            counts, audits = _validate_carrier_audits(services, job, rows, rejections)
     except FileRejected as exc:
+        discarded = stager.discard()
         counts = JobCounts()
         services.jobs.reject_job(job_id, exc.reason, counts, services.clock.now())
         rejections.upload(dropped.bucket, rejected_key)
@@ -177,13 +210,24 @@ def _split(services: Services, dropped: DroppedObject, job: Job, rejections: Rej
         assert rejected is not None
         if header is NO_HEADER:  # replaces the facts of an earlier upload of the same key
             write_header_facts(dropped.bucket, facts_key, header)
-        write_summary(dropped.bucket, summary_key, rejected, {"rejected_rows_report": rejected_key}, header)
+        nothing_sent = {
+            "rejected_rows_report": rejected_key,
+            "sent_upstream": 0,  # all or nothing: no row of a rejected file is sent, nothing charged
+            "batches_staged_then_discarded": discarded,
+        }
+        write_summary(dropped.bucket, summary_key, rejected, nothing_sent, header)
         services.jobs.set_report_key(job_id, summary_key)
-        logger.warning("file rejected", extra={**log_extra, "reason": exc.reason})
+        logger.warning(
+            "file rejected; nothing sent", extra={**log_extra, "reason": exc.reason, "discarded": discarded}
+        )
         return SplitResult(job_id, "rejected", counts)
 
+    if job.kind == JobKind.CARRIER_AUDIT:  # the whole file is valid as a file: reserve and queue
+        counts = _submit_carrier_audits(services, job, counts, audits, rejections)
     rejections.upload(dropped.bucket, rejected_key)
     services.jobs.finish_split(job_id, counts, services.clock.now())
+    if job.kind == JobKind.LOST_REPAIR:
+        release_batches(services, job, stager.staged)
     settle_job(services, job_id)
     logger.info(
         "file split",
@@ -230,53 +274,145 @@ def repair_rejects(rejections: RejectionLog) -> RejectRow:
     return reject
 
 
-class _BatchSender:
-    """The ``emit`` of ``split_repair_rows`` for a job: record the batch (``queued``), then queue
-    its message — inline, or as a claim check (the records in S3) when it would not fit."""
+class _BatchStager:
+    """The ``emit`` of ``split_repair_rows`` for a job: stage each batch — its records in S3, its
+    record ``staged`` — on a few threads while the parsing goes on. Nothing is sent from here.
 
-    def __init__(self, services: Services, job: Job) -> None:
+    A resumed split (the job was still ``splitting``) skips the batches the interrupted run had
+    staged already, and never rewrites the body of one that has moved on (a settled batch's claim
+    may have been deleted on purpose).
+    """
+
+    THREADS = 4
+
+    def __init__(self, services: Services, job: Job, resuming: bool) -> None:
         self.services = services
         self.job = job
+        self.resuming = resuming
+        self.staged: list[int] = []  # seqs staged (or found staged) by this run
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Future[None]] = []
+        self._rows = 0
+
+    def claim_key(self, seq: int) -> str:
+        return f"{self.services.settings.claims_prefix}{self.job.job_id}/{seq:05d}.json"
 
     def __call__(self, batch: RepairBatch) -> None:
-        settings = self.services.settings
+        self._rows += batch.count
+        if self._rows > self.services.settings.max_rows_per_file:
+            raise FileRejected(
+                f"more than MAX_ROWS_PER_FILE ({self.services.settings.max_rows_per_file:,}) rows:"
+                " split it into smaller files"
+            )
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.THREADS, thread_name_prefix="stage")
+        still: list[Future[None]] = []
+        for future in self._pending:
+            if future.done():
+                future.result()  # a failed staging write stops the split here
+            else:
+                still.append(future)
+        while len(still) > 2 * self.THREADS:  # bounded memory: parsing waits for the writers
+            still.pop(0).result()
+        self._pending = still
+        self.staged.append(batch.seq)
+        self._pending.append(self._pool.submit(self._stage, batch))
+
+    def _stage(self, batch: RepairBatch) -> None:
+        jobs = self.services.jobs
         job_id = self.job.job_id
-        bid = batch_id(job_id, batch.seq)
-        encoded = batch.message_body(job_id)
-        body = encoded.decode()
-        if len(encoded) > settings.message_max_bytes:
-            claim_key = f"{settings.claims_prefix}{job_id}/{batch.seq:05d}.json"
-            aws.s3().put_object(
-                Bucket=self.job.bucket,
-                Key=claim_key,
-                Body=batch.records_json,
-                ContentType="application/json",
-            )
-            message = LostRepairBatchMessage(
-                job_id=job_id, batch_id=bid, seq=batch.seq, claim_bucket=self.job.bucket, claim_key=claim_key
-            )
-            body = message.model_dump_json(exclude_none=True)
-        self.services.jobs.put_batch_if_absent(
+        if self.resuming:
+            existing = jobs.get_batch(job_id, batch.seq)
+            if existing is not None:
+                return  # staged (or further on) by the interrupted run
+        claim_key = self.claim_key(batch.seq)
+        aws.s3().put_object(
+            Bucket=self.job.bucket, Key=claim_key, Body=batch.records_json, ContentType="application/json"
+        )
+        jobs.put_batch_if_absent(
             Batch(
                 job_id=job_id,
                 seq=batch.seq,
-                batch_id=bid,
-                status=BatchStatus.QUEUED,
+                batch_id=batch_id(job_id, batch.seq),
+                status=BatchStatus.STAGED,
                 record_count=batch.count,
+                claim_bucket=self.job.bucket,
+                claim_key=claim_key,
                 updated_at=iso(self.services.clock.now()),
             )
         )
-        aws.sqs().send_message(QueueUrl=settings.work_queue_url, MessageBody=body)
+
+    def wait(self) -> None:
+        """Every staging write done (the first error, if any, raised here)."""
+        try:
+            for future in self._pending:
+                future.result()
+        finally:
+            self._pending.clear()
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+
+    def discard(self) -> int:
+        """The file was rejected: staged batches become ``discarded``, their bodies are deleted."""
+        try:
+            self.wait()
+        except Exception:  # noqa: BLE001 - a staging write failed too; discard what was written
+            logger.warning("a staging write failed while the file was being rejected")
+        now = self.services.clock.now()
+        discarded = [s for s in self.staged if self.services.jobs.discard_staged(self.job.job_id, s, now)]
+        keys = [self.claim_key(seq) for seq in discarded]
+        for start in range(0, len(keys), 1000):
+            chunk = keys[start : start + 1000]
+            aws.s3().delete_objects(Bucket=self.job.bucket, Delete={"Objects": [{"Key": k} for k in chunk]})
+        return len(discarded)
 
 
-def _split_lost_repair(services: Services, job: Job, rows: RowSource, rejections: RejectionLog) -> JobCounts:
+def release_batches(services: Services, job: Job, seqs: Sequence[int]) -> None:
+    """Queue the message of every staged batch (``SendMessageBatch``, ten at a time), then mark the
+    job released. A message for a batch that was already queued is harmless: the uploader's send
+    lease and its "already settled" check make a second delivery a no-op."""
+    sqs = aws.sqs()
+    queue = services.settings.work_queue_url
+    bodies = [
+        LostRepairBatchMessage(
+            job_id=job.job_id,
+            batch_id=batch_id(job.job_id, seq),
+            seq=seq,
+            claim_bucket=job.bucket,
+            claim_key=f"{services.settings.claims_prefix}{job.job_id}/{seq:05d}.json",
+        ).model_dump_json(exclude_none=True)
+        for seq in sorted(seqs)
+    ]
+    send_all(sqs, queue, bodies)
+    services.jobs.mark_released(job.job_id, services.clock.now())
+
+
+def send_all(sqs: Any, queue_url: str, bodies: Sequence[str], attempts: int = 4) -> None:
+    """Every body on the queue, ten per ``SendMessageBatch``; the entries SQS refuses are sent again
+    (up to ``attempts`` times in all), and an entry still refused then raises."""
+    for start in range(0, len(bodies), 10):
+        entries = [{"Id": str(n), "MessageBody": b} for n, b in enumerate(bodies[start : start + 10])]
+        for attempt in range(attempts):
+            failed = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed", [])
+            if not failed:
+                break
+            refused = {f["Id"] for f in failed}
+            entries = [e for e in entries if e["Id"] in refused]
+            if attempt + 1 == attempts:
+                raise RuntimeError(f"SQS refused {len(entries)} message(s): {failed[0].get('Code')}")
+
+
+def _split_lost_repair(
+    services: Services, job: Job, rows: RowSource, rejections: RejectionLog, stager: _BatchStager
+) -> JobCounts:
     return split_repair_rows(
         rows,
         legacy=services.settings.legacy_id_policy,
         batch_size=services.settings.batch_max_records,
         auth_codes=services.settings.auth_code_uniqueness,
         reject=repair_rejects(rejections),
-        emit=_BatchSender(services, job),
+        emit=stager,
     )
 
 
@@ -299,13 +435,21 @@ def _masked_audit_row(values: dict[str, object]) -> dict[str, str]:
     }
 
 
-def _split_carrier_audits(
+def _validate_carrier_audits(
     services: Services, job: Job, rows: Iterable[SourceRow], rejections: RejectionLog
-) -> JobCounts:
+) -> tuple[JobCounts, list[CarrierAuditMessage]]:
+    """The first pass: every row validated and deduplicated within the file, nothing written
+    upstream or to the audits table (a file rejected midway leaves no trace but its report)."""
+    cap = services.settings.max_audit_rows_per_file
     seen: dict[str, int] = {}
-    read = accepted = 0
+    valid: list[CarrierAuditMessage] = []
+    read = 0
     for row in rows:
         read += 1
+        if read > cap:
+            raise FileRejected(
+                f"more than MAX_AUDIT_ROWS_PER_FILE ({cap:,}) rows: split it into smaller files"
+            )
         if row.problem is not None:
             rejections.add(row.number, "row.unreadable", row.problem, _masked_audit_row(row.values))
             continue
@@ -328,11 +472,33 @@ def _split_carrier_audits(
             )
             continue
         seen[key] = row.number
+        valid.append(CarrierAuditMessage(job_id=job.job_id, audit_key=key, row=row.number, params=params))
+    return JobCounts(rows_read=read), valid
+
+
+def _submit_carrier_audits(
+    services: Services,
+    job: Job,
+    counts: JobCounts,
+    audits: list[CarrierAuditMessage],
+    rejections: RejectionLog,
+) -> JobCounts:
+    """The second pass, for a file read to the end: reserve each audit and queue it.
+
+    A resumed split (same job, same row) is recognised whatever the audit's status is now: an audit
+    still ``submitting`` is queued again (the submit lease makes that safe), one that has moved on
+    is counted as accepted and not sent again — ``failed`` included, which only an operator
+    re-drives.
+    """
+    accepted: list[CarrierAuditMessage] = []
+    to_send: list[str] = []
+    for message in audits:
+        params = message.params
         now = services.clock.now()
         audit = Audit(
-            audit_key=key,
+            audit_key=message.audit_key,
             job_id=job.job_id,
-            row=row.number,
+            row=message.row,
             usage=params.usage,
             owner_name_masked=mask_name(params.name),
             id_card_masked=mask_id(params.idCard),
@@ -346,29 +512,34 @@ def _split_carrier_audits(
         resumed = (
             reservation == Reservation.DUPLICATE
             and current.job_id == job.job_id
-            and current.row == row.number
-            and current.status == AuditStatus.SUBMITTING
+            and current.row == message.row
         )
+        masked = {
+            "name": audit.owner_name_masked,
+            "id_number": audit.id_card_masked,
+            "phone": audit.phone_masked,
+        }
         if reservation == Reservation.DUPLICATE and not resumed:
             rejections.add(
-                row.number,
+                message.row,
                 "duplicate.audit_exists",
                 f"an audit for this owner and vehicle is already {current.status.value}",
-                _masked_audit_row(row.values),
+                masked,
             )
+            continue
+        if resumed and current.status != AuditStatus.SUBMITTING:
+            accepted.append(message)  # submitted by the interrupted run: not sent again
             continue
         update_id = (
             current.record_id
             if reservation == Reservation.UPDATE or (resumed and current.record_id)
             else None
         )
-        message = CarrierAuditMessage(
-            job_id=job.job_id, audit_key=key, row=row.number, params=params, update_record_id=update_id
-        )
-        aws.sqs().send_message(
-            QueueUrl=services.settings.work_queue_url, MessageBody=message.model_dump_json()
-        )
-        accepted += 1
+        queued = message.model_copy(update={"update_record_id": update_id})
+        accepted.append(queued)
+        to_send.append(queued.model_dump_json())
+    send_all(aws.sqs(), services.settings.work_queue_url, to_send)
+    n = len(accepted)
     return JobCounts(
-        rows_read=read, rows_accepted=accepted, rows_rejected=read - accepted, batches_total=accepted
+        rows_read=counts.rows_read, rows_accepted=n, rows_rejected=counts.rows_read - n, batches_total=n
     )

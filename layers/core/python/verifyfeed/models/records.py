@@ -37,10 +37,12 @@ class BatchStatus(StrEnum):
     SUCCEEDED = "succeeded"  # state "1": charged
     FAILED = "failed"  # state "0" too often, or retries exhausted
     UNKNOWN = "unknown"  # the request may have reached upstream; held for an operator
+    STAGED = "staged"  # body in S3, no message yet: released once the whole file has been read
+    DISCARDED = "discarded"  # staged, then its file was rejected: never sent
 
     @property
     def settled(self) -> bool:
-        return self in (BatchStatus.SUCCEEDED, BatchStatus.FAILED, BatchStatus.UNKNOWN)
+        return self in (BatchStatus.SUCCEEDED, BatchStatus.FAILED, BatchStatus.UNKNOWN, BatchStatus.DISCARDED)
 
 
 class AuditStatus(StrEnum):
@@ -78,6 +80,7 @@ class Job(JobCounts):
     created_at: str
     updated_at: str = ""
     report_key: str = ""
+    released_at: str = ""  # lost repair: when every staged batch's message had been sent
 
     @property
     def batches_settled(self) -> int:

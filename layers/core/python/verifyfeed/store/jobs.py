@@ -2,7 +2,9 @@
 
 Batch state machine (docs/architecture.md#batch-states)::
 
-    queued ─┬─> sending ─┬─> succeeded            (state "1": charged)
+    staged ─┬─> discarded   (its file was rejected before release: never sent)
+            │   (released: the message is queued once the whole file has been read)
+    queued ─┼─> sending ─┬─> succeeded            (state "1": charged)
     retry  ─┤            ├─> retry ─> sending...  (transient: not processed upstream)
     deferred┘            ├─> failed               (state "0"/refused too often, retries exhausted)
        ^                 └─> unknown              (answer lost; held, never resent automatically)
@@ -191,6 +193,37 @@ class JobStore:
                 ":now": attr(iso(now)),
             },
         )
+
+    def mark_released(self, job_id: str, now: datetime) -> None:
+        """Every staged batch of the job has its message on the queue."""
+        self._db.update_item(
+            TableName=self.table,
+            Key={"pk": attr(job_pk(job_id)), "sk": attr(JOB_SK)},
+            UpdateExpression="SET released_at = :now",
+            ExpressionAttributeValues={":now": attr(iso(now))},
+        )
+
+    def discard_staged(self, job_id: str, seq: int, now: datetime) -> bool:
+        """``staged → discarded`` (its file was rejected); False when it was not staged."""
+        try:
+            self._db.update_item(
+                TableName=self.table,
+                Key={"pk": attr(job_pk(job_id)), "sk": attr(batch_sk(seq))},
+                UpdateExpression="SET #s = :discarded, updated_at = :now, claim_key = :empty",
+                ConditionExpression="#s = :staged",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":discarded": attr(BatchStatus.DISCARDED.value),
+                    ":staged": attr(BatchStatus.STAGED.value),
+                    ":now": attr(iso(now)),
+                    ":empty": attr(""),
+                },
+            )
+        except ClientError as exc:
+            if condition_failed(exc):
+                return False
+            raise
+        return True
 
     def reject_job(self, job_id: str, reason: str, counts: JobCounts, now: datetime) -> None:
         self._db.update_item(
