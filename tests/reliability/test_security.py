@@ -18,7 +18,14 @@ import boto3
 import pytest
 
 from local.resources import LocalStack, Resolver, load_template
-from tests.integration.conftest import API_ID, API_KEY, CALLBACK_SECRET, PREVIOUS_CALLBACK_SECRET
+from tests.integration.conftest import (
+    API_ID,
+    API_KEY,
+    CALLBACK_SECRET,
+    IDENTITY_PEPPER,
+    PREVIOUS_CALLBACK_SECRET,
+    PREVIOUS_IDENTITY_PEPPER,
+)
 from verifyfeed.clock import FixedClock
 from verifyfeed.config import Settings
 from verifyfeed.logic.callback import handle_callback
@@ -482,7 +489,7 @@ def callback_concurrency(template: Template) -> list[str]:
     return found
 
 
-SECRETISH = re.compile(r"(SECRET|KEY|PASSWORD|PASSWD|TOKEN|CREDENTIAL)", re.IGNORECASE)
+SECRETISH = re.compile(r"(SECRET|KEY|PASSWORD|PASSWD|TOKEN|CREDENTIAL|PEPPER)", re.IGNORECASE)
 
 
 def plain_secrets(template: Template) -> list[str]:
@@ -610,6 +617,11 @@ BREAKS: list[tuple[str, str, Callable[[Template], None]]] = [
         "no secret in plain environment variables",
         "API key as a literal",
         lambda t: _env(t, UPSTREAM_API_KEY="k3y"),
+    ),
+    (
+        "no secret in plain environment variables",
+        "the identity pepper as a literal",
+        lambda t: _env(t, IDENTITY_PEPPER="p3pper"),
     ),
     (
         "no secret in plain environment variables",
@@ -896,7 +908,7 @@ def test_the_created_tables_and_queues_are_encrypted(stack: LocalStack) -> None:
 
 @pytest.mark.integration
 def test_no_function_environment_holds_a_secret_value(stack: LocalStack) -> None:
-    secrets = [API_KEY, CALLBACK_SECRET, PREVIOUS_CALLBACK_SECRET]
+    secrets = [API_KEY, CALLBACK_SECRET, PREVIOUS_CALLBACK_SECRET, IDENTITY_PEPPER, PREVIOUS_IDENTITY_PEPPER]
     for logical_id in stack.functions:
         env = stack.env_for(logical_id)
         assert env, logical_id
@@ -906,6 +918,7 @@ def test_no_function_environment_holds_a_secret_value(stack: LocalStack) -> None
         assert {k for k in env if k.endswith("_PARAM")} >= {
             "UPSTREAM_CREDENTIALS_PARAM",
             "CALLBACK_SECRET_PARAM",
+            "IDENTITY_PEPPER_PARAM",
         }
 
 
