@@ -58,3 +58,13 @@ def test_object_keys_in_logs_keep_the_folder_and_extension_only() -> None:
     assert mask_object_key("carrier-audit/王五") == "carrier-audit/*"
     assert mask_object_key("赵六.xlsx") == "*.xlsx"
     assert mask_object_key("lost-repair/name.张三的文件") == "lost-repair/*"  # not an extension
+
+
+def test_the_pepper_comes_from_the_secret_or_locally_from_the_settings_never_empty() -> None:
+    from verifyfeed.config import Settings
+    from verifyfeed.secrets import identity_pepper
+
+    local = identity_pepper(Settings.from_env({"IDENTITY_PEPPER": "p1", "IDENTITY_PREVIOUS_PEPPER": "p0"}))
+    assert local.candidates("x") == (keyed_digest("x", b"p1"), keyed_digest("x", b"p0"))
+    with pytest.raises(ValueError, match="no identity pepper"):
+        identity_pepper(Settings.from_env({}))
