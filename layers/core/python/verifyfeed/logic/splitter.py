@@ -290,7 +290,7 @@ def audit_keys(
     """The keys an audit may be stored under, the one to write first: its identity (the caller's
     reference, else usage + owner ID + plate or driver ID) digested under the current pepper, then
     under the previous one, then (``legacy``) as the bare SHA-256 audits were keyed by before
-    (docs/decisions.md#audit-identity); the others are only looked up, never written."""
+    (docs/decisions.md#audit-identity); a new audit is written under the first only."""
     if reference:
         identity = f"ref\n{reference}"
     else:
