@@ -68,3 +68,20 @@ def test_the_pepper_comes_from_the_secret_or_locally_from_the_settings_never_emp
     assert local.candidates("x") == (keyed_digest("x", b"p1"), keyed_digest("x", b"p0"))
     with pytest.raises(ValueError, match="no identity pepper"):
         identity_pepper(Settings.from_env({}))
+
+
+def test_traces_record_no_s3_object_key() -> None:
+    """The X-Ray SDK's botocore patch records an S3 call's Key; the functions drop it (observability)."""
+    import copy
+
+    from aws_xray_sdk.ext import boto_utils
+
+    from verifyfeed.observability import keep_object_keys_out_of_traces
+
+    whitelist = copy.deepcopy(boto_utils.whitelist)
+    s3 = whitelist["services"]["s3"]["operations"]
+    assert "Key" in s3["GetObject"]["request_parameters"]  # what the SDK would record
+    keep_object_keys_out_of_traces(whitelist)
+    recorded = {p for op in s3.values() for p in op.get("request_parameters", [])}
+    assert recorded.isdisjoint({"Key", "CopySource", "Prefix"}) and "VersionId" in recorded
+    assert whitelist["services"]["dynamodb"] == boto_utils.whitelist["services"]["dynamodb"]
