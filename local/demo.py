@@ -80,6 +80,7 @@ class DemoOptions:
             clock_now=get("CLOCK_NOW"),
             callback_port=int(get("CALLBACK_PORT", "8787")),
             callback_secret=get("CALLBACK_SECRET", "local-callback-secret"),
+            identity_pepper=get("IDENTITY_PEPPER", "local-identity-pepper"),
             api_id=get("API_ID", "local-api-id"),
             api_key=get("API_KEY", "local-api-key"),
             poll_seconds=float(get("POLL_SECONDS", "3")),

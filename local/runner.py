@@ -86,6 +86,7 @@ class RunnerOptions:
     callback_host: str = "127.0.0.1"
     callback_port: int = 8787  # 0: an ephemeral port
     callback_secret: str = "local-callback-secret"  # noqa: S105 - the documented local default
+    identity_pepper: str = "local-identity-pepper"  # the pepper of stored digests (test data only)
     api_id: str = "local-api-id"
     api_key: str = "local-api-key"
     poll_seconds: float = 3.0
@@ -313,6 +314,7 @@ def detect_file_kind(path: Path) -> str | None:
     skips as the splitter will); else from the folder it sits in."""
     from verifyfeed.ingest.headers import detect_kind
     from verifyfeed.ingest.readers import open_rows
+    from verifyfeed.pii import mask_object_key
 
     try:
         kind = detect_kind(read_header(path))
@@ -320,7 +322,7 @@ def detect_file_kind(path: Path) -> str | None:
             with path.open("rb") as stream, open_rows(stream, path.name, None) as source:
                 kind = source.kind
     except (OSError, ValueError) as exc:  # ValueError: FileRejected too
-        log.warning("could not read the header of %s: %s", path.name, exc)
+        log.warning("could not read the header of %s: %s", mask_object_key(path.name), type(exc).__name__)
         kind = None
     if kind is not None:
         return str(kind)
@@ -519,6 +521,7 @@ class LocalRunner:
             secrets={
                 "UpstreamCredentialsSecret": json.dumps({"apiId": opts.api_id, "apiKey": opts.api_key}),
                 "CallbackSigningSecret": json.dumps({"current": opts.callback_secret}),
+                "IdentityPepperSecret": json.dumps({"current": opts.identity_pepper}),
             },
         )
         callback = self._spec_for("callback")
@@ -704,6 +707,7 @@ class LocalRunner:
             sequencer=s3_sequencer(),
         )
         from verifyfeed.logic.splitter import DroppedObject
+        from verifyfeed.pii import mask_object_key
 
         job_id = DroppedObject.from_event_record(event["Records"][0]).job_id
         self.submitted.append(_Submitted(file=_display_path(path), key=key, kind=kind, job_id=job_id))
@@ -711,8 +715,12 @@ class LocalRunner:
         if _notifies(splitter.spec, key):
             self._async_futures.append(self._async_pool.submit(self._invoke_async, splitter, event))
         else:
-            log.warning("no S3 trigger of the splitter matches %s: no notification", key)
-        log.info("uploaded %s as s3://%s/%s", path.name, bucket, key)
+            log.warning(
+                "no S3 trigger of the splitter matches %s (job %s): no notification",
+                mask_object_key(key),
+                job_id,
+            )
+        log.info("uploaded a %s file as job %s", kind, job_id)  # not its name: names carry people's
         return key
 
     def _invoke_async(self, function: LocalFunction, event: dict[str, Any]) -> None:

@@ -28,6 +28,8 @@ API_ID = "it-api-id"
 API_KEY = "it-api-key"
 CALLBACK_SECRET = "it-callback-secret"
 PREVIOUS_CALLBACK_SECRET = "it-callback-secret-old"
+IDENTITY_PEPPER = "it-identity-pepper"
+PREVIOUS_IDENTITY_PEPPER = "it-identity-pepper-old"
 NOW = "2026-11-25T10:00:00+08:00"
 DECISION_DELAY_S = 0.3  # the session sandbox decides an audit this long after it, on its manual clock
 
@@ -41,6 +43,9 @@ def stack(moto_endpoint: str) -> LocalStack:
             "UpstreamCredentialsSecret": json.dumps({"apiId": API_ID, "apiKey": API_KEY}),
             "CallbackSigningSecret": json.dumps(
                 {"current": CALLBACK_SECRET, "previous": PREVIOUS_CALLBACK_SECRET}
+            ),
+            "IdentityPepperSecret": json.dumps(
+                {"current": IDENTITY_PEPPER, "previous": PREVIOUS_IDENTITY_PEPPER}
             ),
         },
     )

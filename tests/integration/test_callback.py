@@ -32,9 +32,9 @@ def pending_audit(services: Services) -> Audit:
         row=2,
         usage="2",
         owner_name_masked="张*",
-        id_card_masked="110*************2X",
+        id_card_masked="**************002X",
         id_card_digest="0" * 64,
-        phone_masked="138******78",
+        phone_masked="*******5678",
         status=AuditStatus.SUBMITTING,
     )
     _, reserved = services.audits.reserve(audit, now)

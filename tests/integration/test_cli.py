@@ -21,7 +21,15 @@ import pytest
 from local.events import s3_put_event
 from local.resources import LocalStack
 from sandbox.server import SandboxHandle
-from tests.integration.conftest import ROOT, SettingsFactory, drain_queue, fake_id, new_job, repair_records
+from tests.integration.conftest import (
+    IDENTITY_PEPPER,
+    ROOT,
+    SettingsFactory,
+    drain_queue,
+    fake_id,
+    new_job,
+    repair_records,
+)
 from verifyfeed.cli.app import main
 from verifyfeed.cli.target import Target, resolve
 from verifyfeed.clock import FixedClock
@@ -29,7 +37,7 @@ from verifyfeed.logic.splitter import DroppedObject, split_object
 from verifyfeed.logic.uploader import Delivery, load_records, upload_batch
 from verifyfeed.models.messages import LostRepairBatchMessage
 from verifyfeed.models.records import Audit, AuditStatus, BatchStatus, JobStatus
-from verifyfeed.rules.hashing import sha256_hex
+from verifyfeed.pii import keyed_digest
 from verifyfeed.services import Services, build_services
 
 pytestmark = pytest.mark.integration
@@ -391,14 +399,14 @@ def test_audits_show_masked_fields_only(services: Services, cli: Cli) -> None:
     job = new_job(services)
     id_card = fake_id(4242)
     audit = Audit(
-        audit_key=sha256_hex(f"cli-{uuid.uuid4()}"),
+        audit_key=keyed_digest(f"cli-{uuid.uuid4()}", IDENTITY_PEPPER.encode()),
         job_id=job.job_id,
         row=2,
         usage="2",
         owner_name_masked="张*",
-        id_card_masked="110*************" + id_card[-2:],
-        id_card_digest=sha256_hex(id_card),
-        phone_masked="138******00",
+        id_card_masked="**************" + id_card[-4:],
+        id_card_digest=keyed_digest(id_card, IDENTITY_PEPPER.encode()),
+        phone_masked="*******0000",
         plate="京A12345",
         status=AuditStatus.SUBMITTING,
         updated_at="2026-11-25T02:00:00.000+00:00",
@@ -412,11 +420,11 @@ def test_audits_show_masked_fields_only(services: Services, cli: Cli) -> None:
     assert (mine["owner"], mine["id_card"], mine["phone"], mine["plate"]) == (
         "张*",
         audit.id_card_masked,
-        "138******00",
+        "*******0000",
         "京*****5",
     )
     assert result["counts"]["submitting"] >= 1
-    assert id_card not in out and sha256_hex(id_card) not in out and "京A12345" not in out
+    assert id_card not in out and audit.id_card_digest not in out and "京A12345" not in out
     code, out, _ = cli("audits", "--limit", "500")
     assert code == 0 and "张*" in out and id_card not in out and "submitting" in out
 

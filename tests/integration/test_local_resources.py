@@ -95,7 +95,11 @@ def test_tables_have_the_declared_keys_indexes_and_ttl(stack: LocalStack, templa
 
 def test_secrets_hold_given_or_generated_values(stack: LocalStack) -> None:
     secretsmanager = boto3.client("secretsmanager")
-    assert set(stack.secrets) == {"UpstreamCredentialsSecret", "CallbackSigningSecret"}
+    assert set(stack.secrets) == {
+        "UpstreamCredentialsSecret",
+        "CallbackSigningSecret",
+        "IdentityPepperSecret",
+    }
     upstream = secretsmanager.get_secret_value(SecretId=stack.secrets["UpstreamCredentialsSecret"])
     assert json.loads(upstream["SecretString"]) == json.loads(CREDENTIALS)
     signing = json.loads(
@@ -104,6 +108,11 @@ def test_secrets_hold_given_or_generated_values(stack: LocalStack) -> None:
     assert set(signing) == {"current"}
     assert len(signing["current"]) == 48
     assert set(signing["current"]) <= set(string.ascii_letters + string.digits)
+    pepper = json.loads(
+        secretsmanager.get_secret_value(SecretId=stack.secrets["IdentityPepperSecret"])["SecretString"]
+    )
+    assert set(pepper) == {"current"} and len(pepper["current"]) == 64  # generated, as the stack does
+    assert set(pepper["current"]) <= set(string.ascii_letters + string.digits)
 
 
 def test_function_env_is_fully_resolved(stack: LocalStack, template: dict[str, Any]) -> None:
@@ -118,6 +127,7 @@ def test_function_env_is_fully_resolved(stack: LocalStack, template: dict[str, A
     assert env["JOBS_TABLE"] == stack.tables["JobsTable"]
     assert env["UPSTREAM_CREDENTIALS_PARAM"] == stack.secrets["UpstreamCredentialsSecret"]
     assert env["CALLBACK_SECRET_PARAM"] == stack.secrets["CallbackSigningSecret"]
+    assert env["IDENTITY_PEPPER_PARAM"] == stack.secrets["IdentityPepperSecret"]
     settings = Settings.from_env(env)  # the functions' own settings object accepts it
     assert settings.audits_table == stack.tables["AuditsTable"]
     assert settings.idempotency_table == stack.tables["IdempotencyTable"]

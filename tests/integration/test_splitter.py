@@ -211,8 +211,37 @@ def test_claim_check_when_a_batch_does_not_fit_in_a_message(
         if m.get("job_id") == result.job_id
     ]
     assert len(messages) == 1 and messages[0].records is None and messages[0].claim_key
+    bucket, claim = services.settings.ingest_bucket, messages[0].claim_key
+    s3 = boto3.client("s3")
+    # a second version of the claim, as a resumed split writes it again
+    s3.put_object(Bucket=bucket, Key=claim, Body=s3.get_object(Bucket=bucket, Key=claim)["Body"].read())
+    assert len(s3.list_object_versions(Bucket=bucket, Prefix=claim).get("Versions", [])) == 2
     assert upload_batch(services, messages[0], Delivery()) == "succeeded"
     assert len(sandbox.accepted_records()) == 20
+    # settled succeeded: the claim (plain digests of ID and phone numbers) is gone, every version,
+    # without a delete marker left behind
+    versions = s3.list_object_versions(Bucket=bucket, Prefix=claim)
+    assert versions.get("Versions", []) == [] and versions.get("DeleteMarkers", []) == []
+
+
+def test_the_claim_of_an_unknown_batch_is_kept_for_a_redrive(
+    make_settings: Any, clock: Any, sandbox: SandboxHandle
+) -> None:
+    from verifyfeed.services import build_services
+
+    services = build_services(make_settings(MESSAGE_MAX_BYTES="2000"), clock)
+    key = f"lost-repair/claim-kept-{uuid.uuid4().hex[:6]}.csv"
+    result = split(services, put(services, key, csv_bytes(valid_rows(20, 81_000))))
+    (message,) = [
+        LostRepairBatchMessage.model_validate(m)
+        for m in drain_queue(services.settings.work_queue_url)
+        if m.get("job_id") == result.job_id
+    ]
+    assert message.claim_key
+    sandbox.set_faults([{"endpoint": "lost_repair", "reset": True, "phase": "after", "count": 1}])
+    assert upload_batch(services, message, Delivery()) == "unknown"
+    body = boto3.client("s3").get_object(Bucket=services.settings.ingest_bucket, Key=message.claim_key)
+    assert len(json.loads(body["Body"].read())) == 20  # the operator re-drives it from here
 
 
 def test_missing_required_column_rejects_the_file_with_a_reason(services: Services) -> None:

@@ -121,8 +121,30 @@ def find_pii(text: str, known: Iterable[str] | None = None) -> list[str]:
     return sorted(set(found))
 
 
-def scan_tables(table_names: Iterable[str]) -> tuple[int, list[tuple[str, str]]]:
-    """(items scanned, [(table, leaked value)]) over every item of every table."""
+_HEX_RUN = re.compile(r"[0-9a-f]{64,}")
+
+
+def bare_digests(values: Iterable[str]) -> dict[str, str]:
+    """The bare SHA-256 (lower-case hex) of each value as the wire digests it — an ID number
+    upper-cased, a phone as it is — mapped to the value."""
+    return {sha256_hex(value.upper()): value for value in values}
+
+
+def find_bare_digests(text: str, known: Mapping[str, str] | None = None) -> list[str]:
+    """The values whose bare SHA-256 is in ``text`` (either case of hex, inside longer text too):
+    ``known`` maps digest → value, by default those of every registered ID and phone number."""
+    table = bare_digests(PII) if known is None else known
+    found: set[str] = set()
+    for run in _HEX_RUN.findall(text.lower()):
+        found.update(table[run[i : i + 64]] for i in range(len(run) - 63) if run[i : i + 64] in table)
+    return sorted(found)
+
+
+Finder = Callable[[str], list[str]]
+
+
+def scan_tables(table_names: Iterable[str], find: Finder = find_pii) -> tuple[int, list[tuple[str, str]]]:
+    """(items scanned, [(table, what ``find`` found)]) over every item of every table."""
     db = boto3.client("dynamodb")
     scanned = 0
     leaks: list[tuple[str, str]] = []
@@ -132,15 +154,17 @@ def scan_tables(table_names: Iterable[str]) -> tuple[int, list[tuple[str, str]]]
             page = db.scan(**kwargs)
             for item in page.get("Items", []):
                 scanned += 1
-                leaks.extend((table, value) for value in find_pii(json.dumps(item, ensure_ascii=False)))
+                leaks.extend((table, value) for value in find(json.dumps(item, ensure_ascii=False)))
             if "LastEvaluatedKey" not in page:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
     return scanned, leaks
 
 
-def scan_objects(bucket: str, prefixes: Iterable[str]) -> tuple[int, list[tuple[str, str]]]:
-    """(objects scanned, [(key, leaked value)]) over every object under ``prefixes``."""
+def scan_objects(
+    bucket: str, prefixes: Iterable[str], find: Finder = find_pii
+) -> tuple[int, list[tuple[str, str]]]:
+    """(objects scanned, [(key, what ``find`` found)]) over every object under ``prefixes``."""
     s3 = boto3.client("s3")
     scanned = 0
     leaks: list[tuple[str, str]] = []
@@ -150,7 +174,7 @@ def scan_objects(bucket: str, prefixes: Iterable[str]) -> tuple[int, list[tuple[
                 body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
                 scanned += 1
                 text = body.decode("utf-8", "replace")
-                leaks.extend((obj["Key"], value) for value in find_pii(text))
+                leaks.extend((obj["Key"], value) for value in find(text))
     return scanned, leaks
 
 

@@ -41,9 +41,9 @@ def pending_audit(services: Services, status: AuditStatus = AuditStatus.PENDING)
         row=2,
         usage="2",
         owner_name_masked="张*",
-        id_card_masked="110*************2X",
+        id_card_masked="**************002X",
         id_card_digest=hashlib.sha256(uuid.uuid4().bytes).hexdigest(),
-        phone_masked="139******01",
+        phone_masked="*******0001",
         status=AuditStatus.SUBMITTING,
     )
     _, reserved = services.audits.reserve(audit, now)

@@ -1,4 +1,4 @@
-"""No plaintext ID or phone number in logs, DynamoDB items or reports.
+"""No plaintext ID or phone number, nor a bare SHA-256 of one, in logs, DynamoDB items or reports.
 
 A workload that touches every path that logs or stores something runs through the four handlers
 while every log record is captured (what Powertools wrote, and every attribute of every record):
@@ -6,7 +6,10 @@ hostile lost-repair rows (IDs full-width, lower-case x, 15-digit, with zero-widt
 the wrong column; phones as authCodes), upstream faults (retries, a lost answer), carrier audits
 (whose messages carry the plaintext upstream needs), signed and forged callbacks, the poller.
 Then the logs, every item of every table and every object under reports/ and claims/ are scanned
-for every plaintext ID and phone number the test data used, and for anything that looks like one.
+for every plaintext ID and phone number the test data used, and for anything that looks like one;
+the logs, the tables and reports/ also for the bare SHA-256 of each (an ID number upper-cased, a
+phone, and the audits' identities): what we store is keyed (verifyfeed.pii.Keyed). Only claims/
+hold bare digests, the wire format, and only for batches an operator may re-drive.
 Each scan is checked first on a planted value, so a scan that sees nothing cannot pass by accident.
 """
 
@@ -23,12 +26,14 @@ import pytest
 from local.events import api_gateway_proxy_event, scheduled_event
 from local.lambda_context import new_context
 from sandbox.server import SandboxHandle
-from tests.integration.conftest import API_ID, CALLBACK_SECRET, drain_queue
+from tests.integration.conftest import API_ID, CALLBACK_SECRET, IDENTITY_PEPPER, drain_queue
 from tests.reliability.support import (
     PII,
+    bare_digests,
     capture_logs,
     cn_name,
     drop,
+    find_bare_digests,
     find_pii,
     legacy_id,
     mobile,
@@ -40,12 +45,15 @@ from tests.reliability.support import (
     settled,
 )
 from tests.reliability.test_hostile_files import AUDIT_HEADER, csv_bytes
-from verifyfeed.models.records import AuditStatus
+from verifyfeed.models.records import AuditStatus, BatchStatus
+from verifyfeed.pii import keyed_digest
+from verifyfeed.rules.hashing import sha256_hex
 from verifyfeed.services import Services
 from verifyfeed.upstream.signing import sign_body
 
 pytestmark = pytest.mark.integration
 BASE = 900_000
+NAMED = "张三丰名单"  # file names carry people's names: logs show the job id, the key masked
 
 
 def wide(text: str) -> str:
@@ -71,6 +79,15 @@ def hostile_repair_file() -> bytes:
     return csv_bytes(rows)
 
 
+AUDIT_ROWS = [BASE + 40 + i for i in range(4)]
+
+
+def audit_identities() -> dict[str, str]:
+    """The bare SHA-256 of each audit's identity (usage, ID number, plate) → its ID number: what
+    the audit key was before it was keyed."""
+    return {sha256_hex(f"2\n{person_id(n)}\n粤B{n % 100000:05d}"): person_id(n) for n in AUDIT_ROWS}
+
+
 def audit_file() -> bytes:
     def row(n: int, **over: str) -> list[str]:
         values = {
@@ -85,7 +102,7 @@ def audit_file() -> bytes:
         values.update(over)
         return [values[h] for h in AUDIT_HEADER]
 
-    rows = [row(BASE + 40 + i) for i in range(4)]
+    rows = [row(n) for n in AUDIT_ROWS]
     rows.append(row(BASE + 50, phone="021" + mobile(BASE + 50)[3:]))  # landline: rejected
     rows.append(row(BASE + 51, idCard=bad_check_digit(person_id(BASE + 51))))
     return csv_bytes(rows, header=AUDIT_HEADER)
@@ -121,7 +138,7 @@ def test_no_plaintext_id_or_phone_in_logs_tables_or_reports(
 
     with capture_logs() as logs:
         # lost repair: hostile rows, then upstream faults on the way
-        key = f"lost-repair/pii-{uuid.uuid4().hex[:6]}.csv"
+        key = f"lost-repair/{NAMED}-pii-{uuid.uuid4().hex[:6]}.csv"
         reply = splitter_handler(drop(bucket, key, hostile_repair_file()), new_context("splitter", 900, 1024))
         assert reply["jobs"][0]["rows_accepted"] == 12 and reply["jobs"][0]["rows_rejected"] == 6
         sandbox.set_faults([{"endpoint": "lost_repair", "status_code": 429, "count": 1}])
@@ -129,13 +146,13 @@ def test_no_plaintext_id_or_phone_in_logs_tables_or_reports(
         # a file refused as a whole: its first row is data, not a header
         refused = csv_bytes([repair_row(BASE + 30)], header=None)
         splitter_handler(
-            drop(bucket, f"lost-repair/pii-nohdr-{uuid.uuid4().hex[:6]}.csv", refused),
+            drop(bucket, f"lost-repair/{NAMED}-pii-nohdr-{uuid.uuid4().hex[:6]}.csv", refused),
             new_context("splitter", 900, 1024),
         )
         # another batch whose answer is lost after upstream accepted it
         again = csv_bytes([repair_row(BASE + 31), repair_row(BASE + 32)])
         reply = splitter_handler(
-            drop(bucket, f"lost-repair/pii-lost-{uuid.uuid4().hex[:6]}.csv", again),
+            drop(bucket, f"lost-repair/{NAMED}-pii-lost-{uuid.uuid4().hex[:6]}.csv", again),
             new_context("splitter", 900, 1024),
         )
         sandbox.set_faults([{"endpoint": "lost_repair", "reset": True, "phase": "after", "count": 1}])
@@ -143,7 +160,7 @@ def test_no_plaintext_id_or_phone_in_logs_tables_or_reports(
 
         # carrier audits: plaintext travels to upstream, never into our logs or tables
         sandbox.set_faults([{"endpoint": "audit_add", "status_code": 429, "count": 1}])
-        key = f"carrier-audit/pii-{uuid.uuid4().hex[:6]}.csv"
+        key = f"carrier-audit/{NAMED}-pii-{uuid.uuid4().hex[:6]}.csv"
         reply = splitter_handler(drop(bucket, key, audit_file()), new_context("splitter", 900, 1024))
         assert reply["jobs"][0]["rows_accepted"] == 4
         pump(reply["jobs"][0]["job_id"])
@@ -166,15 +183,28 @@ def test_no_plaintext_id_or_phone_in_logs_tables_or_reports(
         logging.getLogger("verifyfeed.reliability").warning(
             "control", extra={"x": [planted_id, planted_phone]}
         )
+        logging.getLogger("verifyfeed.reliability").warning(
+            "control digest", extra={"d": "digest " + sha256_hex(planted_id.upper()).upper()}
+        )
 
+    assert NAMED not in logs.all_text(), "a file name (an S3 key) in the logs"
+    assert "lost-repair/*.csv" in logs.all_text(), "the splitter logs the key, masked"
     found = find_pii(logs.all_text())
     assert found == sorted([planted_id, planted_phone]), f"plaintext in the logs: {found}"
     ours = sum(
         n for name, n in logs.loggers.items() if name not in ("werkzeug", "botocore", "urllib3", "sandbox")
     )
     assert ours >= 10 and logs.written.getvalue().count('"level"') >= 10  # the scan saw our logs
+    bare = {**bare_digests(PII), **audit_identities()}
+
+    def digests(text: str) -> list[str]:
+        return find_bare_digests(text, bare)
+
+    found = digests(logs.all_text())
+    assert found == [planted_id], f"bare SHA-256 of an ID or phone number in the logs: {found}"
     print(
-        f"log records scanned: {len(logs.texts)}; Powertools lines: {logs.written.getvalue().count(chr(10))}"
+        f"log records scanned: {len(logs.texts)}; Powertools lines: {logs.written.getvalue().count(chr(10))};"
+        f" bare digests looked for: {len(bare)}"
     )
 
     # every item of every table
@@ -185,22 +215,50 @@ def test_no_plaintext_id_or_phone_in_logs_tables_or_reports(
     ]
     db = boto3.client("dynamodb")
     control = {"pk": {"S": "CONTROL"}, "sk": {"S": "CONTROL"}, "note": {"S": f"phone {planted_phone}"}}
+    digest_control = {"pk": {"S": "CONTROL"}, "sk": {"S": "DIGEST"}, "d": {"S": sha256_hex(planted_phone)}}
     db.put_item(TableName=services.settings.jobs_table, Item=control)
+    db.put_item(TableName=services.settings.jobs_table, Item=digest_control)
     try:
         scanned, leaks = scan_tables(tables)
+        _, digest_leaks = scan_tables(tables, digests)
     finally:
+        db.delete_item(
+            TableName=services.settings.jobs_table,
+            Key={"pk": digest_control["pk"], "sk": digest_control["sk"]},
+        )
         db.delete_item(TableName=services.settings.jobs_table, Key={"pk": control["pk"], "sk": control["sk"]})
     assert leaks == [(services.settings.jobs_table, planted_phone)], f"plaintext in DynamoDB: {leaks}"
+    assert digest_leaks == [(services.settings.jobs_table, planted_phone)], f"bare digests: {digest_leaks}"
+    # the audits are there, keyed: the audit key and id_card_digest under the stack's pepper
+    assert {a.id_card_digest for a in services.audits.scan_all() if a.job_id == pending[0].job_id} == {
+        keyed_digest(person_id(n), IDENTITY_PEPPER.encode()) for n in AUDIT_ROWS
+    }
     assert scanned >= 15  # 4 jobs, their batches, 4 audits, idempotency records at least
 
     # every report and claim-check object
-    boto3.client("s3").put_object(Bucket=bucket, Key="reports/control.txt", Body=planted_id.encode())
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=bucket, Key="reports/control.txt", Body=planted_id.encode())
+    s3.put_object(Bucket=bucket, Key="reports/control-digest.txt", Body=sha256_hex(planted_phone).encode())
     try:
         objects, leaks = scan_objects(bucket, ["reports/", "claims/"])
+        _, digest_leaks = scan_objects(bucket, ["reports/"], digests)
     finally:
-        boto3.client("s3").delete_object(Bucket=bucket, Key="reports/control.txt")
+        s3.delete_object(Bucket=bucket, Key="reports/control.txt")
+        s3.delete_object(Bucket=bucket, Key="reports/control-digest.txt")
     assert leaks == [("reports/control.txt", planted_id)], f"plaintext in reports: {leaks}"
+    assert digest_leaks == [("reports/control-digest.txt", planted_phone)], f"bare digests: {digest_leaks}"
     assert objects >= 6
+    # claims/ hold the wire's bare digests: only for batches an operator may still re-drive
+    claims = [
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="claims/")
+        for o in page.get("Contents", [])
+    ]
+    assert claims, "the batch whose answer was lost keeps its claim"
+    for claim in claims:
+        job_id, seq = claim.removeprefix("claims/").removesuffix(".json").split("/")
+        batch = services.jobs.get_batch(job_id, int(seq))
+        assert batch is not None and batch.status != BatchStatus.SUCCEEDED, f"{claim}: batch succeeded"
     print(f"DynamoDB items scanned: {scanned}; S3 objects scanned: {objects}; test identities: {len(PII)}")
 
 
@@ -211,8 +269,21 @@ def test_the_scanner_finds_every_form_of_a_registered_number() -> None:
     assert find_pii(wide(pid)) == [pid]
     assert find_pii(f"手机{phone}号") == [phone]
     assert find_pii(f"{pid[:3]}*************{pid[-2:]} {phone[:3]}******{phone[-2:]}") == []
+    assert find_pii(f"{'*' * 14}{pid[-4:]} {'*' * 7}{phone[-4:]}") == []  # today's masks
     unregistered = "11010519491231002X"  # a checksum-valid ID nobody registered: caught anyway
     assert find_pii(f'"{unregistered}"', known=()) == [unregistered]
     assert find_pii("serial SBX20261125100000ABCDEF digest " + "a1" * 32, known=()) == []
     assert find_pii(f'"UpstreamLatency": [49.2951{phone}, 3.0{pid}]') == []  # fractions, not numbers
     assert find_pii(f"tel.{phone}") == [phone]
+
+
+def test_the_digest_scanner_finds_a_bare_digest_in_any_case_and_never_a_keyed_one() -> None:
+    pid, phone = person_id(BASE + 97), mobile(BASE + 97)
+    known = bare_digests([pid.lower(), phone])  # registered upper-cased, as the wire digests it
+    assert find_bare_digests(f'"idcode":"{sha256_hex(pid.upper())}"', known) == [pid.lower()]
+    assert find_bare_digests("AUDIT#" + sha256_hex(phone).upper(), known) == [phone]
+    assert find_bare_digests("ab" + sha256_hex(phone) + "cd", known) == [phone]  # inside a longer run
+    assert (
+        find_bare_digests(keyed_digest(pid.upper(), b"pepper") + keyed_digest(phone, b"pepper"), known) == []
+    )
+    assert find_bare_digests(sha256_hex(pid)[:63], known) == []

@@ -201,7 +201,7 @@ def policy_templates(resources: dict[str, Any], logical_id: str) -> dict[str, li
 
 def test_each_function_reads_only_its_own_secret(resources: dict[str, Any]) -> None:
     expected = {
-        "SplitterFunction": [],
+        "SplitterFunction": [{"SecretArn": {"Ref": "IdentityPepperSecret"}}],
         "UploaderFunction": [{"SecretArn": {"Ref": "UpstreamCredentialsSecret"}}],
         # never the credentials (they hold the billing apiKey): its apiId is the UpstreamApiId parameter
         "CallbackFunction": [{"SecretArn": {"Ref": "CallbackSigningSecret"}}],
@@ -269,7 +269,7 @@ def test_no_secret_value_in_any_environment(template: dict[str, Any]) -> None:
 
 def test_secrets_are_generated_never_plaintext(resources: dict[str, Any]) -> None:
     secrets = of_type(resources, "AWS::SecretsManager::Secret")
-    assert set(secrets) == {"UpstreamCredentialsSecret", "CallbackSigningSecret"}
+    assert set(secrets) == {"UpstreamCredentialsSecret", "CallbackSigningSecret", "IdentityPepperSecret"}
     for logical_id, secret in secrets.items():
         assert "SecretString" not in secret["Properties"], logical_id
         assert "GenerateSecretString" in secret["Properties"], logical_id
@@ -277,6 +277,8 @@ def test_secrets_are_generated_never_plaintext(resources: dict[str, Any]) -> Non
     assert signing["GenerateStringKey"] == "current"
     assert signing["PasswordLength"] == 48
     assert signing["ExcludePunctuation"] is True
+    pepper = secrets["IdentityPepperSecret"]["Properties"]["GenerateSecretString"]
+    assert pepper["GenerateStringKey"] == "current" and pepper["PasswordLength"] >= 32
     upstream = secrets["UpstreamCredentialsSecret"]["Properties"]["GenerateSecretString"]
     assert upstream["GenerateStringKey"] == "apiKey"
     assert '"apiId"' in upstream["SecretStringTemplate"]

@@ -12,7 +12,7 @@ from local.resources import load_template
 ROOT = Path(__file__).resolve().parents[2]
 # callback: the signing secret only; the apiId it checks is CALLBACK_API_ID (verifyfeed.secrets)
 NEEDS = {
-    "SplitterFunction": set(),
+    "SplitterFunction": {"IdentityPepperSecret"},  # the audit key and id_card_digest are keyed
     "UploaderFunction": {"UpstreamCredentialsSecret"},
     "CallbackFunction": {"CallbackSigningSecret"},
     "PollerFunction": {"UpstreamCredentialsSecret"},

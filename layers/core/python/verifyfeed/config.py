@@ -79,6 +79,14 @@ class Settings(BaseModel):
     callback_sign_scheme: str = Field("hmac-sha256", alias="CALLBACK_SIGN_SCHEME")
     callback_max_body_bytes: int = Field(16 * 1024, alias="CALLBACK_MAX_BODY_BYTES")
 
+    # personal data: the pepper of every digest of an ID or phone number we store (a Secrets Manager
+    # secret {"current", "previous"}; local runs may give the values), docs/decisions.md#personal-data
+    identity_pepper_name: str = Field("", alias="IDENTITY_PEPPER_PARAM")
+    identity_pepper: str = Field("", alias="IDENTITY_PEPPER")
+    identity_previous_pepper: str = Field("", alias="IDENTITY_PREVIOUS_PEPPER")
+    # also find carrier audits written before keyed digests (keyed by a bare SHA-256); read only
+    audit_legacy_lookup: bool = Field(True, alias="AUDIT_LEGACY_LOOKUP")
+
     # lost-repair rules
     batch_max_records: int = Field(1000, alias="BATCH_MAX_RECORDS", ge=1, le=1000)
     message_max_bytes: int = Field(240 * 1024, alias="MESSAGE_MAX_BYTES")

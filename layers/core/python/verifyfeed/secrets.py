@@ -1,8 +1,9 @@
-"""Secrets: upstream credentials and callback signing secrets.
+"""Secrets: upstream credentials, callback signing secrets and the identity pepper.
 
 In AWS the environment holds only the *name* of a Secrets Manager secret, read through
 Powertools Parameters (cached for ``max_age`` seconds, so a rotation is picked up without a
-deploy). Local runs may give the values directly (``UPSTREAM_API_KEY``, ``CALLBACK_SECRET``).
+deploy). Local runs may give the values directly (``UPSTREAM_API_KEY``, ``CALLBACK_SECRET``,
+``IDENTITY_PEPPER``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from aws_lambda_powertools.utilities import parameters
 
 from verifyfeed import aws
 from verifyfeed.config import Settings
+from verifyfeed.pii import Keyed
 from verifyfeed.upstream.auth import Credentials
 
 CACHE_SECONDS = 300
@@ -53,3 +55,17 @@ def expected_api_id(settings: Settings) -> str:
     """The apiId a callback must carry: the callback's own setting in AWS, where it may not read the
     upstream credentials (docs/decisions.md#authinfo); else the credentials' apiId."""
     return settings.callback_api_id or upstream_credentials(settings).api_id
+
+
+def identity_pepper(settings: Settings) -> Keyed:
+    """The pepper of the digests of ID and phone numbers we store: ``current`` and, while it is
+    rotated, ``previous`` (docs/operations.md#secret-rotation). Read once per use case (a file),
+    not per row."""
+    if settings.identity_pepper_name:
+        data = _secret_json(settings.identity_pepper_name)
+        current, previous = data.get("current"), data.get("previous")
+    else:
+        current, previous = settings.identity_pepper, settings.identity_previous_pepper
+    if not current:
+        raise ValueError("no identity pepper: IDENTITY_PEPPER_PARAM (or IDENTITY_PEPPER locally) is not set")
+    return Keyed(current=str(current).encode(), previous=str(previous or "").encode())

@@ -26,7 +26,7 @@ from botocore.exceptions import ClientError
 
 from verifyfeed import aws
 from verifyfeed.models.records import Job
-from verifyfeed.pii import spreadsheet_safe
+from verifyfeed.pii import mask_object_key, spreadsheet_safe
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -115,7 +115,8 @@ def write_summary(
             header = read_header_facts(bucket, key.removesuffix(".json") + _HEADER_SUFFIX) or NO_HEADER
         except ClientError as exc:  # the report matters more than its header facts
             logger.warning(
-                "header facts unreadable; report written without them", extra={"key": key, "error": str(exc)}
+                "header facts unreadable; report written without them",
+                extra={"key": mask_object_key(key), "error": type(exc).__name__},
             )
             header = NO_HEADER
     body = {

@@ -57,11 +57,12 @@ from verifyfeed.models.records import (
     JobKind,
     JobStatus,
 )
-from verifyfeed.pii import mask_id, mask_name, mask_phone
+from verifyfeed.pii import Keyed, mask_id, mask_name, mask_object_key, mask_phone
 from verifyfeed.rules.authcode import validate_auth_code
 from verifyfeed.rules.carrier_audit import validate_audit_row
 from verifyfeed.rules.errors import RowRejected, RuleViolation
 from verifyfeed.rules.hashing import sha256_hex
+from verifyfeed.secrets import identity_pepper
 from verifyfeed.services import Services
 from verifyfeed.store.audits import Reservation
 from verifyfeed.store.jobs import batch_id, iso
@@ -122,7 +123,7 @@ def kind_for_key(key: str, services: Services) -> JobKind | None:
 def split_object(services: Services, dropped: DroppedObject) -> SplitResult:
     kind = kind_for_key(dropped.key, services)
     job_id = dropped.job_id
-    log_extra = {"job_id": job_id, "key": dropped.key}
+    log_extra = {"job_id": job_id, "key": mask_object_key(dropped.key)}
     if kind is None:
         logger.info("object outside the ingest prefixes ignored", extra=log_extra)
         return SplitResult(job_id, "ignored", JobCounts())
@@ -169,7 +170,7 @@ def _split(
     services: Services, dropped: DroppedObject, job: Job, rejections: RejectionLog, resuming: bool
 ) -> SplitResult:
     job_id = job.job_id
-    log_extra = {"job_id": job_id, "key": dropped.key}
+    log_extra = {"job_id": job_id, "key": mask_object_key(dropped.key)}
     summary_key, rejected_key = report_keys(services.settings.reports_prefix, dropped.key)
     facts_key = header_key(services.settings.reports_prefix, dropped.key)
     header: dict[str, object] = NO_HEADER
@@ -419,12 +420,19 @@ def _split_lost_repair(
 # ---- carrier audit -------------------------------------------------------------------------
 
 
-def audit_key_for(params: AuditParams, reference: str) -> str:
-    """The identity of an audit: the caller's reference, else usage + owner ID + plate or driver ID."""
+def audit_keys(
+    params: AuditParams, reference: str, pepper: Keyed, *, legacy: bool = False
+) -> tuple[str, ...]:
+    """The keys an audit may be stored under, the one to write first: its identity (the caller's
+    reference, else usage + owner ID + plate or driver ID) digested under the current pepper, then
+    under the previous one, then (``legacy``) as the bare SHA-256 audits were keyed by before
+    (docs/decisions.md#audit-identity); a new audit is written under the first only."""
     if reference:
-        return sha256_hex(f"ref\n{reference}")
-    subject = params.carLicensePlate or params.driverIdCard or ""
-    return sha256_hex(f"{params.usage}\n{params.idCard}\n{subject}")
+        identity = f"ref\n{reference}"
+    else:
+        subject = params.carLicensePlate or params.driverIdCard or ""
+        identity = f"{params.usage}\n{params.idCard}\n{subject}"
+    return pepper.candidates(identity) + ((sha256_hex(identity),) if legacy else ())
 
 
 def _masked_audit_row(values: dict[str, object]) -> dict[str, str]:
@@ -444,6 +452,7 @@ def _validate_carrier_audits(
     seen: dict[str, int] = {}
     valid: list[CarrierAuditMessage] = []
     read = 0
+    pepper = identity_pepper(services.settings)  # once per file: rotation is picked up by the next
     for row in rows:
         read += 1
         if read > cap:
@@ -461,7 +470,9 @@ def _validate_carrier_audits(
             rejections.add(row.number, rules, reasons, _masked_audit_row(row.values))
             continue
         reference = str(row.values.get("reference") or "").strip()
-        key = audit_key_for(params, reference)
+        key = services.audits.find_key(
+            audit_keys(params, reference, pepper, legacy=services.settings.audit_legacy_lookup)
+        )
         if key in seen:
             rejections.add(
                 row.number,
@@ -492,6 +503,7 @@ def _submit_carrier_audits(
     """
     accepted: list[CarrierAuditMessage] = []
     to_send: list[str] = []
+    pepper = identity_pepper(services.settings)
     for message in audits:
         params = message.params
         now = services.clock.now()
@@ -502,7 +514,7 @@ def _submit_carrier_audits(
             usage=params.usage,
             owner_name_masked=mask_name(params.name),
             id_card_masked=mask_id(params.idCard),
-            id_card_digest=sha256_hex(params.idCard),
+            id_card_digest=pepper.digest(params.idCard),
             phone_masked=mask_phone(params.phone),
             plate=params.carLicensePlate or "",
             status=AuditStatus.SUBMITTING,

@@ -282,6 +282,8 @@ def _settle(
         fields.update(_keep_body(services, batch, message))
     _transition(services, batch, to, count_state0=count_state0, **fields)
     metrics.add_metric(name=_SETTLED_METRIC[to], unit=MetricUnit.Count, value=1)
+    if to == BatchStatus.SUCCEEDED:
+        _drop_claims(services, batch, message)
     settle_job(services, batch.job_id)
 
 
@@ -300,6 +302,39 @@ def _keep_body(services: Services, batch: Batch, message: LostRepairBatchMessage
         )
         return {}
     return {"claim_bucket": claim_bucket, "claim_key": claim_key}
+
+
+def _drop_claims(services: Services, batch: Batch, message: LostRepairBatchMessage) -> None:
+    """A succeeded batch is never sent again: its body in ``claims/`` (the wire digests of its ID and
+    phone numbers, and names) is deleted at once, every version of it, rather than left to the
+    lifecycle rule. Best effort, after the settlement: what is left expires with ``claims/``."""
+    s3 = aws.s3()
+    places = {(message.claim_bucket, message.claim_key), (batch.claim_bucket, batch.claim_key)}
+    for bucket, key in places:
+        if not key or not key.startswith(services.settings.claims_prefix):
+            continue
+        bucket = bucket or services.settings.ingest_bucket
+        try:
+            for _ in range(_MAX_CLAIM_VERSIONS):  # the newest version each time; no list permission
+                try:
+                    version = s3.head_object(Bucket=bucket, Key=key).get("VersionId")
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                        break
+                    raise
+                if version and version != "null":
+                    s3.delete_object(Bucket=bucket, Key=key, VersionId=version)
+                else:
+                    s3.delete_object(Bucket=bucket, Key=key)
+                    break
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning(
+                "claim of a succeeded batch not deleted; the lifecycle rule will",
+                extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "error": type(exc).__name__},
+            )
+
+
+_MAX_CLAIM_VERSIONS = 4  # a claim is written once, twice when a split is resumed
 
 
 # ---- carrier audits ------------------------------------------------------------------------

@@ -1,5 +1,8 @@
 """SHA-256 helpers: ``sha256_hex(text)`` digests the UTF-8 bytes and returns lower-case hex;
-``is_sha256_hex(text)`` tells whether ``text`` is exactly 64 hex digits (either case)."""
+``is_sha256_hex(text)`` tells whether ``text`` is exactly 64 hex digits (either case).
+
+The bare SHA-256 of an ID or phone number is the lost-repair upstream's wire format, never what we
+store: a stored digest is keyed (``verifyfeed.pii.keyed_digest``, docs/decisions.md#personal-data)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Carrier audits (``pk=AUDIT#<audit_key>``), indexed by upstream record id and by status.
 
-An item holds masked ID/phone values plus a digest for look-up, never the plaintext.
+An item holds masked ID/phone values plus keyed digests (``verifyfeed.pii.Keyed``), never the
+plaintext nor a bare SHA-256 of it.
 Audit states::
 
     submitting ─┬─> pending ─┬─> passed
@@ -14,7 +15,7 @@ leaves, so a stale or replayed result can never overwrite a newer one.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -60,6 +61,15 @@ class AuditStore:
             TableName=self.table, Key={"pk": attr(audit_pk(audit_key))}, ConsistentRead=True
         ).get("Item")
         return None if item is None else Audit.model_validate(from_item(item))
+
+    def find_key(self, candidates: Sequence[str]) -> str:
+        """The first of ``candidates`` (``logic.splitter.audit_keys``) an audit is stored under, else
+        the first: an audit written under a previous pepper (or before keyed digests) is found."""
+        if len(candidates) > 1:
+            for key in candidates:
+                if self.get(key) is not None:
+                    return key
+        return candidates[0]
 
     def key_for_record(self, record_id: int) -> str | None:
         """The ``audit_key`` of the audit upstream knows as ``record_id``, or ``None``."""
