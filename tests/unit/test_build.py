@@ -255,3 +255,12 @@ def test_the_layer_ships_the_versions_the_tests_run_with() -> None:
 
     for name in ("pydantic", "pydantic-core", "boto3", "botocore", "requests", "openpyxl"):
         assert version(name) == dev[name], f"the venv's {name} is not the lock's: make venv"
+
+
+def test_make_bench_says_which_splitter_path_ran_and_on_which_architecture() -> None:
+    from bench.run import machine
+
+    info = machine()
+    # `make bench` builds the extension (make native), as `make test` does
+    assert info["fast_path"].startswith("the C fast path (verifyfeed._fastsplit)")
+    assert info["architecture"] == f"{platform.machine()} (Lambda {HOST_ARCH})"
