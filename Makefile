@@ -35,8 +35,9 @@ $(STAMP): $(LOCK) pyproject.toml
 	@# exactly the lock: every version pinned, every file checked against its hash
 	$(BIN)/pip install -qq --require-hashes --no-deps -r $(LOCK)
 	$(BIN)/pip check
-	@# the core package itself, editable, for the `verifyfeed` operators' CLI (.venv/bin/verifyfeed)
-	$(BIN)/pip install -qq -e . --no-deps
+	@# the core package itself, editable, for the `verifyfeed` operators' CLI (.venv/bin/verifyfeed),
+	@# built by the locked setuptools (no build isolation: nothing unpinned is fetched)
+	$(BIN)/pip install -qq --no-build-isolation --no-deps -e .
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)
@@ -46,8 +47,10 @@ venv: $(STAMP)
 # the dev lock, so the layer ships the versions the tests run with (tests/unit/test_build.py checks).
 UV_COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --no-header --annotation-style line \
 	--python-version 3.11 --index-url https://pypi.org/simple
+# Pins already in a lock are kept where they still satisfy the requirements; `make lock UPGRADE=1`
+# moves everything to the newest versions allowed.
 lock: $(STAMP)
-	$(UV_COMPILE) --python-platform x86_64-unknown-linux-gnu --upgrade -o $(LOCK) requirements-dev.txt
+	$(UV_COMPILE) --python-platform x86_64-unknown-linux-gnu $(if $(UPGRADE),--upgrade) -o $(LOCK) requirements-dev.txt
 	$(UV_COMPILE) --python-platform x86_64-manylinux_2_17 -c $(LOCK) -o $(LAYER_LOCK) layers/core/requirements.txt
 
 $(NATIVE): layers/core/native/fastsplit.c layers/core/native/build.py $(STAMP)
