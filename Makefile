@@ -3,9 +3,19 @@
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
+# the dev venv is installed from requirements-dev.lock (hashes; `make lock` writes it from
+# requirements.txt and requirements-dev.txt), so every machine gets the same versions
+LOCK := requirements-dev.lock
+LAYER_LOCK := layers/core/requirements.lock
+STAMP := $(VENV)/.installed-$(shell cat $(LOCK) | sha1sum | cut -c1-12)
+PIP_VERSION := 26.3
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
+SAM_CLI_VERSION := 1.170.0
+# the Lambda architecture of every function and of the core layer (template parameter Architecture):
+# x86_64 (default, built and tested here) or arm64 (needs an arm64 build host: docs/decisions.md#architecture)
+ARCHITECTURE ?= x86_64
+export ARCHITECTURE
 # checkov in a venv of its own (its pins conflict with the project's), at a fixed version
 CHECKOV_VERSION := 3.3.30
 CHECKOV_VENV := .venv-checkov
@@ -17,17 +27,31 @@ NATIVE := layers/core/python/verifyfeed/_fastsplit$(shell $(PY) -c "import sysco
 # demo options (make variables or environment): see README "Running locally"
 export FILE KIND UPSTREAM_URL CLOCK_NOW CALLBACK_PORT CALLBACK_SECRET API_ID POLL_SECONDS JSON DEMO_TIMEOUT
 
-.PHONY: venv native sanitize demo test pytest load lint typecheck cfn-lint checkov bandit sam-build sam-validate bench sandbox clean
+.PHONY: venv lock check-lock native sanitize demo test pytest load lint typecheck cfn-lint checkov bandit sam-build sam-validate bench sandbox clean
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): $(LOCK) pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -qq --upgrade pip
-	$(BIN)/pip install -qq -r requirements-dev.txt
-	@# the core package itself, editable, for the `verifyfeed` operators' CLI (.venv/bin/verifyfeed)
-	$(BIN)/pip install -qq -e . --no-deps
+	$(BIN)/pip install -qq "pip==$(PIP_VERSION)"
+	@# exactly the lock: every version pinned, every file checked against its hash
+	$(BIN)/pip install -qq --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/pip check
+	@# the core package itself, editable, for the `verifyfeed` operators' CLI (.venv/bin/verifyfeed),
+	@# built by the locked setuptools (no build isolation: nothing unpinned is fetched)
+	$(BIN)/pip install -qq --no-build-isolation --no-deps -e .
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)
+
+# Re-resolve both locks from requirements*.txt and layers/core/requirements.txt (PyPI, CPython 3.11
+# on Linux): run after changing a requirement, commit the locks. The layer's lock is constrained by
+# the dev lock, so the layer ships the versions the tests run with (tests/unit/test_build.py checks).
+UV_COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --no-header --annotation-style line \
+	--python-version 3.11 --index-url https://pypi.org/simple
+# Pins already in a lock are kept where they still satisfy the requirements; `make lock UPGRADE=1`
+# moves everything to the newest versions allowed.
+lock: $(STAMP)
+	$(UV_COMPILE) --python-platform x86_64-unknown-linux-gnu $(if $(UPGRADE),--upgrade) -o $(LOCK) requirements-dev.txt
+	$(UV_COMPILE) --python-platform x86_64-manylinux_2_17 -c $(LOCK) -o $(LAYER_LOCK) layers/core/requirements.txt
 
 $(NATIVE): layers/core/native/fastsplit.c layers/core/native/build.py $(STAMP)
 	$(BIN)/python layers/core/native/build.py
@@ -87,11 +111,13 @@ bandit: $(STAMP)
 
 $(SAM):
 	@test -x $(SAM_VENV)/bin/python || $(PY) -m venv $(SAM_VENV)
-	$(SAM_VENV)/bin/pip install -q aws-sam-cli
+	$(SAM_VENV)/bin/pip install -q "aws-sam-cli==$(SAM_CLI_VERSION)"
 
+# ARCHITECTURE=arm64 builds for Graviton: the layer build then needs an arm64 host (it fails
+# loudly elsewhere rather than ship a layer without the splitter's C fast path)
 sam-build: $(SAM)
 	SAM_CLI_TELEMETRY=0 $(SAM) validate --lint
-	SAM_CLI_TELEMETRY=0 $(SAM) build --cached --parallel
+	SAM_CLI_TELEMETRY=0 $(SAM) build --cached --parallel --parameter-overrides Architecture=$(ARCHITECTURE)
 	@# the core layer as Lambda will load it: with bytecode for python3.11 (docs/performance.md)
 	@test -f .aws-sam/build/CoreLayer/python/verifyfeed/logic/__pycache__/callback.cpython-311.pyc \
 		|| { echo "sam-build: the core layer has no python3.11 bytecode"; exit 1; }

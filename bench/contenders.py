@@ -12,7 +12,8 @@ ends when the last batch is serialised; the child writes ``{"rows", "seconds", "
   ``open_rows`` on the file stream, with the splitter's own rejection callback (masked values
   into a ``RejectionLog``) and a sink that builds each batch's queue message body and counts its
   UTF-8 bytes where the splitter would send it (no S3, DynamoDB or SQS) — with the C fast path
-  (``verifyfeed._fastsplit``), as the layer runs it;
+  (``verifyfeed._fastsplit``), as the layer runs it — or, where the extension is not built, the
+  pure-Python path (the report's ``path`` says which ran, and ``make bench`` prints it);
 - ``ours-py``: the same without the C extension (``native=False``): what runs where it is not
   built; for comparison, not a goal.
 """
@@ -93,10 +94,12 @@ def run_peer(path: Path) -> Callable[[], Result]:
     return run
 
 
-def run_ours(path: Path, native: bool = True) -> Callable[[], Result]:
+def run_ours(path: Path, native: bool | None = None) -> Callable[[], Result]:
     from verifyfeed.config import LegacyIdPolicy
     from verifyfeed.ingest.readers import open_rows
-    from verifyfeed.logic.repair_batches import RepairBatch, split_repair_rows
+    from verifyfeed.logic.repair_batches import NATIVE, RepairBatch, split_repair_rows
+
+    use_c = NATIVE if native is None else native
     from verifyfeed.logic.reports import RejectionLog
     from verifyfeed.logic.splitter import repair_rejects
     from verifyfeed.models.records import JobKind
@@ -120,7 +123,7 @@ def run_ours(path: Path, native: bool = True) -> Callable[[], Result]:
                     batch_size=1000,
                     reject=repair_rejects(rejections),
                     emit=emit,
-                    native=native,
+                    native=use_c,
                 )
         finally:
             rejections.close()
@@ -130,6 +133,7 @@ def run_ours(path: Path, native: bool = True) -> Callable[[], Result]:
             "rejected": counts.rows_rejected,
             "batches": counts.batches_total,
             "bytes": size,
+            "path": "C fast path" if use_c else "pure-Python path",
         }
 
     return run

@@ -39,6 +39,13 @@ GOAL_COLD_IMPORT_MS = 300.0
 GOAL_WARM_P99_MS = 15.0
 
 
+def architecture() -> str:
+    """This machine's architecture, with the Lambda name (the template's Architecture) of it."""
+    machine = platform.machine()
+    lambda_name = {"x86_64": "x86_64", "AMD64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(machine)
+    return f"{machine} (Lambda {lambda_name})" if lambda_name else f"{machine} (no Lambda architecture)"
+
+
 def machine() -> dict[str, Any]:
     model = ""
     try:
@@ -57,13 +64,14 @@ def machine() -> dict[str, Any]:
     try:
         from verifyfeed import _fastsplit
 
-        fast_path = "C extension, SHA-256 by " + (
+        fast_path = "the C fast path (verifyfeed._fastsplit), SHA-256 by " + (
             "the CPU's SHA extensions" if _fastsplit.SHA_NI else "portable C"
         )
     except ImportError:
-        fast_path = "C extension NOT BUILT (make native)"
+        fast_path = "the pure-Python path (the C extension is NOT BUILT: make native)"
     return {
         "fast_path": fast_path,
+        "architecture": architecture(),
         "nproc": os.cpu_count(),
         "cpu": model,
         "python": platform.python_version(),
@@ -127,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     report: dict[str, Any] = {"machine": info, "files": {}, "splitter": {}}
     print(f"machine: {info['nproc']} × {info['cpu']}, Python {info['python']}, pandas {info['pandas']}")
-    print(f"splitter fast path: {info['fast_path']}")
+    print(f"splitter: ours runs {info['fast_path']}; ours-py the pure-Python path")
+    print(f"architecture: {info['architecture']}")
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in info['loadavg'])}")
 
     with tempfile.TemporaryDirectory(prefix="verifyfeed-bench-") as tmp:
@@ -158,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             ours = results["ours"]["rows_per_s"]
             print(
                 f"  ours/peer {ours / results['peer']['rows_per_s']:.2f}   "
-                f"ours/limit {ours / results['limit']['rows_per_s']:.2f}"
+                f"ours/limit {ours / results['limit']['rows_per_s']:.2f}   "
+                f"(ours ran the {results['ours']['path']} on {platform.machine()})"
             )
             path.unlink()
 

@@ -381,13 +381,36 @@ def test_functions_code_uri_and_handler(resources: dict[str, Any]) -> None:
 def test_function_globals(template: dict[str, Any]) -> None:
     globals_ = template["Globals"]["Function"]
     assert globals_["Runtime"] == "python3.11"
-    assert globals_["Architectures"] == ["x86_64"]
+    assert globals_["Architectures"] == [{"Ref": "Architecture"}]
     assert globals_["Tracing"] == "Active"
     powertools, core = globals_["Layers"]
-    assert "AWSLambdaPowertoolsPythonV3-python311-x86_64" in str(powertools)
+    # the managed layer of the same architecture (its pydantic_core is compiled code)
+    assert "AWSLambdaPowertoolsPythonV3-python311-${Architecture}:" in str(powertools)
     assert "PowertoolsLayerArn" in str(powertools)
-    # last, so its pydantic (the one the tests run with) wins over the copy in the Powertools layer
+    # last, so it wins any file both layers have (its dependencies are in site-packages, first anyway)
     assert core == {"Ref": "CoreLayer"}
+
+
+def test_every_function_and_the_layer_run_on_the_architecture_parameter(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    parameter = template["Parameters"]["Architecture"]
+    assert parameter["AllowedValues"] == ["x86_64", "arm64"]
+    # the default is what this project can build and test the C fast path for (docs/decisions.md)
+    assert parameter["Default"] == "x86_64"
+    for logical_id in FUNCTIONS:
+        assert "Architectures" not in props(resources, logical_id), f"{logical_id} overrides the Globals"
+    layer = resources["CoreLayer"]
+    assert layer["Properties"]["CompatibleArchitectures"] == [{"Ref": "Architecture"}]
+    # SAM keys its build cache on it: a layer built for one architecture is not reused for the other
+    assert layer["Metadata"]["BuildArchitecture"] == {"Ref": "Architecture"}
+    makefile = (ROOT / "Makefile").read_text()
+    assert "--parameter-overrides Architecture=$(ARCHITECTURE)" in makefile
+    assert "native/build.py --lambda --arch $(ARCHITECTURE)" in (ROOT / "layers/core/Makefile").read_text()
+    resolved = Resolver(template, stack_name="s", region="eu-west-1", parameters={"Architecture": "arm64"})
+    powertools, _ = resolved.resolve(template["Globals"]["Function"]["Layers"])
+    assert powertools.endswith(":layer:AWSLambdaPowertoolsPythonV3-python311-arm64:23")
+    assert resolved.resolve(template["Globals"]["Function"]["Architectures"]) == ["arm64"]
 
 
 def test_callback_api_is_throttled(resources: dict[str, Any]) -> None:
@@ -421,6 +444,7 @@ def test_core_layer_is_built_by_its_makefile(resources: dict[str, Any]) -> None:
     assert re.search(r"^build-CoreLayer:", makefile, re.MULTILINE)
     requirements = (ROOT / "layers/core/requirements.txt").read_text().lower()
     assert "pydantic" in requirements and "requests" in requirements and "openpyxl" in requirements
+    assert "boto3" in requirements and "botocore" in requirements  # pinned: aws.py subclasses its Loader
     assert "powertools" not in re.sub(r"#.*", "", requirements), "Powertools comes from the managed layer"
 
 
@@ -448,6 +472,7 @@ def test_parameters(template: dict[str, Any]) -> None:
         "LogRetentionDays",
         "CallbackReservedConcurrency",
         "KmsKeyArn",
+        "Architecture",
     }
     assert parameters["LogRetentionDays"]["Default"] == 90
     assert parameters["KmsKeyArn"]["Default"] == ""
