@@ -19,8 +19,9 @@ services = get_services()
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    report = poll(services)
+    report = poll(services, seconds_left=lambda: context.get_remaining_time_in_millis() / 1000)
     metrics.add_metric(name="AuditsPending", unit=MetricUnit.Count, value=report.audits_pending)
+    metrics.add_metric(name="AuditsUnknown", unit=MetricUnit.Count, value=report.audits_unknown)
     metrics.add_metric(name="PollerErrors", unit=MetricUnit.Count, value=report.audit_errors)
     metrics.add_metric(name="BatchesRedriven", unit=MetricUnit.Count, value=report.batches_redriven)
     return report.__dict__

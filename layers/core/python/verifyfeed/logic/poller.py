@@ -1,11 +1,24 @@
-"""The scheduled sweep: settle audits whose callback never came, re-drive deferred batches.
+"""The scheduled sweep: re-drive deferred batches, then settle audits whose callback never came.
 
-Bounded work per run (``POLL_MAX_ITEMS``); an upstream error on one audit does not stop the
-others. Results go through ``transitions.apply_audit_result``, the same code as the callback.
+It never strands and never starves (docs/decisions.md#poller):
+
+- deferred batches first (they wait on the blackout, audits only on a callback); each one's message
+  is **sent before** the batch leaves ``deferred`` (the uploader takes its lease from ``deferred``
+  as well), so a run that dies between the two leaves a batch that is still listed and re-driven,
+  never a ``queued`` batch without a message;
+- each audit is handled on its own: an unreadable answer or an error is recorded on that audit
+  (``polls``, ``poll_error``) and the run goes on;
+- every audit polled moves to the back of the queue (``mark_polled``), so the next run starts with
+  the least recently polled — the 101st audit is not starved by the first 100;
+- the run stops while the Lambda still has time (``deadline``): what is left waits for the next.
+
+Results go through ``transitions.apply_audit_result``, the same code as the callback.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -22,6 +35,9 @@ from verifyfeed.upstream.client import Answered, CallOutcome, parse_audit_result
 
 logger = Logger(child=True)
 
+# what one more item may take at most: an upstream call (connect + read timeout) and a few writes
+_ITEM_MARGIN_S = 5.0
+
 
 @dataclass
 class PollReport:
@@ -30,35 +46,56 @@ class PollReport:
     audit_errors: int = 0
     batches_redriven: int = 0
     audits_pending: int = 0  # after this run: the AuditsPending metric
+    audits_unknown: int = 0  # after this run: the AuditsUnknown metric
+    stopped_early: bool = False  # the Lambda's time ran short: the rest waits for the next run
     outcomes: dict[str, int] = field(default_factory=dict)
 
 
-def poll(services: Services) -> PollReport:
+def poll(services: Services, seconds_left: Callable[[], float] | None = None) -> PollReport:
+    """``seconds_left``: how long the invocation may still run (the Lambda context's remaining time)."""
+    margin = _ITEM_MARGIN_S + services.settings.connect_timeout_s + services.settings.read_timeout_s
+    started = time.monotonic()
+
+    def time_is_short() -> bool:
+        left = seconds_left() if seconds_left else 900.0 - (time.monotonic() - started)
+        return left < margin
+
     report = PollReport()
-    _poll_audits(services, report)
-    _redrive_deferred(services, report)
+    _redrive_deferred(services, report, time_is_short)
+    _poll_audits(services, report, time_is_short)
     report.audits_pending = services.audits.count_with_status(AuditStatus.PENDING)
+    report.audits_unknown = services.audits.count_with_status(AuditStatus.UNKNOWN)
     logger.info("poll finished", extra=report.__dict__)
     return report
 
 
-def _poll_audits(services: Services, report: PollReport) -> None:
+def _poll_audits(services: Services, report: PollReport, time_is_short: Callable[[], bool]) -> None:
     settings = services.settings
     older_than = services.clock.now() - timedelta(seconds=settings.poll_pending_age_seconds)
     for audit in services.audits.with_status(AuditStatus.PENDING, older_than, settings.poll_max_items):
         if audit.record_id is None:
             continue
+        if time_is_short():
+            report.stopped_early = True
+            return
         report.audits_checked += 1
-        outcome_of_get = services.upstream.audit_get(audit.record_id)
-        result = parse_audit_result(outcome_of_get)
-        if result is None:
+        log = {"job_id": audit.job_id, "record_id": audit.record_id}
+        try:
+            outcome_of_get = services.upstream.audit_get(audit.record_id)
+            result = parse_audit_result(outcome_of_get)
+            if result is None or result.id != audit.record_id:
+                why = _why(outcome_of_get) if result is None else "answered about another record id"
+                report.audit_errors += 1
+                services.audits.mark_polled(audit, services.clock.now(), error=why)
+                logger.warning("carrierAudit/get gave no result", extra={**log, "answer": why})
+                continue
+            outcome = apply_audit_result(services, result.id, result.upstream_status, result.remarks)
+            if outcome.value == "still_pending":
+                services.audits.mark_polled(audit, services.clock.now())
+        except Exception as exc:  # one audit's trouble is that audit's: the run goes on
             report.audit_errors += 1
-            logger.warning(
-                "carrierAudit/get gave no result",
-                extra={"job_id": audit.job_id, "record_id": audit.record_id, "answer": _why(outcome_of_get)},
-            )
+            logger.exception("polling an audit failed", extra={**log, "error": type(exc).__name__})
             continue
-        outcome = apply_audit_result(services, result.id, result.upstream_status, result.remarks)
         report.outcomes[outcome.value] = report.outcomes.get(outcome.value, 0) + 1
         if outcome.value == "applied":
             report.audits_settled += 1
@@ -66,30 +103,34 @@ def _poll_audits(services: Services, report: PollReport) -> None:
 
 def _why(outcome: CallOutcome) -> str:
     if isinstance(outcome, Answered):
+        if outcome.response.ok:
+            return "success code with a data field that is not an audit result"
         return f"code {outcome.response.code}: {outcome.response.message}"[:200]
     return outcome.reason
 
 
-def _redrive_deferred(services: Services, report: PollReport) -> None:
-    """After the blackout, put deferred batches back on the queue (as ``queued``)."""
+def _redrive_deferred(services: Services, report: PollReport, time_is_short: Callable[[], bool]) -> None:
+    """After the blackout, queue each deferred batch's message, then mark it ``queued``."""
     now = services.clock.now()
     if services.blackout.is_blacked_out(now):
         return
+    sqs = aws.sqs()
     for batch in services.jobs.batches_with_status(BatchStatus.DEFERRED, services.settings.poll_max_items):
-        try:
-            queued = services.jobs.transition(batch, BatchStatus.QUEUED, now)
-        except StaleTransition:
-            continue
+        if time_is_short():
+            report.stopped_early = True
+            return
         message = LostRepairBatchMessage(
-            job_id=queued.job_id,
-            batch_id=queued.batch_id,
-            seq=queued.seq,
-            claim_bucket=queued.claim_bucket,
-            claim_key=queued.claim_key,
+            job_id=batch.job_id,
+            batch_id=batch.batch_id,
+            seq=batch.seq,
+            claim_bucket=batch.claim_bucket,
+            claim_key=batch.claim_key,
             generation=int(now.timestamp()),
         )
-        aws.sqs().send_message(
-            QueueUrl=services.settings.work_queue_url, MessageBody=message.model_dump_json()
-        )
-        settle_job(services, queued.job_id)
+        sqs.send_message(QueueUrl=services.settings.work_queue_url, MessageBody=message.model_dump_json())
         report.batches_redriven += 1
+        try:  # bookkeeping: the uploader may already have taken the batch from "deferred"
+            services.jobs.transition(batch, BatchStatus.QUEUED, now)
+        except StaleTransition:
+            continue
+        settle_job(services, batch.job_id)

@@ -128,3 +128,5 @@ class Audit(BaseModel):
     submitted_at: str = ""
     updated_at: str = ""
     last_error: str = ""
+    polls: int = 0  # /carrierAudit/get calls the poller made for it
+    poll_error: str = ""  # why the last one gave no result ("" = it answered "still pending")

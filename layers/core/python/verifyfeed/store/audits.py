@@ -271,6 +271,39 @@ class AuditStore:
         """pending → passed / rejected (the callback and the poller both come here)."""
         return self._move(audit, to, now, {"remarks": remarks})
 
+    def mark_polled(self, audit: Audit, now: datetime, error: str = "") -> bool:
+        """A poll of this pending audit is done (answered "still pending", or not readable: ``error``).
+
+        Its ``updated_at`` — the by-status index's sort key — moves to ``now``, so the next run starts
+        with the audits polled least recently (no audit starves behind the oldest ones). Conditional
+        on the audit still being pending at the version read; False when it moved meanwhile.
+        """
+        values: dict[str, Any] = {
+            ":now": attr(iso(now)),
+            ":one": attr(1),
+            ":zero": attr(0),
+            ":pending": attr(AuditStatus.PENDING.value),
+            ":v": attr(audit.version),
+            ":e": attr(error[:500]),
+        }
+        try:
+            self._db.update_item(
+                TableName=self.table,
+                Key={"pk": attr(audit_pk(audit.audit_key))},
+                UpdateExpression=(
+                    "SET updated_at = :now, polled_at = :now, poll_error = :e, "
+                    "polls = if_not_exists(polls, :zero) + :one"
+                ),
+                ConditionExpression="#s = :pending AND version = :v",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if not condition_failed(exc):
+                raise
+            return False
+        return True
+
     def with_status(
         self,
         status: AuditStatus,
