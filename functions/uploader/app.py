@@ -55,6 +55,9 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
     delivery = Delivery(
         receive_count=int(record.attributes.approximate_receive_count),
         max_receive_count=settings.queue_max_receive_count,
+        seconds_left=(lambda: lambda_context.get_remaining_time_in_millis() / 1000)
+        if lambda_context
+        else None,
     )
     try:
         status: str = process(message=work.model_dump(mode="json"), delivery=delivery)

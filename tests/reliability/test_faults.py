@@ -39,7 +39,7 @@ from tests.reliability.test_hostile_files import csv_bytes
 from verifyfeed.clock import FixedClock
 from verifyfeed.logic.poller import poll
 from verifyfeed.logic.splitter import DroppedObject, split_object
-from verifyfeed.logic.uploader import Delivery, RetryLater, submit_audit, upload_batch
+from verifyfeed.logic.uploader import Delivery, RetryLater, SettleFailed, submit_audit, upload_batch
 from verifyfeed.models.messages import CarrierAuditMessage, LostRepairBatchMessage
 from verifyfeed.models.records import AuditStatus, BatchStatus, JobStatus
 from verifyfeed.rules.hashing import sha256_hex
@@ -568,14 +568,59 @@ def test_a_conflict_that_persists_is_bounded_and_ends_flagged(
     [message] = [LostRepairBatchMessage.model_validate(m) for m in split.messages]
     conflicting = ConflictingClient(small_batches.jobs._db, 10)
     monkeypatch.setattr(small_batches.jobs, "_db", conflicting)
-    with pytest.raises(ClientError, match="TransactionCanceled"):
-        upload_batch(small_batches, message, Delivery())
+    with pytest.raises(SettleFailed) as failed:  # no time left to retry: the trail, then SQS
+        upload_batch(small_batches, message, Delivery(seconds_left=lambda: 1.0))
+    assert isinstance(failed.value.__cause__, ClientError)
     assert conflicting.refused == 4  # tried four times, then gave the error to SQS
     monkeypatch.undo()
     clock.move_to(clock.now() + timedelta(seconds=small_batches.settings.send_lease_seconds + 1))
     assert upload_batch(small_batches, message, Delivery(receive_count=2)) == "unknown"
     check = check_ledger(small_batches, sandbox, split.job_id, split.sent)
     assert check.statuses == {"unknown": 1} and upload_requests(sandbox) == 1
+
+
+def test_a_settle_that_keeps_failing_is_retried_while_the_invocation_has_time(
+    small_batches: Services, sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ten lost races in a row: the charged answer is still recorded, because the uploader keeps
+    trying for as long as its invocation may run."""
+    split = split_file(small_batches, PER_BATCH, leave_in_queue=False)
+    [message] = [LostRepairBatchMessage.model_validate(m) for m in split.messages]
+    conflicting = ConflictingClient(small_batches.jobs._db, 10)
+    monkeypatch.setattr(small_batches.jobs, "_db", conflicting)
+    assert upload_batch(small_batches, message, Delivery(seconds_left=lambda: 60.0)) == "succeeded"
+    assert conflicting.refused == 10
+    check = check_ledger(small_batches, sandbox, split.job_id, split.sent)
+    assert check.statuses == {"succeeded": 1} and upload_requests(sandbox) == 1
+
+
+def test_a_missing_body_fails_the_batch_without_a_lease_or_a_call(
+    small_batches: Services, sandbox: SandboxHandle
+) -> None:
+    split = split_file(small_batches, PER_BATCH, leave_in_queue=False)
+    [message] = [LostRepairBatchMessage.model_validate(m) for m in split.messages]
+    assert message.claim_bucket and message.claim_key
+    boto3.client("s3").delete_object(Bucket=message.claim_bucket, Key=message.claim_key)
+    assert upload_batch(small_batches, message, Delivery()) == "failed"
+    batch = small_batches.jobs.get_batch(split.job_id, 1)
+    assert batch is not None and batch.attempts == 0 and "body is missing" in batch.last_error
+    assert upload_requests(sandbox) == 0
+
+
+def test_unreadable_credentials_fail_before_the_lease(
+    make_settings: SettingsFactory, clock: FixedClock, sandbox: SandboxHandle
+) -> None:
+    """A secret that cannot be read must not leave a lease behind that expires into "unknown"."""
+    services = build_services(
+        make_settings(BATCH_MAX_RECORDS=str(PER_BATCH), UPSTREAM_CREDENTIALS_PARAM="no-such-secret"), clock
+    )
+    split = split_file(services, PER_BATCH, leave_in_queue=False)
+    [message] = [LostRepairBatchMessage.model_validate(m) for m in split.messages]
+    with pytest.raises(Exception, match=r"no-such-secret|ResourceNotFound|GetParameterError"):
+        upload_batch(services, message, Delivery())
+    batch = services.jobs.get_batch(split.job_id, 1)
+    assert batch is not None and batch.status == BatchStatus.STAGED and batch.lease_until == ""
+    assert upload_requests(sandbox) == 0
 
 
 def test_a_transaction_conflict_when_recording_an_audit_is_retried(

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import json
 import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated
@@ -64,10 +66,18 @@ class RetryLater(Exception):
 
 @dataclass(frozen=True)
 class Delivery:
-    """What SQS tells us about this delivery of the message."""
+    """What SQS tells us about this delivery of the message, and how long the invocation may run."""
 
     receive_count: int = 1
     max_receive_count: int = 8
+    seconds_left: Callable[[], float] | None = None  # the Lambda context's remaining time
+
+
+SETTLE_RESERVE_S = 2.0  # stop retrying a settle this long before the invocation's deadline
+
+
+class SettleFailed(Exception):
+    """The answer to a charged call could not be recorded before the invocation's time ran out."""
 
 
 def backoff_seconds(services: Services, attempt: int) -> int:
@@ -95,6 +105,7 @@ def upload_batch(services: Services, message: LostRepairBatchMessage, delivery: 
         raise RetryLater("batch record not found yet", 5)
     if batch.status.settled:
         logger.info("batch already settled; redelivery ignored", extra={**log, "status": batch.status.value})
+        settle_job(services, batch.job_id)  # in case the run that settled it died before the job
         return batch.status.value
     now = services.clock.now()
 
@@ -123,6 +134,20 @@ def upload_batch(services: Services, message: LostRepairBatchMessage, delivery: 
         )
         return BatchStatus.DEFERRED.value
 
+    # everything the call needs, before the lease: a body or credentials that cannot be read must
+    # not turn into a lease that expires into a false "unknown"
+    try:
+        records = load_records(message)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+            raise
+        _settle(
+            services, batch, BatchStatus.FAILED, message, last_error="the batch body is missing: nothing sent"
+        )
+        logger.error("batch body missing; failed without sending", extra=log)
+        return BatchStatus.FAILED.value
+    services.upstream.ready()
+
     lease = now + timedelta(seconds=settings.send_lease_seconds)
     try:
         sending = jobs.transition(batch, BatchStatus.SENDING, now, lease_until=lease, count_attempt=True)
@@ -131,8 +156,19 @@ def upload_batch(services: Services, message: LostRepairBatchMessage, delivery: 
     if batch.status == BatchStatus.DEFERRED:
         settle_job(services, batch.job_id)  # the job may leave "deferred"
 
-    outcome = services.upstream.upload_lost_repair(load_records(message))
+    outcome = services.upstream.upload_lost_repair(records)
     metrics.add_metric(name="UpstreamLatency", unit=MetricUnit.Milliseconds, value=_elapsed(outcome))
+    if isinstance(outcome, Answered):  # the record of what upstream said, before anything else
+        state = _verify_state(outcome.response)
+        logger.info(
+            "upstream answered",
+            extra={
+                **log,
+                "code": outcome.response.code,
+                "state": None if state is None else state.state,
+                "serial_no": outcome.response.serialNo,
+            },
+        )
     return _apply_upload_outcome(services, sending, message, outcome, delivery)
 
 
@@ -163,6 +199,7 @@ def _apply_upload_outcome(
                 batch,
                 BatchStatus.SUCCEEDED,
                 message,
+                seconds_left=delivery.seconds_left,
                 upstream_code=response.code,
                 upstream_desc=state.desc,
                 serial_no=response.serialNo or "",
@@ -181,6 +218,7 @@ def _apply_upload_outcome(
                     batch,
                     BatchStatus.FAILED,
                     message,
+                    seconds_left=delivery.seconds_left,
                     last_error=reason,
                     upstream_code=response.code,
                     upstream_desc=desc,
@@ -192,7 +230,14 @@ def _apply_upload_outcome(
             raise RetryLater(reason, backoff_seconds(services, batch.state0_count + 1))
 
     if isinstance(outcome, Unknown) and settings.unknown_outcome_policy == UnknownOutcomePolicy.HOLD:
-        _settle(services, batch, BatchStatus.UNKNOWN, message, last_error=outcome.reason)
+        _settle(
+            services,
+            batch,
+            BatchStatus.UNKNOWN,
+            message,
+            last_error=outcome.reason,
+            seconds_left=delivery.seconds_left,
+        )
         logger.warning(
             "answer lost after sending; batch held as unknown", extra={**log, "reason": outcome.reason}
         )
@@ -208,6 +253,7 @@ def _apply_upload_outcome(
             batch,
             BatchStatus.FAILED,
             message,
+            seconds_left=delivery.seconds_left,
             last_error=f"{reason}; gave up after {batch.attempts} attempts",
         )
         logger.warning("batch failed", extra={**log, "reason": reason})
@@ -276,15 +322,41 @@ def _settle(
     message: LostRepairBatchMessage,
     *,
     count_state0: bool = False,
+    seconds_left: Callable[[], float] | None = None,
     **fields: str,
 ) -> None:
     if to in (BatchStatus.FAILED, BatchStatus.UNKNOWN):
         fields.update(_keep_body(services, batch, message))
-    _transition(services, batch, to, count_state0=count_state0, **fields)
+    _with_retries(
+        lambda: _transition(services, batch, to, count_state0=count_state0, **fields),
+        what=f"settling batch {batch.batch_id} as {to.value}",
+        seconds_left=seconds_left,
+    )
     metrics.add_metric(name=_SETTLED_METRIC[to], unit=MetricUnit.Count, value=1)
     if to == BatchStatus.SUCCEEDED:
         _drop_claims(services, batch, message)
     settle_job(services, batch.job_id)
+
+
+def _with_retries(write: Callable[[], object], what: str, seconds_left: Callable[[], float] | None) -> None:
+    """A settling write, tried again (backoff 0.1 s doubling, at most 2 s) for as long as the
+    invocation has time; when it still fails, an error log and the ``SettleFailures`` metric
+    (alarmed) are the trail, and the error goes on to SQS. A stale transition is not retried."""
+    pause = 0.1
+    while True:
+        try:
+            write()
+            return
+        except (ClientError, BotoCoreError) as exc:
+            left = seconds_left() if seconds_left else 0.0
+            if left - pause < SETTLE_RESERVE_S:
+                metrics.add_metric(name="SettleFailures", unit=MetricUnit.Count, value=1)
+                logger.error(
+                    f"{what} failed; the answer is logged above", extra={"error": type(exc).__name__}
+                )
+                raise SettleFailed(what) from exc
+            time.sleep(pause)
+            pause = min(2.0, pause * 2)
 
 
 def _keep_body(services: Services, batch: Batch, message: LostRepairBatchMessage) -> dict[str, str]:

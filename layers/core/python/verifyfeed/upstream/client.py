@@ -127,6 +127,11 @@ class UpstreamClient:
         # requests is imported on the first call, not at import: the callback never calls upstream
         return self._session_given or _session()
 
+    def ready(self) -> None:
+        """Load the credentials now (a charged call is about to be leased: a secret that cannot be
+        read must fail before the lease, not after it)."""
+        self._credentials()
+
     def _authinfo(self) -> dict[str, str]:
         info = build_authinfo(self._credentials(), self._clock.now(), self._scheme)
         return info.model_dump(exclude_none=True)
