@@ -268,3 +268,28 @@ def test_a_result_for_a_record_id_the_audit_no_longer_has_is_unknown(services: S
     )
     assert table_snapshot(services) == before
     assert services.audits.count_by_status()["pending"] >= 1  # record items are not audits
+
+
+def test_an_old_cycles_callback_replayed_after_an_update_is_refused(services: Services) -> None:
+    """Rejected, then corrected and re-submitted through /update (same record id): a replay of the
+    first cycle's signed "rejected" must not decide the new cycle; the genuine result does."""
+    audit = pending_audit(services)
+    assert audit.record_id is not None
+    rejected = body(audit.record_id, 2, remarks="身份证格式不正确")
+    assert handle_callback(services, rejected, signed(rejected)).http_status == 200
+
+    # the row is dropped again, corrected: reserved for /update, then pending again (same record id)
+    now = services.clock.now()
+    stored = services.audits.get(audit.audit_key)
+    assert stored is not None and stored.status == AuditStatus.REJECTED
+    kind, again = services.audits.reserve(stored.model_copy(update={"job_id": "job-again"}), now)
+    assert kind.value == "update"
+    services.audits.settle_submission(again, AuditStatus.PENDING, now, record_id=audit.record_id)
+
+    before = table_snapshot(services)
+    replay = handle_callback(services, rejected, signed(rejected))
+    assert replay.http_status == 409 and table_snapshot(services) == before
+    passed = body(audit.record_id, 1, remarks="审核通过")
+    assert handle_callback(services, passed, signed(passed)).http_status == 200
+    final = services.audits.get(audit.audit_key)
+    assert final is not None and final.status == AuditStatus.PASSED and final.record_id == audit.record_id

@@ -18,6 +18,7 @@ untouched. Status codes:
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -76,7 +77,11 @@ def handle_callback(services: Services, raw_body: bytes, headers: Mapping[str, s
     if not hmac.compare_digest(callback.apiId.encode(), expected_api_id(settings).encode()):
         return _refuse(403, "api_id", "apiId mismatch", callback.id)
     outcome = apply_audit_result(
-        services, callback.id, UpstreamAuditStatus(callback.status), callback.remarks
+        services,
+        callback.id,
+        UpstreamAuditStatus(callback.status),
+        callback.remarks,
+        body_digest=hashlib.sha256(raw_body).hexdigest(),  # a replay from an earlier cycle: 409
     )
     if outcome in (TransitionOutcome.APPLIED, TransitionOutcome.ALREADY_APPLIED):
         reply = CallbackReply(code=SUCCESS_CODE, message="请求成功")

@@ -29,7 +29,11 @@ _DECIDED = {
 
 
 def apply_audit_result(
-    services: Services, record_id: int, status: UpstreamAuditStatus, remarks: str | None
+    services: Services,
+    record_id: int,
+    status: UpstreamAuditStatus,
+    remarks: str | None,
+    body_digest: str | None = None,
 ) -> TransitionOutcome:
     """Two DynamoDB calls when the result applies: the record item, then the conditional write."""
     audits = services.audits
@@ -43,7 +47,7 @@ def apply_audit_result(
         return TransitionOutcome.STILL_PENDING
     target = _DECIDED[status]
     applied, audit = audits.decide_record(
-        audit_key, record_id, target, (remarks or "")[:2000], services.clock.now()
+        audit_key, record_id, target, (remarks or "")[:2000], services.clock.now(), body_digest
     )
     if applied:
         return TransitionOutcome.APPLIED

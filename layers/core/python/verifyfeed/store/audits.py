@@ -90,28 +90,45 @@ class AuditStore:
         return str(from_item(items[0])["audit_key"]) if items else None
 
     def decide_record(
-        self, audit_key: str, record_id: int, to: AuditStatus, remarks: str, now: datetime
+        self,
+        audit_key: str,
+        record_id: int,
+        to: AuditStatus,
+        remarks: str,
+        now: datetime,
+        body_digest: str | None = None,
     ) -> tuple[bool, Audit | None]:
         """pending → passed / rejected for the audit holding ``record_id``, without reading it first.
 
         ``(True, None)`` when applied; ``(False, the audit as it is)`` — ``None`` when there is
         none — when it is not pending with that record id (a replay, a conflict, an old id).
+        ``body_digest`` (a callback's SHA-256 of its raw body) is remembered on the audit, and a
+        body applied in an earlier cycle of the record (before a rejected audit was updated and
+        went pending again) is refused: the write's condition fails with the audit still pending.
         """
+        update = "SET #s = :to, updated_at = :now, version = version + :one, remarks = :r"
+        condition = "#s = :pending AND record_id = :rid"
+        values: dict[str, Any] = {
+            ":to": attr(to.value),
+            ":now": attr(iso(now)),
+            ":one": attr(1),
+            ":r": attr(remarks),
+            ":pending": attr(AuditStatus.PENDING.value),
+            ":rid": attr(record_id),
+        }
+        if body_digest is not None:
+            update += " ADD applied_bodies :bodies"
+            condition += " AND NOT contains(applied_bodies, :body)"
+            values[":bodies"] = {"SS": [body_digest]}
+            values[":body"] = attr(body_digest)
         try:
             self._db.update_item(
                 TableName=self.table,
                 Key={"pk": attr(audit_pk(audit_key))},
-                UpdateExpression="SET #s = :to, updated_at = :now, version = version + :one, remarks = :r",
-                ConditionExpression="#s = :pending AND record_id = :rid",
+                UpdateExpression=update,
+                ConditionExpression=condition,
                 ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={
-                    ":to": attr(to.value),
-                    ":now": attr(iso(now)),
-                    ":one": attr(1),
-                    ":r": attr(remarks),
-                    ":pending": attr(AuditStatus.PENDING.value),
-                    ":rid": attr(record_id),
-                },
+                ExpressionAttributeValues=values,
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
