@@ -22,6 +22,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     report = poll(services, seconds_left=lambda: context.get_remaining_time_in_millis() / 1000)
     metrics.add_metric(name="AuditsPending", unit=MetricUnit.Count, value=report.audits_pending)
     metrics.add_metric(name="AuditsUnknown", unit=MetricUnit.Count, value=report.audits_unknown)
+    metrics.add_metric(name="JobsStuck", unit=MetricUnit.Count, value=report.jobs_stuck)
     metrics.add_metric(name="PollerErrors", unit=MetricUnit.Count, value=report.audit_errors)
     metrics.add_metric(name="BatchesRedriven", unit=MetricUnit.Count, value=report.batches_redriven)
     return report.__dict__

@@ -467,6 +467,7 @@ def test_parameters(template: dict[str, Any]) -> None:
         "PowertoolsLayerArn",
         "AlarmEmail",
         "QueueAgeAlarmSeconds",
+        "StuckJobSeconds",
         "CallbackRejectionThreshold",
         "UpstreamApiId",
         "LogRetentionDays",

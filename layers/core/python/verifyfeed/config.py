@@ -120,6 +120,8 @@ class Settings(BaseModel):
     # poller
     poll_pending_age_seconds: int = Field(300, alias="POLL_PENDING_AGE_SECONDS", ge=0)
     poll_max_items: int = Field(100, alias="POLL_MAX_ITEMS", ge=1)
+    # a job splitting or uploading for longer than this is counted as stuck (JobsStuck, alarmed)
+    stuck_job_seconds: int = Field(21_600, alias="STUCK_JOB_SECONDS", ge=60)
 
     # clock: an ISO instant the clock starts at (local runs and tests); empty = system clock
     clock_now: str = Field("", alias="CLOCK_NOW")

@@ -28,9 +28,9 @@ from verifyfeed import aws
 from verifyfeed.logic.progress import settle_job
 from verifyfeed.logic.transitions import apply_audit_result
 from verifyfeed.models.messages import LostRepairBatchMessage
-from verifyfeed.models.records import AuditStatus, BatchStatus
+from verifyfeed.models.records import AuditStatus, BatchStatus, JobStatus
 from verifyfeed.services import Services
-from verifyfeed.store.jobs import StaleTransition
+from verifyfeed.store.jobs import StaleTransition, iso
 from verifyfeed.upstream.client import Answered, CallOutcome, parse_audit_result
 
 logger = Logger(child=True)
@@ -47,6 +47,7 @@ class PollReport:
     batches_redriven: int = 0
     audits_pending: int = 0  # after this run: the AuditsPending metric
     audits_unknown: int = 0  # after this run: the AuditsUnknown metric
+    jobs_stuck: int = 0  # splitting or uploading for longer than STUCK_JOB_SECONDS: JobsStuck
     stopped_early: bool = False  # the Lambda's time ran short: the rest waits for the next run
     outcomes: dict[str, int] = field(default_factory=dict)
 
@@ -65,6 +66,7 @@ def poll(services: Services, seconds_left: Callable[[], float] | None = None) ->
     _poll_audits(services, report, time_is_short)
     report.audits_pending = services.audits.count_with_status(AuditStatus.PENDING)
     report.audits_unknown = services.audits.count_with_status(AuditStatus.UNKNOWN)
+    report.jobs_stuck = _stuck_jobs(services)
     logger.info("poll finished", extra=report.__dict__)
     return report
 
@@ -99,6 +101,16 @@ def _poll_audits(services: Services, report: PollReport, time_is_short: Callable
         report.outcomes[outcome.value] = report.outcomes.get(outcome.value, 0) + 1
         if outcome.value == "applied":
             report.audits_settled += 1
+
+
+_OPEN_JOBS = (JobStatus.SPLITTING, JobStatus.UPLOADING)
+
+
+def _stuck_jobs(services: Services) -> int:
+    """Recent jobs still splitting or uploading long after their last change."""
+    cutoff = iso(services.clock.now() - timedelta(seconds=services.settings.stuck_job_seconds))
+    recent = services.jobs.list_jobs(services.settings.poll_max_items * 5)
+    return sum(1 for j in recent if j.status in _OPEN_JOBS and (j.updated_at or j.created_at) < cutoff)
 
 
 def _why(outcome: CallOutcome) -> str:
