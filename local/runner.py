@@ -350,6 +350,8 @@ class JobView:
     batches_unknown: int = 0
     records_in_succeeded_batches: int = 0
     report_key: str = ""
+    # lost repair: each answered batch's serial number and whole answer envelope (its scalars)
+    upstream_answers: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def rows_reconcile(self) -> bool:
@@ -390,6 +392,7 @@ class JobView:
             "batches_failed": self.batches_failed,
             "batches_deferred": self.batches_deferred,
             "batches_unknown": self.batches_unknown,
+            "upstream_answers": self.upstream_answers,
         }
 
 
@@ -453,9 +456,20 @@ def _job_view(sub: _Submitted, store: JobStore) -> JobView:
     for name, value in job.model_dump(include=set(_COUNT_FIELDS)).items():
         setattr(view, name, int(value))
     if view.kind == "lost-repair":
+        batches = list(store.batches(job.job_id))
         view.records_in_succeeded_batches = sum(
-            b.record_count for b in store.batches(job.job_id) if str(b.status) == "succeeded"
+            b.record_count for b in batches if str(b.status) == "succeeded"
         )
+        view.upstream_answers = [
+            {
+                "batch_id": b.batch_id,
+                "status": str(b.status),
+                "serial_no": b.serial_no,
+                "envelope": json.loads(b.upstream_envelope),
+            }
+            for b in batches
+            if b.upstream_envelope
+        ]
     return view
 
 

@@ -44,6 +44,12 @@ def test_demo_accounts_for_every_sample_row_and_matches_the_ledger(tmp_path: Pat
         )
     repair = jobs["lost-repair"]
     assert repair["rows_rejected"] > 0 and repair["batches_succeeded"] == repair["batches_total"] >= 1
+    # every answered batch with its serial number and the whole answer envelope
+    answers = repair["upstream_answers"]
+    assert len(answers) == repair["batches_total"]
+    assert all(
+        a["serial_no"].startswith("SBX") and a["envelope"]["serialNo"] == a["serial_no"] for a in answers
+    )
     assert summary["audits"]["passed"] >= 1 and summary["audits"]["rejected"] >= 1
     assert summary["audits"]["pending"] == 0
     ledger = summary["ledger"]

@@ -218,3 +218,29 @@ def test_audit_params_are_the_seeds_fields() -> None:
     """Our request model has exactly the seed's level-1 fields (``/update`` adds ``id``)."""
     section = carrier_audit_sections()["/carrierAudit/add"]
     assert list(AuditParams.model_fields) == section.request_fields
+
+
+def test_the_whole_answer_envelope_is_kept_whatever_the_serial_is_called(
+    seeded: Services, stand_in: StandIn
+) -> None:
+    """The unified-response page is unavailable: the serial number may not be named ``serialNo``.
+    Every top-level scalar of a charged call's answer is kept on the batch and in the report."""
+    stand_in.answers[LOST] = {
+        **UNIFIED,
+        **lost_repair_examples().success,
+        "flowNo": "PF20261201000123",
+        "traceId": "t-1",
+        "items": [1, 2],  # not a scalar: left out
+    }
+    message = seed_batch(seeded)
+    assert upload_batch(seeded, message, Delivery()) == "succeeded"
+    batch = seeded.jobs.get_batch(message.job_id, 1)
+    assert batch is not None
+    envelope = json.loads(batch.upstream_envelope)
+    assert envelope["flowNo"] == "PF20261201000123" and envelope["traceId"] == "t-1"
+    assert envelope["code"] == "00000" and "items" not in envelope and "data" not in envelope
+    job = seeded.jobs.get_job(message.job_id)
+    assert job is not None and job.report_key
+    report = json.loads(boto3.client("s3").get_object(Bucket=job.bucket, Key=job.report_key)["Body"].read())
+    [reported] = report["batches"]
+    assert json.loads(reported["upstream_envelope"])["flowNo"] == "PF20261201000123"

@@ -121,6 +121,7 @@ def batch_view(batch: Batch) -> dict[str, Any]:
             "state0_count",
             "redrives",
             "serial_no",
+            "upstream_envelope",
             "upstream_code",
             "upstream_desc",
             "last_error",
@@ -251,8 +252,11 @@ def status_of(ctx: Context, ref: str) -> Result:
     job, others = find_job(ctx, ref)
     rejected_key = report_keys(ctx.services.settings.reports_prefix, job.key)[1]
     open_batches: list[Batch] = []
+    answered: list[Batch] = []
     if job.kind == JobKind.LOST_REPAIR:
-        open_batches = [b for b in ctx.services.jobs.batches(job.job_id) if b.status != BatchStatus.SUCCEEDED]
+        batches = list(ctx.services.jobs.batches(job.job_id))
+        open_batches = [b for b in batches if b.status != BatchStatus.SUCCEEDED]
+        answered = [b for b in batches if b.upstream_envelope]
     in_flight = job.batches_total - job.batches_settled - job.batches_deferred
     reports_prefix = ctx.services.settings.reports_prefix
     header = read_header_facts(job.bucket, header_key(reports_prefix, job.key), ctx.s3)
@@ -264,6 +268,11 @@ def status_of(ctx: Context, ref: str) -> Result:
         "report": f"s3://{job.bucket}/{job.report_key}" if job.report_key else None,
         "rejected_rows_report": f"s3://{job.bucket}/{rejected_key}",
         "batches_not_succeeded": [batch_view(b) for b in open_batches],
+        # every answered charged call: its serial number and whole answer envelope
+        "upstream_answers": [
+            {"batch_id": b.batch_id, "serial_no": b.serial_no, "envelope": json.loads(b.upstream_envelope)}
+            for b in answered
+        ],
         "other_uploads": [
             {"job_id": j.job_id, "status": j.status.value, "created_at": j.created_at} for j in others
         ],
@@ -293,6 +302,10 @@ def status_of(ctx: Context, ref: str) -> Result:
         lines.append(
             f"Earlier uploads of this file: {', '.join(f'{j.job_id} ({j.status.value})' for j in others)}"
         )
+    if answered:
+        shown = ", ".join(f"#{b.seq} {b.serial_no or '(no serialNo)'}" for b in answered[:10])
+        more = f" and {len(answered) - 10} more (--json)" if len(answered) > 10 else ""
+        lines.append(f"Serials:  {shown}{more}")
     if open_batches:
         lines += [
             "",

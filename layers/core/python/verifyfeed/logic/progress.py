@@ -40,6 +40,7 @@ def settle_job(services: Services, job_id: str) -> JobStatus | None:
                             "record_count",
                             "attempts",
                             "serial_no",
+                            "upstream_envelope",
                             "upstream_code",
                             "upstream_desc",
                             "last_error",

@@ -167,6 +167,7 @@ def upload_batch(services: Services, message: LostRepairBatchMessage, delivery: 
                 "code": outcome.response.code,
                 "state": None if state is None else state.state,
                 "serial_no": outcome.response.serialNo,
+                "envelope": outcome.response.scalars(),
             },
         )
     return _apply_upload_outcome(services, sending, message, outcome, delivery)
@@ -203,6 +204,7 @@ def _apply_upload_outcome(
                 upstream_code=response.code,
                 upstream_desc=state.desc,
                 serial_no=response.serialNo or "",
+                upstream_envelope=json.dumps(response.scalars(), ensure_ascii=False),
             )
             logger.info("batch uploaded", extra={**log, "serial_no": response.serialNo})
             return BatchStatus.SUCCEEDED.value
@@ -222,6 +224,7 @@ def _apply_upload_outcome(
                     last_error=reason,
                     upstream_code=response.code,
                     upstream_desc=desc,
+                    upstream_envelope=json.dumps(response.scalars(), ensure_ascii=False),
                     count_state0=True,
                 )
                 logger.warning("batch failed", extra={**log, "reason": reason})

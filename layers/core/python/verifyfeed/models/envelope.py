@@ -40,3 +40,17 @@ class UnifiedResponse(BaseModel):
     @property
     def ok(self) -> bool:
         return self.code == SUCCESS_CODE
+
+    def scalars(self) -> dict[str, str | int | float | bool | None]:
+        """Every top-level scalar field of the answer but ``data``, whatever it is called: the
+        platform serial number survives even if the unified response names it otherwise.
+        (Lists and objects are left out; strings are cut at 200 characters.)"""
+        fields: dict[str, str | int | float | bool | None] = {
+            "code": self.code,
+            "message": self.message,
+            "serialNo": self.serialNo,
+        }
+        for name, value in (self.model_extra or {}).items():
+            if value is None or isinstance(value, bool | int | float | str):
+                fields[name] = value
+        return {k: v[:200] if isinstance(v, str) else v for k, v in fields.items()}

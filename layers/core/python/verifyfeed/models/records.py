@@ -102,6 +102,7 @@ class Batch(BaseModel):
     upstream_code: str = ""
     upstream_desc: str = ""
     serial_no: str = ""
+    upstream_envelope: str = ""  # JSON: every top-level scalar of the answer (UnifiedResponse.scalars)
     claim_bucket: str = ""
     claim_key: str = ""
     updated_at: str = ""
