@@ -2,13 +2,12 @@
 
 Batch state machine (docs/architecture.md#batch-states)::
 
-    staged ─┬─> discarded   (its file was rejected before release: never sent)
-            │   (released: the message is queued once the whole file has been read)
-    queued ─┼─> sending ─┬─> succeeded            (state "1": charged)
-    retry  ─┤            ├─> retry ─> sending...  (transient: not processed upstream)
-    deferred┘            ├─> failed               (state "0"/refused too often, retries exhausted)
-       ^                 └─> unknown              (answer lost; held, never resent automatically)
-       └── blackout: queued/retry -> deferred, re-driven by the poller
+    staged ──> discarded   (its file was rejected before release: never sent)
+    staged ─┬─> sending ─┬─> succeeded            (state "1": charged)
+    queued ─┤            ├─> retry ─> sending...  (never sent, 429, state "0": not charged)
+    retry  ─┤            ├─> failed               (state "0"/refused too often, retries exhausted)
+    deferred┘            └─> unknown              (5xx or answer lost; held, never resent automatically)
+       └── blackout: staged/queued/retry -> deferred, re-driven by the poller
 
 Each transition is conditional on the state it leaves (and the attempt number for ``sending``),
 and the job's counters move in the same transaction.
