@@ -192,3 +192,51 @@ def test_poller_tolerates_upstream_errors(
     assert report.audit_errors >= 1
     stored = services.audits.get(messages[0].audit_key)
     assert stored is not None and stored.status == AuditStatus.PENDING
+
+
+def test_a_rejected_audit_is_corrected_by_its_row_with_the_record_id(
+    audit_services: Services, upstream: SandboxHandle
+) -> None:
+    """The seed's own rejection is 身份证格式不正确: the corrected row carries another ID number, so
+    its identity differs; the record id column (what `verifyfeed audits` shows) ties it to the
+    rejected audit, and it goes through /update, not a second /add."""
+    services = audit_services
+    _, [message] = drop_and_submit(services, [audit_row("2", 4100, attachmentFileUrls="reject.jpg")])
+    rejected = decide_and_call_back(upstream, services, [message.audit_key])[message.audit_key]
+    assert rejected.status == AuditStatus.REJECTED and rejected.record_id
+
+    header = [*AUDIT_HEADER, "核验记录id"]
+    fixed = [*audit_row("2", 4200, attachmentFileUrls="registration.jpg"), str(rejected.record_id)]
+    key = f"carrier-audit/corrected-{uuid.uuid4().hex[:6]}.csv"
+    result = split(services, put(services, key, csv_bytes([fixed], header=header)))
+    [again] = [
+        CarrierAuditMessage.model_validate(m)
+        for m in drain_queue(services.settings.work_queue_url)
+        if m.get("job_id") == result.job_id
+    ]
+    assert again.audit_key == rejected.audit_key and again.update_record_id == rejected.record_id
+    assert submit_audit(services, again, Delivery()) == "pending"
+    updates = [e for e in upstream.ledger() if e.endpoint == "/carrierAudit/update"]
+    assert len(updates) == 1 and updates[0].accepted and updates[0].audit_id == rejected.record_id
+    assert len([e for e in upstream.ledger() if e.endpoint == "/carrierAudit/add"]) == 1
+    corrected = services.audits.get(rejected.audit_key)
+    assert corrected is not None and corrected.id_card_masked != rejected.id_card_masked  # the new ID
+    assert (
+        decide_and_call_back(upstream, services, [rejected.audit_key])[rejected.audit_key].status
+        == AuditStatus.PASSED
+    )
+
+    # a record id that is not a rejected audit, or no audit at all: the row is refused, nothing sent
+    rows = [
+        [*audit_row("2", 4300), str(rejected.record_id)],  # passed now
+        [*audit_row("2", 4400), "987654321"],
+        [*audit_row("2", 4500), "12a"],
+    ]
+    key = f"carrier-audit/wrong-record-{uuid.uuid4().hex[:6]}.csv"
+    result = split(services, put(services, key, csv_bytes(rows, header=header)))
+    assert result.counts.rows_accepted == 0
+    assert [
+        m for m in drain_queue(services.settings.work_queue_url) if m.get("job_id") == result.job_id
+    ] == []
+    rules = sorted(r["rule"] for r in rejected_rows(services, key))
+    assert rules == ["record_id.not_correctable", "record_id.not_correctable", "record_id.value"]

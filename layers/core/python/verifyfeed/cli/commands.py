@@ -399,7 +399,7 @@ def audits(ctx: Context, status_filter: str | None, limit: int) -> Result:
             "",
             table(
                 (
-                    "RECORD",
+                    "RECORD ID",
                     "STATUS",
                     "USAGE",
                     "OWNER",

@@ -59,6 +59,7 @@ CARRIER_AUDIT_FIELDS = (
     "drivingLicenseFilename",
     "attachmentFileUrls",
     "reference",
+    "recordId",  # a rejected audit's record id: the row corrects it through /update
 )
 CARRIER_AUDIT_REQUIRED = ("usage", "name", "idCard", "phone")
 
@@ -172,6 +173,7 @@ CARRIER_AUDIT_ALIASES = _table(
             "证明材料",
         ),
         "reference": ("ref", "业务编号", "参考号"),
+        "recordId": ("核验记录id", "record_id", "record id", "记录id", "核验记录编号"),
     }
 )
 

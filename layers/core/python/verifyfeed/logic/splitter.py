@@ -469,10 +469,18 @@ def _validate_carrier_audits(
             reasons = "; ".join(str(v) for v in exc.violations)
             rejections.add(row.number, rules, reasons, _masked_audit_row(row.values))
             continue
-        reference = str(row.values.get("reference") or "").strip()
-        key = services.audits.find_key(
-            audit_keys(params, reference, pepper, legacy=services.settings.audit_legacy_lookup)
-        )
+        explicit = str(row.values.get("recordId") or "").strip()
+        if explicit:  # a correction of the rejected audit with this record id (decisions.md#audit-correction)
+            if not (explicit.isascii() and explicit.isdigit() and int(explicit) > 0):
+                reason = "the record id must be the whole number `verifyfeed audits` shows"
+                rejections.add(row.number, "record_id.value", reason, _masked_audit_row(row.values))
+                continue
+            key = f"record:{int(explicit)}"  # resolved to the audit in the second pass
+        else:
+            reference = str(row.values.get("reference") or "").strip()
+            key = services.audits.find_key(
+                audit_keys(params, reference, pepper, legacy=services.settings.audit_legacy_lookup)
+            )
         if key in seen:
             rejections.add(
                 row.number,
@@ -483,8 +491,29 @@ def _validate_carrier_audits(
             )
             continue
         seen[key] = row.number
-        valid.append(CarrierAuditMessage(job_id=job.job_id, audit_key=key, row=row.number, params=params))
+        valid.append(
+            CarrierAuditMessage(
+                job_id=job.job_id,
+                audit_key=key,
+                row=row.number,
+                params=params,
+                update_record_id=int(explicit) if explicit else None,
+            )
+        )
     return JobCounts(rows_read=read), valid
+
+
+def _correction_target(services: Services, job: Job, message: CarrierAuditMessage) -> str | Audit:
+    """The rejected audit a row with a record id corrects, or why there is none."""
+    record_id = message.update_record_id
+    key = services.audits.key_for_record(record_id) if record_id else None
+    current = services.audits.get(key) if key else None
+    if current is None or current.record_id != record_id:
+        return f"no audit with record id {record_id} (verifyfeed audits --status rejected lists them)"
+    resumed = current.job_id == job.job_id and current.row == message.row
+    if current.status != AuditStatus.REJECTED and not resumed:
+        return f"record {record_id} is {current.status.value}: only a rejected audit is corrected"
+    return current
 
 
 def _submit_carrier_audits(
@@ -507,6 +536,17 @@ def _submit_carrier_audits(
     for message in audits:
         params = message.params
         now = services.clock.now()
+        if message.update_record_id is not None:  # a correction: it updates that rejected audit
+            target = _correction_target(services, job, message)
+            if isinstance(target, str):
+                masked_row = {
+                    "name": mask_name(params.name),
+                    "id_number": mask_id(params.idCard),
+                    "phone": mask_phone(params.phone),
+                }
+                rejections.add(message.row, "record_id.not_correctable", target, masked_row)
+                continue
+            message = message.model_copy(update={"audit_key": target.audit_key})
         audit = Audit(
             audit_key=message.audit_key,
             job_id=job.job_id,

@@ -162,7 +162,10 @@ class AuditStore:
         fields = {
             "job_id": audit.job_id,
             "row": audit.row,
+            "usage": audit.usage,
             "owner_name_masked": audit.owner_name_masked,
+            "id_card_masked": audit.id_card_masked,  # a correction may change the ID number
+            "id_card_digest": audit.id_card_digest,
             "phone_masked": audit.phone_masked,
             "plate": audit.plate,
             "remarks": "",
