@@ -68,10 +68,12 @@ DELAY = 0.2  # the sandbox's decision delay, on its manual clock
 
 
 @pytest.fixture
-def upstream(endpoint: CallbackEndpoint) -> Iterator[SandboxHandle]:
-    """A fresh upstream per test, with its own range of record ids (upstream ids are unique)."""
+def upstream(endpoint: CallbackEndpoint, request: pytest.FixtureRequest) -> Iterator[SandboxHandle]:
+    """A fresh upstream per test, with its own range of record ids (upstream ids are unique); its
+    answer shapes (sandbox/README.md) are the seeds' tables unless the test parametrizes them."""
     handle = start_sandbox(
         SandboxConfig(
+            shapes=getattr(request, "param", "table"),
             api_id=API_ID,
             api_key=API_KEY,
             callback_url=endpoint.url,
@@ -240,3 +242,29 @@ def test_a_rejected_audit_is_corrected_by_its_row_with_the_record_id(
     ] == []
     rules = sorted(r["rule"] for r in rejected_rows(services, key))
     assert rules == ["record_id.not_correctable", "record_id.not_correctable", "record_id.value"]
+
+
+@pytest.mark.parametrize("upstream", ["table", "mock", "strings"], indirect=True)
+def test_every_answer_shape_the_seeds_show_is_read(
+    audit_services: Services, upstream: SandboxHandle, endpoint: CallbackEndpoint, clock: FixedClock
+) -> None:
+    """table: /get's status a String; mock: a number; strings: every id and status a string (/add's
+    data, the callback's id and status too). Each way the audits are submitted and settled."""
+    services = audit_services
+    answered = endpoint.statuses.count(200)
+    n = 810_000 + 10_000 * ["table", "mock", "strings"].index(upstream.config.shapes)  # people of their own
+    _, messages = drop_and_submit(
+        services, [audit_row("2", n + 100), audit_row("3", n + 200, attachmentFileUrls="reject.jpg")]
+    )
+    settled = decide_and_call_back(upstream, services, [m.audit_key for m in messages])
+    assert sorted(a.status.value for a in settled.values()) == ["passed", "rejected"]
+    assert endpoint.statuses.count(200) == answered + 2
+
+    upstream.set_faults({"drop_callbacks": True})  # the poller settles this one through /get
+    _, [quiet] = drop_and_submit(services, [audit_row("2", n + 300)])
+    upstream.advance(DELAY)
+    clock.move_to(clock.now() + timedelta(seconds=1))
+    report = poll(services)
+    assert report.audit_errors == 0
+    polled = services.audits.get(quiet.audit_key)
+    assert polled is not None and polled.status == AuditStatus.PASSED
