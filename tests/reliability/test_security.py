@@ -354,7 +354,7 @@ def dynamodb_least_privilege(template: Template) -> list[str]:
 
 # which keys of the bucket each function reads: the uploader only claim-checked batch bodies
 S3_READS: dict[str, set[str]] = {
-    "SplitterFunction": {"bucket/lost-repair/*", "bucket/carrier-audit/*"},
+    "SplitterFunction": {"bucket/lost-repair/*", "bucket/carrier-audit/*", "bucket/dry-run/*"},
     "UploaderFunction": {"bucket/claims/*"},
     "CallbackFunction": set(),
     "PollerFunction": set(),

@@ -103,7 +103,7 @@ def test_every_bucket_is_encrypted_and_versioned(resources: dict[str, Any]) -> N
 def test_ingest_bucket_lifecycle(resources: dict[str, Any]) -> None:
     rules = props(resources, "IngestBucket")["LifecycleConfiguration"]["Rules"]
     by_prefix = {rule.get("Prefix"): rule for rule in rules}
-    for prefix in ("lost-repair/", "carrier-audit/"):
+    for prefix in ("lost-repair/", "carrier-audit/", "dry-run/"):
         assert by_prefix[prefix]["ExpirationInDays"] == {"Ref": "RawUploadRetentionDays"}
     assert by_prefix["claims/"]["ExpirationInDays"] == 14
     assert all(not str(rule.get("Prefix", "")).startswith("reports") for rule in rules), "reports are kept"
@@ -158,7 +158,7 @@ def test_splitter_is_triggered_by_both_upload_prefixes(resources: dict[str, Any]
         assert event["Properties"]["Events"] in ("s3:ObjectCreated:*", ["s3:ObjectCreated:*"])
         rules = event["Properties"]["Filter"]["S3Key"]["Rules"]
         prefixes |= {rule["Value"] for rule in rules if rule["Name"] == "prefix"}
-    assert prefixes == {"lost-repair/", "carrier-audit/"}
+    assert prefixes == {"lost-repair/", "carrier-audit/", "dry-run/"}
     splitter = props(resources, "SplitterFunction")
     assert (splitter["MemorySize"], splitter["Timeout"], splitter["EphemeralStorage"]["Size"]) == (
         1024,

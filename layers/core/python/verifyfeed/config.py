@@ -52,6 +52,11 @@ class Settings(BaseModel):
     lost_repair_prefix: str = Field("lost-repair/", alias="LOST_REPAIR_PREFIX")
     carrier_audit_prefix: str = Field("carrier-audit/", alias="CARRIER_AUDIT_PREFIX")
     reports_prefix: str = Field("reports/", alias="REPORTS_PREFIX")
+    # a file under <dry-run prefix><kind prefix> is read and reported, never sent (decisions.md#dry-run)
+    dry_run_prefix: str = Field("dry-run/", alias="DRY_RUN_PREFIX")
+    # what one record charged upstream costs, for the dry run's estimate (0 = not configured)
+    price_per_record: float = Field(0.0, alias="PRICE_PER_RECORD", ge=0)
+    price_currency: str = Field("CNY", alias="PRICE_CURRENCY")
     claims_prefix: str = Field("claims/", alias="CLAIMS_PREFIX")
 
     # upstream

@@ -111,8 +111,15 @@ class SplitResult:
     counts: JobCounts
 
 
+def is_dry_run(key: str, services: Services) -> bool:
+    prefix = services.settings.dry_run_prefix
+    return bool(prefix) and key.startswith(prefix)
+
+
 def kind_for_key(key: str, services: Services) -> JobKind | None:
     settings = services.settings
+    if is_dry_run(key, services):
+        key = key.removeprefix(settings.dry_run_prefix)
     if key.startswith(settings.lost_repair_prefix):
         return JobKind.LOST_REPAIR
     if key.startswith(settings.carrier_audit_prefix):
@@ -144,7 +151,7 @@ def split_object(services: Services, dropped: DroppedObject) -> SplitResult:
         if (
             existing is not None
             and existing.kind == JobKind.LOST_REPAIR
-            and existing.status not in (JobStatus.SPLITTING, JobStatus.REJECTED)
+            and existing.status not in (JobStatus.SPLITTING, JobStatus.REJECTED, JobStatus.DRY_RUN)
             and not existing.released_at
         ):  # the split finished but its release was interrupted: release what is still staged
             staged = [b.seq for b in services.jobs.batches(job_id) if b.status == BatchStatus.STAGED]
@@ -174,7 +181,8 @@ def _split(
     summary_key, rejected_key = report_keys(services.settings.reports_prefix, dropped.key)
     facts_key = header_key(services.settings.reports_prefix, dropped.key)
     header: dict[str, object] = NO_HEADER
-    stager = _BatchStager(services, job, resuming)
+    dry_run = is_dry_run(dropped.key, services)
+    stager = _DryRunCounter(services) if dry_run else _BatchStager(services, job, resuming)
     settings = services.settings
     try:
         if dropped.key.endswith("/"):
@@ -223,6 +231,8 @@ def _split(
         )
         return SplitResult(job_id, "rejected", counts)
 
+    if dry_run:
+        return _finish_dry_run(services, dropped, job, counts, audits, stager, rejections, header)
     if job.kind == JobKind.CARRIER_AUDIT:  # the whole file is valid as a file: reserve and queue
         counts = _submit_carrier_audits(services, job, counts, audits, rejections)
     rejections.upload(dropped.bucket, rejected_key)
@@ -367,6 +377,88 @@ class _BatchStager:
             chunk = keys[start : start + 1000]
             aws.s3().delete_objects(Bucket=self.job.bucket, Delete={"Objects": [{"Key": k} for k in chunk]})
         return len(discarded)
+
+
+class _DryRunCounter(_BatchStager):
+    """The ``emit`` of a dry run: counts the batches and records a real drop would send, writes
+    nothing (no body in S3, no batch record) and sends nothing."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.staged = []
+        self.records = 0
+        self._rows = 0
+
+    def __call__(self, batch: RepairBatch) -> None:
+        self._rows += batch.count
+        if self._rows > self.services.settings.max_rows_per_file:
+            raise FileRejected(
+                f"more than MAX_ROWS_PER_FILE ({self.services.settings.max_rows_per_file:,}) rows:"
+                " split it into smaller files"
+            )
+        self.staged.append(batch.seq)
+        self.records += batch.count
+
+    def wait(self) -> None:
+        return None
+
+    def discard(self) -> int:
+        return 0
+
+
+def _finish_dry_run(
+    services: Services,
+    dropped: DroppedObject,
+    job: Job,
+    counts: JobCounts,
+    audits: list[CarrierAuditMessage],
+    stager: _BatchStager,
+    rejections: RejectionLog,
+    header: dict[str, object],
+) -> SplitResult:
+    """Report what a real drop of this file would do and cost; the job ends ``dry_run``."""
+    settings = services.settings
+    if job.kind == JobKind.LOST_REPAIR:
+        assert isinstance(stager, _DryRunCounter)
+        would = {"batches": len(stager.staged), "records_charged_if_accepted": stager.records}
+        charged = stager.records
+    else:
+        counts = JobCounts(
+            rows_read=counts.rows_read,
+            rows_accepted=len(audits),
+            rows_rejected=counts.rows_read - len(audits),
+            batches_total=len(audits),
+        )
+        would = {"audits_submitted": len(audits)}
+        charged = 0  # the carrier-audit seed states no price
+    summary_key, rejected_key = report_keys(settings.reports_prefix, dropped.key)
+    rejections.upload(dropped.bucket, rejected_key)
+    now = services.clock.now()
+    services.jobs.finish_split(job.job_id, counts, now)
+    services.jobs.set_job_status(job.job_id, JobStatus.DRY_RUN, {JobStatus.UPLOADING}, now)
+    done = services.jobs.get_job(job.job_id)
+    assert done is not None
+    cost: dict[str, object] | None = None
+    if settings.price_per_record > 0 and job.kind == JobKind.LOST_REPAIR:
+        cost = {
+            "price_per_record": settings.price_per_record,
+            "currency": settings.price_currency,
+            "amount": round(charged * settings.price_per_record, 2),
+        }
+    extra: dict[str, object] = {
+        "rejected_rows_report": rejected_key,
+        "dry_run": True,
+        "sent_upstream": 0,
+        "would_send": would,
+        "cost_if_all_accepted": cost,
+    }
+    write_summary(dropped.bucket, summary_key, done, extra, header)
+    services.jobs.set_report_key(job.job_id, summary_key)
+    logger.info(
+        "dry run: nothing sent",
+        extra={"job_id": job.job_id, "key": mask_object_key(dropped.key), **counts.model_dump(), **would},
+    )
+    return SplitResult(job.job_id, "dry_run", counts)
 
 
 def release_batches(services: Services, job: Job, seqs: Sequence[int]) -> None:

@@ -27,6 +27,7 @@ class JobStatus(StrEnum):
     COMPLETED = "completed"  # every batch settled, all succeeded
     COMPLETED_WITH_ERRORS = "completed_with_errors"  # settled, some failed or unknown
     REJECTED = "rejected"  # the file as a whole was refused (header, encoding, size)
+    DRY_RUN = "dry_run"  # read, validated and reported like a real drop; nothing sent, nothing staged
 
 
 class BatchStatus(StrEnum):
