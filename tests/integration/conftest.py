@@ -233,3 +233,22 @@ def splitter_handler(handler_env: dict[str, str]) -> Any:
 @pytest.fixture(scope="session")
 def poller_handler(handler_env: dict[str, str]) -> Any:
     return _handler("poller")
+
+
+def fresh_audits_table(template_table: str) -> str:
+    """A new, empty audits table with the keys and indexes of ``template_table``: for a test whose
+    outcome the session's shared audits (other tests' pending audits, their record ids) would sway."""
+    ddb = boto3.client("dynamodb")
+    spec = ddb.describe_table(TableName=template_table)["Table"]
+    table = f"audits-{uuid.uuid4().hex[:10]}"
+    ddb.create_table(
+        TableName=table,
+        AttributeDefinitions=spec["AttributeDefinitions"],
+        KeySchema=spec["KeySchema"],
+        GlobalSecondaryIndexes=[
+            {"IndexName": g["IndexName"], "KeySchema": g["KeySchema"], "Projection": g["Projection"]}
+            for g in spec.get("GlobalSecondaryIndexes", [])
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return table

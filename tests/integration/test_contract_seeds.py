@@ -20,7 +20,7 @@ import boto3
 import pytest
 
 from tests.contract.seeds import carrier_audit_sections, lost_repair_examples
-from tests.integration.conftest import CALLBACK_SECRET, SettingsFactory, new_job
+from tests.integration.conftest import CALLBACK_SECRET, SettingsFactory, fresh_audits_table, new_job
 from tests.integration.test_audit_submission import queued_audit
 from verifyfeed.clock import FixedClock
 from verifyfeed.logic.callback import handle_callback
@@ -166,20 +166,7 @@ def test_callback_mock_is_applied_and_answered_as_the_seed(
     """The seed's mock callback (its apiId, record id 12), signed, against an audits table of its
     own (record id 12 may exist in the shared one): applied, answered with the seed's reply."""
     body, reply = carrier_audit_sections()["callback"].mocks
-    base = make_settings()
-    table = f"contract-audits-{uuid.uuid4().hex[:8]}"
-    ddb = boto3.client("dynamodb")
-    spec = ddb.describe_table(TableName=base.audits_table)["Table"]
-    ddb.create_table(
-        TableName=table,
-        AttributeDefinitions=spec["AttributeDefinitions"],
-        KeySchema=spec["KeySchema"],
-        GlobalSecondaryIndexes=[
-            {"IndexName": g["IndexName"], "KeySchema": g["KeySchema"], "Projection": g["Projection"]}
-            for g in spec.get("GlobalSecondaryIndexes", [])
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    table = fresh_audits_table(make_settings().audits_table)
     services = build_services(
         make_settings(
             AUDITS_TABLE=table,

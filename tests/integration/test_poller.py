@@ -7,7 +7,6 @@ audit is pending upstream until a test advances that clock.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,7 +15,7 @@ import boto3
 import pytest
 
 from sandbox.server import SandboxHandle
-from tests.integration.conftest import SettingsFactory, drain_queue
+from tests.integration.conftest import SettingsFactory, drain_queue, fresh_audits_table
 from tests.integration.test_audit_submission import queued_audit
 from tests.integration.test_uploader import charged, message_for
 from verifyfeed.clock import FixedClock
@@ -36,22 +35,9 @@ class WorkerKilled(BaseException):
 @pytest.fixture
 def own_audits(make_settings: SettingsFactory, clock: FixedClock) -> Iterator[Services]:
     """Services whose audits table is a fresh copy of the template's (same keys and indexes)."""
-    ddb = boto3.client("dynamodb")
-    base = make_settings()
-    spec = ddb.describe_table(TableName=base.audits_table)["Table"]
-    table = f"poller-audits-{uuid.uuid4().hex[:8]}"
-    ddb.create_table(
-        TableName=table,
-        AttributeDefinitions=spec["AttributeDefinitions"],
-        KeySchema=spec["KeySchema"],
-        GlobalSecondaryIndexes=[
-            {"IndexName": g["IndexName"], "KeySchema": g["KeySchema"], "Projection": g["Projection"]}
-            for g in spec.get("GlobalSecondaryIndexes", [])
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    table = fresh_audits_table(make_settings().audits_table)
     yield build_services(make_settings(AUDITS_TABLE=table, POLL_PENDING_AGE_SECONDS="0"), clock)
-    ddb.delete_table(TableName=table)
+    boto3.client("dynamodb").delete_table(TableName=table)
 
 
 def pending_audits(services: Services, count: int) -> list[str]:

@@ -308,13 +308,15 @@ class _BatchStager:
     def claim_key(self, seq: int) -> str:
         return f"{self.services.settings.claims_prefix}{self.job.job_id}/{seq:05d}.json"
 
-    def __call__(self, batch: RepairBatch) -> None:
+    def _count(self, batch: RepairBatch) -> None:
+        """The batch's accepted rows against MAX_ROWS_PER_FILE (checked as the file is read)."""
         self._rows += batch.count
-        if self._rows > self.services.settings.max_rows_per_file:
-            raise FileRejected(
-                f"more than MAX_ROWS_PER_FILE ({self.services.settings.max_rows_per_file:,}) rows:"
-                " split it into smaller files"
-            )
+        cap = self.services.settings.max_rows_per_file
+        if self._rows > cap:
+            raise FileRejected(f"more than MAX_ROWS_PER_FILE ({cap:,}) rows: split it into smaller files")
+
+    def __call__(self, batch: RepairBatch) -> None:
+        self._count(batch)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.THREADS, thread_name_prefix="stage")
         still: list[Future[None]] = []
@@ -390,12 +392,7 @@ class _DryRunCounter(_BatchStager):
         self._rows = 0
 
     def __call__(self, batch: RepairBatch) -> None:
-        self._rows += batch.count
-        if self._rows > self.services.settings.max_rows_per_file:
-            raise FileRejected(
-                f"more than MAX_ROWS_PER_FILE ({self.services.settings.max_rows_per_file:,}) rows:"
-                " split it into smaller files"
-            )
+        self._count(batch)
         self.staged.append(batch.seq)
         self.records += batch.count
 
