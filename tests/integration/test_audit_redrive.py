@@ -25,6 +25,7 @@ from verifyfeed.logic.uploader import Delivery, submit_audit
 from verifyfeed.models.carrier_audit import UpstreamAuditStatus
 from verifyfeed.models.messages import CarrierAuditMessage
 from verifyfeed.models.records import Audit, AuditStatus, Job, JobStatus
+from verifyfeed.pii import Keyed
 from verifyfeed.services import Services
 from verifyfeed.store.audits import StaleAudit
 
@@ -226,8 +227,14 @@ def test_only_the_rows_of_unknown_audits_are_planned_and_an_unknown_update_keeps
     held = services.audits.get(update.audit_key)
     assert held is not None and held.record_id == pending.record_id and held.job_id == fixed_job
 
-    (item,) = [i for i in plan_unknown_audits(services, unknown_audits(services, fixed_job)) if i.ready]
-    assert item.kind == "update" and item.message == update and "registration" not in repr(item)
+    held_here = unknown_audits(services, fixed_job)
+    assert [a.audit_key for a in held_here] == [update.audit_key]
+    # under a pepper the audit was not keyed with (a rotation that dropped it), the row is another audit
+    (other,) = plan_unknown_audits(services, held_here, Keyed(current=b"not-the-pepper-of-this-audit"))
+    assert not other.ready and "no longer yields this audit" in other.reason
+    (item,) = plan_unknown_audits(services, held_here)
+    assert item.ready and item.kind == "update" and item.message == update
+    assert "registration" not in repr(item) and fake_id(n) not in repr(item)
 
     resubmit(services, item)
     with pytest.raises(StaleAudit):  # planned again from the same read: it moved meanwhile
