@@ -246,3 +246,12 @@ def test_only_the_rows_of_unknown_audits_are_planned_and_an_unknown_update_keeps
     assert final is not None and final.status == AuditStatus.PENDING and final.record_id == pending.record_id
     assert [e.accepted for e in sandbox.ledger() if e.endpoint == "/carrierAudit/update"] == [False, True]
     assert job(services, fixed_job).status == JobStatus.COMPLETED
+
+
+def test_unknown_audits_are_redriven_on_their_own(cli: Cli) -> None:
+    code, _, err = cli("redrive", "--unknown-audits", "--dlq", "--yes")
+    assert code == 2 and "--unknown-audits is re-driven on its own" in err
+    code, _, err = cli("redrive", "--yes")
+    assert code == 2 and "(or --unknown-audits)" in err
+    code, out, err = cli("redrive", "--unknown-audits", "--job", "carrier-audit/never-dropped.csv", "--json")
+    assert code == 1 and as_json(out)["exit_code"] == 1 and "no job for" in err

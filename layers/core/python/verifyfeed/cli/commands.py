@@ -540,7 +540,9 @@ def redrive(
     ctx: Context, *, dlq: bool, failed: bool, unknown: bool, job_ref: str | None, limit: int
 ) -> Result:
     if not (dlq or failed or unknown):
-        raise CliError("say what to re-drive: --dlq, --failed and/or --unknown", EXIT_USAGE)
+        raise CliError(
+            "say what to re-drive: --dlq, --failed and/or --unknown (or --unknown-audits)", EXIT_USAGE
+        )
     plan = _plan(ctx, dlq=dlq, failed=failed, unknown=unknown, job_ref=job_ref, limit=limit)
     data: dict[str, Any] = {
         "job_id": plan.job_id,
