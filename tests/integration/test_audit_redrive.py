@@ -255,3 +255,26 @@ def test_unknown_audits_are_redriven_on_their_own(cli: Cli) -> None:
     assert code == 2 and "(or --unknown-audits)" in err
     code, out, err = cli("redrive", "--unknown-audits", "--job", "carrier-audit/never-dropped.csv", "--json")
     assert code == 1 and as_json(out)["exit_code"] == 1 and "no job for" in err
+
+
+def test_an_unknown_audit_whose_job_is_not_known_is_reported(services: Services) -> None:
+    """Its settle counted on a job item that no split wrote (the ``ADD`` created one with counters
+    only): no upload to re-read, reported, nothing written."""
+    now = services.clock.now()
+    audit = Audit(
+        audit_key=uuid.uuid4().hex,
+        job_id="job-" + uuid.uuid4().hex[:8],
+        row=2,
+        usage="2",
+        owner_name_masked="张*",
+        id_card_masked="**************002X",
+        id_card_digest="0" * 64,
+        phone_masked="*******5678",
+        status=AuditStatus.SUBMITTING,
+    )
+    _, reserved = services.audits.reserve(audit, now)
+    held = services.audits.settle_submission(reserved, AuditStatus.UNKNOWN, now, error="read timeout")
+    (item,) = plan_unknown_audits(services, unknown_audits(services, audit.job_id))
+    assert not item.ready and "not in the jobs table" in item.reason
+    still = services.audits.get(audit.audit_key)
+    assert still is not None and (still.status, still.version) == (AuditStatus.UNKNOWN, held.version)

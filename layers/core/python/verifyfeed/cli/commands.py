@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import ValidationError
 
 from verifyfeed.cli.output import ProgressBar, confirm, shorten, table, when
 from verifyfeed.cli.target import Target
@@ -436,10 +437,14 @@ def audits(ctx: Context, status_filter: str | None, limit: int) -> Result:
 
 
 def _files_of(ctx: Context, job_ids: Iterable[str]) -> dict[str, str]:
-    """The S3 key of each job's upload (one ``GetItem`` per job, not per audit)."""
+    """The S3 key of each job's upload (one ``GetItem`` per job, not per audit); none for a job
+    whose item is missing or incomplete (a settle counts on the job item, creating it if absent)."""
     files: dict[str, str] = {}
     for job_id in job_ids:
-        job = ctx.services.jobs.get_job(job_id)
+        try:
+            job = ctx.services.jobs.get_job(job_id)
+        except ValidationError:
+            continue
         if job is not None:
             files[job_id] = job.key
     return files

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.streaming import S3Object
 from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import ValidationError
 
 from verifyfeed import aws
 from verifyfeed.ingest.errors import FileRejected
@@ -80,11 +81,14 @@ def plan_unknown_audits(
         by_job.setdefault(audit.job_id, []).append(audit)
     prepared: dict[str, Resubmission] = {}
     for job_id, held in by_job.items():
-        job = services.jobs.get_job(job_id)
+        try:
+            job = services.jobs.get_job(job_id)
+        except ValidationError:  # an item holding only counters: a settle's ADD created it, no split did
+            job = None
         if job is None:
             for audit in held:
                 prepared[audit.audit_key] = Resubmission(
-                    audit, reason=f"job {job_id} is not in the jobs table"
+                    audit, reason=f"job {job_id} is not in the jobs table: its upload is not known"
                 )
             continue
         rows, problem = _read_rows(services, job, {a.row for a in held})
