@@ -29,6 +29,7 @@ What happened to the files dropped into verifyfeed, without reading logs.
   verifyfeed report FILE [--rejected]    the file's report (JSON) or its rejected rows (CSV)
   verifyfeed audits [--status pending]   carrier audits (masked)
   verifyfeed redrive --dlq|--failed|--unknown [--job FILE|JOB] [--yes]
+  verifyfeed redrive --unknown-audits [--job FILE|JOB] [--yes]
   verifyfeed deferred                    what the blackout is holding, and until when
 
 FILE is the S3 key (lost-repair/list.csv), s3://bucket/key, or just the file name."""
@@ -132,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     redrive.add_argument("--dlq", action="store_true", help="the dead-letter queue's messages")
     redrive.add_argument("--failed", action="store_true", help="failed batches")
     redrive.add_argument("--unknown", action="store_true", help="unknown-outcome batches (may charge twice)")
+    redrive.add_argument(
+        "--unknown-audits",
+        action="store_true",
+        help="carrier audits held unknown, each re-read from its upload (may create a second audit upstream)",
+    )
     redrive.add_argument("--job", metavar="FILE|JOB", help="only this file's job")
     redrive.add_argument("--limit", type=_positive, default=1000, help="at most this many batches per status")
     redrive.add_argument("--yes", "-y", action="store_true", help="do not ask")
@@ -193,6 +199,12 @@ def run(ctx: Context, args: argparse.Namespace) -> Result:
         return commands.report(ctx, args.ref, args.out, args.rejected)
     if args.command == "audits":
         return commands.audits(ctx, args.audit_status, args.limit)
+    if args.command == "redrive" and args.unknown_audits:
+        if args.dlq or args.failed or args.unknown:
+            raise CliError(
+                "--unknown-audits is re-driven on its own, not with --dlq, --failed or --unknown", EXIT_USAGE
+            )
+        return commands.redrive_unknown_audits(ctx, job_ref=args.job, limit=args.limit)
     if args.command == "redrive":
         return commands.redrive(
             ctx, dlq=args.dlq, failed=args.failed, unknown=args.unknown, job_ref=args.job, limit=args.limit
@@ -245,6 +257,8 @@ def connect(args: argparse.Namespace, stdin: IO[str], stderr: IO[str]) -> Contex
             "blackout_resume_day": target.blackout_resume_day,
         }
     )
+    if not (settings.identity_pepper_name or settings.identity_pepper):  # redrive --unknown-audits keys rows
+        settings = settings.model_copy(update={"identity_pepper_name": target.identity_pepper_secret})
     services = build_services(settings, clock_from_setting(settings.clock_now))
     return Context(
         target=target,

@@ -17,16 +17,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import ValidationError
 
 from verifyfeed.cli.output import ProgressBar, confirm, shorten, table, when
 from verifyfeed.cli.target import Target
+from verifyfeed.logic.audit_redrive import Resubmission, plan_unknown_audits, resubmit, unknown_audits
 from verifyfeed.logic.progress import settle_job
 from verifyfeed.logic.reports import header_key, read_header_facts, report_keys
 from verifyfeed.models.messages import LostRepairBatchMessage
 from verifyfeed.models.records import Audit, AuditStatus, Batch, BatchStatus, Job, JobKind
 from verifyfeed.pii import mask_generic
+from verifyfeed.secrets import identity_pepper
 from verifyfeed.services import Services
+from verifyfeed.store.audits import StaleAudit
 from verifyfeed.store.jobs import StaleTransition
 
 if TYPE_CHECKING:
@@ -392,6 +397,9 @@ def audits(ctx: Context, status_filter: str | None, limit: int) -> Result:
     found.sort(key=lambda a: a.updated_at, reverse=True)
     found = found[:limit]
     views = [audit_view(a) for a in found]
+    files = _files_of(ctx, {a.job_id for a in found})
+    for view in views:
+        view["file"] = files.get(view["job_id"], "")
     data = {"counts": counts, "status": status_filter, "audits": views}
     lines = ["Audits: " + ", ".join(f"{n} {s}" for s, n in counts.items())]
     if views:
@@ -407,6 +415,7 @@ def audits(ctx: Context, status_filter: str | None, limit: int) -> Result:
                     "PHONE",
                     "PLATE",
                     "JOB / ROW",
+                    "FILE",
                     "UPDATED",
                     "REMARKS / ERROR",
                 ),
@@ -420,6 +429,7 @@ def audits(ctx: Context, status_filter: str | None, limit: int) -> Result:
                         v["phone"],
                         v["plate"] or "-",
                         f"{v['job_id'][:8]}…/{v['row']}",
+                        v["file"] or "-",
                         when(v["updated_at"]),
                         shorten(v["remarks"] or v["last_error"], 40),
                     )
@@ -431,7 +441,26 @@ def audits(ctx: Context, status_filter: str | None, limit: int) -> Result:
         lines.append("No audits" + (f" {status_filter}" if status_filter else "") + ".")
     if len(found) == limit:
         lines.append(f"(the {limit} most recently updated; --limit N for more)")
+    if counts[AuditStatus.UNKNOWN.value]:
+        lines.append(
+            f"{counts[AuditStatus.UNKNOWN.value]} audit(s) unknown: check upstream, then "
+            "verifyfeed redrive --unknown-audits (docs/operations.md#unknown-audits)"
+        )
     return Result(data, "\n".join(lines))
+
+
+def _files_of(ctx: Context, job_ids: Iterable[str]) -> dict[str, str]:
+    """The S3 key of each job's upload (one ``GetItem`` per job, not per audit); none for a job
+    whose item is missing or incomplete (a settle counts on the job item, creating it if absent)."""
+    files: dict[str, str] = {}
+    for job_id in job_ids:
+        try:
+            job = ctx.services.jobs.get_job(job_id)
+        except ValidationError:
+            continue
+        if job is not None:
+            files[job_id] = job.key
+    return files
 
 
 # ---- deferred --------------------------------------------------------------------------------------
@@ -529,7 +558,9 @@ def redrive(
     ctx: Context, *, dlq: bool, failed: bool, unknown: bool, job_ref: str | None, limit: int
 ) -> Result:
     if not (dlq or failed or unknown):
-        raise CliError("say what to re-drive: --dlq, --failed and/or --unknown", EXIT_USAGE)
+        raise CliError(
+            "say what to re-drive: --dlq, --failed and/or --unknown (or --unknown-audits)", EXIT_USAGE
+        )
     plan = _plan(ctx, dlq=dlq, failed=failed, unknown=unknown, job_ref=job_ref, limit=limit)
     data: dict[str, Any] = {
         "job_id": plan.job_id,
@@ -743,3 +774,104 @@ def _job_of(body: str) -> str | None:
         return None
     job_id = value.get("job_id") if isinstance(value, dict) else None
     return job_id if isinstance(job_id, str) else None
+
+
+# ---- redrive --unknown-audits ----------------------------------------------------------------------
+
+UNKNOWN_AUDITS_WARNING = (
+    "WARNING: the first /carrierAudit/add (or /update) of an 'unknown' audit may have reached the upstream\n"
+    "and created the audit there: re-submitting it may create a second audit upstream. Check with the\n"
+    "upstream first (by the time of the attempt, column UPDATED, and the masked owner) that it has no\n"
+    "record of it (docs/operations.md#unknown-audits)."
+)
+
+
+def resubmission_view(item: Resubmission) -> dict[str, Any]:
+    """Masked fields only (never the rebuilt request), what would be sent, and why not."""
+    return {**audit_view(item.audit), "send": item.kind if item.ready else None, "why": item.reason}
+
+
+def redrive_unknown_audits(ctx: Context, *, job_ref: str | None, limit: int) -> Result:
+    """Re-submit audits held ``unknown`` (``logic.audit_redrive``): plan, warning, confirmation,
+    progress; each one re-read from its upload, or reported with the reason it cannot be."""
+    services = ctx.services
+    job_id = find_job(ctx, job_ref)[0].job_id if job_ref else None
+    held = unknown_audits(services, job_id, limit)
+    try:
+        pepper = identity_pepper(services.settings) if held else None
+    except (ValueError, GetParameterError) as exc:  # no secret name (every name given explicitly), no access
+        raise CliError(f"cannot read the identity pepper: {exc}", EXIT_AWS) from exc
+    plan = plan_unknown_audits(services, held, pepper)
+    ready = [item for item in plan if item.ready]
+    data: dict[str, Any] = {
+        "job_id": job_id,
+        "audits_resubmitted": [],
+        "audits_skipped": [resubmission_view(item) for item in plan if not item.ready],
+        "confirmed": False,
+    }
+    if not ready:
+        data["confirmed"] = True
+        lines = ["Nothing to re-submit: no unknown audit" + (f" in job {job_id}." if job_id else ".")]
+        if plan:
+            lines = ["Nothing to re-submit."] + [_skipped_text(v) for v in data["audits_skipped"]]
+        return Result(data, "\n".join(lines))
+    ctx.say(_unknown_audits_plan_text(ctx, job_id, ready, [item for item in plan if not item.ready]))
+    if not ctx.assume_yes and not confirm("Proceed?", ctx.stdin, ctx.stderr):
+        return Result(data, "Aborted: nothing was changed.", EXIT_NOT_FOUND)
+    data["confirmed"] = True
+
+    bar = ProgressBar(len(ready), "re-submitting", ctx.stderr, ctx.progress)
+    try:
+        for item in ready:
+            try:
+                moved = resubmit(services, item)
+            except StaleAudit:
+                data["audits_skipped"].append({**resubmission_view(item), "why": "changed meanwhile"})
+            else:
+                data["audits_resubmitted"].append({**audit_view(moved), "send": item.kind})
+            bar.advance()
+    except Exception:
+        ctx.say(f"Stopped after re-submitting {len(data['audits_resubmitted'])} audit(s).")
+        raise
+    finally:
+        bar.close()
+
+    lines = [
+        f"Re-submitted {len(data['audits_resubmitted'])} audit(s) (status submitting); "
+        "`verifyfeed audits --status pending` follows them."
+    ]
+    lines += [_skipped_text(v) for v in data["audits_skipped"]]
+    return Result(data, "\n".join(lines))
+
+
+def _skipped_text(view: dict[str, Any]) -> str:
+    return f"Left unknown: job {view['job_id']} row {view['row']} ({view['owner']}): {view['why']}"
+
+
+def _unknown_audits_plan_text(
+    ctx: Context, job_id: str | None, ready: list[Resubmission], not_ready: list[Resubmission]
+) -> str:
+    lines = [
+        f"Re-submit unknown audits in stack {ctx.target.stack}"
+        + (f", job {job_id} only" if job_id else "")
+        + f": {len(ready)} audit(s), each re-read from its upload, set to submitting and queued again:",
+        "    "
+        + table(
+            ("SEND", "OWNER", "ID CARD", "JOB / ROW", "RECORD", "UPDATED", "LAST ERROR"),
+            [
+                (
+                    item.kind,
+                    item.audit.owner_name_masked,
+                    item.audit.id_card_masked,
+                    f"{item.audit.job_id[:8]}…/{item.audit.row}",
+                    item.audit.record_id if item.audit.record_id is not None else "-",
+                    when(item.audit.updated_at),
+                    shorten(item.audit.last_error, 50),
+                )
+                for item in ready
+            ],
+        ).replace("\n", "\n    "),
+        UNKNOWN_AUDITS_WARNING,
+    ]
+    lines += [_skipped_text(resubmission_view(item)) for item in not_ready]
+    return "\n".join(lines)

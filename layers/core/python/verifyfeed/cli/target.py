@@ -38,7 +38,10 @@ OUTPUTS = {
     "audits_table": "AuditsTableName",
 }
 # outputs a stack deployed before they existed may lack: empty when absent
-OPTIONAL_OUTPUTS = {"splitter_failures_url": "SplitterFailureQueueUrl"}
+OPTIONAL_OUTPUTS = {
+    "splitter_failures_url": "SplitterFailureQueueUrl",
+    "identity_pepper_secret": "IdentityPepperSecretArn",
+}
 
 
 class TargetError(Exception):
@@ -56,6 +59,7 @@ class Target:
     jobs_table: str = ""
     audits_table: str = ""
     splitter_failures_url: str = ""  # the splitter's on-failure queue ("" for an older stack)
+    identity_pepper_secret: str = ""  # the identity pepper's secret (redrive --unknown-audits)
     blackout_start_day: int = 27
     blackout_resume_day: int = 1
 
@@ -105,6 +109,7 @@ def _named(target: Target, names: dict[str, str]) -> Target:
         jobs_table=names.get("jobs_table") or target.jobs_table,
         audits_table=names.get("audits_table") or target.audits_table,
         splitter_failures_url=names.get("splitter_failures_url") or target.splitter_failures_url,
+        identity_pepper_secret=names.get("identity_pepper_secret") or target.identity_pepper_secret,
     )
 
 
@@ -116,6 +121,7 @@ def _local(base: Target, sqs: SQSClient) -> Target:
         work_queue_url=_queue_url(sqs, f"{stack}-WorkQueue", stack),
         dlq_url=_queue_url(sqs, f"{stack}-DeadLetterQueue", stack),
         splitter_failures_url=_queue_url(sqs, f"{stack}-SplitterFailureQueue", stack, required=False),
+        identity_pepper_secret=f"{stack}-IdentityPepperSecret",  # local/resources.py's naming rule
         jobs_table=f"{stack}-JobsTable",
         audits_table=f"{stack}-AuditsTable",
         blackout_start_day=_day("BLACKOUT_START_DAY", base.blackout_start_day),

@@ -132,3 +132,4 @@ class Audit(BaseModel):
     last_error: str = ""
     polls: int = 0  # /carrierAudit/get calls the poller made for it
     poll_error: str = ""  # why the last one gave no result ("" = it answered "still pending")
+    resubmissions: int = Field(0, description="times an operator re-submitted it from unknown")

@@ -6,7 +6,7 @@ Audit states::
 
     submitting ─┬─> pending ─┬─> passed
                 ├─> failed   └─> rejected ─> submitting (re-dropped with fixes: /update)
-                └─> unknown
+                └─> unknown ─> submitting (an operator re-submits it: ``resubmit_unknown``)
 
 ``version`` is bumped by every transition, and every write is conditional on the state it
 leaves, so a stale or replayed result can never overwrite a newer one.
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from verifyfeed import aws
-from verifyfeed.models.records import Audit, AuditStatus
+from verifyfeed.models.records import Audit, AuditStatus, JobStatus
 from verifyfeed.store.codec import attr, from_item, query_count, query_items
 from verifyfeed.store.jobs import JOB_SK, condition_failed, iso, job_pk, put_if_absent, write_transaction
 
@@ -278,6 +278,84 @@ class AuditStore:
         if record_id is not None:
             update["record_id"] = record_id
         return audit.model_copy(update=update)
+
+    def resubmit_unknown(self, audit: Audit, now: datetime) -> Audit:
+        """An operator's re-submission: ``unknown → submitting`` and its job reopened, in one transaction.
+
+        Conditional on the audit being ``unknown`` at the version it was read in (StaleAudit if it
+        moved) and on the job having finished splitting. The job's ``batches_unknown`` goes down by
+        one and the job returns to ``uploading``, so that it settles (and rewrites its report) again
+        when the audit settles: the same as ``JobStore.redrive_batch`` for a batch
+        (docs/decisions.md#redrive). ``resubmissions`` counts re-submissions.
+        """
+        if audit.status != AuditStatus.UNKNOWN:
+            raise ValueError(f"only unknown audits are re-submitted, not {audit.status.value}")
+        audit_update = (
+            "SET #s = :to, updated_at = :now, version = version + :one, last_error = :empty, "
+            "lease_until = :empty, submitted_at = :now, "
+            "resubmissions = if_not_exists(resubmissions, :zero) + :one"
+        )
+        reopenable = [
+            JobStatus.UPLOADING,
+            JobStatus.DEFERRED,
+            JobStatus.COMPLETED,
+            JobStatus.COMPLETED_WITH_ERRORS,
+        ]
+        job_values: dict[str, Any] = {f":j{i}": attr(s.value) for i, s in enumerate(reopenable)}
+        job_values.update(
+            {":uploading": attr(JobStatus.UPLOADING.value), ":now": attr(iso(now)), ":minus": attr(-1)}
+        )
+        job_update = "SET #s = :uploading, updated_at = :now ADD batches_unknown :minus"
+        job_condition = "#s IN (" + ", ".join(f":j{i}" for i in range(len(reopenable))) + ")"
+        try:
+            write_transaction(
+                self._db,
+                [
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": {"pk": attr(audit_pk(audit.audit_key))},
+                            "UpdateExpression": audit_update,
+                            "ConditionExpression": "#s = :from AND version = :v",
+                            "ExpressionAttributeNames": {"#s": "status"},
+                            "ExpressionAttributeValues": {
+                                ":to": attr(AuditStatus.SUBMITTING.value),
+                                ":from": attr(AuditStatus.UNKNOWN.value),
+                                ":now": attr(iso(now)),
+                                ":one": attr(1),
+                                ":zero": attr(0),
+                                ":empty": attr(""),
+                                ":v": attr(audit.version),
+                            },
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.jobs_table,
+                            "Key": {"pk": attr(job_pk(audit.job_id)), "sk": attr(JOB_SK)},
+                            "UpdateExpression": job_update,
+                            "ConditionExpression": job_condition,
+                            "ExpressionAttributeNames": {"#s": "status"},
+                            "ExpressionAttributeValues": job_values,
+                        }
+                    },
+                ],
+            )
+        except ClientError as exc:
+            if condition_failed(exc):
+                raise StaleAudit(audit.audit_key) from exc
+            raise
+        return audit.model_copy(
+            update={
+                "status": AuditStatus.SUBMITTING,
+                "updated_at": iso(now),
+                "version": audit.version + 1,
+                "last_error": "",
+                "lease_until": "",
+                "submitted_at": iso(now),
+                "resubmissions": audit.resubmissions + 1,
+            }
+        )
 
     def take_lease(self, audit: Audit, now: datetime, until: datetime) -> Audit:
         """A worker is about to call upstream for this submitting audit."""
