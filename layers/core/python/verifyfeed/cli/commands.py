@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import mimetypes
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,8 +25,9 @@ from verifyfeed.cli.output import ProgressBar, confirm, shorten, table, when
 from verifyfeed.cli.target import Target
 from verifyfeed.logic.progress import settle_job
 from verifyfeed.logic.reports import header_key, read_header_facts, report_keys
+from verifyfeed.logic.splitter import DroppedObject
 from verifyfeed.models.messages import LostRepairBatchMessage
-from verifyfeed.models.records import Audit, AuditStatus, Batch, BatchStatus, Job, JobKind
+from verifyfeed.models.records import Audit, AuditStatus, Batch, BatchStatus, Job, JobKind, JobStatus
 from verifyfeed.pii import mask_generic
 from verifyfeed.services import Services
 from verifyfeed.store.jobs import StaleTransition
@@ -730,3 +733,135 @@ def _job_of(body: str) -> str | None:
         return None
     job_id = value.get("job_id") if isinstance(value, dict) else None
     return job_id if isinstance(job_id, str) else None
+
+
+# ---- drop / watch ----------------------------------------------------------------------------------
+
+EXIT_NOT_SETTLED = 4  # `drop --wait` / `watch`: the job had not settled when the time was up
+SETTLED_JOB_STATUSES = frozenset(
+    {JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS, JobStatus.REJECTED, JobStatus.DEFERRED}
+)
+OPEN_AUDIT_STATUSES = (AuditStatus.SUBMITTING, AuditStatus.PENDING)
+
+
+def drop(ctx: Context, path: str, kind: str | None, wait: bool, timeout_s: float) -> Result:
+    """Upload ``path`` to the ingest bucket under its kind's prefix; with ``wait``, follow its job."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise CliError(f"no such file: {path}")
+    job_kind = JobKind(kind) if kind else _detect_kind(file)
+    if job_kind is None:
+        raise CliError(
+            f"cannot tell lost-repair from carrier-audit by the header of {file.name}; "
+            "give --kind lost-repair|carrier-audit",
+            EXIT_USAGE,
+        )
+    settings = ctx.services.settings
+    prefix = settings.lost_repair_prefix if job_kind == JobKind.LOST_REPAIR else settings.carrier_audit_prefix
+    key = f"{prefix}{file.name}"
+    bucket = ctx.target.bucket
+    body = file.read_bytes()
+    put = ctx.s3.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=body,
+        ContentType=mimetypes.guess_type(file.name)[0] or "application/octet-stream",
+    )
+    version = put.get("VersionId") or ""
+    # the job id the splitter derives from the notification (the bucket is versioned)
+    job_id = DroppedObject(bucket, key, len(body), etag=put.get("ETag", ""), version_id=version).job_id
+    ctx.say(
+        f"Dropped {file.name} as {job_kind.value}: s3://{bucket}/{key}"
+        + (f" (job {job_id})" if version else "")
+    )
+    data: dict[str, Any] = {"s3_uri": f"s3://{bucket}/{key}", "kind": job_kind.value, "job_id": job_id}
+    if not wait:
+        return Result(data, f"`verifyfeed watch {key}` follows it; `verifyfeed status {key}` shows it.")
+    return _follow(ctx, job_id if version else None, key, timeout_s)
+
+
+def watch(ctx: Context, ref: str, timeout_s: float) -> Result:
+    """Follow a job already dropped (the latest upload of the file) until it settles."""
+    job, _ = find_job(ctx, ref)
+    return _follow(ctx, job.job_id, job.key, timeout_s)
+
+
+def _detect_kind(file: Path) -> JobKind | None:
+    """The kind by the header row, as the splitter reads it (title rows above it skipped)."""
+    from verifyfeed.ingest.readers import open_rows
+
+    try:
+        with file.open("rb") as stream, open_rows(stream, file.name, None) as source:
+            return source.kind
+    except (OSError, ValueError):  # ValueError: FileRejected too
+        return None
+
+
+def _follow(ctx: Context, job_id: str | None, key: str, timeout_s: float) -> Result:
+    deadline = time.monotonic() + timeout_s
+    shown = ""
+    while True:
+        job = ctx.services.jobs.get_job(job_id) if job_id else _newest_job(ctx, key)
+        if job is not None:
+            audits = _job_audits(ctx, job) if job.kind == JobKind.CARRIER_AUDIT else {}
+            line = _progress_line(job, audits)
+            if line != shown:
+                ctx.say(line)
+                shown = line
+            if job.status in SETTLED_JOB_STATUSES and not any(
+                audits.get(s.value) for s in OPEN_AUDIT_STATUSES
+            ):
+                result = status_of(ctx, job.job_id)
+                result.data["audits"] = audits
+                result.data["accounted_for"] = _accounted_for(job)
+                if audits:
+                    result.text += "\nAudits now: " + ", ".join(f"{n} {s}" for s, n in audits.items())
+                if not result.data["accounted_for"]:
+                    result.code = EXIT_NOT_FOUND
+                return result
+        if time.monotonic() >= deadline:
+            raise CliError(
+                f"{key}: not settled after {timeout_s:g} s"
+                + (f" ({shown})" if shown else " (no job recorded yet: is the splitter notified?)")
+                + f"; `verifyfeed watch {key}` goes on following it",
+                EXIT_NOT_SETTLED,
+            )
+        time.sleep(1.0)  # polling the stores; the deadline above bounds the wait
+
+
+def _newest_job(ctx: Context, key: str) -> Job | None:
+    jobs = ctx.services.jobs.find_jobs(key)
+    return jobs[0] if jobs else None
+
+
+def _job_audits(ctx: Context, job: Job) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for s in AuditStatus:
+        mine = [a for a in ctx.services.audits.with_status(s, limit=100_000) if a.job_id == job.job_id]
+        if mine:
+            counts[s.value] = len(mine)
+    return counts
+
+
+def _progress_line(job: Job, audits: dict[str, int]) -> str:
+    line = (
+        f"{job.status.value}: {job.rows_read} row(s) read "
+        f"({job.rows_accepted} accepted, {job.rows_rejected} rejected)"
+    )
+    if job.kind == JobKind.LOST_REPAIR:
+        return (
+            line
+            + f"; batches {job.batches_settled}/{job.batches_total} settled"
+            + f" ({job.batches_succeeded} succeeded, {job.batches_deferred} deferred)"
+        )
+    decided = sum(n for s, n in audits.items() if s not in {o.value for o in OPEN_AUDIT_STATUSES})
+    return line + f"; audits {job.batches_succeeded}/{job.batches_total} submitted, {decided} decided"
+
+
+def _accounted_for(job: Job) -> bool:
+    """Every row read was accepted or rejected, every batch settled, and the file not refused."""
+    return (
+        job.status != JobStatus.REJECTED
+        and job.rows_accepted + job.rows_rejected == job.rows_read
+        and job.batches_settled + job.batches_deferred == job.batches_total
+    )
