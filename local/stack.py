@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,7 @@ def serve(env: Mapping[str, str]) -> int:
     runner = LocalRunner(options)
     state_file = folder / "stack.json"
     try:
+        started_at = datetime.now(UTC).isoformat()  # when the functions' clock starts (at CLOCK_NOW)
         runner.start()
         assert runner.stack is not None
         state = {
@@ -120,7 +122,7 @@ def serve(env: Mapping[str, str]) -> int:
             "callback_url": runner.callback_url,
             "clock_now": options.clock_now or None,
             "log": str(log_file),
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "started_at": started_at,
         }
         partial = folder / "stack.json.tmp"
         partial.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")

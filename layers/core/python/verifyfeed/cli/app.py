@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from typing import IO, Any
 
 import boto3
@@ -268,6 +269,10 @@ def connect(args: argparse.Namespace, stdin: IO[str], stderr: IO[str]) -> Contex
         os.environ.setdefault("AWS_DEFAULT_REGION", str(running.get("region") or "us-east-1"))
         if not option.get("stack"):
             option["stack"] = str(running["stack"])
+        if running.get("clock_now") and not os.environ.get("CLOCK_NOW"):
+            # the stack's clock started at CLOCK_NOW (make up CLOCK_NOW=...) and runs on: the same now
+            ran = datetime.now(UTC) - datetime.fromisoformat(str(running["started_at"]))
+            os.environ["CLOCK_NOW"] = (datetime.fromisoformat(str(running["clock_now"])) + ran).isoformat()
     if local and not (os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE")):
         os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")  # noqa: S106 - moto
     session = boto3.session.Session()
