@@ -167,6 +167,17 @@ def up(env: Mapping[str, str]) -> int:
         stderr=log_file.open("a", encoding="utf-8"),
         start_new_session=True,  # its own process group: `down` stops all of it, and only it
     )
+    try:
+        return _wait_ready(child, folder, log_file, started, timeout_s)
+    except KeyboardInterrupt:
+        say("up: interrupted; stopping it")
+        _stop(child.pid, child)
+        return 130
+
+
+def _wait_ready(
+    child: subprocess.Popen[bytes], folder: Path, log_file: Path, started: float, timeout_s: float
+) -> int:
     deadline = started + timeout_s
     while time.monotonic() < deadline:
         state = read_state(folder)

@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -742,6 +742,7 @@ SETTLED_JOB_STATUSES = frozenset(
     {JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS, JobStatus.REJECTED, JobStatus.DEFERRED}
 )
 OPEN_AUDIT_STATUSES = (AuditStatus.SUBMITTING, AuditStatus.PENDING)
+CLOCK_SKEW = timedelta(seconds=5)  # between this machine's clock and the splitter's
 
 
 def drop(ctx: Context, path: str, kind: str | None, wait: bool, timeout_s: float) -> Result:
@@ -761,6 +762,7 @@ def drop(ctx: Context, path: str, kind: str | None, wait: bool, timeout_s: float
     key = f"{prefix}{file.name}"
     bucket = ctx.target.bucket
     body = file.read_bytes()
+    dropped_at = ctx.services.clock.now()
     put = ctx.s3.put_object(
         Bucket=bucket,
         Key=key,
@@ -777,7 +779,8 @@ def drop(ctx: Context, path: str, kind: str | None, wait: bool, timeout_s: float
     data: dict[str, Any] = {"s3_uri": f"s3://{bucket}/{key}", "kind": job_kind.value, "job_id": job_id}
     if not wait:
         return Result(data, f"`verifyfeed watch {key}` follows it; `verifyfeed status {key}` shows it.")
-    return _follow(ctx, job_id if version else None, key, timeout_s)
+    # an unversioned bucket: the splitter's job id is not known here, the first job newer than the drop is it
+    return _follow(ctx, job_id if version else None, key, timeout_s, after=dropped_at)
 
 
 def watch(ctx: Context, ref: str, timeout_s: float) -> Result:
@@ -797,11 +800,13 @@ def _detect_kind(file: Path) -> JobKind | None:
         return None
 
 
-def _follow(ctx: Context, job_id: str | None, key: str, timeout_s: float) -> Result:
+def _follow(
+    ctx: Context, job_id: str | None, key: str, timeout_s: float, after: datetime | None = None
+) -> Result:
     deadline = time.monotonic() + timeout_s
     shown = ""
     while True:
-        job = ctx.services.jobs.get_job(job_id) if job_id else _newest_job(ctx, key)
+        job = ctx.services.jobs.get_job(job_id) if job_id else _newest_job(ctx, key, after)
         if job is not None:
             audits = _job_audits(ctx, job) if job.kind == JobKind.CARRIER_AUDIT else {}
             line = _progress_line(job, audits)
@@ -829,9 +834,13 @@ def _follow(ctx: Context, job_id: str | None, key: str, timeout_s: float) -> Res
         time.sleep(1.0)  # polling the stores; the deadline above bounds the wait
 
 
-def _newest_job(ctx: Context, key: str) -> Job | None:
+def _newest_job(ctx: Context, key: str, after: datetime | None) -> Job | None:
     jobs = ctx.services.jobs.find_jobs(key)
-    return jobs[0] if jobs else None
+    if not jobs:
+        return None
+    if after is not None and datetime.fromisoformat(jobs[0].created_at) < after - CLOCK_SKEW:
+        return None  # an earlier upload's job
+    return jobs[0]
 
 
 def _job_audits(ctx: Context, job: Job) -> dict[str, int]:
