@@ -26,8 +26,11 @@ NATIVE := layers/core/python/verifyfeed/_fastsplit$(shell $(PY) -c "import sysco
 
 # demo options (make variables or environment): see README "Running locally"
 export FILE KIND UPSTREAM_URL CLOCK_NOW CALLBACK_PORT CALLBACK_SECRET API_ID POLL_SECONDS JSON DEMO_TIMEOUT
+# make up / make down (local/stack.py): the local stack in the background, on fixed ports
+# (defaults AWS_PORT=8795 SANDBOX_PORT=8796 CALLBACK_PORT=8797), its endpoints in .local-state/stack.json
+export AWS_PORT SANDBOX_PORT UP_TIMEOUT VERIFYFEED_STATE_DIR
 
-.PHONY: venv lock check-lock native sanitize demo test pytest load lint typecheck cfn-lint checkov bandit sam-build sam-validate bench sandbox clean
+.PHONY: venv lock check-lock native sanitize demo up down test pytest load lint typecheck cfn-lint checkov bandit sam-build sam-validate bench sandbox clean
 
 $(STAMP): $(LOCK) pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -71,6 +74,12 @@ sanitize: $(STAMP)
 
 demo: $(STAMP) $(NATIVE)
 	@PYTHONPATH=$(PYTHONPATH) $(BIN)/python -m local.demo
+
+up: $(STAMP) $(NATIVE)
+	@PYTHONPATH=$(PYTHONPATH) $(BIN)/python -m local.stack up
+
+down: $(STAMP)
+	@PYTHONPATH=$(PYTHONPATH) $(BIN)/python -m local.stack down
 
 sandbox: $(STAMP)
 	PYTHONPATH=$(PYTHONPATH) $(BIN)/python -m sandbox

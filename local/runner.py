@@ -85,6 +85,11 @@ class RunnerOptions:
     clock_now: str = ""
     callback_host: str = "127.0.0.1"
     callback_port: int = 8787  # 0: an ephemeral port
+    aws_port: int = 0  # the moto server's port (0: an ephemeral port); unused with $AWS_ENDPOINT_URL
+    sandbox_port: int = 0  # the sandbox's port (0: an ephemeral port)
+    # notify the splitter of every object put in the ingest bucket by anyone (``make up``: the CLI's
+    # ``verifyfeed drop``), as S3 does, not only of the files given to ``submit_file``
+    watch_bucket: bool = False
     callback_secret: str = "local-callback-secret"  # noqa: S105 - the documented local default
     identity_pepper: str = "local-identity-pepper"  # the pepper of stored digests (test data only)
     api_id: str = "local-api-id"
@@ -496,6 +501,8 @@ class LocalRunner:
         self._s3: S3Client | None = None
         self._sqs: SQSClient | None = None
         self._queue_arn = ""
+        self._seen_versions: set[str] = set()  # objects the splitter was notified of
+        self._submit_lock = threading.Lock()
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -556,6 +563,7 @@ class LocalRunner:
                     callback_secret=opts.callback_secret,
                     decision_delay_s=opts.decision_delay_s,
                     clock_now=opts.clock_now,
+                    port=opts.sandbox_port,
                 )
             )
             self.upstream_url = self.sandbox.url
@@ -579,6 +587,8 @@ class LocalRunner:
         poller = self.functions.get("poller")
         if poller is not None:
             self._spawn("schedule", self._run_schedule, poller)
+        if opts.watch_bucket:
+            self._spawn("s3-watch", self._watch_bucket)
 
     def stop(self) -> None:
         self._stop.set()
@@ -618,8 +628,14 @@ class LocalRunner:
             from local.aws_server import MotoServer
 
             logging.getLogger("werkzeug").setLevel(logging.WARNING)
-            self._moto = MotoServer("127.0.0.1", 0)
-            self._moto.start()
+            self._moto = MotoServer("127.0.0.1", self.options.aws_port)
+            try:
+                self._moto.start()
+            except OSError as exc:
+                self._moto = None
+                raise RuntimeError(
+                    f"cannot listen for AWS (moto) on 127.0.0.1:{self.options.aws_port} ({exc.strerror})"
+                ) from exc
             host, port = self._moto.get_host_and_port()
             env["AWS_ENDPOINT_URL"] = f"http://{host}:{port}"
             log.info("moto server at %s", env["AWS_ENDPOINT_URL"])
@@ -705,13 +721,21 @@ class LocalRunner:
         kind = kind or detect_file_kind(path)
         if kind not in KINDS:
             raise ValueError(f"{path}: cannot tell whether it is lost-repair or carrier-audit; set KIND")
-        prefix_var = "LOST_REPAIR_PREFIX" if kind == "lost-repair" else "CARRIER_AUDIT_PREFIX"
-        prefix = os.environ.get(prefix_var) or f"{kind}/"
-        key = f"{prefix}{path.name}"
+        key = f"{_kind_prefix(kind)}{path.name}"
         content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         bucket = self.stack.bucket
-        self._s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes(), ContentType=content_type)
+        with self._submit_lock:  # the bucket watcher must not notify of this object too
+            put = self._s3.put_object(
+                Bucket=bucket, Key=key, Body=path.read_bytes(), ContentType=content_type
+            )
+            self._seen_versions.add(put.get("VersionId") or put["ETag"])
         head = self._s3.head_object(Bucket=bucket, Key=key)
+        return self._notify_splitter(key, kind, _display_path(path), head)
+
+    def _notify_splitter(self, key: str, kind: str, display: str, head: Mapping[str, Any]) -> str:
+        """The ``ObjectCreated:Put`` notification of an object just put, to the splitter (async)."""
+        assert self.stack is not None
+        bucket = self.stack.bucket
         event = s3_put_event(
             bucket=bucket,
             key=key,
@@ -724,7 +748,7 @@ class LocalRunner:
         from verifyfeed.pii import mask_object_key
 
         job_id = DroppedObject.from_event_record(event["Records"][0]).job_id
-        self.submitted.append(_Submitted(file=_display_path(path), key=key, kind=kind, job_id=job_id))
+        self.submitted.append(_Submitted(file=display, key=key, kind=kind, job_id=job_id))
         splitter = self.functions["splitter"]
         if _notifies(splitter.spec, key):
             self._async_futures.append(self._async_pool.submit(self._invoke_async, splitter, event))
@@ -736,6 +760,40 @@ class LocalRunner:
             )
         log.info("uploaded a %s file as job %s", kind, job_id)  # not its name: names carry people's
         return key
+
+    def _watch_bucket(self) -> None:
+        """S3 → splitter for objects put by others: every new version under a trigger's prefix."""
+        assert self.stack is not None
+        s3: S3Client = boto3.client("s3")
+        splitter = self.functions["splitter"]
+        prefixes = sorted({t.prefix or "" for t in splitter.spec.s3_triggers}) or [""]
+        while not self._stop.wait(0.5):
+            for prefix in prefixes:
+                try:
+                    pages = s3.get_paginator("list_object_versions").paginate(
+                        Bucket=self.stack.bucket, Prefix=prefix
+                    )
+                    versions = [v for page in pages for v in page.get("Versions", [])]
+                except Exception:
+                    if not self._stop.is_set():
+                        log.exception("list_object_versions failed")
+                    continue
+                for version in versions:
+                    version_id, key = version.get("VersionId", ""), version.get("Key", "")
+                    with self._submit_lock:
+                        if (version_id or version.get("ETag", "")) in self._seen_versions:
+                            continue
+                        self._seen_versions.add(version_id or version.get("ETag", ""))
+                    kind = next((k for k in KINDS if key.startswith(_kind_prefix(k))), "")
+                    try:
+                        if version_id and version_id != "null":
+                            head = s3.head_object(Bucket=self.stack.bucket, Key=key, VersionId=version_id)
+                        else:
+                            head = s3.head_object(Bucket=self.stack.bucket, Key=key)
+                    except Exception:
+                        log.exception("head_object failed for a new object")
+                        continue
+                    self._notify_splitter(key, kind, key, head)
 
     def _invoke_async(self, function: LocalFunction, event: dict[str, Any]) -> None:
         attempts = 1 + S3_ASYNC_RETRIES
@@ -1106,6 +1164,11 @@ def _api_method(spec: FunctionSpec) -> str:
 def _api_stage(spec: FunctionSpec, default: str) -> str:
     route = _api_route(spec)
     return str((route.stage if route else None) or default)
+
+
+def _kind_prefix(kind: str) -> str:
+    prefix_var = "LOST_REPAIR_PREFIX" if kind == "lost-repair" else "CARRIER_AUDIT_PREFIX"
+    return os.environ.get(prefix_var) or f"{kind}/"
 
 
 def _display_path(path: Path) -> str:

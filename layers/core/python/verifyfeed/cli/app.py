@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from typing import IO, Any
 
 import boto3
@@ -13,12 +14,20 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
 from verifyfeed import aws
-from verifyfeed.cli import commands
+from verifyfeed.cli import commands, sandbox
 from verifyfeed.cli.commands import EXIT_AWS, EXIT_NOT_FOUND, EXIT_USAGE, CliError, Context, Result
-from verifyfeed.cli.target import DEFAULT_LOCAL_STACK, DEFAULT_STACK, Target, TargetError, resolve, stack_name
+from verifyfeed.cli.target import (
+    DEFAULT_LOCAL_STACK,
+    DEFAULT_STACK,
+    Target,
+    TargetError,
+    local_state,
+    resolve,
+    stack_name,
+)
 from verifyfeed.clock import clock_from_setting
 from verifyfeed.config import Settings
-from verifyfeed.models.records import AuditStatus
+from verifyfeed.models.records import AuditStatus, JobKind
 from verifyfeed.services import build_services
 
 DESCRIPTION = """\
@@ -31,6 +40,9 @@ What happened to the files dropped into verifyfeed, without reading logs.
   verifyfeed redrive --dlq|--failed|--unknown [--job FILE|JOB] [--yes]
   verifyfeed redrive --unknown-audits [--job FILE|JOB] [--yes]
   verifyfeed deferred                    what the blackout is holding, and until when
+  verifyfeed drop PATH [--kind K] [--wait]   upload a file to the ingest bucket (and follow its job)
+  verifyfeed watch FILE|JOB              follow a job until it settles, then its status
+  verifyfeed sandbox show|clock|advance|fault|clear|audits|reset [VALUE]   local sandbox knobs
 
 FILE is the S3 key (lost-repair/list.csv), s3://bucket/key, or just the file name."""
 
@@ -45,6 +57,9 @@ exit codes:
   1  not found (file, job, report), or the confirmation was declined
   2  usage error
   3  AWS or configuration error (no such stack, no credentials, access denied, ...)
+  4  drop --wait / watch: the job had not settled when --timeout ran out
+  (drop --wait / watch: 0 when every row is accounted for, 1 when the file was rejected or
+  its rows or batches do not add up)
 
 --json prints exactly one JSON document on stdout (errors too: {{"error": ..., "exit_code": ...}});
 prompts, warnings and progress go to stderr. Details: docs/operations.md."""
@@ -142,6 +157,31 @@ def build_parser() -> argparse.ArgumentParser:
     redrive.add_argument("--limit", type=_positive, default=1000, help="at most this many batches per status")
     redrive.add_argument("--yes", "-y", action="store_true", help="do not ask")
 
+    drop = sub.add_parser("drop", parents=[common], help="upload a file to the ingest bucket")
+    drop.add_argument("path", metavar="PATH", help="the file; its kind is read from its header row")
+    drop.add_argument("--kind", choices=[k.value for k in JobKind], help="when the header does not tell")
+    drop.add_argument("--wait", action="store_true", help="follow its job until it settles")
+    drop.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="under dry-run/: read and reported like a real drop, nothing sent",
+    )
+    drop.add_argument("--timeout", type=_positive, default=600, help="seconds --wait waits (default 600)")
+
+    watch = sub.add_parser("watch", parents=[common], help="follow a dropped file's job until it settles")
+    watch.add_argument("ref", metavar="FILE|JOB")
+    watch.add_argument("--timeout", type=_positive, default=600, help="seconds to wait (default 600)")
+
+    knobs = sub.add_parser(
+        "sandbox",
+        parents=[common],
+        help="the local upstream sandbox's knobs (make up)",
+        description="; ".join(f"{name}: {what}" for name, what in sandbox.ACTIONS.items()),
+    )
+    knobs.add_argument("action", choices=list(sandbox.ACTIONS))
+    knobs.add_argument("value", nargs="?", help="clock: ISO instant; advance: seconds; fault: JSON")
+    knobs.add_argument("--sandbox-url", help="default $SANDBOX_URL, else the running local stack's")
+
     deferred = sub.add_parser("deferred", parents=[common], help="batches the blackout holds, by file")
     deferred.add_argument("--limit", type=_positive, default=10000, help="at most this many batches")
     return parser
@@ -170,8 +210,11 @@ def main(
         return code
 
     try:
-        ctx = connect(args, stdin, stderr)
-        result = run(ctx, args)
+        if args.command == "sandbox":  # the sandbox alone, no AWS
+            result = sandbox.run(sandbox.sandbox_url(args.sandbox_url), args.action, args.value)
+        else:
+            ctx = connect(args, stdin, stderr)
+            result = run(ctx, args)
     except CliError as exc:
         return fail(exc.message, exc.code)
     except TargetError as exc:
@@ -211,6 +254,10 @@ def run(ctx: Context, args: argparse.Namespace) -> Result:
         )
     if args.command == "deferred":
         return commands.deferred(ctx, args.limit)
+    if args.command == "drop":
+        return commands.drop(ctx, args.path, args.kind, args.wait, args.timeout, dry_run=args.dry_run)
+    if args.command == "watch":
+        return commands.watch(ctx, args.ref, args.timeout)
     raise CliError(f"unknown command {args.command}", EXIT_USAGE)
 
 
@@ -229,6 +276,20 @@ def connect(args: argparse.Namespace, stdin: IO[str], stderr: IO[str]) -> Contex
         if option.get(name):
             os.environ[variable] = option[name]
     local = bool(option.get("local") or os.environ.get("AWS_ENDPOINT_URL"))
+    if option.get("local") and not os.environ.get("AWS_ENDPOINT_URL"):
+        running = local_state()
+        if running is None:
+            raise TargetError(
+                "no local stack is running: `make up` starts one (or give --endpoint-url for another)"
+            )
+        os.environ["AWS_ENDPOINT_URL"] = str(running["aws_endpoint"])
+        os.environ.setdefault("AWS_DEFAULT_REGION", str(running.get("region") or "us-east-1"))
+        if not option.get("stack"):
+            option["stack"] = str(running["stack"])
+        if running.get("clock_now") and not os.environ.get("CLOCK_NOW"):
+            # the stack's clock started at CLOCK_NOW (make up CLOCK_NOW=...) and runs on: the same now
+            ran = datetime.now(UTC) - datetime.fromisoformat(str(running["started_at"]))
+            os.environ["CLOCK_NOW"] = (datetime.fromisoformat(str(running["clock_now"])) + ran).isoformat()
     if local and not (os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE")):
         os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")  # noqa: S106 - moto
     session = boto3.session.Session()

@@ -10,10 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import mimetypes
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -26,8 +28,9 @@ from verifyfeed.cli.target import Target
 from verifyfeed.logic.audit_redrive import Resubmission, plan_unknown_audits, resubmit, unknown_audits
 from verifyfeed.logic.progress import settle_job
 from verifyfeed.logic.reports import header_key, read_header_facts, report_keys
+from verifyfeed.logic.splitter import DroppedObject
 from verifyfeed.models.messages import LostRepairBatchMessage
-from verifyfeed.models.records import Audit, AuditStatus, Batch, BatchStatus, Job, JobKind
+from verifyfeed.models.records import Audit, AuditStatus, Batch, BatchStatus, Job, JobKind, JobStatus
 from verifyfeed.pii import mask_generic
 from verifyfeed.secrets import identity_pepper
 from verifyfeed.services import Services
@@ -875,3 +878,156 @@ def _unknown_audits_plan_text(
     ]
     lines += [_skipped_text(resubmission_view(item)) for item in not_ready]
     return "\n".join(lines)
+
+
+# ---- drop / watch ----------------------------------------------------------------------------------
+
+EXIT_NOT_SETTLED = 4  # `drop --wait` / `watch`: the job had not settled when the time was up
+SETTLED_JOB_STATUSES = frozenset(
+    {
+        JobStatus.COMPLETED,
+        JobStatus.COMPLETED_WITH_ERRORS,
+        JobStatus.REJECTED,
+        JobStatus.DEFERRED,
+        JobStatus.DRY_RUN,
+    }
+)
+OPEN_AUDIT_STATUSES = (AuditStatus.SUBMITTING, AuditStatus.PENDING)
+CLOCK_SKEW = timedelta(seconds=5)  # between this machine's clock and the splitter's
+
+
+def drop(
+    ctx: Context, path: str, kind: str | None, wait: bool, timeout_s: float, dry_run: bool = False
+) -> Result:
+    """Upload ``path`` to the ingest bucket under its kind's prefix (under ``dry-run/`` too with
+    ``dry_run``: read and reported, never sent); with ``wait``, follow its job."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise CliError(f"no such file: {path}")
+    job_kind = JobKind(kind) if kind else _detect_kind(file)
+    if job_kind is None:
+        raise CliError(
+            f"cannot tell lost-repair from carrier-audit by the header of {file.name}; "
+            "give --kind lost-repair|carrier-audit",
+            EXIT_USAGE,
+        )
+    settings = ctx.services.settings
+    prefix = settings.lost_repair_prefix if job_kind == JobKind.LOST_REPAIR else settings.carrier_audit_prefix
+    key = f"{settings.dry_run_prefix if dry_run else ''}{prefix}{file.name}"
+    bucket = ctx.target.bucket
+    body = file.read_bytes()
+    dropped_at = ctx.services.clock.now()
+    put = ctx.s3.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=body,
+        ContentType=mimetypes.guess_type(file.name)[0] or "application/octet-stream",
+    )
+    version = put.get("VersionId") or ""
+    # the job id the splitter derives from the notification (the bucket is versioned)
+    job_id = DroppedObject(bucket, key, len(body), etag=put.get("ETag", ""), version_id=version).job_id
+    ctx.say(
+        f"Dropped {file.name} as {job_kind.value}: s3://{bucket}/{key}"
+        + (f" (job {job_id})" if version else "")
+    )
+    data: dict[str, Any] = {"s3_uri": f"s3://{bucket}/{key}", "kind": job_kind.value, "job_id": job_id}
+    if not wait:
+        return Result(data, f"`verifyfeed watch {key}` follows it; `verifyfeed status {key}` shows it.")
+    # an unversioned bucket: the splitter's job id is not known here, the first job newer than the drop is it
+    return _follow(ctx, job_id if version else None, key, timeout_s, after=dropped_at)
+
+
+def watch(ctx: Context, ref: str, timeout_s: float) -> Result:
+    """Follow a job already dropped (the latest upload of the file) until it settles."""
+    job, _ = find_job(ctx, ref)
+    return _follow(ctx, job.job_id, job.key, timeout_s)
+
+
+def _detect_kind(file: Path) -> JobKind | None:
+    """The kind by the header row, as the splitter reads it (title rows above it skipped)."""
+    from verifyfeed.ingest.readers import open_rows
+
+    try:
+        with file.open("rb") as stream, open_rows(stream, file.name, None) as source:
+            return source.kind
+    except (OSError, ValueError):  # ValueError: FileRejected too
+        return None
+
+
+def _follow(
+    ctx: Context, job_id: str | None, key: str, timeout_s: float, after: datetime | None = None
+) -> Result:
+    deadline = time.monotonic() + timeout_s
+    shown = ""
+    while True:
+        job = ctx.services.jobs.get_job(job_id) if job_id else _newest_job(ctx, key, after)
+        if job is not None:
+            audits = _job_audits(ctx, job) if job.kind == JobKind.CARRIER_AUDIT else {}
+            line = _progress_line(job, audits)
+            if line != shown:
+                ctx.say(line)
+                shown = line
+            if job.status in SETTLED_JOB_STATUSES and not any(
+                audits.get(s.value) for s in OPEN_AUDIT_STATUSES
+            ):
+                result = status_of(ctx, job.job_id)
+                result.data["audits"] = audits
+                result.data["accounted_for"] = _accounted_for(job)
+                if audits:
+                    result.text += "\nAudits now: " + ", ".join(f"{n} {s}" for s, n in audits.items())
+                if not result.data["accounted_for"]:
+                    result.code = EXIT_NOT_FOUND
+                return result
+        if time.monotonic() >= deadline:
+            raise CliError(
+                f"{key}: not settled after {timeout_s:g} s"
+                + (f" ({shown})" if shown else " (no job recorded yet: is the splitter notified?)")
+                + f"; `verifyfeed watch {key}` goes on following it",
+                EXIT_NOT_SETTLED,
+            )
+        time.sleep(1.0)  # polling the stores; the deadline above bounds the wait
+
+
+def _newest_job(ctx: Context, key: str, after: datetime | None) -> Job | None:
+    jobs = ctx.services.jobs.find_jobs(key)
+    if not jobs:
+        return None
+    if after is not None and datetime.fromisoformat(jobs[0].created_at) < after - CLOCK_SKEW:
+        return None  # an earlier upload's job
+    return jobs[0]
+
+
+def _job_audits(ctx: Context, job: Job) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for s in AuditStatus:
+        mine = [a for a in ctx.services.audits.with_status(s, limit=100_000) if a.job_id == job.job_id]
+        if mine:
+            counts[s.value] = len(mine)
+    return counts
+
+
+def _progress_line(job: Job, audits: dict[str, int]) -> str:
+    line = (
+        f"{job.status.value}: {job.rows_read} row(s) read "
+        f"({job.rows_accepted} accepted, {job.rows_rejected} rejected)"
+    )
+    if job.kind == JobKind.LOST_REPAIR:
+        return (
+            line
+            + f"; batches {job.batches_settled}/{job.batches_total} settled"
+            + f" ({job.batches_succeeded} succeeded, {job.batches_deferred} deferred)"
+        )
+    decided = sum(n for s, n in audits.items() if s not in {o.value for o in OPEN_AUDIT_STATUSES})
+    return line + f"; audits {job.batches_succeeded}/{job.batches_total} submitted, {decided} decided"
+
+
+def _accounted_for(job: Job) -> bool:
+    """Every row read was accepted or rejected, every batch settled (a dry run sends none), and the
+    file not refused."""
+    return (
+        job.status != JobStatus.REJECTED
+        and job.rows_accepted + job.rows_rejected == job.rows_read
+        and (
+            job.status == JobStatus.DRY_RUN or job.batches_settled + job.batches_deferred == job.batches_total
+        )
+    )

@@ -11,15 +11,21 @@ Two ways, never mixed up:
   (``<stack>-ingest-<account>-<region>``), every other resource ``<stack>-<LogicalId>``. The CLI
   applies the same rule (a test checks they agree) and never creates anything.
 
+When no endpoint is given, ``--local`` finds the stack ``make up`` left running through its
+``.local-state/stack.json`` (in ``$VERIFYFEED_STATE_DIR``, else in the current folder or one
+above it): the endpoint, the stack and the sandbox's URL (``local_state``).
+
 Any name can be given explicitly (``--bucket``, ``--jobs-table``, ``--audits-table``,
 ``--queue-url``, ``--dlq-url``); when all five are, nothing is looked up.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -79,6 +85,35 @@ class Target:
             "audits_table": self.audits_table,
             "splitter_failures_url": self.splitter_failures_url,
         }
+
+
+def local_state(cwd: Path | None = None) -> dict[str, Any] | None:
+    """The ``stack.json`` of the stack ``make up`` runs, if one is found and its process lives."""
+    folder = os.environ.get("VERIFYFEED_STATE_DIR", "").strip()
+    start = (cwd or Path.cwd()).resolve()
+    candidates = (
+        [Path(folder) / "stack.json"]
+        if folder
+        else [p / ".local-state" / "stack.json" for p in (start, *start.parents)]
+    )
+    for path in candidates:
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(state, dict) and _running(state.get("pid")):
+            return state
+    return None
+
+
+def _running(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"  # a zombie has exited
 
 
 def stack_name(explicit: str | None, local: bool) -> str:

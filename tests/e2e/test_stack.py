@@ -1,0 +1,190 @@
+"""`make up` / `verifyfeed --local ...` / `make down` end to end, as an operator runs them: separate
+processes, on ports taken free for the test, with the stack's state in a folder of the test's own.
+
+After `make down`, and after a start that failed, nothing may be left: not the recorded pid, not a
+process of the stack, not a listening port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from local.stack import alive
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "samples" / "lost-repair" / "customers.csv"
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def port_free(port: int) -> bool:
+    """Nothing listens on it (connections in TIME_WAIT, as servers leave them, do not count)."""
+    with closing(socket.socket()) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def stack_processes(state_dir: Path) -> list[int]:
+    """Processes of a stack started with this state folder (by their environment)."""
+    marker = f"VERIFYFEED_STATE_DIR={state_dir}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if marker in environ and alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+class Operator:
+    """`make ...` and `verifyfeed ...` with the test's ports and state folder, no AWS variable set."""
+
+    def __init__(self, state_dir: Path, ports: dict[str, int]) -> None:
+        self.state_dir = state_dir
+        self.ports = ports
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        self.env.update({name: str(port) for name, port in ports.items()})
+        self.env.update(VERIFYFEED_STATE_DIR=str(state_dir), POLL_SECONDS="1", UP_TIMEOUT="90")
+
+    def make(self, target: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["make", "-s", target], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=180
+        )
+
+    def verifyfeed(self, *argv: str) -> tuple[int, dict[str, Any], str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "verifyfeed.cli", "--local", "--json", *argv],
+            cwd=self.state_dir,
+            env={**self.env, "PYTHONPATH": f"{ROOT / 'layers/core/python'}:{ROOT}"},
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        return done.returncode, json.loads(done.stdout) if done.stdout.strip() else {}, done.stderr
+
+    def state(self) -> dict[str, Any] | None:
+        path = self.state_dir / "stack.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+
+@pytest.fixture
+def operator(tmp_path: Path) -> Iterator[Operator]:
+    ports = dict(zip(("AWS_PORT", "SANDBOX_PORT", "CALLBACK_PORT"), free_ports(3), strict=True))
+    op = Operator(tmp_path / "state", ports)
+    yield op
+    # whatever a failed assertion left: stop it, so that one failure does not leak a stack
+    subprocess.run(["make", "-s", "down"], cwd=ROOT, env=op.env, capture_output=True, timeout=60)
+    for pid in stack_processes(op.state_dir):
+        os.kill(pid, signal.SIGKILL)
+
+
+def assert_nothing_left(op: Operator, pid: int | None) -> None:
+    if pid is not None:
+        assert not alive(pid), f"pid {pid} still runs"
+    assert stack_processes(op.state_dir) == []
+    assert all(port_free(port) for port in op.ports.values()), op.ports
+    assert not (op.state_dir / "stack.json").exists()
+
+
+def test_up_status_drop_and_down_leave_nothing_running(operator: Operator, tmp_path: Path) -> None:
+    up = operator.make("up")
+    assert up.returncode == 0, up.stderr[-3000:]
+    state = operator.state()
+    assert state is not None and alive(state["pid"])
+    assert stack_processes(operator.state_dir) == [state["pid"]]  # what assert_nothing_left looks for
+    assert state["aws_endpoint"] == f"http://127.0.0.1:{operator.ports['AWS_PORT']}"
+    assert state["sandbox_url"] == f"http://127.0.0.1:{operator.ports['SANDBOX_PORT']}"
+    assert state["callback_url"].startswith(f"http://127.0.0.1:{operator.ports['CALLBACK_PORT']}/")
+    assert state["aws_endpoint"] in up.stdout and state["callback_url"] in up.stdout
+    assert not any(port_free(port) for port in operator.ports.values())
+
+    code, status, stderr = operator.verifyfeed("status")
+    assert code == 0, stderr
+    assert status["stack"]["bucket"] == state["bucket"] and status["jobs"] == []
+
+    # every row accounted for: 0, and the same summary as `verifyfeed status FILE`
+    code, dropped, stderr = operator.verifyfeed("drop", str(SAMPLE), "--wait", "--timeout", "120")
+    assert code == 0, stderr
+    job = dropped["job"]
+    assert (job["key"], job["status"]) == ("lost-repair/customers.csv", "completed")
+    assert job["rows_read"] == job["rows_accepted"] + job["rows_rejected"] > 0
+    assert dropped["accounted_for"] is True
+    assert "row(s) read" in stderr  # the progress display
+    code, same, _ = operator.verifyfeed("status", "lost-repair/customers.csv")
+    assert code == 0 and same["job"]["job_id"] == job["job_id"]
+    code, watched, _ = operator.verifyfeed("watch", "customers.csv", "--timeout", "30")
+    assert code == 0 and watched["job"]["job_id"] == job["job_id"]
+
+    # a file the splitter refuses as a whole: not every row accounted for
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    code, refused, stderr = operator.verifyfeed(
+        "drop", str(empty), "--kind", "lost-repair", "--wait", "--timeout", "120"
+    )
+    assert code == 1, stderr
+    assert refused["job"]["status"] == "rejected" and refused["accounted_for"] is False
+
+    # rehearsal: the answer to a charged batch is lost -> one unknown batch, held, not resent
+    code, faults, stderr = operator.verifyfeed(
+        "sandbox", "fault", '{"endpoint":"lost_repair","reset":true,"phase":"after","count":1}'
+    )
+    assert code == 0 and faults["faults"][0]["remaining"] == 1, stderr
+    lost = tmp_path / "lost-answer.csv"
+    lost.write_bytes(SAMPLE.read_bytes())
+    code, unknown, stderr = operator.verifyfeed("drop", str(lost), "--wait", "--timeout", "120")
+    assert code == 0, stderr
+    assert unknown["job"]["status"] == "completed_with_errors"
+    assert unknown["job"]["batches_unknown"] == 1
+
+    pid = state["pid"]
+    down = operator.make("down")
+    assert down.returncode == 0, down.stderr
+    assert_nothing_left(operator, pid)
+    code, _, stderr = operator.verifyfeed("status")
+    assert code == 3 and "make up" in stderr
+
+
+def test_a_failed_start_leaves_nothing_running(operator: Operator) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", operator.ports["SANDBOX_PORT"]))
+    taken.listen()
+    try:
+        up = operator.make("up")
+        assert up.returncode != 0
+        assert "failed to start" in up.stderr and "Address already in use" in up.stderr, up.stderr
+        assert stack_processes(operator.state_dir) == []
+        assert not (operator.state_dir / "stack.json").exists()
+        assert port_free(operator.ports["AWS_PORT"]) and port_free(operator.ports["CALLBACK_PORT"])
+    finally:
+        taken.close()
+    down = operator.make("down")
+    assert down.returncode == 0 and "no local stack" in down.stderr
