@@ -21,11 +21,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def run_demo(tmp_path: Path, **options: str) -> tuple[int, dict[str, Any], str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(
-        PYTHONPATH=f"{ROOT / 'layers/core/python'}:{ROOT}", JSON="1", CALLBACK_PORT="0", DEMO_TIMEOUT="90"
+        PYTHONPATH=f"{ROOT / 'layers/core/python'}:{ROOT}", JSON="1", CALLBACK_PORT="0", DEMO_TIMEOUT="300"
     )
     env.update(options)
     done = subprocess.run(
-        [sys.executable, "-m", "local.demo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+        [sys.executable, "-m", "local.demo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=420
     )
     summary = json.loads(done.stdout) if done.stdout.strip() else {}
     return done.returncode, summary, done.stderr

@@ -147,6 +147,7 @@ def test_function_specs_come_from_the_template(stack: LocalStack) -> None:
     assert {(e.bucket, e.prefix) for e in splitter.s3_triggers} == {
         (stack.bucket, "lost-repair/"),
         (stack.bucket, "carrier-audit/"),
+        (stack.bucket, "dry-run/"),
     }
     uploader = functions["UploaderFunction"].sqs
     assert uploader is not None
