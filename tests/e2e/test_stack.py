@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from local.stack import alive
 
@@ -143,6 +144,17 @@ def test_up_status_drop_and_down_leave_nothing_running(operator: Operator, tmp_p
     assert code == 0 and same["job"]["job_id"] == job["job_id"]
     code, watched, _ = operator.verifyfeed("watch", "customers.csv", "--timeout", "30")
     assert code == 0 and watched["job"]["job_id"] == job["job_id"]
+
+    # a dry run: read and reported like a real drop, nothing sent (the sandbox's records stay put)
+    ledger = f"{state['sandbox_url']}/_sandbox/ledger"
+    before = requests.get(ledger, timeout=30).json()["entries"]
+    rehearsal = tmp_path / "rehearsal.csv"
+    rehearsal.write_bytes(SAMPLE.read_bytes())
+    code, dry, stderr = operator.verifyfeed("drop", str(rehearsal), "--dry-run", "--wait", "--timeout", "120")
+    assert code == 0, stderr
+    assert (dry["job"]["key"], dry["job"]["status"]) == ("dry-run/lost-repair/rehearsal.csv", "dry_run")
+    assert dry["job"]["rows_accepted"] == job["rows_accepted"] and dry["accounted_for"] is True
+    assert requests.get(ledger, timeout=30).json()["entries"] == before  # no request reached upstream
 
     # a file the splitter refuses as a whole: not every row accounted for
     empty = tmp_path / "empty.csv"
