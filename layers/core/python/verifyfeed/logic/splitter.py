@@ -65,7 +65,7 @@ from verifyfeed.rules.hashing import sha256_hex
 from verifyfeed.secrets import identity_pepper
 from verifyfeed.services import Services
 from verifyfeed.store.audits import Reservation
-from verifyfeed.store.jobs import batch_id, iso
+from verifyfeed.store.jobs import batch_id, claim_key, iso
 
 logger = Logger(child=True)
 
@@ -306,7 +306,7 @@ class _BatchStager:
         self._rows = 0
 
     def claim_key(self, seq: int) -> str:
-        return f"{self.services.settings.claims_prefix}{self.job.job_id}/{seq:05d}.json"
+        return claim_key(self.services.settings.claims_prefix, self.job.job_id, seq)
 
     def _count(self, batch: RepairBatch) -> None:
         """The batch's accepted rows against MAX_ROWS_PER_FILE (checked as the file is read)."""
@@ -470,7 +470,7 @@ def release_batches(services: Services, job: Job, seqs: Sequence[int]) -> None:
             batch_id=batch_id(job.job_id, seq),
             seq=seq,
             claim_bucket=job.bucket,
-            claim_key=f"{services.settings.claims_prefix}{job.job_id}/{seq:05d}.json",
+            claim_key=claim_key(services.settings.claims_prefix, job.job_id, seq),
         ).model_dump_json(exclude_none=True)
         for seq in sorted(seqs)
     ]

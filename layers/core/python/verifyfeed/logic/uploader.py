@@ -46,6 +46,7 @@ from verifyfeed.models.wire import WireInt
 from verifyfeed.services import Services
 from verifyfeed.store.audits import StaleAudit
 from verifyfeed.store.jobs import StaleTransition
+from verifyfeed.store.jobs import claim_key as claim_key_for
 from verifyfeed.upstream.client import Answered, CallOutcome, HttpError, NotSent, Unknown
 
 logger = Logger(child=True)
@@ -158,18 +159,6 @@ def upload_batch(services: Services, message: LostRepairBatchMessage, delivery: 
 
     outcome = services.upstream.upload_lost_repair(records)
     metrics.add_metric(name="UpstreamLatency", unit=MetricUnit.Milliseconds, value=_elapsed(outcome))
-    if isinstance(outcome, Answered):  # the record of what upstream said, before anything else
-        state = _verify_state(outcome.response)
-        logger.info(
-            "upstream answered",
-            extra={
-                **log,
-                "code": outcome.response.code,
-                "state": None if state is None else state.state,
-                "serial_no": outcome.response.serialNo,
-                "envelope": outcome.response.scalars(),
-            },
-        )
     return _apply_upload_outcome(services, sending, message, outcome, delivery)
 
 
@@ -189,6 +178,16 @@ def _apply_upload_outcome(
     if isinstance(outcome, Answered):
         response = outcome.response
         state = _verify_state(response)
+        logger.info(  # the record of what upstream said, before anything is settled
+            "upstream answered",
+            extra={
+                **log,
+                "code": response.code,
+                "state": None if state is None else state.state,
+                "serial_no": response.serialNo,
+                "envelope": response.scalars(),
+            },
+        )
         if response.ok and state is None:  # success code, unreadable data: may have been charged
             outcome = Unknown(
                 reason=f"upstream code {response.code} with a data field that is not a state",
@@ -271,7 +270,7 @@ def _claim(services: Services, batch: Batch, message: LostRepairBatchMessage) ->
     if message.claim_key is not None:
         return message.claim_bucket or services.settings.ingest_bucket, message.claim_key
     claim_bucket = services.settings.ingest_bucket
-    claim_key = f"{services.settings.claims_prefix}{batch.job_id}/{batch.seq:05d}.json"
+    claim_key = claim_key_for(services.settings.claims_prefix, batch.job_id, batch.seq)
     aws.s3().put_object(
         Bucket=claim_bucket,
         Key=claim_key,

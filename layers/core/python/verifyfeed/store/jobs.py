@@ -55,6 +55,11 @@ def batch_id(job_id: str, seq: int) -> str:
     return f"{job_id}#{seq:05d}"
 
 
+def claim_key(claims_prefix: str, job_id: str, seq: int) -> str:
+    """Where a batch's body is kept in the ingest bucket (staged, deferred, failed or unknown)."""
+    return f"{claims_prefix}{job_id}/{seq:05d}.json"
+
+
 def iso(at: datetime) -> str:
     return at.isoformat(timespec="milliseconds")
 
