@@ -87,6 +87,9 @@ def make_settings(stack: LocalStack, sandbox_session: SandboxHandle) -> Settings
             "UPSTREAM_READ_TIMEOUT": "1.5",
             "UPSTREAM_CONNECT_TIMEOUT": "1.0",
             "RETRY_BASE_SECONDS": "0",
+            # tests share one stack and reuse ID numbers across files: the resend ledger is tested on
+            # its own (test_resend_ledger.py); the demo and the stack tests run the template's default
+            "RESEND_WINDOW": "off",
             **overrides,
         }
         return Settings.from_env(env)

@@ -319,6 +319,7 @@ def callback_credentials(template: Template) -> list[str]:
 DYNAMODB_NEEDS: dict[str, set[tuple[str, str]]] = {
     "SplitterFunction": {
         *(("dynamodb:" + a, "JobsTable") for a in ("GetItem", "PutItem", "UpdateItem", "Query")),
+        ("dynamodb:DeleteItem", "JobsTable"),  # store/ledger.py: the resend ledger's lock, released
         *(("dynamodb:" + a, "AuditsTable") for a in ("GetItem", "PutItem", "UpdateItem")),
     },
     "UploaderFunction": {
@@ -354,7 +355,14 @@ def dynamodb_least_privilege(template: Template) -> list[str]:
 
 # which keys of the bucket each function reads: the uploader only claim-checked batch bodies
 S3_READS: dict[str, set[str]] = {
-    "SplitterFunction": {"bucket/lost-repair/*", "bucket/carrier-audit/*", "bucket/dry-run/*"},
+    # the resend ledger: its objects, and a listing the template conditions on s3:prefix ledger/*
+    "SplitterFunction": {
+        "bucket/lost-repair/*",
+        "bucket/carrier-audit/*",
+        "bucket/dry-run/*",
+        "bucket/ledger/*",
+        "bucket",
+    },
     "UploaderFunction": {"bucket/claims/*"},
     "CallbackFunction": set(),
     "PollerFunction": set(),
@@ -379,6 +387,7 @@ OTHER_NEEDS: dict[str, set[str]] = {
         "s3:PutObject:bucket/reports/*",
         "s3:PutObject:bucket/claims/*",
         "s3:DeleteObject:bucket/claims/*",  # the staged bodies of a file rejected before release
+        "s3:PutObject:bucket/ledger/*",  # the resend ledger: what each file sent, keyed
     },
     "UploaderFunction": {
         *(f"{a}:WorkQueue" for a in POLICY_TEMPLATES["SQSPollerPolicy"]),
@@ -690,8 +699,8 @@ BREAKS += [
     ),
     (
         "DynamoDB: only the actions each function calls",
-        "DeleteItem on the jobs table",
-        lambda t: _statement(t, "SplitterFunction", "JobsTable")["Action"].append("dynamodb:DeleteItem"),
+        "DeleteItem on the jobs table for the poller",
+        lambda t: _statement(t, "PollerFunction", "JobsTable")["Action"].append("dynamodb:DeleteItem"),
     ),
     (
         "DynamoDB: only the actions each function calls",

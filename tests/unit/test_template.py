@@ -462,6 +462,8 @@ def test_parameters(template: dict[str, Any]) -> None:
         "BlackoutStartDay",
         "BlackoutResumeDay",
         "RawUploadRetentionDays",
+        "ResendWindow",
+        "LedgerRetentionDays",
         "PollSchedule",
         "LogLevel",
         "PowertoolsLayerArn",

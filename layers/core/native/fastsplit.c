@@ -383,6 +383,8 @@ typedef struct {
     size_t used;
     uint64_t seed[2];
     int fold_case; /* keys are upper-cased (ASCII letters) before any look-up */
+    int keyed;     /* an ID table keyed with hmac_key: id_key() is HMAC-SHA256(key, digest)[:16] */
+    uint32_t inner[8], outer[8]; /* the HMAC's states after its ipad and opad blocks */
 } ClaimsObject;
 
 /* key as the table compares it: ASCII letters upper-cased when the table folds case */
@@ -395,6 +397,44 @@ static void fold_key(const ClaimsObject *table, unsigned char key[16])
             }
         }
     }
+}
+
+static void state_bytes(const uint32_t h[8], unsigned char out[32])
+{
+    for (int i = 0; i < 8; i++) {
+        out[4 * i] = (unsigned char)(h[i] >> 24);
+        out[4 * i + 1] = (unsigned char)(h[i] >> 16);
+        out[4 * i + 2] = (unsigned char)(h[i] >> 8);
+        out[4 * i + 3] = (unsigned char)h[i];
+    }
+}
+
+/* one 32-byte message block after a 64-byte prefix already compressed into state: 96 bytes in all */
+static void finish96(const uint32_t state[8], const unsigned char message[32], unsigned char out[32])
+{
+    uint32_t h[8];
+    unsigned char block[64] = {0};
+    memcpy(h, state, sizeof(h));
+    memcpy(block, message, 32);
+    block[32] = 0x80;
+    block[62] = 0x03; /* 96 * 8 = 768 bits, big-endian */
+    compress(h, block);
+    state_bytes(h, out);
+}
+
+/* The key an ID table stores for an idcode digest: its first 16 bytes, or for a keyed table the
+ * first 16 bytes of HMAC-SHA256(hmac_key, digest) (two compressions: the pads are precomputed) —
+ * what the resend ledger stores (docs/decisions.md#resend-ledger), never a bare digest. */
+static void id_key(const ClaimsObject *table, const unsigned char digest[32], unsigned char key[16])
+{
+    if (!table->keyed) {
+        memcpy(key, digest, 16);
+        return;
+    }
+    unsigned char inner[32], mac[32];
+    finish96(table->inner, digest, inner);
+    finish96(table->outer, inner, mac);
+    memcpy(key, mac, 16);
 }
 
 static uint64_t mix64(uint64_t x)
@@ -510,10 +550,28 @@ static int key_of(const ClaimsObject *table, PyObject *value, unsigned char key[
 
 static PyObject *claims_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *names[] = {"fold_case", NULL};
+    static char *names[] = {"fold_case", "hmac_key", NULL};
     int fold_case = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|p:Claims", names, &fold_case)) {
+    Py_buffer hmac_key = {0};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|pz*:Claims", names, &fold_case, &hmac_key)) {
         return NULL;
+    }
+    unsigned char pads[2][64];
+    int keyed = hmac_key.buf != NULL;
+    if (keyed) {
+        if (hmac_key.len < 1 || hmac_key.len > 64) {
+            PyBuffer_Release(&hmac_key);
+            PyErr_SetString(PyExc_ValueError, "hmac_key is 1 to 64 bytes");
+            return NULL;
+        }
+        memset(pads, 0, sizeof(pads));
+        memcpy(pads[0], hmac_key.buf, (size_t)hmac_key.len);
+        memcpy(pads[1], hmac_key.buf, (size_t)hmac_key.len);
+        for (int i = 0; i < 64; i++) {
+            pads[0][i] ^= 0x36;
+            pads[1][i] ^= 0x5c;
+        }
+        PyBuffer_Release(&hmac_key);
     }
     ClaimsObject *table = (ClaimsObject *)type->tp_alloc(type, 0);
     if (table == NULL) {
@@ -522,6 +580,15 @@ static PyObject *claims_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     table->mask = 1023;
     table->used = 0;
     table->fold_case = fold_case;
+    table->keyed = keyed;
+    if (keyed) {
+        static const uint32_t IV[8] = {0x6a09e667u, 0xbb67ae85u, 0x3c6ef372u, 0xa54ff53au,
+                                       0x510e527fu, 0x9b05688cu, 0x1f83d9abu, 0x5be0cd19u};
+        memcpy(table->inner, IV, sizeof(IV));
+        memcpy(table->outer, IV, sizeof(IV));
+        compress(table->inner, pads[0]);
+        compress(table->outer, pads[1]);
+    }
     table->slots = PyMem_Calloc(table->mask + 1, sizeof(Slot));
     if (table->slots == NULL) {
         Py_DECREF(table);
@@ -569,9 +636,139 @@ static PyObject *claims_py_claim(ClaimsObject *table, PyObject *args)
 
 static Py_ssize_t claims_len(ClaimsObject *table) { return (Py_ssize_t)table->used; }
 
+static PyObject *claims_py_key(ClaimsObject *table, PyObject *digest)
+{
+    if (!PyBytes_Check(digest) || PyBytes_GET_SIZE(digest) != 32) {
+        PyErr_SetString(PyExc_ValueError, "key() takes a 32-byte idcode digest");
+        return NULL;
+    }
+    unsigned char k[16];
+    id_key(table, (const unsigned char *)PyBytes_AS_STRING(digest), k);
+    return PyBytes_FromStringAndSize((const char *)k, 16);
+}
+
+/* claim_many(keys, row): claim every 16-byte key of keys (a multiple of 16 bytes) for row */
+static PyObject *claims_py_claim_many(ClaimsObject *table, PyObject *args)
+{
+    Py_buffer keys;
+    unsigned long long row;
+    if (!PyArg_ParseTuple(args, "y*K:claim_many", &keys, &row)) {
+        return NULL;
+    }
+    if (row == 0 || keys.len % 16 != 0) {
+        PyBuffer_Release(&keys);
+        PyErr_SetString(PyExc_ValueError, "claim_many takes 16-byte keys and a row > 0");
+        return NULL;
+    }
+    const unsigned char *at = keys.buf;
+    for (Py_ssize_t done = 0; done < keys.len; done += 16) {
+        unsigned char k[16];
+        memcpy(k, at + done, 16);
+        fold_key(table, k);
+        if (claims_claim(table, k, row) < 0) {
+            PyBuffer_Release(&keys);
+            return NULL;
+        }
+    }
+    PyBuffer_Release(&keys);
+    Py_RETURN_NONE;
+}
+
+/* the 1-based index of the first of the n ascending bounds >= row (n + 1 when none) */
+static Py_ssize_t batch_of(const uint64_t *bounds, Py_ssize_t n, uint64_t row)
+{
+    Py_ssize_t lo = 0, hi = n;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (bounds[mid] >= row) {
+            hi = mid;
+        }
+        else {
+            lo = mid + 1;
+        }
+    }
+    return lo + 1;
+}
+
+/* export(last_rows, below) -> (keys, counts): the keys claimed by rows < below, grouped by the batch
+ * they went into — batch i (1-based) holds the rows after last_rows[i-2] up to last_rows[i-1] — batch
+ * after batch, 16 bytes each; counts[i-1] is how many batch i has. Rows after the last bound are not
+ * exported. */
+static PyObject *claims_py_export(ClaimsObject *table, PyObject *args)
+{
+    PyObject *last_rows;
+    unsigned long long below;
+    if (!PyArg_ParseTuple(args, "O!K:export", &PyList_Type, &last_rows, &below)) {
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(last_rows);
+    uint64_t *bounds = PyMem_Malloc((size_t)(n + 1) * sizeof(uint64_t));
+    size_t *offsets = PyMem_Calloc((size_t)(n + 2), sizeof(size_t));
+    if (bounds == NULL || offsets == NULL) {
+        PyMem_Free(bounds);
+        PyMem_Free(offsets);
+        return PyErr_NoMemory();
+    }
+    PyObject *out = NULL, *counts = NULL, *result = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        bounds[i] = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(last_rows, i));
+        if (bounds[i] == (uint64_t)-1 && PyErr_Occurred()) {
+            goto done;
+        }
+    }
+    for (size_t i = 0; i <= table->mask; i++) { /* counts per batch, at offsets[batch] */
+        uint64_t row = table->slots[i].row;
+        if (row != 0 && row < below) {
+            offsets[batch_of(bounds, n, row)]++;
+        }
+    }
+    counts = PyList_New(n);
+    if (counts == NULL) {
+        goto done;
+    }
+    size_t total = 0;
+    for (Py_ssize_t b = 1; b <= n; b++) { /* offsets[b] becomes where batch b starts */
+        size_t count = offsets[b];
+        PyObject *number = PyLong_FromSize_t(count);
+        if (number == NULL) {
+            goto done;
+        }
+        PyList_SET_ITEM(counts, b - 1, number);
+        offsets[b] = total;
+        total += count;
+    }
+    out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(total * 16));
+    if (out == NULL) {
+        goto done;
+    }
+    unsigned char *base = (unsigned char *)PyBytes_AS_STRING(out);
+    for (size_t i = 0; i <= table->mask; i++) {
+        uint64_t row = table->slots[i].row;
+        if (row == 0 || row >= below) {
+            continue;
+        }
+        Py_ssize_t b = batch_of(bounds, n, row);
+        if (b > n) {
+            continue;
+        }
+        memcpy(base + 16 * offsets[b]++, table->slots[i].key, 16);
+    }
+    result = PyTuple_Pack(2, out, counts);
+done:
+    Py_XDECREF(out);
+    Py_XDECREF(counts);
+    PyMem_Free(bounds);
+    PyMem_Free(offsets);
+    return result;
+}
+
 static PyMethodDef CLAIMS_METHODS[] = {
     {"first", (PyCFunction)claims_py_first, METH_O, "first(key) -> the row that claimed key, 0 when none"},
     {"claim", (PyCFunction)claims_py_claim, METH_VARARGS, "claim(key, row) -> None; a claimed key keeps its row"},
+    {"key", (PyCFunction)claims_py_key, METH_O, "key(idcode digest) -> the 16-byte key this ID table stores"},
+    {"claim_many", (PyCFunction)claims_py_claim_many, METH_VARARGS, "claim_many(keys, row) -> None"},
+    {"export", (PyCFunction)claims_py_export, METH_VARARGS,
+     "export(last_rows, below) -> (keys, counts): keys claimed below row `below`, grouped by batch"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -581,8 +778,15 @@ static PyObject *claims_fold_case(ClaimsObject *table, void *closure)
     return PyBool_FromLong(table->fold_case);
 }
 
+static PyObject *claims_keyed(ClaimsObject *table, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(table->keyed);
+}
+
 static PyGetSetDef CLAIMS_GETSET[] = {
     {"fold_case", (getter)claims_fold_case, NULL, "whether keys are compared ignoring ASCII case", NULL},
+    {"keyed", (getter)claims_keyed, NULL, "whether key() is an HMAC (hmac_key given)", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -591,7 +795,7 @@ static PySequenceMethods CLAIMS_SEQUENCE = {.sq_length = (lenfunc)claims_len};
 static PyTypeObject ClaimsType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "verifyfeed._fastsplit.Claims",
-    .tp_doc = "Claims(fold_case=False) -> an empty set of claimed keys (1..16 bytes), each with its first row",
+    .tp_doc = "Claims(fold_case=False, hmac_key=None) -> an empty set of claimed keys (1..16 bytes), each with its first row",
     .tp_basicsize = sizeof(ClaimsObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = claims_new,
@@ -663,8 +867,9 @@ static int accept_row(Span name, const unsigned char *s_id, Py_ssize_t n_id, con
         !plain_name(name.kind, name.data, name.start, name.n)) {
         return 0;
     }
-    unsigned char digest[32], phone_digest[32];
+    unsigned char digest[32], phone_digest[32], idk[16];
     sha256(id_upper, 18, digest);
+    id_key(ids, digest, idk);
     unsigned char code_key[16] = {0};
     memcpy(code_key, s_code, (size_t)n_code);
     fold_key(codes, code_key); /* the record keeps the code as written */
@@ -672,12 +877,12 @@ static int accept_row(Span name, const unsigned char *s_id, Py_ssize_t n_id, con
         return -1;
     }
     /* the tables outgrow the caches: ask for both slots now and hash the phone meanwhile */
-    __builtin_prefetch(&ids->slots[slot_hash(ids, digest) & ids->mask]);
+    __builtin_prefetch(&ids->slots[slot_hash(ids, idk) & ids->mask]);
     __builtin_prefetch(&codes->slots[slot_hash(codes, code_key) & codes->mask]);
     if (n_phone) {
         sha256(mobile, 11, phone_digest);
     }
-    Slot *id_slot = slot_find(ids, digest);
+    Slot *id_slot = slot_find(ids, idk);
     Slot *code_slot = slot_find(codes, code_key);
     if (id_slot->row != 0 || code_slot->row != 0) {
         return 0; /* a duplicate: the caller rejects it with the row that came first */
@@ -706,7 +911,7 @@ static int accept_row(Span name, const unsigned char *s_id, Py_ssize_t n_id, con
     PUT(s_code, n_code);
     PUT(R_END, LIT(R_END));
 #undef PUT
-    slot_fill(ids, id_slot, digest, row);
+    slot_fill(ids, id_slot, idk, row);
     slot_fill(codes, code_slot, code_key, row);
     int failed = PyList_Append(records, record) < 0;
     Py_DECREF(record);

@@ -58,6 +58,14 @@ class Settings(BaseModel):
     price_per_record: float = Field(0.0, alias="PRICE_PER_RECORD", ge=0)
     price_currency: str = Field("CNY", alias="PRICE_CURRENCY")
     claims_prefix: str = Field("claims/", alias="CLAIMS_PREFIX")
+    # the resend ledger (docs/decisions.md#resend-ledger): a record whose ID number was sent for
+    # upload within RESEND_WINDOW — "month" (the current monthly cycle), "<N>d" (N days) or "off" —
+    # is not sent again; a file under RESEND_PREFIX is sent whole (the operator's override)
+    resend_window: str = Field("month", alias="RESEND_WINDOW", pattern=r"^(month|off|[1-9][0-9]{0,2}d)$")
+    ledger_prefix: str = Field("ledger/", alias="LEDGER_PREFIX")
+    resend_prefix: str = Field("lost-repair/resend/", alias="RESEND_PREFIX")
+    # how long the splitter waits for another split's ledger commit before giving up (then retried)
+    ledger_lock_seconds: int = Field(60, alias="LEDGER_LOCK_SECONDS", ge=1)
 
     # upstream
     upstream_base_url: str = Field("http://127.0.0.1:8765", alias="UPSTREAM_BASE_URL")

@@ -18,6 +18,7 @@ from verifyfeed.config import Settings, get_settings
 from verifyfeed.secrets import upstream_credentials
 from verifyfeed.store.audits import AuditStore
 from verifyfeed.store.jobs import JobStore
+from verifyfeed.store.ledger import LedgerStore
 
 if TYPE_CHECKING:
     from verifyfeed.upstream.client import UpstreamClient
@@ -35,6 +36,14 @@ class Services:
     @cached_property
     def upstream(self) -> UpstreamClient:
         return self.upstream_factory()
+
+    @cached_property
+    def ledger(self) -> LedgerStore:
+        """The resend ledger (the splitter's alone): objects in the ingest bucket, lock in jobs."""
+        settings = self.settings
+        return LedgerStore(
+            settings.ingest_bucket, settings.ledger_prefix, settings.jobs_table, aws.s3(), aws.dynamodb()
+        )
 
 
 def build_upstream(settings: Settings, clock: Clock) -> UpstreamClient:

@@ -291,7 +291,12 @@ def status_of(ctx: Context, ref: str) -> Result:
         f"Job:      {job.job_id}  ({job.kind.value})",
         f"Status:   {job.status.value}" + (f": {job.reason}" if job.reason else ""),
         f"Created:  {when(job.created_at)}   updated {when(job.updated_at)} (China time)",
-        f"Rows:     {job.rows_read} read, {job.rows_accepted} accepted, {job.rows_rejected} rejected",
+        f"Rows:     {job.rows_read} read, {job.rows_accepted} accepted, {job.rows_rejected} rejected"
+        + (
+            f" ({job.rows_already_uploaded} of them already uploaded within the resend window)"
+            if job.rows_already_uploaded
+            else ""
+        ),
         f"Columns:  {_columns_text(header)}",
         *(f"Note:     {note}" for note in (header or {}).get("notes", [])),
         f"{'Batches:' if job.kind == JobKind.LOST_REPAIR else 'Audits: '}  {job.batches_total} in all: "
@@ -890,6 +895,7 @@ SETTLED_JOB_STATUSES = frozenset(
         JobStatus.REJECTED,
         JobStatus.DEFERRED,
         JobStatus.DRY_RUN,
+        JobStatus.DUPLICATE,
     }
 )
 OPEN_AUDIT_STATUSES = (AuditStatus.SUBMITTING, AuditStatus.PENDING)
@@ -1025,7 +1031,7 @@ def _accounted_for(job: Job) -> bool:
     """Every row read was accepted or rejected, every batch settled (a dry run sends none), and the
     file not refused."""
     return (
-        job.status != JobStatus.REJECTED
+        job.status not in (JobStatus.REJECTED, JobStatus.DUPLICATE)
         and job.rows_accepted + job.rows_rejected == job.rows_read
         and (
             job.status == JobStatus.DRY_RUN or job.batches_settled + job.batches_deferred == job.batches_total

@@ -35,8 +35,10 @@ checks.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from binascii import hexlify
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -82,11 +84,37 @@ class PyClaims:
     ASCII letters of every key are upper-cased first. The reference for, and the fallback of,
     ``_fastsplit.Claims`` (a C hash table: half the memory, one cache miss)."""
 
-    __slots__ = ("fold_case", "rows")
+    __slots__ = ("fold_case", "hmac_key", "rows")
 
-    def __init__(self, fold_case: bool = False) -> None:
+    def __init__(self, fold_case: bool = False, hmac_key: bytes | None = None) -> None:
         self.fold_case = fold_case
+        self.hmac_key = hmac_key
         self.rows: dict[bytes, int] = {}  # key (folded) → first row (``_take_plain_py`` uses it directly)
+
+    @property
+    def keyed(self) -> bool:
+        return self.hmac_key is not None
+
+    def key(self, digest: bytes) -> bytes:
+        """The key an ID table stores for an idcode digest: its first 16 bytes, or the first 16 bytes
+        of its HMAC-SHA256 under ``hmac_key`` (what the resend ledger stores)."""
+        if self.hmac_key is None:
+            return digest[:_KEY_BYTES]
+        return hmac.digest(self.hmac_key, digest, "sha256")[:_KEY_BYTES]
+
+    def claim_many(self, keys: bytes, row: int) -> None:
+        for at in range(0, len(keys), _KEY_BYTES):
+            self.claim(keys[at : at + _KEY_BYTES], row)
+
+    def export(self, last_rows: list[int], below: int) -> tuple[bytes, list[int]]:
+        """The keys claimed by rows < ``below``, grouped by batch — batch i (1-based) holds the rows
+        after ``last_rows[i-2]`` up to ``last_rows[i-1]`` — and how many each batch has."""
+        groups: list[list[bytes]] = [[] for _ in last_rows]
+        for key, row in self.rows.items():
+            at = bisect_left(last_rows, row)
+            if row < below and at < len(last_rows):
+                groups[at].append(key)
+        return b"".join(b"".join(g) for g in groups), [len(g) for g in groups]
 
     def first(self, key: bytes) -> int:
         return self.rows.get(key.upper() if self.fold_case else key, 0)
@@ -102,6 +130,33 @@ class Claims(Protocol):
     def first(self, key: bytes, /) -> int: ...
     def claim(self, key: bytes, row: int, /) -> None: ...
     def __len__(self) -> int: ...
+    def key(self, digest: bytes, /) -> bytes: ...
+    def claim_many(self, keys: bytes, row: int, /) -> None: ...
+    def export(self, last_rows: list[int], below: int, /) -> tuple[bytes, list[int]]: ...
+
+
+LEDGER_ROWS = 1 << 40  # rows at and above this claim an ID for the resend ledger, not for a file row
+
+
+class ResendLedger(Protocol):
+    """The records already sent for upload within the resend window (``logic.ledger``): their keys
+    under ``hmac_key``, claimed before the file is read so that a row sending one again is rejected
+    as ``duplicate.already_uploaded``; and, once the file is read, the keys this file sends."""
+
+    @property
+    def hmac_key(self) -> bytes: ...
+
+    def preload(self, ids: Claims) -> None:
+        """Claim every prior key in ``ids`` with a row >= ``LEDGER_ROWS``."""
+        ...
+
+    def describe(self, row: int) -> str:
+        """Why a row whose ID the ledger row ``row`` claimed is not sent: where it went before."""
+        ...
+
+    def record(self, keys: bytes, counts: list[int]) -> None:
+        """The file's accepted keys, batch after batch (``counts[i]`` of them in batch i + 1)."""
+        ...
 
 
 # take(block, start, (name, id_number, used_phone, auth_code) column indices (-1: no phone column),
@@ -138,6 +193,7 @@ def _take_plain_py(
     is_plain = is_plain_repair_row
     add = records.append
     id_rows, code_rows, fold = ids.rows, codes.rows, codes.fold_case
+    id_key = ids.key
     for index in range(start, len(block)):
         cells = block[index]
         name, raw_id, code = cells[i_name], cells[i_id], cells[i_code]
@@ -145,7 +201,7 @@ def _take_plain_py(
         if not is_plain(name, raw_id, phone, code):
             return index
         digest = sha256(raw_id.encode()).digest()
-        key, code_key = digest[:_KEY_BYTES], code.encode()
+        key, code_key = id_key(digest), code.encode()
         claim_key = code_key.upper() if fold else code_key
         if key in id_rows or claim_key in code_rows:
             return index
@@ -172,7 +228,7 @@ TakeLines = Callable[
 ]
 
 
-def _load_native() -> tuple[TakePlain, TakeLines, Callable[[bool], Claims]] | None:
+def _load_native() -> tuple[TakePlain, TakeLines, Callable[[bool, bytes | None], Claims]] | None:
     try:
         from verifyfeed import _fastsplit
     except ImportError:  # not built here (layers/core/native/build.py): the same results, slower
@@ -193,18 +249,22 @@ def split_repair_rows(
     emit: Callable[[RepairBatch], None],
     native: bool = NATIVE,
     auth_codes: AuthCodeUniqueness = AuthCodeUniqueness.IGNORE_CASE,
+    ledger: ResendLedger | None = None,
 ) -> JobCounts:
     take: TakePlain = _take_plain_py
     take_lines: TakeLines | None = None  # LineBlocks go through the reader's line_items
     fold = auth_codes is AuthCodeUniqueness.IGNORE_CASE
     same_code = "same authCode as row %d" + (" (letter case ignored)" if fold else "")
-    ids: Claims = PyClaims()  # first 16 bytes of the idcode digest → first row
+    hmac_key = None if ledger is None else ledger.hmac_key
+    ids: Claims = PyClaims(hmac_key=hmac_key)  # ids.key(idcode digest) → first row
     codes: Claims = PyClaims(fold)  # authCode (upper-cased when ignoring case) → first row
     if native:
         if _NATIVE is None:
             raise RuntimeError("verifyfeed._fastsplit is not built (layers/core/native/build.py)")
         take, take_lines, new_claims = _NATIVE
-        ids, codes = new_claims(False), new_claims(fold)
+        ids, codes = new_claims(False, hmac_key), new_claims(fold, None)
+    if ledger is not None:
+        ledger.preload(ids)
     columns = tuple(rows.header.columns.items())
     where = {field: index for index, field in columns}
     at_phone = where.get("used_phone")
@@ -212,23 +272,32 @@ def split_repair_rows(
 
     records: list[bytes] = []  # the current batch's records, JSON
     batches: list[int] = []  # record count of each batch emitted
+    last_rows: list[int] = []  # the row of each batch's last record (rows are accepted in order)
+    last = 0  # the row of the last record accepted
+    prior = 0  # rows rejected because the ledger has their ID
 
     def flush() -> None:
         count = len(records)
         body = b"[%s]" % b",".join(records)
         records.clear()
         batches.append(count)
+        last_rows.append(last)
         emit(RepairBatch(len(batches), count, body))
 
     def decide(number: int, values: dict[str, object]) -> None:
         """One row by the rules: rejected with its reason, or as a duplicate; else accepted."""
+        nonlocal last, prior
         try:
             name, idcode, used_phone, code = repair_fields(values, legacy)
         except RuleViolation as exc:
             reject(number, exc.rule, exc.message, values, None)
             return
-        key, code_key = bytes.fromhex(idcode[: 2 * _KEY_BYTES]), code.encode()
+        key, code_key = ids.key(bytes.fromhex(idcode)), code.encode()
         first = ids.first(key)
+        if first >= LEDGER_ROWS and ledger is not None:  # sent by an earlier file within the window
+            prior += 1
+            reject(number, "duplicate.already_uploaded", ledger.describe(first), values, None)
+            return
         if first:
             reject(number, "duplicate.id_number", f"same ID number as row {first}", values, first)
             return
@@ -238,12 +307,14 @@ def split_repair_rows(
             return
         ids.claim(key, number)
         codes.claim(code_key, number)
+        last = number
         records.append(_RECORD_JSON % (_json_str(name)[1:-1], idcode.encode(), used_phone.encode(), code_key))
         if len(records) >= batch_size:
             flush()
 
     def handle(item: SourceRow | CellBlock) -> int:
         """Decide a reader's row or block of clean rows; how many rows that was."""
+        nonlocal last
         if isinstance(item, SourceRow):
             if item.problem is not None:
                 reject(item.number, "row.unreadable", item.problem, item.values, None)
@@ -253,7 +324,10 @@ def split_repair_rows(
         numbers, block = item
         index, end = 0, len(block)
         while index < end:
-            index = take(block, index, picks, numbers, ids, codes, records, batch_size)
+            taken = take(block, index, picks, numbers, ids, codes, records, batch_size)
+            if taken > index:  # take accepts the rows it passes, in order
+                last = numbers[taken - 1]
+            index = taken
             if len(records) >= batch_size:
                 flush()
             elif index < end:  # a row the fast path left to the rules
@@ -279,6 +353,8 @@ def split_repair_rows(
                 lines, index, first, delimiter, width, max_chars, picks, ids, codes, records, batch_size
             )
             read += taken - index
+            if taken > index:
+                last = first + taken - 1
             index = taken
             if len(records) >= batch_size:
                 flush()
@@ -288,7 +364,13 @@ def split_repair_rows(
                 index += 1
     if records:
         flush()
+    if ledger is not None:
+        ledger.record(*ids.export(last_rows, LEDGER_ROWS))
     accepted = sum(batches)
     return JobCounts(
-        rows_read=read, rows_accepted=accepted, rows_rejected=read - accepted, batches_total=len(batches)
+        rows_read=read,
+        rows_accepted=accepted,
+        rows_rejected=read - accepted,
+        rows_already_uploaded=prior,
+        batches_total=len(batches),
     )

@@ -128,6 +128,7 @@ def write_summary(
         "rows_read": job.rows_read,
         "rows_accepted": job.rows_accepted,
         "rows_rejected": job.rows_rejected,
+        "rows_already_uploaded": job.rows_already_uploaded,  # of rows_rejected (decisions.md#resend-ledger)
         "batches_total": job.batches_total,
         "batches_succeeded": job.batches_succeeded,
         "batches_failed": job.batches_failed,

@@ -26,6 +26,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -33,8 +34,16 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.streaming import S3Object
 
 from verifyfeed import aws
+from verifyfeed.clock import china_time
 from verifyfeed.ingest.errors import FileRejected
 from verifyfeed.ingest.readers import RowSource, SourceRow, open_rows
+from verifyfeed.logic.ledger import (
+    LedgerConflict,
+    LedgerSession,
+    file_fingerprint,
+    ledger_key,
+    window_start,
+)
 from verifyfeed.logic.progress import settle_job
 from verifyfeed.logic.repair_batches import NATIVE, RejectRow, RepairBatch, split_repair_rows
 from verifyfeed.logic.reports import (
@@ -66,6 +75,7 @@ from verifyfeed.secrets import identity_pepper
 from verifyfeed.services import Services
 from verifyfeed.store.audits import Reservation
 from verifyfeed.store.jobs import batch_id, claim_key, iso
+from verifyfeed.store.ledger import LedgerBusy
 
 logger = Logger(child=True)
 
@@ -166,11 +176,59 @@ def split_object(services: Services, dropped: DroppedObject) -> SplitResult:
         logger.info("resuming an interrupted split", extra=log_extra)
         resuming = True
 
-    rejections = RejectionLog()
-    try:
-        return _split(services, dropped, job, rejections, resuming)
-    finally:
-        rejections.close()
+    for attempt in range(1, _LEDGER_ATTEMPTS + 1):
+        rejections = RejectionLog()
+        try:
+            return _split(services, dropped, job, rejections, resuming)
+        except LedgerConflict:  # an overlapping file committed first: read this one again
+            logger.info("splitting again after a ledger conflict", extra={**log_extra, "attempt": attempt})
+            resuming = True
+        finally:
+            rejections.close()
+    raise LedgerBusy(f"{_LEDGER_ATTEMPTS} overlapping splits in a row committed first; the event is retried")
+
+
+_LEDGER_ATTEMPTS = 3
+
+
+def is_resend(key: str, services: Services) -> bool:
+    """A file under RESEND_PREFIX: the operator's override of the resend ledger."""
+    prefix = services.settings.resend_prefix
+    return bool(prefix) and key.startswith(prefix)
+
+
+def _ledger_session(services: Services, job: Job, dry_run: bool, resend: bool) -> LedgerSession | None:
+    """The resend ledger for a lost-repair split, None when RESEND_WINDOW is off."""
+    settings = services.settings
+    now = services.clock.now()
+    first_day = window_start(settings.resend_window, now, services.blackout)
+    if first_day is None or job.kind != JobKind.LOST_REPAIR:
+        return None
+    return LedgerSession(
+        store=services.ledger,
+        jobs=services.jobs,
+        key=ledger_key(identity_pepper(settings)),
+        job=job,
+        first_day=first_day,
+        today=china_time(now).date(),
+        prior=not resend,
+        write=not dry_run,
+    )
+
+
+def _identical_split(services: Services, dropped: DroppedObject, ledger: LedgerSession) -> Job | None:
+    """The job that split a file with this one's content within the window (S3 ETag and size)."""
+    if not dropped.etag:
+        return None
+    found = services.ledger.fingerprint(file_fingerprint(ledger.key, dropped.etag, dropped.size))
+    if found is None or found.get("job_id") in (None, ledger.job.job_id):
+        return None
+    if str(found.get("day", "")) < ledger.first_day.isoformat():
+        return None
+    other = services.jobs.get_job(str(found["job_id"]))
+    if other is None or other.status in (JobStatus.REJECTED, JobStatus.DRY_RUN, JobStatus.DUPLICATE):
+        return None
+    return other
 
 
 def _split(
@@ -182,6 +240,11 @@ def _split(
     facts_key = header_key(services.settings.reports_prefix, dropped.key)
     header: dict[str, object] = NO_HEADER
     dry_run = is_dry_run(dropped.key, services)
+    ledger = _ledger_session(services, job, dry_run, is_resend(dropped.key, services))
+    if ledger is not None and ledger.prior and not dry_run:
+        same = _identical_split(services, dropped, ledger)
+        if same is not None:
+            return _duplicate_file(services, dropped, job, same)
     stager = _DryRunCounter(services) if dry_run else _BatchStager(services, job, resuming)
     settings = services.settings
     try:
@@ -205,8 +268,9 @@ def _split(
         # before the job can settle, whose report copies them (logic/reports.py)
         write_header_facts(dropped.bucket, facts_key, header)
         if job.kind == JobKind.LOST_REPAIR:
-            counts = _split_lost_repair(services, job, rows, rejections, stager)
+            counts = _split_lost_repair(services, job, rows, rejections, stager, ledger)
             stager.wait()  # every staged body and record written: the file is read and validated
+            stager.drop_leftovers()
             audits: list[CarrierAuditMessage] = []
         else:
             counts, audits = _validate_carrier_audits(services, job, rows, rejections)
@@ -233,6 +297,8 @@ def _split(
 
     if dry_run:
         return _finish_dry_run(services, dropped, job, counts, audits, stager, rejections, header)
+    if ledger is not None:
+        _commit_ledger(services, dropped, ledger, stager)
     if job.kind == JobKind.CARRIER_AUDIT:  # the whole file is valid as a file: reserve and queue
         counts = _submit_carrier_audits(services, job, counts, audits, rejections)
     rejections.upload(dropped.bucket, rejected_key)
@@ -289,9 +355,10 @@ class _BatchStager:
     """The ``emit`` of ``split_repair_rows`` for a job: stage each batch — its records in S3, its
     record ``staged`` — on a few threads while the parsing goes on. Nothing is sent from here.
 
-    A resumed split (the job was still ``splitting``) skips the batches the interrupted run had
-    staged already, and never rewrites the body of one that has moved on (a settled batch's claim
-    may have been deleted on purpose).
+    A resumed split (the job was still ``splitting``: nothing was released) stages every batch
+    again — the ledger may have moved since the interrupted run, and with it what each batch holds —
+    and discards the interrupted run's batches beyond its own (``drop_leftovers``); it never
+    rewrites a batch that was released (a settled batch's claim may have been deleted on purpose).
     """
 
     THREADS = 4
@@ -334,15 +401,15 @@ class _BatchStager:
     def _stage(self, batch: RepairBatch) -> None:
         jobs = self.services.jobs
         job_id = self.job.job_id
-        if self.resuming:
+        if self.resuming:  # the batches of an interrupted run may hold other records (the ledger moved)
             existing = jobs.get_batch(job_id, batch.seq)
-            if existing is not None:
-                return  # staged (or further on) by the interrupted run
+            if existing is not None and existing.status not in (BatchStatus.STAGED, BatchStatus.DISCARDED):
+                return  # released already: never rewritten
         claim_key = self.claim_key(batch.seq)
         aws.s3().put_object(
             Bucket=self.job.bucket, Key=claim_key, Body=batch.records_json, ContentType="application/json"
         )
-        jobs.put_batch_if_absent(
+        jobs.stage_batch(
             Batch(
                 job_id=job_id,
                 seq=batch.seq,
@@ -366,14 +433,30 @@ class _BatchStager:
                 self._pool.shutdown(wait=True)
                 self._pool = None
 
+    def drop_leftovers(self) -> int:
+        """A resumed split: discard the staged batches of the interrupted run that this run did not
+        stage again (it made fewer: more of its rows were found in the ledger)."""
+        if not self.resuming:
+            return 0
+        mine = set(self.staged)
+        extra = [
+            b.seq
+            for b in self.services.jobs.batches(self.job.job_id)
+            if b.status == BatchStatus.STAGED and b.seq not in mine
+        ]
+        return self._discard(extra)
+
     def discard(self) -> int:
         """The file was rejected: staged batches become ``discarded``, their bodies are deleted."""
         try:
             self.wait()
         except Exception:  # noqa: BLE001 - a staging write failed too; discard what was written
             logger.warning("a staging write failed while the file was being rejected")
+        return self._discard(self.staged)
+
+    def _discard(self, seqs: Iterable[int]) -> int:
         now = self.services.clock.now()
-        discarded = [s for s in self.staged if self.services.jobs.discard_staged(self.job.job_id, s, now)]
+        discarded = [s for s in seqs if self.services.jobs.discard_staged(self.job.job_id, s, now)]
         keys = [self.claim_key(seq) for seq in discarded]
         for start in range(0, len(keys), 1000):
             chunk = keys[start : start + 1000]
@@ -400,6 +483,9 @@ class _DryRunCounter(_BatchStager):
         return None
 
     def discard(self) -> int:
+        return 0
+
+    def drop_leftovers(self) -> int:
         return 0
 
 
@@ -494,7 +580,12 @@ def send_all(sqs: Any, queue_url: str, bodies: Sequence[str], attempts: int = 4)
 
 
 def _split_lost_repair(
-    services: Services, job: Job, rows: RowSource, rejections: RejectionLog, stager: _BatchStager
+    services: Services,
+    job: Job,
+    rows: RowSource,
+    rejections: RejectionLog,
+    stager: _BatchStager,
+    ledger: LedgerSession | None,
 ) -> JobCounts:
     return split_repair_rows(
         rows,
@@ -503,7 +594,46 @@ def _split_lost_repair(
         auth_codes=services.settings.auth_code_uniqueness,
         reject=repair_rejects(rejections),
         emit=stager,
+        ledger=ledger,
     )
+
+
+def _commit_ledger(
+    services: Services, dropped: DroppedObject, ledger: LedgerSession, stager: _BatchStager
+) -> None:
+    """Record the file's records in the resend ledger before any is released; when an overlapping
+    split recorded some first (or held the lock too long), discard what was staged: nothing of this
+    file has left, and the split starts over (or the event is retried)."""
+    try:
+        ledger.commit(services.clock.now(), services.settings.ledger_lock_seconds)
+    except (LedgerConflict, LedgerBusy):
+        stager.discard()
+        raise
+    if dropped.etag:
+        fingerprint = file_fingerprint(ledger.key, dropped.etag, dropped.size)
+        services.ledger.record_fingerprint(fingerprint, ledger.job.job_id, ledger.today)
+
+
+def _duplicate_file(services: Services, dropped: DroppedObject, job: Job, same: Job) -> SplitResult:
+    """The file is identical to one split within the resend window: not read, nothing sent."""
+    day = china_time(datetime.fromisoformat(same.created_at)).date().isoformat()
+    reason = (
+        f"identical to {same.key.rsplit('/', 1)[-1]} split on {day} (job {same.job_id}): nothing sent;"
+        f" to send it again drop it under {services.settings.resend_prefix} (docs/operations.md#re-drop)"
+    )
+    now = services.clock.now()
+    services.jobs.reject_job(job.job_id, reason, JobCounts(), now, status=JobStatus.DUPLICATE)
+    summary_key, _ = report_keys(services.settings.reports_prefix, dropped.key)
+    done = services.jobs.get_job(job.job_id)
+    assert done is not None
+    extra = {"identical_to": {"job_id": same.job_id, "key": same.key, "split_on": day}, "sent_upstream": 0}
+    write_summary(dropped.bucket, summary_key, done, extra, NO_HEADER)
+    services.jobs.set_report_key(job.job_id, summary_key)
+    logger.warning(
+        "identical file: nothing sent",
+        extra={"job_id": job.job_id, "key": mask_object_key(dropped.key), "identical_to": same.job_id},
+    )
+    return SplitResult(job.job_id, "duplicate_file", JobCounts())
 
 
 # ---- carrier audit -------------------------------------------------------------------------

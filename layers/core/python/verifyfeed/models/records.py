@@ -28,6 +28,7 @@ class JobStatus(StrEnum):
     COMPLETED_WITH_ERRORS = "completed_with_errors"  # settled, some failed or unknown
     REJECTED = "rejected"  # the file as a whole was refused (header, encoding, size)
     DRY_RUN = "dry_run"  # read, validated and reported like a real drop; nothing sent, nothing staged
+    DUPLICATE = "duplicate"  # identical to a file split within the resend window: not read, nothing sent
 
 
 class BatchStatus(StrEnum):
@@ -61,6 +62,7 @@ class JobCounts(BaseModel):
     rows_read: int = 0
     rows_accepted: int = 0
     rows_rejected: int = 0
+    rows_already_uploaded: int = 0  # of rows_rejected: sent by an earlier file within the resend window
     batches_total: int = 0
     batches_succeeded: int = 0
     batches_failed: int = 0

@@ -182,8 +182,8 @@ class JobStore:
             TableName=self.table,
             Key={"pk": attr(job_pk(job_id)), "sk": attr(JOB_SK)},
             UpdateExpression=(
-                "SET rows_read = :r, rows_accepted = :a, rows_rejected = :j, batches_total = :t, "
-                "#s = :uploading, updated_at = :now"
+                "SET rows_read = :r, rows_accepted = :a, rows_rejected = :j, rows_already_uploaded = :u, "
+                "batches_total = :t, #s = :uploading, updated_at = :now"
             ),
             ConditionExpression="#s = :splitting",
             ExpressionAttributeNames={"#s": "status"},
@@ -191,6 +191,7 @@ class JobStore:
                 ":r": attr(counts.rows_read),
                 ":a": attr(counts.rows_accepted),
                 ":j": attr(counts.rows_rejected),
+                ":u": attr(counts.rows_already_uploaded),
                 ":t": attr(counts.batches_total),
                 ":uploading": attr(JobStatus.UPLOADING.value),
                 ":splitting": attr(JobStatus.SPLITTING.value),
@@ -229,7 +230,15 @@ class JobStore:
             raise
         return True
 
-    def reject_job(self, job_id: str, reason: str, counts: JobCounts, now: datetime) -> None:
+    def reject_job(
+        self,
+        job_id: str,
+        reason: str,
+        counts: JobCounts,
+        now: datetime,
+        status: JobStatus = JobStatus.REJECTED,
+    ) -> None:
+        """The file as a whole is not sent: ``rejected`` (or ``duplicate``: identical to one split)."""
         self._db.update_item(
             TableName=self.table,
             Key={"pk": attr(job_pk(job_id)), "sk": attr(JOB_SK)},
@@ -238,7 +247,7 @@ class JobStore:
             ),
             ExpressionAttributeNames={"#s": "status"},
             ExpressionAttributeValues={
-                ":rejected": attr(JobStatus.REJECTED.value),
+                ":rejected": attr(status.value),
                 ":why": attr(reason),
                 ":r": attr(counts.rows_read),
                 ":j": attr(counts.rows_rejected),
@@ -277,6 +286,29 @@ class JobStore:
         values = batch.model_dump(mode="json")
         values.update(pk=job_pk(batch.job_id), sk=batch_sk(batch.seq))
         return put_if_absent(self._db, self.table, values)
+
+    def stage_batch(self, batch: Batch) -> bool:
+        """Write a ``staged`` batch over nothing, or over one never released (``staged`` by an
+        interrupted run of the split, ``discarded`` by a run that started over); False when the
+        batch has moved on (it was released: never rewritten)."""
+        values = batch.model_dump(mode="json")
+        values.update(pk=job_pk(batch.job_id), sk=batch_sk(batch.seq))
+        try:
+            self._db.put_item(
+                TableName=self.table,
+                Item=to_item(values),
+                ConditionExpression="attribute_not_exists(pk) OR #s IN (:staged, :discarded)",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":staged": attr(BatchStatus.STAGED.value),
+                    ":discarded": attr(BatchStatus.DISCARDED.value),
+                },
+            )
+        except ClientError as exc:
+            if condition_failed(exc):
+                return False
+            raise
+        return True
 
     def get_batch(self, job_id: str, seq: int) -> Batch | None:
         item = self._db.get_item(

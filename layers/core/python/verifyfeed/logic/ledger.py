@@ -1,0 +1,208 @@
+"""The resend ledger: a record already sent for upload within the window is not sent again.
+
+The everyday workflow is: read the rejected-rows report, fix those rows in the original sheet, drop
+the whole sheet again. Without a ledger that re-sends, and pays for, every row already charged.
+With it (docs/decisions.md#resend-ledger):
+
+- Before a lost-repair file is read, the keys of every record sent for upload within the window
+  (``RESEND_WINDOW``: the monthly cycle, N days, or off) are claimed in the splitter's ID table, so
+  a row carrying one is rejected as ``duplicate.already_uploaded`` — "already uploaded in <file> on
+  <date>" — exactly like a duplicate within the file: it is never staged and claims nothing.
+- A key is the first 16 bytes of HMAC-SHA256(ledger key, idcode digest); the ledger key is derived
+  from the identity pepper, so neither the ledger nor a listing of it can be reversed by hashing
+  every possible ID number. Records of batches that ended ``failed`` (state 0: not charged) or
+  ``discarded`` (never sent) are not counted as sent: a re-drop sends them again.
+- Once the whole file is read, the file's own keys are written (``store.ledger``) under the ledger
+  lock, after checking the files written since this split read the ledger: a split that ran at the
+  same time and took some of the same records makes this one start over (``LedgerConflict``), so
+  two overlapping files dropped together still send each record once.
+- A file identical to one already split within the window (same content fingerprint: a keyed
+  digest of the S3 ETag and size) is reported as a duplicate at once, read by no one.
+- A file under ``RESEND_PREFIX`` is the operator's override: it is sent whole, and recorded.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from aws_lambda_powertools import Logger
+
+from verifyfeed.clock import Blackout, china_time
+from verifyfeed.logic.repair_batches import LEDGER_ROWS, Claims
+from verifyfeed.models.records import BatchStatus, Job, JobStatus
+from verifyfeed.pii import Keyed
+from verifyfeed.store.jobs import JobStore
+from verifyfeed.store.ledger import KEY_BYTES, LedgerEntry, LedgerObject, LedgerStore
+
+logger = Logger(child=True)
+
+_NOT_SENT = {BatchStatus.FAILED, BatchStatus.DISCARDED}
+_NEVER_SENT_JOBS = {JobStatus.REJECTED, JobStatus.DRY_RUN, JobStatus.DUPLICATE}
+_LEASE_SECONDS = 120
+
+
+class LedgerConflict(Exception):
+    """A split that ran at the same time recorded some of this file's records first: split again."""
+
+
+def window_start(window: str, now: datetime, blackout: Blackout) -> date | None:
+    """The first China date whose splits count (``None``: the ledger is off).
+
+    ``month``: the current monthly cycle. Uploads stop on the blackout day (the 27th) and what is
+    dropped from then on is sent from the 1st, so a cycle runs from the previous month's blackout
+    day: on 15 December from 27 November (files dropped 27-30 November were sent in December), on
+    28 December too (a file re-dropped in the blackout waits for January, but what it repeats was
+    charged in December), on 2 January from 27 December. ``<N>d``: today and the N-1 days before.
+    """
+    if window == "off":
+        return None
+    today = china_time(now).date()
+    if window.endswith("d"):
+        return today - timedelta(days=int(window[:-1]) - 1)
+    first = today.replace(day=1)
+    previous = (first - timedelta(days=1)).replace(day=1)
+    start = _blackout_day(previous, blackout) or first
+    current = blackout.window_containing(now)
+    if current is not None and china_time(current[0]).date() == start:  # resume_day > 1: still in it
+        before = (previous - timedelta(days=1)).replace(day=1)
+        start = _blackout_day(before, blackout) or previous
+    return start
+
+
+def _blackout_day(month: date, blackout: Blackout) -> date | None:
+    try:
+        return month.replace(day=blackout.start_day)
+    except ValueError:  # no such day that month: no blackout then
+        return None
+
+
+def ledger_key(pepper: Keyed) -> bytes:
+    """The HMAC key of the ledger's keys, derived from the current identity pepper."""
+    return hmac.digest(pepper.current, b"verifyfeed resend ledger v1", "sha256")
+
+
+def key_fingerprint(key: bytes) -> str:
+    """Which ledger key wrote an object (a rotated pepper makes older objects unreadable)."""
+    return hmac.digest(key, b"fingerprint", "sha256")[:6].hex()
+
+
+def file_fingerprint(key: bytes, etag: str, size: int) -> str:
+    """A dropped file's content, keyed: its S3 ETag (an MD5 for single-part uploads) and size."""
+    return hmac.digest(key, f"{etag.strip(chr(34))}\n{size}".encode(), "sha256")[:16].hex()
+
+
+@dataclass
+class _Source:
+    job_id: str
+    filename: str
+    day: date
+
+
+@dataclass
+class LedgerSession:
+    """The ledger as one split sees it: ``preload`` before the file is read, ``commit`` after.
+
+    ``prior`` False (the override prefix) claims nothing; ``write`` False (a dry run) records
+    nothing. Implements ``repair_batches.ResendLedger``."""
+
+    store: LedgerStore
+    jobs: JobStore
+    key: bytes
+    job: Job
+    first_day: date
+    today: date
+    prior: bool = True
+    write: bool = True
+    sources: list[_Source] = field(default_factory=list)
+    skipped_objects: int = 0  # written under another pepper (rotated): not comparable
+    _seen: dict[str, str] = field(default_factory=dict)  # object key → ETag read by preload
+    _ids: Claims | None = None
+    _keys: bytes = b""
+    _counts: list[int] = field(default_factory=list)
+
+    @property
+    def hmac_key(self) -> bytes:
+        return self.key
+
+    def preload(self, ids: Claims) -> None:
+        self._ids = ids
+        if not self.prior:
+            return
+        fingerprint = key_fingerprint(self.key)
+        for obj in self.store.list_since(self.first_day):
+            if obj.job_id == self.job.job_id:
+                continue  # this job's own object, from an interrupted run of this split
+            self._seen[obj.key] = obj.etag
+            keys = self._live_keys(obj, fingerprint)
+            if keys:
+                ids.claim_many(keys, LEDGER_ROWS + len(self.sources) - 1)
+        logger.info(
+            "resend ledger read",
+            extra={
+                "ledger_files": len(self.sources),
+                "ledger_records": len(ids),
+                "ledger_skipped_files": self.skipped_objects,
+                "window_from": self.first_day.isoformat(),
+            },
+        )
+
+    def _live_keys(self, obj: LedgerObject, fingerprint: str) -> bytes:
+        """The keys of ``obj`` that count as sent, after adding its source (else b"")."""
+        entry = self.store.read(obj)
+        if entry.pepper != fingerprint:
+            self.skipped_objects += 1
+            return b""
+        other = self.jobs.get_job(obj.job_id)
+        if other is None or other.status in _NEVER_SENT_JOBS:
+            return b""
+        self.sources.append(_Source(obj.job_id, other.key.rsplit("/", 1)[-1], obj.day))
+        released = {b.seq for b in self.jobs.batches(obj.job_id) if b.status in _NOT_SENT}
+        if not released:
+            return entry.keys
+        return b"".join(keys for seq, keys in entry.batch_keys() if seq not in released)
+
+    def describe(self, row: int) -> str:
+        source = self.sources[row - LEDGER_ROWS]
+        return (
+            f"already uploaded in {source.filename} on {source.day.isoformat()} (job {source.job_id});"
+            " not sent again (docs/operations.md#re-drop)"
+        )
+
+    def record(self, keys: bytes, counts: list[int]) -> None:
+        self._keys, self._counts = keys, counts
+
+    @property
+    def entry(self) -> LedgerEntry:
+        batches = tuple((seq, count) for seq, count in enumerate(self._counts, start=1) if count)
+        return LedgerEntry(self.job.job_id, key_fingerprint(self.key), batches, self._keys)
+
+    def commit(self, now: datetime, wait_seconds: float) -> None:
+        """Write this file's keys, unless a split that ran meanwhile recorded some of them first."""
+        if not self.write:
+            return
+        holder = self.job.job_id
+        self.store.acquire(holder, now, _LEASE_SECONDS, wait_seconds)
+        try:
+            if self.prior:
+                self._check_newcomers()
+            self.store.write(self.today, self.entry)
+        finally:
+            self.store.release(holder)
+
+    def _check_newcomers(self) -> None:
+        assert self._ids is not None
+        fingerprint = key_fingerprint(self.key)
+        ids = self._ids
+        for obj in self.store.list_since(self.first_day):
+            if obj.job_id == self.job.job_id or self._seen.get(obj.key) == obj.etag:
+                continue
+            entry = self.store.read(obj)
+            if entry.pepper != fingerprint:
+                continue
+            keys = entry.keys
+            for at in range(0, len(keys), KEY_BYTES):
+                if 0 < ids.first(keys[at : at + KEY_BYTES]) < LEDGER_ROWS:
+                    logger.info("resend ledger: an overlapping split came first", extra={"other": obj.job_id})
+                    raise LedgerConflict(obj.job_id)

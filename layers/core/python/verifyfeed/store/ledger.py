@@ -1,0 +1,195 @@
+"""The resend ledger's storage: one S3 object per split file, a lock item, file fingerprints.
+
+``<LEDGER_PREFIX><China date of the split>/<job id>.keys`` holds the keys (16 bytes each: the first
+16 bytes of the HMAC-SHA256 of the record's idcode digest under the ledger key, never a bare digest)
+of every record that file sends, grouped by batch: a JSON header line
+``{"v": 1, "job_id", "pepper", "batches": [[seq, count], ...]}`` then the keys, batch after batch.
+Objects are written once per split (a resumed split writes its own again) and expire with the
+ledger's lifecycle rule; listing the prefix from the window's first day finds the window's files.
+
+Two splits that read the ledger at the same time would not see each other, so the write of a
+file's object happens under a lease on one item of the jobs table (``pk=LEDGER, sk=LOCK``), after
+re-reading what was written meanwhile (``logic.ledger``). A lease that its holder outlives expires.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from verifyfeed.store.codec import attr
+from verifyfeed.store.jobs import condition_failed, iso
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_s3 import S3Client
+
+KEY_BYTES = 16
+_MAGIC = "verifyfeed-ledger"
+_LOCK = {"pk": attr("LEDGER"), "sk": attr("LOCK")}
+
+
+@dataclass(frozen=True)
+class LedgerObject:
+    """One split file's entry in the ledger, as listed (``etag`` tells a rewritten one)."""
+
+    key: str
+    job_id: str
+    day: date
+    etag: str
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One file's keys: ``batches`` are (seq, count) in order, ``keys`` their keys concatenated."""
+
+    job_id: str
+    pepper: str  # the fingerprint of the ledger key the keys were made with
+    batches: tuple[tuple[int, int], ...]
+    keys: bytes
+
+    def batch_keys(self) -> Iterator[tuple[int, bytes]]:
+        at = 0
+        for seq, count in self.batches:
+            yield seq, self.keys[at : at + count * KEY_BYTES]
+            at += count * KEY_BYTES
+
+    def encode(self) -> bytes:
+        header = {"v": 1, "kind": _MAGIC, "job_id": self.job_id, "pepper": self.pepper}
+        header["batches"] = [list(b) for b in self.batches]
+        return json.dumps(header, separators=(",", ":")).encode() + b"\n" + self.keys
+
+    @classmethod
+    def decode(cls, body: bytes) -> LedgerEntry:
+        line, _, keys = body.partition(b"\n")
+        header = json.loads(line)
+        if header.get("kind") != _MAGIC or header.get("v") != 1:
+            raise ValueError("not a ledger object of version 1")
+        batches = tuple((int(seq), int(count)) for seq, count in header["batches"])
+        if sum(count for _, count in batches) * KEY_BYTES != len(keys):
+            raise ValueError("ledger object truncated: its keys do not match its batches")
+        return cls(str(header["job_id"]), str(header["pepper"]), batches, keys)
+
+
+class LedgerBusy(Exception):
+    """Another split held the ledger's lock for longer than this one may wait."""
+
+
+class LedgerStore:
+    def __init__(self, bucket: str, prefix: str, table: str, s3: S3Client, db: DynamoDBClient) -> None:
+        self.bucket = bucket
+        self.prefix = prefix
+        self.table = table
+        self._s3 = s3
+        self._db = db
+
+    def object_key(self, day: date, job_id: str) -> str:
+        return f"{self.prefix}{day.isoformat()}/{job_id}.keys"
+
+    def list_since(self, first_day: date) -> list[LedgerObject]:
+        """Every file's object from ``first_day`` (China date) on."""
+        found: list[LedgerObject] = []
+        pages = self._s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix, StartAfter=f"{self.prefix}{first_day.isoformat()}"
+        )
+        for page in pages:
+            for item in page.get("Contents", []):
+                parsed = self._parse(item["Key"])
+                if parsed is not None and parsed[0] >= first_day:
+                    found.append(LedgerObject(item["Key"], parsed[1], parsed[0], str(item.get("ETag", ""))))
+        return found
+
+    def _parse(self, key: str) -> tuple[date, str] | None:
+        day, _, name = key.removeprefix(self.prefix).partition("/")
+        if not name.endswith(".keys") or "/" in name:
+            return None
+        try:
+            return date.fromisoformat(day), name.removesuffix(".keys")
+        except ValueError:
+            return None
+
+    def read(self, obj: LedgerObject) -> LedgerEntry:
+        body = self._s3.get_object(Bucket=self.bucket, Key=obj.key)["Body"].read()
+        return LedgerEntry.decode(body)
+
+    def write(self, day: date, entry: LedgerEntry) -> None:
+        self._s3.put_object(
+            Bucket=self.bucket,
+            Key=self.object_key(day, entry.job_id),
+            Body=entry.encode(),
+            ContentType="application/octet-stream",
+        )
+
+    # ---- the lock -----------------------------------------------------------------------------
+
+    def acquire(self, holder: str, now: datetime, lease_seconds: int, wait_seconds: float) -> None:
+        """Take the lease (or take over an expired one), waiting up to ``wait_seconds``."""
+        deadline = time.monotonic() + wait_seconds
+        pause = 0.05
+        while True:
+            if self._try_acquire(holder, now.timestamp(), lease_seconds):
+                return
+            if time.monotonic() >= deadline:
+                raise LedgerBusy(f"the ledger lock stayed held for {wait_seconds:.0f} s")
+            time.sleep(pause)  # another split is committing: a second at most, as a rule
+            now = datetime.fromtimestamp(now.timestamp() + pause, tz=now.tzinfo)
+            pause = min(pause * 2, 1.0)
+
+    def _try_acquire(self, holder: str, now: float, lease_seconds: int) -> bool:
+        try:
+            self._db.put_item(
+                TableName=self.table,
+                Item={
+                    **_LOCK,
+                    "holder": attr(holder),
+                    "expires_epoch": {"N": str(int(now) + lease_seconds)},
+                    "taken_at": attr(iso(datetime.fromtimestamp(now).astimezone())),
+                },
+                ConditionExpression="attribute_not_exists(pk) OR expires_epoch < :now OR holder = :me",
+                ExpressionAttributeValues={":now": {"N": str(int(now))}, ":me": attr(holder)},
+            )
+        except ClientError as exc:
+            if condition_failed(exc):
+                return False
+            raise
+        return True
+
+    def release(self, holder: str) -> None:
+        try:
+            self._db.delete_item(
+                TableName=self.table,
+                Key=_LOCK,
+                ConditionExpression="holder = :me",
+                ExpressionAttributeValues={":me": attr(holder)},
+            )
+        except ClientError as exc:
+            if not condition_failed(exc):  # expired and taken over: nothing of ours to release
+                raise
+
+    # ---- file fingerprints --------------------------------------------------------------------
+
+    def fingerprint(self, digest: str) -> dict[str, Any] | None:
+        """The split recorded for a file content fingerprint (a keyed digest), if any."""
+        item = self._db.get_item(
+            TableName=self.table, Key={"pk": attr(f"FILE#{digest}"), "sk": attr("FILE")}, ConsistentRead=True
+        ).get("Item")
+        if item is None:
+            return None
+        return {k: v.get("S", v.get("N")) for k, v in item.items()}
+
+    def record_fingerprint(self, digest: str, job_id: str, day: date) -> None:
+        self._db.put_item(
+            TableName=self.table,
+            Item={
+                "pk": attr(f"FILE#{digest}"),
+                "sk": attr("FILE"),
+                "job_id": attr(job_id),
+                "day": attr(day.isoformat()),
+            },
+        )
