@@ -296,6 +296,8 @@ def split_repair_rows(
         first = ids.first(key)
         if first >= LEDGER_ROWS and ledger is not None:  # sent by an earlier file within the window
             prior += 1
+            # it keeps its authCode, as when it was sent: a re-drop decides every other row the same
+            codes.claim(code_key, number)
             reject(number, "duplicate.already_uploaded", ledger.describe(first), values, None)
             return
         if first:
