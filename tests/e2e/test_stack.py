@@ -175,8 +175,10 @@ def test_up_status_drop_and_down_leave_nothing_running(operator: Operator, tmp_p
     assert code == 0 and faults["faults"][0]["remaining"] == 1, stderr
     lost = tmp_path / "lost-answer.csv"
     lost.write_bytes(SAMPLE.read_bytes())
-    code, unknown, stderr = operator.verifyfeed("drop", str(lost), "--wait", "--timeout", "120")
+    # the same people again: the resend ledger would refuse them all, the override sends them
+    code, unknown, stderr = operator.verifyfeed("drop", str(lost), "--resend", "--wait", "--timeout", "120")
     assert code == 0, stderr
+    assert unknown["job"]["key"] == "lost-repair/resend/lost-answer.csv"
     assert unknown["job"]["status"] == "completed_with_errors"
     assert unknown["job"]["batches_unknown"] == 1
 

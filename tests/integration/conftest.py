@@ -195,6 +195,7 @@ def handler_env(stack: LocalStack, sandbox_session: SandboxHandle) -> Iterator[d
         "CLOCK_NOW": NOW,
         "POWERTOOLS_TRACE_DISABLED": "1",
         "POWERTOOLS_METRICS_NAMESPACE": "VerifyFeedTest",
+        "RESEND_WINDOW": "off",  # as in make_settings: the ledger has its own tests
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

@@ -166,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="under dry-run/: read and reported like a real drop, nothing sent",
     )
+    drop.add_argument(
+        "--resend",
+        action="store_true",
+        help="lost repair, under the resend prefix: send every row even if it was sent within the "
+        "resend window (pays again; docs/operations.md#re-drop)",
+    )
     drop.add_argument("--timeout", type=_positive, default=600, help="seconds --wait waits (default 600)")
 
     watch = sub.add_parser("watch", parents=[common], help="follow a dropped file's job until it settles")
@@ -255,7 +261,9 @@ def run(ctx: Context, args: argparse.Namespace) -> Result:
     if args.command == "deferred":
         return commands.deferred(ctx, args.limit)
     if args.command == "drop":
-        return commands.drop(ctx, args.path, args.kind, args.wait, args.timeout, dry_run=args.dry_run)
+        return commands.drop(
+            ctx, args.path, args.kind, args.wait, args.timeout, dry_run=args.dry_run, resend=args.resend
+        )
     if args.command == "watch":
         return commands.watch(ctx, args.ref, args.timeout)
     raise CliError(f"unknown command {args.command}", EXIT_USAGE)

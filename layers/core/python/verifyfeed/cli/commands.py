@@ -903,10 +903,17 @@ CLOCK_SKEW = timedelta(seconds=5)  # between this machine's clock and the splitt
 
 
 def drop(
-    ctx: Context, path: str, kind: str | None, wait: bool, timeout_s: float, dry_run: bool = False
+    ctx: Context,
+    path: str,
+    kind: str | None,
+    wait: bool,
+    timeout_s: float,
+    dry_run: bool = False,
+    resend: bool = False,
 ) -> Result:
     """Upload ``path`` to the ingest bucket under its kind's prefix (under ``dry-run/`` too with
-    ``dry_run``: read and reported, never sent); with ``wait``, follow its job."""
+    ``dry_run``: read and reported, never sent; under the resend prefix with ``resend``: every row
+    sent even if the resend ledger has it); with ``wait``, follow its job."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise CliError(f"no such file: {path}")
@@ -919,6 +926,10 @@ def drop(
         )
     settings = ctx.services.settings
     prefix = settings.lost_repair_prefix if job_kind == JobKind.LOST_REPAIR else settings.carrier_audit_prefix
+    if resend:
+        if job_kind != JobKind.LOST_REPAIR or dry_run:
+            raise CliError("--resend is for a lost-repair file dropped for real", EXIT_USAGE)
+        prefix = settings.resend_prefix
     key = f"{settings.dry_run_prefix if dry_run else ''}{prefix}{file.name}"
     bucket = ctx.target.bucket
     body = file.read_bytes()

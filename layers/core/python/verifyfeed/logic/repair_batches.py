@@ -275,6 +275,7 @@ def split_repair_rows(
     last_rows: list[int] = []  # the row of each batch's last record (rows are accepted in order)
     last = 0  # the row of the last record accepted
     prior = 0  # rows rejected because the ledger has their ID
+    prior_rows: dict[bytes, int] = {}  # a ledger key → the first row of this file that had it
 
     def flush() -> None:
         count = len(records)
@@ -295,6 +296,10 @@ def split_repair_rows(
         key, code_key = ids.key(bytes.fromhex(idcode)), code.encode()
         first = ids.first(key)
         if first >= LEDGER_ROWS and ledger is not None:  # sent by an earlier file within the window
+            earlier = prior_rows.setdefault(key, number)
+            if earlier != number:  # ... and earlier in this file: the in-file duplicate it was
+                reject(number, "duplicate.id_number", f"same ID number as row {earlier}", values, earlier)
+                return
             prior += 1
             # it keeps its authCode, as when it was sent: a re-drop decides every other row the same
             codes.claim(code_key, number)
