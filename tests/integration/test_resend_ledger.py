@@ -361,3 +361,55 @@ def test_a_lock_left_by_a_dead_split_expires(
     later = datetime.fromtimestamp(clock.now().timestamp() + 121, tz=clock.now().tzinfo)
     store.acquire("another", later, 120, 1)
     store.release("another")
+
+
+class _Killed(Exception):
+    """The splitter's process died (a Lambda timeout)."""
+
+
+def test_a_split_resumed_from_the_same_ledger_keeps_what_it_staged(
+    make_settings: SettingsFactory, clock: FixedClock, sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkpoint: batches staged by the interrupted run from the same ledger are not written
+    again (one version of their body in the versioned bucket); the rest are, and all is sent once."""
+    from verifyfeed import aws
+
+    services = ledger_services(make_settings, clock, BATCH_MAX_RECORDS="10")
+    assert services.ledger is not None  # built before the S3 client is swapped below
+    rows = valid_rows(50, next(_NUMBERS))
+    event = put(services, key_for("killed"), csv_bytes(rows))
+    dropped = DroppedObject.from_event_record(event["Records"][0])
+    real = aws.s3()
+
+    class DiesOnThirdBody:
+        bodies = 0
+
+        def put_object(self, **kwargs: object) -> object:
+            if str(kwargs["Key"]).startswith("claims/"):
+                self.bodies += 1
+                if self.bodies == 3:
+                    raise _Killed("killed while staging batch 3")
+            return real.put_object(**kwargs)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+    dying = DiesOnThirdBody()
+    monkeypatch.setattr(aws, "s3", lambda: dying)
+    with pytest.raises(_Killed):
+        split_object(services, dropped)
+    monkeypatch.undo()
+    kept = {b.seq for b in services.jobs.batches(dropped.job_id) if b.status == BatchStatus.STAGED}
+    assert kept and len(kept) < 5
+
+    again = split_object(services, dropped)
+    assert again.outcome == "split" and again.counts.rows_accepted == 50
+    s3 = boto3.client("s3")
+    for seq in range(1, 6):
+        versions = s3.list_object_versions(
+            Bucket=services.settings.ingest_bucket, Prefix=f"claims/{dropped.job_id}/{seq:05d}.json"
+        ).get("Versions", [])
+        assert len(versions) == 1, (seq, seq in kept)  # staged once, by one run or the other
+    upload_jobs(services, again.job_id)
+    charged = Counter(charged_idcodes(sandbox))
+    assert {charged[sha256_hex(r[1])] for r in rows} == {1}

@@ -23,6 +23,7 @@ With it (docs/decisions.md#resend-ledger):
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -125,6 +126,14 @@ class LedgerSession:
     @property
     def hmac_key(self) -> bytes:
         return self.key
+
+    @property
+    def snapshot(self) -> str:
+        """Which ledger ``preload`` read (its window, its objects and their versions): batches staged
+        under the same snapshot hold the same records, so a resumed split keeps them."""
+        listed = "\n".join(f"{key} {etag}" for key, etag in sorted(self._seen.items()))
+        text = f"{self.first_day.isoformat()}\n{self.prior}\n{key_fingerprint(self.key)}\n{listed}"
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def preload(self, ids: Claims) -> None:
         self._ids = ids

@@ -245,7 +245,7 @@ def _split(
         same = _identical_split(services, dropped, ledger)
         if same is not None:
             return _duplicate_file(services, dropped, job, same)
-    stager = _DryRunCounter(services) if dry_run else _BatchStager(services, job, resuming)
+    stager = _DryRunCounter(services) if dry_run else _BatchStager(services, job, resuming, ledger)
     settings = services.settings
     try:
         if dropped.key.endswith("/"):
@@ -355,18 +355,22 @@ class _BatchStager:
     """The ``emit`` of ``split_repair_rows`` for a job: stage each batch — its records in S3, its
     record ``staged`` — on a few threads while the parsing goes on. Nothing is sent from here.
 
-    A resumed split (the job was still ``splitting``: nothing was released) stages every batch
-    again — the ledger may have moved since the interrupted run, and with it what each batch holds —
-    and discards the interrupted run's batches beyond its own (``drop_leftovers``); it never
-    rewrites a batch that was released (a settled batch's claim may have been deleted on purpose).
+    A resumed split (the job was still ``splitting``: nothing was released) keeps the batches the
+    interrupted run staged from the same resend ledger (``Batch.ledger_snapshot``) and stages the
+    others again — the ledger moved since, and with it what each batch holds — then discards the
+    interrupted run's batches beyond its own (``drop_leftovers``); it never rewrites a batch that was
+    released (a settled batch's claim may have been deleted on purpose).
     """
 
     THREADS = 4
 
-    def __init__(self, services: Services, job: Job, resuming: bool) -> None:
+    def __init__(
+        self, services: Services, job: Job, resuming: bool, ledger: LedgerSession | None = None
+    ) -> None:
         self.services = services
         self.job = job
         self.resuming = resuming
+        self.ledger = ledger
         self.staged: list[int] = []  # seqs staged (or found staged) by this run
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[Future[None]] = []
@@ -401,10 +405,19 @@ class _BatchStager:
     def _stage(self, batch: RepairBatch) -> None:
         jobs = self.services.jobs
         job_id = self.job.job_id
-        if self.resuming:  # the batches of an interrupted run may hold other records (the ledger moved)
+        snapshot = self.ledger.snapshot if self.ledger is not None else ""
+        if self.resuming:
             existing = jobs.get_batch(job_id, batch.seq)
             if existing is not None and existing.status not in (BatchStatus.STAGED, BatchStatus.DISCARDED):
                 return  # released already: never rewritten
+            if (
+                existing is not None
+                and existing.status == BatchStatus.STAGED
+                and existing.ledger_snapshot == snapshot
+                and existing.record_count == batch.count
+            ):
+                return  # staged by the interrupted run from the same ledger: the same records
+            # else staged from a ledger that has moved since: other records now, staged again
         claim_key = self.claim_key(batch.seq)
         aws.s3().put_object(
             Bucket=self.job.bucket, Key=claim_key, Body=batch.records_json, ContentType="application/json"
@@ -419,6 +432,7 @@ class _BatchStager:
                 claim_bucket=self.job.bucket,
                 claim_key=claim_key,
                 updated_at=iso(self.services.clock.now()),
+                ledger_snapshot=snapshot,
             )
         )
 

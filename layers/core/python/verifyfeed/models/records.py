@@ -110,6 +110,9 @@ class Batch(BaseModel):
     claim_key: str = ""
     updated_at: str = ""
     redrives: int = Field(0, description="times an operator re-drove it (verifyfeed redrive)")
+    # the resend ledger as the split that staged it read it (logic.ledger.LedgerSession.snapshot):
+    # a resumed split keeps a staged batch only when it reads the same ledger
+    ledger_snapshot: str = ""
 
 
 class Audit(BaseModel):
