@@ -8,6 +8,7 @@ is what upstream received (= charged). ID numbers come from 1,400,000 on: no oth
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections import Counter
@@ -26,7 +27,7 @@ from verifyfeed.logic.repair_batches import PyClaims, RepairBatch
 from verifyfeed.logic.splitter import DroppedObject, _BatchStager, split_object
 from verifyfeed.logic.uploader import Delivery, upload_batch
 from verifyfeed.models.messages import LostRepairBatchMessage
-from verifyfeed.models.records import BatchStatus, Job, JobKind, JobStatus
+from verifyfeed.models.records import Batch, BatchStatus, Job, JobKind, JobStatus
 from verifyfeed.pii import Keyed
 from verifyfeed.rules.hashing import sha256_hex
 from verifyfeed.secrets import identity_pepper
@@ -413,3 +414,46 @@ def test_a_split_resumed_from_the_same_ledger_keeps_what_it_staged(
     upload_jobs(services, again.job_id)
     charged = Counter(charged_idcodes(sandbox))
     assert {charged[sha256_hex(r[1])] for r in rows} == {1}
+
+
+def test_records_of_a_failed_part_of_a_split_batch_are_sent_again(
+    make_settings: SettingsFactory, clock: FixedClock, sandbox: SandboxHandle
+) -> None:
+    """A batch the upstream refused is split to find the refused rows (docs/decisions.md#state-0):
+    a part that ends ``failed`` is a batch the file's ledger object does not list; its records are
+    read from its body and are not "already uploaded"."""
+    services = ledger_services(make_settings, clock)
+    rows = valid_rows(4, next(_NUMBERS))
+    first = split(services, put(services, key_for("parts"), csv_bytes(rows)))
+    drain_queue(services.settings.work_queue_url)
+    refused = [
+        {"name": r[0], "idcode": sha256_hex(r[1]), "usedPhone": "", "authCode": r[3]} for r in rows[2:]
+    ]
+    part_key = f"claims/{first.job_id}/01001.json"
+    boto3.client("s3").put_object(
+        Bucket=services.settings.ingest_bucket, Key=part_key, Body=json.dumps(refused).encode()
+    )
+    services.jobs.put_batch_if_absent(
+        Batch(
+            job_id=first.job_id,
+            seq=1001,
+            batch_id=f"{first.job_id}-part",
+            status=BatchStatus.FAILED,
+            record_count=2,
+            claim_bucket=services.settings.ingest_bucket,
+            claim_key=part_key,
+        )
+    )
+    again = split(services, put(services, key_for("parts-again"), csv_bytes(rows[::-1])))  # not identical
+    assert (again.counts.rows_accepted, again.counts.rows_already_uploaded) == (2, 2)
+    sent = [
+        r["idcode"]
+        for m in drain_queue(services.settings.work_queue_url)
+        if m.get("job_id") == again.job_id
+        for r in json.loads(
+            boto3.client("s3")
+            .get_object(Bucket=services.settings.ingest_bucket, Key=m["claim_key"])["Body"]
+            .read()
+        )
+    ]
+    assert sorted(sent) == sorted(r["idcode"] for r in refused)

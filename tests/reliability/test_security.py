@@ -362,6 +362,7 @@ S3_READS: dict[str, set[str]] = {
         "bucket/dry-run/*",
         "bucket/ledger/*",
         "bucket",
+        "bucket/claims/*",  # the body of a failed part of a bisected batch (logic/ledger.py)
     },
     "UploaderFunction": {"bucket/claims/*"},
     "CallbackFunction": set(),

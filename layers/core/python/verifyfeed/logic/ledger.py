@@ -167,10 +167,36 @@ class LedgerSession:
         if other is None or other.status in _NEVER_SENT_JOBS:
             return b""
         self.sources.append(_Source(obj.job_id, other.key.rsplit("/", 1)[-1], obj.day))
-        released = {b.seq for b in self.jobs.batches(obj.job_id) if b.status in _NOT_SENT}
-        if not released:
+        not_sent = [b for b in self.jobs.batches(obj.job_id) if b.status in _NOT_SENT]
+        if not not_sent:
             return entry.keys
-        return b"".join(keys for seq, keys in entry.batch_keys() if seq not in released)
+        listed = {seq for seq, _ in entry.batches}
+        released = {b.seq for b in not_sent if b.seq in listed}
+        keys = b"".join(keys for seq, keys in entry.batch_keys() if seq not in released)
+        # a batch the file did not list (a part of a batch the upstream refused, split to find the
+        # refused rows): its records are in its body, while the body lasts (claims/, 14 days)
+        others = [b for b in not_sent if b.seq not in listed]
+        if not others:
+            return keys
+        dropped: set[bytes] = set()
+        for batch in others:
+            idcodes = (
+                self.store.claim_idcodes(batch.claim_bucket, batch.claim_key) if batch.claim_key else None
+            )
+            if idcodes is None:
+                logger.warning(
+                    "resend ledger: a failed batch's body is gone; its records still count as sent",
+                    extra={"other": obj.job_id, "seq": batch.seq},
+                )
+                continue
+            dropped.update(hmac.digest(self.key, bytes.fromhex(i), "sha256")[:KEY_BYTES] for i in idcodes)
+        if not dropped:
+            return keys
+        return b"".join(
+            keys[at : at + KEY_BYTES]
+            for at in range(0, len(keys), KEY_BYTES)
+            if keys[at : at + KEY_BYTES] not in dropped
+        )
 
     def describe(self, row: int) -> str:
         source = self.sources[row - LEDGER_ROWS]

@@ -126,6 +126,19 @@ class LedgerStore:
             ContentType="application/octet-stream",
         )
 
+    def claim_idcodes(self, bucket: str, key: str) -> list[str] | None:
+        """The idcodes in a batch body (``claims/``), None when it is gone (expired)."""
+        try:
+            body = self._s3.get_object(Bucket=bucket or self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        records = json.loads(body)
+        if isinstance(records, dict):  # a message body with its records inline
+            records = records.get("records", [])
+        return [str(r["idcode"]) for r in records if isinstance(r, dict) and r.get("idcode")]
+
     # ---- the lock -----------------------------------------------------------------------------
 
     def acquire(self, holder: str, now: datetime, lease_seconds: int, wait_seconds: float) -> None:
