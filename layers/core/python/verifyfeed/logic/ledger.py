@@ -175,7 +175,7 @@ class LedgerSession:
         keys = b"".join(keys for seq, keys in entry.batch_keys() if seq not in released)
         # a batch the file did not list (a part of a batch the upstream refused, split to find the
         # refused rows): its records are in its body, while the body lasts (claims/, 14 days)
-        others = [b for b in not_sent if b.seq not in listed]
+        others = [b for b in not_sent if b.seq not in listed and b.status == BatchStatus.FAILED]
         if not others:
             return keys
         dropped: set[bytes] = set()

@@ -22,6 +22,7 @@ re-dropped) ``update``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -294,6 +295,9 @@ def _split(
             "file rejected; nothing sent", extra={**log_extra, "reason": exc.reason, "discarded": discarded}
         )
         return SplitResult(job_id, "rejected", counts)
+    except BaseException:
+        stager.abandon()  # no staging write goes on after this invocation has failed
+        raise
 
     if dry_run:
         return _finish_dry_run(services, dropped, job, counts, audits, stager, rejections, header)
@@ -447,6 +451,17 @@ class _BatchStager:
                 self._pool.shutdown(wait=True)
                 self._pool = None
 
+    def abandon(self) -> None:
+        """The split failed: let the writes in flight finish (or fail) before the error leaves, so
+        none lands after the invocation has ended (a thawed sandbox would run it in the next one)."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            with contextlib.suppress(Exception):  # the split's own error is the one that matters
+                future.result()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
     def drop_leftovers(self) -> int:
         """A resumed split: discard the staged batches of the interrupted run that this run did not
         stage again (it made fewer: more of its rows were found in the ledger)."""
@@ -501,6 +516,9 @@ class _DryRunCounter(_BatchStager):
 
     def drop_leftovers(self) -> int:
         return 0
+
+    def abandon(self) -> None:
+        return None
 
 
 def _finish_dry_run(
