@@ -1,6 +1,6 @@
 """Writes the synthetic sample files the demo feeds in. Deterministic: same output on every run.
 
-    python samples/make_samples.py
+    PYTHONPATH=layers/core/python python samples/make_samples.py
 
 - ``lost-repair/customers.csv``: mostly valid rows (ID numbers with correct GB 11643 check digits, some
   with a former mobile number) and a few rows each broken in one way the splitter must reject.
@@ -18,6 +18,8 @@ import random
 from datetime import date, timedelta
 from pathlib import Path
 
+from verifyfeed.models.carrier_audit import AUDIT_FIELDS
+
 HERE = Path(__file__).resolve().parent
 SEED = 20261105
 
@@ -28,21 +30,7 @@ SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
 GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华玉兰红梅建国志文"
 
 LOST_REPAIR_HEADER = ["姓名", "身份证号", "曾用手机号", "授权码"]
-CARRIER_AUDIT_HEADER = [
-    "usage",
-    "name",
-    "idCard",
-    "phone",
-    "idCardFrontFilename",
-    "idCardBackFilename",
-    "driverName",
-    "driverIdCard",
-    "driverIdCardFrontFilename",
-    "driverIdCardBackFilename",
-    "carLicensePlate",
-    "drivingLicenseFilename",
-    "attachmentFileUrls",
-]
+CARRIER_AUDIT_HEADER = list(AUDIT_FIELDS)  # the seed's request fields, as the model lists them
 
 
 def check_digit(first17: str) -> str:

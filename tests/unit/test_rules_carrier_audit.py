@@ -224,3 +224,17 @@ def test_messages_never_contain_personal_values() -> None:
         assert isinstance(value, str)
         assert value not in text
         assert value[-6:] not in text
+
+
+def test_every_request_field_of_the_model_has_exactly_one_rule_and_a_header() -> None:
+    """One source for the field list (issue 17): the seed's request table is AuditParams
+    (test_contract_seeds.py), and the rules, the header mapping and the samples read it from there."""
+    from samples.make_samples import CARRIER_AUDIT_HEADER
+    from verifyfeed.ingest.headers import CARRIER_AUDIT_FIELDS, CARRIER_AUDIT_REQUIRED
+    from verifyfeed.models.carrier_audit import AuditParams
+    from verifyfeed.rules.carrier_audit import _VALIDATORS
+
+    fields = list(AuditParams.model_fields)
+    assert [f for f, _ in _VALIDATORS] == [f for f in fields if f != "usage"]
+    assert list(CARRIER_AUDIT_FIELDS[: len(fields)]) == fields == CARRIER_AUDIT_HEADER
+    assert set(CARRIER_AUDIT_REQUIRED) == {"usage", "name", "idCard", "phone"}  # the seed's 是 rows

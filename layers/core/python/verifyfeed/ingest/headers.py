@@ -37,31 +37,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from verifyfeed.ingest.errors import FileRejected
+from verifyfeed.models.carrier_audit import AUDIT_FIELDS, AUDIT_REQUIRED
+from verifyfeed.models.lost_repair import RepairRow
 from verifyfeed.models.records import JobKind
 from verifyfeed.pii import mask_id
 from verifyfeed.rules.text import clean
 
-LOST_REPAIR_FIELDS = ("name", "id_number", "used_phone", "auth_code")
-LOST_REPAIR_REQUIRED = ("name", "id_number", "auth_code")
+LOST_REPAIR_FIELDS: tuple[str, ...] = tuple(RepairRow.model_fields)
+LOST_REPAIR_REQUIRED = tuple(n for n, f in RepairRow.model_fields.items() if f.is_required())
 
 CARRIER_AUDIT_FIELDS = (
-    "usage",
-    "name",
-    "idCard",
-    "phone",
-    "idCardFrontFilename",
-    "idCardBackFilename",
-    "driverName",
-    "driverIdCard",
-    "driverIdCardFrontFilename",
-    "driverIdCardBackFilename",
-    "carLicensePlate",
-    "drivingLicenseFilename",
-    "attachmentFileUrls",
-    "reference",
+    *AUDIT_FIELDS,
+    "reference",  # the caller's own reference for an audit (decisions.md#audit-identity)
     "recordId",  # a rejected audit's record id: the row corrects it through /update
 )
-CARRIER_AUDIT_REQUIRED = ("usage", "name", "idCard", "phone")
+CARRIER_AUDIT_REQUIRED = AUDIT_REQUIRED
 
 _IGNORED_LABEL_MAX = 40
 

@@ -53,6 +53,11 @@ class AuditParams(BaseModel):
     attachmentFileUrls: str | None = None
 
 
+AUDIT_FIELDS: tuple[str, ...] = tuple(AuditParams.model_fields)  # the seed's request table, in order
+AUDIT_REQUIRED: tuple[str, ...] = tuple(n for n, f in AuditParams.model_fields.items() if f.is_required())
+FILENAME_FIELDS: tuple[str, ...] = tuple(n for n in AUDIT_FIELDS if n.endswith("Filename"))
+
+
 class AuditUpdateParams(AuditParams):
     id: int
 

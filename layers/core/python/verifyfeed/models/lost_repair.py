@@ -15,6 +15,19 @@ MAX_BATCH = 1000
 MAX_NAME_CHARS = 30
 
 
+class RepairRow(BaseModel):
+    """The columns of a dropped lost-repair file, each the source of a ``RepairRecord`` field: the
+    name as is, the ID and phone numbers hashed, the authCode as written. The splitter's header
+    mapping (``ingest.headers``) and the samples read the field list from here."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    name: str  # → name
+    id_number: str  # → idcode: SHA-256 of the upper-cased number
+    used_phone: str = ""  # → usedPhone: SHA-256 of the 11 digits, or ""
+    auth_code: str  # → authCode
+
+
 class RepairRecord(BaseModel):
     """One person to repair: plain name, SHA-256 of the upper-cased ID, optional SHA-256 of a phone."""
 

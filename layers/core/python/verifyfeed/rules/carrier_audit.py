@@ -32,7 +32,7 @@ import re
 from collections.abc import Callable, Mapping
 
 from verifyfeed.config import LegacyIdPolicy
-from verifyfeed.models.carrier_audit import AuditParams
+from verifyfeed.models.carrier_audit import AUDIT_FIELDS, AUDIT_REQUIRED, FILENAME_FIELDS, AuditParams
 from verifyfeed.rules.errors import RowRejected, RuleViolation
 from verifyfeed.rules.idcard import normalize_id_number
 from verifyfeed.rules.names import validate_owner_name
@@ -43,13 +43,6 @@ from verifyfeed.rules.text import clean, clean_verbatim
 FILENAME_MAX = 255
 ATTACHMENTS_MAX = 9
 USAGES = frozenset({"1", "2", "3"})
-FILENAME_FIELDS = (
-    "idCardFrontFilename",
-    "idCardBackFilename",
-    "driverIdCardFrontFilename",
-    "driverIdCardBackFilename",
-    "drivingLicenseFilename",
-)
 REQUIRED_BY_USAGE: Mapping[str, tuple[str, ...]] = {
     "1": ("driverName", "driverIdCard", "attachmentFileUrls"),
     "2": ("carLicensePlate", "drivingLicenseFilename", "attachmentFileUrls"),
@@ -118,22 +111,28 @@ def _owner(field: str) -> Callable[[object], str]:
     return lambda raw: validate_owner_name(raw, field)
 
 
-# field → validator; violations of validators that do not know the field get it attached
-_VALIDATORS: tuple[tuple[str, Callable[[object], str]], ...] = (
-    ("name", _owner("name")),
-    ("idCard", _id_card),
-    ("phone", _required_phone),
-    ("idCardFrontFilename", lambda raw: _filename(raw, "idCardFrontFilename")),
-    ("idCardBackFilename", lambda raw: _filename(raw, "idCardBackFilename")),
-    ("driverName", _owner("driverName")),
-    ("driverIdCard", _id_card),
-    ("driverIdCardFrontFilename", lambda raw: _filename(raw, "driverIdCardFrontFilename")),
-    ("driverIdCardBackFilename", lambda raw: _filename(raw, "driverIdCardBackFilename")),
-    ("carLicensePlate", normalize_plate),
-    ("drivingLicenseFilename", lambda raw: _filename(raw, "drivingLicenseFilename")),
-    ("attachmentFileUrls", _attachments),
+def _file(field: str) -> Callable[[object], str]:
+    return lambda raw: _filename(raw, field)
+
+
+_SPECIFIC: Mapping[str, Callable[[object], str]] = {
+    "name": _owner("name"),
+    "idCard": _id_card,
+    "phone": _required_phone,
+    "driverName": _owner("driverName"),
+    "driverIdCard": _id_card,
+    "carLicensePlate": normalize_plate,
+    "attachmentFileUrls": _attachments,
+}
+# field → validator, for every field of AuditParams but usage, in its order: a ``*Filename`` is a
+# file name; a new field without a validator here fails at import. Violations of validators that
+# do not know the field get it attached.
+_VALIDATORS: tuple[tuple[str, Callable[[object], str]], ...] = tuple(
+    (field, _file(field) if field in FILENAME_FIELDS else _SPECIFIC[field])
+    for field in AUDIT_FIELDS
+    if field != "usage"
 )
-_ALWAYS = frozenset({"name", "idCard", "phone"})
+_ALWAYS = frozenset(AUDIT_REQUIRED) - {"usage"}
 
 
 def validate_audit_row(row: Mapping[str, object]) -> AuditParams:
