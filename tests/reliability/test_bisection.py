@@ -254,6 +254,26 @@ def test_the_call_budget_bounds_a_batch_full_of_refused_rows(
     check_ledger(services, sandbox, dropped.job_id, {1: dropped.idcodes})
 
 
+def test_a_half_refused_by_a_code_stops_the_bisection(services: Services, sandbox: SandboxHandle) -> None:
+    """Not a row's fault (here HTTP 400, as an authentication or system code would be): the other
+    half is failed unsent, with the reason, rather than sent on."""
+    dropped = drop_file(services, 100)
+    sandbox.refuse([dropped.idcode(80)], REFUSED_DESC)
+    passes = {"endpoint": "lost_repair", "count": 1, "latency_ms": 0}  # the file's batch: refused
+    sandbox.set_faults([passes, {"endpoint": "lost_repair", "count": 1, "status_code": 400}])
+    run_job(services, dropped.job_id)
+
+    assert upload_calls(sandbox) == 2 and sandbox.record_counts() == {}
+    tree = batches(services, dropped.job_id)
+    assert sorted(b.status.value for b in tree) == ["bisected", "failed", "failed"]
+    [refused] = [b for b in tree if b.status == BatchStatus.FAILED and b.attempts == 1]
+    [unsent] = [b for b in tree if b.status == BatchStatus.FAILED and b.attempts == 0]
+    assert "HTTP 400" in refused.last_error and unsent.record_count == 50
+    assert unsent.last_error.startswith(f"not sent: batch {refused.batch_id} of this bisection failed")
+    assert report_of(services, dropped.job_id)["records"]["refused"] == 100
+    check_ledger(services, sandbox, dropped.job_id, {1: dropped.idcodes})
+
+
 def test_splitting_off_retries_the_batch_whole_then_fails_it(
     make_settings: SettingsFactory, clock: FixedClock, sandbox: SandboxHandle
 ) -> None:

@@ -20,8 +20,9 @@ and a worker that died halfway is finished by the next call (docs/decisions.md#s
    total grows by two in one transaction. In the blackout a node is not split but ``deferred``:
    the poller sends it again, whole, after the window.
 2. **Stop the tree** when one of its child batches failed for another reason than ``state`` "0"
-   (an authentication or system code, a refusal, retries exhausted): what is staged or refused
-   fails with that reason, unsent.
+   (an authentication or system code, an HTTP refusal, retries exhausted): every half not sent yet
+   (staged, queued, waiting to retry, deferred) and every refused one fails with that reason; a
+   queued half's message then finds it settled and sends nothing.
 3. **Queue the staged halves** of every bisected node: the message first, then ``staged → queued``
    (a message sent twice is harmless: the send lease and the settled check), so a worker that dies
    in between leaves a batch that the next call queues again, never one that waits for nothing.
@@ -60,6 +61,7 @@ logger = Logger(child=True)
 IN_FLIGHT = frozenset(
     {BatchStatus.STAGED, BatchStatus.QUEUED, BatchStatus.SENDING, BatchStatus.RETRY, BatchStatus.DEFERRED}
 )
+_UNSENT = frozenset({BatchStatus.STAGED, BatchStatus.QUEUED, BatchStatus.RETRY, BatchStatus.DEFERRED})
 SYSTEMATIC_HALVES = 4  # a whole generation of at least this many halves refused, nothing accepted
 
 
@@ -247,8 +249,10 @@ def _stop(services: Services, nodes: Iterable[Batch], stopper: Batch) -> None:
         f"({stopper.upstream_code or 'no answer'}): {stopper.last_error}"
     )[:500]
     for batch in nodes:
-        if batch.status in (BatchStatus.STAGED, BatchStatus.REFUSED):
-            _fail(services, batch, reason if batch.status == BatchStatus.STAGED else f"refused; {reason}")
+        if batch.status == BatchStatus.REFUSED:
+            _fail(services, batch, f"refused; {reason}")
+        elif batch.status in _UNSENT:  # a half whose worker already holds its lease is let be
+            _fail(services, batch, reason)
 
 
 def _queue_staged(services: Services, nodes: dict[int, Batch]) -> None:
