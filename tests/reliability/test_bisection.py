@@ -15,6 +15,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import boto3
@@ -28,6 +29,7 @@ from tests.reliability.support import check_ledger, drop, repair_row
 from tests.reliability.test_hostile_files import csv_bytes
 from verifyfeed.cli.app import main
 from verifyfeed.clock import FixedClock
+from verifyfeed.logic.poller import poll
 from verifyfeed.logic.splitter import DroppedObject, split_object
 from verifyfeed.logic.uploader import Delivery, RetryLater, upload_batch
 from verifyfeed.models.messages import LostRepairBatchMessage
@@ -314,6 +316,15 @@ class DyingDynamoDB:
         return call
 
 
+def dying_services(
+    services: Services, method: str, picks: Callable[[dict[str, Any], int], bool]
+) -> tuple[Services, DyingDynamoDB]:
+    """The same services, but the jobs store's DynamoDB client dies once, where ``picks`` says."""
+    client = DyingDynamoDB(services.jobs._db, method, picks)
+    jobs = JobStore(services.jobs.table, client)  # type: ignore[arg-type]
+    return dataclasses.replace(services, jobs=jobs), client
+
+
 def _to(kwargs: dict[str, Any]) -> str:
     return str(kwargs.get("ExpressionAttributeValues", {}).get(":to", {}).get("S", ""))
 
@@ -339,8 +350,7 @@ def test_a_worker_that_dies_mid_bisection_sends_nothing_twice_and_loses_nothing(
     dropped = drop_file(services, 100)
     sandbox.refuse([dropped.idcode(37)], REFUSED_DESC)
     method, picks = KILL_POINTS[kill_at]
-    client = DyingDynamoDB(services.jobs._db, method, picks)
-    dying = dataclasses.replace(services, jobs=JobStore(services.jobs.table, client))  # type: ignore[arg-type]
+    dying, client = dying_services(services, method, picks)
     assert run_job(services, dropped.job_id, dying=dying) == 1 and client.died
 
     counts = sandbox.record_counts()
@@ -350,4 +360,36 @@ def test_a_worker_that_dies_mid_bisection_sends_nothing_twice_and_loses_nothing(
     job = services.jobs.get_job(dropped.job_id)
     assert job is not None and job.batches_failed == 1 and job.batches_settled == job.batches_total
     assert report_of(services, dropped.job_id)["records"]["uploaded"] == 99
+    check_ledger(services, sandbox, dropped.job_id, {1: dropped.idcodes})
+
+
+def test_a_refused_batch_is_not_split_in_the_blackout_but_deferred_whole(
+    services: Services, clock: FixedClock, sandbox: SandboxHandle
+) -> None:
+    """The worker that recorded the refusal died before splitting; its message comes back once the
+    blackout has begun: the batch is deferred, whole, and split only after the window."""
+    dropped = drop_file(services, 100)
+    sandbox.refuse([dropped.idcode(37)], REFUSED_DESC)
+    dying, _ = dying_services(services, "put_item", lambda kw, n: True)
+    [body] = [m for m in drain_queue(services.settings.work_queue_url) if m.get("job_id") == dropped.job_id]
+    message = LostRepairBatchMessage.model_validate(body)
+    with pytest.raises(WorkerKilled):
+        upload_batch(dying, message, Delivery())
+    Metrics().clear_metrics()
+
+    clock.move_to(datetime.fromisoformat("2026-12-27T00:00:01+08:00"))
+    upload_batch(services, message, Delivery(receive_count=2))
+    [root] = batches(services, dropped.job_id)  # no half was written
+    assert root.status == BatchStatus.DEFERRED and upload_calls(sandbox) == 1
+    job = services.jobs.get_job(dropped.job_id)
+    assert job is not None and job.status == JobStatus.DEFERRED
+
+    clock.move_to(datetime.fromisoformat("2027-01-01T00:00:01+08:00"))
+    sandbox.set_clock("2027-01-01T00:00:01+08:00")
+    assert poll(services).batches_redriven >= 1
+    run_job(services, dropped.job_id)
+    counts = sandbox.record_counts()
+    assert len(counts) == 99 and set(counts.values()) == {1}
+    assert_refused_alone(services, dropped, [37])
+    assert upload_calls(sandbox) - 2 <= 2 * math.ceil(math.log2(100))  # the batch was sent whole twice
     check_ledger(services, sandbox, dropped.job_id, {1: dropped.idcodes})
