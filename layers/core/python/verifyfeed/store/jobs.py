@@ -332,7 +332,9 @@ class JobStore:
             "ConsistentRead": True,
         }
         root = self.get_batch(job_id, root_seq)
-        children = [Batch.model_validate(i) for i in query_items(self._db, query)]  # in seq order
+        found = (Batch.model_validate(i) for i in query_items(self._db, query))  # in seq order
+        # a file of more than TREE_BASE batches would have seqs sorting inside the range: not ours
+        children = [b for b in found if b.seq >= TREE_BASE and tree_position(b.seq)[0] == root_seq]
         return ([root] if root else []) + children
 
     def batches_with_status(self, status: BatchStatus, limit: int = 100) -> list[Batch]:
