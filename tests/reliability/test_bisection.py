@@ -15,7 +15,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import boto3
@@ -73,10 +73,18 @@ def drop_file(services: Services, rows: int) -> Dropped:
     return Dropped(result.job_id, key, people, [sha256_hex(p[1]) for p in people], body)
 
 
-def run_job(services: Services, job_id: str, *, dying: Services | None = None, timeout_s: float = 120) -> int:
+def run_job(
+    services: Services,
+    job_id: str,
+    *,
+    dying: Services | None = None,
+    on_retry: Callable[[RetryLater], None] | None = None,
+    timeout_s: float = 120,
+) -> int:
     """Deliver the job's messages to the uploader's core until the job settles; returns how many
     deliveries a worker died in. With ``dying``, messages go to those services until one dies
-    (``WorkerKilled``); the message is then delivered again, as SQS would, to ``services``."""
+    (``WorkerKilled``); the message is then delivered again, as SQS would, to ``services``. A
+    message the core asks to retry is delivered again after ``on_retry`` (e.g. moves the clock)."""
     sqs = boto3.client("sqs")
     queue = services.settings.work_queue_url
     deaths = 0
@@ -99,7 +107,9 @@ def run_job(services: Services, job_id: str, *, dying: Services | None = None, t
                 deaths += 1
                 worker = services  # the next invocation runs in a healthy environment
                 sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(body))  # redelivered
-            except RetryLater:
+            except RetryLater as retry:
+                if on_retry is not None:
+                    on_retry(retry)
                 sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(body))
             finally:
                 Metrics().clear_metrics()  # what the handler's log_metrics does after each invocation
@@ -394,3 +404,42 @@ def test_a_refused_batch_is_not_split_in_the_blackout_but_deferred_whole(
     assert_refused_alone(services, dropped, [37])
     assert upload_calls(sandbox) - 2 <= 2 * math.ceil(math.log2(100))  # the batch was sent whole twice
     check_ledger(services, sandbox, dropped.job_id, {1: dropped.idcodes})
+
+
+def test_a_half_charged_by_a_worker_that_died_before_recording_it_is_held_not_resent(
+    services: Services, clock: FixedClock, sandbox: SandboxHandle
+) -> None:
+    """A half keeps the charged-path guarantee of any batch: the upstream accepted it, the worker
+    died before its own write; redelivered while the lease runs, nothing is sent; after the lease,
+    held ``unknown`` (charged once, flagged). Its sibling's bisection goes on regardless."""
+    dropped = drop_file(services, 100)
+    sandbox.refuse([dropped.idcode(37)], REFUSED_DESC)
+
+    def succeeded(kwargs: dict[str, Any], n: int) -> bool:
+        return any("batches_succeeded" in i["Update"]["UpdateExpression"] for i in kwargs["TransactItems"])
+
+    dying, client = dying_services(services, "transact_write_items", succeeded)
+    leases: list[str] = []
+
+    def lease_runs_out(retry: RetryLater) -> None:
+        assert "lease" in retry.reason
+        leases.append(retry.reason)
+        clock.move_to(clock.now() + timedelta(seconds=services.settings.send_lease_seconds + 1))
+
+    assert run_job(services, dropped.job_id, dying=dying, on_retry=lease_runs_out) == 1
+    assert client.died and leases  # the redelivery found the dead worker's lease running
+
+    counts = sandbox.record_counts()
+    assert len(counts) == 99 and set(counts.values()) == {1}  # charged once, the held half included
+    [held] = [b for b in batches(services, dropped.job_id) if b.status == BatchStatus.UNKNOWN]
+    assert held.seq > TREE_BASE and "without a recorded answer" in held.last_error
+    assert upload_calls(sandbox) - 1 <= 2 * math.ceil(math.log2(100))
+    assert_refused_alone(services, dropped, [37])
+    records = report_of(services, dropped.job_id)["records"]
+    assert (records["held"], records["refused"], records["uploaded"]) == (
+        held.record_count,
+        1,
+        99 - held.record_count,
+    )
+    check = check_ledger(services, sandbox, dropped.job_id, {1: dropped.idcodes})
+    assert check.flagged_but_charged == held.record_count
