@@ -36,7 +36,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
 from verifyfeed import aws
@@ -56,6 +57,7 @@ from verifyfeed.store.jobs import (
 )
 
 logger = Logger(child=True)
+metrics = Metrics()
 
 # not answered yet: its generation is not decided before it is (deferred: after the blackout)
 IN_FLIGHT = frozenset(
@@ -207,6 +209,7 @@ def _bisect(services: Services, batch: Batch, records: list[bytes]) -> None:
         jobs.transition(batch, BatchStatus.BISECTED, services.clock.now(), new_batches=2)
     except StaleTransition:
         return  # another worker decided it meanwhile
+    metrics.add_metric(name="BatchesBisected", unit=MetricUnit.Count, value=1)
     logger.info(
         "refused batch split in halves",
         extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "records": len(records)},
@@ -229,6 +232,7 @@ def _fail(services: Services, batch: Batch, reason: str, *, refused_record: str 
         services.jobs.transition(batch, BatchStatus.FAILED, services.clock.now(), fields=fields)
     except StaleTransition:
         return
+    metrics.add_metric(name="BatchesFailed", unit=MetricUnit.Count, value=1)
     logger.warning(
         "refused batch failed",
         extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "records": batch.record_count},
