@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -164,6 +164,8 @@ class Sandbox:
         self._due: dict[int, datetime] = {}  # pending audit id -> when its timer started
         self._next_id = config.first_audit_id
         self._generation = 0  # bumped by reset(): in-flight callbacks of an older one give up
+        self._refused: dict[str, str] = {}  # idcode or authCode -> the desc of the state "0" answer
+        self.refuse(config.refuse_records, config.refuse_desc)
         self._decider: threading.Thread | None = None
         self._senders: list[threading.Thread] = []  # callback senders, joined by ``callbacks_done``
         self.set_clock(config.clock_now)
@@ -219,9 +221,21 @@ class Sandbox:
             self._next_id = self.config.first_audit_id
             self.ledger.clear()
             self.faults.clear()
+        self.refuse(self.config.refuse_records, self.config.refuse_desc)
 
     def set_faults(self, faults: FaultInput | Iterable[FaultInput]) -> None:
         self.faults.set(faults)
+
+    def refuse(self, records: Iterable[str] | Mapping[str, str], desc: str = "失败") -> None:
+        """Replace the records (idcodes or authCodes) whose batch is answered ``state`` "0": with
+        ``desc``, or with each one's own desc when ``records`` maps record to desc."""
+        refused = dict(records) if isinstance(records, Mapping) else dict.fromkeys(records, desc)
+        with self._lock:
+            self._refused = refused
+
+    def refused(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._refused)
 
     def audits(self) -> list[AuditRecord]:
         with self._lock:
@@ -350,6 +364,11 @@ class Sandbox:
         kept, dropped = dedupe_batch(param["toRepairDataArray"])
         if state0:
             return _Outcome(OK, data={"state": "0", "desc": "失败"}, ledger={"dropped": dropped})
+        refused = self.refused()
+        for record in kept:
+            desc = refused.get(record["idcode"], refused.get(record["authCode"]))
+            if desc is not None:
+                return _Outcome(OK, data={"state": "0", "desc": desc}, ledger={"dropped": dropped})
         return _Outcome(
             OK,
             data={"state": "1", "desc": "成功"},

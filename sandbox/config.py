@@ -33,3 +33,7 @@ class SandboxConfig:
     callback_backoff_s: float = 0.2  # doubled after each failed attempt
     callback_timeout_s: float = 5.0
     tick_s: float = 0.1  # how often pending audits are checked
+    # lost repair: a batch holding any of these records (an idcode or an authCode) is answered
+    # state "0" with ``refuse_desc``, as the upstream refuses a name or a code our rules cannot judge
+    refuse_records: tuple[str, ...] = ()
+    refuse_desc: str = "失败"

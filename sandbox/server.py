@@ -16,7 +16,7 @@ import socket
 import socketserver
 import struct
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -175,6 +175,25 @@ class _Handler(BaseHTTPRequestHandler):
         elif route == ("DELETE", "/faults"):
             app.faults.clear()
             self._send_json(200, {"faults": []})
+        elif route == ("GET", "/refuse"):
+            self._send_json(200, {"records": app.refused()})
+        elif route == ("POST", "/refuse"):
+            wanted = payload.get("records") if isinstance(payload, dict) else None
+            desc = payload.get("desc", "失败") if isinstance(payload, dict) else None
+            refused: dict[str, str] | None = None
+            if isinstance(wanted, list) and isinstance(desc, str):
+                refused = {str(r): desc for r in wanted if isinstance(r, str)}
+            elif isinstance(wanted, dict):
+                refused = {str(k): v for k, v in wanted.items() if isinstance(v, str)}
+            if refused is None or len(refused) != len(wanted or ()):
+                expected = 'expected {"records": [idcode or authCode, ...], "desc": "..."}'
+                self._send_json(400, {"error": expected})
+                return
+            app.refuse(refused)
+            self._send_json(200, {"records": app.refused()})
+        elif route == ("DELETE", "/refuse"):
+            app.refuse([])
+            self._send_json(200, {"records": {}})
         elif route == ("GET", "/clock"):
             self._send_json(200, {"now": china(app.now()).isoformat()})
         elif route == ("POST", "/clock"):
@@ -251,6 +270,10 @@ class SandboxHandle:
 
     def clear_faults(self) -> None:
         self.app.faults.clear()
+
+    def refuse(self, records: Iterable[str] | Mapping[str, str], desc: str = "失败") -> None:
+        """Answer ``state`` "0" (with ``desc``) to every batch holding one of these idcodes or authCodes."""
+        self.app.refuse(records, desc)
 
     def set_clock(self, iso: str) -> None:
         self.app.set_clock(iso)

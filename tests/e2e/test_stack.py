@@ -182,6 +182,18 @@ def test_up_status_drop_and_down_leave_nothing_running(operator: Operator, tmp_p
     assert unknown["job"]["status"] == "completed_with_errors"
     assert unknown["job"]["batches_unknown"] == 1
 
+    # rehearsal: the upstream refuses one row (state "0"): its batch is split until the row is alone
+    code, refusing, stderr = operator.verifyfeed("sandbox", "refuse", "HT202600002")
+    assert code == 0 and refusing["records"] == {"HT202600002": "失败"}, stderr
+    one_bad = tmp_path / "one-bad-row.csv"
+    one_bad.write_bytes(SAMPLE.read_bytes())
+    code, split, stderr = operator.verifyfeed("drop", str(one_bad), "--wait", "--timeout", "120")
+    assert code == 0, stderr
+    assert [r["auth_code"] for r in split["refused_records"]] == ["HT202600002"]
+    assert split["records"]["refused"] == 1 and split["records"]["uploaded"] == job["rows_accepted"] - 1
+    assert split["job"]["batches_bisected"] >= 1
+    assert operator.verifyfeed("sandbox", "refuse", "")[0] == 0
+
     pid = state["pid"]
     down = operator.make("down")
     assert down.returncode == 0, down.stderr

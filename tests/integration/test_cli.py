@@ -265,7 +265,7 @@ def test_status_report_and_redrive_of_an_unknown_batch(
 def test_a_failed_batch_keeps_its_body_and_can_be_redriven(
     make_settings: SettingsFactory, clock: FixedClock, sandbox: SandboxHandle, cli: Cli
 ) -> None:
-    services = build_services(make_settings(STATE0_MAX_ATTEMPTS="1"), clock)
+    services = build_services(make_settings(STATE0_MAX_ATTEMPTS="1", STATE0_BISECT_MAX_CALLS="0"), clock)
     job = new_job(services)
     message = LostRepairBatchMessage(
         job_id=job.job_id, batch_id=f"{job.job_id}#00001", seq=1, records=repair_records(2, 700)

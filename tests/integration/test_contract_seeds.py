@@ -24,7 +24,7 @@ from tests.integration.conftest import CALLBACK_SECRET, SettingsFactory, fresh_a
 from tests.integration.test_audit_submission import queued_audit
 from verifyfeed.clock import FixedClock
 from verifyfeed.logic.callback import handle_callback
-from verifyfeed.logic.uploader import Delivery, RetryLater, submit_audit, upload_batch
+from verifyfeed.logic.uploader import Delivery, submit_audit, upload_batch
 from verifyfeed.models.carrier_audit import AuditParams, UpstreamAuditStatus
 from verifyfeed.models.lost_repair import RepairRecord
 from verifyfeed.models.messages import LostRepairBatchMessage
@@ -113,13 +113,17 @@ def test_lost_repair_request_is_the_seeds_and_its_success_is_read(
 
 
 def test_lost_repair_failure_example_is_state0_not_charged(seeded: Services, stand_in: StandIn) -> None:
+    """The seed's batch of two answered the failure example: refused, and split in halves rather
+    than sent whole again (docs/decisions.md#state-0)."""
     stand_in.answers[LOST] = {**UNIFIED, **lost_repair_examples().failure}
     message = seed_batch(seeded)
-    with pytest.raises(RetryLater) as raised:
-        upload_batch(seeded, message, Delivery())
-    assert "state 0" in raised.value.reason and "失败" in raised.value.reason
+    assert upload_batch(seeded, message, Delivery()) == "refused"
     batch = seeded.jobs.get_batch(message.job_id, 1)
-    assert batch is not None and batch.status == BatchStatus.RETRY and batch.state0_count == 1
+    assert batch is not None and batch.status == BatchStatus.BISECTED and batch.state0_count == 1
+    assert "state 0" in batch.last_error and batch.upstream_desc == "失败"
+    halves = seeded.jobs.tree(message.job_id, 1)[1:]
+    assert [(h.record_count, h.status) for h in halves] == [(1, BatchStatus.QUEUED)] * 2
+    assert len(stand_in.seen) == 1
 
 
 # ---- carrier audit ------------------------------------------------------------------------------

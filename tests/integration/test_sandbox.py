@@ -824,3 +824,20 @@ def test_cli_prints_its_url_and_stops_on_sigterm() -> None:
             proc.wait()
     _, stderr = proc.communicate()
     assert item(1)["idcode"] not in stderr and "小明1" not in stderr
+
+
+def test_a_batch_holding_a_refused_record_is_answered_state0_over_http(sb: SandboxHandle) -> None:
+    refused = item(2)
+    url = sb.url + "/_sandbox/refuse"
+    assert requests.post(
+        url, json={"records": [refused["authCode"]], "desc": "授权码已使用"}, timeout=5
+    ).json() == {"records": {refused["authCode"]: "授权码已使用"}}
+    reply = upload(sb, [item(1), refused, item(3)]).json()
+    assert reply["code"] == "00000" and reply["data"] == {"state": "0", "desc": "授权码已使用"}
+    assert upload(sb, [item(1), item(3)]).json()["data"]["state"] == "1"  # without it: accepted
+    sb.refuse({refused["idcode"]: "姓名不合法"})  # by idcode, a desc of its own
+    assert upload(sb, [refused]).json()["data"] == {"state": "0", "desc": "姓名不合法"}
+    assert sb.record_counts() == {item(1)["idcode"]: 1, item(3)["idcode"]: 1}  # the refused: never charged
+    assert requests.post(url, json={"records": "x"}, timeout=5).status_code == 400
+    assert requests.delete(url, timeout=5).json() == {"records": {}}
+    assert upload(sb, [refused]).json()["data"]["state"] == "1"

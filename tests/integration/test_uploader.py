@@ -15,7 +15,7 @@ from sandbox.server import SandboxHandle
 from tests.integration.conftest import SettingsFactory, drain_queue, new_job, repair_records
 from verifyfeed.clock import FixedClock
 from verifyfeed.logic.poller import poll
-from verifyfeed.logic.uploader import Delivery, RetryLater, upload_batch
+from verifyfeed.logic.uploader import Delivery, RetryLater, load_records, upload_batch
 from verifyfeed.models.messages import LostRepairBatchMessage
 from verifyfeed.models.records import BatchStatus, JobStatus
 from verifyfeed.services import Services, build_services
@@ -66,11 +66,12 @@ def test_job_report_written_when_last_batch_settles(services: Services, sandbox:
     assert b'"batches_succeeded": 1' in body
 
 
-def test_state0_is_retried_then_failed(
+def test_state0_for_a_single_record_is_retried_then_failed(
     make_settings: SettingsFactory, clock: FixedClock, sandbox: SandboxHandle
 ) -> None:
+    """A file's batch of one record cannot be split: retried whole (docs/decisions.md#state-0)."""
     services = build_services(make_settings(STATE0_MAX_ATTEMPTS="2"), clock)
-    message = message_for(services)
+    message = message_for(services, 1)
     sandbox.set_faults({"endpoint": "lost_repair", "state0": True})
     with pytest.raises(RetryLater):
         upload_batch(services, message, Delivery(receive_count=1))
@@ -84,12 +85,39 @@ def test_state0_is_retried_then_failed(
 
 
 def test_state0_then_success_sends_once_charged(services: Services, sandbox: SandboxHandle) -> None:
-    message = message_for(services)
+    message = message_for(services, 1)
     sandbox.set_faults({"endpoint": "lost_repair", "state0": True, "count": 1})
     with pytest.raises(RetryLater):
         upload_batch(services, message, Delivery(receive_count=1))
     assert upload_batch(services, message, Delivery(receive_count=2)) == "succeeded"
-    assert len(charged(sandbox)) == 3
+    assert len(charged(sandbox)) == 1
+
+
+def test_state0_for_several_records_splits_the_batch_in_halves_sent_each_once(
+    services: Services, sandbox: SandboxHandle
+) -> None:
+    """A refused batch is not retried whole: its halves are batches of their own, queued, each sent
+    under its own lease and charged once; redelivering any message sends nothing again."""
+    queue_url = services.settings.work_queue_url
+    drain_queue(queue_url)
+    message = message_for(services, 3)
+    sandbox.set_faults({"endpoint": "lost_repair", "state0": True, "count": 1})
+    assert upload_batch(services, message, Delivery()) == "refused"
+    parent = services.jobs.get_batch(message.job_id, 1)
+    assert parent is not None and parent.status == BatchStatus.BISECTED and "失败" in parent.upstream_desc
+    halves = [LostRepairBatchMessage.model_validate(m) for m in drain_queue(queue_url)]
+    halves = [h for h in halves if h.job_id == message.job_id]
+    assert len(halves) == 2 and all(h.seq > 1 and h.claim_key for h in halves)
+    assert [len(load_records(h)) for h in halves] == [2, 1]
+    for half in halves:
+        assert upload_batch(services, half, Delivery()) == "succeeded"
+        assert upload_batch(services, half, Delivery(receive_count=2)) == "succeeded"
+    assert upload_batch(services, message, Delivery(receive_count=2)) == "bisected"
+    assert sorted(charged(sandbox)) == sorted(r.idcode for r in message.records or [])
+    assert len([e for e in sandbox.ledger() if e.endpoint.endswith("lost_repair_upload_data")]) == 3
+    job = services.jobs.get_job(message.job_id)
+    assert job is not None and job.status == JobStatus.COMPLETED
+    assert (job.batches_total, job.batches_succeeded, job.batches_bisected) == (3, 2, 1)
 
 
 def test_429_is_retried_and_the_batch_sent_once(services: Services, sandbox: SandboxHandle) -> None:

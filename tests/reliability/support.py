@@ -41,6 +41,7 @@ from verifyfeed.models.lost_repair import RepairRecord
 from verifyfeed.models.records import BatchStatus
 from verifyfeed.rules.hashing import sha256_hex
 from verifyfeed.services import Services
+from verifyfeed.store.jobs import TREE_SPAN, tree_position, tree_seq
 
 # ---- test people --------------------------------------------------------------------------------
 
@@ -443,6 +444,23 @@ class LedgerCheck:
 FLAGGED = {BatchStatus.FAILED, BatchStatus.UNKNOWN, BatchStatus.DEFERRED}
 
 
+def tree_rows(sent: Mapping[int, Iterable[str]]) -> dict[int, list[str]]:
+    """``sent`` (the file's batches) with every possible child batch of a bisection: node ``n`` of
+    the tree of batch ``seq`` carries the first ceil(k / 2) of its parent's k rows when ``n`` is even,
+    the rest when odd (docs/decisions.md#state-0)."""
+    rows: dict[int, list[str]] = {}
+    for seq, idcodes in sent.items():
+        nodes = {1: list(idcodes)}
+        for node in range(2, TREE_SPAN):
+            parent = nodes.get(node // 2, [])
+            if len(parent) < 2:
+                continue
+            middle = (len(parent) + 1) // 2
+            nodes[node] = parent[:middle] if node % 2 == 0 else parent[middle:]
+        rows.update({tree_seq(seq, node): part for node, part in nodes.items()})
+    return rows
+
+
 def check_ledger(
     services: Services,
     sandbox: SandboxHandle,
@@ -456,6 +474,7 @@ def check_ledger(
     - a succeeded batch: every row exactly once upstream;
     - a failed / deferred batch: none of its rows upstream (upstream refused or never saw it);
     - an unknown batch: flagged in the operator index; its rows at most once upstream;
+    - a bisected batch: its two halves are batches of this job, which carry its rows on;
     - any other status only for a batch whose message is in the dead-letter queue.
     """
     counts = sandbox.record_counts()
@@ -467,13 +486,20 @@ def check_ledger(
     dlq = set(dead_lettered)
     result = LedgerCheck()
     batches = {b.seq: b for b in services.jobs.batches(job_id)}
-    assert set(batches) == set(sent), "every batch sent has a record, and no other"
-    for seq, idcodes in sent.items():
-        batch = batches[seq]
-        rows = list(idcodes)
+    carried = tree_rows(sent)
+    children = set(batches) - set(sent)
+    assert set(sent) <= set(batches), "every batch sent has a record"
+    assert children <= set(carried), "and every other batch is a half of one of them"
+    for seq, batch in batches.items():
+        rows = carried[seq]
+        assert batch.record_count == len(rows), f"batch {seq}: {batch.record_count} rows, not {len(rows)}"
         result.statuses[batch.status.value] += 1
         upstream = [counts.get(i, 0) for i in rows]
-        if batch.status == BatchStatus.SUCCEEDED:
+        if batch.status == BatchStatus.BISECTED:
+            root, node = tree_position(seq)
+            halves = {tree_seq(root, 2 * node), tree_seq(root, 2 * node + 1)}
+            assert halves <= set(batches), f"bisected batch {seq} without both its halves"
+        elif batch.status == BatchStatus.SUCCEEDED:
             assert upstream == [1] * len(rows), f"batch {seq} succeeded but rows are missing upstream"
             result.charged_rows += len(rows)
         elif batch.status in (BatchStatus.FAILED, BatchStatus.DEFERRED):
@@ -495,11 +521,12 @@ def check_ledger(
     job = services.jobs.get_job(job_id)
     assert job is not None
     if not dlq:
-        settled = job.batches_succeeded + job.batches_failed + job.batches_unknown + job.batches_deferred
-        assert settled == job.batches_total == len(sent), "the job's counters add up to its batches"
+        settled = job.batches_settled + job.batches_deferred
+        assert settled == job.batches_total == len(batches), "the job's counters add up to its batches"
         assert job.batches_succeeded == result.statuses["succeeded"]
         assert job.batches_failed == result.statuses["failed"]
         assert job.batches_unknown == result.statuses["unknown"]
+        assert job.batches_bisected == result.statuses["bisected"]
     return result
 
 

@@ -323,7 +323,7 @@ DYNAMODB_NEEDS: dict[str, set[tuple[str, str]]] = {
         *(("dynamodb:" + a, "AuditsTable") for a in ("GetItem", "PutItem", "UpdateItem")),
     },
     "UploaderFunction": {
-        *(("dynamodb:" + a, "JobsTable") for a in ("GetItem", "UpdateItem", "Query")),
+        *(("dynamodb:" + a, "JobsTable") for a in ("GetItem", "PutItem", "UpdateItem", "Query")),
         *(("dynamodb:" + a, "AuditsTable") for a in ("GetItem", "PutItem", "UpdateItem")),
         *(("dynamodb:" + a, "IdempotencyTable") for a in ("GetItem", "PutItem", "UpdateItem", "DeleteItem")),
     },
@@ -392,6 +392,7 @@ OTHER_NEEDS: dict[str, set[str]] = {
     },
     "UploaderFunction": {
         *(f"{a}:WorkQueue" for a in POLICY_TEMPLATES["SQSPollerPolicy"]),
+        "sqs:SendMessage*:WorkQueue",  # the halves of a refused batch (logic/bisection.py)
         "s3:PutObject:bucket/reports/*",
         "s3:PutObject:bucket/claims/*",
         "s3:DeleteObject:bucket/claims/*",  # a succeeded batch's claim (logic/uploader.py)
@@ -735,8 +736,8 @@ BREAKS += [
     ),
     (
         "no unused permission",
-        "the uploader's unused SQSSendMessagePolicy",
-        lambda t: _props(t, "UploaderFunction")["Policies"].append(
+        "the callback's unused SQSSendMessagePolicy",
+        lambda t: _props(t, "CallbackFunction")["Policies"].append(
             {"SQSSendMessagePolicy": {"QueueName": {"Fn::GetAtt": ["WorkQueue", "QueueName"]}}}
         ),
     ),

@@ -234,11 +234,11 @@ def test_function_table_and_queue_access(resources: dict[str, Any]) -> None:
     assert tables("CallbackFunction") == {"AuditsTable"}
     assert tables("PollerFunction") == {"JobsTable", "AuditsTable"}
     queue = {"QueueName": {"Fn::GetAtt": ["WorkQueue", "QueueName"]}}
-    for logical_id in ("SplitterFunction", "PollerFunction"):
+    # the uploader queues the halves of a refused batch (logic/bisection.py)
+    for logical_id in ("SplitterFunction", "PollerFunction", "UploaderFunction"):
         assert policy_templates(resources, logical_id)["SQSSendMessagePolicy"] == [queue]
     assert policy_templates(resources, "UploaderFunction")["SQSPollerPolicy"] == [queue]
-    for logical_id in ("UploaderFunction", "CallbackFunction"):  # neither sends a message
-        assert "SQSSendMessagePolicy" not in policy_templates(resources, logical_id)
+    assert "SQSSendMessagePolicy" not in policy_templates(resources, "CallbackFunction")
 
 
 # -- secrets --------------------------------------------------------------------------------------

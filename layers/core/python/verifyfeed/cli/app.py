@@ -42,7 +42,7 @@ What happened to the files dropped into verifyfeed, without reading logs.
   verifyfeed deferred                    what the blackout is holding, and until when
   verifyfeed drop PATH [--kind K] [--wait]   upload a file to the ingest bucket (and follow its job)
   verifyfeed watch FILE|JOB              follow a job until it settles, then its status
-  verifyfeed sandbox show|clock|advance|fault|clear|audits|reset [VALUE]   local sandbox knobs
+  verifyfeed sandbox show|clock|advance|fault|clear|refuse|audits|reset [VALUE]   local sandbox knobs
 
 FILE is the S3 key (lost-repair/list.csv), s3://bucket/key, or just the file name."""
 

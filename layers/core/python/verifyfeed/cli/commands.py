@@ -27,7 +27,13 @@ from verifyfeed.cli.output import ProgressBar, confirm, shorten, table, when
 from verifyfeed.cli.target import Target
 from verifyfeed.logic.audit_redrive import Resubmission, plan_unknown_audits, resubmit, unknown_audits
 from verifyfeed.logic.progress import settle_job
-from verifyfeed.logic.reports import header_key, read_header_facts, report_keys
+from verifyfeed.logic.reports import (
+    header_key,
+    read_header_facts,
+    record_outcomes,
+    refused_records,
+    report_keys,
+)
 from verifyfeed.logic.splitter import DroppedObject
 from verifyfeed.models.messages import LostRepairBatchMessage
 from verifyfeed.models.records import Audit, AuditStatus, Batch, BatchStatus, Job, JobKind, JobStatus
@@ -134,6 +140,8 @@ def batch_view(batch: Batch) -> dict[str, Any]:
             "upstream_desc",
             "last_error",
             "updated_at",
+            "parent_seq",
+            "refused_record",
         },
     )
 
@@ -261,10 +269,15 @@ def status_of(ctx: Context, ref: str) -> Result:
     rejected_key = report_keys(ctx.services.settings.reports_prefix, job.key)[1]
     open_batches: list[Batch] = []
     answered: list[Batch] = []
+    records: dict[str, int] | None = None
+    refused: list[dict[str, str]] = []
     if job.kind == JobKind.LOST_REPAIR:
         batches = list(ctx.services.jobs.batches(job.job_id))
-        open_batches = [b for b in batches if b.status != BatchStatus.SUCCEEDED]
+        # a bisected batch's records are in its halves (docs/decisions.md#state-0)
+        open_batches = [b for b in batches if b.status not in (BatchStatus.SUCCEEDED, BatchStatus.BISECTED)]
         answered = [b for b in batches if b.upstream_envelope]
+        records = {"accepted": job.rows_accepted, **record_outcomes(batches)}
+        refused = refused_records(batches)
     in_flight = job.batches_total - job.batches_settled - job.batches_deferred
     reports_prefix = ctx.services.settings.reports_prefix
     header = read_header_facts(job.bucket, header_key(reports_prefix, job.key), ctx.s3)
@@ -275,6 +288,8 @@ def status_of(ctx: Context, ref: str) -> Result:
         "header": header,
         "report": f"s3://{job.bucket}/{job.report_key}" if job.report_key else None,
         "rejected_rows_report": f"s3://{job.bucket}/{rejected_key}",
+        "records": records,
+        "refused_records": refused,
         "batches_not_succeeded": [batch_view(b) for b in open_batches],
         # every answered charged call: its serial number and whole answer envelope
         "upstream_answers": [
@@ -302,7 +317,17 @@ def status_of(ctx: Context, ref: str) -> Result:
         f"{'Batches:' if job.kind == JobKind.LOST_REPAIR else 'Audits: '}  {job.batches_total} in all: "
         f"{job.batches_succeeded} {'succeeded' if job.kind == JobKind.LOST_REPAIR else 'submitted'}, "
         f"{job.batches_failed} failed, {job.batches_unknown} unknown, {job.batches_deferred} deferred, "
-        f"{max(0, in_flight)} in flight",
+        f"{max(0, in_flight)} in flight"
+        + (f", {job.batches_bisected} split in halves" if job.batches_bisected else ""),
+        *(
+            [
+                f"Records:  {records['uploaded']} uploaded, {records['refused']} refused or failed, "
+                f"{records['held']} held, {records['deferred']} deferred, {records['pending']} pending "
+                f"(of {records['accepted']} accepted)"
+            ]
+            if records is not None
+            else []
+        ),
         "Report:   "
         + (
             f"s3://{job.bucket}/{job.report_key}  (verifyfeed report {job.key})"
@@ -319,6 +344,15 @@ def status_of(ctx: Context, ref: str) -> Result:
         shown = ", ".join(f"#{b.seq} {b.serial_no or '(no serialNo)'}" for b in answered[:10])
         more = f" and {len(answered) - 10} more (--json)" if len(answered) > 10 else ""
         lines.append(f"Serials:  {shown}{more}")
+    if refused:
+        lines += [
+            "",
+            "Records the upstream refused (isolated by splitting their batch; authCode, reason):",
+            table(
+                ("BATCH", "AUTHCODE", "REASON"),
+                [(r["batch_id"], r["auth_code"], shorten(r["reason"])) for r in refused],
+            ),
+        ]
     if open_batches:
         lines += [
             "",

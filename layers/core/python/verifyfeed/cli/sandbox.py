@@ -23,8 +23,10 @@ ACTIONS = {
     "advance": "move a manual clock on by SECONDS and decide what fell due",
     "fault": "replace the faults with this JSON object or list (sandbox/README.md#fault-injection)",
     "clear": "remove every fault",
+    "refuse": "answer state 0 to any batch holding one of these authCodes or idcodes (comma-separated, "
+    "or a JSON object of record: desc; '' = none)",
     "audits": "the audits as the sandbox holds them (id, status, remarks, revision)",
-    "reset": "clear the sandbox's ledger, audits and faults (the clock is kept)",
+    "reset": "clear the sandbox's ledger, audits, faults and refused records (the clock is kept)",
 }
 
 
@@ -66,6 +68,8 @@ def run(url: str, action: str, value: str | None) -> Result:
         return Result(data, f"Sandbox faults: {json.dumps(data['faults'], ensure_ascii=False)}")
     if action == "clear":
         return Result(_call(url, "DELETE", "/faults"), "Sandbox faults: none")
+    if action == "refuse":
+        return _refuse(url, (value or "").strip())
     if action == "audits":
         audits = [
             {k: a.get(k) for k in ("id", "status", "remarks", "revision", "submitted_at", "decided_at")}
@@ -78,6 +82,22 @@ def run(url: str, action: str, value: str | None) -> Result:
     if action == "reset":
         return Result(_call(url, "POST", "/reset"), "Sandbox reset: ledger, audits and faults cleared")
     raise CliError(f"unknown sandbox action {action}", EXIT_USAGE)
+
+
+def _refuse(url: str, value: str) -> Result:
+    """Records (authCodes, which identify a row without being personal data, or idcodes) whose batch
+    the sandbox refuses with ``state`` "0", to rehearse docs/decisions.md#state-0."""
+    if value.startswith("{"):
+        try:
+            records = json.loads(value)
+        except ValueError as exc:
+            raise CliError(f"refuse takes a JSON object of record: desc: {exc}", EXIT_USAGE) from exc
+        body: dict[str, Any] = {"records": records}
+    else:
+        body = {"records": [r.strip() for r in value.split(",") if r.strip()]}
+    data = _call(url, "POST", "/refuse", body)
+    shown = json.dumps(data["records"], ensure_ascii=False) if data["records"] else "none"
+    return Result(data, f"Sandbox refuses batches holding: {shown}")
 
 
 def _call(url: str, method: str, path: str, body: Any = None) -> dict[str, Any]:

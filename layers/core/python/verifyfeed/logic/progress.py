@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aws_lambda_powertools import Logger
 
-from verifyfeed.logic.reports import report_keys, write_summary
+from verifyfeed.logic.reports import record_outcomes, refused_records, report_keys, write_summary
 from verifyfeed.models.records import JobKind, JobStatus
 from verifyfeed.services import Services
 
@@ -32,6 +32,10 @@ def settle_job(services: Services, job_id: str) -> JobStatus | None:
             summary_key, rejected_key = report_keys(services.settings.reports_prefix, closed.key)
             extra: dict[str, object] = {"rejected_rows_report": rejected_key}
             if closed.kind == JobKind.LOST_REPAIR:
+                batches = list(jobs.batches(job_id))
+                # every accepted row: uploaded, refused by the upstream, or held (docs/decisions.md#state-0)
+                extra["records"] = {"accepted": closed.rows_accepted, **record_outcomes(batches)}
+                extra["refused_records"] = refused_records(batches)
                 extra["batches"] = [
                     b.model_dump(
                         include={
@@ -44,10 +48,12 @@ def settle_job(services: Services, job_id: str) -> JobStatus | None:
                             "upstream_code",
                             "upstream_desc",
                             "last_error",
+                            "parent_seq",
+                            "refused_record",
                         },
                         mode="json",
                     )
-                    for b in jobs.batches(job_id)
+                    for b in batches
                 ]
             write_summary(closed.bucket, summary_key, closed, extra)
             jobs.set_report_key(job_id, summary_key)

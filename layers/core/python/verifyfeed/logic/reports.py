@@ -19,13 +19,14 @@ import csv
 import io
 import json
 import tempfile
+from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from verifyfeed import aws
-from verifyfeed.models.records import Job
+from verifyfeed.models.records import Batch, BatchStatus, Job
 from verifyfeed.pii import mask_object_key, spreadsheet_safe
 
 if TYPE_CHECKING:
@@ -134,6 +135,7 @@ def write_summary(
         "batches_failed": job.batches_failed,
         "batches_deferred": job.batches_deferred,
         "batches_unknown": job.batches_unknown,
+        "batches_bisected": job.batches_bisected,
         **header,
         **extra,
     }
@@ -143,3 +145,30 @@ def write_summary(
         Body=json.dumps(body, ensure_ascii=False, indent=2).encode(),
         ContentType="application/json; charset=utf-8",
     )
+
+
+_RECORD_OUTCOME = {
+    BatchStatus.SUCCEEDED: "uploaded",
+    BatchStatus.FAILED: "refused",  # by the upstream (its reason on the batch), or never accepted
+    BatchStatus.UNKNOWN: "held",
+    BatchStatus.DEFERRED: "deferred",
+}
+
+
+def record_outcomes(batches: Iterable[Batch]) -> dict[str, int]:
+    """Where each record our rules accepted is, by its batch: a bisected batch's records are counted
+    in its halves (docs/decisions.md#state-0); ``pending`` is anything not answered yet."""
+    counts = dict.fromkeys(("uploaded", "refused", "held", "deferred", "pending"), 0)
+    for batch in batches:
+        if batch.status not in (BatchStatus.BISECTED, BatchStatus.DISCARDED):
+            counts[_RECORD_OUTCOME.get(batch.status, "pending")] += batch.record_count
+    return counts
+
+
+def refused_records(batches: Iterable[Batch]) -> list[dict[str, str]]:
+    """The records the upstream refused one by one (isolated by bisection), with its reason."""
+    return [
+        {"batch_id": b.batch_id, "auth_code": b.refused_record, "reason": b.upstream_desc or b.last_error}
+        for b in batches
+        if b.status == BatchStatus.FAILED and b.refused_record
+    ]

@@ -11,10 +11,13 @@ Lost-repair batches are charged on ``state`` "1", so the send is guarded by the 
    request may have left: with ``UNKNOWN_OUTCOME_POLICY=hold`` it is flagged ``unknown`` and
    held for an operator rather than paid for twice (docs/decisions.md#unknown-outcome).
 5. The answer decides: ``state`` "1" (or 1) → succeeded (with the platform serial number);
-   ``state`` "0" or a refusal code → retried a bounded number of times, then failed; never sent
-   or 429 → retried with exponential backoff and jitter; anything that may follow a charge — a
-   5xx or a lost answer after sending, a success code whose ``data`` cannot be read — → unknown,
-   held for an operator, never resent on its own (docs/decisions.md#unknown-outcome).
+   ``state`` "0" for a batch of several records → refused, and split in halves until the records
+   the upstream refuses are isolated (``logic.bisection``, docs/decisions.md#state-0); ``state``
+   "0" for a file's batch of one record, or a refusal code → retried a bounded number of times,
+   then failed; never sent or 429 → retried with exponential backoff and jitter; anything that may
+   follow a charge — a 5xx or a lost answer after sending, a success code whose ``data`` cannot be
+   read — → unknown, held for an operator, never resent on its own
+   (docs/decisions.md#unknown-outcome).
 
 Powertools idempotency sits in front (the handler) to make a redelivered success cheap; this
 lease is what makes a timed-out attempt safe, which idempotency alone does not.
@@ -37,6 +40,8 @@ from pydantic import Field, TypeAdapter
 
 from verifyfeed import aws
 from verifyfeed.config import UnknownOutcomePolicy
+from verifyfeed.logic import bisection
+from verifyfeed.logic.claims import delete_claim
 from verifyfeed.logic.progress import settle_job
 from verifyfeed.models.envelope import UnifiedResponse
 from verifyfeed.models.lost_repair import RepairRecord, VerifyState
@@ -45,7 +50,7 @@ from verifyfeed.models.records import Audit, AuditStatus, Batch, BatchStatus
 from verifyfeed.models.wire import WireInt
 from verifyfeed.services import Services
 from verifyfeed.store.audits import StaleAudit
-from verifyfeed.store.jobs import StaleTransition
+from verifyfeed.store.jobs import StaleTransition, tree_position
 from verifyfeed.store.jobs import claim_key as claim_key_for
 from verifyfeed.upstream.client import Answered, CallOutcome, HttpError, NotSent, Unknown
 
@@ -104,9 +109,10 @@ def upload_batch(services: Services, message: LostRepairBatchMessage, delivery: 
     batch = jobs.get_batch(message.job_id, message.seq)
     if batch is None:
         raise RetryLater("batch record not found yet", 5)
-    if batch.status.settled:
-        logger.info("batch already settled; redelivery ignored", extra={**log, "status": batch.status.value})
-        settle_job(services, batch.job_id)  # in case the run that settled it died before the job
+    if batch.status.settled or batch.status == BatchStatus.REFUSED:
+        logger.info("batch already answered; redelivery ignored", extra={**log, "status": batch.status.value})
+        _advance_tree(services, batch)  # in case the run that answered it died before its tree moved on
+        settle_job(services, batch.job_id)  # ... or before the job
         return batch.status.value
     now = services.clock.now()
 
@@ -159,7 +165,7 @@ def upload_batch(services: Services, message: LostRepairBatchMessage, delivery: 
 
     outcome = services.upstream.upload_lost_repair(records)
     metrics.add_metric(name="UpstreamLatency", unit=MetricUnit.Milliseconds, value=_elapsed(outcome))
-    return _apply_upload_outcome(services, sending, message, outcome, delivery)
+    return _apply_upload_outcome(services, sending, message, outcome, delivery, len(records))
 
 
 def _elapsed(outcome: CallOutcome) -> float:
@@ -172,6 +178,7 @@ def _apply_upload_outcome(
     message: LostRepairBatchMessage,
     outcome: CallOutcome,
     delivery: Delivery,
+    record_count: int,
 ) -> str:
     settings = services.settings
     log = {"job_id": batch.job_id, "batch_id": batch.batch_id, "attempt": batch.attempts}
@@ -213,7 +220,17 @@ def _apply_upload_outcome(
         else:  # state 0, or a refusal code: not charged
             desc = state.desc if state is not None else response.message
             reason = f"upstream code {response.code}, state {state.state if state else '-'}: {desc}"
-            if batch.state0_count + 1 >= settings.state0_max_attempts:
+            answer = {
+                "upstream_code": response.code,
+                "upstream_desc": desc,
+                "upstream_envelope": json.dumps(response.scalars(), ensure_ascii=False),
+            }
+            split = settings.state0_bisect_max_calls > 0 and (record_count > 1 or bisection.in_tree(batch))
+            if response.ok and state is not None and split:
+                _refuse(services, batch, message, delivery, last_error=reason, **answer)
+                logger.warning("batch refused", extra={**log, "reason": reason, "records": record_count})
+                return BatchStatus.REFUSED.value
+            if batch.state0_count + 1 >= settings.state0_max_attempts or bisection.in_tree(batch):
                 _settle(
                     services,
                     batch,
@@ -221,10 +238,8 @@ def _apply_upload_outcome(
                     message,
                     seconds_left=delivery.seconds_left,
                     last_error=reason,
-                    upstream_code=response.code,
-                    upstream_desc=desc,
-                    upstream_envelope=json.dumps(response.scalars(), ensure_ascii=False),
                     count_state0=True,
+                    **answer,
                 )
                 logger.warning("batch failed", extra={**log, "reason": reason})
                 return BatchStatus.FAILED.value
@@ -337,7 +352,34 @@ def _settle(
     metrics.add_metric(name=_SETTLED_METRIC[to], unit=MetricUnit.Count, value=1)
     if to == BatchStatus.SUCCEEDED:
         _drop_claims(services, batch, message)
+    _advance_tree(services, batch)
     settle_job(services, batch.job_id)
+
+
+def _refuse(
+    services: Services,
+    batch: Batch,
+    message: LostRepairBatchMessage,
+    delivery: Delivery,
+    **fields: str,
+) -> None:
+    """``state`` "0" for a batch that is split rather than retried whole: recorded ``refused`` (with
+    its body kept under ``claims/``, which its halves are cut from), then its tree moves on."""
+    fields.update(_keep_body(services, batch, message))
+    _with_retries(
+        lambda: _transition(services, batch, BatchStatus.REFUSED, count_state0=True, **fields),
+        what=f"recording batch {batch.batch_id} as refused",
+        seconds_left=delivery.seconds_left,
+    )
+    metrics.add_metric(name="BatchesRefused", unit=MetricUnit.Count, value=1)
+    bisection.advance(services, batch.job_id, tree_position(batch.seq)[0])
+    settle_job(services, batch.job_id)
+
+
+def _advance_tree(services: Services, batch: Batch) -> None:
+    """A batch of a bisection answered: the rest of its tree may be decided or sent now."""
+    if bisection.in_tree(batch) or batch.status in (BatchStatus.REFUSED, BatchStatus.BISECTED):
+        bisection.advance(services, batch.job_id, tree_position(batch.seq)[0])
 
 
 def _with_retries(write: Callable[[], object], what: str, seconds_left: Callable[[], float] | None) -> None:
@@ -382,33 +424,17 @@ def _drop_claims(services: Services, batch: Batch, message: LostRepairBatchMessa
     """A succeeded batch is never sent again: its body in ``claims/`` (the wire digests of its ID and
     phone numbers, and names) is deleted at once, every version of it, rather than left to the
     lifecycle rule. Best effort, after the settlement: what is left expires with ``claims/``."""
-    s3 = aws.s3()
     places = {(message.claim_bucket, message.claim_key), (batch.claim_bucket, batch.claim_key)}
     for bucket, key in places:
         if not key or not key.startswith(services.settings.claims_prefix):
             continue
-        bucket = bucket or services.settings.ingest_bucket
         try:
-            for _ in range(_MAX_CLAIM_VERSIONS):  # the newest version each time; no list permission
-                try:
-                    version = s3.head_object(Bucket=bucket, Key=key).get("VersionId")
-                except ClientError as exc:
-                    if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                        break
-                    raise
-                if version and version != "null":
-                    s3.delete_object(Bucket=bucket, Key=key, VersionId=version)
-                else:
-                    s3.delete_object(Bucket=bucket, Key=key)
-                    break
+            delete_claim(bucket or services.settings.ingest_bucket, key)
         except (ClientError, BotoCoreError) as exc:
             logger.warning(
                 "claim of a succeeded batch not deleted; the lifecycle rule will",
                 extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "error": type(exc).__name__},
             )
-
-
-_MAX_CLAIM_VERSIONS = 4  # a claim is written once, twice when a split is resumed
 
 
 # ---- carrier audits ------------------------------------------------------------------------

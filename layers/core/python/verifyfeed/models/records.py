@@ -41,10 +41,20 @@ class BatchStatus(StrEnum):
     UNKNOWN = "unknown"  # the request may have reached upstream; held for an operator
     STAGED = "staged"  # body in S3, no message yet: released once the whole file has been read
     DISCARDED = "discarded"  # staged, then its file was rejected: never sent
+    # state "0" for a batch of more than one record (docs/decisions.md#state-0): answered, not
+    # charged, waiting for the other batches of its generation before it is split or failed
+    REFUSED = "refused"
+    BISECTED = "bisected"  # refused, then split in two child batches that carry its records on
 
     @property
     def settled(self) -> bool:
-        return self in (BatchStatus.SUCCEEDED, BatchStatus.FAILED, BatchStatus.UNKNOWN, BatchStatus.DISCARDED)
+        return self in (
+            BatchStatus.SUCCEEDED,
+            BatchStatus.FAILED,
+            BatchStatus.UNKNOWN,
+            BatchStatus.DISCARDED,
+            BatchStatus.BISECTED,
+        )
 
 
 class AuditStatus(StrEnum):
@@ -68,6 +78,7 @@ class JobCounts(BaseModel):
     batches_failed: int = 0
     batches_deferred: int = 0
     batches_unknown: int = 0
+    batches_bisected: int = 0  # refused and split: their records are counted in their children
 
 
 class Job(JobCounts):
@@ -87,7 +98,7 @@ class Job(JobCounts):
 
     @property
     def batches_settled(self) -> int:
-        return self.batches_succeeded + self.batches_failed + self.batches_unknown
+        return self.batches_succeeded + self.batches_failed + self.batches_unknown + self.batches_bisected
 
 
 class Batch(BaseModel):
@@ -113,6 +124,12 @@ class Batch(BaseModel):
     # the resend ledger as the split that staged it read it (logic.ledger.LedgerSession.snapshot):
     # a resumed split keeps a staged batch only when it reads the same ledger
     ledger_snapshot: str = ""
+    # a child of a bisection (docs/decisions.md#state-0): the batch it was split from (0: a batch of
+    # the file itself), how many splits down from the file's batch, and, for a one-record batch the
+    # upstream refused, which record (its authCode as the rejected-rows report shows it)
+    parent_seq: int = 0
+    depth: int = 0
+    refused_record: str = ""
 
 
 class Audit(BaseModel):

@@ -6,8 +6,14 @@ Batch state machine (docs/architecture.md#batch-states)::
     staged ─┬─> sending ─┬─> succeeded            (state "1": charged)
     queued ─┤            ├─> retry ─> sending...  (never sent, 429, state "0": not charged)
     retry  ─┤            ├─> failed               (state "0"/refused too often, retries exhausted)
-    deferred┘            └─> unknown              (5xx or answer lost; held, never resent automatically)
+    deferred┘            ├─> unknown              (5xx or answer lost; held, never resent automatically)
+                         └─> refused ─┬─> bisected (state "0": split in two child batches, staged)
+                                      └─> failed   (one record, or the refusal looks systematic)
        └── blackout: staged/queued/retry -> deferred, re-driven by the poller
+
+A child batch of a bisection (docs/decisions.md#state-0) is an ordinary batch with a seq of its
+own (``tree_seq``), far above the file's: node 1 of a tree is the file's batch, node ``n``'s halves
+are nodes ``2n`` and ``2n + 1``.
 
 Each transition is conditional on the state it leaves (and the attempt number for ``sending``),
 and the job's counters move in the same transaction.
@@ -38,6 +44,7 @@ _COUNTER_FOR = {
     BatchStatus.FAILED: "batches_failed",
     BatchStatus.UNKNOWN: "batches_unknown",
     BatchStatus.DEFERRED: "batches_deferred",
+    BatchStatus.BISECTED: "batches_bisected",
 }
 # batches an operator must look at are listed in a sparse index
 _LISTED = {BatchStatus.DEFERRED, BatchStatus.FAILED, BatchStatus.UNKNOWN}
@@ -53,6 +60,26 @@ def batch_sk(seq: int) -> str:
 
 def batch_id(job_id: str, seq: int) -> str:
     return f"{job_id}#{seq:05d}"
+
+
+TREE_BASE = 1_000_000_000  # above any seq of a file's own batches (MAX_ROWS_PER_FILE rows at most)
+TREE_SPAN = 4096  # nodes per tree: 11 generations of halves, more than a batch of 1,000 needs
+
+
+def tree_seq(root_seq: int, node: int) -> int:
+    """The seq of node ``node`` of the bisection tree of the file's batch ``root_seq`` (node 1)."""
+    if node == 1:
+        return root_seq
+    if not 2 <= node < TREE_SPAN:
+        raise ValueError(f"node {node} is outside a bisection tree")
+    return TREE_BASE + root_seq * TREE_SPAN + node
+
+
+def tree_position(seq: int) -> tuple[int, int]:
+    """(the file's batch, node) of a batch's seq: ``(seq, 1)`` for a batch of the file itself."""
+    if seq < TREE_BASE:
+        return seq, 1
+    return divmod(seq - TREE_BASE, TREE_SPAN)
 
 
 def claim_key(claims_prefix: str, job_id: str, seq: int) -> str:
@@ -327,6 +354,21 @@ class JobStore:
         }
         return (Batch.model_validate(i) for i in query_items(self._db, query))
 
+    def tree(self, job_id: str, root_seq: int) -> list[Batch]:
+        """The file's batch ``root_seq`` and every child batch split from it, by seq (node order)."""
+        low, high = batch_sk(tree_seq(root_seq, 2)), batch_sk(tree_seq(root_seq, TREE_SPAN - 1))
+        query: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :p AND sk BETWEEN :low AND :high",
+            "ExpressionAttributeValues": {":p": attr(job_pk(job_id)), ":low": attr(low), ":high": attr(high)},
+            "ConsistentRead": True,
+        }
+        root = self.get_batch(job_id, root_seq)
+        found = (Batch.model_validate(i) for i in query_items(self._db, query))  # in seq order
+        # a file of more than TREE_BASE batches would have seqs sorting inside the range: not ours
+        children = [b for b in found if b.seq >= TREE_BASE and tree_position(b.seq)[0] == root_seq]
+        return ([root] if root else []) + children
+
     def batches_with_status(self, status: BatchStatus, limit: int = 100) -> list[Batch]:
         """Deferred, failed or unknown batches across all jobs (sparse index)."""
         return [Batch.model_validate(i) for i in query_items(self._db, self._status_query(status), limit)]
@@ -420,10 +462,12 @@ class JobStore:
         count_attempt: bool = False,
         count_state0: bool = False,
         fields: dict[str, str] | None = None,
+        new_batches: int = 0,
     ) -> Batch:
         """Move ``batch`` from the state it was read in to ``to``; counters follow in one transaction.
 
-        Raises StaleTransition when the record changed since it was read.
+        ``new_batches``: child batches created for it (a bisection), added to the job's total in the
+        same transaction. Raises StaleTransition when the record changed since it was read.
         """
         sets = ["#s = :to", "updated_at = :now", "lease_until = :lease"]
         values: dict[str, Any] = {
@@ -469,6 +513,8 @@ class JobStore:
             counter_moves[_COUNTER_FOR[batch.status]] = -1
         if to in _COUNTER_FOR:
             counter_moves[_COUNTER_FOR[to]] = counter_moves.get(_COUNTER_FOR[to], 0) + 1
+        if new_batches:
+            counter_moves["batches_total"] = new_batches
         counter_moves = {k: v for k, v in counter_moves.items() if v}
         if counter_moves:
             items.append(

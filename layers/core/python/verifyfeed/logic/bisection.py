@@ -1,0 +1,280 @@
+"""Isolate the records the upstream refuses: a batch answered ``state`` "0" is split in halves.
+
+``state`` "0" (failure, not charged) answers for a whole batch, so one record the upstream will
+not take would cost every other record of its batch its repair. The uploader records such an
+answer as ``refused`` (one of a file's batches of a single record excepted: it is retried as
+before) and calls ``advance`` for the batch's *tree*, the file's batch (node 1) and the child
+batches split from it (node ``n``'s halves are nodes ``2n`` and ``2n + 1``; ``store.jobs.tree_seq``
+numbers them). ``advance`` is the one place that decides, and it is idempotent: every step is a
+conditional write, so it is called again after every answer in the tree and on every redelivery,
+and a worker that died halfway is finished by the next call (docs/decisions.md#state-0).
+
+1. **Decide a generation once all of it has answered.** The nodes of one generation (as many
+   splits down from the file's batch) are sent concurrently; when none of them is still in flight,
+   each ``refused`` node is ``failed`` — it holds one record (the record is then named by its
+   authCode, with the upstream's ``desc``), the refusal looks systematic (every half and every
+   quarter refused, nothing of the batch accepted), the depth or the call budget
+   (``STATE0_BISECT_MAX_DEPTH``, ``STATE0_BISECT_MAX_CALLS``) is spent — or ``bisected``: its
+   halves are written (bodies under ``claims/`` first, in the splitter's format, then records
+   ``staged``, both conditional), then the node moves ``refused → bisected`` and the job's batch
+   total grows by two in one transaction. In the blackout a node is not split but ``deferred``:
+   the poller sends it again, whole, after the window.
+2. **Stop the tree** when one of its child batches failed for another reason than ``state`` "0"
+   (an authentication or system code, an HTTP refusal, retries exhausted): every half not sent yet
+   (staged, queued, waiting to retry, deferred) and every refused one fails with that reason; a
+   queued half's message then finds it settled and sends nothing.
+3. **Queue the staged halves** of every bisected node: the message first, then ``staged → queued``
+   (a message sent twice is harmless: the send lease and the settled check), so a worker that dies
+   in between leaves a batch that the next call queues again, never one that waits for nothing.
+
+Each child is then an ordinary batch: its own send lease, exactly once when accepted, held as
+``unknown`` on an ambiguous answer, deferred in the blackout.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from botocore.exceptions import BotoCoreError, ClientError
+
+from verifyfeed import aws
+from verifyfeed.logic.claims import delete_claim
+from verifyfeed.models.envelope import SUCCESS_CODE
+from verifyfeed.models.messages import LostRepairBatchMessage
+from verifyfeed.models.records import Batch, BatchStatus
+from verifyfeed.pii import mask_id
+from verifyfeed.services import Services
+from verifyfeed.store.jobs import (
+    StaleTransition,
+    batch_id,
+    claim_key,
+    iso,
+    tree_position,
+    tree_seq,
+)
+
+logger = Logger(child=True)
+metrics = Metrics()
+
+# not answered yet: its generation is not decided before it is (deferred: after the blackout)
+IN_FLIGHT = frozenset(
+    {BatchStatus.STAGED, BatchStatus.QUEUED, BatchStatus.SENDING, BatchStatus.RETRY, BatchStatus.DEFERRED}
+)
+_UNSENT = frozenset({BatchStatus.STAGED, BatchStatus.QUEUED, BatchStatus.RETRY, BatchStatus.DEFERRED})
+SYSTEMATIC_HALVES = 4  # a whole generation of at least this many halves refused, nothing accepted
+
+
+def in_tree(batch: Batch) -> bool:
+    """A child of a bisection (its tree's other nodes must hear of its answer)."""
+    return tree_position(batch.seq)[1] > 1
+
+
+def node_of(batch: Batch) -> int:
+    return tree_position(batch.seq)[1]
+
+
+def generation(node: int) -> int:
+    return node.bit_length() - 1
+
+
+def halves(records: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """The first ceil(n / 2) records, and the rest."""
+    middle = (len(records) + 1) // 2
+    return records[:middle], records[middle:]
+
+
+def body_records(body: bytes) -> list[bytes]:
+    """A batch body (a JSON array of records) as the splitter serialises each record."""
+    return [
+        json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() for record in json.loads(body)
+    ]
+
+
+def record_ref(record: bytes) -> str:
+    """Which record: its authCode, as the rejected-rows report shows a valid one (a run of 11 or more
+    digits may be an ID or phone number put in the wrong column: masked, logic/splitter.py)."""
+    code = str(json.loads(record)["authCode"])
+    return mask_id(code) if code.isdigit() and len(code) >= 11 else code
+
+
+def advance(services: Services, job_id: str, root_seq: int) -> None:
+    """Decide what can be decided in the bisection tree of the file's batch ``root_seq``, then
+    queue what is staged. Safe to call at any time, by any number of workers."""
+    nodes = _nodes(services, job_id, root_seq)
+    if not nodes:
+        return
+    stopper = next(
+        (
+            b
+            for b in nodes.values()
+            if b.status == BatchStatus.FAILED and in_tree(b) and b.upstream_code != SUCCESS_CODE
+        ),
+        None,
+    )
+    if stopper is not None:
+        _stop(services, nodes.values(), stopper)
+        return
+    for depth in sorted({generation(n) for n in nodes}):
+        members = [b for n, b in nodes.items() if generation(n) == depth]
+        if any(b.status in IN_FLIGHT for b in members):
+            continue
+        refused = [b for b in members if b.status == BatchStatus.REFUSED]
+        if refused:
+            _decide(services, nodes, members, refused)
+            nodes = _nodes(services, job_id, root_seq)
+    _queue_staged(services, nodes)
+
+
+def _nodes(services: Services, job_id: str, root_seq: int) -> dict[int, Batch]:
+    return {node_of(b): b for b in services.jobs.tree(job_id, root_seq)}
+
+
+def _decide(services: Services, nodes: dict[int, Batch], members: list[Batch], refused: list[Batch]) -> None:
+    settings = services.settings
+    accepted = any(b.status == BatchStatus.SUCCEEDED for b in nodes.values())
+    systematic = len(members) >= SYSTEMATIC_HALVES and len(refused) == len(members) and not accepted
+    children = len(nodes) - 1
+    now = services.clock.now()
+    for batch in refused:
+        records = _records(services, batch)
+        why = batch.upstream_desc or "state 0"
+        if records is None:
+            _fail(services, batch, f"refused ({why}); its body is missing: not split")
+        elif len(records) == 1:
+            _fail(services, batch, f"refused: {why}", refused_record=record_ref(records[0]))
+        elif systematic:
+            _fail(
+                services,
+                batch,
+                f"refused: {why}; every half and quarter of the batch was refused as well: systematic, "
+                "not split further",
+            )
+        elif services.blackout.is_blacked_out(now):
+            _defer(services, batch)
+        elif batch.depth + 1 > settings.state0_bisect_max_depth:
+            _fail(services, batch, f"refused: {why}; STATE0_BISECT_MAX_DEPTH reached: not split further")
+        elif children + 2 > settings.state0_bisect_max_calls:
+            _fail(services, batch, f"refused: {why}; STATE0_BISECT_MAX_CALLS spent: not split further")
+        else:
+            _bisect(services, batch, records)
+            children += 2
+
+
+def _records(services: Services, batch: Batch) -> list[bytes] | None:
+    bucket = batch.claim_bucket or services.settings.ingest_bucket
+    key = batch.claim_key or claim_key(services.settings.claims_prefix, batch.job_id, batch.seq)
+    try:
+        body = aws.s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise
+    return body_records(body)
+
+
+def _bisect(services: Services, batch: Batch, records: list[bytes]) -> None:
+    """Both halves written (body, then record ``staged``), then ``refused → bisected`` with the job's
+    total, in one transaction: a worker that dies before it leaves the node refused, and the next
+    ``advance`` finds the halves it wrote and writes the rest."""
+    jobs = services.jobs
+    settings = services.settings
+    root_seq, node = tree_position(batch.seq)
+    bucket = batch.claim_bucket or settings.ingest_bucket
+    for index, part in zip((2 * node, 2 * node + 1), halves(records), strict=True):
+        seq = tree_seq(root_seq, index)
+        if jobs.get_batch(batch.job_id, seq) is not None:
+            continue  # written by an earlier call (a half is not sent before its parent is bisected)
+        key = claim_key(settings.claims_prefix, batch.job_id, seq)
+        aws.s3().put_object(
+            Bucket=bucket, Key=key, Body=b"[%s]" % b",".join(part), ContentType="application/json"
+        )
+        jobs.put_batch_if_absent(
+            Batch(
+                job_id=batch.job_id,
+                seq=seq,
+                batch_id=batch_id(batch.job_id, seq),
+                status=BatchStatus.STAGED,
+                record_count=len(part),
+                claim_bucket=bucket,
+                claim_key=key,
+                parent_seq=batch.seq,
+                depth=batch.depth + 1,
+                updated_at=iso(services.clock.now()),
+            )
+        )
+    try:
+        jobs.transition(batch, BatchStatus.BISECTED, services.clock.now(), new_batches=2)
+    except StaleTransition:
+        return  # another worker decided it meanwhile
+    metrics.add_metric(name="BatchesBisected", unit=MetricUnit.Count, value=1)
+    logger.info(
+        "refused batch split in halves",
+        extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "records": len(records)},
+    )
+    if batch.claim_key.startswith(settings.claims_prefix):
+        try:  # its records live on in its halves; the body holds names and digests
+            delete_claim(bucket, batch.claim_key)
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning(
+                "claim of a bisected batch not deleted; the lifecycle rule will",
+                extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "error": type(exc).__name__},
+            )
+
+
+def _fail(services: Services, batch: Batch, reason: str, *, refused_record: str = "") -> None:
+    fields = {"last_error": reason[:500]}
+    if refused_record:
+        fields["refused_record"] = refused_record
+    try:
+        services.jobs.transition(batch, BatchStatus.FAILED, services.clock.now(), fields=fields)
+    except StaleTransition:
+        return
+    metrics.add_metric(name="BatchesFailed", unit=MetricUnit.Count, value=1)
+    logger.warning(
+        "refused batch failed",
+        extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "records": batch.record_count},
+    )
+
+
+def _defer(services: Services, batch: Batch) -> None:
+    """In the blackout a refused batch is not split: it waits, whole, for the poller."""
+    try:
+        services.jobs.transition(batch, BatchStatus.DEFERRED, services.clock.now())
+    except StaleTransition:
+        return
+
+
+def _stop(services: Services, nodes: Iterable[Batch], stopper: Batch) -> None:
+    reason = (
+        f"not sent: batch {stopper.batch_id} of this bisection failed "
+        f"({stopper.upstream_code or 'no answer'}): {stopper.last_error}"
+    )[:500]
+    for batch in nodes:
+        if batch.status == BatchStatus.REFUSED:
+            _fail(services, batch, f"refused; {reason}")
+        elif batch.status in _UNSENT:  # a half whose worker already holds its lease is let be
+            _fail(services, batch, reason)
+
+
+def _queue_staged(services: Services, nodes: dict[int, Batch]) -> None:
+    bisected = {b.seq for b in nodes.values() if b.status == BatchStatus.BISECTED}
+    for batch in nodes.values():
+        if batch.status != BatchStatus.STAGED or batch.parent_seq not in bisected:
+            continue
+        message = LostRepairBatchMessage(
+            job_id=batch.job_id,
+            batch_id=batch.batch_id,
+            seq=batch.seq,
+            claim_bucket=batch.claim_bucket,
+            claim_key=batch.claim_key,
+        )
+        aws.sqs().send_message(
+            QueueUrl=services.settings.work_queue_url, MessageBody=message.model_dump_json(exclude_none=True)
+        )
+        try:
+            services.jobs.transition(batch, BatchStatus.QUEUED, services.clock.now())
+        except StaleTransition:
+            continue  # the uploader took it already
