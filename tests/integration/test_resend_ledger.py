@@ -123,19 +123,22 @@ def test_records_of_a_failed_batch_are_sent_again_by_a_re_drop(
     make_settings: SettingsFactory, clock: FixedClock, sandbox: SandboxHandle
 ) -> None:
     """state "0" charges nothing: those records are not "already uploaded"."""
-    services = ledger_services(make_settings, clock, BATCH_MAX_RECORDS="2", STATE0_MAX_ATTEMPTS="1")
+    services = ledger_services(make_settings, clock, BATCH_MAX_RECORDS="1", STATE0_MAX_ATTEMPTS="1")
     rows = valid_rows(4, next(_NUMBERS))
     first = split(services, put(services, key_for("may"), csv_bytes(rows)))
-    messages = [
-        LostRepairBatchMessage.model_validate(m)
-        for m in drain_queue(services.settings.work_queue_url)
-        if m.get("job_id") == first.job_id
-    ]
-    assert [m.seq for m in sorted(messages, key=lambda m: m.seq)] == [1, 2]
-    by_seq = {m.seq: m for m in messages}
-    assert upload_batch(services, by_seq[1], Delivery()) == "succeeded"
+    messages = {
+        m.seq: m
+        for m in (
+            LostRepairBatchMessage.model_validate(b)
+            for b in drain_queue(services.settings.work_queue_url)
+            if b.get("job_id") == first.job_id
+        )
+    }
+    assert sorted(messages) == [1, 2, 3, 4]
+    for seq in (1, 3, 4):
+        assert upload_batch(services, messages[seq], Delivery()) == "succeeded"
     sandbox.set_faults({"state0": True})
-    outcome = upload_batch(services, by_seq[2], Delivery())
+    outcome = upload_batch(services, messages[2], Delivery())
     sandbox.set_faults([])
     batch = services.jobs.get_batch(first.job_id, 2)
     assert batch is not None and batch.status == BatchStatus.FAILED, outcome
@@ -143,9 +146,9 @@ def test_records_of_a_failed_batch_are_sent_again_by_a_re_drop(
     second = split(
         services, put(services, key_for("may-again"), csv_bytes([*rows, *valid_rows(1, 1_399_999)]))
     )
-    assert second.counts.rows_accepted == 3  # batch 2's two records again, and the new row
-    assert second.counts.rows_already_uploaded == 2  # batch 1's
-    upload_all(services, second.job_id)
+    assert second.counts.rows_accepted == 2  # batch 2's record again, and the new row
+    assert second.counts.rows_already_uploaded == 3  # batches 1, 3 and 4
+    upload_jobs(services, second.job_id)
     charged = Counter(charged_idcodes(sandbox))
     assert {sha256_hex(r[1]) for r in rows} <= set(charged)
     assert all(n == 1 for n in charged.values())
@@ -457,3 +460,28 @@ def test_records_of_a_failed_part_of_a_split_batch_are_sent_again(
         )
     ]
     assert sorted(sent) == sorted(r["idcode"] for r in refused)
+
+
+def test_a_row_the_upstream_refused_is_sent_again_by_a_re_drop_and_nothing_else(
+    make_settings: SettingsFactory, clock: FixedClock, sandbox: SandboxHandle
+) -> None:
+    """Bisection and the ledger together: the one refused row of 40 ends alone in a failed half; the
+    corrected sheet re-dropped sends that row only (its record was never charged)."""
+    from tests.reliability.test_bisection import run_job
+
+    services = ledger_services(make_settings, clock)
+    rows = valid_rows(40, next(_NUMBERS))
+    refused = sha256_hex(rows[17][1])
+    sandbox.refuse([refused], "姓名不符")
+    first = split(services, put(services, key_for("refused"), csv_bytes(rows)))
+    run_job(services, first.job_id)
+    charged = Counter(charged_idcodes(sandbox))
+    assert refused not in charged and len(charged) == 39
+    assert [b.seq for b in services.jobs.batches(first.job_id) if b.status == BatchStatus.FAILED] != []
+
+    sandbox.refuse({}, "")  # the upstream takes it now (the operator fixed the name with them)
+    again = split(services, put(services, key_for("refused-fixed"), csv_bytes(rows[::-1])))
+    assert (again.counts.rows_accepted, again.counts.rows_already_uploaded) == (1, 39)
+    upload_jobs(services, again.job_id)
+    charged = Counter(charged_idcodes(sandbox))
+    assert charged[refused] == 1 and set(charged.values()) == {1} and len(charged) == 40
