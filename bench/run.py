@@ -7,7 +7,8 @@ for), ``--repeat 3`` (runs per contender and file, each in a fresh interpreter, 
 the fastest run counts, peak RSS is the largest seen), ``--e2e-repeat 3`` (runs of the splitter
 end to end on the local stack, on the last file; the first one also samples ``--upload-events
 20`` uploader invocations and splits ``--audit-rows 1000`` carrier audits, and prices the file:
-``bench.split_e2e``, ``bench.cost``), ``--batches 30``, ``--callbacks 500``, ``--cold-runs 7``,
+``bench.split_e2e``, ``bench.cost``; one more run with every AWS answer held ``--aws-latency-ms 10``,
+0 for none), ``--batches 30``, ``--callbacks 500``, ``--cold-runs 7``,
 ``--no-services`` (splitter core only), ``--json PATH`` (every figure, raw).
 
 Rates come from the CPU time (user + sys) of each child's timed section: the contenders are
@@ -137,9 +138,11 @@ def bench_e2e(path: Path, planted: Planted, core: dict[str, Any], args: Any, wor
         split["rows_per_s"] = split["rows_read"] / split["wall_s"]
         runs.append(run)
         staged = split["span_s"].get("s3.PutObject", [0, 0])[1]
+        release = split["span_s"].get("sqs.SendMessageBatch", [0, 0])
         print(
             f"  split-e2e run {n + 1}: {split['rows_per_s']:>9,.0f} rows/s, wall {split['wall_s']:.2f} s "
-            f"(staging done at {staged:.2f} s), cpu {split['cpu_s']:.2f} s, "
+            f"(staging done at {staged:.2f} s, release {release[1] - release[0]:.2f} s), "
+            f"cpu {split['cpu_s']:.2f} s, "
             f"moto cpu {split['moto_cpu_s']:.2f} s; "
             + ", ".join(f"{k} {v}" for k, v in split["calls"].items())
         )
@@ -150,6 +153,20 @@ def bench_e2e(path: Path, planted: Planted, core: dict[str, Any], args: Any, wor
         f"  split-e2e best {best['rows_per_s']:,.0f} rows/s (runs {min(rates):,.0f}–{max(rates):,.0f}); "
         f"core (ours) {core['wall_rows_per_s']:,.0f} wall rows/s: ratio {ratio:.2f}"
     )
+    latency: dict[str, Any] | None = None
+    if args.aws_latency_ms > 0:
+        numbers = ["0", "0", str(args.aws_latency_ms)]
+        latency = run_child(["-m", "bench.split_e2e", str(path), *numbers], work / "e2e.json")["split"]
+        latency["rows_per_s"] = latency["rows_read"] / latency["wall_s"]
+        latency["ratio"] = latency["rows_per_s"] / core["wall_rows_per_s"]
+        staged = latency["span_s"].get("s3.PutObject", [0, 0])[1]
+        release = latency["span_s"].get("sqs.SendMessageBatch", [0, 0])
+        print(
+            f"  split-e2e with every AWS answer held {args.aws_latency_ms:.0f} ms (a model of in-region "
+            f"round trips): {latency['rows_per_s']:,.0f} rows/s, wall {latency['wall_s']:.2f} s "
+            f"(staging done at {staged:.2f} s, release {release[1] - release[0]:.2f} s), "
+            f"ratio to core {latency['ratio']:.2f}"
+        )
     first = runs[0]
     upload = first["upload"]
     if upload["invocations"]:
@@ -174,6 +191,7 @@ def bench_e2e(path: Path, planted: Planted, core: dict[str, Any], args: Any, wor
         "best_rows_per_s": best["rows_per_s"],
         "core_wall_rows_per_s": core["wall_rows_per_s"],
         "ratio": ratio,
+        "with_latency": latency,
         "cost": cost,
     }
 
@@ -196,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--e2e-repeat", type=int, default=3)
     parser.add_argument("--upload-events", type=int, default=20)
     parser.add_argument("--audit-rows", type=int, default=1000)
+    parser.add_argument("--aws-latency-ms", type=float, default=10.0)
     parser.add_argument("--no-services", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)

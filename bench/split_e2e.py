@@ -1,9 +1,11 @@
 """The splitter end to end on the local stack, and what every AWS call of a file costs, in one child
-process: ``python -m bench.split_e2e REPAIR_CSV AUDIT_ROWS UPLOAD_EVENTS OUT``.
+process: ``python -m bench.split_e2e REPAIR_CSV AUDIT_ROWS UPLOAD_EVENTS [LATENCY_MS] OUT``.
 
 A moto server (``local.aws_server``, its own process) holds the template's resources; the upstream
 sandbox (zero latency) answers the uploader. The functions run in this process as the local
-runner loads them (``functions/*/app.py``), each with the template's environment.
+runner loads them (``functions/*/app.py``), each with the template's environment. With
+``LATENCY_MS``, moto holds every answer that long (``local.aws_server --latency-ms``): a model of
+the round trips to AWS that a zero-latency emulator hides.
 
 1. **Lost repair, split.** ``REPAIR_CSV`` is put into the ingest bucket (by the bench's own client:
    not counted) and the splitter handler is invoked on its S3 event: it reads the file from
@@ -78,9 +80,9 @@ class LogSink:
 class Stack:
     """moto in its own process, the sandbox, the template's resources, the functions' clients."""
 
-    def __init__(self) -> None:
+    def __init__(self, latency_ms: float = 0.0) -> None:
         self.moto = subprocess.Popen(
-            [sys.executable, "-m", "local.aws_server", "--port", "0"],
+            [sys.executable, "-m", "local.aws_server", "--port", "0", "--latency-ms", str(latency_ms)],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -106,7 +108,7 @@ class Stack:
         return _cpu_of(self.moto.pid)
 
 
-def run(repair_csv: Path, audit_rows: int, upload_events: int) -> dict[str, Any]:
+def run(repair_csv: Path, audit_rows: int, upload_events: int, latency_ms: float = 0.0) -> dict[str, Any]:
     import boto3
 
     from local.events import s3_put_event, s3_sequencer, sqs_event
@@ -114,7 +116,7 @@ def run(repair_csv: Path, audit_rows: int, upload_events: int) -> dict[str, Any]
     from local.resources import create_local_stack
     from local.runner import load_handler
 
-    stack = Stack()
+    stack = Stack(latency_ms)
     try:
         with upstream_sandbox() as upstream_url:
             resources = create_local_stack(
@@ -236,12 +238,12 @@ def run(repair_csv: Path, audit_rows: int, upload_events: int) -> dict[str, Any]
     finally:
         sys.stdout = sys.__stdout__
         stack.close()
-    return {"split": split, "upload": upload, "audits": audits}
+    return {"split": split, "upload": upload, "audits": audits, "latency_ms": latency_ms}
 
 
 def main(argv: list[str]) -> int:
-    repair_csv, audit_rows, upload_events, out = argv
-    result = run(Path(repair_csv), int(audit_rows), int(upload_events))
+    repair_csv, audit_rows, upload_events, *latency, out = argv
+    result = run(Path(repair_csv), int(audit_rows), int(upload_events), float(latency[0]) if latency else 0.0)
     Path(out).write_text(json.dumps(result))
     return 0
 

@@ -294,7 +294,9 @@ class _BatchStager:
     may have been deleted on purpose).
     """
 
-    THREADS = 4
+    # each staging is two round trips (the body to S3, the record to DynamoDB): in AWS tens of
+    # milliseconds, so a few threads cannot keep up with the row loop (docs/performance.md)
+    THREADS = 16
 
     def __init__(self, services: Services, job: Job, resuming: bool) -> None:
         self.services = services
@@ -479,18 +481,33 @@ def release_batches(services: Services, job: Job, seqs: Sequence[int]) -> None:
 
 
 def send_all(sqs: Any, queue_url: str, bodies: Sequence[str], attempts: int = 4) -> None:
-    """Every body on the queue, ten per ``SendMessageBatch``; the entries SQS refuses are sent again
-    (up to ``attempts`` times in all), and an entry still refused then raises."""
-    for start in range(0, len(bodies), 10):
-        entries = [{"Id": str(n), "MessageBody": b} for n, b in enumerate(bodies[start : start + 10])]
-        for attempt in range(attempts):
-            failed = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed", [])
-            if not failed:
-                break
-            refused = {f["Id"] for f in failed}
-            entries = [e for e in entries if e["Id"] in refused]
-            if attempt + 1 == attempts:
-                raise RuntimeError(f"SQS refused {len(entries)} message(s): {failed[0].get('Code')}")
+    """Every body on the queue, ten per ``SendMessageBatch``, up to ``SEND_THREADS`` requests at a
+    time (each waits a round trip; a file's thousand batches are a hundred requests); the entries
+    SQS refuses are sent again (up to ``attempts`` times in all), and an entry still refused then
+    raises."""
+    chunks = [bodies[start : start + 10] for start in range(0, len(bodies), 10)]
+    if len(chunks) <= 1:
+        for chunk in chunks:
+            _send_chunk(sqs, queue_url, chunk, attempts)
+        return
+    with ThreadPoolExecutor(min(SEND_THREADS, len(chunks)), thread_name_prefix="send") as pool:
+        for future in [pool.submit(_send_chunk, sqs, queue_url, chunk, attempts) for chunk in chunks]:
+            future.result()  # the first failure raises (the others have been sent or tried)
+
+
+SEND_THREADS = 8
+
+
+def _send_chunk(sqs: Any, queue_url: str, chunk: Sequence[str], attempts: int) -> None:
+    entries = [{"Id": str(n), "MessageBody": b} for n, b in enumerate(chunk)]
+    for attempt in range(attempts):
+        failed = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed", [])
+        if not failed:
+            break
+        refused = {f["Id"] for f in failed}
+        entries = [e for e in entries if e["Id"] in refused]
+        if attempt + 1 == attempts:
+            raise RuntimeError(f"SQS refused {len(entries)} message(s): {failed[0].get('Code')}")
 
 
 def _split_lost_repair(
