@@ -480,22 +480,28 @@ def release_batches(services: Services, job: Job, seqs: Sequence[int]) -> None:
     services.jobs.mark_released(job.job_id, services.clock.now())
 
 
+SEND_THREADS = 8
+
+
 def send_all(sqs: Any, queue_url: str, bodies: Sequence[str], attempts: int = 4) -> None:
     """Every body on the queue, ten per ``SendMessageBatch``, up to ``SEND_THREADS`` requests at a
     time (each waits a round trip; a file's thousand batches are a hundred requests); the entries
     SQS refuses are sent again (up to ``attempts`` times in all), and an entry still refused then
-    raises."""
+    raises — and no request that has not started yet is sent."""
     chunks = [bodies[start : start + 10] for start in range(0, len(bodies), 10)]
     if len(chunks) <= 1:
         for chunk in chunks:
             _send_chunk(sqs, queue_url, chunk, attempts)
         return
     with ThreadPoolExecutor(min(SEND_THREADS, len(chunks)), thread_name_prefix="send") as pool:
-        for future in [pool.submit(_send_chunk, sqs, queue_url, chunk, attempts) for chunk in chunks]:
-            future.result()  # the first failure raises (the others have been sent or tried)
-
-
-SEND_THREADS = 8
+        futures = [pool.submit(_send_chunk, sqs, queue_url, chunk, attempts) for chunk in chunks]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()  # those not started yet
+            raise
 
 
 def _send_chunk(sqs: Any, queue_url: str, chunk: Sequence[str], attempts: int) -> None:
