@@ -295,7 +295,7 @@ class _BatchStager:
     """
 
     # each staging is two round trips (the body to S3, the record to DynamoDB): in AWS tens of
-    # milliseconds, so a few threads cannot keep up with the row loop (docs/performance.md)
+    # milliseconds, so four threads could not keep up with the row loop (docs/performance.md)
     THREADS = 16
 
     def __init__(self, services: Services, job: Job, resuming: bool) -> None:
