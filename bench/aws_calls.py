@@ -3,8 +3,8 @@ units they consume.
 
 ``CallCounter().attach(client)`` registers botocore ``before-call`` / ``after-call`` hooks on a
 client (the functions' own clients, from ``verifyfeed.aws``): every API call made through it is
-counted once, when its answer is in (retries by botocore are not separate calls, as AWS does not
-bill a throttled request twice... it does bill a 5xx'd one, but the local stack gives none). The
+counted once, when its answer is in (a request botocore sent again after a throttle or a 5xx
+would be billed again but is not counted: the local stack refuses none). The
 bench's own clients (putting the file, receiving messages as Lambda's event source would) are not
 attached, so they are not counted.
 
