@@ -4,8 +4,12 @@ pandas peer, then the per-message costs of the uploader and the callback. See
 
 Options: ``--rows 100000,1000000`` (file sizes; the last one is the one the final ratios are
 for), ``--repeat 3`` (runs per contender and file, each in a fresh interpreter, interleaved;
-the fastest run counts, peak RSS is the largest seen), ``--batches 30``, ``--callbacks 500``,
-``--cold-runs 7``, ``--no-services`` (splitter only), ``--json PATH`` (every figure, raw).
+the fastest run counts, peak RSS is the largest seen), ``--e2e-repeat 3`` (runs of the splitter
+end to end on the local stack, on the last file; the first one also samples ``--upload-events
+20`` uploader invocations and splits ``--audit-rows 1000`` carrier audits, and prices the file:
+``bench.split_e2e``, ``bench.cost``; one more run with every AWS answer held ``--aws-latency-ms 10``,
+0 for none), ``--batches 30``, ``--callbacks 500``, ``--cold-runs 7``,
+``--no-services`` (splitter core only), ``--json PATH`` (every figure, raw).
 
 Rates come from the CPU time (user + sys) of each child's timed section: the contenders are
 single-threaded, so on an idle machine it equals the wall time, and on a shared one it is not
@@ -25,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.cost import file_cost, print_cost
 from bench.generate import Planted, write_repair_csv
 
 CONTENDERS = ("limit", "peer", "ours", "ours-py")
@@ -37,6 +42,7 @@ GOAL_SCALING = 11.0
 GOAL_UPLOADER_MS = 20.0
 GOAL_COLD_IMPORT_MS = 300.0
 GOAL_WARM_P99_MS = 15.0
+GOAL_E2E_VS_CORE = 0.5
 
 
 def architecture() -> str:
@@ -112,6 +118,85 @@ def bench_file(path: Path, planted: Planted, repeat: int, work: Path) -> dict[st
     return best
 
 
+def bench_e2e(path: Path, planted: Planted, core: dict[str, Any], args: Any, work: Path) -> dict[str, Any]:
+    """The splitter end to end on the local stack against its core on the same file: wall rows/s
+    of the handler's invocation (the file in moto's S3, batches staged and released) over the
+    core's rows/s above (by CPU time: the core is single-threaded, so that is its wall rate on an
+    idle machine, and not the turns other processes took from it)."""
+    print(
+        f"\n  the splitter end to end on the local stack (moto in its own process), {args.e2e_repeat} runs; "
+        f"the first also uploads {args.upload_events} SQS batches and splits {args.audit_rows} carrier audits"
+    )
+    runs: list[dict[str, Any]] = []
+    for n in range(args.e2e_repeat):
+        numbers = [str(args.audit_rows if n == 0 else 0), str(args.upload_events if n == 0 else 0)]
+        run = run_child(["-m", "bench.split_e2e", str(path), *numbers], work / "e2e.json")
+        split = run["split"]
+        if split["rows_read"] != planted.rows or split["rows_accepted"] != planted.valid:
+            raise SystemExit(
+                f"the splitter read {split['rows_read']} rows, accepted {split['rows_accepted']}"
+            )
+        split["rows_per_s"] = split["rows_read"] / split["wall_s"]
+        runs.append(run)
+        staged = split["span_s"].get("s3.PutObject", [0, 0])[1]
+        release = split["span_s"].get("sqs.SendMessageBatch", [0, 0])
+        print(
+            f"  split-e2e run {n + 1}: {split['rows_per_s']:>9,.0f} rows/s, wall {split['wall_s']:.2f} s "
+            f"(staging done at {staged:.2f} s, release {release[1] - release[0]:.2f} s), "
+            f"cpu {split['cpu_s']:.2f} s, "
+            f"moto cpu {split['moto_cpu_s']:.2f} s; "
+            + ", ".join(f"{k} {v}" for k, v in split["calls"].items())
+        )
+    best = max(runs, key=lambda r: r["split"]["rows_per_s"])["split"]
+    rates = [r["split"]["rows_per_s"] for r in runs]
+    ratio = best["rows_per_s"] / core["rows_per_s"]
+    print(
+        f"  split-e2e best {best['rows_per_s']:,.0f} rows/s (runs {min(rates):,.0f}–{max(rates):,.0f}); "
+        f"core (ours) {core['rows_per_s']:,.0f} rows/s: ratio {ratio:.2f}"
+    )
+    latency: dict[str, Any] | None = None
+    if args.aws_latency_ms > 0:
+        numbers = ["0", "0", str(args.aws_latency_ms)]
+        latency = run_child(["-m", "bench.split_e2e", str(path), *numbers], work / "e2e.json")["split"]
+        latency["rows_per_s"] = latency["rows_read"] / latency["wall_s"]
+        latency["ratio"] = latency["rows_per_s"] / core["rows_per_s"]
+        staged = latency["span_s"].get("s3.PutObject", [0, 0])[1]
+        release = latency["span_s"].get("sqs.SendMessageBatch", [0, 0])
+        print(
+            f"  split-e2e with every AWS answer held {args.aws_latency_ms:.0f} ms (a model of in-region "
+            f"round trips): {latency['rows_per_s']:,.0f} rows/s, wall {latency['wall_s']:.2f} s "
+            f"(staging done at {staged:.2f} s, release {release[1] - release[0]:.2f} s), "
+            f"ratio to core {latency['ratio']:.2f}"
+        )
+    first = runs[0]
+    upload = first["upload"]
+    if upload["invocations"]:
+        per = sum(upload["invocation_s"]) / upload["batches"] * 1000
+        calls = ", ".join(f"{k} {v / upload['batches']:.1f}" for k, v in upload["calls"].items())
+        print(
+            f"  uploader handler: {upload['invocations']} invocations of {upload['batch_size']} batches, "
+            f"{per:.0f} ms per batch (mean); per batch: {calls}"
+        )
+    audits = first["audits"]
+    if audits:
+        audits["rows_per_s"] = audits["rows_read"] / audits["wall_s"]
+        print(
+            f"  carrier-audit intake: {audits['rows_read']:,} audits in {audits['wall_s']:.2f} s, "
+            f"{audits['rows_per_s']:,.0f} rows/s; "
+            + ", ".join(f"{k} {v}" for k, v in audits["calls"].items())
+        )
+    cost = file_cost(first)
+    print_cost(cost)
+    return {
+        "runs": runs,
+        "best_rows_per_s": best["rows_per_s"],
+        "core_rows_per_s": core["rows_per_s"],
+        "ratio": ratio,
+        "with_latency": latency,
+        "cost": cost,
+    }
+
+
 def label(rows: int) -> str:
     return f"{rows // 1_000_000}M" if rows % 1_000_000 == 0 else f"{rows // 1000}k"
 
@@ -127,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--callbacks", type=int, default=500)
     parser.add_argument("--cold-runs", type=int, default=7)
+    parser.add_argument("--e2e-repeat", type=int, default=3)
+    parser.add_argument("--upload-events", type=int, default=20)
+    parser.add_argument("--audit-rows", type=int, default=1000)
+    parser.add_argument("--aws-latency-ms", type=float, default=10.0)
     parser.add_argument("--no-services", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -170,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"ours/limit {ours / results['limit']['rows_per_s']:.2f}   "
                 f"(ours ran the {results['ours']['path']} on {platform.machine()})"
             )
+            if rows == sizes[-1] and not args.no_services and args.e2e_repeat > 0:
+                report["e2e"] = bench_e2e(path, planted, results["ours"], args, work)
             path.unlink()
 
         if not args.no_services:
@@ -196,6 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     big = label(sizes[-1])
     print(f"ratio ours/peer: {summary['ratio_ours_peer'][big]:.2f}")
     print(f"ratio ours/limit: {summary['ratio_ours_limit'][big]:.2f}")
+    if "e2e" in report:
+        print(f"ratio split-e2e/core: {report['e2e']['ratio']:.2f}")
+        audits = report["e2e"]["runs"][0]["audits"]
+        if audits:
+            print(f"carrier-audit intake on the local stack: {audits['rows_per_s']:,.0f} rows/s")
     return 0
 
 
@@ -233,6 +329,15 @@ def summarise(report: dict[str, Any], sizes: list[int]) -> dict[str, Any]:
                 f"ours {big}/{small} time ≤ {GOAL_SCALING:.0f}",
                 scaling["ours"] <= GOAL_SCALING,
                 f"{scaling['ours']:.1f}",
+            )
+        )
+    e2e = report.get("e2e")
+    if e2e:
+        goals.append(
+            (
+                f"split-e2e ≥ {GOAL_E2E_VS_CORE} × core ({big}, local stack)",
+                e2e["ratio"] >= GOAL_E2E_VS_CORE,
+                f"{e2e['ratio']:.2f} ({e2e['best_rows_per_s']:,.0f} rows/s)",
             )
         )
     services = report.get("services")

@@ -14,10 +14,20 @@ could both pass — which DynamoDB never allows, and which would make the exactl
 workers racing for one batch's send lease) test moto instead of our code. Other services (SQS
 long polls) are served concurrently.
 
+moto's SQS ``SendMessage`` reads the queue's attributes to see whether content-based
+deduplication is on, and computing them counts the queue's messages three times: sending to a
+queue of *n* messages cost O(*n*), queueing a file's 1,000 batches about 5 s of moto's CPU
+(O(*n*²)), which SQS does not have. While a message is being sent, the three message counts are
+not computed (they are not what it reads); ``GetQueueAttributes`` still counts them
+(``_send_without_counting``).
+
 - ``MotoServer(host, port=0).start()`` runs it on a daemon thread; ``get_host_and_port()``,
   ``stop()`` — the interface of ``moto.server.ThreadedMotoServer``.
-- ``python -m local.aws_server [--port N] [--host H]`` runs it in its own process; with port 0 (the
-  default) the kernel picks a free port, and the first line printed is ``listening on http://H:P``.
+- ``python -m local.aws_server [--port N] [--host H] [--latency-ms MS]`` runs it in its own process;
+  with port 0 (the default) the kernel picks a free port, and the first line printed is
+  ``listening on http://H:P``. ``--latency-ms`` holds every answer that long before sending it
+  (outside the DynamoDB lock, so concurrent requests wait side by side, as on a network): the
+  benchmark's model of an in-region round trip to AWS, which moto on the same host does not have.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import io
 import socketserver
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -35,9 +46,44 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length"})
 
 
+_SENDING = threading.local()
+
+
+def _send_without_counting() -> None:
+    """``SQSBackend.send_message`` without counting the queue's messages (module doc). Idempotent."""
+    from moto.sqs import models
+
+    backend = models.SQSBackend
+    if getattr(backend.send_message, "_verifyfeed_uncounted", False):
+        return
+    send = backend.send_message
+
+    def send_message(self: Any, *args: Any, **kwargs: Any) -> Any:
+        _SENDING.active = True
+        try:
+            return send(self, *args, **kwargs)
+        finally:
+            _SENDING.active = False
+
+    send_message._verifyfeed_uncounted = True  # type: ignore[attr-defined]
+    backend.send_message = send_message  # type: ignore[method-assign]
+    for name in (
+        "approximate_number_of_messages",
+        "approximate_number_of_messages_delayed",
+        "approximate_number_of_messages_not_visible",
+    ):
+        counted = getattr(models.Queue, name)
+
+        def uncounted(queue: Any, __counted: Any = counted) -> int:
+            return 0 if getattr(_SENDING, "active", False) else int(__counted.fget(queue))
+
+        setattr(models.Queue, name, property(uncounted))
+
+
 def moto_app() -> WsgiApp:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
+    _send_without_counting()
     app: WsgiApp = DomainDispatcherApplication(create_backend_app)
     return app
 
@@ -102,6 +148,8 @@ class _Handler(BaseHTTPRequestHandler):
                 data = self._call(environ, start_response)
         else:
             data = self._call(environ, start_response)
+        if self.server.latency_s:
+            time.sleep(self.server.latency_s)  # the modelled round trip (--latency-ms)
         status, headers = started
         code, _, reason = status.partition(" ")
         self.send_response(int(code), reason)
@@ -133,8 +181,9 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], app: WsgiApp) -> None:
+    def __init__(self, address: tuple[str, int], app: WsgiApp, latency_s: float = 0.0) -> None:
         self.app = app
+        self.latency_s = latency_s
         self.dynamodb_lock = threading.Lock()
         super().__init__(address, _Handler)
 
@@ -176,8 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local.aws_server", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 = any free port (printed)")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="hold every answer this long")
     args = parser.parse_args(argv)
-    server = _Server((args.host, args.port), moto_app())
+    server = _Server((args.host, args.port), moto_app(), args.latency_ms / 1000)
     host, port = server.server_name, server.server_port
     print(f"listening on http://{host}:{port}", flush=True)
     try:

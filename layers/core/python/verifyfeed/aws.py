@@ -32,7 +32,13 @@ if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
 
-_CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"mode": "standard", "max_attempts": 4})
+# max_pool_connections: the splitter stages batches on 16 threads and sends on 8 (logic/splitter.py)
+_CONFIG = Config(
+    connect_timeout=3,
+    read_timeout=10,
+    retries={"mode": "standard", "max_attempts": 4},
+    max_pool_connections=20,
+)
 
 SERVICES = ("dynamodb", "s3", "secretsmanager", "sqs")  # the clients this module creates
 

@@ -366,7 +366,9 @@ class _BatchStager:
     released (a settled batch's claim may have been deleted on purpose).
     """
 
-    THREADS = 4
+    # each staging is two round trips (the body to S3, the record to DynamoDB): in AWS tens of
+    # milliseconds, so four threads could not keep up with the row loop (docs/performance.md)
+    THREADS = 16
 
     def __init__(
         self, services: Services, job: Job, resuming: bool, ledger: LedgerSession | None = None
@@ -596,19 +598,40 @@ def release_batches(services: Services, job: Job, seqs: Sequence[int]) -> None:
     services.jobs.mark_released(job.job_id, services.clock.now())
 
 
+SEND_THREADS = 8
+
+
 def send_all(sqs: Any, queue_url: str, bodies: Sequence[str], attempts: int = 4) -> None:
-    """Every body on the queue, ten per ``SendMessageBatch``; the entries SQS refuses are sent again
-    (up to ``attempts`` times in all), and an entry still refused then raises."""
-    for start in range(0, len(bodies), 10):
-        entries = [{"Id": str(n), "MessageBody": b} for n, b in enumerate(bodies[start : start + 10])]
-        for attempt in range(attempts):
-            failed = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed", [])
-            if not failed:
-                break
-            refused = {f["Id"] for f in failed}
-            entries = [e for e in entries if e["Id"] in refused]
-            if attempt + 1 == attempts:
-                raise RuntimeError(f"SQS refused {len(entries)} message(s): {failed[0].get('Code')}")
+    """Every body on the queue, ten per ``SendMessageBatch``, up to ``SEND_THREADS`` requests at a
+    time (each waits a round trip; a file's thousand batches are a hundred requests); the entries
+    SQS refuses are sent again (up to ``attempts`` times in all), and an entry still refused then
+    raises — and no request that has not started yet is sent."""
+    chunks = [bodies[start : start + 10] for start in range(0, len(bodies), 10)]
+    if len(chunks) <= 1:
+        for chunk in chunks:
+            _send_chunk(sqs, queue_url, chunk, attempts)
+        return
+    with ThreadPoolExecutor(min(SEND_THREADS, len(chunks)), thread_name_prefix="send") as pool:
+        futures = [pool.submit(_send_chunk, sqs, queue_url, chunk, attempts) for chunk in chunks]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()  # those not started yet
+            raise
+
+
+def _send_chunk(sqs: Any, queue_url: str, chunk: Sequence[str], attempts: int) -> None:
+    entries = [{"Id": str(n), "MessageBody": b} for n, b in enumerate(chunk)]
+    for attempt in range(attempts):
+        failed = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed", [])
+        if not failed:
+            break
+        refused = {f["Id"] for f in failed}
+        entries = [e for e in entries if e["Id"] in refused]
+        if attempt + 1 == attempts:
+            raise RuntimeError(f"SQS refused {len(entries)} message(s): {failed[0].get('Code')}")
 
 
 def _split_lost_repair(
@@ -698,60 +721,87 @@ def _validate_carrier_audits(
     services: Services, job: Job, rows: Iterable[SourceRow], rejections: RejectionLog
 ) -> tuple[JobCounts, list[CarrierAuditMessage]]:
     """The first pass: every row validated and deduplicated within the file, nothing written
-    upstream or to the audits table (a file rejected midway leaves no trace but its report)."""
+    upstream or to the audits table (a file rejected midway leaves no trace but its report).
+
+    The rows are read first; then the audits table is asked, for all of them at once (100 keys a
+    request: ``AuditStore.find_keys``), which key each identity is stored under; then the rows
+    are taken in order, the rejections written in row order as before."""
     cap = services.settings.max_audit_rows_per_file
-    seen: dict[str, int] = {}
-    valid: list[CarrierAuditMessage] = []
+    rejected: list[tuple[int, str, str, dict[str, str]]] = []
+    checked: list[tuple[SourceRow, AuditParams, str, tuple[str, ...]]] = []
+    order: list[tuple[bool, int]] = []  # (a valid row?, its index in checked or rejected), row order
     read = 0
     pepper = identity_pepper(services.settings)  # once per file: rotation is picked up by the next
-    for row in rows:
-        read += 1
-        if read > cap:
-            raise FileRejected(
-                f"more than MAX_AUDIT_ROWS_PER_FILE ({cap:,}) rows: split it into smaller files"
-            )
-        if row.problem is not None:
-            rejections.add(row.number, "row.unreadable", row.problem, _masked_audit_row(row.values))
-            continue
-        try:
-            params = validate_audit_row(row.values)
-        except RowRejected as exc:
-            rules = "; ".join(v.rule for v in exc.violations)
-            reasons = "; ".join(str(v) for v in exc.violations)
-            rejections.add(row.number, rules, reasons, _masked_audit_row(row.values))
-            continue
-        explicit = str(row.values.get("recordId") or "").strip()
-        if explicit:  # a correction of the rejected audit with this record id (decisions.md#audit-correction)
-            if not (explicit.isascii() and explicit.isdigit() and int(explicit) > 0):
-                reason = "the record id must be the whole number `verifyfeed audits` shows"
-                rejections.add(row.number, "record_id.value", reason, _masked_audit_row(row.values))
+
+    def reject(number: int, rule: str, reason: str, values: dict[str, object]) -> None:
+        order.append((False, len(rejected)))
+        rejected.append((number, rule, reason, _masked_audit_row(values)))
+
+    def settle() -> list[CarrierAuditMessage]:
+        keys = services.audits.find_keys([candidates for *_, candidates in checked])
+        seen: dict[str, int] = {}
+        valid: list[CarrierAuditMessage] = []
+        for is_valid, index in order:
+            if not is_valid:
+                rejections.add(*rejected[index])
                 continue
-            key = f"record:{int(explicit)}"  # resolved to the audit in the second pass
-        else:
-            reference = str(row.values.get("reference") or "").strip()
-            key = services.audits.find_key(
-                audit_keys(params, reference, pepper, legacy=services.settings.audit_legacy_lookup)
+            row, params, explicit, _ = checked[index]
+            key = keys[index]
+            if key in seen:
+                masked = _masked_audit_row(row.values)
+                rejections.add(
+                    row.number, "duplicate.audit", f"same audit as row {seen[key]}", masked, seen[key]
+                )
+                continue
+            seen[key] = row.number
+            valid.append(
+                CarrierAuditMessage(
+                    job_id=job.job_id,
+                    audit_key=key,
+                    row=row.number,
+                    params=params,
+                    update_record_id=int(explicit) if explicit else None,
+                )
             )
-        if key in seen:
-            rejections.add(
-                row.number,
-                "duplicate.audit",
-                f"same audit as row {seen[key]}",
-                _masked_audit_row(row.values),
-                seen[key],
-            )
-            continue
-        seen[key] = row.number
-        valid.append(
-            CarrierAuditMessage(
-                job_id=job.job_id,
-                audit_key=key,
-                row=row.number,
-                params=params,
-                update_record_id=int(explicit) if explicit else None,
-            )
-        )
-    return JobCounts(rows_read=read), valid
+        return valid
+
+    try:
+        for row in rows:
+            read += 1
+            if read > cap:
+                raise FileRejected(
+                    f"more than MAX_AUDIT_ROWS_PER_FILE ({cap:,}) rows: split it into smaller files"
+                )
+            if row.problem is not None:
+                reject(row.number, "row.unreadable", row.problem, row.values)
+                continue
+            try:
+                params = validate_audit_row(row.values)
+            except RowRejected as exc:
+                rules = "; ".join(v.rule for v in exc.violations)
+                reasons = "; ".join(str(v) for v in exc.violations)
+                reject(row.number, rules, reasons, row.values)
+                continue
+            explicit = str(row.values.get("recordId") or "").strip()
+            if (
+                explicit
+            ):  # a correction of the rejected audit with this record id (decisions.md#audit-correction)
+                if not (explicit.isascii() and explicit.isdigit() and int(explicit) > 0):
+                    reason = "the record id must be the whole number `verifyfeed audits` shows"
+                    reject(row.number, "record_id.value", reason, row.values)
+                    continue
+                candidates: tuple[str, ...] = (f"record:{int(explicit)}",)  # resolved in the second pass
+            else:
+                reference = str(row.values.get("reference") or "").strip()
+                candidates = audit_keys(
+                    params, reference, pepper, legacy=services.settings.audit_legacy_lookup
+                )
+            order.append((True, len(checked)))
+            checked.append((row, params, explicit, candidates))
+    except FileRejected:
+        settle()  # the report of a rejected file lists the rows rejected before it stopped, as before
+        raise
+    return JobCounts(rows_read=read), settle()
 
 
 def _correction_target(services: Services, job: Job, message: CarrierAuditMessage) -> str | Audit:

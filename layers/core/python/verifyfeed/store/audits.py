@@ -14,6 +14,7 @@ leaves, so a stale or replayed result can never overwrite a newer one.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -70,6 +71,34 @@ class AuditStore:
                 if self.get(key) is not None:
                     return key
         return candidates[0]
+
+    def find_keys(self, candidates: Sequence[Sequence[str]]) -> list[str]:
+        """``find_key`` of each candidate list, with the look-ups made 100 keys per
+        ``BatchGetItem`` (consistent reads) instead of one ``GetItem`` each."""
+        wanted = sorted({key for keys in candidates if len(keys) > 1 for key in keys})
+        stored: set[str] = set()
+        for start in range(0, len(wanted), 100):
+            request: dict[str, Any] = {
+                self.table: {
+                    "Keys": [{"pk": attr(audit_pk(key))} for key in wanted[start : start + 100]],
+                    "ConsistentRead": True,
+                    "ProjectionExpression": "pk",
+                }
+            }
+            for attempt in range(8):
+                answer = self._db.batch_get_item(RequestItems=request)
+                for item in answer.get("Responses", {}).get(self.table, []):
+                    stored.add(str(from_item(item)["pk"]).removeprefix("AUDIT#"))
+                request = answer.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                time.sleep(min(1.0, 0.05 * 2**attempt))  # throttled: back off, then the rest
+            else:
+                raise RuntimeError("DynamoDB left audit look-ups unprocessed after 8 attempts")
+        return [
+            next((k for k in keys if k in stored), keys[0]) if len(keys) > 1 else keys[0]
+            for keys in candidates
+        ]
 
     def key_for_record(self, record_id: int) -> str | None:
         """The ``audit_key`` of the audit upstream knows as ``record_id``, or ``None``."""
