@@ -187,7 +187,7 @@ def test_up_status_drop_and_down_leave_nothing_running(operator: Operator, tmp_p
     assert code == 0 and refusing["records"] == {"HT202600002": "失败"}, stderr
     one_bad = tmp_path / "one-bad-row.csv"
     one_bad.write_bytes(SAMPLE.read_bytes())
-    code, split, stderr = operator.verifyfeed("drop", str(one_bad), "--wait", "--timeout", "120")
+    code, split, stderr = operator.verifyfeed("drop", str(one_bad), "--resend", "--wait", "--timeout", "120")
     assert code == 0, stderr
     assert [r["auth_code"] for r in split["refused_records"]] == ["HT202600002"]
     assert split["records"]["refused"] == 1 and split["records"]["uploaded"] == job["rows_accepted"] - 1
