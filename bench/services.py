@@ -127,12 +127,12 @@ def bench_uploader(batches: int, aws_watch: Stopwatch) -> dict[str, Any]:
     from verifyfeed.clock import FixedClock
     from verifyfeed.config import Settings
     from verifyfeed.logic.uploader import Delivery, upload_batch
+    from verifyfeed.models.ids import batch_id, iso
     from verifyfeed.models.lost_repair import RepairRecord
     from verifyfeed.models.messages import LostRepairBatchMessage
     from verifyfeed.models.records import Batch, BatchStatus, Job, JobCounts, JobKind, JobStatus
     from verifyfeed.rules.hashing import sha256_hex
     from verifyfeed.services import build_services
-    from verifyfeed.store.jobs import batch_id, iso
 
     services = build_services(Settings.from_env(), FixedClock(datetime.fromisoformat(NOW)))
     upstream_watch = Stopwatch()

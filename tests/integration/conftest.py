@@ -17,11 +17,11 @@ from local.resources import LocalStack, create_local_stack
 from sandbox.server import SandboxConfig, SandboxHandle, start_sandbox
 from verifyfeed.clock import FixedClock
 from verifyfeed.config import Settings
+from verifyfeed.models.ids import batch_id, iso
 from verifyfeed.models.lost_repair import RepairRecord
 from verifyfeed.models.records import Batch, BatchStatus, Job, JobKind, JobStatus
 from verifyfeed.rules.hashing import sha256_hex
 from verifyfeed.services import Services, build_services
-from verifyfeed.store.jobs import batch_id, iso
 
 ROOT = Path(__file__).resolve().parents[2]
 API_ID = "it-api-id"

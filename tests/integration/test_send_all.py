@@ -1,4 +1,4 @@
-"""``send_all`` (logic/splitter.py), which releases a file's batches and queues its audits: ten
+"""``send_all`` (store/queue.py), which releases a file's batches and queues its audits: ten
 messages per ``SendMessageBatch``, several requests at a time, every body queued exactly once."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import uuid
 import boto3
 
 from tests.integration.conftest import drain_queue
-from verifyfeed.logic.splitter import SEND_THREADS, send_all
 from verifyfeed.services import Services
+from verifyfeed.store.queue import SEND_THREADS, send_all
 
 
 def test_every_body_is_queued_once_when_the_requests_outnumber_the_threads(services: Services) -> None:

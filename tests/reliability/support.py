@@ -37,11 +37,11 @@ import boto3
 from local.events import s3_put_event, sqs_event
 from local.lambda_context import new_context
 from sandbox.server import SandboxHandle
+from verifyfeed.models.ids import TREE_SPAN, tree_position, tree_seq
 from verifyfeed.models.lost_repair import RepairRecord
 from verifyfeed.models.records import BatchStatus
 from verifyfeed.rules.hashing import sha256_hex
 from verifyfeed.services import Services
-from verifyfeed.store.jobs import TREE_SPAN, tree_position, tree_seq
 
 # ---- test people --------------------------------------------------------------------------------
 

@@ -32,11 +32,12 @@ from verifyfeed.clock import FixedClock
 from verifyfeed.logic.poller import poll
 from verifyfeed.logic.splitter import DroppedObject, split_object
 from verifyfeed.logic.uploader import Delivery, RetryLater, upload_batch
+from verifyfeed.models.ids import TREE_BASE, claim_key
 from verifyfeed.models.messages import LostRepairBatchMessage
 from verifyfeed.models.records import Batch, BatchStatus, JobStatus
 from verifyfeed.rules.hashing import sha256_hex
 from verifyfeed.services import Services, build_services
-from verifyfeed.store.jobs import TREE_BASE, JobStore, claim_key
+from verifyfeed.store.jobs import JobStore
 
 pytestmark = pytest.mark.integration
 _starts = iter(range(3_000_000, 10**7, 2_000))

@@ -8,8 +8,9 @@ import pytest
 
 from verifyfeed.logic.bisection import body_records, generation, halves, record_ref
 from verifyfeed.logic.reports import record_outcomes
+from verifyfeed.models.ids import TREE_BASE, TREE_SPAN, tree_position, tree_seq
 from verifyfeed.models.records import Batch, BatchStatus
-from verifyfeed.store.jobs import TREE_BASE, TREE_SPAN, batch_sk, tree_position, tree_seq
+from verifyfeed.store.jobs import batch_sk
 
 
 def test_tree_seqs_are_above_the_files_and_name_their_root_and_node() -> None:

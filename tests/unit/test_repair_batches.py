@@ -488,3 +488,17 @@ def test_line_blocks_only_when_asked_and_not_for_dirty_chunks(tmp_path: Path) ->
 def test_core_matches_the_reference_on_big_files(tmp_path: Path, seed: int, native: bool) -> None:
     counts = assert_same_as_reference(tmp_path, big_file(seed), batch_size=700, native=native)
     assert counts.rows_read > 7000 and counts.rows_rejected > 100
+
+
+def test_the_pure_core_imports_no_aws_sdk() -> None:
+    """repair_batches is the splitter's pure core (issue 17): ids and time stamps come from
+    models.ids, so neither botocore nor boto3 is loaded with it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, verifyfeed.logic.repair_batches;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('botocore', 'boto3')))"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]", found.stdout

@@ -19,6 +19,7 @@ from verifyfeed.secrets import upstream_credentials
 from verifyfeed.store.audits import AuditStore
 from verifyfeed.store.jobs import JobStore
 from verifyfeed.store.ledger import LedgerStore
+from verifyfeed.store.queue import SqsWorkQueue, WorkQueue
 
 if TYPE_CHECKING:
     from verifyfeed.upstream.client import UpstreamClient
@@ -36,6 +37,11 @@ class Services:
     @cached_property
     def upstream(self) -> UpstreamClient:
         return self.upstream_factory()
+
+    @cached_property
+    def queue(self) -> WorkQueue:
+        """The work queue (``store.queue``)."""
+        return SqsWorkQueue(self.settings.work_queue_url)
 
     @cached_property
     def ledger(self) -> LedgerStore:

@@ -29,7 +29,7 @@ from verifyfeed import aws
 from verifyfeed.ingest.errors import FileRejected
 from verifyfeed.ingest.readers import SourceRow, open_rows
 from verifyfeed.logic.progress import settle_job
-from verifyfeed.logic.splitter import audit_keys, send_all
+from verifyfeed.logic.splitter import audit_keys
 from verifyfeed.models.messages import CarrierAuditMessage
 from verifyfeed.models.records import Audit, AuditStatus, Job, JobKind
 from verifyfeed.pii import Keyed
@@ -165,7 +165,7 @@ def resubmit(services: Services, item: Resubmission) -> Audit:
     audits = services.audits
     moved = audits.resubmit_unknown(item.audit, services.clock.now())
     try:
-        send_all(aws.sqs(), services.settings.work_queue_url, [item.message.model_dump_json()])
+        services.queue.send(item.message.model_dump_json())
     except (ClientError, BotoCoreError, RuntimeError):
         audits.settle_submission(
             moved, AuditStatus.UNKNOWN, services.clock.now(), error=item.audit.last_error

@@ -43,18 +43,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from verifyfeed import aws
 from verifyfeed.logic.claims import delete_claim
 from verifyfeed.models.envelope import SUCCESS_CODE
+from verifyfeed.models.ids import batch_id, claim_key, iso, tree_position, tree_seq
 from verifyfeed.models.messages import LostRepairBatchMessage
 from verifyfeed.models.records import Batch, BatchStatus
 from verifyfeed.pii import mask_id
 from verifyfeed.services import Services
-from verifyfeed.store.jobs import (
-    StaleTransition,
-    batch_id,
-    claim_key,
-    iso,
-    tree_position,
-    tree_seq,
-)
+from verifyfeed.store.jobs import StaleTransition
 
 logger = Logger(child=True)
 metrics = Metrics()
@@ -271,9 +265,7 @@ def _queue_staged(services: Services, nodes: dict[int, Batch]) -> None:
             claim_bucket=batch.claim_bucket,
             claim_key=batch.claim_key,
         )
-        aws.sqs().send_message(
-            QueueUrl=services.settings.work_queue_url, MessageBody=message.model_dump_json(exclude_none=True)
-        )
+        services.queue.send(message.model_dump_json(exclude_none=True))
         try:
             services.jobs.transition(batch, BatchStatus.QUEUED, services.clock.now())
         except StaleTransition:

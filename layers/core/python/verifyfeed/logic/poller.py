@@ -24,13 +24,13 @@ from datetime import timedelta
 
 from aws_lambda_powertools import Logger
 
-from verifyfeed import aws
 from verifyfeed.logic.progress import settle_job
 from verifyfeed.logic.transitions import apply_audit_result
+from verifyfeed.models.ids import iso
 from verifyfeed.models.messages import LostRepairBatchMessage
 from verifyfeed.models.records import AuditStatus, BatchStatus, JobStatus
 from verifyfeed.services import Services
-from verifyfeed.store.jobs import StaleTransition, iso
+from verifyfeed.store.jobs import StaleTransition
 from verifyfeed.upstream.client import Answered, CallOutcome, parse_audit_result
 
 logger = Logger(child=True)
@@ -126,7 +126,6 @@ def _redrive_deferred(services: Services, report: PollReport, time_is_short: Cal
     now = services.clock.now()
     if services.blackout.is_blacked_out(now):
         return
-    sqs = aws.sqs()
     for batch in services.jobs.batches_with_status(BatchStatus.DEFERRED, services.settings.poll_max_items):
         if time_is_short():
             report.stopped_early = True
@@ -139,7 +138,7 @@ def _redrive_deferred(services: Services, report: PollReport, time_is_short: Cal
             claim_key=batch.claim_key,
             generation=int(now.timestamp()),
         )
-        sqs.send_message(QueueUrl=services.settings.work_queue_url, MessageBody=message.model_dump_json())
+        services.queue.send(message.model_dump_json())
         report.batches_redriven += 1
         try:  # bookkeeping: the uploader may already have taken the batch from "deferred"
             services.jobs.transition(batch, BatchStatus.QUEUED, now)

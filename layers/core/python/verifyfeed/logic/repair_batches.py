@@ -45,10 +45,10 @@ from typing import Any, Protocol
 
 from verifyfeed.config import AuthCodeUniqueness, LegacyIdPolicy
 from verifyfeed.ingest.readers import CellBlock, LineBlock, RowSource, SourceRow
+from verifyfeed.models.ids import batch_id
 from verifyfeed.models.records import JobCounts
 from verifyfeed.rules.errors import RuleViolation
 from verifyfeed.rules.lost_repair import is_plain_repair_row, repair_fields
-from verifyfeed.store.jobs import batch_id
 
 # reject(row number, rule, reason, the row's raw values, the first row of a duplicate)
 RejectRow = Callable[[int, str, str, dict[str, object], "int | None"], None]

@@ -56,6 +56,7 @@ from verifyfeed.logic.reports import (
     write_summary,
 )
 from verifyfeed.models.carrier_audit import AuditParams
+from verifyfeed.models.ids import batch_id, claim_key, iso
 from verifyfeed.models.messages import CarrierAuditMessage, LostRepairBatchMessage
 from verifyfeed.models.records import (
     Audit,
@@ -75,7 +76,6 @@ from verifyfeed.rules.hashing import sha256_hex
 from verifyfeed.secrets import identity_pepper
 from verifyfeed.services import Services
 from verifyfeed.store.audits import Reservation
-from verifyfeed.store.jobs import batch_id, claim_key, iso
 from verifyfeed.store.ledger import LedgerBusy
 
 logger = Logger(child=True)
@@ -582,8 +582,6 @@ def release_batches(services: Services, job: Job, seqs: Sequence[int]) -> None:
     """Queue the message of every staged batch (``SendMessageBatch``, ten at a time), then mark the
     job released. A message for a batch that was already queued is harmless: the uploader's send
     lease and its "already settled" check make a second delivery a no-op."""
-    sqs = aws.sqs()
-    queue = services.settings.work_queue_url
     bodies = [
         LostRepairBatchMessage(
             job_id=job.job_id,
@@ -594,44 +592,8 @@ def release_batches(services: Services, job: Job, seqs: Sequence[int]) -> None:
         ).model_dump_json(exclude_none=True)
         for seq in sorted(seqs)
     ]
-    send_all(sqs, queue, bodies)
+    services.queue.send_all(bodies)
     services.jobs.mark_released(job.job_id, services.clock.now())
-
-
-SEND_THREADS = 8
-
-
-def send_all(sqs: Any, queue_url: str, bodies: Sequence[str], attempts: int = 4) -> None:
-    """Every body on the queue, ten per ``SendMessageBatch``, up to ``SEND_THREADS`` requests at a
-    time (each waits a round trip; a file's thousand batches are a hundred requests); the entries
-    SQS refuses are sent again (up to ``attempts`` times in all), and an entry still refused then
-    raises — and no request that has not started yet is sent."""
-    chunks = [bodies[start : start + 10] for start in range(0, len(bodies), 10)]
-    if len(chunks) <= 1:
-        for chunk in chunks:
-            _send_chunk(sqs, queue_url, chunk, attempts)
-        return
-    with ThreadPoolExecutor(min(SEND_THREADS, len(chunks)), thread_name_prefix="send") as pool:
-        futures = [pool.submit(_send_chunk, sqs, queue_url, chunk, attempts) for chunk in chunks]
-        try:
-            for future in futures:
-                future.result()
-        except BaseException:
-            for future in futures:
-                future.cancel()  # those not started yet
-            raise
-
-
-def _send_chunk(sqs: Any, queue_url: str, chunk: Sequence[str], attempts: int) -> None:
-    entries = [{"Id": str(n), "MessageBody": b} for n, b in enumerate(chunk)]
-    for attempt in range(attempts):
-        failed = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed", [])
-        if not failed:
-            break
-        refused = {f["Id"] for f in failed}
-        entries = [e for e in entries if e["Id"] in refused]
-        if attempt + 1 == attempts:
-            raise RuntimeError(f"SQS refused {len(entries)} message(s): {failed[0].get('Code')}")
 
 
 def _split_lost_repair(
@@ -891,7 +853,7 @@ def _submit_carrier_audits(
         queued = message.model_copy(update={"update_record_id": update_id})
         accepted.append(queued)
         to_send.append(queued.model_dump_json())
-    send_all(aws.sqs(), services.settings.work_queue_url, to_send)
+    services.queue.send_all(to_send)
     n = len(accepted)
     return JobCounts(
         rows_read=counts.rows_read, rows_accepted=n, rows_rejected=counts.rows_read - n, batches_total=n

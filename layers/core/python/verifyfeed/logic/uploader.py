@@ -44,14 +44,15 @@ from verifyfeed.logic import bisection
 from verifyfeed.logic.claims import delete_claim
 from verifyfeed.logic.progress import settle_job
 from verifyfeed.models.envelope import UnifiedResponse
+from verifyfeed.models.ids import claim_key as claim_key_for
+from verifyfeed.models.ids import tree_position
 from verifyfeed.models.lost_repair import RepairRecord, VerifyState
 from verifyfeed.models.messages import CarrierAuditMessage, LostRepairBatchMessage
 from verifyfeed.models.records import Audit, AuditStatus, Batch, BatchStatus
 from verifyfeed.models.wire import WireInt
 from verifyfeed.services import Services
 from verifyfeed.store.audits import StaleAudit
-from verifyfeed.store.jobs import StaleTransition, tree_position
-from verifyfeed.store.jobs import claim_key as claim_key_for
+from verifyfeed.store.jobs import StaleTransition
 from verifyfeed.upstream.client import Answered, CallOutcome, HttpError, NotSent, Unknown
 
 logger = Logger(child=True)

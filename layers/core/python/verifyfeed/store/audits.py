@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from verifyfeed import aws
+from verifyfeed.models.ids import iso
 from verifyfeed.models.records import Audit, AuditStatus, JobStatus
 from verifyfeed.store.codec import attr, from_item, query_count, query_items
-from verifyfeed.store.jobs import JOB_SK, condition_failed, iso, job_pk, put_if_absent, write_transaction
+from verifyfeed.store.jobs import JOB_SK, condition_failed, job_pk, put_if_absent, write_transaction
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -30,6 +30,13 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from verifyfeed import aws
+from verifyfeed.models.ids import (
+    TREE_BASE,
+    TREE_SPAN,
+    iso,
+    tree_position,
+    tree_seq,
+)
 from verifyfeed.models.records import Batch, BatchStatus, Job, JobCounts, JobStatus
 from verifyfeed.store.codec import attr, from_item, query_count, query_items, to_item
 
@@ -56,39 +63,6 @@ def job_pk(job_id: str) -> str:
 
 def batch_sk(seq: int) -> str:
     return f"BATCH#{seq:06d}"
-
-
-def batch_id(job_id: str, seq: int) -> str:
-    return f"{job_id}#{seq:05d}"
-
-
-TREE_BASE = 1_000_000_000  # above any seq of a file's own batches (MAX_ROWS_PER_FILE rows at most)
-TREE_SPAN = 4096  # nodes per tree: 11 generations of halves, more than a batch of 1,000 needs
-
-
-def tree_seq(root_seq: int, node: int) -> int:
-    """The seq of node ``node`` of the bisection tree of the file's batch ``root_seq`` (node 1)."""
-    if node == 1:
-        return root_seq
-    if not 2 <= node < TREE_SPAN:
-        raise ValueError(f"node {node} is outside a bisection tree")
-    return TREE_BASE + root_seq * TREE_SPAN + node
-
-
-def tree_position(seq: int) -> tuple[int, int]:
-    """(the file's batch, node) of a batch's seq: ``(seq, 1)`` for a batch of the file itself."""
-    if seq < TREE_BASE:
-        return seq, 1
-    return divmod(seq - TREE_BASE, TREE_SPAN)
-
-
-def claim_key(claims_prefix: str, job_id: str, seq: int) -> str:
-    """Where a batch's body is kept in the ingest bucket (staged, deferred, failed or unknown)."""
-    return f"{claims_prefix}{job_id}/{seq:05d}.json"
-
-
-def iso(at: datetime) -> str:
-    return at.isoformat(timespec="milliseconds")
 
 
 def condition_failed(exc: ClientError) -> bool:

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from verifyfeed.models.ids import iso
 from verifyfeed.store.codec import attr
-from verifyfeed.store.jobs import condition_failed, iso
+from verifyfeed.store.jobs import condition_failed
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

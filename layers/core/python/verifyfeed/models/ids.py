@@ -1,0 +1,43 @@
+"""Identifiers and time stamps of jobs and batches: pure, shared by the logic and the stores.
+
+A batch is ``<job>#<seq>``; the batches a bisection makes (docs/decisions.md#state-0) have seqs
+above ``TREE_BASE``, node n of the tree of the file's batch r at ``TREE_BASE + r·TREE_SPAN + n``;
+a batch's body is kept at ``claim_key``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+
+def batch_id(job_id: str, seq: int) -> str:
+    return f"{job_id}#{seq:05d}"
+
+
+TREE_BASE = 1_000_000_000  # above any seq of a file's own batches (MAX_ROWS_PER_FILE rows at most)
+TREE_SPAN = 4096  # nodes per tree: 11 generations of halves, more than a batch of 1,000 needs
+
+
+def tree_seq(root_seq: int, node: int) -> int:
+    """The seq of node ``node`` of the bisection tree of the file's batch ``root_seq`` (node 1)."""
+    if node == 1:
+        return root_seq
+    if not 2 <= node < TREE_SPAN:
+        raise ValueError(f"node {node} is outside a bisection tree")
+    return TREE_BASE + root_seq * TREE_SPAN + node
+
+
+def tree_position(seq: int) -> tuple[int, int]:
+    """(the file's batch, node) of a batch's seq: ``(seq, 1)`` for a batch of the file itself."""
+    if seq < TREE_BASE:
+        return seq, 1
+    return divmod(seq - TREE_BASE, TREE_SPAN)
+
+
+def claim_key(claims_prefix: str, job_id: str, seq: int) -> str:
+    """Where a batch's body is kept in the ingest bucket (staged, deferred, failed or unknown)."""
+    return f"{claims_prefix}{job_id}/{seq:05d}.json"
+
+
+def iso(at: datetime) -> str:
+    return at.isoformat(timespec="milliseconds")
