@@ -39,6 +39,7 @@ from verifyfeed.models.messages import LostRepairBatchMessage
 from verifyfeed.models.records import Audit, AuditStatus, BatchStatus, JobStatus
 from verifyfeed.pii import keyed_digest
 from verifyfeed.services import Services, build_services
+from verifyfeed.store.blobs import S3Blobs
 
 pytestmark = pytest.mark.integration
 
@@ -249,7 +250,7 @@ def test_status_report_and_redrive_of_an_unknown_batch(
     assert message.records is None and message.claim_key == batch.claim_key
 
     # the uploader sends it (the operator's deliberate decision); the job settles again, report rewritten
-    resent = len(load_records(message))  # read before: a succeeded batch's staged body is deleted
+    resent = len(load_records(S3Blobs(), message))  # read before: a succeeded batch's staged body is deleted
     assert upload_batch(services, message, Delivery()) == "succeeded"
     assert len(sandbox.accepted_records()) == charged + resent
     job = services.jobs.get_job(job_id)

@@ -21,6 +21,7 @@ from verifyfeed.models.messages import CarrierAuditMessage, LostRepairBatchMessa
 from verifyfeed.models.records import AuditStatus, JobStatus
 from verifyfeed.rules.hashing import sha256_hex
 from verifyfeed.services import Services
+from verifyfeed.store.blobs import S3Blobs
 
 pytestmark = pytest.mark.integration
 HEADER = ["姓名", "身份证号", "曾用手机号", "授权码"]
@@ -165,7 +166,9 @@ def _records_sent_for(services: Services, key: str, data: bytes) -> list[dict[st
         for m in drain_queue(services.settings.work_queue_url)
         if m.get("job_id") == result.job_id
     ]
-    return sorted((r.model_dump() for m in messages for r in load_records(m)), key=lambda r: r["idcode"])
+    return sorted(
+        (r.model_dump() for m in messages for r in load_records(S3Blobs(), m)), key=lambda r: r["idcode"]
+    )
 
 
 def test_gbk_csv_and_xlsx_give_the_same_batches_as_utf8(services: Services) -> None:
@@ -375,26 +378,25 @@ def test_two_phone_columns_reject_the_file_naming_both(services: Services) -> No
     assert (report["header_row"], report["ignored_columns"]) == (None, [])
 
 
-def test_the_summary_is_written_even_when_the_header_facts_cannot_be_read(
-    services: Services, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from botocore.exceptions import ClientError
-
+def test_the_summary_is_written_even_when_the_header_facts_cannot_be_read(services: Services) -> None:
     from verifyfeed.logic import reports
+    from verifyfeed.ports import BlobError
 
     key = f"lost-repair/facts-{uuid.uuid4().hex[:6]}.csv"
     result = split(services, put(services, key, csv_bytes(valid_rows(2, 95_000), header=[*HEADER, "备注"])))
     job = services.jobs.get_job(result.job_id)
     assert job is not None
     bucket, summary_key = job.bucket, f"reports/{key}.json"
-    reports.write_summary(bucket, summary_key, job, {})
+    reports.write_summary(services.blobs, bucket, summary_key, job, {})
     read = boto3.client("s3").get_object
     assert json.loads(read(Bucket=bucket, Key=summary_key)["Body"].read())["ignored_columns"] == ["备注"]
 
-    def denied(*args: object, **kwargs: object) -> None:
-        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "GetObject")
+    class ReadDenied(S3Blobs):
+        """S3 as it is, but reading the header facts is refused (a policy that forgot them)."""
 
-    monkeypatch.setattr(reports, "read_header_facts", denied)
-    reports.write_summary(bucket, summary_key, job, {})
+        def get(self, bucket: str, key: str) -> bytes:
+            raise BlobError("get: AccessDenied", code="AccessDenied")
+
+    reports.write_summary(ReadDenied(), bucket, summary_key, job, {})
     summary = json.loads(read(Bucket=bucket, Key=summary_key)["Body"].read())
     assert (summary["header_row"], summary["ignored_columns"], summary["job_id"]) == (None, [], job.job_id)

@@ -19,6 +19,7 @@ from verifyfeed.logic.uploader import Delivery, RetryLater, load_records, upload
 from verifyfeed.models.messages import LostRepairBatchMessage
 from verifyfeed.models.records import BatchStatus, JobStatus
 from verifyfeed.services import Services, build_services
+from verifyfeed.store.blobs import S3Blobs
 
 pytestmark = pytest.mark.integration
 
@@ -108,7 +109,7 @@ def test_state0_for_several_records_splits_the_batch_in_halves_sent_each_once(
     halves = [LostRepairBatchMessage.model_validate(m) for m in drain_queue(queue_url)]
     halves = [h for h in halves if h.job_id == message.job_id]
     assert len(halves) == 2 and all(h.seq > 1 and h.claim_key for h in halves)
-    assert [len(load_records(h)) for h in halves] == [2, 1]
+    assert [len(load_records(S3Blobs(), h)) for h in halves] == [2, 1]
     for half in halves:
         assert upload_batch(services, half, Delivery()) == "succeeded"
         assert upload_batch(services, half, Delivery(receive_count=2)) == "succeeded"

@@ -40,6 +40,7 @@ from verifyfeed.models.messages import CarrierAuditMessage, LostRepairBatchMessa
 from verifyfeed.models.records import JobStatus
 from verifyfeed.rules.hashing import sha256_hex
 from verifyfeed.services import Services
+from verifyfeed.store.blobs import S3Blobs
 
 pytestmark = pytest.mark.integration
 
@@ -597,7 +598,7 @@ def test_hostile_file(case: Case, services: Services, sandbox: SandboxHandle, sp
     messages = [m for m in drain_queue(queue) if m.get("job_id") == job.job_id]
     if case.kind == "lost-repair":
         batches = [LostRepairBatchMessage.model_validate(m) for m in messages]
-        staged = [load_records(b) for b in batches]  # the bodies, staged in S3 (all or nothing)
+        staged = [load_records(S3Blobs(), b) for b in batches]  # the bodies, staged in S3 (all or nothing)
         assert sum(len(records) for records in staged) == case.accepted
         for batch in batches:
             assert upload_batch(services, batch, Delivery()) == "succeeded"

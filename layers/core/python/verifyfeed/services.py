@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING
 from verifyfeed import aws
 from verifyfeed.clock import Blackout, Clock, clock_from_setting
 from verifyfeed.config import Settings, get_settings
+from verifyfeed.ports import Blobs, WorkQueue
 from verifyfeed.secrets import upstream_credentials
 from verifyfeed.store.audits import AuditStore
+from verifyfeed.store.blobs import S3Blobs
 from verifyfeed.store.jobs import JobStore
 from verifyfeed.store.ledger import LedgerStore
-from verifyfeed.store.queue import SqsWorkQueue, WorkQueue
+from verifyfeed.store.queue import SqsWorkQueue
 
 if TYPE_CHECKING:
     from verifyfeed.upstream.client import UpstreamClient
@@ -37,6 +39,11 @@ class Services:
     @cached_property
     def upstream(self) -> UpstreamClient:
         return self.upstream_factory()
+
+    @cached_property
+    def blobs(self) -> Blobs:
+        """Blob storage (``store.blobs``): dropped files, batch bodies, reports."""
+        return S3Blobs()
 
     @cached_property
     def queue(self) -> WorkQueue:

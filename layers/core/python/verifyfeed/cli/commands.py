@@ -41,6 +41,7 @@ from verifyfeed.pii import mask_generic
 from verifyfeed.secrets import identity_pepper
 from verifyfeed.services import Services
 from verifyfeed.store.audits import StaleAudit
+from verifyfeed.store.blobs import S3Blobs
 from verifyfeed.store.jobs import StaleTransition
 
 if TYPE_CHECKING:
@@ -280,7 +281,7 @@ def status_of(ctx: Context, ref: str) -> Result:
         refused = refused_records(batches)
     in_flight = job.batches_total - job.batches_settled - job.batches_deferred
     reports_prefix = ctx.services.settings.reports_prefix
-    header = read_header_facts(job.bucket, header_key(reports_prefix, job.key), ctx.s3)
+    header = read_header_facts(S3Blobs(ctx.s3), job.bucket, header_key(reports_prefix, job.key))
     data = {
         "job": job_view(job),
         # every column the splitter did not use, by label; None when its header was never read

@@ -38,15 +38,13 @@ from collections.abc import Iterable
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from botocore.exceptions import BotoCoreError, ClientError
 
-from verifyfeed import aws
-from verifyfeed.logic.claims import delete_claim
 from verifyfeed.models.envelope import SUCCESS_CODE
 from verifyfeed.models.ids import batch_id, claim_key, iso, tree_position, tree_seq
 from verifyfeed.models.messages import LostRepairBatchMessage
 from verifyfeed.models.records import Batch, BatchStatus
 from verifyfeed.pii import mask_id
+from verifyfeed.ports import BlobError
 from verifyfeed.services import Services
 from verifyfeed.store.jobs import StaleTransition
 
@@ -161,9 +159,9 @@ def _records(services: Services, batch: Batch) -> list[bytes] | None:
     bucket = batch.claim_bucket or services.settings.ingest_bucket
     key = batch.claim_key or claim_key(services.settings.claims_prefix, batch.job_id, batch.seq)
     try:
-        body = aws.s3().get_object(Bucket=bucket, Key=key)["Body"].read()
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+        body = services.blobs.get(bucket, key)
+    except BlobError as exc:
+        if exc.missing:
             return None
         raise
     return body_records(body)
@@ -182,9 +180,7 @@ def _bisect(services: Services, batch: Batch, records: list[bytes]) -> None:
         if jobs.get_batch(batch.job_id, seq) is not None:
             continue  # written by an earlier call (a half is not sent before its parent is bisected)
         key = claim_key(settings.claims_prefix, batch.job_id, seq)
-        aws.s3().put_object(
-            Bucket=bucket, Key=key, Body=b"[%s]" % b",".join(part), ContentType="application/json"
-        )
+        services.blobs.put(bucket, key, b"[%s]" % b",".join(part))
         jobs.put_batch_if_absent(
             Batch(
                 job_id=batch.job_id,
@@ -210,8 +206,8 @@ def _bisect(services: Services, batch: Batch, records: list[bytes]) -> None:
     )
     if batch.claim_key.startswith(settings.claims_prefix):
         try:  # its records live on in its halves; the body holds names and digests
-            delete_claim(bucket, batch.claim_key)
-        except (ClientError, BotoCoreError) as exc:
+            services.blobs.delete_every_version(bucket, batch.claim_key)
+        except BlobError as exc:
             logger.warning(
                 "claim of a bisected batch not deleted; the lifecycle rule will",
                 extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "error": type(exc).__name__},

@@ -55,7 +55,7 @@ def settle_job(services: Services, job_id: str) -> JobStatus | None:
                     )
                     for b in batches
                 ]
-            write_summary(closed.bucket, summary_key, closed, extra)
+            write_summary(services.blobs, closed.bucket, summary_key, closed, extra)
             jobs.set_report_key(job_id, summary_key)
             logger.info("job settled", extra={"job_id": job_id, "status": final.value})
             return final

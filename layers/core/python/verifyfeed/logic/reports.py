@@ -20,17 +20,13 @@ import io
 import json
 import tempfile
 from collections.abc import Iterable
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from aws_lambda_powertools import Logger
-from botocore.exceptions import ClientError
 
-from verifyfeed import aws
 from verifyfeed.models.records import Batch, BatchStatus, Job
 from verifyfeed.pii import mask_object_key, spreadsheet_safe
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
+from verifyfeed.ports import BlobError, Blobs
 
 REJECTED_COLUMNS = ("row", "rule", "reason", "first_row", "name", "id_number", "phone", "auth_code")
 logger = Logger(child=True)
@@ -48,21 +44,17 @@ def header_key(reports_prefix: str, source_key: str) -> str:
     return f"{reports_prefix}{source_key}{_HEADER_SUFFIX}"
 
 
-def write_header_facts(bucket: str, key: str, facts: dict[str, Any]) -> None:
-    aws.s3().put_object(
-        Bucket=bucket,
-        Key=key,
-        Body=json.dumps(facts, ensure_ascii=False, indent=2).encode(),
-        ContentType="application/json; charset=utf-8",
-    )
+def write_header_facts(blobs: Blobs, bucket: str, key: str, facts: dict[str, Any]) -> None:
+    body = json.dumps(facts, ensure_ascii=False, indent=2).encode()
+    blobs.put(bucket, key, body, "application/json; charset=utf-8")
 
 
-def read_header_facts(bucket: str, key: str, s3: S3Client | None = None) -> dict[str, Any] | None:
+def read_header_facts(blobs: Blobs, bucket: str, key: str) -> dict[str, Any] | None:
     """The header facts the splitter stored, ``None`` when there are none (yet)."""
     try:
-        body = (s3 or aws.s3()).get_object(Bucket=bucket, Key=key)["Body"].read()
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+        body = blobs.get(bucket, key)
+    except BlobError as exc:
+        if exc.missing:
             return None
         raise
     facts = json.loads(body)
@@ -95,26 +87,24 @@ class RejectionLog:
             ]
         )
 
-    def upload(self, bucket: str, key: str) -> None:
+    def upload(self, blobs: Blobs, bucket: str, key: str) -> None:
         self._text.flush()
         self._buffer.seek(0)
-        aws.s3().upload_fileobj(
-            self._buffer, bucket, key, ExtraArgs={"ContentType": "text/csv; charset=utf-8"}
-        )
+        blobs.put_file(bucket, key, self._buffer, "text/csv; charset=utf-8")
 
     def close(self) -> None:
         self._text.close()
 
 
 def write_summary(
-    bucket: str, key: str, job: Job, extra: dict[str, Any], header: dict[str, Any] | None = None
+    blobs: Blobs, bucket: str, key: str, job: Job, extra: dict[str, Any], header: dict[str, Any] | None = None
 ) -> None:
     """The summary at ``key`` (``reports/<file>.json``), with the header facts ``header`` or, when
     not given, those stored next to it (``reports/<file>.header.json``)."""
     if header is None:
         try:
-            header = read_header_facts(bucket, key.removesuffix(".json") + _HEADER_SUFFIX) or NO_HEADER
-        except ClientError as exc:  # the report matters more than its header facts
+            header = read_header_facts(blobs, bucket, key.removesuffix(".json") + _HEADER_SUFFIX) or NO_HEADER
+        except BlobError as exc:  # the report matters more than its header facts
             logger.warning(
                 "header facts unreadable; report written without them",
                 extra={"key": mask_object_key(key), "error": type(exc).__name__},
@@ -139,11 +129,11 @@ def write_summary(
         **header,
         **extra,
     }
-    aws.s3().put_object(
-        Bucket=bucket,
-        Key=key,
-        Body=json.dumps(body, ensure_ascii=False, indent=2).encode(),
-        ContentType="application/json; charset=utf-8",
+    blobs.put(
+        bucket,
+        key,
+        json.dumps(body, ensure_ascii=False, indent=2).encode(),
+        "application/json; charset=utf-8",
     )
 
 

@@ -32,9 +32,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.streaming import S3Object
 
-from verifyfeed import aws
 from verifyfeed.clock import china_time
 from verifyfeed.ingest.errors import FileRejected
 from verifyfeed.ingest.readers import RowSource, SourceRow, open_rows
@@ -258,16 +256,11 @@ def _split(
                 f"file is {dropped.size:,} bytes, more than MAX_FILE_BYTES ({settings.max_file_bytes:,}):"
                 " split it into smaller files"
             )
-        stream = S3Object(
-            bucket=dropped.bucket,
-            key=dropped.key,
-            version_id=dropped.version_id or None,
-            boto3_client=aws.s3(),
-        )
+        stream = services.blobs.open(dropped.bucket, dropped.key, dropped.version_id or None)
         rows = open_rows(stream, dropped.filename, job.kind, sheet=services.settings.xlsx_sheet)
         header = rows.header.facts()
         # before the job can settle, whose report copies them (logic/reports.py)
-        write_header_facts(dropped.bucket, facts_key, header)
+        write_header_facts(services.blobs, dropped.bucket, facts_key, header)
         if job.kind == JobKind.LOST_REPAIR:
             counts = _split_lost_repair(services, job, rows, rejections, stager, ledger)
             stager.wait()  # every staged body and record written: the file is read and validated
@@ -279,17 +272,17 @@ def _split(
         discarded = stager.discard()
         counts = JobCounts()
         services.jobs.reject_job(job_id, exc.reason, counts, services.clock.now())
-        rejections.upload(dropped.bucket, rejected_key)
+        rejections.upload(services.blobs, dropped.bucket, rejected_key)
         rejected = services.jobs.get_job(job_id)
         assert rejected is not None
         if header is NO_HEADER:  # replaces the facts of an earlier upload of the same key
-            write_header_facts(dropped.bucket, facts_key, header)
+            write_header_facts(services.blobs, dropped.bucket, facts_key, header)
         nothing_sent = {
             "rejected_rows_report": rejected_key,
             "sent_upstream": 0,  # all or nothing: no row of a rejected file is sent, nothing charged
             "batches_staged_then_discarded": discarded,
         }
-        write_summary(dropped.bucket, summary_key, rejected, nothing_sent, header)
+        write_summary(services.blobs, dropped.bucket, summary_key, rejected, nothing_sent, header)
         services.jobs.set_report_key(job_id, summary_key)
         logger.warning(
             "file rejected; nothing sent", extra={**log_extra, "reason": exc.reason, "discarded": discarded}
@@ -305,7 +298,7 @@ def _split(
         _commit_ledger(services, dropped, ledger, stager)
     if job.kind == JobKind.CARRIER_AUDIT:  # the whole file is valid as a file: reserve and queue
         counts = _submit_carrier_audits(services, job, counts, audits, rejections)
-    rejections.upload(dropped.bucket, rejected_key)
+    rejections.upload(services.blobs, dropped.bucket, rejected_key)
     services.jobs.finish_split(job_id, counts, services.clock.now())
     if job.kind == JobKind.LOST_REPAIR:
         release_batches(services, job, stager.staged)
@@ -425,9 +418,7 @@ class _BatchStager:
                 return  # staged by the interrupted run from the same ledger: the same records
             # else staged from a ledger that has moved since: other records now, staged again
         claim_key = self.claim_key(batch.seq)
-        aws.s3().put_object(
-            Bucket=self.job.bucket, Key=claim_key, Body=batch.records_json, ContentType="application/json"
-        )
+        self.services.blobs.put(self.job.bucket, claim_key, batch.records_json)
         jobs.stage_batch(
             Batch(
                 job_id=job_id,
@@ -488,10 +479,7 @@ class _BatchStager:
     def _discard(self, seqs: Iterable[int]) -> int:
         now = self.services.clock.now()
         discarded = [s for s in seqs if self.services.jobs.discard_staged(self.job.job_id, s, now)]
-        keys = [self.claim_key(seq) for seq in discarded]
-        for start in range(0, len(keys), 1000):
-            chunk = keys[start : start + 1000]
-            aws.s3().delete_objects(Bucket=self.job.bucket, Delete={"Objects": [{"Key": k} for k in chunk]})
+        self.services.blobs.delete_many(self.job.bucket, [self.claim_key(seq) for seq in discarded])
         return len(discarded)
 
 
@@ -549,7 +537,7 @@ def _finish_dry_run(
         would = {"audits_submitted": len(audits)}
         charged = 0  # the carrier-audit seed states no price
     summary_key, rejected_key = report_keys(settings.reports_prefix, dropped.key)
-    rejections.upload(dropped.bucket, rejected_key)
+    rejections.upload(services.blobs, dropped.bucket, rejected_key)
     now = services.clock.now()
     services.jobs.finish_split(job.job_id, counts, now)
     services.jobs.set_job_status(job.job_id, JobStatus.DRY_RUN, {JobStatus.UPLOADING}, now)
@@ -569,7 +557,7 @@ def _finish_dry_run(
         "would_send": would,
         "cost_if_all_accepted": cost,
     }
-    write_summary(dropped.bucket, summary_key, done, extra, header)
+    write_summary(services.blobs, dropped.bucket, summary_key, done, extra, header)
     services.jobs.set_report_key(job.job_id, summary_key)
     logger.info(
         "dry run: nothing sent",
@@ -644,7 +632,7 @@ def _duplicate_file(services: Services, dropped: DroppedObject, job: Job, same: 
     done = services.jobs.get_job(job.job_id)
     assert done is not None
     extra = {"identical_to": {"job_id": same.job_id, "key": same.key, "split_on": day}, "sent_upstream": 0}
-    write_summary(dropped.bucket, summary_key, done, extra, NO_HEADER)
+    write_summary(services.blobs, dropped.bucket, summary_key, done, extra, NO_HEADER)
     services.jobs.set_report_key(job.job_id, summary_key)
     logger.warning(
         "identical file: nothing sent",

@@ -38,10 +38,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import Field, TypeAdapter
 
-from verifyfeed import aws
 from verifyfeed.config import UnknownOutcomePolicy
 from verifyfeed.logic import bisection
-from verifyfeed.logic.claims import delete_claim
 from verifyfeed.logic.progress import settle_job
 from verifyfeed.models.envelope import UnifiedResponse
 from verifyfeed.models.ids import claim_key as claim_key_for
@@ -50,6 +48,7 @@ from verifyfeed.models.lost_repair import RepairRecord, VerifyState
 from verifyfeed.models.messages import CarrierAuditMessage, LostRepairBatchMessage
 from verifyfeed.models.records import Audit, AuditStatus, Batch, BatchStatus
 from verifyfeed.models.wire import WireInt
+from verifyfeed.ports import BlobError, Blobs
 from verifyfeed.services import Services
 from verifyfeed.store.audits import StaleAudit
 from verifyfeed.store.jobs import StaleTransition
@@ -94,11 +93,12 @@ def backoff_seconds(services: Services, attempt: int) -> int:
     return int(random.uniform(ceiling / 2, ceiling))  # noqa: S311 - jitter, not security
 
 
-def load_records(message: LostRepairBatchMessage) -> list[RepairRecord]:
+def load_records(blobs: Blobs, message: LostRepairBatchMessage) -> list[RepairRecord]:
+    """The batch's records: inline, or its body in ``claims/`` (``BlobError`` when unreadable)."""
     if message.records is not None:
         return message.records
     assert message.claim_bucket and message.claim_key
-    body = aws.s3().get_object(Bucket=message.claim_bucket, Key=message.claim_key)["Body"].read()
+    body = blobs.get(message.claim_bucket, message.claim_key)
     return [RepairRecord.model_validate(r) for r in json.loads(body)]
 
 
@@ -145,9 +145,9 @@ def upload_batch(services: Services, message: LostRepairBatchMessage, delivery: 
     # everything the call needs, before the lease: a body or credentials that cannot be read must
     # not turn into a lease that expires into a false "unknown"
     try:
-        records = load_records(message)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+        records = load_records(services.blobs, message)
+    except BlobError as exc:
+        if not exc.missing:
             raise
         _settle(
             services, batch, BatchStatus.FAILED, message, last_error="the batch body is missing: nothing sent"
@@ -287,12 +287,9 @@ def _claim(services: Services, batch: Batch, message: LostRepairBatchMessage) ->
         return message.claim_bucket or services.settings.ingest_bucket, message.claim_key
     claim_bucket = services.settings.ingest_bucket
     claim_key = claim_key_for(services.settings.claims_prefix, batch.job_id, batch.seq)
-    aws.s3().put_object(
-        Bucket=claim_bucket,
-        Key=claim_key,
-        Body=json.dumps([r.model_dump() for r in load_records(message)], ensure_ascii=False).encode(),
-        ContentType="application/json",
-    )
+    records = load_records(services.blobs, message)
+    body = json.dumps([r.model_dump() for r in records], ensure_ascii=False).encode()
+    services.blobs.put(claim_bucket, claim_key, body)
     return claim_bucket, claim_key
 
 
@@ -412,7 +409,7 @@ def _keep_body(services: Services, batch: Batch, message: LostRepairBatchMessage
     """
     try:
         claim_bucket, claim_key = _claim(services, batch, message)
-    except (ClientError, BotoCoreError) as exc:
+    except BlobError as exc:
         logger.warning(
             "batch body not kept; it cannot be re-driven",
             extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "error": type(exc).__name__},
@@ -430,8 +427,8 @@ def _drop_claims(services: Services, batch: Batch, message: LostRepairBatchMessa
         if not key or not key.startswith(services.settings.claims_prefix):
             continue
         try:
-            delete_claim(bucket or services.settings.ingest_bucket, key)
-        except (ClientError, BotoCoreError) as exc:
+            services.blobs.delete_every_version(bucket or services.settings.ingest_bucket, key)
+        except BlobError as exc:
             logger.warning(
                 "claim of a succeeded batch not deleted; the lifecycle rule will",
                 extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "error": type(exc).__name__},

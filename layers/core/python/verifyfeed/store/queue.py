@@ -1,6 +1,6 @@
 """The work queue (SQS): what the splitter, the uploader's bisection, the poller and the CLI queue.
 
-``Services.queue`` is a ``WorkQueue``; the logic never calls SQS itself, so it runs on an in-memory
+``Services.queue`` is a ``ports.WorkQueue``; the logic never calls SQS itself, so it runs on an in-memory
 queue in unit tests (tests/fakes.py). ``SqsWorkQueue`` takes its client from ``verifyfeed.aws`` at
 each call (one client per process, created on first use).
 """
@@ -9,19 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any
 
 from verifyfeed import aws
-
-
-class WorkQueue(Protocol):
-    def send(self, body: str) -> None:
-        """One message."""
-        ...
-
-    def send_all(self, bodies: Sequence[str]) -> None:
-        """Every body, or an error: each body was sent at most once either way."""
-        ...
 
 
 class SqsWorkQueue:
