@@ -38,7 +38,8 @@ $(STAMP): $(LOCK) pyproject.toml
 	@# exactly the lock: every version pinned, every file checked against its hash
 	$(BIN)/pip install -qq --require-hashes --no-deps -r $(LOCK)
 	$(BIN)/pip check
-	@# the core package itself, editable, for the `verifyfeed` operators' CLI (.venv/bin/verifyfeed),
+	@# the core package and the operators' CLI (verifyfeed_cli, outside the layer), editable, for
+	@# the `verifyfeed` console script (.venv/bin/verifyfeed),
 	@# built by the locked setuptools (no build isolation: nothing unpinned is fetched)
 	$(BIN)/pip install -qq --no-build-isolation --no-deps -e .
 	@rm -f $(VENV)/.installed-* && touch $@

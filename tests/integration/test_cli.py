@@ -30,8 +30,6 @@ from tests.integration.conftest import (
     new_job,
     repair_records,
 )
-from verifyfeed.cli.app import main
-from verifyfeed.cli.target import Target, resolve
 from verifyfeed.clock import FixedClock
 from verifyfeed.logic.splitter import DroppedObject, split_object
 from verifyfeed.logic.uploader import Delivery, load_records, upload_batch
@@ -39,6 +37,8 @@ from verifyfeed.models.messages import LostRepairBatchMessage
 from verifyfeed.models.records import Audit, AuditStatus, BatchStatus, JobStatus
 from verifyfeed.pii import keyed_digest
 from verifyfeed.services import Services, build_services
+from verifyfeed_cli.app import main
+from verifyfeed_cli.target import Target, resolve
 
 pytestmark = pytest.mark.integration
 
@@ -157,7 +157,7 @@ def test_usage_errors_exit_2(cli: Cli) -> None:
 
 def test_module_entry_point_prints_help() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "verifyfeed.cli", "--help"],
+        [sys.executable, "-m", "verifyfeed_cli", "--help"],
         cwd=ROOT,
         env={"PYTHONPATH": f"{ROOT / 'layers/core/python'}", "PATH": "/usr/bin:/bin"},
         capture_output=True,
