@@ -15,7 +15,6 @@ buckets). Creating is idempotent: existing resources are reused and brought to t
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -23,10 +22,11 @@ import secrets as pysecrets
 import string
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Final
 
 import boto3
+import cfnlint.decode
 from botocore.exceptions import ClientError
 
 if TYPE_CHECKING:
@@ -34,9 +34,6 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
-
-# PyYAML ships no type information and its stubs are not a dependency: import it as a plain module.
-yaml: Any = importlib.import_module("yaml")
 
 LOCAL_ACCOUNT_ID: Final = "123456789012"
 DEFAULT_TEMPLATE: Final = "template.yaml"
@@ -58,43 +55,13 @@ _SUB_VARIABLE = re.compile(r"\$\{([^}]+)\}")
 # --------------------------------------------------------------------------------------------------
 
 
-def _short_tag(loader: Any, suffix: str, node: Any) -> Any:
-    """``!Ref X`` -> ``{"Ref": "X"}``, ``!GetAtt a.b`` -> ``{"Fn::GetAtt": ["a", "b"]}``, ``!Sub`` ..."""
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    if suffix in ("Ref", "Condition"):
-        return {suffix: value}
-    if suffix == "GetAtt" and isinstance(value, str):
-        resource, _, attribute = value.partition(".")
-        return {"Fn::GetAtt": [resource, attribute]}
-    return {f"Fn::{suffix}": value}
-
-
-def _make_loader() -> Any:
-    # SafeLoader without the implicit timestamp type, so "2010-09-09" stays the string CFN expects.
-    loader: Any = type("CloudFormationLoader", (yaml.SafeLoader,), {})
-    loader.yaml_implicit_resolvers = {
-        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-    }
-    loader.add_multi_constructor("!", _short_tag)
-    return loader
-
-
-_LOADER: Final = _make_loader()
-
-
 def load_template(path: str | os.PathLike[str] = DEFAULT_TEMPLATE) -> dict[str, Any]:
-    """The template as plain dicts and lists, with short tags turned into their long form."""
-    text = Path(path).read_text(encoding="utf-8")
-    document = yaml.load(text, Loader=_LOADER)
-    if not isinstance(document, dict) or not isinstance(document.get("Resources"), dict):
-        raise ValueError(f"{path} is not a CloudFormation template (no Resources)")
-    return document
+    """The template as plain dicts and lists, short tags (``!Ref``) in their long form: cfn-lint's reader."""
+    template, errors = cfnlint.decode.decode(str(path))
+    if errors or template is None or not isinstance(template.get("Resources"), dict):
+        reasons = "; ".join(error.message for error in errors) or "no Resources"
+        raise ValueError(f"{path} is not a CloudFormation template ({reasons})")
+    return dict(template)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -12,6 +12,9 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
+from botocore.config import Config
+
+from local.aws_server import MotoServer
 
 
 @pytest.fixture
@@ -59,6 +62,21 @@ def test_s3_objects_head_ranges_large_bodies_and_odd_keys(moto_endpoint: str) ->
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == [key]
     with pytest.raises(s3.exceptions.NoSuchKey):
         s3.get_object(Bucket=bucket, Key="missing")
+
+
+def test_an_empty_object_is_stored(moto_endpoint: str) -> None:
+    # botocore sends Expect: 100-continue with Content-Length: 0 (waitress 3.0 never answers that)
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, config=Config(read_timeout=20))
+    bucket = f"b-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="lost-repair/empty.csv", Body=b"")
+    assert s3.head_object(Bucket=bucket, Key="lost-repair/empty.csv")["ContentLength"] == 0
+
+
+def test_a_port_taken_is_an_os_error_for_the_caller(moto_endpoint: str) -> None:
+    taken = int(moto_endpoint.rsplit(":", 1)[1])
+    with pytest.raises(OSError):
+        MotoServer("127.0.0.1", taken).start()
 
 
 def test_query_protocol_services_answer(moto_endpoint: str) -> None:
