@@ -6,7 +6,8 @@ CloudFormation (``create_stack`` through ``AWS_ENDPOINT_URL``: it resolves their
 conditions and dependency order), and what moto's CloudFormation leaves out is done here by hand:
 a bucket's versioning, public access block and lifecycle, a table's TTL and point-in-time recovery
 (and its encryption, which moto reads in the API's shape), and every ``AWS::SecretsManager::Secret``
-(moto has no CloudFormation support for them; generated as ``GenerateSecretString`` says).
+(moto has no CloudFormation support for them; a ``GenerateSecretString`` is made by the service's
+own ``GetRandomPassword``).
 
 ``Resolver`` stays hand-written: the functions' environment, timeouts and event sources
 (``FunctionSpec``) refer to functions, an API and secrets that moto's CloudFormation cannot hold,
@@ -28,8 +29,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets as pysecrets
-import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -61,6 +60,14 @@ FUNCTION: Final = "AWS::Serverless::Function"
 # it has no Secrets Manager secrets, which are created by hand
 STACK_TYPES: Final = (BUCKET, QUEUE, TABLE)
 _NAME_PROPERTY: Final = {BUCKET: "BucketName", QUEUE: "QueueName", TABLE: "TableName"}
+_PASSWORD_FLAGS: Final = (
+    "ExcludeNumbers",
+    "ExcludePunctuation",
+    "ExcludeUppercase",
+    "ExcludeLowercase",
+    "IncludeSpace",
+    "RequireEachIncludedType",
+)
 
 _SUB_VARIABLE = re.compile(r"\$\{([^}]+)\}")
 
@@ -531,7 +538,7 @@ class _Creator:
             value = (
                 str(props["SecretString"])
                 if "SecretString" in props
-                else generate_secret_string(props.get("GenerateSecretString", {}))
+                else self.generated_secret_string(props.get("GenerateSecretString", {}))
             )
         try:
             arn = self.secretsmanager.create_secret(
@@ -546,6 +553,19 @@ class _Creator:
         self.resolver.refs[logical_id] = arn
         self.resolver.attributes[(logical_id, "Id")] = arn
         return arn
+
+    def generated_secret_string(self, spec: Mapping[str, Any]) -> str:
+        """What Secrets Manager makes of a ``GenerateSecretString``: its own ``GetRandomPassword``."""
+        length = int(spec.get("PasswordLength", 32))
+        flags = {key: _flag(spec[key]) for key in _PASSWORD_FLAGS if key in spec}
+        excluded = str(spec.get("ExcludeCharacters", ""))
+        generated = self.secretsmanager.get_random_password(
+            PasswordLength=length, ExcludeCharacters=excluded, **flags
+        )["RandomPassword"]
+        template, key = spec.get("SecretStringTemplate"), spec.get("GenerateStringKey")
+        if template is None or key is None:
+            return generated
+        return json.dumps({**json.loads(str(template)), str(key): generated})
 
 
 def _flag(value: Any) -> bool:
@@ -587,31 +607,6 @@ def _lifecycle_rule(rule: Mapping[str, Any]) -> dict[str, Any]:
             for item in transitions
         ]
     return out
-
-
-def generate_secret_string(spec: Mapping[str, Any]) -> str:
-    """What Secrets Manager makes of a ``GenerateSecretString`` (the same options, local randomness)."""
-    excluded = set(str(spec.get("ExcludeCharacters", "")))
-    alphabet = ""
-    if not _flag(spec.get("ExcludeLowercase")):
-        alphabet += string.ascii_lowercase
-    if not _flag(spec.get("ExcludeUppercase")):
-        alphabet += string.ascii_uppercase
-    if not _flag(spec.get("ExcludeNumbers")):
-        alphabet += string.digits
-    if not _flag(spec.get("ExcludePunctuation")):
-        alphabet += string.punctuation
-    if _flag(spec.get("IncludeSpace")):
-        alphabet += " "
-    alphabet = "".join(char for char in alphabet if char not in excluded) or string.ascii_letters
-    generated = "".join(pysecrets.choice(alphabet) for _ in range(int(spec.get("PasswordLength", 32))))
-    template = spec.get("SecretStringTemplate")
-    key = spec.get("GenerateStringKey")
-    if template is None or key is None:
-        return generated
-    document = json.loads(str(template))
-    document[str(key)] = generated
-    return json.dumps(document)
 
 
 # --------------------------------------------------------------------------------------------------
