@@ -169,6 +169,23 @@ def test_module_entry_point_prints_help() -> None:
     assert "exit codes:" in done.stdout and "redrive" in done.stdout
 
 
+def test_the_console_script_runs_from_anywhere(tmp_path: Path) -> None:
+    # .venv/bin/verifyfeed (make venv: pip install -e .) finds the CLI, now outside the layer, and the
+    # core it reads through, with no PYTHONPATH and away from the repository
+    script = Path(sys.executable).parent / "verifyfeed"
+    done = subprocess.run(
+        [str(script), "--help"],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "exit codes:" in done.stdout and "redrive" in done.stdout
+
+
 # ---- status, report --------------------------------------------------------------------------------
 
 
