@@ -6,9 +6,14 @@ HEAD, ranges, large bodies with ``Expect: 100-continue`` and odd keys — and ke
 
 from __future__ import annotations
 
+import os
+import select
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import boto3
 import pytest
@@ -123,3 +128,28 @@ def test_concurrent_conditional_writes_on_one_item_let_exactly_one_through(moto_
     for thread in threads:
         thread.join()
     assert sorted(winners) == list(range(20))  # each item claimed exactly once
+
+
+def test_the_module_binds_port_0_and_prints_the_port_it_got() -> None:
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "local.aws_server", "--port", "0"],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": f"{root / 'layers/core/python'}{os.pathsep}{root}"},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 60)  # deadline for the first line
+        assert ready, "no line within 60 s"
+        line = proc.stdout.readline().strip()  # printed once bound (EOF if it failed)
+        assert line.startswith("listening on http://127.0.0.1:"), line
+        endpoint = line.rsplit(" ", 1)[1]
+        assert int(endpoint.rsplit(":", 1)[1]) > 0
+        sqs = boto3.client("sqs", endpoint_url=endpoint)
+        url = sqs.create_queue(QueueName=f"q{uuid.uuid4().hex[:8]}")["QueueUrl"]
+        assert url.startswith(endpoint)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
