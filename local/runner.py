@@ -1008,6 +1008,9 @@ def _proxy_response(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
     return int(result.get("statusCode", 200)), headers, body
 
 
+# Hand-written rather than a WSGI server: API Gateway's proxy event carries each header as the
+# client sent it (its name's case; a repeated header in multiValueHeaders), which WSGI's environ
+# loses (one upper-cased key per name, repeats merged).
 class _CallbackServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
