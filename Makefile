@@ -38,7 +38,8 @@ $(STAMP): $(LOCK) pyproject.toml
 	@# exactly the lock: every version pinned, every file checked against its hash
 	$(BIN)/pip install -qq --require-hashes --no-deps -r $(LOCK)
 	$(BIN)/pip check
-	@# the core package itself, editable, for the `verifyfeed` operators' CLI (.venv/bin/verifyfeed),
+	@# the core package and the operators' CLI (verifyfeed_cli, outside the layer), editable, for
+	@# the `verifyfeed` console script (.venv/bin/verifyfeed),
 	@# built by the locked setuptools (no build isolation: nothing unpinned is fetched)
 	$(BIN)/pip install -qq --no-build-isolation --no-deps -e .
 	@rm -f $(VENV)/.installed-* && touch $@
@@ -114,9 +115,9 @@ $(CHECKOV_STAMP):
 checkov: $(CHECKOV_STAMP)
 	$(CHECKOV_VENV)/bin/checkov -f template.yaml --framework cloudformation --skip-download --compact --quiet
 
-# no finding above low in the deployed code (the lows are listed by `bandit -r layers functions`)
+# no finding above low in the deployed code and the operators' CLI (the lows: `bandit -r layers functions verifyfeed_cli`)
 bandit: $(STAMP)
-	$(BIN)/bandit -q -r layers functions --severity-level medium
+	$(BIN)/bandit -q -r layers functions verifyfeed_cli --severity-level medium
 
 $(SAM):
 	@test -x $(SAM_VENV)/bin/python || $(PY) -m venv $(SAM_VENV)

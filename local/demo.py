@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from local.runner import ROOT, RunnerOptions, Snapshot, iter_input_files
+from verifyfeed_cli.output import table
 
 STATE_DIR = ROOT / ".local-state"
 LOG_FILE = STATE_DIR / "demo.log"
@@ -170,23 +171,19 @@ def result_table(
     snap: Snapshot, problems: list[str], reports: list[tuple[str, Path]], elapsed_s: float
 ) -> str:
     header = ("FILE", "KIND", "STATUS", "ROWS read/ok/rejected", "BATCHES total/ok/failed/deferred/unknown")
-    rows = [header]
-    for job in snap.jobs:
-        rows.append(
-            (
-                job.file,
-                job.kind,
-                job.status,
-                f"{job.rows_read}/{job.rows_accepted}/{job.rows_rejected}",
-                f"{job.batches_total}/{job.batches_succeeded}/{job.batches_failed}/"
-                f"{job.batches_deferred}/{job.batches_unknown}",
-            )
+    rows = [
+        (
+            job.file,
+            job.kind,
+            job.status,
+            f"{job.rows_read}/{job.rows_accepted}/{job.rows_rejected}",
+            f"{job.batches_total}/{job.batches_succeeded}/{job.batches_failed}/"
+            f"{job.batches_deferred}/{job.batches_unknown}",
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = [f"verifyfeed local demo: {len(snap.jobs)} file(s), {elapsed_s:.1f} s", ""]
-    lines += [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+        for job in snap.jobs
     ]
+    # the CLI's table: a CJK file name takes two columns a character
+    lines = [f"verifyfeed local demo: {len(snap.jobs)} file(s), {elapsed_s:.1f} s", "", table(header, rows)]
     facts = header_facts(snap, reports)
     for job in snap.jobs:
         if job.reason:

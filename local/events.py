@@ -7,6 +7,9 @@
 - ``api_gateway_proxy_event``: a REST API (v1) Lambda proxy integration event; bodies API Gateway would
   treat as binary arrive base64-encoded with ``isBase64Encoded`` set.
 - ``scheduled_event``: an EventBridge ``Scheduled Event``.
+
+Hand-written because no library builds them: Powertools' data classes only read events, and SAM
+CLI's ``generate-event`` templates are not a library (nor a dependency: it lives in its own venv).
 """
 
 from __future__ import annotations

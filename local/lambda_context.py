@@ -3,6 +3,8 @@
 Carries the same attributes as the context the Lambda Python runtime passes (the ones Powertools'
 ``inject_lambda_context`` reads) and a real deadline: ``get_remaining_time_in_millis()`` counts down
 from the function's configured timeout, so code that checks its remaining time behaves as in Lambda.
+Hand-written: the runtime interface client's ``LambdaContext`` (awslambdaric) reads the function's
+name, memory and log group from the process environment, and here four functions share one process.
 """
 
 from __future__ import annotations

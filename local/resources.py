@@ -1,42 +1,50 @@
 """Create the template's resources in a moto server, by reading ``template.yaml``.
 
-There is no second, hand-kept list of resources: every ``AWS::S3::Bucket``, ``AWS::SQS::Queue``,
-``AWS::DynamoDB::Table`` and ``AWS::SecretsManager::Secret`` in the template is created as declared
-(versioning, encryption, lifecycle, redrive policy, key schema, indexes, TTL, generated secret
-strings), in dependency order, through boto3 clients that reach moto through ``AWS_ENDPOINT_URL``.
-The functions' environment (``Globals.Function.Environment``) is resolved against the local physical
-names, and each function's timeout, memory and event sources are read into a ``FunctionSpec`` so a
-local runner can drive the handlers the way Lambda would.
+There is no second, hand-kept list of resources: the template is read by cfn-lint's decoder, its
+``AWS::S3::Bucket``, ``AWS::SQS::Queue`` and ``AWS::DynamoDB::Table`` are created by moto's own
+CloudFormation (``create_stack`` through ``AWS_ENDPOINT_URL``: it resolves their intrinsics,
+conditions and dependency order), and what moto's CloudFormation leaves out is done here by hand:
+a bucket's versioning, public access block and lifecycle, a table's TTL and point-in-time recovery
+(and its encryption, which moto reads in the API's shape), and every ``AWS::SecretsManager::Secret``
+(moto has no CloudFormation support for them; a ``GenerateSecretString`` is made by the service's
+own ``GetRandomPassword``).
+
+``Resolver`` stays hand-written: the functions' environment, timeouts and event sources
+(``FunctionSpec``) refer to functions, an API and secrets that moto's CloudFormation cannot hold,
+and moto serves CloudFormation over HTTP only (its outputs are strings), so they are resolved here
+against the physical names moto gave; tests/reliability/test_security.py reads the template through
+it too, with no moto at all. samtranslator is not used: expanding ``AWS::Serverless::Function``
+into Lambda, event-source-mapping and permission resources would only make the events harder to
+read back, and SAM's ``Globals`` merge is the one rule it would replace (``_merged_function_properties``).
 
 Physical names: a resource's explicit name (``BucketName``, ``QueueName``, ``TableName``, ``Name``)
 resolved with the fake account id and the region, else ``<stack_name>-<LogicalId>`` (lower-cased for
-buckets). Creating is idempotent: existing resources are reused and brought to the declared settings.
+buckets; given to moto explicitly, since CloudFormation's would carry a random suffix). Creating is
+idempotent: a stack already there is reused as it is (the settings above applied again), a secret
+kept unless a value is given for it.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
-import secrets as pysecrets
-import string
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Final
 
 import boto3
+import cfnlint.decode
 from botocore.exceptions import ClientError
 
 if TYPE_CHECKING:
+    from mypy_boto3_cloudformation import CloudFormationClient
+    from mypy_boto3_cloudformation.type_defs import ParameterTypeDef
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
-
-# PyYAML ships no type information and its stubs are not a dependency: import it as a plain module.
-yaml: Any = importlib.import_module("yaml")
 
 LOCAL_ACCOUNT_ID: Final = "123456789012"
 DEFAULT_TEMPLATE: Final = "template.yaml"
@@ -48,7 +56,18 @@ QUEUE: Final = "AWS::SQS::Queue"
 TABLE: Final = "AWS::DynamoDB::Table"
 SECRETSMANAGER: Final = "AWS::SecretsManager::Secret"
 FUNCTION: Final = "AWS::Serverless::Function"
-CREATED_TYPES: Final = (BUCKET, QUEUE, TABLE, SECRETSMANAGER)
+# moto's CloudFormation creates these (the settings it leaves out are applied by hand: _Creator);
+# it has no Secrets Manager secrets, which are created by hand
+STACK_TYPES: Final = (BUCKET, QUEUE, TABLE)
+_NAME_PROPERTY: Final = {BUCKET: "BucketName", QUEUE: "QueueName", TABLE: "TableName"}
+_PASSWORD_FLAGS: Final = (
+    "ExcludeNumbers",
+    "ExcludePunctuation",
+    "ExcludeUppercase",
+    "ExcludeLowercase",
+    "IncludeSpace",
+    "RequireEachIncludedType",
+)
 
 _SUB_VARIABLE = re.compile(r"\$\{([^}]+)\}")
 
@@ -58,43 +77,13 @@ _SUB_VARIABLE = re.compile(r"\$\{([^}]+)\}")
 # --------------------------------------------------------------------------------------------------
 
 
-def _short_tag(loader: Any, suffix: str, node: Any) -> Any:
-    """``!Ref X`` -> ``{"Ref": "X"}``, ``!GetAtt a.b`` -> ``{"Fn::GetAtt": ["a", "b"]}``, ``!Sub`` ..."""
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    if suffix in ("Ref", "Condition"):
-        return {suffix: value}
-    if suffix == "GetAtt" and isinstance(value, str):
-        resource, _, attribute = value.partition(".")
-        return {"Fn::GetAtt": [resource, attribute]}
-    return {f"Fn::{suffix}": value}
-
-
-def _make_loader() -> Any:
-    # SafeLoader without the implicit timestamp type, so "2010-09-09" stays the string CFN expects.
-    loader: Any = type("CloudFormationLoader", (yaml.SafeLoader,), {})
-    loader.yaml_implicit_resolvers = {
-        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-    }
-    loader.add_multi_constructor("!", _short_tag)
-    return loader
-
-
-_LOADER: Final = _make_loader()
-
-
 def load_template(path: str | os.PathLike[str] = DEFAULT_TEMPLATE) -> dict[str, Any]:
-    """The template as plain dicts and lists, with short tags turned into their long form."""
-    text = Path(path).read_text(encoding="utf-8")
-    document = yaml.load(text, Loader=_LOADER)
-    if not isinstance(document, dict) or not isinstance(document.get("Resources"), dict):
-        raise ValueError(f"{path} is not a CloudFormation template (no Resources)")
-    return document
+    """The template as plain dicts and lists, short tags (``!Ref``) in their long form: cfn-lint's reader."""
+    template, errors = cfnlint.decode.decode(str(path))
+    if errors or template is None or not isinstance(template.get("Resources"), dict):
+        reasons = "; ".join(error.message for error in errors) or "no Resources"
+        raise ValueError(f"{path} is not a CloudFormation template ({reasons})")
+    return dict(template)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -420,55 +409,6 @@ def _parameter_values(declared: Mapping[str, Any], overrides: Mapping[str, str])
     return values
 
 
-def _references(node: Any) -> Iterator[str]:
-    """Logical ids (and parameter names) a piece of the template refers to."""
-    if isinstance(node, list):
-        for item in node:
-            yield from _references(item)
-    elif isinstance(node, dict):
-        if len(node) == 1:
-            ((key, arg),) = node.items()
-            if key == "Ref" and isinstance(arg, str):
-                yield arg
-                return
-            if key == "Fn::GetAtt":
-                yield arg.partition(".")[0] if isinstance(arg, str) else str(arg[0])
-                return
-            if key == "Fn::Sub":
-                text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
-                for match in _SUB_VARIABLE.finditer(str(text)):
-                    name = match.group(1).strip()
-                    if not name.startswith("!") and name not in variables:
-                        yield name.partition(".")[0]
-                yield from _references(variables)
-                return
-        for value in node.values():
-            yield from _references(value)
-
-
-def creation_order(template: Mapping[str, Any], types: tuple[str, ...] = CREATED_TYPES) -> list[str]:
-    """The logical ids of the resources of ``types``, each after the ones it refers to."""
-    resources: dict[str, Any] = template.get("Resources", {})
-    wanted = [logical_id for logical_id, res in resources.items() if res.get("Type") in types]
-    needs: dict[str, set[str]] = {}
-    for logical_id in wanted:
-        resource = resources[logical_id]
-        depends = resource.get("DependsOn", [])
-        names = set(_references(resource.get("Properties", {}))) | set(
-            [depends] if isinstance(depends, str) else depends
-        )
-        needs[logical_id] = {name for name in names if name in wanted and name != logical_id}
-    order: list[str] = []
-    remaining = list(wanted)
-    while remaining:
-        ready = [logical_id for logical_id in remaining if needs[logical_id] <= set(order)]
-        if not ready:
-            raise ValueError(f"circular references between {remaining}")
-        order.extend(ready)
-        remaining = [logical_id for logical_id in remaining if logical_id not in ready]
-    return order
-
-
 # --------------------------------------------------------------------------------------------------
 # Creating the resources
 # --------------------------------------------------------------------------------------------------
@@ -489,31 +429,59 @@ class _Creator:
         self.secretsmanager: SecretsManagerClient = session.client(
             "secretsmanager", endpoint_url=endpoint_url
         )
+        self.cloudformation: CloudFormationClient = session.client(
+            "cloudformation", endpoint_url=endpoint_url
+        )
 
-    # -- S3 -----------------------------------------------------------------------------------------
+    # -- what moto's CloudFormation creates, and the settings it leaves out --------------------------
 
-    def bucket(self, logical_id: str, props: Mapping[str, Any]) -> str:
-        name = str(props.get("BucketName") or self.resolver.default_name(logical_id).lower())
+    def stack(self, template: Mapping[str, Any], stack_name: str) -> dict[str, str]:
+        """Create (or reuse) the stack of the template's buckets, queues and tables in moto's
+        CloudFormation; ``{logical id: physical id}``. Each gets its declared name, else the local
+        default (CloudFormation's would have a random suffix, and a second run must find it again)."""
+        resources = {}
+        for logical_id, resource in template["Resources"].items():
+            kind = resource.get("Type")
+            if kind in STACK_TYPES:
+                props = dict(resource.get("Properties", {}))
+                default = self.resolver.default_name(logical_id)
+                props.setdefault(_NAME_PROPERTY[kind], default.lower() if kind == BUCKET else default)
+                sse = props.get("SSESpecification")
+                if kind == TABLE and sse:  # moto reads it in the API's shape (Enabled), not SSEEnabled
+                    props["SSESpecification"] = {**sse, "Enabled": sse.get("SSEEnabled")}
+                resources[logical_id] = {**resource, "Properties": props}
+        body = {key: template[key] for key in ("Parameters", "Conditions", "Mappings") if key in template}
+        parameters: list[ParameterTypeDef] = [
+            {"ParameterKey": name, "ParameterValue": _text(value)}
+            for name, value in self.resolver.parameters.items()
+        ]
         try:
-            if self.region == "us-east-1":
-                self.s3.create_bucket(Bucket=name)
-            else:
-                self.s3.create_bucket(
-                    Bucket=name,
-                    CreateBucketConfiguration={"LocationConstraint": self.region},  # type: ignore[typeddict-item]
-                )
+            self.cloudformation.create_stack(
+                StackName=stack_name,
+                TemplateBody=json.dumps({**body, "Resources": resources}),
+                Parameters=parameters,
+            )
         except ClientError as error:
-            if _error_code(error) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            if _error_code(error) != "AlreadyExistsException":
                 raise
-            self.s3.head_bucket(Bucket=name)  # exists, and is ours
+        (stack,) = self.cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
+        if stack["StackStatus"] not in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
+            raise RuntimeError(
+                f"stack {stack_name}: {stack['StackStatus']} {stack.get('StackStatusReason', '')}"
+            )
+        summaries = self.cloudformation.list_stack_resources(StackName=stack_name)["StackResourceSummaries"]
+        return {
+            r["LogicalResourceId"]: r["PhysicalResourceId"]
+            for r in summaries
+            if r["LogicalResourceId"] in resources
+        }
+
+    def bucket(self, logical_id: str, name: str, props: Mapping[str, Any]) -> str:
+        """Versioning, the public access block and the lifecycle rules: moto's CloudFormation applies
+        only a bucket's encryption."""
         status = props.get("VersioningConfiguration", {}).get("Status")
         if status:
             self.s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": status})
-        encryption = props.get("BucketEncryption", {}).get("ServerSideEncryptionConfiguration")
-        if encryption:
-            self.s3.put_bucket_encryption(
-                Bucket=name, ServerSideEncryptionConfiguration={"Rules": _encryption_rules(encryption)}
-            )
         public_access = props.get("PublicAccessBlockConfiguration")
         if public_access:
             self.s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration=public_access)
@@ -526,25 +494,10 @@ class _Creator:
         self.resolver.attributes[(logical_id, "Arn")] = f"arn:{PARTITION}:s3:::{name}"
         return name
 
-    # -- SQS ----------------------------------------------------------------------------------------
-
-    def queue(self, logical_id: str, props: Mapping[str, Any]) -> str:
-        name = str(props.get("QueueName") or self.resolver.default_name(logical_id))
-        if props.get("FifoQueue") and not name.endswith(".fifo"):
-            name += ".fifo"
-        attributes = {
-            key: json.dumps(value) if isinstance(value, dict) else _text(value)
-            for key, value in props.items()
-            if key not in ("QueueName", "Tags")
-        }
-        try:
-            url = self.sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]  # type: ignore[arg-type]
-        except ClientError as error:
-            if "QueueAlreadyExists" not in _error_code(error) and "QueueNameExists" not in _error_code(error):
-                raise
-            url = self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
-            mutable = {k: v for k, v in attributes.items() if k != "FifoQueue"}
-            self.sqs.set_queue_attributes(QueueUrl=url, Attributes=mutable)  # type: ignore[arg-type]
+    def queue(self, logical_id: str, physical_id: str) -> str:
+        """The queue's URL at the endpoint (moto's CloudFormation gives an amazonaws.com one)."""
+        name = physical_id.rsplit("/", 1)[-1]
+        url = self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
         arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
             "QueueArn"
         ]
@@ -554,40 +507,8 @@ class _Creator:
         self.resolver.attributes[(logical_id, "QueueUrl")] = url
         return url
 
-    # -- DynamoDB -----------------------------------------------------------------------------------
-
-    def table(self, logical_id: str, props: Mapping[str, Any]) -> str:
-        name = str(props.get("TableName") or self.resolver.default_name(logical_id))
-        request: dict[str, Any] = {
-            "TableName": name,
-            "AttributeDefinitions": props["AttributeDefinitions"],
-            "KeySchema": props["KeySchema"],
-            "BillingMode": props.get("BillingMode", "PROVISIONED"),
-        }
-        for key in ("ProvisionedThroughput", "GlobalSecondaryIndexes", "LocalSecondaryIndexes"):
-            if key in props:
-                request[key] = _numbers(props[key])
-        if request["BillingMode"] == "PROVISIONED" and "ProvisionedThroughput" not in request:
-            request["ProvisionedThroughput"] = {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5}
-        sse = props.get("SSESpecification")
-        if sse:
-            request["SSESpecification"] = {"Enabled": _flag(sse.get("SSEEnabled"))} | (
-                {"SSEType": sse["SSEType"]} if "SSEType" in sse else {}
-            )
-        stream = props.get("StreamSpecification")
-        if stream:
-            request["StreamSpecification"] = {
-                "StreamEnabled": True,
-                "StreamViewType": stream["StreamViewType"],
-            }
-        try:
-            self.dynamodb.create_table(**request)
-        except ClientError as error:
-            if _error_code(error) != "ResourceInUseException":
-                raise
-        self.dynamodb.get_waiter("table_exists").wait(
-            TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30}
-        )
+    def table(self, logical_id: str, name: str, props: Mapping[str, Any]) -> str:
+        """Time to live and point-in-time recovery: moto's CloudFormation applies neither."""
         ttl = props.get("TimeToLiveSpecification")
         if ttl and _flag(ttl.get("Enabled")):
             current = self.dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
@@ -617,7 +538,7 @@ class _Creator:
             value = (
                 str(props["SecretString"])
                 if "SecretString" in props
-                else generate_secret_string(props.get("GenerateSecretString", {}))
+                else self.generated_secret_string(props.get("GenerateSecretString", {}))
             )
         try:
             arn = self.secretsmanager.create_secret(
@@ -633,34 +554,22 @@ class _Creator:
         self.resolver.attributes[(logical_id, "Id")] = arn
         return arn
 
+    def generated_secret_string(self, spec: Mapping[str, Any]) -> str:
+        """What Secrets Manager makes of a ``GenerateSecretString``: its own ``GetRandomPassword``."""
+        length = int(spec.get("PasswordLength", 32))
+        flags = {key: _flag(spec[key]) for key in _PASSWORD_FLAGS if key in spec}
+        excluded = str(spec.get("ExcludeCharacters", ""))
+        generated = self.secretsmanager.get_random_password(
+            PasswordLength=length, ExcludeCharacters=excluded, **flags
+        )["RandomPassword"]
+        template, key = spec.get("SecretStringTemplate"), spec.get("GenerateStringKey")
+        if template is None or key is None:
+            return generated
+        return json.dumps({**json.loads(str(template)), str(key): generated})
+
 
 def _flag(value: Any) -> bool:
     return value is True or str(value).lower() == "true"
-
-
-def _numbers(node: Any) -> Any:
-    """Numeric strings (from a resolved ``!Ref``) as ints where an API wants a number."""
-    if isinstance(node, list):
-        return [_numbers(item) for item in node]
-    if isinstance(node, dict):
-        return {
-            key: int(value)
-            if key.endswith(("CapacityUnits", "Days")) and str(value).isdigit()
-            else _numbers(value)
-            for key, value in node.items()
-        }
-    return node
-
-
-def _encryption_rules(rules: list[Mapping[str, Any]]) -> Any:
-    """CloudFormation's ``ServerSideEncryptionByDefault`` is ``ApplyServerSideEncryptionByDefault``."""
-    out: list[dict[str, Any]] = []
-    for rule in rules:
-        converted = {k: v for k, v in rule.items() if k != "ServerSideEncryptionByDefault"}
-        if "ServerSideEncryptionByDefault" in rule:
-            converted["ApplyServerSideEncryptionByDefault"] = rule["ServerSideEncryptionByDefault"]
-        out.append(converted)
-    return out
 
 
 def _lifecycle_rules(rules: list[Mapping[str, Any]]) -> Any:
@@ -698,31 +607,6 @@ def _lifecycle_rule(rule: Mapping[str, Any]) -> dict[str, Any]:
             for item in transitions
         ]
     return out
-
-
-def generate_secret_string(spec: Mapping[str, Any]) -> str:
-    """What Secrets Manager makes of a ``GenerateSecretString`` (the same options, local randomness)."""
-    excluded = set(str(spec.get("ExcludeCharacters", "")))
-    alphabet = ""
-    if not _flag(spec.get("ExcludeLowercase")):
-        alphabet += string.ascii_lowercase
-    if not _flag(spec.get("ExcludeUppercase")):
-        alphabet += string.ascii_uppercase
-    if not _flag(spec.get("ExcludeNumbers")):
-        alphabet += string.digits
-    if not _flag(spec.get("ExcludePunctuation")):
-        alphabet += string.punctuation
-    if _flag(spec.get("IncludeSpace")):
-        alphabet += " "
-    alphabet = "".join(char for char in alphabet if char not in excluded) or string.ascii_letters
-    generated = "".join(pysecrets.choice(alphabet) for _ in range(int(spec.get("PasswordLength", 32))))
-    template = spec.get("SecretStringTemplate")
-    key = spec.get("GenerateStringKey")
-    if template is None or key is None:
-        return generated
-    document = json.loads(str(template))
-    document[str(key)] = generated
-    return json.dumps(document)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -890,22 +774,21 @@ def create_local_stack(
     queues: dict[str, str] = {}
     tables: dict[str, str] = {}
     secret_arns: dict[str, str] = {}
-    for logical_id in creation_order(template):
+    for logical_id, physical_id in creator.stack(template, stack_name).items():
         resource = template["Resources"][logical_id]
-        if not resolver.included(resource):
-            continue
         props: dict[str, Any] = resolver.resolve(resource.get("Properties", {}))
-        kind = resource["Type"]
-        if kind == BUCKET:
-            buckets[logical_id] = creator.bucket(logical_id, props)
-        elif kind == QUEUE:
-            queues[logical_id] = creator.queue(logical_id, props)
-        elif kind == TABLE:
-            tables[logical_id] = creator.table(logical_id, props)
-        elif kind == SECRETSMANAGER:
+        if resource["Type"] == BUCKET:
+            buckets[logical_id] = creator.bucket(logical_id, physical_id, props)
+        elif resource["Type"] == QUEUE:
+            queues[logical_id] = creator.queue(logical_id, physical_id)
+        else:
+            tables[logical_id] = creator.table(logical_id, physical_id, props)
+    for logical_id, resource in template["Resources"].items():
+        if resource.get("Type") == SECRETSMANAGER and resolver.included(resource):
+            props = resolver.resolve(resource.get("Properties", {}))
             secret_arns[logical_id] = creator.secret(logical_id, props, (secrets or {}).get(logical_id))
 
-    work_queue, dead_letter_queue = _work_and_dead_letter_queues(template, queues)
+    work_queue, dead_letter_queue = _work_and_dead_letter_queues(resolver, queues)
     queue_urls = {resolver.attributes[(logical_id, "Arn")]: url for logical_id, url in queues.items()}
     global_env = template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
     return LocalStack(
@@ -925,12 +808,11 @@ def create_local_stack(
     )
 
 
-def _work_and_dead_letter_queues(template: Mapping[str, Any], queues: Mapping[str, str]) -> tuple[str, str]:
+def _work_and_dead_letter_queues(resolver: Resolver, queues: Mapping[str, str]) -> tuple[str, str]:
     """The queue with a redrive policy and the queue it redrives to."""
-    for logical_id in queues:
-        redrive = template["Resources"][logical_id].get("Properties", {}).get("RedrivePolicy")
-        if not redrive:
-            continue
-        target = set(_references(redrive.get("deadLetterTargetArn"))) & set(queues)
-        return queues[logical_id], queues[target.pop()] if target else ""
+    by_arn = {resolver.attributes[(logical_id, "Arn")]: url for logical_id, url in queues.items()}
+    for logical_id, url in queues.items():
+        redrive = resolver.resources[logical_id].get("Properties", {}).get("RedrivePolicy")
+        if redrive:
+            return url, by_arn.get(str(resolver.resolve(redrive).get("deadLetterTargetArn")), "")
     return next(iter(queues.values()), ""), ""

@@ -17,9 +17,7 @@ set, since the core reads its settings once), so one ``LocalRunner`` per process
 from __future__ import annotations
 
 import base64
-import csv
 import importlib.util
-import io
 import json
 import logging
 import mimetypes
@@ -278,54 +276,18 @@ def batch_item_failures(result: Any, message_ids: Collection[str]) -> set[str]:
 # ---- file kinds --------------------------------------------------------------------------------
 
 
-def read_header(path: Path) -> list[str]:
-    """The first row of a CSV (UTF-8, with or without BOM, or GB18030), XLSX or JSON Lines file."""
-    suffix = path.suffix.lower()
-    if suffix in (".xlsx", ".xlsm"):
-        from openpyxl import load_workbook
-
-        book = load_workbook(path, read_only=True, data_only=True)
-        try:
-            sheet_name = os.environ.get("XLSX_SHEET", "")
-            sheet = book[sheet_name] if sheet_name else book.worksheets[0]
-            for row in sheet.iter_rows(max_row=1, values_only=True):
-                return ["" if v is None else str(v) for v in row]
-            return []
-        finally:
-            book.close()
-    with path.open("rb") as f:
-        head = f.read(64 * 1024)
-    for encoding in ("utf-8-sig", "gb18030"):
-        try:
-            text = head.decode(encoding)
-            break
-        except UnicodeDecodeError as exc:
-            if encoding == "utf-8-sig" and exc.start > len(head) - 4:  # a character cut by the 64 KiB read
-                text = head[: exc.start].decode(encoding)
-                break
-    else:
-        return []
-    first = text.splitlines()[0] if text else ""
-    if suffix in (".jsonl", ".ndjson"):
-        with suppress(ValueError):
-            obj = json.loads(first)
-            return [str(k) for k in obj] if isinstance(obj, dict) else []
-        return []
-    return next(csv.reader(io.StringIO(first)), [])
-
-
 def detect_file_kind(path: Path) -> str | None:
-    """``lost-repair`` or ``carrier-audit`` from the header row (below title rows, which the reader
-    skips as the splitter will); else from the folder it sits in."""
-    from verifyfeed.ingest.headers import detect_kind
+    """``lost-repair`` or ``carrier-audit`` from the header row, read by the splitter's own reader
+    (CSV in any encoding it reads, XLSX, JSON Lines; title rows skipped); else from its folder."""
     from verifyfeed.ingest.readers import open_rows
     from verifyfeed.pii import mask_object_key
 
     try:
-        kind = detect_kind(read_header(path))
-        if kind is None:  # perhaps a title row above the header
-            with path.open("rb") as stream, open_rows(stream, path.name, None) as source:
-                kind = source.kind
+        with (
+            path.open("rb") as stream,
+            open_rows(stream, path.name, None, sheet=os.environ.get("XLSX_SHEET", "")) as source,
+        ):
+            kind = source.kind
     except (OSError, ValueError) as exc:  # ValueError: FileRejected too
         log.warning("could not read the header of %s: %s", mask_object_key(path.name), type(exc).__name__)
         kind = None
@@ -1046,6 +1008,9 @@ def _proxy_response(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
     return int(result.get("statusCode", 200)), headers, body
 
 
+# Hand-written rather than a WSGI server: API Gateway's proxy event carries each header as the
+# client sent it (its name's case; a repeated header in multiValueHeaders), which WSGI's environ
+# loses (one upper-cased key per name, repeats merged).
 class _CallbackServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True

@@ -7,7 +7,9 @@ The last step of the layer build (``layers/core/Makefile``); exit 1 with the rea
   the lock was installed;
 - a dependency is outside ``python/lib/python3.11/site-packages``, the directory Lambda puts first
   on ``sys.path`` (before ``/opt/python``, where the Powertools layer has its own pydantic);
-- the splitter's C fast path for ``ARCH`` is missing or not loadable by Lambda's python3.11 there.
+- the splitter's C fast path for ``ARCH`` is missing or not loadable by Lambda's python3.11 there;
+- the operators' CLI (``verifyfeed_cli``, or the ``verifyfeed/cli`` it once was) is in the layer:
+  the functions never import it (tests/unit/test_build.py checks the sources).
 """
 
 from __future__ import annotations
@@ -68,6 +70,11 @@ def problems(artifacts: Path, lock: dict[str, str], arch: str) -> list[str]:
             found.append(f"{name} is installed {len(versions)} times ({listed}): one would shadow the other")
     found += [
         f"{name} {version} (locked) is not installed" for name, version in lock.items() if name not in seen
+    ]
+    found += [
+        f"the operators' CLI is in the layer: {path.relative_to(artifacts)}"
+        for pattern in ("verifyfeed_cli", "verifyfeed/cli")
+        for path in sorted((artifacts / "python").rglob(pattern))
     ]
     build = native_build()
     modules = sorted((artifacts / "python" / "verifyfeed").glob("_fastsplit*.so"))

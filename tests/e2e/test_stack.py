@@ -83,7 +83,7 @@ class Operator:
 
     def verifyfeed(self, *argv: str) -> tuple[int, dict[str, Any], str]:
         done = subprocess.run(
-            [sys.executable, "-m", "verifyfeed.cli", "--local", "--json", *argv],
+            [sys.executable, "-m", "verifyfeed_cli", "--local", "--json", *argv],
             cwd=self.state_dir,
             env={**self.env, "PYTHONPATH": f"{ROOT / 'layers/core/python'}:{ROOT}"},
             capture_output=True,

@@ -18,8 +18,6 @@ from local.resources import LocalStack
 from sandbox.server import SandboxHandle
 from tests.integration.conftest import DECISION_DELAY_S, drain_queue, fake_id
 from tests.integration.test_splitter import AUDIT_HEADER, audit_row, csv_bytes, put, split
-from verifyfeed.cli.app import main
-from verifyfeed.logic.audit_redrive import plan_unknown_audits, resubmit, unknown_audits
 from verifyfeed.logic.transitions import apply_audit_result
 from verifyfeed.logic.uploader import Delivery, submit_audit
 from verifyfeed.models.carrier_audit import UpstreamAuditStatus
@@ -28,6 +26,8 @@ from verifyfeed.models.records import Audit, AuditStatus, Job, JobStatus
 from verifyfeed.pii import Keyed
 from verifyfeed.services import Services
 from verifyfeed.store.audits import StaleAudit
+from verifyfeed_cli.app import main
+from verifyfeed_cli.audit_redrive import plan_unknown_audits, resubmit, unknown_audits
 
 pytestmark = pytest.mark.integration
 

@@ -6,12 +6,20 @@ HEAD, ranges, large bodies with ``Expect: 100-continue`` and odd keys — and ke
 
 from __future__ import annotations
 
+import os
+import select
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import boto3
 import pytest
+from botocore.config import Config
+
+from local.aws_server import MotoServer
 
 
 @pytest.fixture
@@ -61,6 +69,21 @@ def test_s3_objects_head_ranges_large_bodies_and_odd_keys(moto_endpoint: str) ->
         s3.get_object(Bucket=bucket, Key="missing")
 
 
+def test_an_empty_object_is_stored(moto_endpoint: str) -> None:
+    # botocore sends Expect: 100-continue with Content-Length: 0 (waitress 3.0 never answers that)
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, config=Config(read_timeout=20))
+    bucket = f"b-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="lost-repair/empty.csv", Body=b"")
+    assert s3.head_object(Bucket=bucket, Key="lost-repair/empty.csv")["ContentLength"] == 0
+
+
+def test_a_port_taken_is_an_os_error_for_the_caller(moto_endpoint: str) -> None:
+    taken = int(moto_endpoint.rsplit(":", 1)[1])
+    with pytest.raises(OSError):
+        MotoServer("127.0.0.1", taken).start()
+
+
 def test_query_protocol_services_answer(moto_endpoint: str) -> None:
     sqs = boto3.client("sqs", endpoint_url=moto_endpoint)
     url = sqs.create_queue(QueueName=f"q{uuid.uuid4().hex[:8]}")["QueueUrl"]
@@ -105,3 +128,28 @@ def test_concurrent_conditional_writes_on_one_item_let_exactly_one_through(moto_
     for thread in threads:
         thread.join()
     assert sorted(winners) == list(range(20))  # each item claimed exactly once
+
+
+def test_the_module_binds_port_0_and_prints_the_port_it_got() -> None:
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "local.aws_server", "--port", "0"],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": f"{root / 'layers/core/python'}{os.pathsep}{root}"},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 60)  # deadline for the first line
+        assert ready, "no line within 60 s"
+        line = proc.stdout.readline().strip()  # printed once bound (EOF if it failed)
+        assert line.startswith("listening on http://127.0.0.1:"), line
+        endpoint = line.rsplit(" ", 1)[1]
+        assert int(endpoint.rsplit(":", 1)[1]) > 0
+        sqs = boto3.client("sqs", endpoint_url=endpoint)
+        url = sqs.create_queue(QueueName=f"q{uuid.uuid4().hex[:8]}")["QueueUrl"]
+        assert url.startswith(endpoint)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -30,8 +30,6 @@ from tests.integration.conftest import (
     new_job,
     repair_records,
 )
-from verifyfeed.cli.app import main
-from verifyfeed.cli.target import Target, resolve
 from verifyfeed.clock import FixedClock
 from verifyfeed.logic.splitter import DroppedObject, split_object
 from verifyfeed.logic.uploader import Delivery, load_records, upload_batch
@@ -40,6 +38,8 @@ from verifyfeed.models.records import Audit, AuditStatus, BatchStatus, JobStatus
 from verifyfeed.pii import keyed_digest
 from verifyfeed.services import Services, build_services
 from verifyfeed.store.blobs import S3Blobs
+from verifyfeed_cli.app import main
+from verifyfeed_cli.target import Target, resolve
 
 pytestmark = pytest.mark.integration
 
@@ -158,9 +158,26 @@ def test_usage_errors_exit_2(cli: Cli) -> None:
 
 def test_module_entry_point_prints_help() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "verifyfeed.cli", "--help"],
+        [sys.executable, "-m", "verifyfeed_cli", "--help"],
         cwd=ROOT,
         env={"PYTHONPATH": f"{ROOT / 'layers/core/python'}", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "exit codes:" in done.stdout and "redrive" in done.stdout
+
+
+def test_the_console_script_runs_from_anywhere(tmp_path: Path) -> None:
+    # .venv/bin/verifyfeed (make venv: pip install -e .) finds the CLI, now outside the layer, and the
+    # core it reads through, with no PYTHONPATH and away from the repository
+    script = Path(sys.executable).parent / "verifyfeed"
+    done = subprocess.run(
+        [str(script), "--help"],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         timeout=60,

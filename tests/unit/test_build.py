@@ -5,6 +5,7 @@ and with each other (docs/decisions.md#architecture, #reproducible-runtime)."""
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import os
 import platform
@@ -141,6 +142,44 @@ def test_the_layer_makefile_builds_the_fast_path_and_checks_the_layer() -> None:
     assert not re.search(r"^\t-|\|\| *true", makefile, re.MULTILINE)
 
 
+def imported_core_modules(path: Path, package: str) -> set[str]:
+    """The ``verifyfeed`` modules and packages ``path`` imports (``package``: for relative imports)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parent, base] if base else parent)
+            found |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+    return {name for name in found if name.split(".")[0] == "verifyfeed"}
+
+
+def test_the_layer_holds_only_what_the_functions_import() -> None:
+    """Every module of the layer's package is reached from a function's imports; the operators'
+    CLI (``verifyfeed_cli``, outside the layer) is not, and nothing in the layer imports it."""
+    core = ROOT / "layers/core/python"
+    files = {
+        ".".join(path.relative_to(core).with_suffix("").parts).removesuffix(".__init__"): path
+        for path in core.rglob("*.py")
+    }
+    assert "verifyfeed.services" in files and not (core / "verifyfeed/cli").exists()
+    assert not any("verifyfeed_cli" in path.read_text() for path in files.values())
+    todo = [name for app in ROOT.glob("functions/*/app.py") for name in imported_core_modules(app, "")]
+    reached: set[str] = set()
+    while todo:
+        parts = todo.pop().split(".")
+        for prefix in (".".join(parts[:i]) for i in range(1, len(parts) + 1)):
+            if prefix in files and prefix not in reached:
+                reached.add(prefix)
+                is_package = files[prefix].name == "__init__.py"
+                package = prefix if is_package else prefix.rpartition(".")[0]
+                todo += imported_core_modules(files[prefix], package)
+    assert sorted(set(files) - reached) == []
+
+
 # -- the layer check ---------------------------------------------------------------------------------
 
 
@@ -186,6 +225,18 @@ def test_the_layer_check_refuses(
     layer = fake_layer(tmp_path, packages, host_module)
     found = check_layer.problems(layer, LOCK, HOST_ARCH)
     assert any(problem in p for p in found), found
+
+
+@pytest.mark.parametrize(
+    "where", ["python/verifyfeed_cli", "python/verifyfeed/cli", f"{SITE}/verifyfeed_cli"]
+)
+def test_the_layer_check_refuses_a_layer_with_the_operators_cli(
+    tmp_path: Path, host_module: Path, where: str
+) -> None:
+    layer = fake_layer(tmp_path, OURS, host_module)
+    (layer / where).mkdir(parents=True)
+    (layer / where / "__init__.py").write_text("")
+    assert check_layer.problems(layer, LOCK, HOST_ARCH) == [f"the operators' CLI is in the layer: {where}"]
 
 
 def test_the_layer_check_refuses_a_layer_without_the_fast_path_for_its_architecture(

@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-from verifyfeed.cli.app import build_parser, main
-from verifyfeed.cli.output import ProgressBar, confirm, shorten, table, when
+from verifyfeed_cli.app import build_parser, main
+from verifyfeed_cli.output import ProgressBar, confirm, shorten, table, when
 
 
 def test_table_aligns_chinese_text_by_display_width() -> None:
@@ -73,7 +73,7 @@ def test_help_and_usage_errors_return_their_exit_codes(capsys: pytest.CaptureFix
 
 
 def test_columns_line_of_status() -> None:
-    from verifyfeed.cli.commands import _columns_text
+    from verifyfeed_cli.commands import _columns_text
 
     assert _columns_text(None) == "not known: no header facts stored for this job"
     no_header = {"header_row": None, "ignored_columns": [], "notes": []}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from verifyfeed.cli.target import local_state
+from verifyfeed_cli.target import local_state
 
 
 def write_state(folder: Path, pid: int) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from local.resources import NO_VALUE, Resolver, creation_order, load_template
+from local.resources import NO_VALUE, Resolver, load_template
 from verifyfeed.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -318,11 +318,6 @@ def test_visibility_timeout_covers_six_uploader_timeouts(resources: dict[str, An
     (event,) = uploader["Events"].values()
     window = event["Properties"].get("MaximumBatchingWindowInSeconds", 0)
     assert props(resources, "WorkQueue")["VisibilityTimeout"] >= 6 * uploader["Timeout"] + window
-
-
-def test_dead_letter_queue_is_created_before_the_work_queue(template: dict[str, Any]) -> None:
-    order = creation_order(template)
-    assert order.index("DeadLetterQueue") < order.index("WorkQueue")
 
 
 # -- tables ---------------------------------------------------------------------------------------

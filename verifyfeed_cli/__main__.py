@@ -1,10 +1,10 @@
-"""``python -m verifyfeed.cli`` and the ``verifyfeed`` console script."""
+"""``python -m verifyfeed_cli`` and the ``verifyfeed`` console script."""
 
 from __future__ import annotations
 
 import sys
 
-from verifyfeed.cli.app import main
+from verifyfeed_cli.app import main
 
 __all__ = ["main"]
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import requests
 
-from verifyfeed.cli.commands import EXIT_AWS, EXIT_USAGE, CliError, Result
-from verifyfeed.cli.target import local_state
+from verifyfeed_cli.commands import EXIT_AWS, EXIT_USAGE, CliError, Result
+from verifyfeed_cli.target import local_state
 
 ACTIONS = {
     "show": "the sandbox's clock and active faults",

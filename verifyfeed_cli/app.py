@@ -14,9 +14,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
 from verifyfeed import aws
-from verifyfeed.cli import commands, sandbox
-from verifyfeed.cli.commands import EXIT_AWS, EXIT_NOT_FOUND, EXIT_USAGE, CliError, Context, Result
-from verifyfeed.cli.target import (
+from verifyfeed.clock import clock_from_setting
+from verifyfeed.config import Settings
+from verifyfeed.models.records import AuditStatus, JobKind
+from verifyfeed.services import build_services
+from verifyfeed_cli import commands, sandbox
+from verifyfeed_cli.commands import EXIT_AWS, EXIT_NOT_FOUND, EXIT_USAGE, CliError, Context, Result
+from verifyfeed_cli.target import (
     DEFAULT_LOCAL_STACK,
     DEFAULT_STACK,
     Target,
@@ -25,10 +29,6 @@ from verifyfeed.cli.target import (
     resolve,
     stack_name,
 )
-from verifyfeed.clock import clock_from_setting
-from verifyfeed.config import Settings
-from verifyfeed.models.records import AuditStatus, JobKind
-from verifyfeed.services import build_services
 
 DESCRIPTION = """\
 What happened to the files dropped into verifyfeed, without reading logs.

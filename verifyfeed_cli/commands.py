@@ -23,9 +23,6 @@ from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterEr
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
-from verifyfeed.cli.output import ProgressBar, confirm, shorten, table, when
-from verifyfeed.cli.target import Target
-from verifyfeed.logic.audit_redrive import Resubmission, plan_unknown_audits, resubmit, unknown_audits
 from verifyfeed.logic.progress import settle_job
 from verifyfeed.logic.reports import (
     header_key,
@@ -43,6 +40,9 @@ from verifyfeed.services import Services
 from verifyfeed.store.audits import StaleAudit
 from verifyfeed.store.blobs import S3Blobs
 from verifyfeed.store.jobs import StaleTransition
+from verifyfeed_cli.audit_redrive import Resubmission, plan_unknown_audits, resubmit, unknown_audits
+from verifyfeed_cli.output import ProgressBar, confirm, shorten, table, when
+from verifyfeed_cli.target import Target
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -835,7 +835,7 @@ def resubmission_view(item: Resubmission) -> dict[str, Any]:
 
 
 def redrive_unknown_audits(ctx: Context, *, job_ref: str | None, limit: int) -> Result:
-    """Re-submit audits held ``unknown`` (``logic.audit_redrive``): plan, warning, confirmation,
+    """Re-submit audits held ``unknown`` (``verifyfeed_cli.audit_redrive``): plan, warning, confirmation,
     progress; each one re-read from its upload, or reported with the reason it cannot be."""
     services = ctx.services
     job_id = find_job(ctx, job_ref)[0].job_id if job_ref else None
