@@ -27,7 +27,6 @@ from sandbox.server import SandboxHandle
 from tests.integration.conftest import SettingsFactory, drain_queue
 from tests.reliability.support import check_ledger, drop, repair_row
 from tests.reliability.test_hostile_files import csv_bytes
-from verifyfeed.cli.app import main
 from verifyfeed.clock import FixedClock
 from verifyfeed.logic.poller import poll
 from verifyfeed.logic.splitter import DroppedObject, split_object
@@ -38,6 +37,7 @@ from verifyfeed.models.records import Batch, BatchStatus, JobStatus
 from verifyfeed.rules.hashing import sha256_hex
 from verifyfeed.services import Services, build_services
 from verifyfeed.store.jobs import JobStore
+from verifyfeed_cli.app import main
 
 pytestmark = pytest.mark.integration
 _starts = iter(range(3_000_000, 10**7, 2_000))
