@@ -176,11 +176,11 @@ def result_table(
             job.file,
             job.kind,
             job.status,
-            f"{job.rows_read}/{job.rows_accepted}/{job.rows_rejected}",
-            f"{job.batches_total}/{job.batches_succeeded}/{job.batches_failed}/"
-            f"{job.batches_deferred}/{job.batches_unknown}",
+            f"{c.rows_read}/{c.rows_accepted}/{c.rows_rejected}",
+            f"{c.batches_total}/{c.batches_succeeded}/{c.batches_failed}/{c.batches_deferred}/{c.batches_unknown}",
         )
         for job in snap.jobs
+        for c in (job.counts,)
     ]
     # the CLI's table: a CJK file name takes two columns a character
     lines = [f"verifyfeed local demo: {len(snap.jobs)} file(s), {elapsed_s:.1f} s", "", table(header, rows)]

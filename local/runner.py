@@ -48,6 +48,7 @@ from local.events import (
     sqs_event,
 )
 from local.lambda_context import LOCAL_REGION, LambdaContext, new_context
+from verifyfeed.models.records import JobCounts  # a model only: reads no settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -307,14 +308,7 @@ class JobView:
     job_id: str = ""
     status: str = "missing"
     reason: str = ""
-    rows_read: int = 0
-    rows_accepted: int = 0
-    rows_rejected: int = 0
-    batches_total: int = 0
-    batches_succeeded: int = 0
-    batches_failed: int = 0
-    batches_deferred: int = 0
-    batches_unknown: int = 0
+    counts: JobCounts = field(default_factory=JobCounts)  # the job's, as the splitter and uploader keep them
     records_in_succeeded_batches: int = 0
     report_key: str = ""
     # lost repair: each answered batch's serial number and whole answer envelope (its scalars)
@@ -322,25 +316,35 @@ class JobView:
 
     @property
     def rows_reconcile(self) -> bool:
-        return self.rows_accepted + self.rows_rejected == self.rows_read
+        c = self.counts
+        return c.rows_accepted + c.rows_rejected == c.rows_read
+
+    @property
+    def batches_settled(self) -> int:
+        c = self.counts
+        return (
+            c.batches_succeeded
+            + c.batches_failed
+            + c.batches_deferred
+            + c.batches_unknown
+            + c.batches_bisected
+        )
 
     @property
     def batches_reconcile(self) -> bool:
-        settled = self.batches_succeeded + self.batches_failed + self.batches_deferred + self.batches_unknown
-        return settled == self.batches_total
+        return self.batches_settled == self.counts.batches_total
 
     def problem(self) -> str | None:
         if self.status == "missing":
             return f"{self.file}: no job was recorded for s3 key {self.key}"
+        c = self.counts
         if self.status not in SETTLED_JOB_STATUSES:
-            settled = (
-                self.batches_succeeded + self.batches_failed + self.batches_deferred + self.batches_unknown
-            )
-            return f"{self.file}: job still {self.status} ({settled}/{self.batches_total} batches settled)"
+            settled = f"{self.batches_settled}/{c.batches_total}"
+            return f"{self.file}: job still {self.status} ({settled} batches settled)"
         if not self.rows_reconcile:
             return (
-                f"{self.file}: rows do not add up: {self.rows_accepted} accepted + "
-                f"{self.rows_rejected} rejected != {self.rows_read} read"
+                f"{self.file}: rows do not add up: {c.rows_accepted} accepted + "
+                f"{c.rows_rejected} rejected != {c.rows_read} read"
             )
         if self.status != "rejected" and not self.batches_reconcile:
             return f"{self.file}: batches do not add up for a {self.status} job"
@@ -351,14 +355,7 @@ class JobView:
             "file": self.file,
             "kind": self.kind,
             "status": self.status,
-            "rows_read": self.rows_read,
-            "rows_accepted": self.rows_accepted,
-            "rows_rejected": self.rows_rejected,
-            "batches_total": self.batches_total,
-            "batches_succeeded": self.batches_succeeded,
-            "batches_failed": self.batches_failed,
-            "batches_deferred": self.batches_deferred,
-            "batches_unknown": self.batches_unknown,
+            **self.counts.model_dump(),
             "upstream_answers": self.upstream_answers,
         }
 
@@ -397,18 +394,6 @@ class _Submitted:
     job_id: str  # as the splitter derives it from the notification
 
 
-_COUNT_FIELDS = (
-    "rows_read",
-    "rows_accepted",
-    "rows_rejected",
-    "batches_total",
-    "batches_succeeded",
-    "batches_failed",
-    "batches_deferred",
-    "batches_unknown",
-)
-
-
 def _job_view(sub: _Submitted, store: JobStore) -> JobView:
     view = JobView(file=sub.file, key=sub.key, kind=sub.kind, job_id=sub.job_id)
     job = store.get_job(sub.job_id)
@@ -420,8 +405,7 @@ def _job_view(sub: _Submitted, store: JobStore) -> JobView:
         job.reason,
         job.report_key,
     )
-    for name, value in job.model_dump(include=set(_COUNT_FIELDS)).items():
-        setattr(view, name, int(value))
+    view.counts = JobCounts.model_validate(job.model_dump(include=set(JobCounts.model_fields)))
     if view.kind == "lost-repair":
         batches = list(store.batches(job.job_id))
         view.records_in_succeeded_batches = sum(
@@ -942,7 +926,7 @@ class LocalRunner:
         in_succeeded = sum(v.records_in_succeeded_batches for v in lost_repair)
         return {
             "sandbox_accepted_records": len(accepted),
-            "rows_accepted": sum(v.rows_accepted for v in lost_repair),
+            "rows_accepted": sum(v.counts.rows_accepted for v in lost_repair),
             "records_in_succeeded_batches": in_succeeded,
             "match": len(accepted) == in_succeeded,
             "idcodes_received_twice": sum(1 for n in counts.values() if n > 1),

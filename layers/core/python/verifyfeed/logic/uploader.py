@@ -35,7 +35,6 @@ from typing import Annotated
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import Field, TypeAdapter
 
 from verifyfeed.config import UnknownOutcomePolicy
@@ -51,6 +50,7 @@ from verifyfeed.models.wire import WireInt
 from verifyfeed.ports import BlobError, Blobs
 from verifyfeed.services import Services
 from verifyfeed.store.audits import StaleAudit
+from verifyfeed.store.codec import STORE_ERRORS
 from verifyfeed.store.jobs import StaleTransition
 from verifyfeed.upstream.client import Answered, CallOutcome, HttpError, NotSent, Unknown
 
@@ -389,7 +389,7 @@ def _with_retries(write: Callable[[], object], what: str, seconds_left: Callable
         try:
             write()
             return
-        except (ClientError, BotoCoreError) as exc:
+        except STORE_ERRORS as exc:
             left = seconds_left() if seconds_left else 0.0
             if left - pause < SETTLE_RESERVE_S:
                 metrics.add_metric(name="SettleFailures", unit=MetricUnit.Count, value=1)

@@ -80,6 +80,10 @@ class JobCounts(BaseModel):
     batches_unknown: int = 0
     batches_bisected: int = 0  # refused and split: their records are counted in their children
 
+    @property
+    def batches_settled(self) -> int:
+        return self.batches_succeeded + self.batches_failed + self.batches_unknown + self.batches_bisected
+
 
 class Job(JobCounts):
     model_config = ConfigDict(extra="ignore", defer_build=True)
@@ -95,10 +99,6 @@ class Job(JobCounts):
     updated_at: str = ""
     report_key: str = ""
     released_at: str = ""  # lost repair: when every staged batch's message had been sent
-
-    @property
-    def batches_settled(self) -> int:
-        return self.batches_succeeded + self.batches_failed + self.batches_unknown + self.batches_bisected
 
 
 class Batch(BaseModel):

@@ -8,9 +8,14 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import BotoCoreError, ClientError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+
+# what a store call raises when DynamoDB refused or could not be reached (a stale transition or a
+# condition is the store's own exception): the logic retries or reports these, never botocore's
+STORE_ERRORS: tuple[type[Exception], ...] = (ClientError, BotoCoreError)
 
 _ser = TypeSerializer()
 _de = TypeDeserializer()
