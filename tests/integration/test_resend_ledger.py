@@ -32,6 +32,7 @@ from verifyfeed.pii import Keyed
 from verifyfeed.rules.hashing import sha256_hex
 from verifyfeed.secrets import identity_pepper
 from verifyfeed.services import Services, build_services
+from verifyfeed.store.blobs import S3Blobs
 
 pytestmark = pytest.mark.integration
 
@@ -372,37 +373,31 @@ class _Killed(Exception):
 
 
 def test_a_split_resumed_from_the_same_ledger_keeps_what_it_staged(
-    make_settings: SettingsFactory, clock: FixedClock, sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+    make_settings: SettingsFactory, clock: FixedClock, sandbox: SandboxHandle
 ) -> None:
     """The checkpoint: batches staged by the interrupted run from the same ledger are not written
     again (one version of their body in the versioned bucket); the rest are, and all is sent once."""
-    from verifyfeed import aws
-
     services = ledger_services(make_settings, clock, BATCH_MAX_RECORDS="10")
-    assert services.ledger is not None  # built before the S3 client is swapped below
     rows = valid_rows(50, next(_NUMBERS))
     event = put(services, key_for("killed"), csv_bytes(rows))
     dropped = DroppedObject.from_event_record(event["Records"][0])
-    real = aws.s3()
 
-    class DiesOnThirdBody:
+    class DiesOnThirdBody(S3Blobs):
+        """S3 as it is, but the process dies writing the third batch body (through Services)."""
+
         bodies = 0
 
-        def put_object(self, **kwargs: object) -> object:
-            if str(kwargs["Key"]).startswith("claims/"):
+        def put(self, bucket: str, key: str, body: bytes, content_type: str = "application/json") -> None:
+            if key.startswith("claims/"):
                 self.bodies += 1
                 if self.bodies == 3:
                     raise _Killed("killed while staging batch 3")
-            return real.put_object(**kwargs)
+            super().put(bucket, key, body, content_type)
 
-        def __getattr__(self, name: str) -> object:
-            return getattr(real, name)
-
-    dying = DiesOnThirdBody()
-    monkeypatch.setattr(aws, "s3", lambda: dying)
+    services.blobs = DiesOnThirdBody()
     with pytest.raises(_Killed):
         split_object(services, dropped)
-    monkeypatch.undo()
+    services.blobs = S3Blobs()  # the retried event: a new process
     kept = {b.seq for b in services.jobs.batches(dropped.job_id) if b.status == BatchStatus.STAGED}
     assert kept and len(kept) < 5
 
