@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from typing import Any
 
 import boto3
 import pytest
@@ -24,6 +23,7 @@ from verifyfeed.logic.uploader import Delivery, submit_audit, upload_batch
 from verifyfeed.models.messages import LostRepairBatchMessage
 from verifyfeed.models.records import AuditStatus, BatchStatus
 from verifyfeed.services import Services, build_services
+from verifyfeed.store.queue import SqsWorkQueue
 
 pytestmark = pytest.mark.integration
 
@@ -102,11 +102,10 @@ def test_a_run_stops_while_the_lambda_still_has_time(own_audits: Services, clock
 
 
 def test_a_poller_that_dies_sending_leaves_the_batch_deferred_and_listed(
-    services: Services, clock: FixedClock, sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+    services: Services, clock: FixedClock, sandbox: SandboxHandle
 ) -> None:
     """The message is sent before the batch leaves ``deferred``: a run that dies in between strands
     nothing, the next run re-drives it, and upstream is paid once."""
-    from verifyfeed import aws
 
     queue_url = services.settings.work_queue_url
     drain_queue(queue_url)
@@ -117,19 +116,14 @@ def test_a_poller_that_dies_sending_leaves_the_batch_deferred_and_listed(
     clock.move_to(datetime.fromisoformat("2027-01-01T00:00:01+08:00"))
     sandbox.set_clock("2027-01-01T00:00:01+08:00")
 
-    real = aws.sqs()
-
-    class DiesSending:
-        def send_message(self, **kwargs: Any) -> Any:
+    class DiesSending(SqsWorkQueue):
+        def send(self, body: str) -> None:
             raise WorkerKilled("poller killed while re-driving")
 
-        def __getattr__(self, name: str) -> Any:
-            return getattr(real, name)
-
-    monkeypatch.setattr(aws, "sqs", lambda: DiesSending())
+    services.queue = DiesSending(queue_url)  # through Services, as the poller reaches SQS
     with pytest.raises(WorkerKilled):
         poll(services)
-    monkeypatch.undo()
+    services.queue = SqsWorkQueue(queue_url)
     batch = services.jobs.get_batch(message.job_id, 1)
     assert batch is not None and batch.status == BatchStatus.DEFERRED  # still listed, not stranded
     assert message.batch_id in {b.batch_id for b in services.jobs.batches_with_status(BatchStatus.DEFERRED)}

@@ -11,7 +11,7 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,7 +44,9 @@ from verifyfeed.models.messages import CarrierAuditMessage, LostRepairBatchMessa
 from verifyfeed.models.records import AuditStatus, BatchStatus, JobStatus
 from verifyfeed.rules.hashing import sha256_hex
 from verifyfeed.services import Services, build_services
+from verifyfeed.store.blobs import S3Blobs
 from verifyfeed.store.jobs import JobStore
+from verifyfeed.store.queue import SqsWorkQueue
 
 pytestmark = pytest.mark.integration
 PER_BATCH = 4
@@ -364,8 +366,6 @@ def test_splitter_killed_while_staging_sends_nothing_then_the_retry_resumes(
 ) -> None:
     """All or nothing: a split that dies midway has queued no message at all; the retried
     notification resumes it (batches already staged are not staged again) and releases all five."""
-    from verifyfeed import aws
-
     queue = small_batches.settings.work_queue_url
     drain_queue(queue)
     start = next(_starts)
@@ -373,28 +373,22 @@ def test_splitter_killed_while_staging_sends_nothing_then_the_retry_resumes(
     event = drop(small_batches.settings.ingest_bucket, f"lost-repair/killed-{start}.csv", csv_bytes(people))
     dropped = DroppedObject.from_event_record(event["Records"][0])
 
-    real = aws.s3()
-
-    class DiesOnThirdClaim:
-        """The real S3 client, except that the process dies writing the third staged body."""
+    class DiesOnThirdClaim(S3Blobs):
+        """S3 as it is, except that the process dies writing the third staged body."""
 
         claims = 0
 
-        def put_object(self, **kwargs: Any) -> Any:
-            if kwargs["Key"].startswith("claims/"):
+        def put(self, bucket: str, key: str, body: bytes, content_type: str = "application/json") -> None:
+            if key.startswith("claims/"):
                 self.claims += 1
                 if self.claims == 3:
                     raise WorkerKilled("splitter killed while staging batch 3")
-            return real.put_object(**kwargs)
+            super().put(bucket, key, body, content_type)
 
-        def __getattr__(self, name: str) -> Any:
-            return getattr(real, name)
-
-    dying = DiesOnThirdClaim()
-    monkeypatch.setattr(aws, "s3", lambda: dying)
+    small_batches.blobs = DiesOnThirdClaim()  # through Services, as the splitter reaches S3
     with pytest.raises(WorkerKilled):
         split_object(small_batches, dropped)
-    monkeypatch.undo()
+    small_batches.blobs = S3Blobs()  # the retried event runs in a new process
     job = small_batches.jobs.get_job(dropped.job_id)
     assert job is not None and job.status == JobStatus.SPLITTING and not job.released_at
     assert [m for m in drain_queue(queue) if m.get("job_id") == dropped.job_id] == []  # nothing queued
@@ -417,11 +411,10 @@ def test_splitter_killed_while_staging_sends_nothing_then_the_retry_resumes(
 
 
 def test_splitter_killed_while_releasing_then_the_retry_releases_the_rest(
-    small_batches: Services, sandbox: SandboxHandle, uploader_handler: Any, monkeypatch: pytest.MonkeyPatch
+    small_batches: Services, sandbox: SandboxHandle, uploader_handler: Any
 ) -> None:
     """The file was read and the job is uploading, but the messages never left: the retried
     notification finds the job unreleased and queues what is still staged."""
-    from verifyfeed import aws
 
     queue = small_batches.settings.work_queue_url
     drain_queue(queue)
@@ -431,19 +424,15 @@ def test_splitter_killed_while_releasing_then_the_retry_releases_the_rest(
         small_batches.settings.ingest_bucket, f"lost-repair/unreleased-{start}.csv", csv_bytes(people)
     )
     dropped = DroppedObject.from_event_record(event["Records"][0])
-    real = aws.sqs()
 
-    class DiesSending:
-        def send_message_batch(self, **kwargs: Any) -> Any:
+    class DiesSending(SqsWorkQueue):
+        def send_all(self, bodies: Sequence[str]) -> None:
             raise WorkerKilled("splitter killed while releasing")
 
-        def __getattr__(self, name: str) -> Any:
-            return getattr(real, name)
-
-    monkeypatch.setattr(aws, "sqs", lambda: DiesSending())
+    small_batches.queue = DiesSending(queue)  # through Services, as the splitter reaches SQS
     with pytest.raises(WorkerKilled):
         split_object(small_batches, dropped)
-    monkeypatch.undo()
+    small_batches.queue = SqsWorkQueue(queue)
     job = small_batches.jobs.get_job(dropped.job_id)
     assert job is not None and job.status == JobStatus.UPLOADING and not job.released_at
     assert [m for m in drain_queue(queue) if m.get("job_id") == dropped.job_id] == []
