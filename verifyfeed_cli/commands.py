@@ -746,13 +746,9 @@ def _resend(ctx: Context, batch: Batch) -> None:
     services = ctx.services
     now = services.clock.now()
     retried = services.jobs.redrive_batch(batch, now)
-    message = LostRepairBatchMessage(
-        job_id=batch.job_id,
-        batch_id=batch.batch_id,
-        seq=batch.seq,
-        claim_bucket=batch.claim_bucket or ctx.target.bucket,
-        claim_key=batch.claim_key,
-        generation=int(now.timestamp()),  # a new idempotency key: this is a new attempt
+    # a new generation: a new idempotency key, this is a new attempt
+    message = LostRepairBatchMessage.for_batch(
+        batch, generation=int(now.timestamp()), claim_bucket=ctx.target.bucket
     )
     try:
         ctx.sqs.send_message(QueueUrl=ctx.target.work_queue_url, MessageBody=message.model_dump_json())

@@ -254,14 +254,7 @@ def _queue_staged(services: Services, nodes: dict[int, Batch]) -> None:
     for batch in nodes.values():
         if batch.status != BatchStatus.STAGED or batch.parent_seq not in bisected:
             continue
-        message = LostRepairBatchMessage(
-            job_id=batch.job_id,
-            batch_id=batch.batch_id,
-            seq=batch.seq,
-            claim_bucket=batch.claim_bucket,
-            claim_key=batch.claim_key,
-        )
-        services.queue.send(message.model_dump_json(exclude_none=True))
+        services.queue.send(LostRepairBatchMessage.for_batch(batch).model_dump_json(exclude_none=True))
         try:
             services.jobs.transition(batch, BatchStatus.QUEUED, services.clock.now())
         except StaleTransition:

@@ -130,14 +130,7 @@ def _redrive_deferred(services: Services, report: PollReport, time_is_short: Cal
         if time_is_short():
             report.stopped_early = True
             return
-        message = LostRepairBatchMessage(
-            job_id=batch.job_id,
-            batch_id=batch.batch_id,
-            seq=batch.seq,
-            claim_bucket=batch.claim_bucket,
-            claim_key=batch.claim_key,
-            generation=int(now.timestamp()),
-        )
+        message = LostRepairBatchMessage.for_batch(batch, generation=int(now.timestamp()))
         services.queue.send(message.model_dump_json())
         report.batches_redriven += 1
         try:  # bookkeeping: the uploader may already have taken the batch from "deferred"

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from verifyfeed.models.carrier_audit import AuditParams
 from verifyfeed.models.lost_repair import RepairRecord
+from verifyfeed.models.records import Batch
 
 
 class LostRepairBatchMessage(BaseModel):
@@ -23,6 +24,21 @@ class LostRepairBatchMessage(BaseModel):
     claim_bucket: str | None = None
     claim_key: str | None = None
     generation: int = Field(0, description="bumped by each re-drive; part of the idempotency key")
+
+    @classmethod
+    def for_batch(
+        cls, batch: Batch, *, generation: int = 0, claim_bucket: str = ""
+    ) -> LostRepairBatchMessage:
+        """The message of a batch whose body is in S3 (its claim): a staged half of a refused batch,
+        a deferred batch after the blackout, an operator's re-drive (a new ``generation``)."""
+        return cls(
+            job_id=batch.job_id,
+            batch_id=batch.batch_id,
+            seq=batch.seq,
+            claim_bucket=batch.claim_bucket or claim_bucket,
+            claim_key=batch.claim_key,
+            generation=generation,
+        )
 
     @model_validator(mode="after")
     def _inline_or_claim(self) -> LostRepairBatchMessage:
