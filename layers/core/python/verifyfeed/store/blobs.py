@@ -7,9 +7,9 @@ client from ``verifyfeed.aws`` at each call (one client per process, created on 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 from aws_lambda_powertools.utilities.streaming import S3Object
 from botocore.exceptions import BotoCoreError, ClientError
@@ -19,8 +19,6 @@ from verifyfeed.ports import BlobError
 
 _MISSING = ("404", "NoSuchKey", "NotFound", "NoSuchVersion")
 MAX_VERSIONS = 4  # a claim is written once, twice when a split is resumed
-
-T = TypeVar("T")
 
 
 @contextmanager
@@ -32,11 +30,6 @@ def _translated(what: str) -> Iterator[None]:
         raise BlobError(f"{what}: {code}", missing=code in _MISSING, code=code) from exc
     except BotoCoreError as exc:
         raise BlobError(f"{what}: {type(exc).__name__}") from exc
-
-
-def _call(what: str, call: Callable[[], T]) -> T:
-    with _translated(what):
-        return call()
 
 
 class S3Blobs:
@@ -52,13 +45,12 @@ class S3Blobs:
             return body
 
     def put(self, bucket: str, key: str, body: bytes, content_type: str = "application/json") -> None:
-        _call(
-            "put", lambda: self._s3().put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
-        )
+        with _translated("put"):
+            self._s3().put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
 
     def put_file(self, bucket: str, key: str, stream: IO[bytes], content_type: str) -> None:
-        extra: dict[str, Any] = {"ContentType": content_type}
-        _call("put", lambda: self._s3().upload_fileobj(stream, bucket, key, ExtraArgs=extra))
+        with _translated("put"):
+            self._s3().upload_fileobj(stream, bucket, key, ExtraArgs={"ContentType": content_type})
 
     def delete_many(self, bucket: str, keys: Sequence[str]) -> None:
         for start in range(0, len(keys), 1000):

@@ -18,12 +18,14 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from verifyfeed.models.ids import iso
+from verifyfeed.ports import BlobError
+from verifyfeed.store.blobs import S3Blobs
 from verifyfeed.store.codec import attr
 from verifyfeed.store.jobs import condition_failed
 
@@ -130,15 +132,12 @@ class LedgerStore:
     def claim_idcodes(self, bucket: str, key: str) -> list[str] | None:
         """The idcodes in a batch body (``claims/``), None when it is gone (expired)."""
         try:
-            body = self._s3.get_object(Bucket=bucket or self.bucket, Key=key)["Body"].read()
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            body = S3Blobs(self._s3).get(bucket or self.bucket, key)
+        except BlobError as exc:
+            if exc.missing:
                 return None
             raise
-        records = json.loads(body)
-        if isinstance(records, dict):  # a message body with its records inline
-            records = records.get("records", [])
-        return [str(r["idcode"]) for r in records if isinstance(r, dict) and r.get("idcode")]
+        return [str(r["idcode"]) for r in json.loads(body)]
 
     # ---- the lock -----------------------------------------------------------------------------
 
@@ -163,7 +162,7 @@ class LedgerStore:
                     **_LOCK,
                     "holder": attr(holder),
                     "expires_epoch": {"N": str(int(now) + lease_seconds)},
-                    "taken_at": attr(iso(datetime.fromtimestamp(now).astimezone())),
+                    "taken_at": attr(iso(datetime.fromtimestamp(now, UTC))),
                 },
                 ConditionExpression="attribute_not_exists(pk) OR expires_epoch < :now OR holder = :me",
                 ExpressionAttributeValues={":now": {"N": str(int(now))}, ":me": attr(holder)},
