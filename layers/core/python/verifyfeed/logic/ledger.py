@@ -120,6 +120,7 @@ class LedgerSession:
     skipped_objects: int = 0  # written under another pepper (rotated): not comparable
     _seen: dict[str, str] = field(default_factory=dict)  # object key → ETag read by preload
     _ids: Claims | None = None
+    _snapshot: str = ""
     _keys: bytes = b""
     _counts: list[int] = field(default_factory=list)
 
@@ -130,15 +131,23 @@ class LedgerSession:
     @property
     def snapshot(self) -> str:
         """Which ledger ``preload`` read (its window, its objects and their versions): batches staged
-        under the same snapshot hold the same records, so a resumed split keeps them."""
+        under the same snapshot hold the same records, so a resumed split keeps them. Set by
+        ``preload``, read by every batch the stager writes."""
+        assert self._snapshot, "preload first"
+        return self._snapshot
+
+    def _fix_snapshot(self) -> None:
         listed = "\n".join(f"{key} {etag}" for key, etag in sorted(self._seen.items()))
         text = f"{self.first_day.isoformat()}\n{self.prior}\n{key_fingerprint(self.key)}\n{listed}"
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        self._snapshot = hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def preload(self, ids: Claims) -> None:
         self._ids = ids
-        if not self.prior:
-            return
+        if self.prior:
+            self._claim_prior(ids)
+        self._fix_snapshot()
+
+    def _claim_prior(self, ids: Claims) -> None:
         fingerprint = key_fingerprint(self.key)
         for obj in self.store.list_since(self.first_day):
             if obj.job_id == self.job.job_id:
