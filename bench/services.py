@@ -70,18 +70,27 @@ def percentile(values: list[float], p: float) -> float:
 def server(args: list[str], timeout_s: float = 30) -> Iterator[str]:
     """A server in its own process (as moto and the upstream are in reality: no shared GIL), on a
     port the kernel picks (``--port 0``): its first line of output says where it listens."""
-    process = subprocess.Popen(
-        [sys.executable, *args, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
+    process = start_server(args)
     try:
         yield _listening_url(process, timeout_s)
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_server(process)
+
+
+def start_server(args: list[str]) -> subprocess.Popen[str]:
+    """``python <args> --port 0`` in its own process; ``_listening_url`` reads where it listens."""
+    return subprocess.Popen(
+        [sys.executable, *args, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+
+
+def stop_server(process: subprocess.Popen[str]) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _listening_url(process: subprocess.Popen[str], timeout_s: float) -> str:
@@ -105,14 +114,19 @@ def _listening_url(process: subprocess.Popen[str], timeout_s: float) -> str:
 @contextmanager
 def local_aws() -> Iterator[str]:
     with server(["-m", "local.aws_server"]) as endpoint:
-        os.environ.update(
-            AWS_ENDPOINT_URL=endpoint,
-            AWS_ACCESS_KEY_ID="testing",
-            AWS_SECRET_ACCESS_KEY="testing",
-            AWS_DEFAULT_REGION="us-east-1",
-            AWS_REGION="us-east-1",
-        )
+        point_aws_at(endpoint)
         yield endpoint
+
+
+def point_aws_at(endpoint: str) -> None:
+    """Every boto3 client made from now on talks to the local AWS at ``endpoint``."""
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_REGION="us-east-1",
+    )
 
 
 @contextmanager

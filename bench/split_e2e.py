@@ -24,14 +24,23 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from bench.aws_calls import CallCounter
-from bench.services import API_ID, API_KEY, CALLBACK_SECRET, NOW, _listening_url, upstream_sandbox
+from bench.services import (
+    API_ID,
+    API_KEY,
+    CALLBACK_SECRET,
+    NOW,
+    _listening_url,
+    point_aws_at,
+    start_server,
+    stop_server,
+    upstream_sandbox,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 AUDIT_HEADER = "usage,name,idCard,phone,carLicensePlate,drivingLicenseFilename,attachmentFileUrls"
@@ -81,28 +90,11 @@ class Stack:
     """moto in its own process, the sandbox, the template's resources, the functions' clients."""
 
     def __init__(self, latency_ms: float = 0.0) -> None:
-        self.moto = subprocess.Popen(
-            [sys.executable, "-m", "local.aws_server", "--port", "0", "--latency-ms", str(latency_ms)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        endpoint = _listening_url(self.moto, 30)
-        os.environ.update(
-            AWS_ENDPOINT_URL=endpoint,
-            AWS_ACCESS_KEY_ID="testing",
-            AWS_SECRET_ACCESS_KEY="testing",
-            AWS_DEFAULT_REGION="us-east-1",
-            AWS_REGION="us-east-1",
-        )
+        self.moto = start_server(["-m", "local.aws_server", "--latency-ms", str(latency_ms)])
+        point_aws_at(_listening_url(self.moto, 30))
 
     def close(self) -> None:
-        self.moto.terminate()
-        try:
-            self.moto.wait(10)
-        except subprocess.TimeoutExpired:
-            self.moto.kill()
-            self.moto.wait()
+        stop_server(self.moto)
 
     def moto_cpu(self) -> float:
         return _cpu_of(self.moto.pid)
