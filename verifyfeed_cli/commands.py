@@ -358,20 +358,7 @@ def status_of(ctx: Context, ref: str) -> Result:
         lines += [
             "",
             "Batches not succeeded:",
-            table(
-                ("BATCH", "STATUS", "RECORDS", "ATTEMPTS", "UPDATED", "LAST ERROR"),
-                [
-                    (
-                        b.batch_id,
-                        b.status.value,
-                        b.record_count,
-                        b.attempts,
-                        when(b.updated_at),
-                        shorten(b.last_error),
-                    )
-                    for b in open_batches
-                ],
-            ),
+            _batch_table(open_batches),
         ]
         if job.batches_failed or job.batches_unknown:
             lines.append(
@@ -380,6 +367,24 @@ def status_of(ctx: Context, ref: str) -> Result:
     if job.kind == JobKind.CARRIER_AUDIT:
         lines.append("Audit results: verifyfeed audits")
     return Result(data, "\n".join(lines))
+
+
+def _batch_table(batches: Iterable[Batch], error_width: int = 60) -> str:
+    """Batches as ``status FILE`` and ``redrive`` list them, the last error cut to ``error_width``."""
+    return table(
+        ("BATCH", "STATUS", "RECORDS", "ATTEMPTS", "UPDATED", "LAST ERROR"),
+        [
+            (
+                b.batch_id,
+                b.status.value,
+                b.record_count,
+                b.attempts,
+                when(b.updated_at),
+                shorten(b.last_error, error_width),
+            )
+            for b in batches
+        ],
+    )
 
 
 def _columns_text(header: dict[str, Any] | None) -> str:
@@ -699,23 +704,7 @@ def _plan_text(ctx: Context, plan: _Plan) -> str:
             f"  {len(plan.batches)} batch(es), {sum(b.record_count for b in plan.batches)} record(s), "
             "set to retry and queued again:"
         )
-        lines.append(
-            "    "
-            + table(
-                ("BATCH", "STATUS", "RECORDS", "ATTEMPTS", "UPDATED", "LAST ERROR"),
-                [
-                    (
-                        b.batch_id,
-                        b.status.value,
-                        b.record_count,
-                        b.attempts,
-                        when(b.updated_at),
-                        shorten(b.last_error, 50),
-                    )
-                    for b in plan.batches
-                ],
-            ).replace("\n", "\n    ")
-        )
+        lines.append("    " + _batch_table(plan.batches, error_width=50).replace("\n", "\n    "))
     if any(b.status == BatchStatus.UNKNOWN for b in plan.batches):
         lines.append(UNKNOWN_WARNING)
     if plan.not_kept:
