@@ -61,6 +61,20 @@ def charged_idcodes(sandbox: SandboxHandle) -> list[str]:
     ]
 
 
+def created_job(services: Services, clock: FixedClock, job_id: str, key: str, status: JobStatus) -> Job:
+    """A lost-repair job record in the ingest bucket, as the splitter creates one."""
+    job = Job(
+        job_id=job_id,
+        kind=JobKind.LOST_REPAIR,
+        bucket=services.settings.ingest_bucket,
+        key=key,
+        status=status,
+        created_at=clock.now().isoformat(),
+    )
+    assert services.jobs.create_job(job)
+    return job
+
+
 def key_for(name: str) -> str:
     return f"lost-repair/{name}-{uuid.uuid4().hex[:6]}.csv"
 
@@ -267,15 +281,7 @@ def test_a_split_that_a_concurrent_commit_overtook_starts_over(
     today = clock.now().date()
 
     def session(job_id: str) -> LedgerSession:
-        job = Job(
-            job_id=job_id,
-            kind=JobKind.LOST_REPAIR,
-            bucket=services.settings.ingest_bucket,
-            key=f"lost-repair/{job_id}.csv",
-            status=JobStatus.UPLOADING,
-            created_at=clock.now().isoformat(),
-        )
-        services.jobs.create_job(job)
+        job = created_job(services, clock, job_id, f"lost-repair/{job_id}.csv", JobStatus.UPLOADING)
         return LedgerSession(services.ledger, services.jobs, key, job, today.replace(day=1), today)
 
     digests = [bytes.fromhex(sha256_hex(r[1])) for r in valid_rows(3, next(_NUMBERS))]
@@ -333,15 +339,7 @@ def test_a_resumed_split_restages_what_the_ledger_now_holds(
     # the interrupted run: the job is splitting, two batches of five were staged
     first = split(services, put(services, key_for("resume-first"), csv_bytes(rows[:5])))
     assert first.counts.rows_accepted == 5
-    job = Job(
-        job_id=dropped.job_id,
-        kind=JobKind.LOST_REPAIR,
-        bucket=dropped.bucket,
-        key=dropped.key,
-        status=JobStatus.SPLITTING,
-        created_at=clock.now().isoformat(),
-    )
-    services.jobs.create_job(job)
+    job = created_job(services, clock, dropped.job_id, dropped.key, JobStatus.SPLITTING)
     stager = _BatchStager(services, job, resuming=False)  # the stager the interrupted run used
     stager(RepairBatch(1, 5, b"[]"))
     stager(RepairBatch(2, 5, b"[]"))
