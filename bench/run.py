@@ -118,6 +118,16 @@ def bench_file(path: Path, planted: Planted, repeat: int, work: Path) -> dict[st
     return best
 
 
+def _phases(split: dict[str, Any]) -> str:
+    """A split's wall time, when its last staging write ended and how long its release took."""
+    staged = split["span_s"].get("s3.PutObject", [0, 0])[1]
+    release = split["span_s"].get("sqs.SendMessageBatch", [0, 0])
+    return (
+        f"wall {split['wall_s']:.2f} s (staging done at {staged:.2f} s, "
+        f"release {release[1] - release[0]:.2f} s)"
+    )
+
+
 def bench_e2e(path: Path, planted: Planted, core: dict[str, Any], args: Any, work: Path) -> dict[str, Any]:
     """The splitter end to end on the local stack against its core on the same file: wall rows/s
     of the handler's invocation (the file in moto's S3, batches staged and released) over the
@@ -138,11 +148,8 @@ def bench_e2e(path: Path, planted: Planted, core: dict[str, Any], args: Any, wor
             )
         split["rows_per_s"] = split["rows_read"] / split["wall_s"]
         runs.append(run)
-        staged = split["span_s"].get("s3.PutObject", [0, 0])[1]
-        release = split["span_s"].get("sqs.SendMessageBatch", [0, 0])
         print(
-            f"  split-e2e run {n + 1}: {split['rows_per_s']:>9,.0f} rows/s, wall {split['wall_s']:.2f} s "
-            f"(staging done at {staged:.2f} s, release {release[1] - release[0]:.2f} s), "
+            f"  split-e2e run {n + 1}: {split['rows_per_s']:>9,.0f} rows/s, {_phases(split)}, "
             f"cpu {split['cpu_s']:.2f} s, "
             f"moto cpu {split['moto_cpu_s']:.2f} s; "
             + ", ".join(f"{k} {v}" for k, v in split["calls"].items())
@@ -160,12 +167,9 @@ def bench_e2e(path: Path, planted: Planted, core: dict[str, Any], args: Any, wor
         latency = run_child(["-m", "bench.split_e2e", str(path), *numbers], work / "e2e.json")["split"]
         latency["rows_per_s"] = latency["rows_read"] / latency["wall_s"]
         latency["ratio"] = latency["rows_per_s"] / core["rows_per_s"]
-        staged = latency["span_s"].get("s3.PutObject", [0, 0])[1]
-        release = latency["span_s"].get("sqs.SendMessageBatch", [0, 0])
         print(
             f"  split-e2e with every AWS answer held {args.aws_latency_ms:.0f} ms (a model of in-region "
-            f"round trips): {latency['rows_per_s']:,.0f} rows/s, wall {latency['wall_s']:.2f} s "
-            f"(staging done at {staged:.2f} s, release {release[1] - release[0]:.2f} s), "
+            f"round trips): {latency['rows_per_s']:,.0f} rows/s, {_phases(latency)}, "
             f"ratio to core {latency['ratio']:.2f}"
         )
     first = runs[0]
