@@ -17,6 +17,7 @@ from verifyfeed import aws
 from verifyfeed.clock import clock_from_setting
 from verifyfeed.config import Settings
 from verifyfeed.models.records import AuditStatus, JobKind
+from verifyfeed.ports import BlobError, StoreError
 from verifyfeed.services import build_services
 from verifyfeed_cli import commands, sandbox
 from verifyfeed_cli.commands import EXIT_AWS, EXIT_NOT_FOUND, EXIT_USAGE, CliError, Context, Result
@@ -229,6 +230,9 @@ def main(
         return fail(_aws_message(exc), EXIT_AWS)
     except BotoCoreError as exc:
         return fail(f"AWS: {exc}", EXIT_AWS)
+    except (StoreError, BlobError) as exc:  # the core's stores say what botocore raised (its cause)
+        cause = exc.__cause__
+        return fail(_aws_message(cause) if isinstance(cause, ClientError) else f"AWS: {exc}", EXIT_AWS)
     except ValidationError as exc:
         return fail(f"configuration: {exc.errors()[0].get('msg', exc)}", EXIT_AWS)
     except KeyboardInterrupt:

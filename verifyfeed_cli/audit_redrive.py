@@ -35,7 +35,6 @@ from verifyfeed.models.records import Audit, AuditStatus, Job, JobKind
 from verifyfeed.pii import Keyed
 from verifyfeed.rules.carrier_audit import validate_audit_row
 from verifyfeed.rules.errors import RowRejected
-from verifyfeed.secrets import identity_pepper
 from verifyfeed.services import Services
 
 logger = Logger(child=True)
@@ -75,7 +74,7 @@ def plan_unknown_audits(
     audits = list(audits)
     if not audits:
         return []
-    pepper = pepper or identity_pepper(services.settings)
+    pepper = pepper or services.secrets.identity_pepper()
     by_job: dict[str, list[Audit]] = {}
     for audit in audits:
         by_job.setdefault(audit.job_id, []).append(audit)

@@ -35,11 +35,9 @@ from verifyfeed.logic.splitter import DroppedObject
 from verifyfeed.models.messages import LostRepairBatchMessage
 from verifyfeed.models.records import Audit, AuditStatus, Batch, BatchStatus, Job, JobKind, JobStatus
 from verifyfeed.pii import mask_generic
-from verifyfeed.secrets import identity_pepper
+from verifyfeed.ports import StaleAudit, StaleTransition
 from verifyfeed.services import Services
-from verifyfeed.store.audits import StaleAudit
 from verifyfeed.store.blobs import S3Blobs
-from verifyfeed.store.jobs import StaleTransition
 from verifyfeed_cli.audit_redrive import Resubmission, plan_unknown_audits, resubmit, unknown_audits
 from verifyfeed_cli.output import ProgressBar, confirm, shorten, table, when
 from verifyfeed_cli.target import Target
@@ -826,7 +824,7 @@ def redrive_unknown_audits(ctx: Context, *, job_ref: str | None, limit: int) -> 
     job_id = find_job(ctx, job_ref)[0].job_id if job_ref else None
     held = unknown_audits(services, job_id, limit)
     try:
-        pepper = identity_pepper(services.settings) if held else None
+        pepper = services.secrets.identity_pepper() if held else None
     except (ValueError, GetParameterError) as exc:  # no secret name (every name given explicitly), no access
         raise CliError(f"cannot read the identity pepper: {exc}", EXIT_AWS) from exc
     plan = plan_unknown_audits(services, held, pepper)

@@ -24,8 +24,8 @@ from verifyfeed.models.carrier_audit import UpstreamAuditStatus
 from verifyfeed.models.messages import CarrierAuditMessage
 from verifyfeed.models.records import Audit, AuditStatus, Job, JobStatus
 from verifyfeed.pii import Keyed
+from verifyfeed.ports import StaleAudit
 from verifyfeed.services import Services
-from verifyfeed.store.audits import StaleAudit
 from verifyfeed_cli.app import main
 from verifyfeed_cli.audit_redrive import plan_unknown_audits, resubmit, unknown_audits
 

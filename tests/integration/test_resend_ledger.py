@@ -30,7 +30,6 @@ from verifyfeed.models.messages import LostRepairBatchMessage
 from verifyfeed.models.records import Batch, BatchStatus, Job, JobKind, JobStatus
 from verifyfeed.pii import Keyed
 from verifyfeed.rules.hashing import sha256_hex
-from verifyfeed.secrets import identity_pepper
 from verifyfeed.services import Services, build_services
 from verifyfeed.store.blobs import S3Blobs
 
@@ -277,7 +276,7 @@ def test_a_split_that_a_concurrent_commit_overtook_starts_over(
 ) -> None:
     """The conflict check itself, step by step: two sessions read the ledger, one commits first."""
     services = ledger_services(make_settings, clock)
-    key = ledger_key(identity_pepper(services.settings))
+    key = ledger_key(services.secrets.identity_pepper())
     today = clock.now().date()
 
     def session(job_id: str) -> LedgerSession:
@@ -316,7 +315,7 @@ def test_the_ledger_holds_keyed_digests_only(
     mine = [o["Key"] for o in listed.get("Contents", []) if result.job_id in o["Key"]]
     assert len(mine) == 1
     body = s3.get_object(Bucket=services.settings.ingest_bucket, Key=mine[0])["Body"].read()
-    pepper = identity_pepper(services.settings)
+    pepper = services.secrets.identity_pepper()
     assert isinstance(pepper, Keyed)
     for row in rows:
         digest = bytes.fromhex(sha256_hex(row[1]))

@@ -555,13 +555,16 @@ def test_a_conflict_that_persists_is_bounded_and_ends_flagged(
 ) -> None:
     from botocore.exceptions import ClientError
 
+    from verifyfeed.ports import StoreError
+
     split = split_file(small_batches, PER_BATCH, leave_in_queue=False)
     [message] = [LostRepairBatchMessage.model_validate(m) for m in split.messages]
     conflicting = ConflictingClient(small_batches.jobs._db, 10)
     monkeypatch.setattr(small_batches.jobs, "_db", conflicting)
     with pytest.raises(SettleFailed) as failed:  # no time left to retry: the trail, then SQS
         upload_batch(small_batches, message, Delivery(seconds_left=lambda: 1.0))
-    assert isinstance(failed.value.__cause__, ClientError)
+    assert isinstance(failed.value.__cause__, StoreError)  # the store's, with botocore's as its cause
+    assert isinstance(failed.value.__cause__.__cause__, ClientError)
     assert conflicting.refused == 4  # tried four times, then gave the error to SQS
     monkeypatch.undo()
     clock.move_to(clock.now() + timedelta(seconds=small_batches.settings.send_lease_seconds + 1))

@@ -1,4 +1,4 @@
-"""Logic that needs storage, on the in-memory ports (tests/fakes.py): no moto, no AWS SDK."""
+"""Logic that needs storage, on the in-memory ports (tests/fakes/): no moto, no AWS SDK."""
 
 from __future__ import annotations
 

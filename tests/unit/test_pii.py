@@ -62,12 +62,14 @@ def test_object_keys_in_logs_keep_the_folder_and_extension_only() -> None:
 
 def test_the_pepper_comes_from_the_secret_or_locally_from_the_settings_never_empty() -> None:
     from verifyfeed.config import Settings
-    from verifyfeed.secrets import identity_pepper
+    from verifyfeed.secrets import ManagedSecrets
 
-    local = identity_pepper(Settings.from_env({"IDENTITY_PEPPER": "p1", "IDENTITY_PREVIOUS_PEPPER": "p0"}))
+    local = ManagedSecrets(
+        Settings.from_env({"IDENTITY_PEPPER": "p1", "IDENTITY_PREVIOUS_PEPPER": "p0"})
+    ).identity_pepper()
     assert local.candidates("x") == (keyed_digest("x", b"p1"), keyed_digest("x", b"p0"))
     with pytest.raises(ValueError, match="no identity pepper"):
-        identity_pepper(Settings.from_env({}))
+        ManagedSecrets(Settings.from_env({})).identity_pepper()
 
 
 def test_traces_record_no_s3_object_key() -> None:

@@ -12,8 +12,8 @@ import pytest
 from verifyfeed.clock import Blackout
 from verifyfeed.logic.ledger import file_fingerprint, key_fingerprint, ledger_key, window_start
 from verifyfeed.logic.repair_batches import NATIVE, PyClaims
+from verifyfeed.models.ledger import LedgerEntry
 from verifyfeed.pii import Keyed
-from verifyfeed.store.ledger import LedgerEntry
 
 
 def at(text: str) -> datetime:

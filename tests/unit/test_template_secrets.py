@@ -47,10 +47,13 @@ def test_the_callback_checks_the_api_id_it_is_given_without_reading_the_credenti
 
     monkeypatch.setattr(secrets, "_secret_json", secret_json)
     env = {"UPSTREAM_CREDENTIALS_PARAM": "arn:credentials", "CALLBACK_API_ID": "from-the-parameter"}
-    assert secrets.expected_api_id(Settings.from_env(env)) == "from-the-parameter"
+    assert secrets.ManagedSecrets(Settings.from_env(env)).expected_api_id() == "from-the-parameter"
     assert read == []  # in AWS the read would be denied: the callback may not read the credentials
     # without it (local runs), the credentials' apiId as before
-    assert secrets.expected_api_id(Settings.from_env({**env, "CALLBACK_API_ID": ""})) == "from-the-secret"
+    assert (
+        secrets.ManagedSecrets(Settings.from_env({**env, "CALLBACK_API_ID": ""})).expected_api_id()
+        == "from-the-secret"
+    )
     assert read == ["arn:credentials"]
 
 

@@ -1,14 +1,55 @@
-"""The I/O the logic needs, as interfaces: blob storage and the work queue.
+"""The I/O the logic needs, as interfaces: storage of jobs, audits and the ledger, blobs, the work
+queue and secrets, with the exceptions they raise; and ``Services``, the bundle a use case is given.
 
-``logic/`` depends on these and on the stores' classes, never on an AWS SDK: ``Services`` hands it
-the S3 and SQS adapters (``store/blobs.py``, ``store/queue.py``), and unit tests hand it in-memory
-ones (``tests/fakes.py``). DynamoDB has its stores (``store/jobs.py``, ``store/audits.py``).
+``logic/`` depends on these, never on an AWS SDK or on ``store/``: ``Services`` hands it the AWS
+adapters (``store/jobs.py``, ``store/audits.py``, ``store/ledger.py`` on DynamoDB and S3,
+``store/blobs.py`` on S3, ``store/queue.py`` on SQS, ``secrets.py`` on Secrets Manager), and unit
+tests hand it the in-memory ones of ``tests/fakes/``, which ``tests/integration/test_store_contract*``
+hold to the same behaviour as the adapters on moto. An adapter's SDK error reaches the logic as
+``StoreError`` or ``BlobError``, never as botocore's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import IO, Protocol
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import StrEnum
+from functools import cached_property
+from typing import IO, TYPE_CHECKING, Any, Protocol
+
+from verifyfeed.clock import Blackout, Clock
+from verifyfeed.config import Settings
+
+if TYPE_CHECKING:
+    from verifyfeed.models.ledger import LedgerEntry, LedgerObject
+    from verifyfeed.models.records import (
+        Audit,
+        AuditStatus,
+        Batch,
+        BatchStatus,
+        Job,
+        JobCounts,
+        JobStatus,
+    )
+    from verifyfeed.pii import Keyed
+    from verifyfeed.upstream.auth import Credentials
+    from verifyfeed.upstream.client import UpstreamClient
+
+
+# --------------------------------------------------------------------------------------------------
+# What the adapters raise
+# --------------------------------------------------------------------------------------------------
+
+
+class StoreError(Exception):
+    """The database refused or could not be reached (``code``: the service's error code, if any).
+    A write that lost a condition is not this: it is ``StaleTransition``, ``StaleAudit`` or a
+    ``False`` answer, as each method says."""
+
+    def __init__(self, message: str, *, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class BlobError(Exception):
@@ -18,6 +59,255 @@ class BlobError(Exception):
         super().__init__(message)
         self.missing = missing
         self.code = code
+
+
+class StaleTransition(Exception):
+    """The record was no longer in the state the transition expected: someone else moved it."""
+
+
+class StaleAudit(Exception):
+    """The audit changed since it was read."""
+
+
+class LedgerBusy(Exception):
+    """Another split held the ledger's lock for longer than this one may wait."""
+
+
+class Reservation(StrEnum):
+    """What ``AuditRepository.reserve`` decided for a file row."""
+
+    ADD = "add"  # new audit: send /carrierAudit/add
+    UPDATE = "update"  # a rejected audit re-dropped: send /carrierAudit/update
+    DUPLICATE = "duplicate"  # pending, passed or in flight: refuse the row
+
+
+# --------------------------------------------------------------------------------------------------
+# Jobs and their batches (store/jobs.py: docs/architecture.md#batch-states)
+# --------------------------------------------------------------------------------------------------
+
+
+class JobRepository(Protocol):
+    """Jobs (one a dropped file) and their batches. Every batch transition is conditional on the
+    state it leaves, and the job's counters move with it, atomically."""
+
+    def create_job(self, job: Job) -> bool:
+        """Create the job; False when it exists already (the same S3 event delivered twice)."""
+        ...
+
+    def get_job(self, job_id: str) -> Job | None: ...
+
+    def list_jobs(self, limit: int = 100) -> list[Job]:
+        """Most recent first."""
+        ...
+
+    def find_jobs(self, file: str) -> list[Job]:
+        """The jobs of an uploaded file, most recent first (one per uploaded version)."""
+        ...
+
+    def finish_split(self, job_id: str, counts: JobCounts, now: datetime) -> None:
+        """Record what the splitter found (a re-run rewrites the same)."""
+        ...
+
+    def mark_released(self, job_id: str, now: datetime) -> None:
+        """Every staged batch of the job has its message on the queue."""
+        ...
+
+    def discard_staged(self, job_id: str, seq: int, now: datetime) -> bool:
+        """``staged → discarded`` (its file was rejected); False when it was not staged."""
+        ...
+
+    def reject_job(
+        self,
+        job_id: str,
+        reason: str,
+        counts: JobCounts,
+        now: datetime,
+        status: JobStatus = ...,
+    ) -> None:
+        """The file as a whole is not sent: ``rejected`` (or ``duplicate``: identical to one split)."""
+        ...
+
+    def set_job_status(self, job_id: str, status: JobStatus, expected: set[JobStatus], now: datetime) -> bool:
+        """Move the job to ``status`` if it is in one of ``expected``; False if it was not."""
+        ...
+
+    def set_report_key(self, job_id: str, report_key: str) -> None: ...
+
+    def put_batch_if_absent(self, batch: Batch) -> bool:
+        """Write the batch unless one with its seq exists (False then)."""
+        ...
+
+    def stage_batch(self, batch: Batch) -> bool:
+        """Write a ``staged`` batch over nothing, or over one never released; False when a
+        batch with its seq was released already."""
+        ...
+
+    def get_batch(self, job_id: str, seq: int) -> Batch | None: ...
+
+    def batches(self, job_id: str) -> Iterator[Batch]:
+        """The job's batches by seq."""
+        ...
+
+    def tree(self, job_id: str, root_seq: int) -> list[Batch]:
+        """The file's batch ``root_seq`` and every child batch split from it, by seq (node order)."""
+        ...
+
+    def batches_with_status(self, status: BatchStatus, limit: int = 100) -> list[Batch]:
+        """Deferred, failed or unknown batches across all jobs."""
+        ...
+
+    def count_with_status(self, status: BatchStatus) -> int:
+        """How many batches are deferred, failed or unknown."""
+        ...
+
+    def redrive_batch(self, batch: Batch, now: datetime) -> Batch:
+        """An operator's re-drive: ``failed|unknown → retry`` and the job reopened, atomically."""
+        ...
+
+    def transition(
+        self,
+        batch: Batch,
+        to: BatchStatus,
+        now: datetime,
+        *,
+        lease_until: datetime | None = None,
+        count_attempt: bool = False,
+        count_state0: bool = False,
+        fields: dict[str, str] | None = None,
+        new_batches: int = 0,
+    ) -> Batch:
+        """Move ``batch`` from the state it was read in to ``to`` (``StaleTransition`` if it moved);
+        the job's counters follow atomically."""
+        ...
+
+
+# --------------------------------------------------------------------------------------------------
+# Carrier audits (store/audits.py)
+# --------------------------------------------------------------------------------------------------
+
+
+class AuditRepository(Protocol):
+    """Carrier audits, indexed by upstream record id and by status. Every transition is
+    conditional on the state (and version) it leaves: a stale result never overwrites a newer."""
+
+    def get(self, audit_key: str) -> Audit | None: ...
+
+    def find_key(self, candidates: Sequence[str]) -> str:
+        """The first of ``candidates`` an audit is stored under, else the first."""
+        ...
+
+    def find_keys(self, candidates: Sequence[Sequence[str]]) -> list[str]:
+        """``find_key`` of each candidate list."""
+        ...
+
+    def key_for_record(self, record_id: int) -> str | None:
+        """The ``audit_key`` of the audit upstream knows as ``record_id``, or ``None``."""
+        ...
+
+    def decide_record(
+        self,
+        audit_key: str,
+        record_id: int,
+        to: AuditStatus,
+        remarks: str,
+        now: datetime,
+        body_digest: str | None = None,
+    ) -> tuple[bool, Audit | None]:
+        """pending → passed / rejected for the audit holding ``record_id``, without reading it
+        first; (moved, the audit as it is now)."""
+        ...
+
+    def reserve(self, audit: Audit, now: datetime) -> tuple[Reservation, Audit]:
+        """Claim the audit for a submission from a file row, atomically."""
+        ...
+
+    def settle_submission(
+        self, audit: Audit, to: AuditStatus, now: datetime, *, record_id: int | None = None, error: str = ""
+    ) -> Audit:
+        """submitting → pending (with the record id) / failed / unknown, and count it on the job."""
+        ...
+
+    def resubmit_unknown(self, audit: Audit, now: datetime) -> Audit:
+        """An operator's re-submission: ``unknown → submitting`` and its job reopened, atomically."""
+        ...
+
+    def take_lease(self, audit: Audit, now: datetime, until: datetime) -> Audit:
+        """A worker is about to call upstream for this submitting audit."""
+        ...
+
+    def release_lease(self, audit: Audit, now: datetime) -> Audit:
+        """The call certainly did not take effect: another delivery may try again."""
+        ...
+
+    def decide(self, audit: Audit, to: AuditStatus, remarks: str, now: datetime) -> Audit:
+        """pending → passed / rejected (the callback and the poller both come here)."""
+        ...
+
+    def mark_polled(self, audit: Audit, now: datetime, error: str = "") -> bool:
+        """A poll of this pending audit is done (answered "still pending", or not readable: ``error``)."""
+        ...
+
+    def with_status(
+        self,
+        status: AuditStatus,
+        older_than: datetime | None = None,
+        limit: int = 100,
+        *,
+        newest_first: bool = False,
+    ) -> list[Audit]:
+        """Audits in ``status``, least recently updated first (or newest first)."""
+        ...
+
+    def count_with_status(self, status: AuditStatus) -> int:
+        """How many audits are in ``status``."""
+        ...
+
+    def scan_all(self) -> Iterator[Audit]: ...
+
+    def count_by_status(self) -> dict[str, int]: ...
+
+
+# --------------------------------------------------------------------------------------------------
+# The resend ledger (store/ledger.py; logic/ledger.py)
+# --------------------------------------------------------------------------------------------------
+
+
+class Ledger(Protocol):
+    """One object per split file (its records' keys), a lock, and file fingerprints."""
+
+    def object_key(self, day: date, job_id: str) -> str: ...
+
+    def list_since(self, first_day: date) -> list[LedgerObject]:
+        """Every file's object from ``first_day`` (China date) on."""
+        ...
+
+    def read(self, obj: LedgerObject) -> LedgerEntry: ...
+
+    def write(self, day: date, entry: LedgerEntry) -> None: ...
+
+    def claim_idcodes(self, bucket: str, key: str) -> list[str] | None:
+        """The idcodes in a batch body (``claims/``), None when it is gone (expired)."""
+        ...
+
+    def acquire(self, holder: str, now: datetime, lease_seconds: int, wait_seconds: float) -> None:
+        """Take the lease (or take over an expired one), waiting up to ``wait_seconds``
+        (``LedgerBusy`` after that)."""
+        ...
+
+    def release(self, holder: str) -> None:
+        """Give the lease back, if it is still ours."""
+        ...
+
+    def fingerprint(self, digest: str) -> dict[str, Any] | None:
+        """The split recorded for a file content fingerprint (a keyed digest), if any."""
+        ...
+
+    def record_fingerprint(self, digest: str, job_id: str, day: date) -> None: ...
+
+
+# --------------------------------------------------------------------------------------------------
+# Blobs, the work queue, secrets
+# --------------------------------------------------------------------------------------------------
 
 
 class Blobs(Protocol):
@@ -48,3 +338,55 @@ class WorkQueue(Protocol):
     def send_all(self, bodies: Sequence[str]) -> None:
         """Every body, or an error: each body was sent at most once either way."""
         ...
+
+
+class Secrets(Protocol):
+    """Credentials and keys, each read when it is needed (a rotation is picked up)."""
+
+    def upstream_credentials(self) -> Credentials: ...
+
+    def callback_secrets(self) -> list[str]:
+        """Every secret a callback may be signed with: current first, then previous (rotation)."""
+        ...
+
+    def expected_api_id(self) -> str:
+        """The apiId a callback must carry."""
+        ...
+
+    def identity_pepper(self) -> Keyed:
+        """The pepper of the digests of ID and phone numbers we store (current and previous)."""
+        ...
+
+
+# --------------------------------------------------------------------------------------------------
+# What a use case is given
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Services:
+    """The settings, a clock and the ports, built once per Lambda sandbox by
+    ``services.build_services`` (the AWS adapters), or by a test (``tests/fakes``: in memory).
+
+    The upstream client and the ledger are built on first use: of the functions, only the uploader
+    and the poller call the upstream, and the splitter alone reads the ledger.
+    """
+
+    settings: Settings
+    clock: Clock
+    jobs: JobRepository
+    audits: AuditRepository
+    secrets: Secrets = field(repr=False)
+    blobs: Blobs = field(repr=False)
+    queue: WorkQueue = field(repr=False)
+    ledger_factory: Callable[[], Ledger] = field(repr=False)
+    upstream_factory: Callable[[], UpstreamClient] = field(repr=False)
+    blackout: Blackout = field(default_factory=Blackout)
+
+    @cached_property
+    def upstream(self) -> UpstreamClient:
+        return self.upstream_factory()
+
+    @cached_property
+    def ledger(self) -> Ledger:
+        return self.ledger_factory()

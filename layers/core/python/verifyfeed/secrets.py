@@ -1,4 +1,5 @@
-"""Secrets: upstream credentials, callback signing secrets and the identity pepper.
+"""Secrets: upstream credentials, callback signing secrets and the identity pepper
+(``ports.Secrets``; ``Services.secrets``).
 
 In AWS the environment holds only the *name* of a Secrets Manager secret, read through
 Powertools Parameters (cached for ``max_age`` seconds, so a rotation is picked up without a
@@ -34,38 +35,47 @@ def _secret_json(name: str) -> dict[str, Any]:
     return value
 
 
-def upstream_credentials(settings: Settings) -> Credentials:
-    if settings.upstream_credentials_name:
-        data = _secret_json(settings.upstream_credentials_name)
-        return Credentials(api_id=str(data["apiId"]), api_key=str(data["apiKey"]))
-    return Credentials(api_id=settings.upstream_api_id, api_key=settings.upstream_api_key)
+class ManagedSecrets:
+    """Each secret read when it is asked for: from Secrets Manager when its name is set (cached
+    ``CACHE_SECONDS``), else from the settings' local values."""
 
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
 
-def callback_secrets(settings: Settings) -> list[str]:
-    """Every secret a callback may be signed with: current first, then previous (rotation)."""
-    if settings.callback_secret_name:
-        data = _secret_json(settings.callback_secret_name)
-        values = [data.get("current"), data.get("previous")]
-    else:
-        values = [settings.callback_secret, settings.callback_previous_secret]
-    return [str(v) for v in values if v]
+    def upstream_credentials(self) -> Credentials:
+        settings = self.settings
+        if settings.upstream_credentials_name:
+            data = _secret_json(settings.upstream_credentials_name)
+            return Credentials(api_id=str(data["apiId"]), api_key=str(data["apiKey"]))
+        return Credentials(api_id=settings.upstream_api_id, api_key=settings.upstream_api_key)
 
+    def callback_secrets(self) -> list[str]:
+        """Every secret a callback may be signed with: current first, then previous (rotation)."""
+        settings = self.settings
+        if settings.callback_secret_name:
+            data = _secret_json(settings.callback_secret_name)
+            values = [data.get("current"), data.get("previous")]
+        else:
+            values = [settings.callback_secret, settings.callback_previous_secret]
+        return [str(v) for v in values if v]
 
-def expected_api_id(settings: Settings) -> str:
-    """The apiId a callback must carry: the callback's own setting in AWS, where it may not read the
-    upstream credentials (docs/decisions.md#authinfo); else the credentials' apiId."""
-    return settings.callback_api_id or upstream_credentials(settings).api_id
+    def expected_api_id(self) -> str:
+        """The apiId a callback must carry: the callback's own setting in AWS, where it may not read
+        the upstream credentials (docs/decisions.md#authinfo); else the credentials' apiId."""
+        return self.settings.callback_api_id or self.upstream_credentials().api_id
 
-
-def identity_pepper(settings: Settings) -> Keyed:
-    """The pepper of the digests of ID and phone numbers we store: ``current`` and, while it is
-    rotated, ``previous`` (docs/operations.md#secret-rotation). Read once per use case (a file),
-    not per row."""
-    if settings.identity_pepper_name:
-        data = _secret_json(settings.identity_pepper_name)
-        current, previous = data.get("current"), data.get("previous")
-    else:
-        current, previous = settings.identity_pepper, settings.identity_previous_pepper
-    if not current:
-        raise ValueError("no identity pepper: IDENTITY_PEPPER_PARAM (or IDENTITY_PEPPER locally) is not set")
-    return Keyed(current=str(current).encode(), previous=str(previous or "").encode())
+    def identity_pepper(self) -> Keyed:
+        """The pepper of the digests of ID and phone numbers we store: ``current`` and, while it is
+        rotated, ``previous`` (docs/operations.md#secret-rotation). Read once per use case (a file),
+        not per row."""
+        settings = self.settings
+        if settings.identity_pepper_name:
+            data = _secret_json(settings.identity_pepper_name)
+            current, previous = data.get("current"), data.get("previous")
+        else:
+            current, previous = settings.identity_pepper, settings.identity_previous_pepper
+        if not current:
+            raise ValueError(
+                "no identity pepper: IDENTITY_PEPPER_PARAM (or IDENTITY_PEPPER locally) is not set"
+            )
+        return Keyed(current=str(current).encode(), previous=str(previous or "").encode())

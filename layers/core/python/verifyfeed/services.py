@@ -1,4 +1,5 @@
-"""The dependencies of the use cases, built once per Lambda sandbox from the settings.
+"""The use cases' ``Services`` (``ports.Services``) on AWS, built once per Lambda sandbox from the
+settings: the DynamoDB stores, S3 blobs, the SQS queue, Secrets Manager, the upstream client.
 
 The upstream client is built on first use: of the functions, only the uploader and the poller
 call the upstream, and they import ``verifyfeed.upstream.client`` themselves; the callback never
@@ -7,16 +8,14 @@ does, so it never loads the client and the pydantic models of the upstream's req
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import cache, cached_property
+from functools import cache
 from typing import TYPE_CHECKING
 
 from verifyfeed import aws
 from verifyfeed.clock import Blackout, Clock, clock_from_setting
 from verifyfeed.config import Settings, get_settings
-from verifyfeed.ports import Blobs, WorkQueue
-from verifyfeed.secrets import upstream_credentials
+from verifyfeed.ports import Secrets, Services
+from verifyfeed.secrets import ManagedSecrets
 from verifyfeed.store.audits import AuditStore
 from verifyfeed.store.blobs import S3Blobs
 from verifyfeed.store.jobs import JobStore
@@ -27,44 +26,15 @@ if TYPE_CHECKING:
     from verifyfeed.upstream.client import UpstreamClient
 
 
-@dataclass
-class Services:
-    settings: Settings
-    clock: Clock
-    jobs: JobStore
-    audits: AuditStore
-    upstream_factory: Callable[[], UpstreamClient] = field(repr=False)
-    blackout: Blackout = field(default_factory=Blackout)
-
-    @cached_property
-    def upstream(self) -> UpstreamClient:
-        return self.upstream_factory()
-
-    @cached_property
-    def blobs(self) -> Blobs:
-        """Blob storage (``store.blobs``): dropped files, batch bodies, reports."""
-        return S3Blobs()
-
-    @cached_property
-    def queue(self) -> WorkQueue:
-        """The work queue (``store.queue``)."""
-        return SqsWorkQueue(self.settings.work_queue_url)
-
-    @cached_property
-    def ledger(self) -> LedgerStore:
-        """The resend ledger (the splitter's alone): objects in the ingest bucket, lock in jobs."""
-        settings = self.settings
-        return LedgerStore(
-            settings.ingest_bucket, settings.ledger_prefix, settings.jobs_table, aws.s3(), aws.dynamodb()
-        )
+__all__ = ["Services", "build_services", "build_upstream", "get_services"]
 
 
-def build_upstream(settings: Settings, clock: Clock) -> UpstreamClient:
+def build_upstream(settings: Settings, clock: Clock, secrets: Secrets) -> UpstreamClient:
     from verifyfeed.upstream.client import UpstreamClient
 
     return UpstreamClient(
         settings.upstream_base_url,
-        lambda: upstream_credentials(settings),
+        secrets.upstream_credentials,
         clock,
         connect_timeout_s=settings.connect_timeout_s,
         read_timeout_s=settings.read_timeout_s,
@@ -77,13 +47,20 @@ def build_upstream(settings: Settings, clock: Clock) -> UpstreamClient:
 
 def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     clock = clock or clock_from_setting(settings.clock_now)
+    secrets = ManagedSecrets(settings)
     return Services(
         settings=settings,
         clock=clock,
         jobs=JobStore(settings.jobs_table, aws.dynamodb()),
         audits=AuditStore(settings.audits_table, settings.jobs_table, aws.dynamodb()),
-        upstream_factory=lambda: build_upstream(settings, clock),
+        upstream_factory=lambda: build_upstream(settings, clock, secrets),
         blackout=Blackout(settings.blackout_start_day, settings.blackout_resume_day),
+        secrets=secrets,
+        blobs=S3Blobs(),
+        queue=SqsWorkQueue(settings.work_queue_url),
+        ledger_factory=lambda: LedgerStore(
+            settings.ingest_bucket, settings.ledger_prefix, settings.jobs_table, aws.s3(), aws.dynamodb()
+        ),
     )
 
 

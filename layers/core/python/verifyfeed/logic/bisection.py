@@ -44,9 +44,7 @@ from verifyfeed.models.ids import batch_id, claim_key, iso, tree_position, tree_
 from verifyfeed.models.messages import LostRepairBatchMessage
 from verifyfeed.models.records import Batch, BatchStatus
 from verifyfeed.pii import mask_id
-from verifyfeed.ports import BlobError
-from verifyfeed.services import Services
-from verifyfeed.store.jobs import StaleTransition
+from verifyfeed.ports import BlobError, Services, StaleTransition
 
 logger = Logger(child=True)
 metrics = Metrics()

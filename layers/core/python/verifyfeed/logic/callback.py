@@ -29,8 +29,7 @@ from pydantic import ValidationError
 from verifyfeed.logic.transitions import TransitionOutcome, apply_audit_result
 from verifyfeed.models.carrier_audit import AuditCallback, CallbackReply, UpstreamAuditStatus
 from verifyfeed.models.envelope import SUCCESS_CODE
-from verifyfeed.secrets import callback_secrets, expected_api_id
-from verifyfeed.services import Services
+from verifyfeed.ports import Services
 from verifyfeed.upstream.signing import verify_sign
 
 logger = Logger(child=True)
@@ -63,7 +62,7 @@ def handle_callback(services: Services, raw_body: bytes, headers: Mapping[str, s
     if content_type not in ("application/json", "text/json", ""):
         return _refuse(415, "content_type", "content type must be application/json")
     if not verify_sign(
-        raw_body, lower.get("sign"), callback_secrets(settings), settings.callback_sign_scheme
+        raw_body, lower.get("sign"), services.secrets.callback_secrets(), settings.callback_sign_scheme
     ):
         return _refuse(401, "bad_sign", "sign verification failed")
     try:
@@ -74,7 +73,7 @@ def handle_callback(services: Services, raw_body: bytes, headers: Mapping[str, s
     if callback.model_extra:  # names only: a value may be personal data
         logger.info("callback fields ignored", extra={"ignored_fields": sorted(callback.model_extra)[:20]})
     # bytes: compare_digest raises TypeError on a str with non-ASCII characters
-    if not hmac.compare_digest(callback.apiId.encode(), expected_api_id(settings).encode()):
+    if not hmac.compare_digest(callback.apiId.encode(), services.secrets.expected_api_id().encode()):
         return _refuse(403, "api_id", "apiId mismatch", callback.id)
     outcome = apply_audit_result(
         services,

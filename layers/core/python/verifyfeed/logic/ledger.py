@@ -32,10 +32,10 @@ from aws_lambda_powertools import Logger
 
 from verifyfeed.clock import Blackout, china_time
 from verifyfeed.logic.repair_batches import LEDGER_ROWS, Claims
+from verifyfeed.models.ledger import KEY_BYTES, LedgerEntry, LedgerObject
 from verifyfeed.models.records import BatchStatus, Job, JobStatus
 from verifyfeed.pii import Keyed
-from verifyfeed.store.jobs import JobStore
-from verifyfeed.store.ledger import KEY_BYTES, LedgerEntry, LedgerObject, LedgerStore
+from verifyfeed.ports import JobRepository, Ledger
 
 logger = Logger(child=True)
 
@@ -108,8 +108,8 @@ class LedgerSession:
     ``prior`` False (the override prefix) claims nothing; ``write`` False (a dry run) records
     nothing. Implements ``repair_batches.ResendLedger``."""
 
-    store: LedgerStore
-    jobs: JobStore
+    store: Ledger
+    jobs: JobRepository
     key: bytes
     job: Job
     first_day: date

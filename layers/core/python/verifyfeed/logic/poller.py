@@ -29,8 +29,7 @@ from verifyfeed.logic.transitions import apply_audit_result
 from verifyfeed.models.ids import iso
 from verifyfeed.models.messages import LostRepairBatchMessage
 from verifyfeed.models.records import AuditStatus, BatchStatus, JobStatus
-from verifyfeed.services import Services
-from verifyfeed.store.jobs import StaleTransition
+from verifyfeed.ports import Services, StaleTransition
 from verifyfeed.upstream.client import Answered, CallOutcome, parse_audit_result
 
 logger = Logger(child=True)

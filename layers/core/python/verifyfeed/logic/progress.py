@@ -6,7 +6,7 @@ from aws_lambda_powertools import Logger
 
 from verifyfeed.logic.reports import record_outcomes, refused_records, report_keys, write_summary
 from verifyfeed.models.records import JobKind, JobStatus
-from verifyfeed.services import Services
+from verifyfeed.ports import Services
 
 logger = Logger(child=True)
 _OPEN = {JobStatus.UPLOADING, JobStatus.DEFERRED}

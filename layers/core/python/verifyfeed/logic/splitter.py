@@ -67,14 +67,11 @@ from verifyfeed.models.records import (
     JobStatus,
 )
 from verifyfeed.pii import Keyed, mask_id, mask_name, mask_object_key, mask_phone
+from verifyfeed.ports import LedgerBusy, Reservation, Services
 from verifyfeed.rules.authcode import validate_auth_code
 from verifyfeed.rules.carrier_audit import validate_audit_row
 from verifyfeed.rules.errors import RowRejected, RuleViolation
 from verifyfeed.rules.hashing import sha256_hex
-from verifyfeed.secrets import identity_pepper
-from verifyfeed.services import Services
-from verifyfeed.store.audits import Reservation
-from verifyfeed.store.ledger import LedgerBusy
 
 logger = Logger(child=True)
 
@@ -206,7 +203,7 @@ def _ledger_session(services: Services, job: Job, dry_run: bool, resend: bool) -
     return LedgerSession(
         store=services.ledger,
         jobs=services.jobs,
-        key=ledger_key(identity_pepper(settings)),
+        key=ledger_key(services.secrets.identity_pepper()),
         job=job,
         first_day=first_day,
         today=china_time(now).date(),
@@ -681,7 +678,7 @@ def _validate_carrier_audits(
     checked: list[tuple[SourceRow, AuditParams, str, tuple[str, ...]]] = []
     order: list[tuple[bool, int]] = []  # (a valid row?, its index in checked or rejected), row order
     read = 0
-    pepper = identity_pepper(services.settings)  # once per file: rotation is picked up by the next
+    pepper = services.secrets.identity_pepper()  # once per file: rotation is picked up by the next
 
     def reject(number: int, rule: str, reason: str, values: dict[str, object]) -> None:
         order.append((False, len(rejected)))
@@ -783,7 +780,7 @@ def _submit_carrier_audits(
     """
     accepted: list[CarrierAuditMessage] = []
     to_send: list[str] = []
-    pepper = identity_pepper(services.settings)
+    pepper = services.secrets.identity_pepper()
     for message in audits:
         params = message.params
         now = services.clock.now()

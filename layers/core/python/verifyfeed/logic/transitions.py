@@ -11,7 +11,7 @@ from enum import StrEnum
 
 from verifyfeed.models.carrier_audit import UpstreamAuditStatus
 from verifyfeed.models.records import AuditStatus
-from verifyfeed.services import Services
+from verifyfeed.ports import Services
 
 
 class TransitionOutcome(StrEnum):

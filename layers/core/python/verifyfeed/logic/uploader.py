@@ -47,11 +47,7 @@ from verifyfeed.models.lost_repair import RepairRecord, VerifyState
 from verifyfeed.models.messages import CarrierAuditMessage, LostRepairBatchMessage
 from verifyfeed.models.records import Audit, AuditStatus, Batch, BatchStatus
 from verifyfeed.models.wire import WireInt
-from verifyfeed.ports import BlobError, Blobs
-from verifyfeed.services import Services
-from verifyfeed.store.audits import StaleAudit
-from verifyfeed.store.codec import STORE_ERRORS
-from verifyfeed.store.jobs import StaleTransition
+from verifyfeed.ports import BlobError, Blobs, Services, StaleAudit, StaleTransition, StoreError
 from verifyfeed.upstream.client import Answered, CallOutcome, HttpError, NotSent, Unknown
 
 logger = Logger(child=True)
@@ -389,7 +385,7 @@ def _with_retries(write: Callable[[], object], what: str, seconds_left: Callable
         try:
             write()
             return
-        except STORE_ERRORS as exc:
+        except StoreError as exc:
             left = seconds_left() if seconds_left else 0.0
             if left - pause < SETTLE_RESERVE_S:
                 metrics.add_metric(name="SettleFailures", unit=MetricUnit.Count, value=1)

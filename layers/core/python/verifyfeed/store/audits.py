@@ -18,7 +18,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -26,7 +25,8 @@ from botocore.exceptions import ClientError
 from verifyfeed import aws
 from verifyfeed.models.ids import iso
 from verifyfeed.models.records import Audit, AuditStatus, JobStatus
-from verifyfeed.store.codec import attr, from_item, query_count, query_items
+from verifyfeed.ports import Reservation, StaleAudit
+from verifyfeed.store.codec import attr, from_item, query_count, query_items, translate_errors
 from verifyfeed.store.jobs import JOB_SK, condition_failed, job_pk, put_if_absent, write_transaction
 
 if TYPE_CHECKING:
@@ -46,12 +46,7 @@ def record_pk(record_id: int) -> str:
     return f"RECORD#{record_id}"
 
 
-class Reservation(StrEnum):
-    ADD = "add"  # new audit: send /carrierAudit/add
-    UPDATE = "update"  # a rejected audit re-dropped: send /carrierAudit/update
-    DUPLICATE = "duplicate"  # pending, passed or in flight: refuse the row
-
-
+@translate_errors
 class AuditStore:
     def __init__(self, table: str, jobs_table: str, client: DynamoDBClient | None = None) -> None:
         self.table = table
@@ -479,7 +474,3 @@ class AuditStore:
     def count_by_status(self) -> dict[str, int]:
         counts = Counter(a.status.value for a in self.scan_all())
         return {s.value: counts.get(s.value, 0) for s in AuditStatus}
-
-
-class StaleAudit(Exception):
-    """The audit changed since it was read."""

@@ -2,20 +2,63 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import inspect
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from itertools import islice
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
+from verifyfeed.ports import StoreError
+
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-# what a store call raises when DynamoDB refused or could not be reached (a stale transition or a
-# condition is the store's own exception): the logic retries or reports these, never botocore's
-STORE_ERRORS: tuple[type[Exception], ...] = (ClientError, BotoCoreError)
+_Store = TypeVar("_Store", bound=type)
+_SDK_ERRORS = (ClientError, BotoCoreError)
+
+
+def store_error(what: str, exc: ClientError | BotoCoreError) -> StoreError:
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        return StoreError(f"{what}: {code}: {exc.response.get('Error', {}).get('Message', '')}", code=code)
+    return StoreError(f"{what}: {type(exc).__name__}")
+
+
+def translate_errors(cls: _Store) -> _Store:
+    """A store's public methods raise ``ports.StoreError`` where the SDK raised its own errors, so
+    the logic never sees botocore (a condition a method expects is handled inside it first)."""
+    for name, method in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.isfunction(method):
+            setattr(cls, name, _translating(method))
+    return cls
+
+
+def _translating(method: Callable[..., Any]) -> Callable[..., Any]:
+    what = method.__qualname__
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def generator(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            try:
+                yield from method(*args, **kwargs)
+            except _SDK_ERRORS as exc:
+                raise store_error(what, exc) from exc
+
+        return generator
+
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except _SDK_ERRORS as exc:
+            raise store_error(what, exc) from exc
+
+    return call
+
 
 _ser = TypeSerializer()
 _de = TypeDeserializer()

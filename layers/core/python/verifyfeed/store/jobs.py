@@ -38,7 +38,8 @@ from verifyfeed.models.ids import (
     tree_seq,
 )
 from verifyfeed.models.records import Batch, BatchStatus, Job, JobCounts, JobStatus
-from verifyfeed.store.codec import attr, from_item, query_count, query_items, to_item
+from verifyfeed.ports import StaleTransition
+from verifyfeed.store.codec import attr, from_item, query_count, query_items, to_item, translate_errors
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -113,10 +114,7 @@ def write_transaction(db: DynamoDBClient, items: list[dict[str, Any]]) -> None:
             time.sleep(random.uniform(0.01, 0.05) * 2**attempt)  # noqa: S311 - jitter, not security
 
 
-class StaleTransition(Exception):
-    """The record was no longer in the state the transition expected: someone else moved it."""
-
-
+@translate_errors
 class JobStore:
     def __init__(self, table: str, client: DynamoDBClient | None = None) -> None:
         self.table = table
@@ -326,7 +324,7 @@ class JobStore:
             "ExpressionAttributeValues": {":p": attr(job_pk(job_id)), ":b": attr("BATCH#")},
             "ConsistentRead": True,
         }
-        return (Batch.model_validate(i) for i in query_items(self._db, query))
+        yield from (Batch.model_validate(i) for i in query_items(self._db, query))
 
     def tree(self, job_id: str, root_seq: int) -> list[Batch]:
         """The file's batch ``root_seq`` and every child batch split from it, by seq (node order)."""

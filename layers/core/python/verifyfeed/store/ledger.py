@@ -16,74 +16,26 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from verifyfeed.models.ids import iso
-from verifyfeed.ports import BlobError
+from verifyfeed.models.ledger import LedgerEntry, LedgerObject
+from verifyfeed.ports import BlobError, LedgerBusy
 from verifyfeed.store.blobs import S3Blobs
-from verifyfeed.store.codec import attr
+from verifyfeed.store.codec import attr, translate_errors
 from verifyfeed.store.jobs import condition_failed
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
 
-KEY_BYTES = 16
-_MAGIC = "verifyfeed-ledger"
 _LOCK = {"pk": attr("LEDGER"), "sk": attr("LOCK")}
 
 
-@dataclass(frozen=True)
-class LedgerObject:
-    """One split file's entry in the ledger, as listed (``etag`` tells a rewritten one)."""
-
-    key: str
-    job_id: str
-    day: date
-    etag: str
-
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    """One file's keys: ``batches`` are (seq, count) in order, ``keys`` their keys concatenated."""
-
-    job_id: str
-    pepper: str  # the fingerprint of the ledger key the keys were made with
-    batches: tuple[tuple[int, int], ...]
-    keys: bytes
-
-    def batch_keys(self) -> Iterator[tuple[int, bytes]]:
-        at = 0
-        for seq, count in self.batches:
-            yield seq, self.keys[at : at + count * KEY_BYTES]
-            at += count * KEY_BYTES
-
-    def encode(self) -> bytes:
-        header = {"v": 1, "kind": _MAGIC, "job_id": self.job_id, "pepper": self.pepper}
-        header["batches"] = [list(b) for b in self.batches]
-        return json.dumps(header, separators=(",", ":")).encode() + b"\n" + self.keys
-
-    @classmethod
-    def decode(cls, body: bytes) -> LedgerEntry:
-        line, _, keys = body.partition(b"\n")
-        header = json.loads(line)
-        if header.get("kind") != _MAGIC or header.get("v") != 1:
-            raise ValueError("not a ledger object of version 1")
-        batches = tuple((int(seq), int(count)) for seq, count in header["batches"])
-        if sum(count for _, count in batches) * KEY_BYTES != len(keys):
-            raise ValueError("ledger object truncated: its keys do not match its batches")
-        return cls(str(header["job_id"]), str(header["pepper"]), batches, keys)
-
-
-class LedgerBusy(Exception):
-    """Another split held the ledger's lock for longer than this one may wait."""
-
-
+@translate_errors
 class LedgerStore:
     def __init__(self, bucket: str, prefix: str, table: str, s3: S3Client, db: DynamoDBClient) -> None:
         self.bucket = bucket

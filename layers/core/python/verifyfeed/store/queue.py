@@ -1,7 +1,7 @@
 """The work queue (SQS): what the splitter, the uploader's bisection, the poller and the CLI queue.
 
 ``Services.queue`` is a ``ports.WorkQueue``; the logic never calls SQS itself, so it runs on an in-memory
-queue in unit tests (tests/fakes.py). ``SqsWorkQueue`` takes its client from ``verifyfeed.aws`` at
+queue in unit tests (tests/fakes/). ``SqsWorkQueue`` takes its client from ``verifyfeed.aws`` at
 each call (one client per process, created on first use).
 """
 
