@@ -23,27 +23,11 @@ from verifyfeed.models.ledger import LedgerEntry, LedgerObject
 from verifyfeed.models.records import Batch, BatchStatus, Job, JobCounts, JobStatus
 from verifyfeed.ports import BlobError, LedgerBusy, StaleTransition, StoreError
 
-# as store/jobs.py: the job counter each settled state is counted in, and the states listed in the
-# sparse status index (what batches_with_status and count_with_status read)
-_COUNTER_FOR = {
-    BatchStatus.SUCCEEDED: "batches_succeeded",
-    BatchStatus.FAILED: "batches_failed",
-    BatchStatus.UNKNOWN: "batches_unknown",
-    BatchStatus.DEFERRED: "batches_deferred",
-    BatchStatus.BISECTED: "batches_bisected",
-}
-_LISTED = {BatchStatus.DEFERRED, BatchStatus.FAILED, BatchStatus.UNKNOWN}
+# the store's pure tables and keys: the counter of each settled state, the states its sparse index
+# lists, the sort key batches are ordered by (as text: a seq above 999,999 sorts after the trees')
+from verifyfeed.store.jobs import _COUNTER_FOR, _LISTED, batch_sk
+
 _REOPENABLE = {JobStatus.UPLOADING, JobStatus.DEFERRED, JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS}
-
-
-def _sk(seq: int) -> str:
-    """The sort key the store orders batches by (a string: seqs above 999,999 sort as text)."""
-    return f"BATCH#{seq:06d}"
-
-
-def _condition_failed(what: str) -> StoreError:
-    """What the store raises where DynamoDB refuses an update whose condition it does not handle."""
-    return StoreError(f"{what}: ConditionalCheckFailedException", code="ConditionalCheckFailedException")
 
 
 class MemoryJobStore:
@@ -93,7 +77,10 @@ class MemoryJobStore:
         with self.lock:
             job = self.jobs.get(job_id)
             if job is None or job.status != JobStatus.SPLITTING:
-                raise _condition_failed("MemoryJobStore.finish_split")
+                raise StoreError(
+                    "MemoryJobStore.finish_split: ConditionalCheckFailedException",
+                    code="ConditionalCheckFailedException",
+                )
             self._update_job(
                 job_id,
                 rows_read=counts.rows_read,
@@ -138,6 +125,8 @@ class MemoryJobStore:
         )
 
     def set_job_status(self, job_id: str, status: JobStatus, expected: set[JobStatus], now: datetime) -> bool:
+        if not expected:  # the store's condition "#s IN ()" is not one DynamoDB accepts
+            raise StoreError("MemoryJobStore.set_job_status: ValidationException", code="ValidationException")
         with self.lock:
             job = self.jobs.get(job_id)
             if job is None or job.status not in expected:
@@ -180,18 +169,18 @@ class MemoryJobStore:
     def _of_job(self, job_id: str) -> list[Batch]:
         with self.lock:
             found = [b for (j, _), b in self.batches_by_key.items() if j == job_id]
-        return [b.model_copy() for b in sorted(found, key=lambda b: _sk(b.seq))]
+        return [b.model_copy() for b in sorted(found, key=lambda b: batch_sk(b.seq))]
 
     def batches(self, job_id: str) -> Iterator[Batch]:
         yield from self._of_job(job_id)
 
     def tree(self, job_id: str, root_seq: int) -> list[Batch]:
-        low, high = _sk(tree_seq(root_seq, 2)), _sk(tree_seq(root_seq, TREE_SPAN - 1))
+        low, high = batch_sk(tree_seq(root_seq, 2)), batch_sk(tree_seq(root_seq, TREE_SPAN - 1))
         root = self.get_batch(job_id, root_seq)
         children = [
             b
             for b in self._of_job(job_id)
-            if low <= _sk(b.seq) <= high and b.seq >= TREE_BASE and tree_position(b.seq)[0] == root_seq
+            if low <= batch_sk(b.seq) <= high and b.seq >= TREE_BASE and tree_position(b.seq)[0] == root_seq
         ]
         return ([root] if root else []) + children
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from hashlib import md5
+from pathlib import Path
 
 import boto3
 import pytest
@@ -107,6 +108,14 @@ def counters(job: Job) -> tuple[int, ...]:
     )
 
 
+@pytest.mark.parametrize("port", [JobRepository, Ledger])
+def test_every_method_of_the_ports_is_called_in_this_contract(port: type) -> None:
+    source = Path(__file__).read_text(encoding="utf-8")
+    methods = [n for n, v in vars(port).items() if callable(v) and not n.startswith("_")]
+    assert len(methods) > 8
+    assert [m for m in methods if f".{m}(" not in source] == []
+
+
 # ---- jobs -------------------------------------------------------------------------------
 
 
@@ -160,6 +169,9 @@ def test_the_job_status_moves_only_from_an_expected_one(side: Side) -> None:
     got = got_job(side.jobs, job.job_id)
     assert got.status == JobStatus.COMPLETED and got.updated_at == "2026-11-25T10:05:00.000+08:00"
     assert side.jobs.set_job_status("no-such-job", JobStatus.COMPLETED, expected, later) is False
+    with pytest.raises(StoreError):  # no status expected: a request the database refuses
+        side.jobs.set_job_status(job.job_id, JobStatus.UPLOADING, set(), later)
+    assert got_job(side.jobs, job.job_id).status == JobStatus.COMPLETED
 
 
 def test_a_rejected_job_keeps_its_reason_counts_release_and_report(side: Side) -> None:
