@@ -137,13 +137,21 @@ def csv_bytes(body: list[list[str]], header: list[str] = HEADER) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
-def drop(services: Services, key: str, data: bytes) -> SplitResult:
-    """Upload like a user would, and hand the splitter the S3 event AWS would send."""
+def put(services: Services, key: str, data: bytes) -> dict[str, Any]:
+    """Upload like a user would; the S3 event AWS would send."""
     bucket = services.settings.ingest_bucket
     services.blobs.put(bucket, key, data, "text/csv")
     etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
-    event = s3_put_event(bucket, key, len(data), etag, None, uuid.uuid4().hex[:18].upper())
+    return s3_put_event(bucket, key, len(data), etag, None, uuid.uuid4().hex[:18].upper())
+
+
+def split(services: Services, event: dict[str, Any]) -> SplitResult:
+    """What the splitter's handler does with each record of the event."""
     return split_object(services, DroppedObject.from_event_record(event["Records"][0]))
+
+
+def drop(services: Services, key: str, data: bytes) -> SplitResult:
+    return split(services, put(services, key, data))
 
 
 def queue_of(services: Services) -> MemoryQueue:
@@ -258,6 +266,25 @@ def test_a_split_stages_every_batch_then_queues_them_and_reports_the_rejected_ro
     again = drop(services, key, csv_bytes(good))  # a new upload of the key: a job of its own
     assert again.job_id != result.job_id
     assert sorted(j.job_id for j in services.jobs.find_jobs(key)) == sorted([result.job_id, again.job_id])
+
+
+def test_many_batches_staged_on_the_splitters_threads_are_each_staged_and_queued_once() -> None:
+    services = on_fakes(BATCH_MAX_RECORDS="1")
+    event = put(services, "lost-repair/many.csv", csv_bytes(rows(64, 800)))
+    result = split(services, event)
+    batches = batches_of(services, result.job_id)
+    assert [(b.seq, b.status, b.record_count) for b in batches] == [
+        (s, BatchStatus.STAGED, 1) for s in range(1, 65)
+    ]
+    assert [m.seq for m in take_messages(services)] == list(range(1, 65))
+    assert job_of(services, result.job_id).batches_total == 64
+    claims = {k for (_, k) in blobs_of(services).objects if k.startswith("claims/")}
+    assert claims == {b.claim_key for b in batches}
+
+    # the same event delivered again: no second job, nothing queued again
+    again = split(services, event)
+    assert (again.outcome, again.job_id) == ("duplicate", result.job_id)
+    assert queue_of(services).bodies == [] and len(services.jobs.list_jobs()) == 1
 
 
 @pytest.mark.parametrize(
