@@ -1,0 +1,433 @@
+"""Lost-contact repair, end to end on the in-memory ports (``tests/fakes``): no moto, no AWS SDK.
+
+A file is put into ``MemoryBlobs`` and the splitter's use case is handed the S3 event AWS would
+send; its messages are taken from ``MemoryQueue`` and handed to the uploader's, which calls the
+upstream sandbox over HTTP. What upstream received is the sandbox's ledger.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import inspect
+import io
+import json
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from local.events import s3_put_event
+from sandbox.server import SandboxConfig, SandboxHandle, start_sandbox
+from tests.fakes import MemoryBlobs, MemoryQueue, MemorySecrets, memory_services
+from tests.fakes.jobs import MemoryJobStore, MemoryLedger
+from tests.integration.conftest import fake_id
+from verifyfeed.clock import FixedClock
+from verifyfeed.logic.poller import poll
+from verifyfeed.logic.splitter import DroppedObject, SplitResult, split_object
+from verifyfeed.logic.uploader import Delivery, upload_batch
+from verifyfeed.models.ids import claim_key
+from verifyfeed.models.messages import LostRepairBatchMessage
+from verifyfeed.models.records import Batch, BatchStatus, Job, JobStatus
+from verifyfeed.ports import JobRepository, Ledger, Services
+from verifyfeed.rules.hashing import sha256_hex
+
+NOW = "2026-11-25T10:00:00+08:00"
+HEADER = ["姓名", "身份证号", "曾用手机号", "授权码"]
+UPLOAD = "lost_repair_upload_data"
+
+
+@pytest.fixture(scope="module")
+def unit_sandbox_running() -> Iterator[SandboxHandle]:
+    credentials = MemorySecrets().credentials  # what memory_services' secrets hold
+    handle = start_sandbox(
+        SandboxConfig(
+            api_id=credentials.api_id, api_key=credentials.api_key, clock_mode="manual", clock_now=NOW
+        )
+    )
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture
+def unit_sandbox(unit_sandbox_running: SandboxHandle) -> SandboxHandle:
+    unit_sandbox_running.reset()
+    unit_sandbox_running.set_clock(NOW)
+    return unit_sandbox_running
+
+
+def on_fakes(
+    sandbox: SandboxHandle | None = None, clock: FixedClock | None = None, **settings: str
+) -> Services:
+    """``memory_services``, pointed at the sandbox (or at nothing)."""
+    clock = clock or FixedClock(datetime.fromisoformat(NOW))
+    url = sandbox.url if sandbox else "http://127.0.0.1:9"
+    env = {
+        "RETRY_BASE_SECONDS": "0",
+        "UPSTREAM_CONNECT_TIMEOUT": "1.0",
+        "UPSTREAM_READ_TIMEOUT": "1.5",
+        **settings,
+    }
+    try:
+        return memory_services(clock, upstream_url=url, **env)
+    except ModuleNotFoundError as exc:
+        if exc.name != "tests.fakes.audits":
+            raise
+    return _without_audits(clock, url, env)
+
+
+class _NoAudits:
+    """Until ``tests/fakes/audits.py`` is on this branch: the audits these tests read (none)."""
+
+    def with_status(self, *args: object, **kwargs: object) -> list[object]:
+        return []
+
+    def count_with_status(self, status: object) -> int:
+        return 0
+
+
+def _without_audits(clock: FixedClock, url: str, env: dict[str, str]) -> Services:
+    """``memory_services``' wiring with ``_NoAudits`` for the audit store."""
+    from tests.fakes import UNIT_SETTINGS
+    from verifyfeed.clock import Blackout
+    from verifyfeed.config import Settings
+    from verifyfeed.services import build_upstream
+
+    config = Settings.from_env({**UNIT_SETTINGS, "UPSTREAM_BASE_URL": url, **env})
+    secrets, blobs = MemorySecrets(), MemoryBlobs()
+    return Services(
+        settings=config,
+        clock=clock,
+        jobs=MemoryJobStore(),
+        audits=_NoAudits(),  # type: ignore[arg-type]
+        secrets=secrets,
+        blobs=blobs,
+        queue=MemoryQueue(),
+        ledger_factory=lambda: MemoryLedger(blobs, config.ingest_bucket),
+        upstream_factory=lambda: build_upstream(config, clock, secrets),
+        blackout=Blackout(config.blackout_start_day, config.blackout_resume_day),
+    )
+
+
+# ---- driving the use cases --------------------------------------------------------------------
+
+
+def rows(count: int, start: int) -> list[list[str]]:
+    return [
+        [
+            f"用户{chr(0x4E00 + start + i)}",
+            fake_id(start + i),
+            f"138{start + i:08d}" if i % 2 else "",
+            f"K{start + i:07d}",
+        ]
+        for i in range(count)
+    ]
+
+
+def csv_bytes(body: list[list[str]], header: list[str] = HEADER) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(header)
+    writer.writerows(body)
+    return out.getvalue().encode("utf-8")
+
+
+def put(services: Services, key: str, data: bytes) -> dict[str, Any]:
+    """Upload like a user would; the S3 event AWS would send."""
+    bucket = services.settings.ingest_bucket
+    services.blobs.put(bucket, key, data, "text/csv")
+    etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
+    return s3_put_event(bucket, key, len(data), etag, None, uuid.uuid4().hex[:18].upper())
+
+
+def split(services: Services, event: dict[str, Any]) -> SplitResult:
+    """What the splitter's handler does with each record of the event."""
+    return split_object(services, DroppedObject.from_event_record(event["Records"][0]))
+
+
+def drop(services: Services, key: str, data: bytes) -> SplitResult:
+    return split(services, put(services, key, data))
+
+
+def queue_of(services: Services) -> MemoryQueue:
+    assert isinstance(services.queue, MemoryQueue)
+    return services.queue
+
+
+def blobs_of(services: Services) -> MemoryBlobs:
+    assert isinstance(services.blobs, MemoryBlobs)
+    return services.blobs
+
+
+def take_messages(services: Services) -> list[LostRepairBatchMessage]:
+    queue = queue_of(services)
+    bodies, queue.bodies[:] = list(queue.bodies), []
+    return [LostRepairBatchMessage.model_validate_json(b) for b in bodies]
+
+
+def deliver_all(services: Services, limit: int = 50) -> Counter[str]:
+    """Hand every queued message (and those its handling queues) to the uploader, as SQS would."""
+    outcomes: Counter[str] = Counter()
+    for _ in range(limit):
+        messages = take_messages(services)
+        if not messages:
+            return outcomes
+        for message in messages:
+            outcomes[upload_batch(services, message, Delivery())] += 1
+    raise AssertionError(f"the queue did not drain in {limit} rounds")
+
+
+def job_of(services: Services, job_id: str) -> Job:
+    job = services.jobs.get_job(job_id)
+    assert job is not None
+    return job
+
+
+def batches_of(services: Services, job_id: str) -> list[Batch]:
+    return list(services.jobs.batches(job_id))
+
+
+def report_rows(services: Services, key: str) -> list[dict[str, str]]:
+    raw = services.blobs.get(services.settings.ingest_bucket, f"reports/{key}.rejected.csv")
+    assert raw.startswith(b"\xef\xbb\xbf")
+    return list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))))
+
+
+def summary(services: Services, job: Job) -> dict[str, Any]:
+    assert job.report_key
+    loaded: dict[str, Any] = json.loads(services.blobs.get(job.bucket, job.report_key))
+    return loaded
+
+
+def charged(sandbox: SandboxHandle) -> list[str]:
+    return [r.idcode for r in sandbox.accepted_records()]
+
+
+def upload_calls(sandbox: SandboxHandle) -> int:
+    return len([e for e in sandbox.ledger() if e.endpoint.endswith(UPLOAD)])
+
+
+# ---- the fakes are the ports --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("port", "fake"), [(JobRepository, MemoryJobStore), (Ledger, MemoryLedger)])
+def test_the_fakes_have_the_ports_methods_with_their_parameters(port: type, fake: type) -> None:
+    methods = [n for n, v in vars(port).items() if callable(v) and not n.startswith("_")]
+    assert len(methods) > 8
+    for name in methods:
+        expected = list(inspect.signature(getattr(port, name)).parameters)
+        assert list(inspect.signature(getattr(fake, name)).parameters) == expected, name
+
+
+# ---- the splitter ----------------------------------------------------------------------------
+
+
+def test_a_split_stages_every_batch_then_queues_them_and_reports_the_rejected_rows() -> None:
+    services = on_fakes(BATCH_MAX_RECORDS="2")
+    good = rows(5, 100)
+    bad_check_digit = ["李四", fake_id(200)[:-1] + ("0" if fake_id(200)[-1] != "0" else "1"), "", "K9000001"]
+    key = "lost-repair/2026-11/客户 名单+1.csv"
+    result = drop(services, key, csv_bytes([*good[:2], bad_check_digit, *good[2:], good[0]]))
+    assert result.outcome == "split"
+
+    job = job_of(services, result.job_id)
+    assert job.key == key  # the event's URL-encoded key, decoded
+    assert (job.status, job.rows_read, job.rows_accepted, job.rows_rejected, job.batches_total) == (
+        JobStatus.UPLOADING,
+        7,
+        5,
+        2,
+        3,
+    )
+    assert job.released_at
+    batches = batches_of(services, result.job_id)
+    assert [(b.seq, b.status, b.record_count) for b in batches] == [
+        (1, BatchStatus.STAGED, 2),
+        (2, BatchStatus.STAGED, 2),
+        (3, BatchStatus.STAGED, 1),
+    ]
+    messages = take_messages(services)
+    assert [(m.seq, m.claim_key, m.records) for m in messages] == [
+        (seq, claim_key("claims/", result.job_id, seq), None) for seq in (1, 2, 3)
+    ]
+    staged = [json.loads(services.blobs.get(services.settings.ingest_bucket, b.claim_key)) for b in batches]
+    assert [r["idcode"] for body in staged for r in body] == [sha256_hex(r[1]) for r in good]
+    report = {int(r["row"]): r for r in report_rows(services, key)}
+    assert sorted(report) == [4, 8]
+    assert report[4]["rule"] == "id_number.check_digit"
+    assert report[8]["rule"] == "duplicate.id_number" and report[8]["first_row"] == "2"
+    assert fake_id(200) not in json.dumps(report, ensure_ascii=False)  # masked
+
+    again = drop(services, key, csv_bytes(good))  # a new upload of the key: a job of its own
+    assert again.job_id != result.job_id
+    assert sorted(j.job_id for j in services.jobs.find_jobs(key)) == sorted([result.job_id, again.job_id])
+
+
+def test_many_batches_staged_on_the_splitters_threads_are_each_staged_and_queued_once() -> None:
+    services = on_fakes(BATCH_MAX_RECORDS="1")
+    event = put(services, "lost-repair/many.csv", csv_bytes(rows(64, 800)))
+    result = split(services, event)
+    batches = batches_of(services, result.job_id)
+    assert [(b.seq, b.status, b.record_count) for b in batches] == [
+        (s, BatchStatus.STAGED, 1) for s in range(1, 65)
+    ]
+    assert [m.seq for m in take_messages(services)] == list(range(1, 65))
+    assert job_of(services, result.job_id).batches_total == 64
+    claims = {k for (_, k) in blobs_of(services).objects if k.startswith("claims/")}
+    assert claims == {b.claim_key for b in batches}
+
+    # the same event delivered again: no second job, nothing queued again
+    again = split(services, event)
+    assert (again.outcome, again.job_id) == ("duplicate", result.job_id)
+    assert queue_of(services).bodies == [] and len(services.jobs.list_jobs()) == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (csv_bytes(rows(5, 300)), "MAX_ROWS_PER_FILE"),  # found out after a batch was staged
+        (csv_bytes(rows(5, 300), header=["名字", "号码"]), ""),  # no usable header: nothing staged
+    ],
+)
+def test_a_file_rejected_as_a_whole_sends_nothing(data: bytes, reason: str) -> None:
+    services = on_fakes(BATCH_MAX_RECORDS="2", MAX_ROWS_PER_FILE="3")
+    key = "lost-repair/too-big.csv"
+    result = drop(services, key, data)
+    assert result.outcome == "rejected"
+    job = job_of(services, result.job_id)
+    assert job.status == JobStatus.REJECTED and reason in job.reason
+    assert queue_of(services).bodies == []
+    batches = batches_of(services, result.job_id)
+    assert all(b.status == BatchStatus.DISCARDED and b.claim_key == "" for b in batches)
+    assert len(batches) == (1 if reason else 0)
+    claims = [k for (_, k) in blobs_of(services).objects if k.startswith("claims/")]
+    assert claims == []
+    report = summary(services, job)
+    assert report["sent_upstream"] == 0 and report["batches_staged_then_discarded"] == len(batches)
+
+
+# ---- the uploader, the bisection, the poller ------------------------------------------------------
+
+
+def test_a_batch_is_settled_succeeded_once_and_a_redelivery_sends_nothing(
+    unit_sandbox: SandboxHandle,
+) -> None:
+    services = on_fakes(unit_sandbox)
+    people = rows(3, 400)
+    result = drop(services, "lost-repair/three.csv", csv_bytes(people))
+    [message] = take_messages(services)
+    assert upload_batch(services, message, Delivery()) == "succeeded"
+    assert sorted(charged(unit_sandbox)) == sorted(sha256_hex(p[1]) for p in people)
+    batch = services.jobs.get_batch(result.job_id, 1)
+    assert batch is not None and batch.status == BatchStatus.SUCCEEDED and batch.serial_no
+    assert batch.attempts == 1 and batch.lease_until == ""
+    job = job_of(services, result.job_id)
+    assert (job.status, job.batches_succeeded) == (JobStatus.COMPLETED, 1)
+    assert summary(services, job)["records"]["accepted"] == 3
+
+    # SQS delivers the same message again (the Lambda timed out after finishing it)
+    assert upload_batch(services, message, Delivery(receive_count=2)) == "succeeded"
+    assert upload_calls(unit_sandbox) == 1 and len(charged(unit_sandbox)) == 3
+    assert job_of(services, result.job_id).batches_succeeded == 1
+    assert queue_of(services).bodies == []
+
+
+def test_a_refused_batch_is_bisected_down_to_the_bad_row(unit_sandbox: SandboxHandle) -> None:
+    services = on_fakes(unit_sandbox)
+    people = rows(6, 500)
+    bad = people[4]
+    unit_sandbox.refuse([bad[3]], desc="授权码已被使用")
+    result = drop(services, "lost-repair/one-bad.csv", csv_bytes(people))
+    outcomes = deliver_all(services)
+    # refused: the file's batch of 6, then the half, the quarter and the one record holding it
+    assert outcomes == Counter(refused=4, succeeded=3) and upload_calls(unit_sandbox) == 7
+
+    charges = Counter(charged(unit_sandbox))
+    assert set(charges) == {sha256_hex(p[1]) for p in people if p is not bad}
+    assert set(charges.values()) == {1}  # each good record charged once
+    batches = batches_of(services, result.job_id)
+    [failed] = [b for b in batches if b.status == BatchStatus.FAILED]
+    assert (failed.record_count, failed.depth, failed.refused_record) == (1, 3, bad[3])
+    assert "授权码已被使用" in failed.upstream_desc
+    assert batches[0].seq == 1 and batches[0].status == BatchStatus.BISECTED
+    assert Counter(b.status for b in batches) == Counter(bisected=3, succeeded=3, failed=1)
+    job = job_of(services, result.job_id)
+    assert job.status == JobStatus.COMPLETED_WITH_ERRORS
+    assert counts_of(job) == (7, 3, 1, 3, 7)
+    assert summary(services, job)["refused_records"] == [
+        {"batch_id": failed.batch_id, "auth_code": bad[3], "reason": "授权码已被使用"}
+    ]
+
+
+def counts_of(job: Job) -> tuple[int, int, int, int, int]:
+    """(batches, succeeded, failed, bisected, settled)"""
+    return (
+        job.batches_total,
+        job.batches_succeeded,
+        job.batches_failed,
+        job.batches_bisected,
+        job.batches_settled,
+    )
+
+
+def test_the_poller_redrives_a_deferred_batch_after_the_blackout(unit_sandbox: SandboxHandle) -> None:
+    clock = FixedClock(datetime.fromisoformat("2026-12-27T00:00:00+08:00"))
+    unit_sandbox.set_clock("2026-12-27T00:00:00+08:00")
+    services = on_fakes(unit_sandbox, clock)
+    people = rows(2, 600)
+    result = drop(services, "lost-repair/late.csv", csv_bytes(people))
+    [message] = take_messages(services)
+    assert upload_batch(services, message, Delivery()) == "deferred"
+    assert unit_sandbox.ledger() == []  # not even attempted
+    job = job_of(services, result.job_id)
+    assert (job.status, job.batches_deferred) == (JobStatus.DEFERRED, 1)
+    assert [b.batch_id for b in services.jobs.batches_with_status(BatchStatus.DEFERRED)] == [message.batch_id]
+
+    clock.move_to(datetime.fromisoformat("2026-12-31T23:59:00+08:00"))  # still in the blackout
+    assert poll(services).batches_redriven == 0 and queue_of(services).bodies == []
+
+    clock.move_to(datetime.fromisoformat("2027-01-01T00:00:01+08:00"))
+    unit_sandbox.set_clock("2027-01-01T00:00:01+08:00")
+    assert poll(services).batches_redriven == 1
+    [again] = take_messages(services)
+    assert (again.batch_id, again.claim_key) == (message.batch_id, message.claim_key) and again.generation > 0
+    assert services.jobs.count_with_status(BatchStatus.DEFERRED) == 0
+    assert job_of(services, result.job_id).status == JobStatus.UPLOADING
+    assert upload_batch(services, again, Delivery()) == "succeeded"
+    assert sorted(charged(unit_sandbox)) == sorted(sha256_hex(p[1]) for p in people)
+    job = job_of(services, result.job_id)
+    assert (job.status, job.batches_deferred, job.batches_succeeded) == (JobStatus.COMPLETED, 0, 1)
+
+
+# ---- the resend ledger ------------------------------------------------------------------------
+
+
+def test_the_resend_ledger_rejects_a_re_dropped_row_as_already_uploaded(unit_sandbox: SandboxHandle) -> None:
+    services = on_fakes(unit_sandbox, RESEND_WINDOW="month")
+    first_key, second_key = "lost-repair/march.csv", "lost-repair/march-fixed.csv"
+    first = drop(services, first_key, csv_bytes(rows(3, 700)))
+    assert deliver_all(services) == Counter(succeeded=1)
+
+    second = drop(services, second_key, csv_bytes(rows(3, 702)))  # its first row is the first file's last
+    assert second.outcome == "split"
+    job = job_of(services, second.job_id)
+    assert (job.rows_read, job.rows_accepted, job.rows_rejected, job.rows_already_uploaded) == (3, 2, 1, 1)
+    [already] = report_rows(services, second_key)
+    assert (already["row"], already["rule"]) == ("2", "duplicate.already_uploaded")
+    assert "march.csv" in already["reason"] and first.job_id in already["reason"]
+    assert deliver_all(services) == Counter(succeeded=1)
+    charges = Counter(charged(unit_sandbox))
+    assert len(charges) == 5 and set(charges.values()) == {1}
+
+    # the same file again, under another name: a duplicate job at once, nothing read or sent
+    calls = upload_calls(unit_sandbox)
+    same = drop(services, "lost-repair/march-again.csv", csv_bytes(rows(3, 700)))
+    assert same.outcome == "duplicate_file"
+    assert job_of(services, same.job_id).status == JobStatus.DUPLICATE
+    assert batches_of(services, same.job_id) == [] and queue_of(services).bodies == []
+    assert upload_calls(unit_sandbox) == calls
