@@ -49,20 +49,20 @@ class JobsOnly:
 
 @dataclass
 class Side:
-    name: str
     audits: AuditRepository
-    _put_job: Callable[[Job], None]
-    _get_job: Callable[[str], Job | None]
+    put_job: Callable[[Job], None]
+    get_job: Callable[[str], Job | None]
+    set_job_status: Callable[[str, JobStatus], None]  # as the job store moves it, not the audit store
 
-    def new_job(self, status: JobStatus = JobStatus.UPLOADING, **counts: int) -> str:
+    def new_job(self, **counts: int) -> str:
         job_id = "contract-" + uuid.uuid4().hex[:16]
-        self._put_job(
+        self.put_job(
             Job(
                 job_id=job_id,
                 kind=JobKind.CARRIER_AUDIT,
                 bucket="contract",
                 key=f"carrier-audit/{job_id}.csv",
-                status=status,
+                status=JobStatus.UPLOADING,
                 created_at=iso(T0),
                 updated_at=iso(T0),
                 **counts,
@@ -71,7 +71,7 @@ class Side:
         return job_id
 
     def job(self, job_id: str) -> Job:
-        job = self._get_job(job_id)
+        job = self.get_job(job_id)
         assert job is not None
         return job
 
@@ -84,7 +84,10 @@ def side(request: pytest.FixtureRequest) -> Iterator[Side]:
         def put(job: Job) -> None:
             table.jobs[job.job_id] = job
 
-        yield Side("memory", MemoryAuditStore(table), put, table.jobs.get)
+        def set_status(job_id: str, status: JobStatus) -> None:
+            table.jobs[job_id] = table.jobs[job_id].model_copy(update={"status": status})
+
+        yield Side(MemoryAuditStore(table), put, table.jobs.get, set_status)
         return
     settings = request.getfixturevalue("make_settings")()
     audits_table = fresh_audits_table(settings.audits_table)
@@ -93,7 +96,11 @@ def side(request: pytest.FixtureRequest) -> Iterator[Side]:
     def create(job: Job) -> None:
         assert jobs.create_job(job)
 
-    yield Side("dynamodb", AuditStore(audits_table, settings.jobs_table), create, jobs.get_job)
+    def move(job_id: str, status: JobStatus) -> None:
+        current = jobs.get_job(job_id)
+        assert current is not None and jobs.set_job_status(job_id, status, {current.status}, at(50))
+
+    yield Side(AuditStore(audits_table, settings.jobs_table), create, jobs.get_job, move)
     boto3.client("dynamodb").delete_table(TableName=audits_table)
 
 
@@ -325,7 +332,7 @@ def test_an_unknown_audit_is_resubmitted_and_its_job_reopened_together(
     audit = reserved(side, an_audit(job))
     unknown = side.audits.settle_submission(audit, AuditStatus.UNKNOWN, at(1), error="lost answer")
     if job_status != JobStatus.UPLOADING:  # the job closed when its audit settled
-        _set_job_status(side, job, job_status)
+        side.set_job_status(job, job_status)
     again = side.audits.resubmit_unknown(unknown, at(100))
     assert (again.status, again.version, again.resubmissions) == (AuditStatus.SUBMITTING, 2, 1)
     assert (again.last_error, again.lease_until, again.submitted_at) == ("", "", iso(at(100)))
@@ -349,7 +356,7 @@ def test_a_resubmission_is_refused_on_a_stale_read_or_a_job_it_cannot_reopen_and
     stale = unknown.model_copy(update={"version": 0})
     with pytest.raises(StaleAudit):
         side.audits.resubmit_unknown(stale, at(2))
-    _set_job_status(side, job, job_status)
+    side.set_job_status(job, job_status)
     with pytest.raises(StaleAudit):
         side.audits.resubmit_unknown(unknown, at(3))
     assert side.audits.get(audit.audit_key) == unknown
@@ -366,22 +373,6 @@ def test_an_audit_whose_job_is_not_there_settles_but_is_not_resubmitted(side: Si
     with pytest.raises(StaleAudit):
         side.audits.resubmit_unknown(unknown, at(2))
     assert side.audits.get(audit.audit_key) == unknown
-
-
-def _set_job_status(side: Side, job_id: str, status: JobStatus) -> None:
-    """Move the job's status the way the job store would (not through the audit store)."""
-    audits = side.audits
-    if isinstance(audits, MemoryAuditStore):
-        with audits.lock:
-            audits.jobs.jobs[job_id] = audits.jobs.jobs[job_id].model_copy(update={"status": status})
-        return
-    current = side.job(job_id).status
-    assert JobStore(side_jobs_table(audits)).set_job_status(job_id, status, {current}, at(50))
-
-
-def side_jobs_table(audits: AuditRepository) -> str:
-    assert isinstance(audits, AuditStore)
-    return audits.jobs_table
 
 
 # ---- mark_polled ----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import csv
 import importlib.util
+import inspect
 import io
 import json
 import threading
@@ -44,7 +45,7 @@ from verifyfeed.models.carrier_audit import UpstreamAuditStatus
 from verifyfeed.models.ids import iso
 from verifyfeed.models.messages import CarrierAuditMessage
 from verifyfeed.models.records import Audit, AuditStatus, Job, JobCounts, JobKind, JobStatus
-from verifyfeed.ports import Reservation, Services, StoreError
+from verifyfeed.ports import AuditRepository, Reservation, Services, StoreError
 from verifyfeed.upstream.signing import sign_body
 
 NOW = datetime.fromisoformat("2026-11-25T10:00:00+08:00")
@@ -296,6 +297,14 @@ def queued(services: Services) -> list[CarrierAuditMessage]:
 
 def calls(sandbox: SandboxHandle, endpoint: str) -> int:
     return len([e for e in sandbox.ledger() if e.endpoint == endpoint])
+
+
+def test_the_fake_has_every_method_of_the_port_with_its_parameters() -> None:
+    methods = [n for n, v in vars(AuditRepository).items() if callable(v) and not n.startswith("_")]
+    assert len(methods) == 16
+    for name in methods:
+        expected = list(inspect.signature(getattr(AuditRepository, name)).parameters)
+        assert list(inspect.signature(getattr(MemoryAuditStore, name)).parameters) == expected, name
 
 
 # ---- the callback ------------------------------------------------------------------------------
