@@ -175,7 +175,8 @@ class AuditStore:
         )
         values["updated_at"] = iso(now)
         if put_if_absent(self._db, self.table, values):
-            return Reservation.ADD, audit.model_copy(update={"status": AuditStatus.SUBMITTING})
+            stored = {"status": AuditStatus.SUBMITTING, "submitted_at": iso(now), "updated_at": iso(now)}
+            return Reservation.ADD, audit.model_copy(update=stored)
         existing = self.get(audit.audit_key)
         if existing is None or existing.status not in (AuditStatus.REJECTED, AuditStatus.FAILED):
             return Reservation.DUPLICATE, existing or audit
@@ -299,6 +300,7 @@ class AuditStore:
             "updated_at": iso(now),
             "version": audit.version + 1,
             "last_error": error,
+            "lease_until": "",
         }
         if record_id is not None:
             update["record_id"] = record_id
