@@ -4,9 +4,8 @@
 Each test runs on both sides (``side``): what a method returns, when it raises ``StaleAudit``, how
 the job's counters and status move, and what the listings hold. The DynamoDB side gets an audits
 table of its own per test (the listings would otherwise see other tests' audits) and creates its
-jobs in the stack's jobs table under fresh ids; the in-memory side keeps its jobs in ``JobsOnly``,
-the two attributes of a job table the audit store touches (``tests.fakes.jobs.MemoryJobStore``
-has the same ``jobs`` and ``lock``).
+jobs in the stack's jobs table under fresh ids; the in-memory side keeps its jobs in
+``tests.fakes.jobs.MemoryJobStore``. Both create and move jobs through the job store's interface.
 """
 
 from __future__ import annotations
@@ -22,10 +21,11 @@ import boto3
 import pytest
 
 from tests.fakes.audits import MemoryAuditStore
+from tests.fakes.jobs import MemoryJobStore
 from tests.integration.conftest import fresh_audits_table
 from verifyfeed.models.ids import iso
 from verifyfeed.models.records import Audit, AuditStatus, Job, JobKind, JobStatus
-from verifyfeed.ports import AuditRepository, Reservation, StaleAudit
+from verifyfeed.ports import AuditRepository, JobRepository, Reservation, StaleAudit
 from verifyfeed.store.audits import AuditStore
 from verifyfeed.store.jobs import JobStore
 
@@ -37,14 +37,6 @@ APPLIED = (True, None)  # what decide_record answers when it applied the result
 
 def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
-
-
-class JobsOnly:
-    """A job table reduced to what ``MemoryAuditStore`` reads and writes."""
-
-    def __init__(self) -> None:
-        self.jobs: dict[str, Job] = {}
-        self.lock = threading.RLock()
 
 
 @dataclass
@@ -78,20 +70,15 @@ class Side:
 
 @pytest.fixture(params=["dynamodb", "memory"])
 def side(request: pytest.FixtureRequest) -> Iterator[Side]:
+    jobs: JobRepository
     if request.param == "memory":
-        table = JobsOnly()
-
-        def put(job: Job) -> None:
-            table.jobs[job.job_id] = job
-
-        def set_status(job_id: str, status: JobStatus) -> None:
-            table.jobs[job_id] = table.jobs[job_id].model_copy(update={"status": status})
-
-        yield Side(MemoryAuditStore(table), put, table.jobs.get, set_status)
-        return
-    settings = request.getfixturevalue("make_settings")()
-    audits_table = fresh_audits_table(settings.audits_table)
-    jobs = JobStore(settings.jobs_table)
+        jobs = MemoryJobStore()
+        audits: AuditRepository = MemoryAuditStore(jobs)
+    else:
+        settings = request.getfixturevalue("make_settings")()
+        audits_table = fresh_audits_table(settings.audits_table)
+        jobs = JobStore(settings.jobs_table)
+        audits = AuditStore(audits_table, settings.jobs_table)
 
     def create(job: Job) -> None:
         assert jobs.create_job(job)
@@ -100,8 +87,9 @@ def side(request: pytest.FixtureRequest) -> Iterator[Side]:
         current = jobs.get_job(job_id)
         assert current is not None and jobs.set_job_status(job_id, status, {current.status}, at(50))
 
-    yield Side(AuditStore(audits_table, settings.jobs_table), create, jobs.get_job, move)
-    boto3.client("dynamodb").delete_table(TableName=audits_table)
+    yield Side(audits, create, jobs.get_job, move)
+    if request.param == "dynamodb":
+        boto3.client("dynamodb").delete_table(TableName=audits_table)
 
 
 def an_audit(job_id: str, key: str | None = None, row: int = 2, **over: Any) -> Audit:

@@ -1,21 +1,15 @@
 """The carrier-audit logic on the in-memory ports (tests/fakes/): the callback, the shared transition,
 the splitter, the uploader and the poller, with no moto and no AWS SDK. The upstream is the
 sandbox over HTTP, on a manual clock: an audit is decided when a test advances it.
-
-The job store is ``tests.fakes.jobs.MemoryJobStore`` (``memory_services``) once that module is on the
-branch; until then, ``StandInJobs`` below: the job methods these paths call (a carrier-audit job has
-no batches), with the answers of ``store/jobs.py``.
 """
 
 from __future__ import annotations
 
 import copy
 import csv
-import importlib.util
 import inspect
 import io
 import json
-import threading
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -25,16 +19,13 @@ import pytest
 
 from sandbox.server import SandboxConfig, SandboxHandle, start_sandbox
 from tests.fakes import (
-    UNIT_SETTINGS,
-    MemoryBlobs,
     MemoryQueue,
     MemorySecrets,
     memory_services,
 )
 from tests.fakes.audits import MemoryAuditStore
 from tests.integration.test_splitter import AUDIT_HEADER, audit_row
-from verifyfeed.clock import Blackout, FixedClock
-from verifyfeed.config import Settings
+from verifyfeed.clock import FixedClock
 from verifyfeed.logic.callback import handle_callback
 from verifyfeed.logic.poller import poll
 from verifyfeed.logic.reports import report_keys
@@ -44,90 +35,14 @@ from verifyfeed.logic.uploader import Delivery, submit_audit
 from verifyfeed.models.carrier_audit import UpstreamAuditStatus
 from verifyfeed.models.ids import iso
 from verifyfeed.models.messages import CarrierAuditMessage
-from verifyfeed.models.records import Audit, AuditStatus, Job, JobCounts, JobKind, JobStatus
-from verifyfeed.ports import AuditRepository, Reservation, Services, StoreError
+from verifyfeed.models.records import Audit, AuditStatus, Job, JobKind, JobStatus
+from verifyfeed.ports import AuditRepository, Reservation, Services
 from verifyfeed.upstream.signing import sign_body
 
 NOW = datetime.fromisoformat("2026-11-25T10:00:00+08:00")
 SECRETS = MemorySecrets()  # what memory_services gives: the sandbox is started with the same
 CALLBACK_SECRET = SECRETS.callback[0]
 DELAY = 0.3  # the sandbox decides an audit this long after it, on its manual clock
-
-_HAVE_JOB_FAKE = importlib.util.find_spec("tests.fakes.jobs") is not None
-
-
-class StandInJobs:
-    """``JobRepository`` reduced to what a carrier-audit job goes through (until tests/fakes/jobs.py)."""
-
-    def __init__(self) -> None:
-        self.jobs: dict[str, Job] = {}
-        self.lock = threading.RLock()
-
-    def _update(self, job_id: str, **changes: Any) -> None:
-        with self.lock:
-            if job_id in self.jobs:
-                self.jobs[job_id] = self.jobs[job_id].model_copy(update=changes)
-
-    def create_job(self, job: Job) -> bool:
-        with self.lock:
-            if job.job_id in self.jobs:
-                return False
-            self.jobs[job.job_id] = job
-            return True
-
-    def get_job(self, job_id: str) -> Job | None:
-        return self.jobs.get(job_id)
-
-    def list_jobs(self, limit: int = 100) -> list[Job]:
-        newest = sorted(self.jobs.values(), key=lambda j: f"{j.created_at}#{j.job_id}", reverse=True)
-        return newest[:limit]
-
-    def finish_split(self, job_id: str, counts: JobCounts, now: datetime) -> None:
-        with self.lock:
-            job = self.jobs.get(job_id)
-            if job is None or job.status != JobStatus.SPLITTING:
-                raise StoreError("finish_split: ConditionalCheckFailedException")
-            self._update(job_id, **counts.model_dump(), status=JobStatus.UPLOADING, updated_at=iso(now))
-
-    def reject_job(
-        self,
-        job_id: str,
-        reason: str,
-        counts: JobCounts,
-        now: datetime,
-        status: JobStatus = JobStatus.REJECTED,
-    ) -> None:
-        self._update(
-            job_id,
-            status=status,
-            reason=reason,
-            rows_read=counts.rows_read,
-            rows_rejected=counts.rows_rejected,
-            updated_at=iso(now),
-        )
-
-    def set_job_status(self, job_id: str, status: JobStatus, expected: set[JobStatus], now: datetime) -> bool:
-        with self.lock:
-            job = self.jobs.get(job_id)
-            if job is None or job.status not in expected:
-                return False
-            self._update(job_id, status=status, updated_at=iso(now))
-            return True
-
-    def set_report_key(self, job_id: str, report_key: str) -> None:
-        self._update(job_id, report_key=report_key)
-
-    def mark_released(self, job_id: str, now: datetime) -> None:
-        self._update(job_id, released_at=iso(now))
-
-    def batches(self, job_id: str) -> Iterator[Any]:
-        return iter(())
-
-    def batches_with_status(self, status: Any, limit: int = 100) -> list[Any]:
-        return []
-
-    def count_with_status(self, status: Any) -> int:
-        return 0
 
 
 def fake_services(clock: FixedClock, upstream_url: str = "http://127.0.0.1:9", **settings: str) -> Services:
@@ -138,24 +53,7 @@ def fake_services(clock: FixedClock, upstream_url: str = "http://127.0.0.1:9", *
         "UPSTREAM_CONNECT_TIMEOUT": "1.0",
         **settings,
     }
-    if _HAVE_JOB_FAKE:
-        return memory_services(clock, upstream_url=upstream_url, **env)
-    from verifyfeed.services import build_upstream
-
-    config = Settings.from_env({**UNIT_SETTINGS, "UPSTREAM_BASE_URL": upstream_url, **env})
-    secrets, jobs = MemorySecrets(), StandInJobs()
-    return Services(
-        settings=config,
-        clock=clock,
-        jobs=jobs,  # type: ignore[arg-type]
-        audits=MemoryAuditStore(jobs),
-        secrets=secrets,
-        blobs=MemoryBlobs(),
-        queue=MemoryQueue(),
-        ledger_factory=lambda: pytest.fail("a carrier-audit path read the resend ledger"),
-        upstream_factory=lambda: build_upstream(config, clock, secrets),
-        blackout=Blackout(config.blackout_start_day, config.blackout_resume_day),
-    )
+    return memory_services(clock, upstream_url=upstream_url, **env)
 
 
 @pytest.fixture(scope="module")

@@ -73,45 +73,7 @@ def on_fakes(
         "UPSTREAM_READ_TIMEOUT": "1.5",
         **settings,
     }
-    try:
-        return memory_services(clock, upstream_url=url, **env)
-    except ModuleNotFoundError as exc:
-        if exc.name != "tests.fakes.audits":
-            raise
-    return _without_audits(clock, url, env)
-
-
-class _NoAudits:
-    """Until ``tests/fakes/audits.py`` is on this branch: the audits these tests read (none)."""
-
-    def with_status(self, *args: object, **kwargs: object) -> list[object]:
-        return []
-
-    def count_with_status(self, status: object) -> int:
-        return 0
-
-
-def _without_audits(clock: FixedClock, url: str, env: dict[str, str]) -> Services:
-    """``memory_services``' wiring with ``_NoAudits`` for the audit store."""
-    from tests.fakes import UNIT_SETTINGS
-    from verifyfeed.clock import Blackout
-    from verifyfeed.config import Settings
-    from verifyfeed.services import build_upstream
-
-    config = Settings.from_env({**UNIT_SETTINGS, "UPSTREAM_BASE_URL": url, **env})
-    secrets, blobs = MemorySecrets(), MemoryBlobs()
-    return Services(
-        settings=config,
-        clock=clock,
-        jobs=MemoryJobStore(),
-        audits=_NoAudits(),  # type: ignore[arg-type]
-        secrets=secrets,
-        blobs=blobs,
-        queue=MemoryQueue(),
-        ledger_factory=lambda: MemoryLedger(blobs, config.ingest_bucket),
-        upstream_factory=lambda: build_upstream(config, clock, secrets),
-        blackout=Blackout(config.blackout_start_day, config.blackout_resume_day),
-    )
+    return memory_services(clock, upstream_url=url, **env)
 
 
 # ---- driving the use cases --------------------------------------------------------------------
