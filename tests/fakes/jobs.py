@@ -25,7 +25,7 @@ from verifyfeed.ports import BlobError, LedgerBusy, StaleTransition, StoreError
 
 # the store's pure tables and keys: the counter of each settled state, the states its sparse index
 # lists, the sort key batches are ordered by (as text: a seq above 999,999 sorts after the trees')
-from verifyfeed.store.jobs import _COUNTER_FOR, _LISTED, batch_sk
+from verifyfeed.store.jobs import COUNTER_FOR, LISTED_STATUSES, batch_sk
 
 _REOPENABLE = {JobStatus.UPLOADING, JobStatus.DEFERRED, JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS}
 
@@ -223,7 +223,7 @@ class MemoryJobStore:
             }
             self._put(stored.model_copy(update={**changes, "redrives": stored.redrives + 1}))
             self._update_job(batch.job_id, status=JobStatus.UPLOADING, updated_at=iso(now))
-            self._move_counters(batch.job_id, {_COUNTER_FOR[batch.status]: -1})
+            self._move_counters(batch.job_id, {COUNTER_FOR[batch.status]: -1})
         return batch.model_copy(update={**changes, "redrives": batch.redrives + 1})
 
     def transition(
@@ -256,13 +256,13 @@ class MemoryJobStore:
                         "state0_count": stored.state0_count + (1 if count_state0 else 0),
                     }
                 ),
-                listed_as=f"{iso(now)}#{batch.batch_id}" if to in _LISTED else None,
+                listed_as=f"{iso(now)}#{batch.batch_id}" if to in LISTED_STATUSES else None,
             )
             moves: dict[str, int] = {}
-            if batch.status in _COUNTER_FOR:
-                moves[_COUNTER_FOR[batch.status]] = -1
-            if to in _COUNTER_FOR:
-                moves[_COUNTER_FOR[to]] = moves.get(_COUNTER_FOR[to], 0) + 1
+            if batch.status in COUNTER_FOR:
+                moves[COUNTER_FOR[batch.status]] = -1
+            if to in COUNTER_FOR:
+                moves[COUNTER_FOR[to]] = moves.get(COUNTER_FOR[to], 0) + 1
             if new_batches:
                 moves["batches_total"] = new_batches
             self._move_counters(batch.job_id, {k: v for k, v in moves.items() if v})

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 JOB_SK = "JOB"
 JOBS_INDEX = "gsi1"
 JOBS_PARTITION = "JOBS"
-_COUNTER_FOR = {
+COUNTER_FOR = {
     BatchStatus.SUCCEEDED: "batches_succeeded",
     BatchStatus.FAILED: "batches_failed",
     BatchStatus.UNKNOWN: "batches_unknown",
@@ -55,7 +55,7 @@ _COUNTER_FOR = {
     BatchStatus.BISECTED: "batches_bisected",
 }
 # batches an operator must look at are listed in a sparse index
-_LISTED = {BatchStatus.DEFERRED, BatchStatus.FAILED, BatchStatus.UNKNOWN}
+LISTED_STATUSES = {BatchStatus.DEFERRED, BatchStatus.FAILED, BatchStatus.UNKNOWN}
 
 
 def job_pk(job_id: str) -> str:
@@ -367,7 +367,7 @@ class JobStore:
         """
         if batch.status not in (BatchStatus.FAILED, BatchStatus.UNKNOWN):
             raise ValueError(f"only failed or unknown batches are re-driven, not {batch.status.value}")
-        counter = _COUNTER_FOR[batch.status]
+        counter = COUNTER_FOR[batch.status]
         items: list[dict[str, Any]] = [
             {
                 "Update": {
@@ -450,7 +450,7 @@ class JobStore:
             ":attempts": attr(batch.attempts),
         }
         removes: list[str] = []
-        if to in _LISTED:
+        if to in LISTED_STATUSES:
             sets += ["gsi1pk = :gpk", "gsi1sk = :gsk"]
             values[":gpk"] = attr(f"BATCH#{to.value}")
             values[":gsk"] = attr(f"{iso(now)}#{batch.batch_id}")
@@ -481,10 +481,10 @@ class JobStore:
             }
         ]
         counter_moves = {}
-        if batch.status in _COUNTER_FOR:
-            counter_moves[_COUNTER_FOR[batch.status]] = -1
-        if to in _COUNTER_FOR:
-            counter_moves[_COUNTER_FOR[to]] = counter_moves.get(_COUNTER_FOR[to], 0) + 1
+        if batch.status in COUNTER_FOR:
+            counter_moves[COUNTER_FOR[batch.status]] = -1
+        if to in COUNTER_FOR:
+            counter_moves[COUNTER_FOR[to]] = counter_moves.get(COUNTER_FOR[to], 0) + 1
         if new_batches:
             counter_moves["batches_total"] = new_batches
         counter_moves = {k: v for k, v in counter_moves.items() if v}
