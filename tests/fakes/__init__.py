@@ -63,10 +63,11 @@ class MemorySecrets:
         api_id: str = "unit-api-id",
         api_key: str = "unit-api-key",
         callback: Sequence[str] = ("unit-cb",),
+        pepper: tuple[str, str] = ("unit-pepper", ""),
     ) -> None:
         self.credentials = Credentials(api_id=api_id, api_key=api_key)
         self.callback = list(callback)
-        self.pepper = Keyed(current=b"unit-pepper", previous=b"")
+        self.pepper = Keyed(current=pepper[0].encode(), previous=pepper[1].encode())
 
     def upstream_credentials(self) -> Credentials:
         return self.credentials
