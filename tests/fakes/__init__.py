@@ -1,6 +1,6 @@
 """In-memory stand-ins for the logic's I/O interfaces (``verifyfeed.ports``): unit tests of
 ``logic/`` run on these (``memory_services``), the AWS adapters (``store/``) are tested against
-moto, and the contract tests (``tests/integration/test_store_contract*.py``) hold both to the same
+moto, and the contract tests (``tests/integration/test_*_contract*.py``) hold both to the same
 behaviour. Blobs, the queue and secrets are here; the stores in ``jobs.py`` and ``audits.py``."""
 
 from __future__ import annotations

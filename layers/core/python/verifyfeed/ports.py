@@ -4,9 +4,9 @@ queue and secrets, with the exceptions they raise; and ``Services``, the bundle 
 ``logic/`` depends on these, never on an AWS SDK or on ``store/``: ``Services`` hands it the AWS
 adapters (``store/jobs.py``, ``store/audits.py``, ``store/ledger.py`` on DynamoDB and S3,
 ``store/blobs.py`` on S3, ``store/queue.py`` on SQS, ``secrets.py`` on Secrets Manager), and unit
-tests hand it the in-memory ones of ``tests/fakes/``, which ``tests/integration/test_store_contract*``
-hold to the same behaviour as the adapters on moto. An adapter's SDK error reaches the logic as
-``StoreError`` or ``BlobError``, never as botocore's.
+tests hand it the in-memory ones of ``tests/fakes/``, which the contract tests
+(``tests/integration/test_*_contract*.py``) hold to the same behaviour as the adapters on moto. An
+adapter's SDK error reaches the logic as ``StoreError`` or ``BlobError``, never as botocore's.
 """
 
 from __future__ import annotations
