@@ -15,6 +15,7 @@ import pytest
 
 from local.resources import LocalStack, create_local_stack
 from sandbox.server import SandboxConfig, SandboxHandle, start_sandbox
+from tests.rows import fake_id
 from verifyfeed.clock import FixedClock
 from verifyfeed.config import Settings
 from verifyfeed.models.ids import batch_id, iso
@@ -105,15 +106,6 @@ def clock() -> FixedClock:
 @pytest.fixture
 def services(make_settings: SettingsFactory, clock: FixedClock) -> Services:
     return build_services(make_settings(), clock)
-
-
-def fake_id(n: int) -> str:
-    """A valid 18-digit ID number (GB 11643 check digit) that belongs to nobody; a different one for
-    every n below 1,680,000 (tests draw from shared counters: a repeat would be a duplicate)."""
-    year, day = 1940 + (n // 1000) % 60, 1 + (n // 60_000) % 28
-    body = f"110105{year:04d}01{day:02d}{n % 1000:03d}"
-    weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-    return body + "10X98765432"[sum(int(d) * w for d, w in zip(body, weights, strict=True)) % 11]
 
 
 def repair_records(count: int, start: int = 0) -> list[RepairRecord]:

@@ -15,6 +15,7 @@ import pytest
 from local.events import s3_put_event
 from sandbox.server import SandboxHandle
 from tests.integration.conftest import drain_queue, fake_id
+from tests.rows import AUDIT_HEADER, audit_row
 from verifyfeed.logic.splitter import DroppedObject, split_object
 from verifyfeed.logic.uploader import Delivery, load_records, submit_audit, upload_batch
 from verifyfeed.models.messages import CarrierAuditMessage, LostRepairBatchMessage
@@ -257,28 +258,6 @@ def test_missing_required_column_rejects_the_file_with_a_reason(services: Servic
     assert job is not None and job.status == JobStatus.REJECTED and "auth" in job.reason.lower()
     report = boto3.client("s3").get_object(Bucket=job.bucket, Key=f"reports/{key}.json")["Body"].read()
     assert json.loads(report)["status"] == "rejected"
-
-
-AUDIT_HEADER = [
-    "usage", "name", "idCard", "phone", "idCardFrontFilename", "idCardBackFilename", "driverName",
-    "driverIdCard", "driverIdCardFrontFilename", "driverIdCardBackFilename", "carLicensePlate",
-    "drivingLicenseFilename", "attachmentFileUrls",
-]  # fmt: skip
-
-
-def audit_row(usage: str, n: int, **over: str) -> list[str]:
-    row = dict.fromkeys(AUDIT_HEADER, "")
-    row.update(
-        usage=usage, name="张三", idCard=fake_id(n), phone=f"139{n:08d}", attachmentFileUrls="a.jpg,b.jpg"
-    )
-    if usage == "1":
-        row.update(driverName="李四", driverIdCard=fake_id(n + 1))
-    else:
-        row.update(
-            carLicensePlate="京A12345" if usage == "2" else "粤BD12345", drivingLicenseFilename="dl.jpg"
-        )
-    row.update(over)
-    return [row[h] for h in AUDIT_HEADER]
 
 
 def test_audit_file_only_valid_rows_reach_add_and_rejected_rows_name_the_rule(

@@ -24,7 +24,7 @@ from tests.fakes import (
     memory_services,
 )
 from tests.fakes.audits import MemoryAuditStore
-from tests.integration.test_splitter import AUDIT_HEADER, audit_row
+from tests.rows import AUDIT_HEADER, audit_row
 from verifyfeed.clock import FixedClock
 from verifyfeed.logic.callback import handle_callback
 from verifyfeed.logic.poller import poll

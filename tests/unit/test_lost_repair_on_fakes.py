@@ -24,7 +24,7 @@ from local.events import s3_put_event
 from sandbox.server import SandboxConfig, SandboxHandle, start_sandbox
 from tests.fakes import MemoryBlobs, MemoryQueue, MemorySecrets, memory_services
 from tests.fakes.jobs import MemoryJobStore, MemoryLedger
-from tests.integration.conftest import fake_id
+from tests.rows import fake_id
 from verifyfeed.clock import FixedClock
 from verifyfeed.logic.poller import poll
 from verifyfeed.logic.splitter import DroppedObject, SplitResult, split_object
