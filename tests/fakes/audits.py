@@ -17,8 +17,17 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from verifyfeed.models.ids import iso
-from verifyfeed.models.records import Audit, AuditStatus, Job, JobStatus
-from verifyfeed.ports import Reservation, StaleAudit
+from verifyfeed.models.records import (
+    Audit,
+    AuditStatus,
+    Job,
+    JobStatus,
+    Reservation,
+    reservation_over,
+    resubmitted,
+    settlement_counter,
+)
+from verifyfeed.ports import StaleAudit
 
 
 class JobTable(Protocol):
@@ -157,35 +166,15 @@ class MemoryAuditStore:
                 )
                 self.audits[audit.audit_key] = reserved
                 return Reservation.ADD, reserved.model_copy()
-            if existing.status not in (AuditStatus.REJECTED, AuditStatus.FAILED):
-                return Reservation.DUPLICATE, existing.model_copy()
-            kind = (
-                Reservation.UPDATE
-                if existing.status == AuditStatus.REJECTED and existing.record_id
-                else Reservation.ADD
-            )
-            fields = {
-                "job_id": audit.job_id,
-                "row": audit.row,
-                "usage": audit.usage,
-                "owner_name_masked": audit.owner_name_masked,
-                "id_card_masked": audit.id_card_masked,
-                "id_card_digest": audit.id_card_digest,
-                "phone_masked": audit.phone_masked,
-                "plate": audit.plate,
-                "remarks": "",
-                "last_error": "",
-                "lease_until": "",
-                "submitted_at": iso(now),
-            }
-            return kind, self._move(existing, AuditStatus.SUBMITTING, now, fields)
+            kind = reservation_over(existing)
+            if kind == Reservation.DUPLICATE:
+                return kind, existing.model_copy()
+            return kind, self._move(existing, AuditStatus.SUBMITTING, now, resubmitted(audit, iso(now)))
 
     def settle_submission(
         self, audit: Audit, to: AuditStatus, now: datetime, *, record_id: int | None = None, error: str = ""
     ) -> Audit:
-        counter = {AuditStatus.PENDING: "batches_succeeded", AuditStatus.FAILED: "batches_failed"}.get(
-            to, "batches_unknown"
-        )
+        counter = settlement_counter(to)
         change: dict[str, Any] = {
             "status": to,
             "updated_at": iso(now),

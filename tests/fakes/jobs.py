@@ -10,7 +10,6 @@ covers it. ``MemoryAuditStore`` (``audits.py``) moves job counters under the sam
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -322,15 +321,6 @@ class MemoryLedger:
         self.blobs.put(
             self.bucket, self.object_key(day, entry.job_id), entry.encode(), "application/octet-stream"
         )
-
-    def claim_idcodes(self, bucket: str, key: str) -> list[str] | None:
-        try:
-            body = self.blobs.get(bucket or self.bucket, key)
-        except BlobError as exc:
-            if exc.missing:
-                return None
-            raise
-        return [str(r["idcode"]) for r in json.loads(body)]
 
     # ---- the lock -----------------------------------------------------------------------------
 

@@ -281,7 +281,16 @@ def test_a_split_that_a_concurrent_commit_overtook_starts_over(
 
     def session(job_id: str) -> LedgerSession:
         job = created_job(services, clock, job_id, f"lost-repair/{job_id}.csv", JobStatus.UPLOADING)
-        return LedgerSession(services.ledger, services.jobs, key, job, today.replace(day=1), today)
+        return LedgerSession(
+            services.ledger,
+            services.jobs,
+            key,
+            job,
+            today.replace(day=1),
+            today,
+            services.blobs,
+            services.settings.ingest_bucket,
+        )
 
     digests = [bytes.fromhex(sha256_hex(r[1])) for r in valid_rows(3, next(_NUMBERS))]
     first, second = session(uuid.uuid4().hex[:24]), session(uuid.uuid4().hex[:24])

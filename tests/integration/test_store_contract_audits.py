@@ -24,8 +24,8 @@ from tests.fakes.audits import MemoryAuditStore
 from tests.fakes.jobs import MemoryJobStore
 from tests.integration.conftest import fresh_audits_table
 from verifyfeed.models.ids import iso
-from verifyfeed.models.records import Audit, AuditStatus, Job, JobKind, JobStatus
-from verifyfeed.ports import AuditRepository, JobRepository, Reservation, StaleAudit
+from verifyfeed.models.records import Audit, AuditStatus, Job, JobKind, JobStatus, Reservation
+from verifyfeed.ports import AuditRepository, JobRepository, StaleAudit
 from verifyfeed.store.audits import AuditStore
 from verifyfeed.store.jobs import JobStore
 

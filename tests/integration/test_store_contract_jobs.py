@@ -8,7 +8,6 @@ on both: what each call returns or raises, the counters, the listings. They keep
 
 from __future__ import annotations
 
-import json
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -112,7 +111,7 @@ def counters(job: Job) -> tuple[int, ...]:
 def test_every_method_of_the_ports_is_called_in_this_contract(port: type) -> None:
     source = Path(__file__).read_text(encoding="utf-8")
     methods = [n for n, v in vars(port).items() if callable(v) and not n.startswith("_")]
-    assert len(methods) > 8
+    assert len(methods) >= 8  # the ledger has 8, the job repository 19
     assert [m for m in methods if f".{m}(" not in source] == []
 
 
@@ -461,15 +460,6 @@ def test_ledger_objects_are_listed_from_a_day_on_and_read_back(side: Side) -> No
     assert ledger.list_since(date(2026, 11, 20))[0].etag == etag(entry("job3", 1).encode())
     with pytest.raises(StoreError):
         ledger.read(listed[0].__class__(f"{prefix}2026-11-05/gone.keys", "gone", date(2026, 11, 5), ""))
-
-
-def test_the_idcodes_of_a_claim_or_none_when_it_has_expired(side: Side) -> None:
-    key = f"claims/{uuid.uuid4().hex}/00001.json"
-    body = [{"name": "a", "idcode": "d1", "usedPhone": "", "authCode": "A1"}, {"idcode": "d2"}]
-    side.blobs.put(side.bucket, key, json.dumps(body).encode())
-    assert side.ledger.claim_idcodes(side.bucket, key) == ["d1", "d2"]
-    assert side.ledger.claim_idcodes("", key) == ["d1", "d2"]  # no bucket: the ledger's
-    assert side.ledger.claim_idcodes(side.bucket, f"{key}.gone") is None
 
 
 def test_the_ledger_lock_is_held_by_one_until_released_or_expired(side: Side) -> None:

@@ -35,8 +35,8 @@ from verifyfeed.logic.uploader import Delivery, submit_audit
 from verifyfeed.models.carrier_audit import UpstreamAuditStatus
 from verifyfeed.models.ids import iso
 from verifyfeed.models.messages import CarrierAuditMessage
-from verifyfeed.models.records import Audit, AuditStatus, Job, JobKind, JobStatus
-from verifyfeed.ports import AuditRepository, Reservation, Services
+from verifyfeed.models.records import Audit, AuditStatus, Job, JobKind, JobStatus, Reservation
+from verifyfeed.ports import AuditRepository, Services
 from verifyfeed.upstream.signing import sign_body
 
 NOW = datetime.fromisoformat("2026-11-25T10:00:00+08:00")

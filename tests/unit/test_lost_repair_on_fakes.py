@@ -180,7 +180,7 @@ def upload_calls(sandbox: SandboxHandle) -> int:
 @pytest.mark.parametrize(("port", "fake"), [(JobRepository, MemoryJobStore), (Ledger, MemoryLedger)])
 def test_the_fakes_have_the_ports_methods_with_their_parameters(port: type, fake: type) -> None:
     methods = [n for n, v in vars(port).items() if callable(v) and not n.startswith("_")]
-    assert len(methods) > 8
+    assert len(methods) >= 8  # the ledger has 8, the job repository 19
     for name in methods:
         expected = list(inspect.signature(getattr(port, name)).parameters)
         assert list(inspect.signature(getattr(fake, name)).parameters) == expected, name

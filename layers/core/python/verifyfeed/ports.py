@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from enum import StrEnum
 from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from verifyfeed.clock import Blackout, Clock
 from verifyfeed.config import Settings
+from verifyfeed.models.records import Reservation
 
 if TYPE_CHECKING:
     from verifyfeed.models.ledger import LedgerEntry, LedgerObject
@@ -71,14 +71,6 @@ class StaleAudit(Exception):
 
 class LedgerBusy(Exception):
     """Another split held the ledger's lock for longer than this one may wait."""
-
-
-class Reservation(StrEnum):
-    """What ``AuditRepository.reserve`` decided for a file row."""
-
-    ADD = "add"  # new audit: send /carrierAudit/add
-    UPDATE = "update"  # a rejected audit re-dropped: send /carrierAudit/update
-    DUPLICATE = "duplicate"  # pending, passed or in flight: refuse the row
 
 
 # --------------------------------------------------------------------------------------------------
@@ -284,10 +276,6 @@ class Ledger(Protocol):
     def read(self, obj: LedgerObject) -> LedgerEntry: ...
 
     def write(self, day: date, entry: LedgerEntry) -> None: ...
-
-    def claim_idcodes(self, bucket: str, key: str) -> list[str] | None:
-        """The idcodes in a batch body (``claims/``), None when it is gone (expired)."""
-        ...
 
     def acquire(self, holder: str, now: datetime, lease_seconds: int, wait_seconds: float) -> None:
         """Take the lease (or take over an expired one), waiting up to ``wait_seconds``

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -33,9 +34,9 @@ from aws_lambda_powertools import Logger
 from verifyfeed.clock import Blackout, china_time
 from verifyfeed.logic.repair_batches import LEDGER_ROWS, Claims
 from verifyfeed.models.ledger import KEY_BYTES, LedgerEntry, LedgerObject
-from verifyfeed.models.records import BatchStatus, Job, JobStatus
+from verifyfeed.models.records import Batch, BatchStatus, Job, JobStatus
 from verifyfeed.pii import Keyed
-from verifyfeed.ports import JobRepository, Ledger
+from verifyfeed.ports import BlobError, Blobs, JobRepository, Ledger
 
 logger = Logger(child=True)
 
@@ -114,6 +115,8 @@ class LedgerSession:
     job: Job
     first_day: date
     today: date
+    blobs: Blobs  # the failed halves' bodies (claims/)
+    bucket: str  # where a body without a bucket of its own is (the ingest bucket)
     prior: bool = True
     write: bool = True
     sources: list[_Source] = field(default_factory=list)
@@ -140,6 +143,16 @@ class LedgerSession:
         listed = "\n".join(f"{key} {etag}" for key, etag in sorted(self._seen.items()))
         text = f"{self.first_day.isoformat()}\n{self.prior}\n{key_fingerprint(self.key)}\n{listed}"
         self._snapshot = hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def _claim_idcodes(self, batch: Batch) -> list[str] | None:
+        """The idcodes in a batch's body (``claims/``), None when it is gone (expired)."""
+        try:
+            body = self.blobs.get(batch.claim_bucket or self.bucket, batch.claim_key)
+        except BlobError as exc:
+            if exc.missing:
+                return None
+            raise
+        return [str(r["idcode"]) for r in json.loads(body)]
 
     def preload(self, ids: Claims) -> None:
         self._ids = ids
@@ -189,9 +202,7 @@ class LedgerSession:
             return keys
         dropped: set[bytes] = set()
         for batch in others:
-            idcodes = (
-                self.store.claim_idcodes(batch.claim_bucket, batch.claim_key) if batch.claim_key else None
-            )
+            idcodes = self._claim_idcodes(batch) if batch.claim_key else None
             if idcodes is None:
                 logger.warning(
                     "resend ledger: a failed batch's body is gone; its records still count as sent",

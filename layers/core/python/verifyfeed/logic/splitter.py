@@ -65,9 +65,10 @@ from verifyfeed.models.records import (
     JobCounts,
     JobKind,
     JobStatus,
+    Reservation,
 )
 from verifyfeed.pii import Keyed, mask_id, mask_name, mask_object_key, mask_phone
-from verifyfeed.ports import LedgerBusy, Reservation, Services
+from verifyfeed.ports import LedgerBusy, Services
 from verifyfeed.rules.authcode import validate_auth_code
 from verifyfeed.rules.carrier_audit import validate_audit_row
 from verifyfeed.rules.errors import RowRejected, RuleViolation
@@ -207,6 +208,8 @@ def _ledger_session(services: Services, job: Job, dry_run: bool, resend: bool) -
         job=job,
         first_day=first_day,
         today=china_time(now).date(),
+        blobs=services.blobs,
+        bucket=settings.ingest_bucket,
         prior=not resend,
         write=not dry_run,
     )

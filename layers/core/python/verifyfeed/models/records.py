@@ -11,6 +11,7 @@ imports this module for ``Audit`` and never reads a job or a batch.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -155,3 +156,52 @@ class Audit(BaseModel):
     polls: int = 0  # /carrierAudit/get calls the poller made for it
     poll_error: str = ""  # why the last one gave no result ("" = it answered "still pending")
     resubmissions: int = Field(0, description="times an operator re-submitted it from unknown")
+
+
+class Reservation(StrEnum):
+    """What a file row gets for its audit (``AuditRepository.reserve``)."""
+
+    ADD = "add"  # new audit: send /carrierAudit/add
+    UPDATE = "update"  # a rejected audit re-dropped: send /carrierAudit/update
+    DUPLICATE = "duplicate"  # pending, passed or in flight: refuse the row
+
+
+def reservation_over(existing: Audit) -> Reservation:
+    """A row for an audit already stored: rejected by the upstream (it has a record) → UPDATE;
+    rejected without a record, or failed → ADD again; pending, passed or in flight → DUPLICATE."""
+    if existing.status not in (AuditStatus.REJECTED, AuditStatus.FAILED):
+        return Reservation.DUPLICATE
+    if existing.status == AuditStatus.REJECTED and existing.record_id:
+        return Reservation.UPDATE
+    return Reservation.ADD
+
+
+_ROW_FIELDS = (
+    "job_id",
+    "row",
+    "usage",
+    "owner_name_masked",
+    "id_card_masked",
+    "id_card_digest",
+    "phone_masked",
+    "plate",
+)
+
+
+def resubmitted(row: Audit, submitted_at: str) -> dict[str, Any]:
+    """What a re-reserved audit takes from the new row (a correction may change the ID number),
+    with its remarks, last error and lease cleared."""
+    return {
+        **{name: getattr(row, name) for name in _ROW_FIELDS},
+        "remarks": "",
+        "last_error": "",
+        "lease_until": "",
+        "submitted_at": submitted_at,
+    }
+
+
+def settlement_counter(to: AuditStatus) -> str:
+    """The job counter a submission's settlement moves (an audit counts as a batch of its job)."""
+    return {AuditStatus.PENDING: "batches_succeeded", AuditStatus.FAILED: "batches_failed"}.get(
+        to, "batches_unknown"
+    )

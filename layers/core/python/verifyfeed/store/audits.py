@@ -24,8 +24,16 @@ from botocore.exceptions import ClientError
 
 from verifyfeed import aws
 from verifyfeed.models.ids import iso
-from verifyfeed.models.records import Audit, AuditStatus, JobStatus
-from verifyfeed.ports import Reservation, StaleAudit
+from verifyfeed.models.records import (
+    Audit,
+    AuditStatus,
+    JobStatus,
+    Reservation,
+    reservation_over,
+    resubmitted,
+    settlement_counter,
+)
+from verifyfeed.ports import StaleAudit
 from verifyfeed.store.codec import attr, from_item, query_count, query_items, translate_errors
 from verifyfeed.store.jobs import JOB_SK, condition_failed, job_pk, put_if_absent, write_transaction
 
@@ -178,29 +186,11 @@ class AuditStore:
             stored = {"status": AuditStatus.SUBMITTING, "submitted_at": iso(now), "updated_at": iso(now)}
             return Reservation.ADD, audit.model_copy(update=stored)
         existing = self.get(audit.audit_key)
-        if existing is None or existing.status not in (AuditStatus.REJECTED, AuditStatus.FAILED):
+        kind = Reservation.DUPLICATE if existing is None else reservation_over(existing)
+        if existing is None or kind == Reservation.DUPLICATE:
             return Reservation.DUPLICATE, existing or audit
-        kind = (
-            Reservation.UPDATE
-            if existing.status == AuditStatus.REJECTED and existing.record_id
-            else Reservation.ADD
-        )
-        fields = {
-            "job_id": audit.job_id,
-            "row": audit.row,
-            "usage": audit.usage,
-            "owner_name_masked": audit.owner_name_masked,
-            "id_card_masked": audit.id_card_masked,  # a correction may change the ID number
-            "id_card_digest": audit.id_card_digest,
-            "phone_masked": audit.phone_masked,
-            "plate": audit.plate,
-            "remarks": "",
-            "last_error": "",
-            "lease_until": "",
-            "submitted_at": iso(now),
-        }
         try:
-            updated = self._move(existing, AuditStatus.SUBMITTING, now, fields)
+            updated = self._move(existing, AuditStatus.SUBMITTING, now, resubmitted(audit, iso(now)))
         except StaleAudit:
             return Reservation.DUPLICATE, existing
         return kind, updated
@@ -240,9 +230,7 @@ class AuditStore:
         self, audit: Audit, to: AuditStatus, now: datetime, *, record_id: int | None = None, error: str = ""
     ) -> Audit:
         """submitting → pending (with the record id) / failed / unknown, and count it on the job."""
-        counter = {AuditStatus.PENDING: "batches_succeeded", AuditStatus.FAILED: "batches_failed"}.get(
-            to, "batches_unknown"
-        )
+        counter = settlement_counter(to)
         sets = [
             "#s = :to",
             "updated_at = :now",

@@ -14,7 +14,6 @@ re-reading what was written meanwhile (``logic.ledger``). A lease that its holde
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -23,8 +22,7 @@ from botocore.exceptions import ClientError
 
 from verifyfeed.models.ids import iso
 from verifyfeed.models.ledger import LedgerEntry, LedgerObject
-from verifyfeed.ports import BlobError, LedgerBusy
-from verifyfeed.store.blobs import S3Blobs
+from verifyfeed.ports import LedgerBusy
 from verifyfeed.store.codec import attr, translate_errors
 from verifyfeed.store.jobs import condition_failed
 
@@ -80,16 +78,6 @@ class LedgerStore:
             Body=entry.encode(),
             ContentType="application/octet-stream",
         )
-
-    def claim_idcodes(self, bucket: str, key: str) -> list[str] | None:
-        """The idcodes in a batch body (``claims/``), None when it is gone (expired)."""
-        try:
-            body = S3Blobs(self._s3).get(bucket or self.bucket, key)
-        except BlobError as exc:
-            if exc.missing:
-                return None
-            raise
-        return [str(r["idcode"]) for r in json.loads(body)]
 
     # ---- the lock -----------------------------------------------------------------------------
 
