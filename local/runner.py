@@ -31,13 +31,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 import boto3
+from cheroot import wsgi
 
 from local.events import (
     api_gateway_proxy_event,
@@ -63,8 +64,6 @@ log = logging.getLogger("local.runner")
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("lost-repair", "carrier-audit")
-SETTLED_JOB_STATUSES = frozenset({"completed", "completed_with_errors", "rejected", "deferred"})
-OPEN_AUDIT_STATUSES = ("submitting", "pending")
 S3_ASYNC_RETRIES = 2  # Lambda retries a failed asynchronous invocation twice
 API_MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 
@@ -314,39 +313,22 @@ class JobView:
     # lost repair: each answered batch's serial number and whole answer envelope (its scalars)
     upstream_answers: list[dict[str, Any]] = field(default_factory=list)
 
-    @property
-    def rows_reconcile(self) -> bool:
-        c = self.counts
-        return c.rows_accepted + c.rows_rejected == c.rows_read
-
-    @property
-    def batches_settled(self) -> int:
-        c = self.counts
-        return (
-            c.batches_succeeded
-            + c.batches_failed
-            + c.batches_deferred
-            + c.batches_unknown
-            + c.batches_bisected
-        )
-
-    @property
-    def batches_reconcile(self) -> bool:
-        return self.batches_settled == self.counts.batches_total
-
     def problem(self) -> str | None:
+        """Why the job is not settled and accounted for, by the rules of the CLI's ``drop --wait``."""
+        from verifyfeed_cli.commands import SETTLED_JOB_STATUSES
+
+        c = self.counts
+        settled = c.batches_settled + c.batches_deferred
         if self.status == "missing":
             return f"{self.file}: no job was recorded for s3 key {self.key}"
-        c = self.counts
         if self.status not in SETTLED_JOB_STATUSES:
-            settled = f"{self.batches_settled}/{c.batches_total}"
-            return f"{self.file}: job still {self.status} ({settled} batches settled)"
-        if not self.rows_reconcile:
+            return f"{self.file}: job still {self.status} ({settled}/{c.batches_total} batches settled)"
+        if c.rows_accepted + c.rows_rejected != c.rows_read:
             return (
                 f"{self.file}: rows do not add up: {c.rows_accepted} accepted + "
                 f"{c.rows_rejected} rejected != {c.rows_read} read"
             )
-        if self.status != "rejected" and not self.batches_reconcile:
+        if self.status not in ("rejected", "dry_run") and settled != c.batches_total:
             return f"{self.file}: batches do not add up for a {self.status} job"
         return None
 
@@ -376,6 +358,8 @@ class Snapshot:
             found.append(f"{self.in_flight} S3 notification(s) still being processed")
         if self.batches_in_flight:
             found.append(f"{self.batches_in_flight} SQS batch(es) still being processed")
+        from verifyfeed_cli.commands import OPEN_AUDIT_STATUSES
+
         open_audits = {s: self.audits.get(s, 0) for s in OPEN_AUDIT_STATUSES if self.audits.get(s, 0)}
         if open_audits:
             found.append("audits not decided yet: " + ", ".join(f"{n} {s}" for s, n in open_audits.items()))
@@ -438,7 +422,7 @@ class LocalRunner:
         self._moto: Any = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._callback_server: _CallbackServer | None = None
+        self._callback_server: wsgi.Server | None = None
         self._async_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="s3-notify")
         self._async_futures: list[Future[None]] = []
         self._batches_in_flight = 0
@@ -473,7 +457,14 @@ class LocalRunner:
         self._start_aws()
         # bind first: the sandbox needs the callback URL; requests wait until the callback is loaded
         try:
-            self._callback_server = _CallbackServer((opts.callback_host, opts.callback_port), self)
+            self._callback_server = wsgi.Server(
+                (opts.callback_host, opts.callback_port),
+                callback_api(self),
+                numthreads=32,
+                request_queue_size=1024,
+            )  # a deep backlog: API Gateway does not refuse connections under a burst
+            self._callback_server.max_request_body_size = API_MAX_BODY_BYTES
+            self._callback_server.prepare()
         except OSError as exc:
             raise RuntimeError(
                 f"cannot listen for callbacks on {opts.callback_host}:{opts.callback_port} ({exc.strerror});"
@@ -493,8 +484,8 @@ class LocalRunner:
         )
         callback = self._spec_for("callback")
         api_path = _api_path(callback[1]) if callback else "/callbacks/carrier-audit"
-        server = self._callback_server
-        self.callback_url = f"http://{server.server_name}:{server.server_port}{api_path}"
+        host, port = self._callback_server.bind_addr[:2]
+        self.callback_url = f"http://{host}:{port}{api_path}"
 
         if opts.upstream_url:
             self.upstream_url = opts.upstream_url.rstrip("/")
@@ -524,7 +515,7 @@ class LocalRunner:
             QueueUrl=self.stack.queue_url, AttributeNames=["QueueArn"]
         )["Attributes"].get("QueueArn") or queue_arn_from_url(self.stack.queue_url)
 
-        self._spawn("callback-api", self._callback_server.serve_forever)
+        self._spawn("callback-api", self._callback_server.serve)
         uploader = self.functions.get("uploader")
         if uploader is not None:
             source = _sqs_source(uploader.spec)
@@ -543,8 +534,7 @@ class LocalRunner:
                 future.result(timeout=30)
         self._async_pool.shutdown(wait=False, cancel_futures=True)
         if self._callback_server is not None:
-            self._callback_server.shutdown_if_serving()
-            self._callback_server.server_close()
+            self._callback_server.stop()
             self._callback_server = None
         for thread in self._threads:
             thread.join(timeout=10)
@@ -992,82 +982,34 @@ def _proxy_response(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
     return int(result.get("statusCode", 200)), headers, body
 
 
-# Hand-written rather than a WSGI server: API Gateway's proxy event carries each header as the
-# client sent it (its name's case; a repeated header in multiValueHeaders), which WSGI's environ
-# loses (one upper-cased key per name, repeats merged).
-class _CallbackServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 1024  # listen backlog: API Gateway does not refuse connections under a burst
+def callback_api(runner: LocalRunner) -> Callable[[dict[str, Any], Callable[..., Any]], list[bytes]]:
+    """API Gateway in front of the callback, as a WSGI app (served by cheroot, as moto is: it reads
+    chunked bodies, answers 413 past ``API_MAX_BODY_BYTES`` and keeps connections alive). WSGI
+    upper-cases header names and keeps a repeated header's last value (as the proxy event's
+    ``headers`` does); the callback reads them case-insensitively."""
 
-    def __init__(self, address: tuple[str, int], runner: LocalRunner) -> None:
-        self.runner = runner
-        self._serving = False
-        super().__init__(address, _CallbackRequestHandler)
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        headers = [
+            (name.removeprefix("HTTP_").replace("_", "-").title(), str(value))
+            for name, value in environ.items()
+            if name.startswith("HTTP_") or name in ("CONTENT_TYPE", "CONTENT_LENGTH")
+        ]
+        status, out, payload = runner.handle_api_request(
+            environ["REQUEST_METHOD"],
+            environ.get("REQUEST_URI") or environ.get("PATH_INFO", "/"),
+            headers,
+            environ["wsgi.input"].read(),
+            environ.get("REMOTE_ADDR", ""),
+        )
+        kept = [
+            (k, v) for k, v in out if k.lower() not in ("content-length", "connection", "transfer-encoding")
+        ]
+        start_response(
+            f"{status} {HTTPStatus(status).phrase}", [*kept, ("Content-Length", str(len(payload)))]
+        )
+        return [payload]
 
-    def server_bind(self) -> None:  # no reverse DNS lookup of the bound address
-        import socketserver
-
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
-
-    def serve_forever(self, poll_interval: float = 0.1) -> None:
-        self._serving = True
-        super().serve_forever(poll_interval)
-
-    def shutdown_if_serving(self) -> None:
-        if self._serving:
-            self.shutdown()
-
-
-class _CallbackRequestHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    server_version = "local-apigateway/1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("callback api: " + format, *args)
-
-    def _read_body(self) -> bytes | None:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks: list[bytes] = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    self.rfile.readline()
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-                if sum(map(len, chunks)) > API_MAX_BODY_BYTES:
-                    return None
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > API_MAX_BODY_BYTES:
-            return None
-        return self.rfile.read(length) if length else b""
-
-    def _handle(self) -> None:
-        server = cast(_CallbackServer, self.server)
-        body = self._read_body()
-        if body is None:
-            status, headers, payload = _api_error(413, "Request Too Long")
-            self.close_connection = True
-        else:
-            status, headers, payload = server.runner.handle_api_request(
-                self.command, self.path, list(self.headers.items()), body, self.client_address[0]
-            )
-        try:
-            self.send_response(status)
-            for name, value in headers:
-                if name.lower() not in ("content-length", "connection", "transfer-encoding"):
-                    self.send_header(name, value)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-        except OSError:
-            self.close_connection = True
-
-    do_POST = do_GET = do_PUT = do_DELETE = do_PATCH = _handle
+    return app
 
 
 # ---- reading FunctionSpec ----------------------------------------------------------------------
