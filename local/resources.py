@@ -93,31 +93,17 @@ def load_template(path: str | os.PathLike[str] = DEFAULT_TEMPLATE) -> dict[str, 
 
 @dataclass(frozen=True)
 class EventSpec:
-    """One entry of a function's ``Events``, resolved; the fields that apply to its type are set."""
+    """One entry of a function's ``Events``: its type and its properties, resolved."""
 
     name: str
     type: str  # S3 | SQS | Api | Schedule | ...
     properties: dict[str, Any] = field(default_factory=dict)
-    # S3
-    bucket: str | None = None
-    s3_events: tuple[str, ...] = ()
-    prefix: str | None = None
-    suffix: str | None = None
-    # SQS
-    queue_arn: str | None = None
-    queue_url: str | None = None
-    batch_size: int | None = None
-    maximum_batching_window_s: int = 0
-    maximum_concurrency: int | None = None
-    report_batch_item_failures: bool = False
-    # Api
-    path: str | None = None
-    method: str | None = None
-    rest_api: str | None = None
-    stage: str | None = None
-    # Schedule
-    schedule: str | None = None
-    enabled: bool = True
+    stage: str | None = None  # Api: the stage of the API the route belongs to
+
+    def key_filter(self, name: str) -> str:
+        """S3: the value of the ``prefix`` or ``suffix`` rule of the key filter ("" if none)."""
+        rules = self.properties.get("Filter", {}).get("S3Key", {}).get("Rules", [])
+        return next((str(rule["Value"]) for rule in rules if str(rule["Name"]).lower() == name), "")
 
 
 @dataclass(frozen=True)
@@ -643,49 +629,12 @@ def _environment(resolver: Resolver, variables: Mapping[str, Any]) -> dict[str, 
     return {name: _text(value) for name, value in resolved.items()}
 
 
-def _event_spec(
-    resolver: Resolver, name: str, event: Mapping[str, Any], queue_urls: Mapping[str, str]
-) -> EventSpec:
-    kind = str(event.get("Type", ""))
-    props: dict[str, Any] = resolver.resolve(event.get("Properties", {}))
-    fields: dict[str, Any] = {}
-    if kind == "S3":
-        events = props.get("Events", [])
-        fields["bucket"] = props.get("Bucket")
-        fields["s3_events"] = tuple([events] if isinstance(events, str) else events)
-        for rule in props.get("Filter", {}).get("S3Key", {}).get("Rules", []):
-            fields[str(rule["Name"]).lower()] = rule["Value"]
-    elif kind == "SQS":
-        arn = str(props.get("Queue", ""))
-        scaling = props.get("ScalingConfig", {})
-        fields.update(
-            queue_arn=arn,
-            queue_url=queue_urls.get(arn),
-            batch_size=int(props.get("BatchSize", 10)),
-            maximum_batching_window_s=int(props.get("MaximumBatchingWindowInSeconds", 0)),
-            maximum_concurrency=int(scaling["MaximumConcurrency"])
-            if "MaximumConcurrency" in scaling
-            else None,
-            report_batch_item_failures="ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
-        )
-    elif kind in ("Api", "HttpApi"):
-        api_ref = event.get("Properties", {}).get("RestApiId") or event.get("Properties", {}).get("ApiId")
-        stage: Any = None
-        if isinstance(api_ref, dict) and isinstance(api_ref.get("Ref"), str):
-            api = resolver.resources.get(api_ref["Ref"], {})
-            stage = resolver.resolve(api.get("Properties", {}).get("StageName"))
-        fields.update(
-            path=props.get("Path"),
-            method=str(props.get("Method", "")).upper() or None,
-            rest_api=_text(props["RestApiId"]) if "RestApiId" in props else None,
-            stage=stage,
-        )
-    elif kind in ("Schedule", "ScheduleV2"):
-        fields.update(
-            schedule=props.get("Schedule") or props.get("ScheduleExpression"),
-            enabled=_flag(props.get("Enabled", True)) and props.get("State", "ENABLED") != "DISABLED",
-        )
-    return EventSpec(name=name, type=kind, properties=props, **fields)
+def _event_spec(resolver: Resolver, name: str, event: Mapping[str, Any]) -> EventSpec:
+    api = event.get("Properties", {}).get("RestApiId")
+    stage = None
+    if isinstance(api, dict) and isinstance(api.get("Ref"), str):  # the stage is the API's
+        stage = resolver.resolve(resolver.resources[api["Ref"]].get("Properties", {}).get("StageName"))
+    return EventSpec(name, str(event.get("Type", "")), resolver.resolve(event.get("Properties", {})), stage)
 
 
 def _handler_path(code_uri: str, handler: str) -> tuple[str, str]:
@@ -716,10 +665,7 @@ def function_specs(resolver: Resolver, queue_urls: Mapping[str, str]) -> dict[st
             memory_mb=int(resolver.resolve(props.get("MemorySize", 128))),
             ephemeral_storage_mb=int(resolver.resolve(props.get("EphemeralStorage", {}).get("Size", 512))),
             env=_environment(resolver, own.get("Environment", {}).get("Variables", {})),
-            events=tuple(
-                _event_spec(resolver, name, event, queue_urls)
-                for name, event in own.get("Events", {}).items()
-            ),
+            events=tuple(_event_spec(resolver, name, event) for name, event in own.get("Events", {}).items()),
             on_failure_queue_url=_on_failure_queue(resolver, own, queue_urls),
         )
     return specs

@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.type_defs import MessageTypeDef
 
-    from local.resources import EventSpec, FunctionSpec, LocalStack
+    from local.resources import FunctionSpec, LocalStack
     from sandbox.server import SandboxHandle
     from verifyfeed.store.jobs import JobStore
 
@@ -483,7 +483,7 @@ class LocalRunner:
             },
         )
         callback = self._spec_for("callback")
-        api_path = _api_path(callback[1]) if callback else "/callbacks/carrier-audit"
+        _, api_path, _ = _api_route(callback[1] if callback else None, "")
         host, port = self._callback_server.bind_addr[:2]
         self.callback_url = f"http://{host}:{port}{api_path}"
 
@@ -518,8 +518,8 @@ class LocalRunner:
         self._spawn("callback-api", self._callback_server.serve)
         uploader = self.functions.get("uploader")
         if uploader is not None:
-            source = _sqs_source(uploader.spec)
-            for n in range((source.maximum_concurrency if source else None) or 2):
+            scaling = _sqs_source(uploader.spec).get("ScalingConfig", {})
+            for n in range(int(scaling.get("MaximumConcurrency", 2))):
                 self._spawn(f"sqs-poller-{n}", self._poll_queue, uploader)
         poller = self.functions.get("poller")
         if poller is not None:
@@ -702,7 +702,7 @@ class LocalRunner:
         assert self.stack is not None
         s3: S3Client = boto3.client("s3")
         splitter = self.functions["splitter"]
-        prefixes = sorted({t.prefix or "" for t in splitter.spec.s3_triggers}) or [""]
+        prefixes = sorted({t.key_filter("prefix") for t in splitter.spec.s3_triggers}) or [""]
         while not self._stop.wait(0.5):
             for prefix in prefixes:
                 try:
@@ -770,8 +770,8 @@ class LocalRunner:
         assert self.stack is not None
         sqs: SQSClient = boto3.client("sqs")  # a client per thread
         source = _sqs_source(uploader.spec)
-        batch_size = max(1, min(10, (source.batch_size if source else None) or 10))
-        partial = source.report_batch_item_failures if source else False
+        batch_size = max(1, min(10, int(source.get("BatchSize", 10))))
+        partial = "ReportBatchItemFailures" in source.get("FunctionResponseTypes", [])
         while not self._stop.is_set():
             try:
                 received = sqs.receive_message(
@@ -843,14 +843,13 @@ class LocalRunner:
         callback = self.functions.get("callback")
         if callback is None:
             return _api_error(503, "Service Unavailable")
-        api_path = _api_path(callback.spec)
-        stage = _api_stage(callback.spec, self.stack.parameters.get("Stage", "dev") if self.stack else "dev")
+        api_method, api_path, stage = _api_route(
+            callback.spec, self.stack.parameters.get("Stage", "dev") if self.stack else "dev"
+        )
         route = urlsplit(path).path
         if route.startswith(f"/{stage}/"):
             route = route.removeprefix(f"/{stage}")
-        if route.rstrip("/") != api_path.rstrip("/"):
-            return _api_error(403, "Missing Authentication Token")
-        if method != _api_method(callback.spec):
+        if route.rstrip("/") != api_path.rstrip("/") or method != api_method:
             return _api_error(403, "Missing Authentication Token")
         query = urlsplit(path).query
         event = api_gateway_proxy_event(
@@ -1029,32 +1028,20 @@ def _notifies(spec: FunctionSpec, key: str) -> bool:
     """Whether one of the function's S3 triggers (prefix/suffix filters) fires for ``key``."""
     triggers = spec.s3_triggers
     return not triggers or any(
-        key.startswith(t.prefix or "") and key.endswith(t.suffix or "") for t in triggers
+        key.startswith(t.key_filter("prefix")) and key.endswith(t.key_filter("suffix")) for t in triggers
     )
 
 
-def _sqs_source(spec: FunctionSpec) -> EventSpec | None:
-    return spec.sqs
+def _sqs_source(spec: FunctionSpec) -> dict[str, Any]:
+    return spec.sqs.properties if spec.sqs else {}
 
 
-def _api_route(spec: FunctionSpec) -> EventSpec | None:
-    routes = spec.api_routes
-    return routes[0] if routes else None
-
-
-def _api_path(spec: FunctionSpec) -> str:
-    route = _api_route(spec)
-    return (route.path if route else None) or "/callbacks/carrier-audit"
-
-
-def _api_method(spec: FunctionSpec) -> str:
-    route = _api_route(spec)
-    return ((route.method if route else None) or "POST").upper()
-
-
-def _api_stage(spec: FunctionSpec, default: str) -> str:
-    route = _api_route(spec)
-    return str((route.stage if route else None) or default)
+def _api_route(spec: FunctionSpec | None, stage: str) -> tuple[str, str, str]:
+    """The callback's route: (method, path, stage)."""
+    route = spec.api_routes[0] if spec and spec.api_routes else None
+    props = route.properties if route else {}
+    path = str(props.get("Path") or "/callbacks/carrier-audit")
+    return str(props.get("Method") or "POST").upper(), path, str((route.stage if route else None) or stage)
 
 
 def _kind_prefix(kind: str) -> str:
