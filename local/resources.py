@@ -9,13 +9,18 @@ a bucket's versioning, public access block and lifecycle, a table's TTL and poin
 (moto has no CloudFormation support for them; a ``GenerateSecretString`` is made by the service's
 own ``GetRandomPassword``).
 
-``Resolver`` stays hand-written: the functions' environment, timeouts and event sources
-(``FunctionSpec``) refer to functions, an API and secrets that moto's CloudFormation cannot hold,
-and moto serves CloudFormation over HTTP only (its outputs are strings), so they are resolved here
-against the physical names moto gave; tests/reliability/test_security.py reads the template through
-it too, with no moto at all. samtranslator is not used: expanding ``AWS::Serverless::Function``
-into Lambda, event-source-mapping and permission resources would only make the events harder to
-read back, and SAM's ``Globals`` merge is the one rule it would replace (``_merged_function_properties``).
+``Resolver`` evaluates the intrinsics (``Ref``, ``Fn::Sub``, ``Fn::GetAtt``, ``Fn::If``, the
+conditions ...) with moto's CloudFormation evaluator (``clean_json``, ``parse_condition``), called
+in this process: the functions' environment, timeouts and event sources (``FunctionSpec``) refer to
+functions, an API and secrets that moto's CloudFormation cannot hold, and moto serves
+CloudFormation over HTTP only (its outputs are strings), so what each name stands for stays
+hand-written (``Resolver.ref``, ``Resolver.get_att``: the physical names moto gave, else a
+stand-in); tests/reliability/test_security.py reads the template through it too, with no moto
+server at all. samtranslator is not used: expanding ``AWS::Serverless::Function`` into Lambda,
+event-source-mapping and permission resources would only make the events harder to read back
+(moto's CloudFormation leaves out S3 notifications, ephemeral storage and on-failure destinations,
+so they would still be read from the template), and SAM's ``Globals`` merge is the one rule it
+would replace (``_merged_function_properties``).
 
 Physical names: a resource's explicit name (``BucketName``, ``QueueName``, ``TableName``, ``Name``)
 resolved with the fake account id and the region, else ``<stack_name>-<LogicalId>`` (lower-cased for
@@ -28,15 +33,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Final
 
 import boto3
 import cfnlint.decode
 from botocore.exceptions import ClientError
+from moto.cloudformation.parsing import LazyDict, clean_json, parse_condition
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudformation import CloudFormationClient
@@ -68,9 +74,6 @@ _PASSWORD_FLAGS: Final = (
     "IncludeSpace",
     "RequireEachIncludedType",
 )
-
-_SUB_VARIABLE = re.compile(r"\$\{([^}]+)\}")
-
 
 # --------------------------------------------------------------------------------------------------
 # Reading the template
@@ -191,7 +194,11 @@ _SERVICE_OF_TYPE: Final = {
 
 
 class Resolver:
-    """Evaluates ``Ref``, ``Fn::Sub``, ``Fn::GetAtt``, ``Fn::If`` ... with local physical values."""
+    """Evaluates ``Ref``, ``Fn::Sub``, ``Fn::GetAtt``, ``Fn::If`` ... with local physical values.
+
+    The evaluation is moto's CloudFormation's own (``clean_json``, ``parse_condition``); what is
+    local is only what a name stands for (``ref``, ``get_att``): the parameters, the pseudo
+    parameters, and the names and ARNs of the resources created here (or a stand-in name)."""
 
     def __init__(
         self,
@@ -220,9 +227,7 @@ class Resolver:
         self.parameters = _parameter_values(template.get("Parameters", {}), parameters or {})
         self.refs: dict[str, str] = {}  # logical id -> what Ref returns, for created resources
         self.attributes: dict[tuple[str, str], str] = {}
-        self._conditions: dict[str, bool] = {}
-
-    # -- names --------------------------------------------------------------------------------------
+        self._names = _Names(self)
 
     def default_name(self, logical_id: str) -> str:
         return f"{self.stack_name}-{logical_id}"
@@ -236,6 +241,8 @@ class Resolver:
             return self.refs[name]
         if name in self.resources:  # not created locally (an API, a function): a stand-in name
             return self.default_name(name)
+        if name in self.template.get("Mappings", {}):
+            return self.template["Mappings"][name]
         if name in self.template.get("Parameters", {}):
             raise KeyError(f"parameter {name} has no Default and no value was given")
         raise KeyError(f"unknown reference {name!r}")
@@ -263,106 +270,50 @@ class Resolver:
             return physical
         return f"{physical}.{attribute}"
 
-    # -- conditions ---------------------------------------------------------------------------------
-
     def condition(self, name: str) -> bool:
-        if name not in self._conditions:
-            conditions = self.template.get("Conditions", {})
-            if name not in conditions:
-                raise KeyError(f"unknown condition {name!r}")
-            self._conditions[name] = self._truth(conditions[name])
-        return self._conditions[name]
-
-    def _truth(self, node: Any) -> bool:
-        if isinstance(node, bool):
-            return node
-        if isinstance(node, dict) and len(node) == 1:
-            ((key, arg),) = node.items()
-            if key == "Condition":
-                return self.condition(arg)
-            if key == "Fn::Equals":
-                left, right = (self.resolve(item) for item in arg)
-                return _text(left) == _text(right)
-            if key == "Fn::Not":
-                return not self._truth(arg[0])
-            if key == "Fn::And":
-                return all(self._truth(item) for item in arg)
-            if key == "Fn::Or":
-                return any(self._truth(item) for item in arg)
-        raise ValueError(f"not a condition: {node!r}")
+        if name not in self._names.lazy_condition_map:
+            raise KeyError(f"unknown condition {name!r}")
+        return bool(self._names.lazy_condition_map[name])
 
     def included(self, resource: Mapping[str, Any]) -> bool:
         name = resource.get("Condition")
         return True if name is None else self.condition(name)
 
-    # -- values -------------------------------------------------------------------------------------
-
     def resolve(self, node: Any) -> Any:
-        if isinstance(node, list):
-            items = (self.resolve(item) for item in node)
-            return [item for item in items if item is not NO_VALUE]
-        if isinstance(node, dict):
-            if len(node) == 1:
-                ((key, arg),) = node.items()
-                if key == "Ref":
-                    return self.ref(arg)
-                if key.startswith("Fn::"):
-                    return self._function(key, arg)
-            pairs = ((key, self.resolve(value)) for key, value in node.items())
-            return {key: value for key, value in pairs if value is not NO_VALUE}
-        return node
+        return _without_no_value(clean_json(node, self._names))  # type: ignore[arg-type]
 
-    def _function(self, name: str, arg: Any) -> Any:
-        handlers: dict[str, Callable[[Any], Any]] = {
-            "Fn::Sub": self._sub,
-            "Fn::GetAtt": self._get_att,
-            "Fn::Join": lambda a: str(a[0]).join(_text(item) for item in self.resolve(a[1])),
-            "Fn::Select": lambda a: self.resolve(a[1])[int(self.resolve(a[0]))],
-            "Fn::Split": lambda a: _text(self.resolve(a[1])).split(str(a[0])),
-            "Fn::If": lambda a: self.resolve(a[1] if self.condition(a[0]) else a[2]),
-            "Fn::Equals": lambda a: self._truth({name: a}),
-            "Fn::Not": lambda a: self._truth({name: a}),
-            "Fn::And": lambda a: self._truth({name: a}),
-            "Fn::Or": lambda a: self._truth({name: a}),
-            "Fn::GetAZs": lambda a: [f"{self.resolve(a) or self.region}{zone}" for zone in "abc"],
-            "Fn::Base64": lambda a: self.resolve(a),
-            "Fn::FindInMap": self._find_in_map,
-            "Fn::ToJsonString": lambda a: json.dumps(self.resolve(a), separators=(",", ":")),
-            "Fn::Length": lambda a: len(self.resolve(a)),
-        }
-        if name not in handlers:
-            raise ValueError(f"{name} cannot be resolved locally")
-        return handlers[name](arg)
 
-    def _get_att(self, arg: Any) -> Any:
-        if isinstance(arg, str):
-            logical_id, _, attribute = arg.partition(".")
-        else:
-            logical_id, attribute = arg[0], self.resolve(arg[1])
-        return self.get_att(logical_id, str(attribute))
+class _Names(dict[str, Any]):
+    """What moto's evaluator looks names up in (a ``ResourceMap`` in moto): ``[name]`` for ``Ref``,
+    ``.get(name)`` for ``Fn::GetAtt``, ``lazy_condition_map`` for the conditions."""
 
-    def _sub(self, arg: Any) -> str:
-        if isinstance(arg, list):
-            text, variables = str(arg[0]), {k: self.resolve(v) for k, v in arg[1].items()}
-        else:
-            text, variables = str(arg), {}
+    def __init__(self, resolver: Resolver) -> None:
+        super().__init__()
+        self.resolver = resolver
+        self.lazy_condition_map = LazyDict()
+        for name, condition in resolver.template.get("Conditions", {}).items():
+            self.lazy_condition_map[name] = partial(parse_condition, condition, self, self.lazy_condition_map)  # type: ignore[arg-type]
 
-        def replace(match: re.Match[str]) -> str:
-            name = match.group(1).strip()
-            if name.startswith("!"):
-                return "${" + name[1:] + "}"
-            if name in variables:
-                return _text(variables[name])
-            if "." in name and not name.startswith("AWS::"):
-                logical_id, _, attribute = name.partition(".")
-                return _text(self.get_att(logical_id, attribute))
-            return _text(self.ref(name))
+    def __getitem__(self, name: str) -> Any:
+        return self.resolver.ref(name)
 
-        return _SUB_VARIABLE.sub(replace, text)
+    def get(self, name: str, default: Any = None) -> Any:
+        resolver = self.resolver
+        return _Attributes(partial(resolver.get_att, name)) if name in resolver.resources else default
 
-    def _find_in_map(self, arg: Any) -> Any:
-        name, top, second = (self.resolve(item) for item in arg[:3])
-        return self.template["Mappings"][name][top][second]
+
+@dataclass(frozen=True)
+class _Attributes:
+    get_cfn_attribute: Callable[[str], Any]
+
+
+def _without_no_value(value: Any) -> Any:
+    """``AWS::NoValue`` removed from lists and maps (a property set to it is not set)."""
+    if isinstance(value, list):
+        return [_without_no_value(item) for item in value if item is not NO_VALUE]
+    if isinstance(value, dict):
+        return {key: _without_no_value(item) for key, item in value.items() if item is not NO_VALUE}
+    return value
 
 
 def _text(value: Any) -> str:
