@@ -182,15 +182,8 @@ class _NoValue:
 
 NO_VALUE: Final = _NoValue()
 
-_SERVICE_OF_TYPE: Final = {
-    BUCKET: "s3",
-    QUEUE: "sqs",
-    TABLE: "dynamodb",
-    SECRETSMANAGER: "secretsmanager",
-    FUNCTION: "lambda",
-    "AWS::Lambda::Function": "lambda",
-    "AWS::Serverless::LayerVersion": "lambda",
-}
+# the service in the ARN of a type whose second word does not name it
+_SERVICE_OF_TYPE: Final = {"AWS::Serverless::LayerVersion": "lambda", "AWS::Serverless::Api": "apigateway"}
 
 
 class Resolver:
@@ -255,19 +248,20 @@ class Resolver:
             raise KeyError(f"Fn::GetAtt of unknown resource {logical_id!r}")
         physical = str(self.ref(logical_id))
         kind = resource.get("Type", "")
+        name = physical.rsplit("/", 1)[-1]  # a queue's Ref is its URL
         if attribute == "Arn":
-            if kind == BUCKET:
-                return f"arn:{PARTITION}:s3:::{physical}"
-            if kind == TABLE:
-                return f"arn:{PARTITION}:dynamodb:{self.region}:{self.account_id}:table/{physical}"
-            if kind in (FUNCTION, "AWS::Lambda::Function"):
-                return f"arn:{PARTITION}:lambda:{self.region}:{self.account_id}:function:{physical}"
+            where = f"{PARTITION}:{{}}:{self.region}:{self.account_id}"
+            arns = {
+                BUCKET: f"arn:{PARTITION}:s3:::{physical}",
+                TABLE: f"arn:{where.format('dynamodb')}:table/{physical}",
+                QUEUE: f"arn:{where.format('sqs')}:{name}",
+                FUNCTION: f"arn:{where.format('lambda')}:function:{physical}",
+                "AWS::Lambda::Function": f"arn:{where.format('lambda')}:function:{physical}",
+            }
             service = _SERVICE_OF_TYPE.get(kind, kind.split("::")[1].lower() if "::" in kind else "local")
-            return f"arn:{PARTITION}:{service}:{self.region}:{self.account_id}:{physical}"
-        if kind == QUEUE and attribute == "QueueName":
-            return physical.rsplit("/", 1)[-1]
-        if kind == QUEUE and attribute == "QueueUrl":
-            return physical
+            return arns.get(kind, f"arn:{where.format(service)}:{physical}")
+        if kind == QUEUE and attribute in ("QueueName", "QueueUrl"):
+            return name if attribute == "QueueName" else physical
         return f"{physical}.{attribute}"
 
     def condition(self, name: str) -> bool:
@@ -413,7 +407,7 @@ class _Creator:
             if r["LogicalResourceId"] in resources
         }
 
-    def bucket(self, logical_id: str, name: str, props: Mapping[str, Any]) -> str:
+    def bucket(self, name: str, props: Mapping[str, Any]) -> None:
         """Versioning, the public access block and the lifecycle rules: moto's CloudFormation applies
         only a bucket's encryption."""
         status = props.get("VersioningConfiguration", {}).get("Status")
@@ -427,24 +421,12 @@ class _Creator:
             self.s3.put_bucket_lifecycle_configuration(
                 Bucket=name, LifecycleConfiguration={"Rules": _lifecycle_rules(rules)}
             )
-        self.resolver.refs[logical_id] = name
-        self.resolver.attributes[(logical_id, "Arn")] = f"arn:{PARTITION}:s3:::{name}"
-        return name
 
-    def queue(self, logical_id: str, physical_id: str) -> str:
+    def queue(self, physical_id: str) -> str:
         """The queue's URL at the endpoint (moto's CloudFormation gives an amazonaws.com one)."""
-        name = physical_id.rsplit("/", 1)[-1]
-        url = self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
-        arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-            "QueueArn"
-        ]
-        self.resolver.refs[logical_id] = url
-        self.resolver.attributes[(logical_id, "Arn")] = arn
-        self.resolver.attributes[(logical_id, "QueueName")] = name
-        self.resolver.attributes[(logical_id, "QueueUrl")] = url
-        return url
+        return self.sqs.get_queue_url(QueueName=physical_id.rsplit("/", 1)[-1])["QueueUrl"]
 
-    def table(self, logical_id: str, name: str, props: Mapping[str, Any]) -> str:
+    def table(self, name: str, props: Mapping[str, Any]) -> None:
         """Time to live and point-in-time recovery: moto's CloudFormation applies neither."""
         ttl = props.get("TimeToLiveSpecification")
         if ttl and _flag(ttl.get("Enabled")):
@@ -459,12 +441,6 @@ class _Creator:
             self.dynamodb.update_continuous_backups(
                 TableName=name, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
             )
-        description = self.dynamodb.describe_table(TableName=name)["Table"]
-        self.resolver.refs[logical_id] = name
-        self.resolver.attributes[(logical_id, "Arn")] = description["TableArn"]
-        if "LatestStreamArn" in description:
-            self.resolver.attributes[(logical_id, "StreamArn")] = description["LatestStreamArn"]
-        return name
 
     # -- Secrets Manager ----------------------------------------------------------------------------
 
@@ -487,8 +463,6 @@ class _Creator:
             arn = self.secretsmanager.describe_secret(SecretId=name)["ARN"]
             if explicit:
                 self.secretsmanager.put_secret_value(SecretId=arn, SecretString=value)
-        self.resolver.refs[logical_id] = arn
-        self.resolver.attributes[(logical_id, "Id")] = arn
         return arn
 
     def generated_secret_string(self, spec: Mapping[str, Any]) -> str:
@@ -667,26 +641,27 @@ def create_local_stack(
     if unknown:
         raise KeyError(f"no secrets {sorted(unknown)} in the template")
     creator = _Creator(resolver, region, endpoint_url)
-    buckets: dict[str, str] = {}
-    queues: dict[str, str] = {}
-    tables: dict[str, str] = {}
-    secret_arns: dict[str, str] = {}
+    # type -> logical id -> what Ref returns
+    created: dict[str, dict[str, str]] = {kind: {} for kind in (*STACK_TYPES, SECRETSMANAGER)}
     for logical_id, physical_id in creator.stack(template, stack_name).items():
-        resource = template["Resources"][logical_id]
+        kind = template["Resources"][logical_id]["Type"]
+        created[kind][logical_id] = creator.queue(physical_id) if kind == QUEUE else physical_id
+        resolver.refs[logical_id] = created[kind][logical_id]
+    for logical_id, resource in template["Resources"].items():  # what moto's CloudFormation leaves out
+        kind = resource.get("Type")
+        if kind not in (BUCKET, TABLE, SECRETSMANAGER) or not resolver.included(resource):
+            continue
         props: dict[str, Any] = resolver.resolve(resource.get("Properties", {}))
-        if resource["Type"] == BUCKET:
-            buckets[logical_id] = creator.bucket(logical_id, physical_id, props)
-        elif resource["Type"] == QUEUE:
-            queues[logical_id] = creator.queue(logical_id, physical_id)
+        if kind == BUCKET:
+            creator.bucket(created[BUCKET][logical_id], props)
+        elif kind == TABLE:
+            creator.table(created[TABLE][logical_id], props)
         else:
-            tables[logical_id] = creator.table(logical_id, physical_id, props)
-    for logical_id, resource in template["Resources"].items():
-        if resource.get("Type") == SECRETSMANAGER and resolver.included(resource):
-            props = resolver.resolve(resource.get("Properties", {}))
-            secret_arns[logical_id] = creator.secret(logical_id, props, (secrets or {}).get(logical_id))
-
+            arn = creator.secret(logical_id, props, (secrets or {}).get(logical_id))
+            created[SECRETSMANAGER][logical_id] = resolver.refs[logical_id] = arn
+    buckets, queues, tables = created[BUCKET], created[QUEUE], created[TABLE]
     work_queue, dead_letter_queue = _work_and_dead_letter_queues(resolver, queues)
-    queue_urls = {resolver.attributes[(logical_id, "Arn")]: url for logical_id, url in queues.items()}
+    queue_urls = {resolver.get_att(logical_id, "Arn"): url for logical_id, url in queues.items()}
     global_env = template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
     return LocalStack(
         stack_name=stack_name,
@@ -696,7 +671,7 @@ def create_local_stack(
         queue_url=work_queue,
         dlq_url=dead_letter_queue,
         tables=tables,
-        secrets=secret_arns,
+        secrets=created[SECRETSMANAGER],
         function_env=_environment(resolver, global_env),
         functions=function_specs(resolver, queue_urls),
         buckets=buckets,
@@ -707,7 +682,7 @@ def create_local_stack(
 
 def _work_and_dead_letter_queues(resolver: Resolver, queues: Mapping[str, str]) -> tuple[str, str]:
     """The queue with a redrive policy and the queue it redrives to."""
-    by_arn = {resolver.attributes[(logical_id, "Arn")]: url for logical_id, url in queues.items()}
+    by_arn = {resolver.get_att(logical_id, "Arn"): url for logical_id, url in queues.items()}
     for logical_id, url in queues.items():
         redrive = resolver.resources[logical_id].get("Properties", {}).get("RedrivePolicy")
         if redrive:

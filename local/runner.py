@@ -666,7 +666,7 @@ class LocalRunner:
             )
             self._seen_versions.add(put.get("VersionId") or put["ETag"])
         head = self._s3.head_object(Bucket=bucket, Key=key)
-        return self._notify_splitter(key, kind, _display_path(path), head)
+        return self._notify_splitter(key, kind, shown(path), head)
 
     def _notify_splitter(self, key: str, kind: str, display: str, head: Mapping[str, Any]) -> str:
         """The ``ObjectCreated:Put`` notification of an object just put, to the splitter (async)."""
@@ -1049,7 +1049,8 @@ def _kind_prefix(kind: str) -> str:
     return os.environ.get(prefix_var) or f"{kind}/"
 
 
-def _display_path(path: Path) -> str:
+def shown(path: Path) -> str:
+    """``path`` relative to the project when it is in it (as the demo and ``make up`` print paths)."""
     try:
         return str(path.resolve().relative_to(ROOT))
     except ValueError:
