@@ -31,7 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http import HTTPStatus
+from http.client import responses
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
@@ -463,7 +463,6 @@ class LocalRunner:
                 numthreads=32,
                 request_queue_size=1024,
             )  # a deep backlog: API Gateway does not refuse connections under a burst
-            self._callback_server.max_request_body_size = API_MAX_BODY_BYTES
             self._callback_server.prepare()
         except OSError as exc:
             raise RuntimeError(
@@ -983,7 +982,7 @@ def _proxy_response(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
 
 def callback_api(runner: LocalRunner) -> Callable[[dict[str, Any], Callable[..., Any]], list[bytes]]:
     """API Gateway in front of the callback, as a WSGI app (served by cheroot, as moto is: it reads
-    chunked bodies, answers 413 past ``API_MAX_BODY_BYTES`` and keeps connections alive). WSGI
+    chunked bodies and keeps connections alive); 413 past ``API_MAX_BODY_BYTES``. WSGI
     upper-cases header names and keeps a repeated header's last value (as the proxy event's
     ``headers`` does); the callback reads them case-insensitively."""
 
@@ -993,18 +992,22 @@ def callback_api(runner: LocalRunner) -> Callable[[dict[str, Any], Callable[...,
             for name, value in environ.items()
             if name.startswith("HTTP_") or name in ("CONTENT_TYPE", "CONTENT_LENGTH")
         ]
-        status, out, payload = runner.handle_api_request(
-            environ["REQUEST_METHOD"],
-            environ.get("REQUEST_URI") or environ.get("PATH_INFO", "/"),
-            headers,
-            environ["wsgi.input"].read(),
-            environ.get("REMOTE_ADDR", ""),
-        )
+        body = environ["wsgi.input"].read(API_MAX_BODY_BYTES + 1)
+        if len(body) > API_MAX_BODY_BYTES:  # API Gateway's answer (cheroot's own 413 is not its JSON)
+            status, out, payload = _api_error(413, "Request Too Long")  # cheroot then closes the connection
+        else:
+            status, out, payload = runner.handle_api_request(
+                environ["REQUEST_METHOD"],
+                environ.get("REQUEST_URI") or environ.get("PATH_INFO", "/"),
+                headers,
+                body,
+                environ.get("REMOTE_ADDR", ""),
+            )
         kept = [
             (k, v) for k, v in out if k.lower() not in ("content-length", "connection", "transfer-encoding")
         ]
         start_response(
-            f"{status} {HTTPStatus(status).phrase}", [*kept, ("Content-Length", str(len(payload)))]
+            f"{status} {responses.get(status, 'Unknown')}", [*kept, ("Content-Length", str(len(payload)))]
         )
         return [payload]
 
