@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from local.runner import ROOT, RunnerOptions, Snapshot, iter_input_files
+from local.runner import ROOT, RunnerOptions, Snapshot, iter_input_files, shown
 from verifyfeed_cli.output import table
 
 STATE_DIR = ROOT / ".local-state"
@@ -55,6 +55,9 @@ _NOT_PASSED_ON = frozenset(
         "UPSTREAM_API_KEY",
         "CALLBACK_SECRET",
         "CALLBACK_PREVIOUS_SECRET",
+        "IDENTITY_PEPPER_PARAM",
+        "IDENTITY_PEPPER",
+        "IDENTITY_PREVIOUS_PEPPER",
         "CLOCK_NOW",
     }
 )
@@ -161,7 +164,7 @@ def result_json(snap: Snapshot, problems: list[str], reports: list[tuple[str, Pa
         "ledger": snap.ledger,
         "queues": snap.queues,
         "invocations": snap.invocations,
-        "reports": [{"s3": uri, "local": _shown(path)} for uri, path in reports],
+        "reports": [{"s3": uri, "local": shown(path)} for uri, path in reports],
         "settled": not problems,
         "problems": problems,
     }
@@ -194,8 +197,8 @@ def result_table(
         lines += [f"  {job.file}: {note}" for note in facts.get(job.key, {}).get("notes", [])]
     lines.append("")
     order = ("submitting", "pending", "passed", "rejected", "failed", "unknown")
-    shown = [s for s in order if s in snap.audits] + [s for s in snap.audits if s not in order]
-    lines.append("Audits:   " + ", ".join(f"{snap.audits[s]} {s}" for s in shown))
+    listed = [s for s in order if s in snap.audits] + [s for s in snap.audits if s not in order]
+    lines.append("Audits:   " + ", ".join(f"{snap.audits[s]} {s}" for s in listed))
     ledger = snap.ledger
     if ledger is None:
         lines.append("Ledger:   not available (UPSTREAM_URL is not the built-in sandbox)")
@@ -221,18 +224,11 @@ def result_table(
     lines.append(f"Invoked:  {calls}")
     if reports:
         lines.append("Reports:")
-        lines += [f"  {uri}\n    -> {_shown(path)}" for uri, path in reports]
-    lines.append(f"Logs:     {_shown(LOG_FILE)}")
+        lines += [f"  {uri}\n    -> {shown(path)}" for uri, path in reports]
+    lines.append(f"Logs:     {shown(LOG_FILE)}")
     if problems:
         lines += ["", "NOT SETTLED:"] + [f"  - {p}" for p in problems]
     return "\n".join(lines)
-
-
-def _shown(path: Path) -> str:
-    try:
-        return str(path.relative_to(ROOT))
-    except ValueError:
-        return str(path)
 
 
 # ---- main --------------------------------------------------------------------------------------
@@ -273,7 +269,7 @@ def run(options: DemoOptions, out: IO[str]) -> int:
     try:
         say("demo: starting moto, the sandbox and the functions ...")
         runner.start()
-        say(f"demo: upstream {runner.upstream_url}, callbacks {runner.callback_url}, logs {_shown(LOG_FILE)}")
+        say(f"demo: upstream {runner.upstream_url}, callbacks {runner.callback_url}, logs {shown(LOG_FILE)}")
         for path, kind in kinds.items():
             key = runner.submit_file(path, kind)
             say(f"demo: uploaded {path.name} as {kind} (s3 key {key})")
@@ -297,7 +293,7 @@ def run(options: DemoOptions, out: IO[str]) -> int:
         return 130
     except Exception as exc:
         logging.getLogger("local.demo").exception("demo failed")
-        say(f"demo: failed: {type(exc).__name__}: {exc} (see {_shown(LOG_FILE)})")
+        say(f"demo: failed: {type(exc).__name__}: {exc} (see {shown(LOG_FILE)})")
         return _fail(out, options.as_json, f"{type(exc).__name__}: {exc}")
     finally:
         say("demo: stopping ...")

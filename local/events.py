@@ -8,6 +8,8 @@
   treat as binary arrive base64-encoded with ``isBase64Encoded`` set.
 - ``scheduled_event``: an EventBridge ``Scheduled Event``.
 
+Each builder starts from its function's sample in ``events/`` (what ``sam local invoke -e`` takes)
+and sets the fields of this one event, so the fixed parts of a shape are written once, in the sample.
 Hand-written because no library builds them: Powertools' data classes only read events, and SAM
 CLI's ``generate-event`` templates are not a library (nor a dependency: it lives in its own venv).
 """
@@ -16,10 +18,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import secrets
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from time import time_ns
 from typing import Any
 from urllib.parse import parse_qsl, quote_plus
@@ -29,7 +33,14 @@ from local.lambda_context import LOCAL_ACCOUNT_ID, LOCAL_REGION
 SqsMessage = Mapping[str, Any]  # one entry of ``ReceiveMessage``'s ``Messages``
 Headers = Mapping[str, str] | Sequence[tuple[str, str]]
 
+SAMPLES = Path(__file__).resolve().parent.parent / "events"
 _TEXT_TYPES = ("application/json", "application/x-www-form-urlencoded", "application/xml", "text/")
+
+
+def sample(name: str) -> dict[str, Any]:
+    """``events/<name>.json``: the sample event of the splitter, uploader, callback or poller."""
+    loaded: dict[str, Any] = json.loads((SAMPLES / f"{name}.json").read_text(encoding="utf-8"))
+    return loaded
 
 
 def iso_millis(at: datetime) -> str:
@@ -55,34 +66,19 @@ def s3_put_event(
 ) -> dict[str, Any]:
     at = event_time or datetime.now(UTC)
     request_id = request_id or secrets.token_hex(8).upper()
+    event = sample("splitter")
+    record = event["Records"][0]
+    record.update(awsRegion=region, eventTime=iso_millis(at))
+    record["responseElements"] = {
+        "x-amz-request-id": request_id,
+        "x-amz-id-2": base64.b64encode(hashlib.sha384(request_id.encode()).digest()).decode(),
+    }
+    record["s3"]["bucket"].update(name=bucket, arn=f"arn:aws:s3:::{bucket}")
     obj: dict[str, Any] = {"key": s3_event_key(key), "size": size, "eTag": etag.strip('"')}
     if version_id and version_id != "null":
         obj["versionId"] = version_id
-    obj["sequencer"] = sequencer
-    record = {
-        "eventVersion": "2.1",
-        "eventSource": "aws:s3",
-        "awsRegion": region,
-        "eventTime": iso_millis(at),
-        "eventName": "ObjectCreated:Put",
-        "userIdentity": {"principalId": "AWS:AIDAJDPLRKLG7UEXAMPLE"},
-        "requestParameters": {"sourceIPAddress": "127.0.0.1"},
-        "responseElements": {
-            "x-amz-request-id": request_id,
-            "x-amz-id-2": base64.b64encode(hashlib.sha384(request_id.encode()).digest()).decode(),
-        },
-        "s3": {
-            "s3SchemaVersion": "1.0",
-            "configurationId": "verifyfeed-ingest",
-            "bucket": {
-                "name": bucket,
-                "ownerIdentity": {"principalId": "A3NL1KOZZKExample"},
-                "arn": f"arn:aws:s3:::{bucket}",
-            },
-            "object": obj,
-        },
-    }
-    return {"Records": [record]}
+    record["s3"]["object"] = {**obj, "sequencer": sequencer}
+    return event
 
 
 def s3_sequencer(at_ns: int | None = None) -> str:
@@ -199,51 +195,34 @@ def api_gateway_proxy_event(
     at = request_time or datetime.now(UTC)
     request_id = request_id or str(uuid.uuid4())
     derived = hashlib.sha256(request_id.encode()).digest()
-    api_id = "localapi01"
-    resource_path = resource or path_only
-    return {
-        "resource": resource_path,
-        "path": path_only,
-        "httpMethod": method.upper(),
-        "headers": single,
-        "multiValueHeaders": multi,
-        "queryStringParameters": query_single,
-        "multiValueQueryStringParameters": query_multi,
-        "pathParameters": None,
-        "stageVariables": None,
-        "requestContext": {
-            "accountId": LOCAL_ACCOUNT_ID,
-            "apiId": api_id,
-            "domainName": f"{api_id}.execute-api.{LOCAL_REGION}.amazonaws.com",
-            "domainPrefix": api_id,
-            "extendedRequestId": base64.b64encode(derived[:6]).decode(),
-            "httpMethod": method.upper(),
-            "identity": {
-                "accessKey": None,
-                "accountId": None,
-                "caller": None,
-                "cognitoAuthenticationProvider": None,
-                "cognitoAuthenticationType": None,
-                "cognitoIdentityId": None,
-                "cognitoIdentityPoolId": None,
-                "principalOrgId": None,
-                "sourceIp": source_ip,
-                "user": None,
-                "userAgent": next((v for k, v in pairs if k.lower() == "user-agent"), None),
-                "userArn": None,
-            },
-            "path": f"/{stage}{path_only}",
-            "protocol": "HTTP/1.1",
-            "requestId": request_id,
-            "requestTime": at.astimezone(UTC).strftime("%d/%b/%Y:%H:%M:%S +0000"),
-            "requestTimeEpoch": int(at.timestamp() * 1000),
-            "resourceId": derived[6:9].hex(),
-            "resourcePath": resource_path,
-            "stage": stage,
-        },
-        "body": body_out,
-        "isBase64Encoded": encoded,
-    }
+    event = sample("callback")
+    context = event["requestContext"]
+    context["identity"].update(
+        sourceIp=source_ip, userAgent=next((v for k, v in pairs if k.lower() == "user-agent"), None)
+    )
+    context.update(
+        extendedRequestId=base64.b64encode(derived[:6]).decode(),
+        httpMethod=method.upper(),
+        path=f"/{stage}{path_only}",
+        requestId=request_id,
+        requestTime=at.astimezone(UTC).strftime("%d/%b/%Y:%H:%M:%S +0000"),
+        requestTimeEpoch=int(at.timestamp() * 1000),
+        resourceId=derived[6:9].hex(),
+        resourcePath=resource or path_only,
+        stage=stage,
+    )
+    event.update(
+        resource=resource or path_only,
+        path=path_only,
+        httpMethod=method.upper(),
+        headers=single,
+        multiValueHeaders=multi,
+        queryStringParameters=query_single,
+        multiValueQueryStringParameters=query_multi,
+        body=body_out,
+        isBase64Encoded=encoded,
+    )
+    return event
 
 
 def scheduled_event(
@@ -254,13 +233,9 @@ def scheduled_event(
 ) -> dict[str, Any]:
     at = (time or datetime.now(UTC)).astimezone(UTC)
     return {
-        "version": "0",
+        **sample("poller"),
         "id": event_id or str(uuid.uuid4()),
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "account": LOCAL_ACCOUNT_ID,
         "time": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "region": region,
         "resources": [f"arn:aws:events:{region}:{LOCAL_ACCOUNT_ID}:rule/{rule_name}"],
-        "detail": {},
     }

@@ -9,13 +9,18 @@ a bucket's versioning, public access block and lifecycle, a table's TTL and poin
 (moto has no CloudFormation support for them; a ``GenerateSecretString`` is made by the service's
 own ``GetRandomPassword``).
 
-``Resolver`` stays hand-written: the functions' environment, timeouts and event sources
-(``FunctionSpec``) refer to functions, an API and secrets that moto's CloudFormation cannot hold,
-and moto serves CloudFormation over HTTP only (its outputs are strings), so they are resolved here
-against the physical names moto gave; tests/reliability/test_security.py reads the template through
-it too, with no moto at all. samtranslator is not used: expanding ``AWS::Serverless::Function``
-into Lambda, event-source-mapping and permission resources would only make the events harder to
-read back, and SAM's ``Globals`` merge is the one rule it would replace (``_merged_function_properties``).
+``Resolver`` evaluates the intrinsics (``Ref``, ``Fn::Sub``, ``Fn::GetAtt``, ``Fn::If``, the
+conditions ...) with moto's CloudFormation evaluator (``clean_json``, ``parse_condition``), called
+in this process: the functions' environment, timeouts and event sources (``FunctionSpec``) refer to
+functions, an API and secrets that moto's CloudFormation cannot hold, and moto serves
+CloudFormation over HTTP only (its outputs are strings), so what each name stands for stays
+hand-written (``Resolver.ref``, ``Resolver.get_att``: the physical names moto gave, else a
+stand-in); tests/reliability/test_security.py reads the template through it too, with no moto
+server at all. samtranslator is not used: expanding ``AWS::Serverless::Function`` into Lambda,
+event-source-mapping and permission resources would only make the events harder to read back
+(moto's CloudFormation leaves out S3 notifications, ephemeral storage and on-failure destinations,
+so they would still be read from the template), and SAM's ``Globals`` merge is the one rule it
+would replace (``_merged_function_properties``).
 
 Physical names: a resource's explicit name (``BucketName``, ``QueueName``, ``TableName``, ``Name``)
 resolved with the fake account id and the region, else ``<stack_name>-<LogicalId>`` (lower-cased for
@@ -28,15 +33,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Final
 
 import boto3
 import cfnlint.decode
 from botocore.exceptions import ClientError
+from moto.cloudformation.parsing import LazyDict, clean_json, parse_condition
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudformation import CloudFormationClient
@@ -69,9 +75,6 @@ _PASSWORD_FLAGS: Final = (
     "RequireEachIncludedType",
 )
 
-_SUB_VARIABLE = re.compile(r"\$\{([^}]+)\}")
-
-
 # --------------------------------------------------------------------------------------------------
 # Reading the template
 # --------------------------------------------------------------------------------------------------
@@ -93,31 +96,17 @@ def load_template(path: str | os.PathLike[str] = DEFAULT_TEMPLATE) -> dict[str, 
 
 @dataclass(frozen=True)
 class EventSpec:
-    """One entry of a function's ``Events``, resolved; the fields that apply to its type are set."""
+    """One entry of a function's ``Events``: its type and its properties, resolved."""
 
     name: str
     type: str  # S3 | SQS | Api | Schedule | ...
     properties: dict[str, Any] = field(default_factory=dict)
-    # S3
-    bucket: str | None = None
-    s3_events: tuple[str, ...] = ()
-    prefix: str | None = None
-    suffix: str | None = None
-    # SQS
-    queue_arn: str | None = None
-    queue_url: str | None = None
-    batch_size: int | None = None
-    maximum_batching_window_s: int = 0
-    maximum_concurrency: int | None = None
-    report_batch_item_failures: bool = False
-    # Api
-    path: str | None = None
-    method: str | None = None
-    rest_api: str | None = None
-    stage: str | None = None
-    # Schedule
-    schedule: str | None = None
-    enabled: bool = True
+    stage: str | None = None  # Api: the stage of the API the route belongs to
+
+    def key_filter(self, name: str) -> str:
+        """S3: the value of the ``prefix`` or ``suffix`` rule of the key filter ("" if none)."""
+        rules = self.properties.get("Filter", {}).get("S3Key", {}).get("Rules", [])
+        return next((str(rule["Value"]) for rule in rules if str(rule["Name"]).lower() == name), "")
 
 
 @dataclass(frozen=True)
@@ -193,19 +182,16 @@ class _NoValue:
 
 NO_VALUE: Final = _NoValue()
 
-_SERVICE_OF_TYPE: Final = {
-    BUCKET: "s3",
-    QUEUE: "sqs",
-    TABLE: "dynamodb",
-    SECRETSMANAGER: "secretsmanager",
-    FUNCTION: "lambda",
-    "AWS::Lambda::Function": "lambda",
-    "AWS::Serverless::LayerVersion": "lambda",
-}
+# the service in the ARN of a type whose second word does not name it
+_SERVICE_OF_TYPE: Final = {"AWS::Serverless::LayerVersion": "lambda", "AWS::Serverless::Api": "apigateway"}
 
 
 class Resolver:
-    """Evaluates ``Ref``, ``Fn::Sub``, ``Fn::GetAtt``, ``Fn::If`` ... with local physical values."""
+    """Evaluates ``Ref``, ``Fn::Sub``, ``Fn::GetAtt``, ``Fn::If`` ... with local physical values.
+
+    The evaluation is moto's CloudFormation's own (``clean_json``, ``parse_condition``); what is
+    local is only what a name stands for (``ref``, ``get_att``): the parameters, the pseudo
+    parameters, and the names and ARNs of the resources created here (or a stand-in name)."""
 
     def __init__(
         self,
@@ -234,9 +220,7 @@ class Resolver:
         self.parameters = _parameter_values(template.get("Parameters", {}), parameters or {})
         self.refs: dict[str, str] = {}  # logical id -> what Ref returns, for created resources
         self.attributes: dict[tuple[str, str], str] = {}
-        self._conditions: dict[str, bool] = {}
-
-    # -- names --------------------------------------------------------------------------------------
+        self._names = _Names(self)
 
     def default_name(self, logical_id: str) -> str:
         return f"{self.stack_name}-{logical_id}"
@@ -250,6 +234,8 @@ class Resolver:
             return self.refs[name]
         if name in self.resources:  # not created locally (an API, a function): a stand-in name
             return self.default_name(name)
+        if name in self.template.get("Mappings", {}):
+            return self.template["Mappings"][name]
         if name in self.template.get("Parameters", {}):
             raise KeyError(f"parameter {name} has no Default and no value was given")
         raise KeyError(f"unknown reference {name!r}")
@@ -262,121 +248,66 @@ class Resolver:
             raise KeyError(f"Fn::GetAtt of unknown resource {logical_id!r}")
         physical = str(self.ref(logical_id))
         kind = resource.get("Type", "")
+        name = physical.rsplit("/", 1)[-1]  # a queue's Ref is its URL
         if attribute == "Arn":
-            if kind == BUCKET:
-                return f"arn:{PARTITION}:s3:::{physical}"
-            if kind == TABLE:
-                return f"arn:{PARTITION}:dynamodb:{self.region}:{self.account_id}:table/{physical}"
-            if kind in (FUNCTION, "AWS::Lambda::Function"):
-                return f"arn:{PARTITION}:lambda:{self.region}:{self.account_id}:function:{physical}"
+            where = f"{PARTITION}:{{}}:{self.region}:{self.account_id}"
+            arns = {
+                BUCKET: f"arn:{PARTITION}:s3:::{physical}",
+                TABLE: f"arn:{where.format('dynamodb')}:table/{physical}",
+                QUEUE: f"arn:{where.format('sqs')}:{name}",
+                FUNCTION: f"arn:{where.format('lambda')}:function:{physical}",
+                "AWS::Lambda::Function": f"arn:{where.format('lambda')}:function:{physical}",
+            }
             service = _SERVICE_OF_TYPE.get(kind, kind.split("::")[1].lower() if "::" in kind else "local")
-            return f"arn:{PARTITION}:{service}:{self.region}:{self.account_id}:{physical}"
-        if kind == QUEUE and attribute == "QueueName":
-            return physical.rsplit("/", 1)[-1]
-        if kind == QUEUE and attribute == "QueueUrl":
-            return physical
+            return arns.get(kind, f"arn:{where.format(service)}:{physical}")
+        if kind == QUEUE and attribute in ("QueueName", "QueueUrl"):
+            return name if attribute == "QueueName" else physical
         return f"{physical}.{attribute}"
 
-    # -- conditions ---------------------------------------------------------------------------------
-
     def condition(self, name: str) -> bool:
-        if name not in self._conditions:
-            conditions = self.template.get("Conditions", {})
-            if name not in conditions:
-                raise KeyError(f"unknown condition {name!r}")
-            self._conditions[name] = self._truth(conditions[name])
-        return self._conditions[name]
-
-    def _truth(self, node: Any) -> bool:
-        if isinstance(node, bool):
-            return node
-        if isinstance(node, dict) and len(node) == 1:
-            ((key, arg),) = node.items()
-            if key == "Condition":
-                return self.condition(arg)
-            if key == "Fn::Equals":
-                left, right = (self.resolve(item) for item in arg)
-                return _text(left) == _text(right)
-            if key == "Fn::Not":
-                return not self._truth(arg[0])
-            if key == "Fn::And":
-                return all(self._truth(item) for item in arg)
-            if key == "Fn::Or":
-                return any(self._truth(item) for item in arg)
-        raise ValueError(f"not a condition: {node!r}")
+        if name not in self._names.lazy_condition_map:
+            raise KeyError(f"unknown condition {name!r}")
+        return bool(self._names.lazy_condition_map[name])
 
     def included(self, resource: Mapping[str, Any]) -> bool:
         name = resource.get("Condition")
         return True if name is None else self.condition(name)
 
-    # -- values -------------------------------------------------------------------------------------
-
     def resolve(self, node: Any) -> Any:
-        if isinstance(node, list):
-            items = (self.resolve(item) for item in node)
-            return [item for item in items if item is not NO_VALUE]
-        if isinstance(node, dict):
-            if len(node) == 1:
-                ((key, arg),) = node.items()
-                if key == "Ref":
-                    return self.ref(arg)
-                if key.startswith("Fn::"):
-                    return self._function(key, arg)
-            pairs = ((key, self.resolve(value)) for key, value in node.items())
-            return {key: value for key, value in pairs if value is not NO_VALUE}
-        return node
+        return _without_no_value(clean_json(node, self._names))  # type: ignore[arg-type]
 
-    def _function(self, name: str, arg: Any) -> Any:
-        handlers: dict[str, Callable[[Any], Any]] = {
-            "Fn::Sub": self._sub,
-            "Fn::GetAtt": self._get_att,
-            "Fn::Join": lambda a: str(a[0]).join(_text(item) for item in self.resolve(a[1])),
-            "Fn::Select": lambda a: self.resolve(a[1])[int(self.resolve(a[0]))],
-            "Fn::Split": lambda a: _text(self.resolve(a[1])).split(str(a[0])),
-            "Fn::If": lambda a: self.resolve(a[1] if self.condition(a[0]) else a[2]),
-            "Fn::Equals": lambda a: self._truth({name: a}),
-            "Fn::Not": lambda a: self._truth({name: a}),
-            "Fn::And": lambda a: self._truth({name: a}),
-            "Fn::Or": lambda a: self._truth({name: a}),
-            "Fn::GetAZs": lambda a: [f"{self.resolve(a) or self.region}{zone}" for zone in "abc"],
-            "Fn::Base64": lambda a: self.resolve(a),
-            "Fn::FindInMap": self._find_in_map,
-            "Fn::ToJsonString": lambda a: json.dumps(self.resolve(a), separators=(",", ":")),
-            "Fn::Length": lambda a: len(self.resolve(a)),
-        }
-        if name not in handlers:
-            raise ValueError(f"{name} cannot be resolved locally")
-        return handlers[name](arg)
 
-    def _get_att(self, arg: Any) -> Any:
-        if isinstance(arg, str):
-            logical_id, _, attribute = arg.partition(".")
-        else:
-            logical_id, attribute = arg[0], self.resolve(arg[1])
-        return self.get_att(logical_id, str(attribute))
+class _Names(dict[str, Any]):
+    """What moto's evaluator looks names up in (a ``ResourceMap`` in moto): ``[name]`` for ``Ref``,
+    ``.get(name)`` for ``Fn::GetAtt``, ``lazy_condition_map`` for the conditions."""
 
-    def _sub(self, arg: Any) -> str:
-        if isinstance(arg, list):
-            text, variables = str(arg[0]), {k: self.resolve(v) for k, v in arg[1].items()}
-        else:
-            text, variables = str(arg), {}
+    def __init__(self, resolver: Resolver) -> None:
+        super().__init__()
+        self.resolver = resolver
+        self.lazy_condition_map = LazyDict()
+        for name, condition in resolver.template.get("Conditions", {}).items():
+            self.lazy_condition_map[name] = partial(parse_condition, condition, self, self.lazy_condition_map)  # type: ignore[arg-type]
 
-        def replace(match: re.Match[str]) -> str:
-            name = match.group(1).strip()
-            if name.startswith("!"):
-                return "${" + name[1:] + "}"
-            if name in variables:
-                return _text(variables[name])
-            if "." in name and not name.startswith("AWS::"):
-                logical_id, _, attribute = name.partition(".")
-                return _text(self.get_att(logical_id, attribute))
-            return _text(self.ref(name))
+    def __getitem__(self, name: str) -> Any:
+        return self.resolver.ref(name)
 
-        return _SUB_VARIABLE.sub(replace, text)
+    def get(self, name: str, default: Any = None) -> Any:
+        resolver = self.resolver
+        return _Attributes(partial(resolver.get_att, name)) if name in resolver.resources else default
 
-    def _find_in_map(self, arg: Any) -> Any:
-        name, top, second = (self.resolve(item) for item in arg[:3])
-        return self.template["Mappings"][name][top][second]
+
+@dataclass(frozen=True)
+class _Attributes:
+    get_cfn_attribute: Callable[[str], Any]
+
+
+def _without_no_value(value: Any) -> Any:
+    """``AWS::NoValue`` removed from lists and maps (a property set to it is not set)."""
+    if isinstance(value, list):
+        return [_without_no_value(item) for item in value if item is not NO_VALUE]
+    if isinstance(value, dict):
+        return {key: _without_no_value(item) for key, item in value.items() if item is not NO_VALUE}
+    return value
 
 
 def _text(value: Any) -> str:
@@ -476,7 +407,7 @@ class _Creator:
             if r["LogicalResourceId"] in resources
         }
 
-    def bucket(self, logical_id: str, name: str, props: Mapping[str, Any]) -> str:
+    def bucket(self, name: str, props: Mapping[str, Any]) -> None:
         """Versioning, the public access block and the lifecycle rules: moto's CloudFormation applies
         only a bucket's encryption."""
         status = props.get("VersioningConfiguration", {}).get("Status")
@@ -490,24 +421,12 @@ class _Creator:
             self.s3.put_bucket_lifecycle_configuration(
                 Bucket=name, LifecycleConfiguration={"Rules": _lifecycle_rules(rules)}
             )
-        self.resolver.refs[logical_id] = name
-        self.resolver.attributes[(logical_id, "Arn")] = f"arn:{PARTITION}:s3:::{name}"
-        return name
 
-    def queue(self, logical_id: str, physical_id: str) -> str:
+    def queue(self, physical_id: str) -> str:
         """The queue's URL at the endpoint (moto's CloudFormation gives an amazonaws.com one)."""
-        name = physical_id.rsplit("/", 1)[-1]
-        url = self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
-        arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-            "QueueArn"
-        ]
-        self.resolver.refs[logical_id] = url
-        self.resolver.attributes[(logical_id, "Arn")] = arn
-        self.resolver.attributes[(logical_id, "QueueName")] = name
-        self.resolver.attributes[(logical_id, "QueueUrl")] = url
-        return url
+        return self.sqs.get_queue_url(QueueName=physical_id.rsplit("/", 1)[-1])["QueueUrl"]
 
-    def table(self, logical_id: str, name: str, props: Mapping[str, Any]) -> str:
+    def table(self, name: str, props: Mapping[str, Any]) -> None:
         """Time to live and point-in-time recovery: moto's CloudFormation applies neither."""
         ttl = props.get("TimeToLiveSpecification")
         if ttl and _flag(ttl.get("Enabled")):
@@ -522,12 +441,6 @@ class _Creator:
             self.dynamodb.update_continuous_backups(
                 TableName=name, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
             )
-        description = self.dynamodb.describe_table(TableName=name)["Table"]
-        self.resolver.refs[logical_id] = name
-        self.resolver.attributes[(logical_id, "Arn")] = description["TableArn"]
-        if "LatestStreamArn" in description:
-            self.resolver.attributes[(logical_id, "StreamArn")] = description["LatestStreamArn"]
-        return name
 
     # -- Secrets Manager ----------------------------------------------------------------------------
 
@@ -550,8 +463,6 @@ class _Creator:
             arn = self.secretsmanager.describe_secret(SecretId=name)["ARN"]
             if explicit:
                 self.secretsmanager.put_secret_value(SecretId=arn, SecretString=value)
-        self.resolver.refs[logical_id] = arn
-        self.resolver.attributes[(logical_id, "Id")] = arn
         return arn
 
     def generated_secret_string(self, spec: Mapping[str, Any]) -> str:
@@ -643,49 +554,12 @@ def _environment(resolver: Resolver, variables: Mapping[str, Any]) -> dict[str, 
     return {name: _text(value) for name, value in resolved.items()}
 
 
-def _event_spec(
-    resolver: Resolver, name: str, event: Mapping[str, Any], queue_urls: Mapping[str, str]
-) -> EventSpec:
-    kind = str(event.get("Type", ""))
-    props: dict[str, Any] = resolver.resolve(event.get("Properties", {}))
-    fields: dict[str, Any] = {}
-    if kind == "S3":
-        events = props.get("Events", [])
-        fields["bucket"] = props.get("Bucket")
-        fields["s3_events"] = tuple([events] if isinstance(events, str) else events)
-        for rule in props.get("Filter", {}).get("S3Key", {}).get("Rules", []):
-            fields[str(rule["Name"]).lower()] = rule["Value"]
-    elif kind == "SQS":
-        arn = str(props.get("Queue", ""))
-        scaling = props.get("ScalingConfig", {})
-        fields.update(
-            queue_arn=arn,
-            queue_url=queue_urls.get(arn),
-            batch_size=int(props.get("BatchSize", 10)),
-            maximum_batching_window_s=int(props.get("MaximumBatchingWindowInSeconds", 0)),
-            maximum_concurrency=int(scaling["MaximumConcurrency"])
-            if "MaximumConcurrency" in scaling
-            else None,
-            report_batch_item_failures="ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
-        )
-    elif kind in ("Api", "HttpApi"):
-        api_ref = event.get("Properties", {}).get("RestApiId") or event.get("Properties", {}).get("ApiId")
-        stage: Any = None
-        if isinstance(api_ref, dict) and isinstance(api_ref.get("Ref"), str):
-            api = resolver.resources.get(api_ref["Ref"], {})
-            stage = resolver.resolve(api.get("Properties", {}).get("StageName"))
-        fields.update(
-            path=props.get("Path"),
-            method=str(props.get("Method", "")).upper() or None,
-            rest_api=_text(props["RestApiId"]) if "RestApiId" in props else None,
-            stage=stage,
-        )
-    elif kind in ("Schedule", "ScheduleV2"):
-        fields.update(
-            schedule=props.get("Schedule") or props.get("ScheduleExpression"),
-            enabled=_flag(props.get("Enabled", True)) and props.get("State", "ENABLED") != "DISABLED",
-        )
-    return EventSpec(name=name, type=kind, properties=props, **fields)
+def _event_spec(resolver: Resolver, name: str, event: Mapping[str, Any]) -> EventSpec:
+    api = event.get("Properties", {}).get("RestApiId")
+    stage = None
+    if isinstance(api, dict) and isinstance(api.get("Ref"), str):  # the stage is the API's
+        stage = resolver.resolve(resolver.resources[api["Ref"]].get("Properties", {}).get("StageName"))
+    return EventSpec(name, str(event.get("Type", "")), resolver.resolve(event.get("Properties", {})), stage)
 
 
 def _handler_path(code_uri: str, handler: str) -> tuple[str, str]:
@@ -716,10 +590,7 @@ def function_specs(resolver: Resolver, queue_urls: Mapping[str, str]) -> dict[st
             memory_mb=int(resolver.resolve(props.get("MemorySize", 128))),
             ephemeral_storage_mb=int(resolver.resolve(props.get("EphemeralStorage", {}).get("Size", 512))),
             env=_environment(resolver, own.get("Environment", {}).get("Variables", {})),
-            events=tuple(
-                _event_spec(resolver, name, event, queue_urls)
-                for name, event in own.get("Events", {}).items()
-            ),
+            events=tuple(_event_spec(resolver, name, event) for name, event in own.get("Events", {}).items()),
             on_failure_queue_url=_on_failure_queue(resolver, own, queue_urls),
         )
     return specs
@@ -770,26 +641,27 @@ def create_local_stack(
     if unknown:
         raise KeyError(f"no secrets {sorted(unknown)} in the template")
     creator = _Creator(resolver, region, endpoint_url)
-    buckets: dict[str, str] = {}
-    queues: dict[str, str] = {}
-    tables: dict[str, str] = {}
-    secret_arns: dict[str, str] = {}
+    # type -> logical id -> what Ref returns
+    created: dict[str, dict[str, str]] = {kind: {} for kind in (*STACK_TYPES, SECRETSMANAGER)}
     for logical_id, physical_id in creator.stack(template, stack_name).items():
-        resource = template["Resources"][logical_id]
+        kind = template["Resources"][logical_id]["Type"]
+        created[kind][logical_id] = creator.queue(physical_id) if kind == QUEUE else physical_id
+        resolver.refs[logical_id] = created[kind][logical_id]
+    for logical_id, resource in template["Resources"].items():  # what moto's CloudFormation leaves out
+        kind = resource.get("Type")
+        if kind not in (BUCKET, TABLE, SECRETSMANAGER) or not resolver.included(resource):
+            continue
         props: dict[str, Any] = resolver.resolve(resource.get("Properties", {}))
-        if resource["Type"] == BUCKET:
-            buckets[logical_id] = creator.bucket(logical_id, physical_id, props)
-        elif resource["Type"] == QUEUE:
-            queues[logical_id] = creator.queue(logical_id, physical_id)
+        if kind == BUCKET:
+            creator.bucket(created[BUCKET][logical_id], props)
+        elif kind == TABLE:
+            creator.table(created[TABLE][logical_id], props)
         else:
-            tables[logical_id] = creator.table(logical_id, physical_id, props)
-    for logical_id, resource in template["Resources"].items():
-        if resource.get("Type") == SECRETSMANAGER and resolver.included(resource):
-            props = resolver.resolve(resource.get("Properties", {}))
-            secret_arns[logical_id] = creator.secret(logical_id, props, (secrets or {}).get(logical_id))
-
+            arn = creator.secret(logical_id, props, (secrets or {}).get(logical_id))
+            created[SECRETSMANAGER][logical_id] = resolver.refs[logical_id] = arn
+    buckets, queues, tables = created[BUCKET], created[QUEUE], created[TABLE]
     work_queue, dead_letter_queue = _work_and_dead_letter_queues(resolver, queues)
-    queue_urls = {resolver.attributes[(logical_id, "Arn")]: url for logical_id, url in queues.items()}
+    queue_urls = {resolver.get_att(logical_id, "Arn"): url for logical_id, url in queues.items()}
     global_env = template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
     return LocalStack(
         stack_name=stack_name,
@@ -799,7 +671,7 @@ def create_local_stack(
         queue_url=work_queue,
         dlq_url=dead_letter_queue,
         tables=tables,
-        secrets=secret_arns,
+        secrets=created[SECRETSMANAGER],
         function_env=_environment(resolver, global_env),
         functions=function_specs(resolver, queue_urls),
         buckets=buckets,
@@ -810,7 +682,7 @@ def create_local_stack(
 
 def _work_and_dead_letter_queues(resolver: Resolver, queues: Mapping[str, str]) -> tuple[str, str]:
     """The queue with a redrive policy and the queue it redrives to."""
-    by_arn = {resolver.attributes[(logical_id, "Arn")]: url for logical_id, url in queues.items()}
+    by_arn = {resolver.get_att(logical_id, "Arn"): url for logical_id, url in queues.items()}
     for logical_id, url in queues.items():
         redrive = resolver.resources[logical_id].get("Properties", {}).get("RedrivePolicy")
         if redrive:

@@ -31,13 +31,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.client import responses
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 import boto3
+from cheroot import wsgi
 
 from local.events import (
     api_gateway_proxy_event,
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.type_defs import MessageTypeDef
 
-    from local.resources import EventSpec, FunctionSpec, LocalStack
+    from local.resources import FunctionSpec, LocalStack
     from sandbox.server import SandboxHandle
     from verifyfeed.store.jobs import JobStore
 
@@ -63,8 +64,6 @@ log = logging.getLogger("local.runner")
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("lost-repair", "carrier-audit")
-SETTLED_JOB_STATUSES = frozenset({"completed", "completed_with_errors", "rejected", "deferred"})
-OPEN_AUDIT_STATUSES = ("submitting", "pending")
 S3_ASYNC_RETRIES = 2  # Lambda retries a failed asynchronous invocation twice
 API_MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 
@@ -314,39 +313,22 @@ class JobView:
     # lost repair: each answered batch's serial number and whole answer envelope (its scalars)
     upstream_answers: list[dict[str, Any]] = field(default_factory=list)
 
-    @property
-    def rows_reconcile(self) -> bool:
-        c = self.counts
-        return c.rows_accepted + c.rows_rejected == c.rows_read
-
-    @property
-    def batches_settled(self) -> int:
-        c = self.counts
-        return (
-            c.batches_succeeded
-            + c.batches_failed
-            + c.batches_deferred
-            + c.batches_unknown
-            + c.batches_bisected
-        )
-
-    @property
-    def batches_reconcile(self) -> bool:
-        return self.batches_settled == self.counts.batches_total
-
     def problem(self) -> str | None:
+        """Why the job is not settled and accounted for, by the rules of the CLI's ``drop --wait``."""
+        from verifyfeed_cli.commands import SETTLED_JOB_STATUSES
+
+        c = self.counts
+        settled = c.batches_settled + c.batches_deferred
         if self.status == "missing":
             return f"{self.file}: no job was recorded for s3 key {self.key}"
-        c = self.counts
         if self.status not in SETTLED_JOB_STATUSES:
-            settled = f"{self.batches_settled}/{c.batches_total}"
-            return f"{self.file}: job still {self.status} ({settled} batches settled)"
-        if not self.rows_reconcile:
+            return f"{self.file}: job still {self.status} ({settled}/{c.batches_total} batches settled)"
+        if c.rows_accepted + c.rows_rejected != c.rows_read:
             return (
                 f"{self.file}: rows do not add up: {c.rows_accepted} accepted + "
                 f"{c.rows_rejected} rejected != {c.rows_read} read"
             )
-        if self.status != "rejected" and not self.batches_reconcile:
+        if self.status not in ("rejected", "dry_run") and settled != c.batches_total:
             return f"{self.file}: batches do not add up for a {self.status} job"
         return None
 
@@ -376,6 +358,8 @@ class Snapshot:
             found.append(f"{self.in_flight} S3 notification(s) still being processed")
         if self.batches_in_flight:
             found.append(f"{self.batches_in_flight} SQS batch(es) still being processed")
+        from verifyfeed_cli.commands import OPEN_AUDIT_STATUSES
+
         open_audits = {s: self.audits.get(s, 0) for s in OPEN_AUDIT_STATUSES if self.audits.get(s, 0)}
         if open_audits:
             found.append("audits not decided yet: " + ", ".join(f"{n} {s}" for s, n in open_audits.items()))
@@ -438,7 +422,7 @@ class LocalRunner:
         self._moto: Any = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._callback_server: _CallbackServer | None = None
+        self._callback_server: wsgi.Server | None = None
         self._async_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="s3-notify")
         self._async_futures: list[Future[None]] = []
         self._batches_in_flight = 0
@@ -473,7 +457,13 @@ class LocalRunner:
         self._start_aws()
         # bind first: the sandbox needs the callback URL; requests wait until the callback is loaded
         try:
-            self._callback_server = _CallbackServer((opts.callback_host, opts.callback_port), self)
+            self._callback_server = wsgi.Server(
+                (opts.callback_host, opts.callback_port),
+                callback_api(self),
+                numthreads=32,
+                request_queue_size=1024,
+            )  # a deep backlog: API Gateway does not refuse connections under a burst
+            self._callback_server.prepare()
         except OSError as exc:
             raise RuntimeError(
                 f"cannot listen for callbacks on {opts.callback_host}:{opts.callback_port} ({exc.strerror});"
@@ -492,9 +482,9 @@ class LocalRunner:
             },
         )
         callback = self._spec_for("callback")
-        api_path = _api_path(callback[1]) if callback else "/callbacks/carrier-audit"
-        server = self._callback_server
-        self.callback_url = f"http://{server.server_name}:{server.server_port}{api_path}"
+        _, api_path, _ = _api_route(callback[1] if callback else None, "")
+        host, port = self._callback_server.bind_addr[:2]
+        self.callback_url = f"http://{host}:{port}{api_path}"
 
         if opts.upstream_url:
             self.upstream_url = opts.upstream_url.rstrip("/")
@@ -524,11 +514,11 @@ class LocalRunner:
             QueueUrl=self.stack.queue_url, AttributeNames=["QueueArn"]
         )["Attributes"].get("QueueArn") or queue_arn_from_url(self.stack.queue_url)
 
-        self._spawn("callback-api", self._callback_server.serve_forever)
+        self._spawn("callback-api", self._callback_server.serve)
         uploader = self.functions.get("uploader")
         if uploader is not None:
-            source = _sqs_source(uploader.spec)
-            for n in range((source.maximum_concurrency if source else None) or 2):
+            scaling = _sqs_source(uploader.spec).get("ScalingConfig", {})
+            for n in range(int(scaling.get("MaximumConcurrency", 2))):
                 self._spawn(f"sqs-poller-{n}", self._poll_queue, uploader)
         poller = self.functions.get("poller")
         if poller is not None:
@@ -543,8 +533,7 @@ class LocalRunner:
                 future.result(timeout=30)
         self._async_pool.shutdown(wait=False, cancel_futures=True)
         if self._callback_server is not None:
-            self._callback_server.shutdown_if_serving()
-            self._callback_server.server_close()
+            self._callback_server.stop()
             self._callback_server = None
         for thread in self._threads:
             thread.join(timeout=10)
@@ -676,7 +665,7 @@ class LocalRunner:
             )
             self._seen_versions.add(put.get("VersionId") or put["ETag"])
         head = self._s3.head_object(Bucket=bucket, Key=key)
-        return self._notify_splitter(key, kind, _display_path(path), head)
+        return self._notify_splitter(key, kind, shown(path), head)
 
     def _notify_splitter(self, key: str, kind: str, display: str, head: Mapping[str, Any]) -> str:
         """The ``ObjectCreated:Put`` notification of an object just put, to the splitter (async)."""
@@ -712,7 +701,7 @@ class LocalRunner:
         assert self.stack is not None
         s3: S3Client = boto3.client("s3")
         splitter = self.functions["splitter"]
-        prefixes = sorted({t.prefix or "" for t in splitter.spec.s3_triggers}) or [""]
+        prefixes = sorted({t.key_filter("prefix") for t in splitter.spec.s3_triggers}) or [""]
         while not self._stop.wait(0.5):
             for prefix in prefixes:
                 try:
@@ -780,8 +769,8 @@ class LocalRunner:
         assert self.stack is not None
         sqs: SQSClient = boto3.client("sqs")  # a client per thread
         source = _sqs_source(uploader.spec)
-        batch_size = max(1, min(10, (source.batch_size if source else None) or 10))
-        partial = source.report_batch_item_failures if source else False
+        batch_size = max(1, min(10, int(source.get("BatchSize", 10))))
+        partial = "ReportBatchItemFailures" in source.get("FunctionResponseTypes", [])
         while not self._stop.is_set():
             try:
                 received = sqs.receive_message(
@@ -853,14 +842,13 @@ class LocalRunner:
         callback = self.functions.get("callback")
         if callback is None:
             return _api_error(503, "Service Unavailable")
-        api_path = _api_path(callback.spec)
-        stage = _api_stage(callback.spec, self.stack.parameters.get("Stage", "dev") if self.stack else "dev")
+        api_method, api_path, stage = _api_route(
+            callback.spec, self.stack.parameters.get("Stage", "dev") if self.stack else "dev"
+        )
         route = urlsplit(path).path
         if route.startswith(f"/{stage}/"):
             route = route.removeprefix(f"/{stage}")
-        if route.rstrip("/") != api_path.rstrip("/"):
-            return _api_error(403, "Missing Authentication Token")
-        if method != _api_method(callback.spec):
+        if route.rstrip("/") != api_path.rstrip("/") or method != api_method:
             return _api_error(403, "Missing Authentication Token")
         query = urlsplit(path).query
         event = api_gateway_proxy_event(
@@ -992,82 +980,38 @@ def _proxy_response(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
     return int(result.get("statusCode", 200)), headers, body
 
 
-# Hand-written rather than a WSGI server: API Gateway's proxy event carries each header as the
-# client sent it (its name's case; a repeated header in multiValueHeaders), which WSGI's environ
-# loses (one upper-cased key per name, repeats merged).
-class _CallbackServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 1024  # listen backlog: API Gateway does not refuse connections under a burst
+def callback_api(runner: LocalRunner) -> Callable[[dict[str, Any], Callable[..., Any]], list[bytes]]:
+    """API Gateway in front of the callback, as a WSGI app (served by cheroot, as moto is: it reads
+    chunked bodies and keeps connections alive); 413 past ``API_MAX_BODY_BYTES``. WSGI
+    upper-cases header names and keeps a repeated header's last value (as the proxy event's
+    ``headers`` does); the callback reads them case-insensitively."""
 
-    def __init__(self, address: tuple[str, int], runner: LocalRunner) -> None:
-        self.runner = runner
-        self._serving = False
-        super().__init__(address, _CallbackRequestHandler)
-
-    def server_bind(self) -> None:  # no reverse DNS lookup of the bound address
-        import socketserver
-
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
-
-    def serve_forever(self, poll_interval: float = 0.1) -> None:
-        self._serving = True
-        super().serve_forever(poll_interval)
-
-    def shutdown_if_serving(self) -> None:
-        if self._serving:
-            self.shutdown()
-
-
-class _CallbackRequestHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    server_version = "local-apigateway/1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("callback api: " + format, *args)
-
-    def _read_body(self) -> bytes | None:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks: list[bytes] = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    self.rfile.readline()
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-                if sum(map(len, chunks)) > API_MAX_BODY_BYTES:
-                    return None
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > API_MAX_BODY_BYTES:
-            return None
-        return self.rfile.read(length) if length else b""
-
-    def _handle(self) -> None:
-        server = cast(_CallbackServer, self.server)
-        body = self._read_body()
-        if body is None:
-            status, headers, payload = _api_error(413, "Request Too Long")
-            self.close_connection = True
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        headers = [
+            (name.removeprefix("HTTP_").replace("_", "-").title(), str(value))
+            for name, value in environ.items()
+            if name.startswith("HTTP_") or name in ("CONTENT_TYPE", "CONTENT_LENGTH")
+        ]
+        body = environ["wsgi.input"].read(API_MAX_BODY_BYTES + 1)
+        if len(body) > API_MAX_BODY_BYTES:  # API Gateway's answer (cheroot's own 413 is not its JSON)
+            status, out, payload = _api_error(413, "Request Too Long")  # cheroot then closes the connection
         else:
-            status, headers, payload = server.runner.handle_api_request(
-                self.command, self.path, list(self.headers.items()), body, self.client_address[0]
+            status, out, payload = runner.handle_api_request(
+                environ["REQUEST_METHOD"],
+                environ.get("REQUEST_URI") or environ.get("PATH_INFO", "/"),
+                headers,
+                body,
+                environ.get("REMOTE_ADDR", ""),
             )
-        try:
-            self.send_response(status)
-            for name, value in headers:
-                if name.lower() not in ("content-length", "connection", "transfer-encoding"):
-                    self.send_header(name, value)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-        except OSError:
-            self.close_connection = True
+        kept = [
+            (k, v) for k, v in out if k.lower() not in ("content-length", "connection", "transfer-encoding")
+        ]
+        start_response(
+            f"{status} {responses.get(status, 'Unknown')}", [*kept, ("Content-Length", str(len(payload)))]
+        )
+        return [payload]
 
-    do_POST = do_GET = do_PUT = do_DELETE = do_PATCH = _handle
+    return app
 
 
 # ---- reading FunctionSpec ----------------------------------------------------------------------
@@ -1087,32 +1031,20 @@ def _notifies(spec: FunctionSpec, key: str) -> bool:
     """Whether one of the function's S3 triggers (prefix/suffix filters) fires for ``key``."""
     triggers = spec.s3_triggers
     return not triggers or any(
-        key.startswith(t.prefix or "") and key.endswith(t.suffix or "") for t in triggers
+        key.startswith(t.key_filter("prefix")) and key.endswith(t.key_filter("suffix")) for t in triggers
     )
 
 
-def _sqs_source(spec: FunctionSpec) -> EventSpec | None:
-    return spec.sqs
+def _sqs_source(spec: FunctionSpec) -> dict[str, Any]:
+    return spec.sqs.properties if spec.sqs else {}
 
 
-def _api_route(spec: FunctionSpec) -> EventSpec | None:
-    routes = spec.api_routes
-    return routes[0] if routes else None
-
-
-def _api_path(spec: FunctionSpec) -> str:
-    route = _api_route(spec)
-    return (route.path if route else None) or "/callbacks/carrier-audit"
-
-
-def _api_method(spec: FunctionSpec) -> str:
-    route = _api_route(spec)
-    return ((route.method if route else None) or "POST").upper()
-
-
-def _api_stage(spec: FunctionSpec, default: str) -> str:
-    route = _api_route(spec)
-    return str((route.stage if route else None) or default)
+def _api_route(spec: FunctionSpec | None, stage: str) -> tuple[str, str, str]:
+    """The callback's route: (method, path, stage)."""
+    route = spec.api_routes[0] if spec and spec.api_routes else None
+    props = route.properties if route else {}
+    path = str(props.get("Path") or "/callbacks/carrier-audit")
+    return str(props.get("Method") or "POST").upper(), path, str((route.stage if route else None) or stage)
 
 
 def _kind_prefix(kind: str) -> str:
@@ -1120,7 +1052,8 @@ def _kind_prefix(kind: str) -> str:
     return os.environ.get(prefix_var) or f"{kind}/"
 
 
-def _display_path(path: Path) -> str:
+def shown(path: Path) -> str:
+    """``path`` relative to the project when it is in it (as the demo and ``make up`` print paths)."""
     try:
         return str(path.resolve().relative_to(ROOT))
     except ValueError:

@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from local.demo import DemoOptions, configure_logging, redirect_stdout, say
-from local.runner import ROOT, LocalRunner
+from local.runner import ROOT, LocalRunner, shown
+from verifyfeed_cli.target import running as alive
 
 DEFAULT_PORTS = {"AWS_PORT": 8795, "SANDBOX_PORT": 8796, "CALLBACK_PORT": 8797}
 STOP_TIMEOUT_S = 20.0
@@ -60,15 +61,6 @@ def read_state(folder: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def _is_ours(pid: int) -> bool:
@@ -186,11 +178,11 @@ def _wait_ready(
             print(describe(state, folder))
             return 0
         if child.poll() is not None:
-            say(f"up: the stack failed to start (exit code {child.returncode}); from {_shown(log_file)}:")
+            say(f"up: the stack failed to start (exit code {child.returncode}); from {shown(log_file)}:")
             say(_tail(log_file))
             return 1
         time.sleep(0.1)
-    say(f"up: not ready after {timeout_s:g} s; stopping it. From {_shown(log_file)}:")
+    say(f"up: not ready after {timeout_s:g} s; stopping it. From {shown(log_file)}:")
     _stop(child.pid, child)
     say(_tail(log_file))
     return 1
@@ -240,7 +232,7 @@ def describe(state: Mapping[str, Any], folder: Path) -> str:
         f"  tables       {state['jobs_table']}, {state['audits_table']}",
         f"  upstream     {state['upstream_url']}" + ("  (the sandbox)" if state.get("sandbox_url") else ""),
         f"  callbacks    {state['callback_url']}",
-        f"  state        {_shown(folder / 'stack.json')}; logs {_shown(Path(state['log']))}",
+        f"  state        {shown(folder / 'stack.json')}; logs {shown(Path(state['log']))}",
         "Try: .venv/bin/verifyfeed --local status; .venv/bin/verifyfeed drop FILE --wait; make down",
     ]
     return "\n".join(lines)
@@ -252,13 +244,6 @@ def _tail(path: Path, lines: int = 15) -> str:
     except OSError:
         return "  (no log)"
     return "\n".join("  " + line for line in text[-lines:])
-
-
-def _shown(path: Path) -> str:
-    try:
-        return str(path.relative_to(ROOT))
-    except ValueError:
-        return str(path)
 
 
 def main(argv: list[str]) -> int:

@@ -101,12 +101,13 @@ def local_state(cwd: Path | None = None) -> dict[str, Any] | None:
             state = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if isinstance(state, dict) and _running(state.get("pid")):
+        if isinstance(state, dict) and running(state.get("pid")):
             return state
     return None
 
 
-def _running(pid: object) -> bool:
+def running(pid: object) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:

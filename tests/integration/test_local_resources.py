@@ -144,20 +144,27 @@ def test_function_specs_come_from_the_template(stack: LocalStack) -> None:
         "lambda_handler",
     )
     assert (splitter.timeout_s, splitter.memory_mb, splitter.ephemeral_storage_mb) == (900, 1024, 2048)
-    assert {(e.bucket, e.prefix) for e in splitter.s3_triggers} == {
+    assert {(e.properties["Bucket"], e.key_filter("prefix")) for e in splitter.s3_triggers} == {
         (stack.bucket, "lost-repair/"),
         (stack.bucket, "carrier-audit/"),
         (stack.bucket, "dry-run/"),
     }
     uploader = functions["UploaderFunction"].sqs
     assert uploader is not None
-    assert (uploader.queue_url, uploader.batch_size, uploader.maximum_concurrency) == (stack.queue_url, 5, 5)
-    assert uploader.report_batch_item_failures and uploader.maximum_batching_window_s == 1
+    work_queue_arn = f"arn:aws:sqs:us-east-1:123456789012:{STACK}-WorkQueue"
+    assert (uploader.properties["Queue"], uploader.properties["BatchSize"]) == (work_queue_arn, 5)
+    assert uploader.properties["ScalingConfig"] == {"MaximumConcurrency": 5}
+    assert uploader.properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert uploader.properties["MaximumBatchingWindowInSeconds"] == 1
     assert functions["UploaderFunction"].timeout_s == 120
     (route,) = functions["CallbackFunction"].api_routes
-    assert (route.method, route.path, route.stage) == ("POST", "/callbacks/carrier-audit", "dev")
+    assert (route.properties["Method"], route.properties["Path"], route.stage) == (
+        "post",
+        "/callbacks/carrier-audit",
+        "dev",
+    )
     (schedule,) = functions["PollerFunction"].schedules
-    assert schedule.schedule == "rate(5 minutes)" and schedule.enabled
+    assert (schedule.properties["Schedule"], schedule.properties["Enabled"]) == ("rate(5 minutes)", True)
     assert stack.env_for("PollerFunction")["WORK_QUEUE_URL"] == stack.queue_url
 
 
