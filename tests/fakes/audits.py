@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from tests.fakes.jobs import REOPENABLE
 from verifyfeed.models.ids import iso
 from verifyfeed.models.records import (
     Audit,
@@ -35,9 +36,6 @@ class JobTable(Protocol):
 
     jobs: dict[str, Job]
     lock: threading.RLock
-
-
-_REOPENABLE = {JobStatus.UPLOADING, JobStatus.DEFERRED, JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS}
 
 
 class MemoryAuditStore:
@@ -199,7 +197,7 @@ class MemoryAuditStore:
         with self.lock:
             stored = self._current(audit, AuditStatus.UNKNOWN)
             job = self.jobs.jobs.get(audit.job_id)
-            if job is None or job.status not in _REOPENABLE:
+            if job is None or job.status not in REOPENABLE:
                 raise StaleAudit(audit.audit_key)
             change = {
                 "status": AuditStatus.SUBMITTING,

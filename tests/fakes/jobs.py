@@ -26,7 +26,8 @@ from verifyfeed.ports import BlobError, LedgerBusy, StaleTransition, StoreError
 # lists, the sort key batches are ordered by (as text: a seq above 999,999 sorts after the trees')
 from verifyfeed.store.jobs import COUNTER_FOR, LISTED_STATUSES, batch_sk
 
-_REOPENABLE = {JobStatus.UPLOADING, JobStatus.DEFERRED, JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS}
+# the job statuses an operator's re-drive may reopen (store/jobs.py, store/audits.py: "#s IN (...)")
+REOPENABLE = {JobStatus.UPLOADING, JobStatus.DEFERRED, JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS}
 
 
 class MemoryJobStore:
@@ -211,7 +212,7 @@ class MemoryJobStore:
                 stored is None
                 or (stored.status, stored.attempts) != (batch.status, batch.attempts)
                 or job is None
-                or job.status not in _REOPENABLE
+                or job.status not in REOPENABLE
             ):
                 raise StaleTransition(batch.batch_id)
             changes: dict[str, Any] = {
