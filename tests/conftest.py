@@ -11,6 +11,12 @@ from collections.abc import Iterator
 
 import pytest
 
+# The environment the test session was started with. Session fixtures point the process at moto
+# and set the functions' settings (tests/integration/conftest.py ``handler_env``) until the
+# session ends; a test that starts the product as a subprocess (tests/e2e) gives it this one, so
+# what it runs does not depend on which tests ran before it.
+ENV_AT_START: dict[str, str] = dict(os.environ)
+
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:

@@ -6,7 +6,6 @@ Each run takes several seconds; they are the proof that the two commands of the 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,12 +13,14 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import ENV_AT_START
+
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_demo(tmp_path: Path, **options: str) -> tuple[int, dict[str, Any], str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env = {k: v for k, v in ENV_AT_START.items() if not k.startswith("AWS_")}
     env.update(
         PYTHONPATH=f"{ROOT / 'layers/core/python'}:{ROOT}", JSON="1", CALLBACK_PORT="0", DEMO_TIMEOUT="300"
     )

@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from local.stack import alive
+from tests.conftest import ENV_AT_START
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,7 +73,7 @@ class Operator:
     def __init__(self, state_dir: Path, ports: dict[str, int]) -> None:
         self.state_dir = state_dir
         self.ports = ports
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        self.env = {k: v for k, v in ENV_AT_START.items() if not k.startswith("AWS_")}
         self.env.update({name: str(port) for name, port in ports.items()})
         self.env.update(VERIFYFEED_STATE_DIR=str(state_dir), POLL_SECONDS="1", UP_TIMEOUT="90")
 
