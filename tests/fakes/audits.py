@@ -16,9 +16,9 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from tests.fakes.jobs import REOPENABLE
 from verifyfeed.models.ids import iso
 from verifyfeed.models.records import (
+    REOPENABLE_JOB_STATUSES,
     Audit,
     AuditStatus,
     Job,
@@ -197,7 +197,7 @@ class MemoryAuditStore:
         with self.lock:
             stored = self._current(audit, AuditStatus.UNKNOWN)
             job = self.jobs.jobs.get(audit.job_id)
-            if job is None or job.status not in REOPENABLE:
+            if job is None or job.status not in REOPENABLE_JOB_STATUSES:
                 raise StaleAudit(audit.audit_key)
             change = {
                 "status": AuditStatus.SUBMITTING,

@@ -19,15 +19,12 @@ from typing import Any
 from tests.fakes import MemoryBlobs
 from verifyfeed.models.ids import TREE_BASE, TREE_SPAN, iso, tree_position, tree_seq
 from verifyfeed.models.ledger import LedgerEntry, LedgerObject
-from verifyfeed.models.records import Batch, BatchStatus, Job, JobCounts, JobStatus
+from verifyfeed.models.records import REOPENABLE_JOB_STATUSES, Batch, BatchStatus, Job, JobCounts, JobStatus
 from verifyfeed.ports import BlobError, LedgerBusy, StaleTransition, StoreError
 
 # the store's pure tables and keys: the counter of each settled state, the states its sparse index
 # lists, the sort key batches are ordered by (as text: a seq above 999,999 sorts after the trees')
 from verifyfeed.store.jobs import COUNTER_FOR, LISTED_STATUSES, batch_sk
-
-# the job statuses an operator's re-drive may reopen (store/jobs.py, store/audits.py: "#s IN (...)")
-REOPENABLE = {JobStatus.UPLOADING, JobStatus.DEFERRED, JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS}
 
 
 class MemoryJobStore:
@@ -212,7 +209,7 @@ class MemoryJobStore:
                 stored is None
                 or (stored.status, stored.attempts) != (batch.status, batch.attempts)
                 or job is None
-                or job.status not in REOPENABLE
+                or job.status not in REOPENABLE_JOB_STATUSES
             ):
                 raise StaleTransition(batch.batch_id)
             changes: dict[str, Any] = {

@@ -32,6 +32,16 @@ class JobStatus(StrEnum):
     DUPLICATE = "duplicate"  # identical to a file split within the resend window: not read, nothing sent
 
 
+# the job statuses an operator's re-drive (of a batch or an audit) may take back to ``uploading``:
+# the file has been split, and its job is open or settled
+REOPENABLE_JOB_STATUSES = (
+    JobStatus.UPLOADING,
+    JobStatus.DEFERRED,
+    JobStatus.COMPLETED,
+    JobStatus.COMPLETED_WITH_ERRORS,
+)
+
+
 class BatchStatus(StrEnum):
     QUEUED = "queued"
     SENDING = "sending"  # a worker holds the send lease

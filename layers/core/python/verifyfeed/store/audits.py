@@ -27,7 +27,6 @@ from verifyfeed.models.ids import iso
 from verifyfeed.models.records import (
     Audit,
     AuditStatus,
-    JobStatus,
     Reservation,
     reservation_over,
     resubmitted,
@@ -35,7 +34,14 @@ from verifyfeed.models.records import (
 )
 from verifyfeed.ports import StaleAudit
 from verifyfeed.store.codec import attr, from_item, query_count, query_items, translate_errors
-from verifyfeed.store.jobs import JOB_SK, condition_failed, job_pk, put_if_absent, write_transaction
+from verifyfeed.store.jobs import (
+    JOB_SK,
+    condition_failed,
+    job_pk,
+    put_if_absent,
+    reopen_job,
+    write_transaction,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -310,18 +316,6 @@ class AuditStore:
             "lease_until = :empty, submitted_at = :now, "
             "resubmissions = if_not_exists(resubmissions, :zero) + :one"
         )
-        reopenable = [
-            JobStatus.UPLOADING,
-            JobStatus.DEFERRED,
-            JobStatus.COMPLETED,
-            JobStatus.COMPLETED_WITH_ERRORS,
-        ]
-        job_values: dict[str, Any] = {f":j{i}": attr(s.value) for i, s in enumerate(reopenable)}
-        job_values.update(
-            {":uploading": attr(JobStatus.UPLOADING.value), ":now": attr(iso(now)), ":minus": attr(-1)}
-        )
-        job_update = "SET #s = :uploading, updated_at = :now ADD batches_unknown :minus"
-        job_condition = "#s IN (" + ", ".join(f":j{i}" for i in range(len(reopenable))) + ")"
         try:
             write_transaction(
                 self._db,
@@ -344,16 +338,7 @@ class AuditStore:
                             },
                         }
                     },
-                    {
-                        "Update": {
-                            "TableName": self.jobs_table,
-                            "Key": {"pk": attr(job_pk(audit.job_id)), "sk": attr(JOB_SK)},
-                            "UpdateExpression": job_update,
-                            "ConditionExpression": job_condition,
-                            "ExpressionAttributeNames": {"#s": "status"},
-                            "ExpressionAttributeValues": job_values,
-                        }
-                    },
+                    reopen_job(self.jobs_table, audit.job_id, "batches_unknown", now),
                 ],
             )
         except ClientError as exc:

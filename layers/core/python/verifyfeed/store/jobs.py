@@ -37,7 +37,14 @@ from verifyfeed.models.ids import (
     tree_position,
     tree_seq,
 )
-from verifyfeed.models.records import Batch, BatchStatus, Job, JobCounts, JobStatus
+from verifyfeed.models.records import (
+    REOPENABLE_JOB_STATUSES,
+    Batch,
+    BatchStatus,
+    Job,
+    JobCounts,
+    JobStatus,
+)
 from verifyfeed.ports import StaleTransition
 from verifyfeed.store.codec import attr, from_item, query_count, query_items, to_item, translate_errors
 
@@ -88,6 +95,28 @@ def put_if_absent(db: DynamoDBClient, table: str, values: dict[str, Any]) -> boo
 
 
 _CONFLICT_ATTEMPTS = 4
+
+
+def reopen_job(table: str, job_id: str, counter: str, now: datetime) -> dict[str, Any]:
+    """The transaction item of an operator's re-drive on the job: back to ``uploading`` (it settles,
+    and rewrites its report, again) with ``counter`` one down, if the file was split (its status
+    is one of ``REOPENABLE_JOB_STATUSES``)."""
+    values = {f":j{i}": attr(s.value) for i, s in enumerate(REOPENABLE_JOB_STATUSES)}
+    return {
+        "Update": {
+            "TableName": table,
+            "Key": {"pk": attr(job_pk(job_id)), "sk": attr(JOB_SK)},
+            "UpdateExpression": f"SET #s = :uploading, updated_at = :now ADD {counter} :minus",
+            "ConditionExpression": "#s IN (" + ", ".join(values) + ")",
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": {
+                **values,
+                ":uploading": attr(JobStatus.UPLOADING.value),
+                ":now": attr(iso(now)),
+                ":minus": attr(-1),
+            },
+        }
+    }
 
 
 def transaction_conflict(exc: ClientError) -> bool:
@@ -390,23 +419,7 @@ class JobStore:
                     },
                 }
             },
-            {
-                "Update": {
-                    "TableName": self.table,
-                    "Key": {"pk": attr(job_pk(batch.job_id)), "sk": attr(JOB_SK)},
-                    "UpdateExpression": f"SET #s = :uploading, updated_at = :now ADD {counter} :minus",
-                    "ConditionExpression": "#s IN (:uploading, :deferred, :completed, :with_errors)",
-                    "ExpressionAttributeNames": {"#s": "status"},
-                    "ExpressionAttributeValues": {
-                        ":uploading": attr(JobStatus.UPLOADING.value),
-                        ":deferred": attr(JobStatus.DEFERRED.value),
-                        ":completed": attr(JobStatus.COMPLETED.value),
-                        ":with_errors": attr(JobStatus.COMPLETED_WITH_ERRORS.value),
-                        ":now": attr(iso(now)),
-                        ":minus": attr(-1),
-                    },
-                }
-            },
+            reopen_job(self.table, batch.job_id, counter, now),
         ]
         try:
             write_transaction(self._db, items)
