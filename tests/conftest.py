@@ -17,6 +17,12 @@ import pytest
 # what it runs does not depend on which tests ran before it.
 ENV_AT_START: dict[str, str] = dict(os.environ)
 
+# The template gives every function a metrics namespace, and Powertools reads it when
+# ``verifyfeed.observability`` is first imported: a unit test that imports it before
+# ``handler_env`` (tests/integration/conftest.py) sets it would leave the handlers' Metrics without
+# one, and every invocation would then fail to flush its metrics.
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "VerifyFeedTest")
+
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
