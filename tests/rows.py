@@ -1,8 +1,14 @@
-"""Rows for test files, shared by the unit and the integration tests: ID numbers that belong to
-nobody, and carrier-audit rows. The header is the seed's field list written out, on purpose not
-derived from the product's models (the tests check the models against it)."""
+"""Test data shared by the unit and the integration tests: ID numbers that belong to nobody,
+carrier-audit rows, and carrier audits as a reserved row stores them. The header is the seed's
+field list written out, on purpose not derived from the product's models (the tests check the
+models against it)."""
 
 from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from verifyfeed.models.records import Audit, AuditStatus
 
 
 def fake_id(n: int) -> str:
@@ -34,3 +40,20 @@ def audit_row(usage: str, n: int, **over: str) -> list[str]:
         )
     row.update(over)
     return [row[h] for h in AUDIT_HEADER]
+
+
+def an_audit(**over: Any) -> Audit:
+    """A carrier audit as a file row reserves it (masked values, a stand-in for the keyed digest),
+    under a fresh key and job; ``over`` replaces any field."""
+    fields: dict[str, Any] = {
+        "audit_key": uuid.uuid4().hex,
+        "job_id": "job-" + uuid.uuid4().hex[:8],
+        "row": 2,
+        "usage": "2",
+        "owner_name_masked": "张*",
+        "id_card_masked": "**************002X",
+        "id_card_digest": "0" * 64,
+        "phone_masked": "*******5678",
+        "status": AuditStatus.SUBMITTING,
+    }
+    return Audit(**{**fields, **over})

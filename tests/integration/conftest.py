@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -96,6 +97,26 @@ def make_settings(stack: LocalStack, sandbox_session: SandboxHandle) -> Settings
         return Settings.from_env(env)
 
     return factory
+
+
+Cli = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def cli(stack: LocalStack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
+    """``verifyfeed --local --stack <the test stack> ARGS``: (exit code, stdout, stderr)."""
+    monkeypatch.setenv("CLOCK_NOW", "2026-11-25T10:05:00+08:00")
+
+    from verifyfeed_cli.app import main
+
+    def run(*argv: str, stdin: str = "") -> tuple[int, str, str]:
+        capsys.readouterr()
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        code = main(["--local", "--stack", stack.stack_name, *argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
 
 
 @pytest.fixture

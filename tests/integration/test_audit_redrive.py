@@ -5,19 +5,17 @@ sandbox over HTTP, the CLI in-process against the moto stack."""
 
 from __future__ import annotations
 
-import io
 import json
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import boto3
 import pytest
 
-from local.resources import LocalStack
 from sandbox.server import SandboxHandle
-from tests.integration.conftest import DECISION_DELAY_S, drain_queue, fake_id
+from tests.integration.conftest import DECISION_DELAY_S, Cli, drain_queue, fake_id
 from tests.integration.test_splitter import AUDIT_HEADER, audit_row, csv_bytes, put, split
+from tests.rows import an_audit
 from verifyfeed.logic.transitions import apply_audit_result
 from verifyfeed.logic.uploader import Delivery, submit_audit
 from verifyfeed.models.carrier_audit import UpstreamAuditStatus
@@ -26,28 +24,11 @@ from verifyfeed.models.records import Audit, AuditStatus, Job, JobStatus
 from verifyfeed.pii import Keyed
 from verifyfeed.ports import StaleAudit
 from verifyfeed.services import Services
-from verifyfeed_cli.app import main
 from verifyfeed_cli.audit_redrive import plan_unknown_audits, resubmit, unknown_audits
 
 pytestmark = pytest.mark.integration
 
-Cli = Callable[..., tuple[int, str, str]]
 _n = iter(range(900_001, 1_600_000, 10))  # odd numbers: apart from the other modules' fake ids
-
-
-@pytest.fixture
-def cli(stack: LocalStack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
-    """``verifyfeed --local --stack <the test stack> ARGS``: (exit code, stdout, stderr)."""
-    monkeypatch.setenv("CLOCK_NOW", "2026-11-25T10:05:00+08:00")
-
-    def run(*argv: str, stdin: str = "") -> tuple[int, str, str]:
-        capsys.readouterr()
-        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
-        code = main(["--local", "--stack", stack.stack_name, *argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def drop(services: Services, rows: list[list[str]]) -> tuple[str, str, list[CarrierAuditMessage]]:
@@ -261,17 +242,7 @@ def test_an_unknown_audit_whose_job_is_not_known_is_reported(services: Services)
     """Its settle counted on a job item that no split wrote (the ``ADD`` created one with counters
     only): no upload to re-read, reported, nothing written."""
     now = services.clock.now()
-    audit = Audit(
-        audit_key=uuid.uuid4().hex,
-        job_id="job-" + uuid.uuid4().hex[:8],
-        row=2,
-        usage="2",
-        owner_name_masked="张*",
-        id_card_masked="**************002X",
-        id_card_digest="0" * 64,
-        phone_masked="*******5678",
-        status=AuditStatus.SUBMITTING,
-    )
+    audit = an_audit()
     _, reserved = services.audits.reserve(audit, now)
     held = services.audits.settle_submission(reserved, AuditStatus.UNKNOWN, now, error="read timeout")
     (item,) = plan_unknown_audits(services, unknown_audits(services, audit.job_id))

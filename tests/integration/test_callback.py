@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
 from typing import Any
 
 import boto3
 import pytest
 
 from tests.integration.conftest import API_ID, CALLBACK_SECRET, PREVIOUS_CALLBACK_SECRET
+from tests.rows import an_audit
 from verifyfeed.logic.callback import handle_callback
 from verifyfeed.logic.transitions import TransitionOutcome, apply_audit_result
 from verifyfeed.models.carrier_audit import UpstreamAuditStatus
@@ -26,17 +26,7 @@ _next_record_id = iter(range(900_000, 10_000_000))
 def pending_audit(services: Services) -> Audit:
     """An audit that was added upstream and awaits its result, as the uploader leaves it."""
     now = services.clock.now()
-    audit = Audit(
-        audit_key=uuid.uuid4().hex,
-        job_id="job-" + uuid.uuid4().hex[:8],
-        row=2,
-        usage="2",
-        owner_name_masked="张*",
-        id_card_masked="**************002X",
-        id_card_digest="0" * 64,
-        phone_masked="*******5678",
-        status=AuditStatus.SUBMITTING,
-    )
+    audit = an_audit()
     _, reserved = services.audits.reserve(audit, now)
     return services.audits.settle_submission(
         reserved, AuditStatus.PENDING, now, record_id=next(_next_record_id)

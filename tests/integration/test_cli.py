@@ -10,7 +10,6 @@ import json
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from sandbox.server import SandboxHandle
 from tests.integration.conftest import (
     IDENTITY_PEPPER,
     ROOT,
+    Cli,
     SettingsFactory,
     drain_queue,
     fake_id,
@@ -38,27 +38,9 @@ from verifyfeed.models.records import Audit, AuditStatus, BatchStatus, JobStatus
 from verifyfeed.pii import keyed_digest
 from verifyfeed.services import Services, build_services
 from verifyfeed.store.blobs import S3Blobs
-from verifyfeed_cli.app import main
 from verifyfeed_cli.target import Target, resolve
 
 pytestmark = pytest.mark.integration
-
-Cli = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def cli(stack: LocalStack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
-    """``verifyfeed --local --stack <the test stack> ARGS``: (exit code, stdout, stderr)."""
-    monkeypatch.setenv("CLOCK_NOW", "2026-11-25T10:05:00+08:00")
-
-    def run(*argv: str, stdin: str = "") -> tuple[int, str, str]:
-        capsys.readouterr()
-        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
-        code = main(["--local", "--stack", stack.stack_name, *argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 @pytest.fixture

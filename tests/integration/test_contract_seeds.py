@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,13 +21,14 @@ import pytest
 from tests.contract.seeds import carrier_audit_sections, lost_repair_examples
 from tests.integration.conftest import CALLBACK_SECRET, SettingsFactory, fresh_audits_table, new_job
 from tests.integration.test_audit_submission import queued_audit
+from tests.rows import an_audit
 from verifyfeed.clock import FixedClock
 from verifyfeed.logic.callback import handle_callback
 from verifyfeed.logic.uploader import Delivery, submit_audit, upload_batch
 from verifyfeed.models.carrier_audit import AuditParams, UpstreamAuditStatus
 from verifyfeed.models.lost_repair import RepairRecord
 from verifyfeed.models.messages import LostRepairBatchMessage
-from verifyfeed.models.records import Audit, AuditStatus, BatchStatus
+from verifyfeed.models.records import AuditStatus, BatchStatus
 from verifyfeed.services import Services, build_services
 from verifyfeed.upstream.client import parse_audit_result
 from verifyfeed.upstream.signing import sign_body
@@ -184,17 +184,7 @@ def test_callback_mock_is_applied_and_answered_as_the_seed(
     )
     now = clock.now()
     _, reserved = services.audits.reserve(
-        Audit(
-            audit_key=uuid.uuid4().hex,
-            job_id="contract",
-            row=2,
-            usage="2",
-            owner_name_masked="张*",
-            id_card_masked="**************2X",
-            id_card_digest="0" * 64,
-            phone_masked="*******5678",
-            status=AuditStatus.SUBMITTING,
-        ),
+        an_audit(job_id="contract", id_card_masked="**************2X"),
         now,
     )
     audit = services.audits.settle_submission(reserved, AuditStatus.PENDING, now, record_id=body["id"])

@@ -21,6 +21,7 @@ import pytest
 from local.events import api_gateway_proxy_event
 from local.lambda_context import new_context
 from tests.integration.conftest import API_ID, CALLBACK_SECRET, PREVIOUS_CALLBACK_SECRET
+from tests.rows import an_audit
 from verifyfeed.models.records import Audit, AuditStatus
 from verifyfeed.services import Services
 from verifyfeed.upstream.signing import sign_body
@@ -35,16 +36,8 @@ def pending_audit(services: Services, status: AuditStatus = AuditStatus.PENDING)
     """An audit added upstream and awaiting its result; or, with SUBMITTING, one that was rejected
     and re-dropped (its record id kept for /update)."""
     now = services.clock.now()
-    audit = Audit(
-        audit_key=uuid.uuid4().hex,
-        job_id="job-" + uuid.uuid4().hex[:8],
-        row=2,
-        usage="2",
-        owner_name_masked="张*",
-        id_card_masked="**************002X",
-        id_card_digest=hashlib.sha256(uuid.uuid4().bytes).hexdigest(),
-        phone_masked="*******0001",
-        status=AuditStatus.SUBMITTING,
+    audit = an_audit(
+        id_card_digest=hashlib.sha256(uuid.uuid4().bytes).hexdigest(), phone_masked="*******0001"
     )
     _, reserved = services.audits.reserve(audit, now)
     pending = services.audits.settle_submission(

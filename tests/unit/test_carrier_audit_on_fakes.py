@@ -24,7 +24,7 @@ from tests.fakes import (
     memory_services,
 )
 from tests.fakes.audits import MemoryAuditStore
-from tests.rows import AUDIT_HEADER, audit_row
+from tests.rows import AUDIT_HEADER, an_audit, audit_row
 from verifyfeed.clock import FixedClock
 from verifyfeed.logic.callback import handle_callback
 from verifyfeed.logic.poller import poll
@@ -134,17 +134,7 @@ def a_job(services: Services) -> str:
 
 def pending_audit(services: Services, record_id: int) -> Audit:
     """An audit added upstream as ``record_id`` and awaiting its result, as the uploader leaves it."""
-    audit = Audit(
-        audit_key=uuid.uuid4().hex,
-        job_id=a_job(services),
-        row=2,
-        usage="2",
-        owner_name_masked="张*",
-        id_card_masked="**************002X",
-        id_card_digest="0" * 64,
-        phone_masked="*******5678",
-        status=AuditStatus.SUBMITTING,
-    )
+    audit = an_audit(job_id=a_job(services))
     kind, reserved = services.audits.reserve(audit, NOW)
     assert kind == Reservation.ADD
     return services.audits.settle_submission(reserved, AuditStatus.PENDING, NOW, record_id=record_id)
