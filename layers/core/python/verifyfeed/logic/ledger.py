@@ -41,7 +41,8 @@ from verifyfeed.ports import BlobError, Blobs, JobRepository, Ledger
 logger = Logger(child=True)
 
 _NOT_SENT = {BatchStatus.FAILED, BatchStatus.DISCARDED}
-_NEVER_SENT_JOBS = {JobStatus.REJECTED, JobStatus.DRY_RUN, JobStatus.DUPLICATE}
+# jobs that sent nothing: their ledger objects (a rejected split may have written one) do not count
+NEVER_SENT_JOBS = frozenset({JobStatus.REJECTED, JobStatus.DRY_RUN, JobStatus.DUPLICATE})
 _LEASE_SECONDS = 120
 
 
@@ -166,7 +167,7 @@ class LedgerSession:
             if obj.job_id == self.job.job_id:
                 continue  # this job's own object, from an interrupted run of this split
             self._seen[obj.key] = obj.etag
-            keys = self._live_keys(obj, fingerprint)
+            keys = self._live_keys(obj, fingerprint, ids)
             if keys:
                 ids.claim_many(keys, LEDGER_ROWS + len(self.sources) - 1)
         logger.info(
@@ -179,14 +180,14 @@ class LedgerSession:
             },
         )
 
-    def _live_keys(self, obj: LedgerObject, fingerprint: str) -> bytes:
+    def _live_keys(self, obj: LedgerObject, fingerprint: str, ids: Claims) -> bytes:
         """The keys of ``obj`` that count as sent, after adding its source (else b"")."""
         entry = self.store.read(obj)
         if entry.pepper != fingerprint:
             self.skipped_objects += 1
             return b""
         other = self.jobs.get_job(obj.job_id)
-        if other is None or other.status in _NEVER_SENT_JOBS:
+        if other is None or other.status in NEVER_SENT_JOBS:
             return b""
         self.sources.append(_Source(obj.job_id, other.key.rsplit("/", 1)[-1], obj.day))
         not_sent = [b for b in self.jobs.batches(obj.job_id) if b.status in _NOT_SENT]
@@ -209,7 +210,7 @@ class LedgerSession:
                     extra={"other": obj.job_id, "seq": batch.seq},
                 )
                 continue
-            dropped.update(hmac.digest(self.key, bytes.fromhex(i), "sha256")[:KEY_BYTES] for i in idcodes)
+            dropped.update(ids.key(bytes.fromhex(i)) for i in idcodes)  # as the file's rows are keyed
         if not dropped:
             return keys
         return b"".join(

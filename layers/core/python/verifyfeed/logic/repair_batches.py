@@ -46,6 +46,7 @@ from typing import Any, Protocol
 from verifyfeed.config import AuthCodeUniqueness, LegacyIdPolicy
 from verifyfeed.ingest.readers import CellBlock, LineBlock, RowSource, SourceRow
 from verifyfeed.models.ids import batch_id
+from verifyfeed.models.ledger import KEY_BYTES as _KEY_BYTES  # the ledger stores this table's keys
 from verifyfeed.models.records import JobCounts
 from verifyfeed.rules.errors import RuleViolation
 from verifyfeed.rules.lost_repair import is_plain_repair_row, repair_fields
@@ -55,7 +56,6 @@ RejectRow = Callable[[int, str, str, dict[str, object], "int | None"], None]
 
 _RECORD_JSON = b'{"name":"%s","idcode":"%s","usedPhone":"%s","authCode":"%s"}'
 _BODY_JSON = b'{"kind":"lost_repair_batch","job_id":%s,"batch_id":%s,"seq":%d,"records":%s,"generation":0}'
-_KEY_BYTES = 16
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from verifyfeed.clock import china_time
 from verifyfeed.ingest.errors import FileRejected
 from verifyfeed.ingest.readers import RowSource, SourceRow, open_rows
 from verifyfeed.logic.ledger import (
+    NEVER_SENT_JOBS,
     LedgerConflict,
     LedgerSession,
     file_fingerprint,
@@ -225,7 +226,7 @@ def _identical_split(services: Services, dropped: DroppedObject, ledger: LedgerS
     if str(found.get("day", "")) < ledger.first_day.isoformat():
         return None
     other = services.jobs.get_job(str(found["job_id"]))
-    if other is None or other.status in (JobStatus.REJECTED, JobStatus.DRY_RUN, JobStatus.DUPLICATE):
+    if other is None or other.status in NEVER_SENT_JOBS:
         return None
     return other
 
@@ -733,9 +734,8 @@ def _validate_carrier_audits(
                 reject(row.number, rules, reasons, row.values)
                 continue
             explicit = str(row.values.get("recordId") or "").strip()
-            if (
-                explicit
-            ):  # a correction of the rejected audit with this record id (decisions.md#audit-correction)
+            # a correction of the rejected audit with this record id (decisions.md#audit-correction)
+            if explicit:
                 if not (explicit.isascii() and explicit.isdigit() and int(explicit) > 0):
                     reason = "the record id must be the whole number `verifyfeed audits` shows"
                     reject(row.number, "record_id.value", reason, row.values)
