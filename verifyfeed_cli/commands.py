@@ -738,7 +738,7 @@ def _resend(ctx: Context, batch: Batch) -> None:
         batch, generation=int(now.timestamp()), claim_bucket=ctx.target.bucket
     )
     try:
-        ctx.sqs.send_message(QueueUrl=ctx.target.work_queue_url, MessageBody=message.model_dump_json())
+        services.queue.send(message.model_dump_json())  # the stack's work queue (ctx.target's)
     except (ClientError, BotoCoreError):
         # put the batch back as it was, so that nothing waits for a message that was never sent
         try:
