@@ -35,9 +35,8 @@ from verifyfeed.logic.splitter import DroppedObject
 from verifyfeed.models.messages import LostRepairBatchMessage
 from verifyfeed.models.records import Audit, AuditStatus, Batch, BatchStatus, Job, JobKind, JobStatus
 from verifyfeed.pii import mask_generic
-from verifyfeed.ports import StaleAudit, StaleTransition
+from verifyfeed.ports import BlobError, StaleAudit, StaleTransition
 from verifyfeed.services import Services
-from verifyfeed.store.blobs import S3Blobs
 from verifyfeed_cli.audit_redrive import Resubmission, plan_unknown_audits, resubmit, unknown_audits
 from verifyfeed_cli.output import ProgressBar, confirm, shorten, table, when
 from verifyfeed_cli.target import Target
@@ -279,7 +278,7 @@ def status_of(ctx: Context, ref: str) -> Result:
         refused = refused_records(batches)
     in_flight = job.batches_total - job.batches_settled - job.batches_deferred
     reports_prefix = ctx.services.settings.reports_prefix
-    header = read_header_facts(S3Blobs(ctx.s3), job.bucket, header_key(reports_prefix, job.key))
+    header = read_header_facts(ctx.services.blobs, job.bucket, header_key(reports_prefix, job.key))
     data = {
         "job": job_view(job),
         # every column the splitter did not use, by label; None when its header was never read
@@ -412,9 +411,9 @@ def report(ctx: Context, ref: str, out: str | None, rejected: bool) -> Result:
         )
     uri = f"s3://{job.bucket}/{key}"
     try:
-        body = ctx.s3.get_object(Bucket=job.bucket, Key=key)["Body"].read()
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+        body = ctx.services.blobs.get(job.bucket, key)
+    except BlobError as exc:
+        if exc.missing:
             raise CliError(f"{uri} does not exist") from exc
         raise
     if out:
