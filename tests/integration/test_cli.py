@@ -223,6 +223,11 @@ def test_status_report_and_redrive_of_an_unknown_batch(
     assert row["rule"] == "id_number.excel_number" and row["name"] == "李*"
     code, out, _ = cli("report", key, "--rejected", "--json")
     assert as_json(out)["rejected_rows"][0]["row"] == "3"
+    # a report that is gone from the bucket (deleted by hand) is named, exit 1
+    bucket = services.settings.ingest_bucket
+    boto3.client("s3").delete_object(Bucket=bucket, Key=f"reports/{key}.rejected.csv")
+    code, _, err = cli("report", key, "--rejected")
+    assert code == 1 and f"reports/{key}.rejected.csv does not exist" in err
 
     # the operator declines: nothing changes
     code, out, err = cli("redrive", "--unknown", "--job", key, stdin="n\n")
