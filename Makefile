@@ -20,17 +20,23 @@ export ARCHITECTURE
 CHECKOV_VERSION := 3.3.30
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+# aws-sam-translator (what `sam deploy` expands the template with) in a venv of its own: it pins
+# pydantic, and the product's pydantic is the layer's. The local stack runs each function with its
+# role as SAM expands it (local/iam.py, local/sam_expand.py).
+SAMT_VERSION := 1.115.0
+SAMT_VENV := .venv-samt
+SAMT_STAMP := $(SAMT_VENV)/.installed-$(SAMT_VERSION)
 PYTHONPATH := layers/core/python:.
 # the splitter's C fast path (layers/core/native), built next to the core package's sources
 NATIVE := layers/core/python/verifyfeed/_fastsplit$(shell $(PY) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))" 2>/dev/null)
 
 # demo options (make variables or environment): see README "Running locally"
-export FILE KIND UPSTREAM_URL CLOCK_NOW CALLBACK_PORT CALLBACK_SECRET API_ID POLL_SECONDS JSON DEMO_TIMEOUT
+export TEMPLATE FILE KIND UPSTREAM_URL CLOCK_NOW CALLBACK_PORT CALLBACK_SECRET API_ID POLL_SECONDS JSON DEMO_TIMEOUT
 # make up / make down (local/stack.py): the local stack in the background, on fixed ports
 # (defaults AWS_PORT=8795 SANDBOX_PORT=8796 CALLBACK_PORT=8797), its endpoints in .local-state/stack.json
 export AWS_PORT SANDBOX_PORT UP_TIMEOUT VERIFYFEED_STATE_DIR
 
-.PHONY: venv lock check-lock native sanitize demo up down test pytest load lint typecheck cfn-lint checkov bandit sam-build sam-validate bench sandbox clean
+.PHONY: sam-translator venv lock check-lock native sanitize demo up down test pytest load lint typecheck cfn-lint checkov bandit sam-build sam-validate bench sandbox clean
 
 $(STAMP): $(LOCK) pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -45,6 +51,13 @@ $(STAMP): $(LOCK) pyproject.toml
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)
+
+$(SAMT_STAMP):
+	@test -x $(SAMT_VENV)/bin/python || $(PY) -m venv $(SAMT_VENV)
+	$(SAMT_VENV)/bin/pip install -qq "aws-sam-translator==$(SAMT_VERSION)" "pyyaml>=6,<7"
+	@rm -f $(SAMT_VENV)/.installed-* && touch $@
+
+sam-translator: $(SAMT_STAMP)
 
 # Re-resolve both locks from requirements*.txt and layers/core/requirements.txt (PyPI, CPython 3.11
 # on Linux): run after changing a requirement, commit the locks. The layer's lock is constrained by
@@ -73,10 +86,10 @@ sanitize: $(STAMP)
 		PYTHONPATH=$(SANITIZED):. $(BIN)/python -m pytest -q -p no:cacheprovider -o pythonpath= \
 		tests/unit/test_fastsplit.py tests/unit/test_repair_batches.py
 
-demo: $(STAMP) $(NATIVE)
+demo: $(STAMP) $(NATIVE) $(SAMT_STAMP)
 	@PYTHONPATH=$(PYTHONPATH) $(BIN)/python -m local.demo
 
-up: $(STAMP) $(NATIVE)
+up: $(STAMP) $(NATIVE) $(SAMT_STAMP)
 	@PYTHONPATH=$(PYTHONPATH) $(BIN)/python -m local.stack up
 
 down: $(STAMP)
@@ -87,11 +100,11 @@ sandbox: $(STAMP)
 
 test: lint typecheck cfn-lint checkov bandit sam-build pytest
 
-pytest: $(STAMP) $(NATIVE)
+pytest: $(STAMP) $(NATIVE) $(SAMT_STAMP)
 	PYTHONPATH=$(PYTHONPATH) $(BIN)/python -m pytest
 
 # the full-size load tests (200,000 rows, 1,000 concurrent callbacks; minutes): figures in docs/reliability.md
-load: $(STAMP) $(NATIVE)
+load: $(STAMP) $(NATIVE) $(SAMT_STAMP)
 	PYTHONPATH=$(PYTHONPATH) $(BIN)/python -m pytest -m load -s tests/reliability/test_load.py
 
 lint: $(STAMP)
@@ -111,9 +124,15 @@ $(CHECKOV_STAMP):
 	$(CHECKOV_VENV)/bin/pip install -qq "checkov==$(CHECKOV_VERSION)"
 	@rm -f $(CHECKOV_VENV)/.installed-* && touch $@
 
-# every check passes or is skipped in template.yaml with its reason (docs/decisions.md#checkov-skips)
-checkov: $(CHECKOV_STAMP)
+# every check passes or is skipped in template.yaml with its reason (docs/decisions.md#checkov-skips),
+# on the template and on what SAM expands it to (what CloudFormation creates: the generated stage,
+# functions and permissions carry the skips of the resource they come from, local/sam_expand.py)
+EXPANDED := .aws-sam/expanded/template.json
+checkov: $(CHECKOV_STAMP) $(SAMT_STAMP)
 	$(CHECKOV_VENV)/bin/checkov -f template.yaml --framework cloudformation --skip-download --compact --quiet
+	@mkdir -p $(dir $(EXPANDED))
+	$(SAMT_VENV)/bin/python local/sam_expand.py us-east-1 --template template.yaml --out $(EXPANDED) UpstreamApiId=checkov
+	$(CHECKOV_VENV)/bin/checkov -f $(EXPANDED) --framework cloudformation --skip-download --compact --quiet
 
 # no finding above low in the deployed code and the operators' CLI (the lows: `bandit -r layers functions verifyfeed_cli`)
 bandit: $(STAMP)
@@ -132,10 +151,10 @@ sam-build: $(SAM)
 	@test -f .aws-sam/build/CoreLayer/python/verifyfeed/logic/__pycache__/callback.cpython-311.pyc \
 		|| { echo "sam-build: the core layer has no python3.11 bytecode"; exit 1; }
 
-bench: $(STAMP) $(NATIVE)
+bench: $(STAMP) $(NATIVE) $(SAMT_STAMP)
 	$(BIN)/pip install -qq -r bench/requirements.txt
 	PYTHONPATH=$(PYTHONPATH) $(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) $(SAMT_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
 	rm -f layers/core/python/verifyfeed/_fastsplit*.so

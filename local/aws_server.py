@@ -10,6 +10,9 @@ keep-alive, chunked and ``Expect: 100-continue`` request bodies, ``TCP_NODELAY``
 threads that SQS long polls do not hold up the other calls. (waitress 3.0 was tried first: it never
 answers an empty ``PutObject``, an ``Expect: 100-continue`` request with ``Content-Length: 0``.)
 
+Requests signed by a function's role are authorised by the IAM gate first (``local.iam.gate``:
+the role's policies as SAM expands the template; a refused one gets AWS's ``AccessDenied``).
+
 DynamoDB requests are served one at a time (``serialise_dynamodb``, the one piece no server
 gives): moto checks a write's condition and then applies the write in plain Python, without a lock,
 so under concurrency two conditional writes on one item could both pass — which DynamoDB never
@@ -112,8 +115,11 @@ def _send_without_counting() -> None:
 def moto_app(latency_s: float = 0.0) -> WsgiApp:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
+    from local.iam import gate
+
     _send_without_counting()
-    return delayed(serialise_dynamodb(DomainDispatcherApplication(create_backend_app)), latency_s)
+    # the IAM gate inside the DynamoDB lock: it reads a table's key schema from moto's backend
+    return delayed(serialise_dynamodb(gate(DomainDispatcherApplication(create_backend_app))), latency_s)
 
 
 def create(host: str, port: int, latency_s: float = 0.0) -> wsgi.Server:

@@ -12,6 +12,9 @@ Options come from the environment (the Makefile exports them):
     POLL_SECONDS   how often the poller runs (default 3)
     DEMO_TIMEOUT   seconds to wait for everything to settle (default 120)
     JSON=1         print one JSON object on stdout instead of the table
+    TEMPLATE       the SAM template to run (default template.yaml): each function runs with its
+                   role as SAM expands it, and a call its role does not allow stops the demo with
+                   the function, the action and the resource named (local/iam.py)
 
 Settings of the core (``BATCH_MAX_RECORDS``, ``UNKNOWN_OUTCOME_POLICY``, ...) set in the environment
 are passed on to the functions. Function logs go to ``.local-state/demo.log``; progress to stderr.
@@ -89,6 +92,7 @@ class DemoOptions:
             api_key=get("API_KEY", "local-api-key"),
             poll_seconds=float(get("POLL_SECONDS", "3")),
             env_overrides=settings_from(env),
+            template_path=Path(get("TEMPLATE", str(ROOT / "template.yaml"))).resolve(),
         )
         return cls(
             runner=runner,
@@ -149,7 +153,12 @@ def header_facts(snap: Snapshot, reports: list[tuple[str, Path]]) -> dict[str, d
     return facts
 
 
-def result_json(snap: Snapshot, problems: list[str], reports: list[tuple[str, Path]]) -> dict[str, Any]:
+def result_json(
+    snap: Snapshot,
+    problems: list[str],
+    reports: list[tuple[str, Path]],
+    iam: dict[str, list[dict[str, str]]] | None = None,
+) -> dict[str, Any]:
     facts = header_facts(snap, reports)
     return {
         "jobs": [
@@ -164,6 +173,7 @@ def result_json(snap: Snapshot, problems: list[str], reports: list[tuple[str, Pa
         "ledger": snap.ledger,
         "queues": snap.queues,
         "invocations": snap.invocations,
+        "iam": iam,
         "reports": [{"s3": uri, "local": shown(path)} for uri, path in reports],
         "settled": not problems,
         "problems": problems,
@@ -171,7 +181,11 @@ def result_json(snap: Snapshot, problems: list[str], reports: list[tuple[str, Pa
 
 
 def result_table(
-    snap: Snapshot, problems: list[str], reports: list[tuple[str, Path]], elapsed_s: float
+    snap: Snapshot,
+    problems: list[str],
+    reports: list[tuple[str, Path]],
+    elapsed_s: float,
+    iam: dict[str, list[dict[str, str]]] | None = None,
 ) -> str:
     header = ("FILE", "KIND", "STATUS", "ROWS read/ok/rejected", "BATCHES total/ok/failed/deferred/unknown")
     rows = [
@@ -222,6 +236,13 @@ def result_table(
         for role, s in snap.invocations.items()
     )
     lines.append(f"Invoked:  {calls}")
+    if iam is not None:
+        seen = sorted({c["function"] for c in iam["calls"]})
+        lines.append(
+            f"IAM:      each function ran as its own role (template expanded as SAM does):"
+            f" {len(iam['calls'])} distinct calls allowed, {len(iam['denials'])} denied"
+            + (f" ({', '.join(seen)})" if seen else "")
+        )
     if reports:
         lines.append("Reports:")
         lines += [f"  {uri}\n    -> {shown(path)}" for uri, path in reports]
@@ -285,7 +306,10 @@ def run(options: DemoOptions, out: IO[str]) -> int:
 
         snap = runner.wait_until_settled(options.timeout_s, progress)
         problems = snap.problems()
-        if problems:
+        iam = runner.iam_report()
+        if snap.iam_denials:  # a call the template's roles do not allow: AWS would refuse it too
+            problems.insert(0, "stopped: a function's role does not allow a call it makes (template.yaml)")
+        elif problems:
             problems.insert(0, f"not settled after {options.timeout_s:g} s")
         reports = runner.download_reports(snap.jobs, REPORTS_DIR)
     except KeyboardInterrupt:
@@ -300,9 +324,9 @@ def run(options: DemoOptions, out: IO[str]) -> int:
         runner.stop()
 
     if options.as_json:
-        out.write(json.dumps(result_json(snap, problems, reports), ensure_ascii=False) + "\n")
+        out.write(json.dumps(result_json(snap, problems, reports, iam), ensure_ascii=False) + "\n")
     else:
-        out.write(result_table(snap, problems, reports, time.monotonic() - started) + "\n")
+        out.write(result_table(snap, problems, reports, time.monotonic() - started, iam) + "\n")
     out.flush()
     for problem in problems:
         say(f"demo: {problem}")

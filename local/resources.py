@@ -16,11 +16,13 @@ functions, an API and secrets that moto's CloudFormation cannot hold, and moto s
 CloudFormation over HTTP only (its outputs are strings), so what each name stands for stays
 hand-written (``Resolver.ref``, ``Resolver.get_att``: the physical names moto gave, else a
 stand-in); tests/reliability/test_security.py reads the template through it too, with no moto
-server at all. samtranslator is not used: expanding ``AWS::Serverless::Function`` into Lambda,
-event-source-mapping and permission resources would only make the events harder to read back
-(moto's CloudFormation leaves out S3 notifications, ephemeral storage and on-failure destinations,
-so they would still be read from the template), and SAM's ``Globals`` merge is the one rule it
-would replace (``_merged_function_properties``).
+server at all. The functions' events and settings are read from the template as written: expanding
+``AWS::Serverless::Function`` into Lambda, event-source-mapping and permission resources would only
+make the events harder to read back (moto's CloudFormation leaves out S3 notifications, ephemeral
+storage and on-failure destinations), and SAM's ``Globals`` merge is the one rule it would replace
+(``_merged_function_properties``). Their roles are read from the template as SAM expands it
+(local/iam.py): that is where SAM adds what AWS will enforce. The bucket's and the queues' policies
+go to the IAM gate, not to moto (``_Creator.resource_policies``).
 
 Physical names: a resource's explicit name (``BucketName``, ``QueueName``, ``TableName``, ``Name``)
 resolved with the fake account id and the region, else ``<stack_name>-<LogicalId>`` (lower-cased for
@@ -52,6 +54,8 @@ if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
 
+    from local.iam import FunctionRole
+
 LOCAL_ACCOUNT_ID: Final = "123456789012"
 DEFAULT_TEMPLATE: Final = "template.yaml"
 PARTITION: Final = "aws"
@@ -61,6 +65,8 @@ BUCKET: Final = "AWS::S3::Bucket"
 QUEUE: Final = "AWS::SQS::Queue"
 TABLE: Final = "AWS::DynamoDB::Table"
 SECRETSMANAGER: Final = "AWS::SecretsManager::Secret"
+BUCKET_POLICY: Final = "AWS::S3::BucketPolicy"
+QUEUE_POLICY: Final = "AWS::SQS::QueuePolicy"
 FUNCTION: Final = "AWS::Serverless::Function"
 # moto's CloudFormation creates these (the settings it leaves out are applied by hand: _Creator);
 # it has no Secrets Manager secrets, which are created by hand
@@ -164,6 +170,9 @@ class LocalStack:
     buckets: dict[str, str] = field(default_factory=dict)  # logical id -> bucket name
     queues: dict[str, str] = field(default_factory=dict)  # logical id -> queue URL
     parameters: dict[str, str] = field(default_factory=dict)  # the parameter values used
+    # function logical id -> its execution role in moto's IAM, assumed (local/iam.py); a new role
+    # session each time the stack is created, so not part of what makes two stacks the same
+    roles: dict[str, FunctionRole] = field(default_factory=dict, compare=False)
 
     def env_for(self, logical_id: str) -> dict[str, str]:
         """The environment one function runs with: the global variables, then its own."""
@@ -442,6 +451,30 @@ class _Creator:
                 TableName=name, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
             )
 
+    def resource_policies(self, template: Mapping[str, Any]) -> None:
+        """Every ``AWS::S3::BucketPolicy`` and ``AWS::SQS::QueuePolicy``, given to the IAM gate
+        (local/iam.py), which holds the functions to them. Not put in moto: moto's S3 applies a
+        bucket policy's statements with conditions it cannot read as if they held (the TLS-only
+        deny would refuse every request, the local endpoint being plain HTTP)."""
+        from local.iam import GATE
+
+        for logical_id, resource in template["Resources"].items():
+            kind = resource.get("Type")
+            if kind not in (BUCKET_POLICY, QUEUE_POLICY) or not self.resolver.included(resource):
+                continue
+            props = self.resolver.resolve(resource.get("Properties", {}))
+            if kind == BUCKET_POLICY:
+                targets = [f"arn:{PARTITION}:s3:::{props['Bucket']}"]
+            else:
+                targets = [
+                    self.sqs.get_queue_attributes(QueueUrl=self.queue(str(url)), AttributeNames=["QueueArn"])[
+                        "Attributes"
+                    ]["QueueArn"]
+                    for url in props.get("Queues", [])
+                ]
+            for arn in targets:
+                GATE.set_resource_policy(arn, logical_id, props["PolicyDocument"])
+
     # -- Secrets Manager ----------------------------------------------------------------------------
 
     def secret(self, logical_id: str, props: Mapping[str, Any], value: str | None) -> str:
@@ -660,6 +693,8 @@ def create_local_stack(
             arn = creator.secret(logical_id, props, (secrets or {}).get(logical_id))
             created[SECRETSMANAGER][logical_id] = resolver.refs[logical_id] = arn
     buckets, queues, tables = created[BUCKET], created[QUEUE], created[TABLE]
+    roles = _function_roles(template, resolver, region, stack_name, endpoint_url)
+    creator.resource_policies(template)
     work_queue, dead_letter_queue = _work_and_dead_letter_queues(resolver, queues)
     queue_urls = {resolver.get_att(logical_id, "Arn"): url for logical_id, url in queues.items()}
     global_env = template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
@@ -677,7 +712,24 @@ def create_local_stack(
         buckets=buckets,
         queues=queues,
         parameters={name: _text(value) for name, value in resolver.parameters.items()},
+        roles=roles,
     )
+
+
+def _function_roles(
+    template: Mapping[str, Any], resolver: Resolver, region: str, stack_name: str, endpoint_url: str | None
+) -> dict[str, FunctionRole]:
+    """Each function's role as SAM expands the template, created in moto's IAM and assumed; its
+    ARN becomes what ``!GetAtt <Role>.Arn`` resolves to (the bucket policy names the roles)."""
+    from local.iam import expand_template, function_roles, provision_roles
+
+    expanded = expand_template(template, resolver.parameters, region)
+    specs = function_roles(expanded, resolver)
+    roles = provision_roles(specs, stack_name, endpoint_url)
+    for function, spec in specs.items():
+        resolver.attributes[(spec.role, "Arn")] = roles[function].role_arn
+        resolver.refs[spec.role] = roles[function].role_arn.rsplit("/", 1)[-1]
+    return roles
 
 
 def _work_and_dead_letter_queues(resolver: Resolver, queues: Mapping[str, str]) -> tuple[str, str]:

@@ -48,6 +48,7 @@ from local.events import (
     scheduled_event,
     sqs_event,
 )
+from local.iam import denial_lines, install_credentials, invoking_as, read_report
 from local.lambda_context import LOCAL_REGION, LambdaContext, new_context
 from verifyfeed.models.records import JobCounts  # a model only: reads no settings
 
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.type_defs import MessageTypeDef
 
+    from local.iam import FunctionRole
     from local.resources import FunctionSpec, LocalStack
     from sandbox.server import SandboxHandle
     from verifyfeed.store.jobs import JobStore
@@ -151,8 +153,10 @@ class LocalFunction:
         path: Path,
         spec: FunctionSpec,
         monotonic: Callable[[], float] = time.monotonic,
+        identity: FunctionRole | None = None,
     ) -> None:
         self.logical_id = logical_id
+        self.identity = identity  # its execution role: every AWS call it makes signs with it
         self._monotonic = monotonic  # the clock of the invocations' deadlines (injectable in tests)
         self.role = role
         self.function_name = function_name
@@ -176,7 +180,9 @@ class LocalFunction:
             number = self._environments
         name = self.path.parent.name
         try:
-            return load_handler(name if number == 1 else f"{name}_{number}", self.path, self._attribute)
+            return load_handler(
+                name if number == 1 else f"{name}_{number}", self.path, self._attribute, role=self.identity
+            )
         except BaseException:
             with self._cond:
                 self._environments -= 1
@@ -228,8 +234,22 @@ class LocalFunction:
             self.stats.timeouts += timeouts
 
 
-def load_handler(module_suffix: str, path: Path, attribute: str = "lambda_handler") -> Handler:
-    """Import ``functions/<name>/app.py`` as ``verifyfeed_fn_<module_suffix>`` (all four are ``app``)."""
+def load_handler(
+    module_suffix: str, path: Path, attribute: str = "lambda_handler", role: FunctionRole | None = None
+) -> Handler:
+    """Import ``functions/<name>/app.py`` as ``verifyfeed_fn_<module_suffix>`` (all four are ``app``).
+
+    With ``role``, the import (the function's init) and every call run as that role: the AWS calls
+    they make sign with its credentials and the IAM gate holds them to its policies (local/iam.py)."""
+    if role is not None:
+        with invoking_as(role):
+            handler = load_handler(module_suffix, path, attribute)
+
+        def as_role(event: dict[str, Any], context: LambdaContext) -> Any:
+            with invoking_as(role):
+                return handler(event, context)
+
+        return as_role
     module_name = f"verifyfeed_fn_{module_suffix}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
@@ -351,9 +371,11 @@ class Snapshot:
     invocations: dict[str, dict[str, int]]
     in_flight: int  # S3 notifications being handled
     batches_in_flight: int = 0  # SQS batches received and not yet deleted or given up
+    iam_denials: list[str] = field(default_factory=list)  # calls a function's role does not allow
 
     def problems(self) -> list[str]:
-        found = [p for p in (job.problem() for job in self.jobs) if p]
+        found = list(self.iam_denials)  # first: a missing grant explains everything after it
+        found += [p for p in (job.problem() for job in self.jobs) if p]
         if self.in_flight:
             found.append(f"{self.in_flight} S3 notification(s) still being processed")
         if self.batches_in_flight:
@@ -506,6 +528,7 @@ class LocalRunner:
         log.info("upstream at %s, callbacks at %s", self.upstream_url, self.callback_url)
 
         self._set_env(self.function_environment())
+        install_credentials()  # the core's clients sign as the invoking function (local/iam.py)
         self._load_functions()
 
         self._s3 = boto3.client("s3")
@@ -621,7 +644,12 @@ class LocalRunner:
         for logical_id, spec in self.stack.functions.items():
             role = function_role(spec)
             function = LocalFunction(
-                logical_id, role, f"{self.options.stack_name}-{logical_id}", ROOT / spec.handler_path, spec
+                logical_id,
+                role,
+                f"{self.options.stack_name}-{logical_id}",
+                ROOT / spec.handler_path,
+                spec,
+                identity=self.stack.roles.get(logical_id),
             )
             function.warm_up()
             self.functions[role] = function
@@ -760,14 +788,16 @@ class LocalRunner:
             function.function_name, region=self.stack.region, account_id=self.stack.account_id
         )
         record = failure_record(where.invoked_function_arn, event, error, attempts)
-        boto3.client("sqs").send_message(QueueUrl=url, MessageBody=json.dumps(record))
+        # Lambda sends to the destination with the function's role
+        _as(function).client("sqs").send_message(QueueUrl=url, MessageBody=json.dumps(record))
         log.error("%s: %d attempts failed; the event is on the on-failure queue", function.role, attempts)
 
     # ---- SQS → uploader ------------------------------------------------------------------------
 
     def _poll_queue(self, uploader: LocalFunction) -> None:
         assert self.stack is not None
-        sqs: SQSClient = boto3.client("sqs")  # a client per thread
+        # a client per thread; the event source mapping polls with the function's role
+        sqs: SQSClient = _as(uploader).client("sqs")
         source = _sqs_source(uploader.spec)
         batch_size = max(1, min(10, int(source.get("BatchSize", 10))))
         partial = "ReportBatchItemFailures" in source.get("FunctionResponseTypes", [])
@@ -816,10 +846,16 @@ class LocalRunner:
         log.info("uploader handled %s; %d deleted, %d left for redelivery", received, len(done), len(keep))
         for start in range(0, len(done), 10):
             chunk = done[start : start + 10]
-            reply = sqs.delete_message_batch(
-                QueueUrl=self.stack.queue_url,
-                Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(chunk)],
-            )
+            try:
+                reply = sqs.delete_message_batch(
+                    QueueUrl=self.stack.queue_url,
+                    Entries=[
+                        {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(chunk)
+                    ],
+                )
+            except Exception:  # e.g. the role may not delete (the IAM gate says why): redelivered
+                log.exception("delete_message_batch failed; the messages will be redelivered")
+                continue
             for failed in reply.get("Failed", []):
                 log.warning("delete_message_batch: %s", failed.get("Message", failed.get("Code")))
 
@@ -887,7 +923,27 @@ class LocalRunner:
             invocations={role: fn.stats.as_dict() for role, fn in sorted(self.functions.items())},
             in_flight=in_flight,
             batches_in_flight=self._batches_in_flight,
+            iam_denials=self.iam_denials(),
         )
+
+    def iam_report(self) -> dict[str, list[dict[str, str]]]:
+        """What the IAM gate allowed and refused this stack's functions (local/iam.py): the calls
+        as (function, action, resource) and the denials."""
+        endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
+        mine = {role.role_arn for role in self.stack.roles.values()} if self.stack else set()
+        try:
+            report = read_report(endpoint) if endpoint else {}
+        except (OSError, ValueError) as exc:  # not our moto server: nothing to read
+            log.warning("cannot read the IAM gate's record at %s: %s", endpoint, exc)
+            report = {}
+        return {
+            part: [entry for entry in report.get(part, []) if entry.get("role_arn") in mine]
+            for part in ("calls", "denials")
+        }
+
+    def iam_denials(self) -> list[str]:
+        """What the IAM gate refused this stack's functions since the start."""
+        return denial_lines(self.iam_report())
 
     def wait_until_settled(
         self, timeout_s: float, on_progress: Callable[[Snapshot], None] | None = None
@@ -895,7 +951,7 @@ class LocalRunner:
         deadline = time.monotonic() + timeout_s
         while True:
             snap = self.snapshot()
-            if snap.settled or time.monotonic() >= deadline:
+            if snap.settled or snap.iam_denials or time.monotonic() >= deadline:  # a denial is final
                 return snap
             if on_progress is not None:
                 on_progress(snap)
@@ -1032,6 +1088,16 @@ def _notifies(spec: FunctionSpec, key: str) -> bool:
     triggers = spec.s3_triggers
     return not triggers or any(
         key.startswith(t.key_filter("prefix")) and key.endswith(t.key_filter("suffix")) for t in triggers
+    )
+
+
+def _as(function: LocalFunction) -> boto3.session.Session:
+    """A session for what the Lambda service does as ``function``: with its role's credentials."""
+    role = function.identity
+    if role is None:
+        return boto3.session.Session()
+    return boto3.session.Session(
+        aws_access_key_id=role.access_key, aws_secret_access_key=role.secret_key, aws_session_token=role.token
     )
 
 

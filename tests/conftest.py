@@ -40,6 +40,9 @@ def moto_endpoint() -> Iterator[str]:
         AWS_DEFAULT_REGION="us-east-1",
         AWS_REGION="us-east-1",
     )
+    from local.iam import install_credentials
+
+    install_credentials()  # the core's clients sign as the invoking function, if any (local/iam.py)
     try:
         yield endpoint
     finally:

@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
+from local.resources import load_template
 from tests.conftest import ENV_AT_START
+from tests.templates import without_grant
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,6 +63,39 @@ def test_demo_accounts_for_every_sample_row_and_matches_the_ledger(tmp_path: Pat
     )
     assert ledger["match"] is True and ledger["idcodes_received_twice"] == 0
     assert summary["queues"] == {"work": 0, "dlq": 0}
+    # every function ran as its own role, as SAM expands the template, and needed nothing more
+    assert summary["iam"]["denials"] == []
+    assert {c["function"] for c in summary["iam"]["calls"]} == {
+        "SplitterFunction",
+        "UploaderFunction",
+        "CallbackFunction",
+        "PollerFunction",
+    }
+
+
+def test_demo_stops_naming_the_function_action_and_resource_its_role_does_not_allow(tmp_path: Path) -> None:
+    """The first carrier-audit file after a deploy, had the splitter's role no BatchGetItem."""
+    template = without_grant(
+        load_template(ROOT / "template.yaml"), "SplitterFunctionRole", "AuditsTable", "dynamodb:BatchGetItem"
+    )
+    path = tmp_path / "template.json"
+    path.write_text(json.dumps(template), encoding="utf-8")
+    code, summary, stderr = run_demo(
+        tmp_path, TEMPLATE=str(path), FILE=str(ROOT / "samples" / "carrier-audit" / "audits.csv")
+    )
+    assert code == 1
+    denied = (
+        "IAM denied: SplitterFunction may not dynamodb:BatchGetItem on"
+        " arn:aws:dynamodb:us-east-1:123456789012:table/verifyfeed-local-AuditsTable"
+    )
+    assert denied in stderr
+    assert (
+        summary["problems"][0] == "stopped: a function's role does not allow a call it makes (template.yaml)"
+    )
+    assert summary["problems"][1].startswith(denied)
+    assert [(d["function"], d["action"]) for d in summary["iam"]["denials"]] == [
+        ("SplitterFunction", "dynamodb:BatchGetItem")
+    ]
 
 
 def test_demo_in_the_blackout_defers_everything_and_sends_nothing(tmp_path: Path) -> None:

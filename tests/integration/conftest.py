@@ -226,30 +226,33 @@ def handler_env(stack: LocalStack, sandbox_session: SandboxHandle) -> Iterator[d
         get_services.cache_clear()
 
 
-def _handler(role: str) -> Any:
+def _handler(stack: LocalStack, role: str) -> Any:
+    """The function's handler, imported and called as its role (its AWS calls sign with the
+    role's credentials and the IAM gate holds them to its policies: local/iam.py)."""
     from local.runner import load_handler
 
-    return load_handler(role, ROOT / "functions" / role / "app.py")
+    logical_id = f"{role.title()}Function"
+    return load_handler(role, ROOT / "functions" / role / "app.py", role=stack.roles[logical_id])
 
 
 @pytest.fixture(scope="session")
-def callback_handler(handler_env: dict[str, str]) -> Any:
-    return _handler("callback")
+def callback_handler(handler_env: dict[str, str], stack: LocalStack) -> Any:
+    return _handler(stack, "callback")
 
 
 @pytest.fixture(scope="session")
-def uploader_handler(handler_env: dict[str, str]) -> Any:
-    return _handler("uploader")
+def uploader_handler(handler_env: dict[str, str], stack: LocalStack) -> Any:
+    return _handler(stack, "uploader")
 
 
 @pytest.fixture(scope="session")
-def splitter_handler(handler_env: dict[str, str]) -> Any:
-    return _handler("splitter")
+def splitter_handler(handler_env: dict[str, str], stack: LocalStack) -> Any:
+    return _handler(stack, "splitter")
 
 
 @pytest.fixture(scope="session")
-def poller_handler(handler_env: dict[str, str]) -> Any:
-    return _handler("poller")
+def poller_handler(handler_env: dict[str, str], stack: LocalStack) -> Any:
+    return _handler(stack, "poller")
 
 
 def fresh_audits_table(template_table: str) -> str:

@@ -171,6 +171,7 @@ def test_function_specs_come_from_the_template(stack: LocalStack) -> None:
 def test_creating_again_reuses_everything(stack: LocalStack) -> None:
     again = create_local_stack(stack_name=STACK, template_path=TEMPLATE)
     assert again == stack  # same names, same ARNs, same environment
+    assert {f: r.role_arn for f, r in again.roles.items()} == {f: r.role_arn for f, r in stack.roles.items()}
     secretsmanager = boto3.client("secretsmanager")
     kept = secretsmanager.get_secret_value(SecretId=stack.secrets["UpstreamCredentialsSecret"])
     assert json.loads(kept["SecretString"]) == json.loads(CREDENTIALS)  # not regenerated

@@ -284,13 +284,14 @@ def test_worker_dies_between_upstream_success_and_its_own_write(
 
 
 @pytest.fixture
-def fresh_uploaders(handler_env: dict[str, str]) -> Iterator[list[Any]]:
+def fresh_uploaders(handler_env: dict[str, str], stack: Any) -> Iterator[list[Any]]:
     """Uploader handlers in execution environments of their own (their own Powertools batch
-    processor and idempotency layer), as Lambda runs concurrent invocations."""
+    processor and idempotency layer), as Lambda runs concurrent invocations; each as its role."""
     import sys
 
     names = [f"uploader_rel_{n}_{id(handler_env)}" for n in range(2)]
-    yield [load_handler(name, ROOT / "functions" / "uploader" / "app.py") for name in names]
+    role = stack.roles["UploaderFunction"]
+    yield [load_handler(name, ROOT / "functions" / "uploader" / "app.py", role=role) for name in names]
     for name in names:
         sys.modules.pop(f"verifyfeed_fn_{name}", None)
 

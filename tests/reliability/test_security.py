@@ -266,10 +266,32 @@ def target(node: Any) -> str:
     return str(node)
 
 
-def grants(function: dict[str, Any]) -> set[tuple[str, str]]:
-    """Every (action, target) the function's policies allow; a conditional policy counts as granted."""
+def role_of(template: Template, function: dict[str, Any]) -> dict[str, Any] | None:
+    """The template's ``AWS::IAM::Role`` the function's ``Role: !GetAtt <Role>.Arn`` names."""
+    ref = function["Properties"].get("Role")
+    name = ref["Fn::GetAtt"][0] if isinstance(ref, dict) and "Fn::GetAtt" in ref else None
+    role = template["Resources"].get(name) if name else None
+    return role if role and role.get("Type") == "AWS::IAM::Role" else None
+
+
+def role_policies(template: Template, function: dict[str, Any]) -> list[Any]:
+    """The role's policies, each as a SAM-style ``{"Statement": ...}`` (their documents)."""
+    role = role_of(template, function)
+    found = []
+    for entry in as_list((role or {}).get("Properties", {}).get("Policies", [])):
+        if isinstance(entry, dict) and "Fn::If" in entry:
+            entry = entry["Fn::If"][1]
+        if isinstance(entry, dict) and "PolicyDocument" in entry:
+            found.append(entry["PolicyDocument"])
+    return found
+
+
+def grants(template: Template, function: dict[str, Any]) -> set[tuple[str, str]]:
+    """Every (action, target) the function may do: its role's policies, and any SAM ``Policies``
+    written on the function itself (SAM ignores them beside a Role; a grant all the same, to be
+    safe); a conditional policy counts as granted."""
     found: set[tuple[str, str]] = set()
-    for policy in as_list(function["Properties"].get("Policies", [])):
+    for policy in role_policies(template, function) + as_list(function["Properties"].get("Policies", [])):
         if isinstance(policy, dict) and "Fn::If" in policy:
             policy = policy["Fn::If"][1]
         if isinstance(policy, str):
@@ -283,7 +305,7 @@ def grants(function: dict[str, Any]) -> set[tuple[str, str]]:
                             for a in as_list(st["Action"])
                             for r in as_list(st["Resource"])
                         }
-            else:
+            elif name != "Version":
                 (argument,) = value.values() if isinstance(value, dict) and value else [None]
                 found |= {(a, target(argument)) for a in POLICY_TEMPLATES.get(name, [f"{name}:?"])}
     return found
@@ -302,7 +324,7 @@ def callback_credentials(template: Template) -> list[str]:
     apiKey); it has the apiId it checks from a parameter instead."""
     found = []
     for name, function in internet_facing(template).items():
-        if any(t == "UpstreamCredentialsSecret" for _, t in grants(function)):
+        if any(t == "UpstreamCredentialsSecret" for _, t in grants(template, function)):
             found.append(f"{name}: may read the upstream credentials secret")
         api_id = function["Properties"].get("Environment", {}).get("Variables", {}).get("CALLBACK_API_ID")
         if not (isinstance(api_id, dict) and api_id.get("Ref") in template["Parameters"]):
@@ -321,6 +343,7 @@ DYNAMODB_NEEDS: dict[str, set[tuple[str, str]]] = {
         *(("dynamodb:" + a, "JobsTable") for a in ("GetItem", "PutItem", "UpdateItem", "Query")),
         ("dynamodb:DeleteItem", "JobsTable"),  # store/ledger.py: the resend ledger's lock, released
         *(("dynamodb:" + a, "AuditsTable") for a in ("GetItem", "PutItem", "UpdateItem")),
+        ("dynamodb:BatchGetItem", "AuditsTable"),  # store/audits.py find_keys: a file's rows at once
     },
     "UploaderFunction": {
         *(("dynamodb:" + a, "JobsTable") for a in ("GetItem", "PutItem", "UpdateItem", "Query")),
@@ -344,7 +367,7 @@ DYNAMODB_NEEDS: dict[str, set[tuple[str, str]]] = {
 def dynamodb_least_privilege(template: Template) -> list[str]:
     found = []
     for name, function in resources(template, FUNCTION).items():
-        granted = {g for g in grants(function) if g[0].startswith("dynamodb:")}
+        granted = {g for g in grants(template, function) if g[0].startswith("dynamodb:")}
         wanted = DYNAMODB_NEEDS.get(name, set())
         if granted - wanted:
             found.append(f"{name}: DynamoDB grants its code never uses: {sorted(granted - wanted)}")
@@ -364,7 +387,8 @@ S3_READS: dict[str, set[str]] = {
         "bucket",
         "bucket/claims/*",  # the body of a failed part of a bisected batch (logic/ledger.py)
     },
-    "UploaderFunction": {"bucket/claims/*"},
+    # claims, and the header facts the splitter stored beside a report (logic/reports.py)
+    "UploaderFunction": {"bucket/claims/*", "bucket/reports/*"},
     "CallbackFunction": set(),
     "PollerFunction": set(),
 }
@@ -373,7 +397,7 @@ S3_READS: dict[str, set[str]] = {
 def s3_reads_by_prefix(template: Template) -> list[str]:
     found = []
     for name, function in resources(template, FUNCTION).items():
-        read = {t for a, t in grants(function) if a.startswith(("s3:Get", "s3:List"))}
+        read = {t for a, t in grants(template, function) if a.startswith(("s3:Get", "s3:List"))}
         if read - S3_READS.get(name, set()):
             found.append(
                 f"{name}: reads more of the bucket than it needs: {sorted(read - S3_READS.get(name, set()))}"
@@ -381,27 +405,48 @@ def s3_reads_by_prefix(template: Template) -> list[str]:
     return found
 
 
+def own_logs(group: str) -> set[str]:
+    """Its own log group (LoggingConfig), and X-Ray (no resource-level permissions)."""
+    return {
+        f"logs:CreateLogStream:{group}",
+        f"logs:PutLogEvents:{group}",
+        "xray:PutTraceSegments:*",
+        "xray:PutTelemetryRecords:*",
+    }
+
+
 # what else each function's code calls: queues and secrets (DynamoDB, S3 reads, KMS checked above)
 OTHER_NEEDS: dict[str, set[str]] = {
     "SplitterFunction": {
-        "sqs:SendMessage*:WorkQueue",
+        *own_logs("SplitterLogGroup"),
+        "sqs:SendMessage:WorkQueue",
+        "sqs:SendMessage:SplitterFailureQueue",  # the on-failure destination (Lambda sends as the role)
         "s3:PutObject:bucket/reports/*",
         "s3:PutObject:bucket/claims/*",
         "s3:DeleteObject:bucket/claims/*",  # the staged bodies of a file rejected before release
         "s3:PutObject:bucket/ledger/*",  # the resend ledger: what each file sent, keyed
     },
     "UploaderFunction": {
-        *(f"{a}:WorkQueue" for a in POLICY_TEMPLATES["SQSPollerPolicy"]),
-        "sqs:SendMessage*:WorkQueue",  # the halves of a refused batch (logic/bisection.py)
+        *own_logs("UploaderLogGroup"),
+        # the event source mapping (receive, delete), the backoff the uploader asks for
+        *(
+            f"sqs:{a}:WorkQueue"
+            for a in ("ReceiveMessage", "DeleteMessage", "GetQueueAttributes", "ChangeMessageVisibility")
+        ),
+        "sqs:SendMessage:WorkQueue",  # the halves of a refused batch (logic/bisection.py)
         "s3:PutObject:bucket/reports/*",
         "s3:PutObject:bucket/claims/*",
         "s3:DeleteObject:bucket/claims/*",  # a succeeded batch's claim (logic/uploader.py)
         "s3:DeleteObjectVersion:bucket/claims/*",
         "secretsmanager:GetSecretValue:UpstreamCredentialsSecret",
     },
-    "CallbackFunction": {"secretsmanager:GetSecretValue:CallbackSigningSecret"},
+    "CallbackFunction": {
+        *own_logs("CallbackLogGroup"),
+        "secretsmanager:GetSecretValue:CallbackSigningSecret",
+    },
     "PollerFunction": {
-        "sqs:SendMessage*:WorkQueue",
+        *own_logs("PollerLogGroup"),
+        "sqs:SendMessage:WorkQueue",
         "secretsmanager:GetSecretValue:UpstreamCredentialsSecret",
     },
 }
@@ -413,7 +458,7 @@ def unused_permissions(template: Template) -> list[str]:
     for name, function in resources(template, FUNCTION).items():
         other = {
             f"{a}:{t}"
-            for a, t in grants(function)
+            for a, t in grants(template, function)
             if not a.startswith(("dynamodb:", "s3:Get", "s3:List", "kms:"))
             and not (a == "*" or a.endswith(":*"))  # wildcard_permissions' concern
             and not (name in facing and t == "UpstreamCredentialsSecret")  # callback_credentials' concern
@@ -446,7 +491,7 @@ def identity_pepper(template: Template) -> list[str]:
     if not refers_to(variables.get("IDENTITY_PEPPER_PARAM"), PEPPER):
         found.append(f"Globals.IDENTITY_PEPPER_PARAM does not name {PEPPER}")
     for name, function in resources(template, FUNCTION).items():
-        reads = ("secretsmanager:GetSecretValue", PEPPER) in grants(function)
+        reads = ("secretsmanager:GetSecretValue", PEPPER) in grants(template, function)
         if reads and name not in PEPPER_READERS:
             found.append(f"{name}: may read the identity pepper, which its code never uses")
         if not reads and name in PEPPER_READERS:
@@ -529,7 +574,70 @@ def plain_secrets(template: Template) -> list[str]:
     return found
 
 
+def own_roles(template: Template) -> list[str]:
+    """Each function has a role of the template's own, shared with no other function and with no
+    managed policy: a function without one gets SAM's, with AWSLambdaBasicExecutionRole (logs on
+    every group) and, for an SQS event, AWSLambdaSQSQueueExecutionRole (every queue)."""
+    found = []
+    owners: dict[str, str] = {}
+    for name, function in resources(template, FUNCTION).items():
+        role = role_of(template, function)
+        if role is None:
+            found.append(f"{name}: no role of the template's own (SAM would attach managed policies)")
+            continue
+        role_id = function["Properties"]["Role"]["Fn::GetAtt"][0]
+        if role_id in owners:
+            found.append(f"{name}: shares {role_id} with {owners[role_id]}")
+        owners[role_id] = name
+        if role["Properties"].get("ManagedPolicyArns"):
+            found.append(f"{name}: managed policies on its role {role_id}")
+    return found
+
+
+BUCKET_OBJECT_ACTIONS = ("s3:GetObject*", "s3:PutObject*", "s3:DeleteObject*")
+
+
+def bucket_principals(template: Template) -> list[str]:
+    """The bucket's objects are denied to every principal but the functions' roles and the
+    OperatorRoleArn parameter; claims/ and ledger/ to all but the splitter and the uploader."""
+    roles = {
+        function["Properties"]["Role"]["Fn::GetAtt"][0]
+        for function in resources(template, FUNCTION).values()
+        if role_of(template, function) is not None
+    }
+    found = []
+    for policy in resources(template, "AWS::S3::BucketPolicy").values():
+        by_sid = {st.get("Sid"): st for st in as_list(policy["Properties"]["PolicyDocument"]["Statement"])}
+        for sid, resource, expected in (
+            ("OnlyThisStackAndItsOperators", "/*", roles | {"OperatorRoleArn"}),
+            (
+                "ClaimsAndLedgerForTheFunctionsOnly",
+                "/claims/*",
+                {"SplitterFunctionRole", "UploaderFunctionRole"},
+            ),
+        ):
+            st = by_sid.get(sid)
+            if not st or st.get("Effect") != "Deny" or st.get("Principal") != "*":
+                found.append(f"no {sid} deny in the bucket policy")
+                continue
+            if not set(BUCKET_OBJECT_ACTIONS) <= set(as_list(st.get("Action"))) or resource not in str(
+                st.get("Resource")
+            ):
+                found.append(f"{sid}: does not cover the objects' reads and writes")
+            listed = as_list(st.get("Condition", {}).get("ArnNotEquals", {}).get("aws:PrincipalArn", []))
+            named = {
+                target(p["Fn::If"][1]) if isinstance(p, dict) and "Fn::If" in p else target(p) for p in listed
+            }
+            if named != expected:
+                found.append(f"{sid}: lets in {sorted(named)}, not exactly {sorted(expected)}")
+    if not resources(template, "AWS::S3::BucketPolicy"):
+        found.append("no bucket policy")
+    return found
+
+
 RULES: dict[str, Callable[[Template], list[str]]] = {
+    "each function has a role of its own without managed policies": own_roles,
+    "the bucket lets in only the stack's roles and the operator role": bucket_principals,
     "bucket public access blocked": public_access,
     "encryption at rest": encryption,
     "TLS-only bucket policy": tls_only,
@@ -608,21 +716,25 @@ BREAKS: list[tuple[str, str, Callable[[Template], None]]] = [
     (
         "no * action on * resource",
         "Allow * on *",
-        lambda t: _first_function(t)["Policies"].append(
-            {"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        lambda t: (
+            _first_function(t)
+            .setdefault("Policies", [])
+            .append({"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
         ),
     ),
     (
         "no * action on * resource",
         "Allow s3:* on *",
-        lambda t: _first_function(t)["Policies"].append(
-            {"Statement": [{"Effect": "Allow", "Action": ["s3:*"], "Resource": "*"}]}
+        lambda t: (
+            _first_function(t)
+            .setdefault("Policies", [])
+            .append({"Statement": [{"Effect": "Allow", "Action": ["s3:*"], "Resource": "*"}]})
         ),
     ),
     (
         "no * action on * resource",
         "AdministratorAccess attached",
-        lambda t: _first_function(t)["Policies"].append("AdministratorAccess"),
+        lambda t: _first_function(t).setdefault("Policies", []).append("AdministratorAccess"),
     ),
     ("API throttling", "throttling removed", _unthrottle),
     (
@@ -656,7 +768,24 @@ def _props(t: Template, logical_id: str) -> dict[str, Any]:
 
 
 def _statement(t: Template, function: str, sid: str) -> dict[str, Any]:
-    return next(st for st in statements(_props(t, function)["Policies"]) if st.get("Sid") == sid)
+    role = role_of(t, t["Resources"][function])
+    assert role is not None
+    return next(st for st in statements(role["Properties"]["Policies"]) if st.get("Sid") == sid)
+
+
+def _sam_policies(t: Template, function: str) -> list[Any]:
+    """SAM ``Policies`` written on the function (as someone might add them back)."""
+    policies: list[Any] = _props(t, function).setdefault("Policies", [])
+    return policies
+
+
+def _drop_statement(t: Template, function: str, sid: str) -> None:
+    role = role_of(t, t["Resources"][function])
+    assert role is not None
+    for entry in role["Properties"]["Policies"]:
+        document = entry.get("PolicyDocument") if isinstance(entry, dict) else None
+        if document:
+            document["Statement"] = [st for st in document["Statement"] if st.get("Sid") != sid]
 
 
 def _drop_queue_policies(t: Template, keep: int = 0) -> None:
@@ -668,14 +797,14 @@ BREAKS += [
     (
         "callback cannot read the upstream credentials",
         "credentials policy template back on the callback",
-        lambda t: _props(t, "CallbackFunction")["Policies"].append(
+        lambda t: _sam_policies(t, "CallbackFunction").append(
             {"AWSSecretsManagerGetSecretValuePolicy": {"SecretArn": {"Ref": "UpstreamCredentialsSecret"}}}
         ),
     ),
     (
         "callback cannot read the upstream credentials",
         "GetSecretValue on the credentials in a statement",
-        lambda t: _props(t, "CallbackFunction")["Policies"].append(
+        lambda t: _sam_policies(t, "CallbackFunction").append(
             {
                 "Statement": [
                     {
@@ -695,7 +824,7 @@ BREAKS += [
     (
         "DynamoDB: only the actions each function calls",
         "DynamoDBCrudPolicy back on the splitter",
-        lambda t: _props(t, "SplitterFunction")["Policies"].append(
+        lambda t: _sam_policies(t, "SplitterFunction").append(
             {"DynamoDBCrudPolicy": {"TableName": {"Ref": "JobsTable"}}}
         ),
     ),
@@ -719,7 +848,7 @@ BREAKS += [
     (
         "S3: each function reads only its prefixes",
         "S3ReadPolicy (the whole bucket) on the uploader",
-        lambda t: _props(t, "UploaderFunction")["Policies"].append(
+        lambda t: _sam_policies(t, "UploaderFunction").append(
             {
                 "S3ReadPolicy": {
                     "BucketName": {"Fn::Sub": "${AWS::StackName}-ingest-${AWS::AccountId}-${AWS::Region}"}
@@ -730,21 +859,21 @@ BREAKS += [
     (
         "S3: each function reads only its prefixes",
         "the uploader reads every key",
-        lambda t: _statement(t, "UploaderFunction", "ReadClaims").update(
+        lambda t: _statement(t, "UploaderFunction", "ReadClaimsAndHeaderFacts").update(
             Resource=[{"Fn::Sub": BUCKET_ARN + "/*"}]
         ),
     ),
     (
         "no unused permission",
         "the callback's unused SQSSendMessagePolicy",
-        lambda t: _props(t, "CallbackFunction")["Policies"].append(
+        lambda t: _sam_policies(t, "CallbackFunction").append(
             {"SQSSendMessagePolicy": {"QueueName": {"Fn::GetAtt": ["WorkQueue", "QueueName"]}}}
         ),
     ),
     (
         "no unused permission",
         "the callback may write reports",
-        lambda t: _props(t, "CallbackFunction")["Policies"].append(
+        lambda t: _sam_policies(t, "CallbackFunction").append(
             {
                 "Statement": [
                     {
@@ -816,16 +945,37 @@ BREAKS += [
 
 BREAKS += [
     (
+        "each function has a role of its own without managed policies",
+        "AWSLambdaBasicExecutionRole on a role (logs:* on every group)",
+        lambda t: _props(t, "PollerFunctionRole").update(
+            ManagedPolicyArns=["arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"]
+        ),
+    ),
+    (
+        "the bucket lets in only the stack's roles and the operator role",
+        "an administrator let into the bucket",
+        lambda t: _props(t, "IngestBucketPolicy")["PolicyDocument"]["Statement"][1]["Condition"][
+            "ArnNotEquals"
+        ]["aws:PrincipalArn"].append("arn:aws:iam::123456789012:role/Admin"),
+    ),
+    (
+        "the bucket lets in only the stack's roles and the operator role",
+        "the operators may read the claim checks",
+        lambda t: _props(t, "IngestBucketPolicy")["PolicyDocument"]["Statement"][2]["Condition"][
+            "ArnNotEquals"
+        ]["aws:PrincipalArn"].append({"Ref": "OperatorRoleArn"}),
+    ),
+    (
         "identity pepper: generated, kept, read only where digests are made",
         "the callback may read the pepper",
-        lambda t: _props(t, "CallbackFunction")["Policies"].append(
+        lambda t: _sam_policies(t, "CallbackFunction").append(
             {"AWSSecretsManagerGetSecretValuePolicy": {"SecretArn": {"Ref": PEPPER}}}
         ),
     ),
     (
         "identity pepper: generated, kept, read only where digests are made",
         "the uploader may read the pepper, in a statement",
-        lambda t: _props(t, "UploaderFunction")["Policies"].append(
+        lambda t: _sam_policies(t, "UploaderFunction").append(
             {
                 "Statement": [
                     {
@@ -840,15 +990,7 @@ BREAKS += [
     (
         "identity pepper: generated, kept, read only where digests are made",
         "the splitter may not read the pepper",
-        lambda t: _props(t, "SplitterFunction").update(
-            Policies=[
-                p
-                for p in _props(t, "SplitterFunction")["Policies"]
-                if not (
-                    isinstance(p, dict) and refers_to(p.get("AWSSecretsManagerGetSecretValuePolicy"), PEPPER)
-                )
-            ]
-        ),
+        lambda t: _drop_statement(t, "SplitterFunction", "IdentityPepper"),
     ),
     (
         "identity pepper: generated, kept, read only where digests are made",

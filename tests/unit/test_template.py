@@ -182,36 +182,50 @@ def test_no_statement_allows_everything(template: dict[str, Any]) -> None:
         assert not ("*" in resources and any(str(a).endswith(":*") for a in actions)), statement
 
 
-def test_functions_use_policy_templates_or_inline_statements_only(resources: dict[str, Any]) -> None:
-    """No AWS-managed policy by name or ARN (e.g. AdministratorAccess, AmazonS3FullAccess)."""
+def role_policies(resources: dict[str, Any], logical_id: str) -> list[Any]:
+    """The policies of the function's own role (``Role: !GetAtt <Function>Role.Arn``)."""
+    role = props(resources, logical_id)["Role"]["Fn::GetAtt"][0]
+    policies: list[Any] = props(resources, role)["Policies"]
+    return policies
+
+
+def test_each_function_has_a_role_of_its_own_with_inline_policies_only(resources: dict[str, Any]) -> None:
+    """No managed policy (AWSLambdaBasicExecutionRole: logs on every group; SAM's SQS one: every
+    queue): each function names its own role, and nothing SAM would add is attached."""
     for logical_id in FUNCTIONS:
-        policies = props(resources, logical_id)["Policies"]
-        assert isinstance(policies, list) and policies, logical_id
-        assert all(isinstance(policy, dict) for policy in policies), logical_id
+        function = props(resources, logical_id)
+        assert "Policies" not in function, logical_id  # SAM ignores Policies beside a Role
+        assert function["Role"] == {"Fn::GetAtt": [f"{logical_id}Role", "Arn"]}, logical_id
+        role = resources[f"{logical_id}Role"]
+        assert role["Type"] == "AWS::IAM::Role" and "ManagedPolicyArns" not in role["Properties"], logical_id
+        trust = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        assert trust == [
+            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ]
+        for policy in role_policies(resources, logical_id):
+            entry = policy["Fn::If"][1] if "Fn::If" in policy else policy
+            assert set(entry) == {"PolicyName", "PolicyDocument"}, logical_id
 
 
-def policy_templates(resources: dict[str, Any], logical_id: str) -> dict[str, list[Any]]:
-    found: dict[str, list[Any]] = {}
-    for policy in props(resources, logical_id)["Policies"]:
-        for name, value in policy.items():
-            if name != "Statement":
-                found.setdefault(name, []).append(value)
+def granted(resources: dict[str, Any], logical_id: str, action: str) -> set[str]:
+    """What the function's role grants ``action`` on, by logical id (``*`` for every resource)."""
+    found: set[str] = set()
+    for st in statements(role_policies(resources, logical_id)):
+        if action in as_list(st["Action"]):
+            found |= {"*"} if st["Resource"] == "*" else referenced(st["Resource"]) or {str(st["Resource"])}
     return found
 
 
 def test_each_function_reads_only_its_own_secret(resources: dict[str, Any]) -> None:
     expected = {
-        "SplitterFunction": [{"SecretArn": {"Ref": "IdentityPepperSecret"}}],
-        "UploaderFunction": [{"SecretArn": {"Ref": "UpstreamCredentialsSecret"}}],
+        "SplitterFunction": {"IdentityPepperSecret"},
+        "UploaderFunction": {"UpstreamCredentialsSecret"},
         # never the credentials (they hold the billing apiKey): its apiId is the UpstreamApiId parameter
-        "CallbackFunction": [{"SecretArn": {"Ref": "CallbackSigningSecret"}}],
-        "PollerFunction": [{"SecretArn": {"Ref": "UpstreamCredentialsSecret"}}],
+        "CallbackFunction": {"CallbackSigningSecret"},
+        "PollerFunction": {"UpstreamCredentialsSecret"},
     }
     for logical_id, secrets in expected.items():
-        assert (
-            policy_templates(resources, logical_id).get("AWSSecretsManagerGetSecretValuePolicy", [])
-            == secrets
-        )
+        assert granted(resources, logical_id, "secretsmanager:GetSecretValue") == secrets, logical_id
 
 
 def test_function_table_and_queue_access(resources: dict[str, Any]) -> None:
@@ -220,25 +234,32 @@ def test_function_table_and_queue_access(resources: dict[str, Any]) -> None:
     def tables(logical_id: str) -> set[str]:
         return {
             target
-            for st in statements(props(resources, logical_id)["Policies"])
+            for st in statements(role_policies(resources, logical_id))
             if any(str(a).startswith("dynamodb:") for a in as_list(st["Action"]))
             for target in referenced(st["Resource"])
         }
 
-    for logical_id in FUNCTIONS:
-        assert not {"DynamoDBCrudPolicy", "DynamoDBReadPolicy", "DynamoDBWritePolicy"} & set(
-            policy_templates(resources, logical_id)
-        ), logical_id
     assert tables("SplitterFunction") == {"JobsTable", "AuditsTable"}
     assert tables("UploaderFunction") == {"JobsTable", "AuditsTable", "IdempotencyTable"}
     assert tables("CallbackFunction") == {"AuditsTable"}
     assert tables("PollerFunction") == {"JobsTable", "AuditsTable"}
-    queue = {"QueueName": {"Fn::GetAtt": ["WorkQueue", "QueueName"]}}
-    # the uploader queues the halves of a refused batch (logic/bisection.py)
-    for logical_id in ("SplitterFunction", "PollerFunction", "UploaderFunction"):
-        assert policy_templates(resources, logical_id)["SQSSendMessagePolicy"] == [queue]
-    assert policy_templates(resources, "UploaderFunction")["SQSPollerPolicy"] == [queue]
-    assert "SQSSendMessagePolicy" not in policy_templates(resources, "CallbackFunction")
+    # the uploader queues the halves of a refused batch (logic/bisection.py); the splitter's failed
+    # S3 events go to its on-failure destination, sent by Lambda with the function's role
+    assert granted(resources, "SplitterFunction", "sqs:SendMessage") == {"WorkQueue", "SplitterFailureQueue"}
+    assert granted(resources, "UploaderFunction", "sqs:SendMessage") == {"WorkQueue"}
+    assert granted(resources, "PollerFunction", "sqs:SendMessage") == {"WorkQueue"}
+    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"):
+        assert granted(resources, "UploaderFunction", action) == {"WorkQueue"}  # never the DLQ
+    assert granted(resources, "CallbackFunction", "sqs:SendMessage") == set()
+
+
+def test_each_function_logs_to_its_own_group_only(resources: dict[str, Any]) -> None:
+    for logical_id, role in FUNCTIONS.items():
+        group = f"{role.title()}LogGroup"
+        assert props(resources, logical_id)["LoggingConfig"] == {"LogGroup": {"Ref": group}}
+        for action in ("logs:CreateLogStream", "logs:PutLogEvents"):
+            assert granted(resources, logical_id, action) == {group}, (logical_id, action)
+        assert granted(resources, logical_id, "logs:CreateLogGroup") == set()
 
 
 # -- secrets --------------------------------------------------------------------------------------
@@ -470,6 +491,7 @@ def test_parameters(template: dict[str, Any]) -> None:
         "LogRetentionDays",
         "CallbackReservedConcurrency",
         "KmsKeyArn",
+        "OperatorRoleArn",
         "Architecture",
     }
     assert parameters["LogRetentionDays"]["Default"] == 90
@@ -752,10 +774,10 @@ def test_every_custom_metric_shown_or_alarmed_is_emitted_by_the_code(
 
 def test_the_uploader_may_write_reports_and_claims(resources: dict[str, Any]) -> None:
     """It writes the report when a job settles and keeps the body of a deferred, failed or unknown
-    batch under claims/ (moto does not enforce IAM: only this test would notice a missing grant)."""
+    batch under claims/ (the local stack enforces the role too: tests/integration/test_least_privilege.py)."""
     writes = [
         resource
-        for st in statements(props(resources, "UploaderFunction")["Policies"])
+        for st in statements(role_policies(resources, "UploaderFunction"))
         if "s3:PutObject" in as_list(st["Action"])
         for resource in as_list(st["Resource"])
     ]

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import botocore.session
 from botocore.config import Config
+from botocore.credentials import CredentialProvider
 from botocore.exceptions import DataNotFoundError
 from botocore.loaders import Loader, instance_cache
 
@@ -65,8 +66,26 @@ class _ModelLoader(Loader):
             return False
 
 
+_PROVIDERS: list[CredentialProvider] = []
+
+
+def add_credential_provider(provider: CredentialProvider) -> None:
+    """Put ``provider`` first in the credential chain of the clients made from now on.
+
+    Never called in Lambda (the chain finds the function's role in its environment). The local
+    stack runs the four functions in one process and signs each one's calls with its own role
+    (``local.iam``). One provider of a kind: adding another of the same class replaces it.
+    """
+    with _LOCK:
+        _PROVIDERS[:] = [p for p in _PROVIDERS if type(p) is not type(provider)] + [provider]
+    _client.cache_clear()
+
+
 def _new_session() -> boto3.session.Session:
     core = botocore.session.get_session()
+    resolver = core.get_component("credential_provider")
+    for provider in _PROVIDERS:
+        resolver.insert_before("env", provider)
     data_path = core.get_config_variable("data_path")  # as botocore's create_loader: AWS_DATA_PATH
     extra = (
         None

@@ -74,6 +74,7 @@ from verifyfeed.rules.authcode import validate_auth_code
 from verifyfeed.rules.carrier_audit import validate_audit_row
 from verifyfeed.rules.errors import RowRejected, RuleViolation
 from verifyfeed.rules.hashing import sha256_hex
+from verifyfeed.threads import submit
 
 logger = Logger(child=True)
 
@@ -400,7 +401,7 @@ class _BatchStager:
             still.pop(0).result()
         self._pending = still
         self.staged.append(batch.seq)
-        self._pending.append(self._pool.submit(self._stage, batch))
+        self._pending.append(submit(self._pool, self._stage, batch))
 
     def _stage(self, batch: RepairBatch) -> None:
         jobs = self.services.jobs

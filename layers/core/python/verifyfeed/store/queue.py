@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from verifyfeed import aws
+from verifyfeed.threads import submit
 
 
 class SqsWorkQueue:
@@ -39,7 +40,7 @@ def send_all(sqs: Any, queue_url: str, bodies: Sequence[str], attempts: int = 4)
             _send_chunk(sqs, queue_url, chunk, attempts)
         return
     with ThreadPoolExecutor(min(SEND_THREADS, len(chunks)), thread_name_prefix="send") as pool:
-        futures = [pool.submit(_send_chunk, sqs, queue_url, chunk, attempts) for chunk in chunks]
+        futures = [submit(pool, _send_chunk, sqs, queue_url, chunk, attempts) for chunk in chunks]
         try:
             for future in futures:
                 future.result()
