@@ -573,6 +573,7 @@ class LocalRunner:
             else:
                 os.environ[key] = value
         self._saved_env.clear()
+        self._clear_core_caches()  # what comes next in this process reads its own settings again
 
     def _start_aws(self) -> None:
         defaults = {

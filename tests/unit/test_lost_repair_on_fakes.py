@@ -393,3 +393,59 @@ def test_the_resend_ledger_rejects_a_re_dropped_row_as_already_uploaded(unit_san
     assert job_of(services, same.job_id).status == JobStatus.DUPLICATE
     assert batches_of(services, same.job_id) == [] and queue_of(services).bodies == []
     assert upload_calls(unit_sandbox) == calls
+
+
+def at(clock: FixedClock, sandbox: SandboxHandle, instant: str) -> None:
+    clock.move_to(datetime.fromisoformat(instant))
+    sandbox.set_clock(instant)
+
+
+def test_a_split_charged_in_the_next_cycle_counts_in_that_cycle_for_a_re_drop(
+    unit_sandbox: SandboxHandle,
+) -> None:
+    """Split at 23:59:30 on the 26th, deferred at 00:00:01 on the 27th, re-driven and charged on the
+    1st: a re-drop on the 10th (window from 27 November) must not pay for those rows again."""
+    clock = FixedClock(datetime.fromisoformat("2026-11-26T23:59:30+08:00"))
+    unit_sandbox.set_clock("2026-11-26T23:59:30+08:00")
+    services = on_fakes(unit_sandbox, clock, RESEND_WINDOW="month")
+    people = rows(3, 900)
+    first = drop(services, "lost-repair/late-november.csv", csv_bytes(people))
+    [message] = take_messages(services)
+    at(clock, unit_sandbox, "2026-11-27T00:00:01+08:00")
+    assert upload_batch(services, message, Delivery()) == "deferred"
+    at(clock, unit_sandbox, "2026-12-01T00:00:01+08:00")
+    assert poll(services).batches_redriven == 1
+    assert deliver_all(services) == Counter(succeeded=1)
+    assert sorted(charged(unit_sandbox)) == sorted(sha256_hex(p[1]) for p in people)
+
+    at(clock, unit_sandbox, "2026-12-10T10:00:00+08:00")
+    fixed = drop(services, "lost-repair/late-november-fixed.csv", csv_bytes([*people, *rows(1, 910)]))
+    job = job_of(services, fixed.job_id)
+    assert (job.rows_accepted, job.rows_already_uploaded) == (1, 3)
+    reasons = {r["rule"]: r["reason"] for r in report_rows(services, "lost-repair/late-november-fixed.csv")}
+    assert "late-november.csv on 2026-12-01" in reasons["duplicate.already_uploaded"]
+    assert deliver_all(services) == Counter(succeeded=1)
+    # the identical file again: a duplicate of the split charged in this cycle, nothing read
+    calls = upload_calls(unit_sandbox)
+    same = drop(services, "lost-repair/late-november-again.csv", csv_bytes(people))
+    assert (same.outcome, job_of(services, same.job_id).status) == ("duplicate_file", JobStatus.DUPLICATE)
+    assert upload_calls(unit_sandbox) == calls
+    assert set(Counter(charged(unit_sandbox)).values()) == {1}
+    assert first.job_id in reasons["duplicate.already_uploaded"]
+
+
+def test_a_split_charged_in_an_earlier_cycle_is_sent_again_in_the_next(unit_sandbox: SandboxHandle) -> None:
+    """The window is the monthly cycle: what was charged on 20 November may be sent again on 10
+    December, also when it was split earlier still (the ledger looks back, but only at charges)."""
+    clock = FixedClock(datetime.fromisoformat("2026-11-20T10:00:00+08:00"))
+    unit_sandbox.set_clock("2026-11-20T10:00:00+08:00")
+    services = on_fakes(unit_sandbox, clock, RESEND_WINDOW="month")
+    people = rows(2, 920)
+    drop(services, "lost-repair/november.csv", csv_bytes(people))
+    assert deliver_all(services) == Counter(succeeded=1)
+    at(clock, unit_sandbox, "2026-12-10T10:00:00+08:00")
+    again = drop(services, "lost-repair/november.csv", csv_bytes(people))  # identical, next cycle
+    assert again.outcome == "split"
+    assert job_of(services, again.job_id).rows_already_uploaded == 0
+    assert deliver_all(services) == Counter(succeeded=1)
+    assert set(Counter(charged(unit_sandbox)).values()) == {2}

@@ -64,6 +64,10 @@ class Settings(BaseModel):
     resend_window: str = Field("month", alias="RESEND_WINDOW", pattern=r"^(month|off|[1-9][0-9]{0,2}d)$")
     ledger_prefix: str = Field("ledger/", alias="LEDGER_PREFIX")
     resend_prefix: str = Field("lost-repair/resend/", alias="RESEND_PREFIX")
+    # how far before the window earlier splits are read for records charged or held within it
+    # (a split before the blackout charged after it counts in the cycle of the charge): the
+    # ledger's retention (the template passes LedgerRetentionDays)
+    resend_lookback_days: int = Field(70, alias="RESEND_LOOKBACK_DAYS", ge=0, le=1000)
     # how long the splitter waits for another split's ledger commit before giving up (then retried)
     ledger_lock_seconds: int = Field(60, alias="LEDGER_LOCK_SECONDS", ge=1)
 

@@ -214,6 +214,7 @@ def _ledger_session(services: Services, job: Job, dry_run: bool, resend: bool) -
         bucket=settings.ingest_bucket,
         prior=not resend,
         write=not dry_run,
+        lookback_days=settings.resend_lookback_days,
     )
 
 
@@ -224,10 +225,13 @@ def _identical_split(services: Services, dropped: DroppedObject, ledger: LedgerS
     found = services.ledger.fingerprint(file_fingerprint(ledger.key, dropped.etag, dropped.size))
     if found is None or found.get("job_id") in (None, ledger.job.job_id):
         return None
-    if str(found.get("day", "")) < ledger.first_day.isoformat():
-        return None
     other = services.jobs.get_job(str(found["job_id"]))
     if other is None or other.status in NEVER_SENT_JOBS:
+        return None
+    if str(found.get("day", "")) >= ledger.first_day.isoformat():
+        return other
+    # split before the window: the same file only if that split charged or held within it
+    if not ledger.may_count(other) or not ledger.live_roots(other.job_id)[0]:
         return None
     return other
 
