@@ -6,7 +6,7 @@ untouched. Status codes:
 
 ======  ==============================================================
 200     applied, or the same result again (idempotent)
-400     not JSON / not the callback schema / wrong serviceName / status not 1 or 2
+400     not JSON / not the callback schema (``id`` beyond a long too) / wrong serviceName / status not 1 or 2
 401     ``sign`` missing or wrong
 403     ``apiId`` is not ours
 404     no audit with that record id
