@@ -77,8 +77,8 @@ def test_the_seeds_other_types_are_read_and_extra_fields_ignored(
     stored = services.audits.get(audit.audit_key)
     assert stored is not None and stored.status == AuditStatus.REJECTED
     [logged] = [r for r in caplog.records if r.getMessage() == "callback fields ignored"]
-    assert logged.ignored_fields == ["traceId"]  # type: ignore[attr-defined]  # its name,
-    assert "secret-value-1" not in repr(vars(logged))  # never its value
+    assert logged.ignored_field_count == 1  # type: ignore[attr-defined]  # how many,
+    assert "traceId" not in repr(vars(logged)) and "secret-value-1" not in repr(vars(logged))  # no name
 
 
 def test_rejected_result_and_previous_secret_during_rotation(services: Services) -> None:
