@@ -486,6 +486,22 @@ def test_parameters(template: dict[str, Any]) -> None:
     assert parameters["PollSchedule"]["Default"] == "rate(5 minutes)"
 
 
+def test_upstream_urls_must_be_https(template: dict[str, Any]) -> None:
+    """A deployed stack never calls a loopback host: plain http:// is refused outright
+    (Settings also take http:// to loopback, for the local stack: decisions.md#upstream-https)."""
+    for name, empty in (("UpstreamBaseUrl", False), ("AuditBaseUrl", True)):
+        parameter = template["Parameters"][name]
+        pattern = re.compile(parameter["AllowedPattern"])
+        assert pattern.fullmatch("https://api.caih.com") and pattern.fullmatch("https://10.1.2.3:8443/v1")
+        assert not pattern.fullmatch("http://api.caih.com")
+        assert not pattern.fullmatch("http://127.0.0.1:8765")
+        assert not pattern.fullmatch("https://api.caih.com/a b")
+        assert bool(pattern.fullmatch("")) is empty
+        assert "https://" in parameter["ConstraintDescription"]
+    default = template["Parameters"]["UpstreamBaseUrl"]["Default"]
+    assert Settings.from_env({"UPSTREAM_BASE_URL": default}).upstream_base_url == default
+
+
 def test_every_environment_variable_is_a_setting(template: dict[str, Any]) -> None:
     """A variable the code does not read is a typo (or dead configuration)."""
     aliases = {f.alias for f in Settings.model_fields.values() if f.alias}
