@@ -424,6 +424,43 @@ def test_callback_api_is_throttled(resources: dict[str, Any]) -> None:
     )
 
 
+def test_the_api_gateway_account_is_set_only_when_the_parameter_asks(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    """One setting per account and region: tenant stacks must not overwrite it, nor take it with them."""
+    parameter = template["Parameters"]["ManageApiGatewayAccount"]
+    assert (parameter["AllowedValues"], parameter["Default"]) == (["true", "false"], "false")
+    assert template["Conditions"]["ManagesApiGatewayAccount"] == {
+        "Fn::Equals": [{"Ref": "ManageApiGatewayAccount"}, "true"]
+    }
+    account, role = resources["ApiGatewayAccount"], resources["ApiGatewayLoggingRole"]
+    assert account["Condition"] == role["Condition"] == "ManagesApiGatewayAccount"
+    assert account["Properties"]["CloudWatchRoleArn"] == {"Fn::GetAtt": ["ApiGatewayLoggingRole", "Arn"]}
+    assert role["DeletionPolicy"] == role["UpdateReplacePolicy"] == "Retain"  # the account points at it
+    for value, expected in (("false", False), ("true", True)):
+        resolver = Resolver(
+            template, stack_name="s", region="us-east-1", parameters={"ManageApiGatewayAccount": value}
+        )
+        assert resolver.included(account) is expected and resolver.included(role) is expected
+    with pytest.raises(ValueError, match="not one of"):
+        Resolver(template, stack_name="s", region="us-east-1", parameters={"ManageApiGatewayAccount": "yes"})
+
+
+def test_no_depends_on_names_a_conditional_resource(resources: dict[str, Any]) -> None:
+    """A DependsOn on a resource whose condition is false fails the deploy: the callback API waits
+    for ApiGatewayAccount through a handle whose Metadata refers to it only when it exists."""
+    conditional = {logical_id for logical_id, r in resources.items() if "Condition" in r}
+    for logical_id, resource in resources.items():
+        named = set(as_list(resource.get("DependsOn", [])))
+        assert not named & conditional, f"{logical_id} DependsOn {named & conditional}"
+    assert as_list(resources["CallbackApi"]["DependsOn"]) == ["ApiGatewayAccountReady"]
+    ready = resources["ApiGatewayAccountReady"]
+    assert ready["Type"] == "AWS::CloudFormation::WaitConditionHandle" and "Condition" not in ready
+    assert ready["Metadata"] == {
+        "ApiGatewayAccount": {"Fn::If": ["ManagesApiGatewayAccount", {"Ref": "ApiGatewayAccount"}, ""]}
+    }
+
+
 def test_poller_runs_on_the_schedule_parameter(resources: dict[str, Any]) -> None:
     (event,) = props(resources, "PollerFunction")["Events"].values()
     assert event["Type"] == "Schedule"
@@ -471,6 +508,7 @@ def test_parameters(template: dict[str, Any]) -> None:
         "CallbackReservedConcurrency",
         "KmsKeyArn",
         "Architecture",
+        "ManageApiGatewayAccount",
     }
     assert parameters["LogRetentionDays"]["Default"] == 90
     assert parameters["KmsKeyArn"]["Default"] == ""
