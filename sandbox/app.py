@@ -79,6 +79,7 @@ class Reply:
     http_status: int
     body: bytes | None
     content_type: str = "application/json; charset=utf-8"
+    location: str | None = None  # a redirect's Location header
 
 
 @dataclass
@@ -312,6 +313,8 @@ class Sandbox:
         failure = _json({"code": INJECTED, "message": MESSAGES[INJECTED], "data": None, "serialNo": serial})
         if fault.reset:
             return Reply(0, None)
+        if fault.redirect_to is not None:  # "not here": a client that follows sends it again there
+            return Reply(fault.status_code or 307, failure, location=fault.redirect_to)
         if applied.error_hit:  # error_rate drew this request: status_code if given, else 500
             return Reply(fault.status_code or 500, failure)
         if fault.status_code is not None and fault.error_rate is None:

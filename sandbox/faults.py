@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -25,6 +25,7 @@ ENDPOINT_ALIASES: dict[str, str] = {
 }
 LOST_REPAIR = "/verify/api/lost_repair_upload_data"
 CALLBACK = "callback"
+REDIRECT_STATUSES: Final = (301, 302, 303, 307, 308)
 
 
 def normalise_endpoint(name: str) -> str:
@@ -52,11 +53,21 @@ class Fault(BaseModel):
     # state_as_number: data.state 1 (a number); no_data: no data at all; data_as_string: /add's
     # data "12" (a string). update_false: /update is not processed and answers data false.
     answer: Literal["state_as_number", "no_data", "data_as_string", "update_false"] | None = None
+    # answer a redirect (status_code, one of REDIRECT_STATUSES; default 307) with this Location: a
+    # path on the sandbox or an http(s) URL, printable ASCII only (it becomes a header)
+    redirect_to: str | None = Field(default=None, max_length=2048, pattern=r"^(/|https?://)[!-~]*$")
 
     @model_validator(mode="after")
     def _normalise(self) -> Fault:
         if self.endpoint is not None:
             self.endpoint = normalise_endpoint(self.endpoint)
+        if self.redirect_to is not None:
+            if self.status_code is not None and self.status_code not in REDIRECT_STATUSES:
+                raise ValueError(f"redirect_to answers one of {REDIRECT_STATUSES}, not {self.status_code}")
+            others = [k for k in ("error_rate", "timeout_s") if getattr(self, k) is not None]
+            others += [k for k in ("reset", "invalid_json", "state0", "drop_callbacks") if getattr(self, k)]
+            if others:
+                raise ValueError(f"redirect_to is an answer of its own: not with {', '.join(others)}")
         return self
 
     def describe(self) -> str:
@@ -73,6 +84,8 @@ class Fault(BaseModel):
         parts += [k for k in ("reset", "invalid_json", "state0", "drop_callbacks") if getattr(self, k)]
         if self.answer:
             parts.append(f"answer={self.answer}")
+        if self.redirect_to is not None:
+            parts.append(f"redirect_to={self.redirect_to}")
         return ",".join(parts) or "none"
 
     def targets(self, endpoint: str) -> bool:

@@ -74,6 +74,23 @@ def test_a_5xx_on_add_is_held_a_second_add_would_be_a_second_audit(
     assert len([e for e in sandbox.ledger() if e.endpoint == "/carrierAudit/add"]) == 1
 
 
+@pytest.mark.parametrize("status", [307, 308])
+def test_a_redirected_add_is_not_followed_and_fails_without_an_audit_upstream(
+    services: Services, sandbox: SandboxHandle, status: int
+) -> None:
+    """A followed 307/308 would re-send the add, ID and phone numbers in clear, to the Location."""
+    message = queued_audit(services)
+    moved = sandbox.url + "/carrierAudit/add?moved=1"
+    sandbox.set_faults({"endpoint": "audit_add", "redirect_to": moved, "status_code": status, "count": 1})
+    assert submit_audit(services, message, Delivery()) == "failed"
+    assert submit_audit(services, message, Delivery(receive_count=2)) == "failed"
+    (entry,) = [e for e in sandbox.ledger() if e.endpoint == "/carrierAudit/add"]
+    assert (entry.http_status, entry.processed) == (status, False)
+    assert sandbox.audits() == []
+    audit = services.audits.get(message.audit_key)
+    assert audit is not None and f"HTTP {status} redirect to {moved}, not followed" in audit.last_error
+
+
 def test_add_answering_the_id_as_a_string_is_pending(services: Services, sandbox: SandboxHandle) -> None:
     message = queued_audit(services)
     sandbox.set_faults({"endpoint": "audit_add", "answer": "data_as_string", "count": 1})

@@ -510,6 +510,42 @@ def test_fault_after_on_audit_add_creates_the_record(sb: SandboxHandle) -> None:
     assert [a.id for a in sb.audits()] == [1]
 
 
+@pytest.mark.parametrize("status", [None, 301, 302, 303, 307, 308])
+def test_redirect_fault_answers_its_location_and_processes_nothing(
+    sb: SandboxHandle, status: int | None
+) -> None:
+    moved = sb.url + LOST + "?moved=1"
+    sb.set_faults({"endpoint": "lost_repair", "redirect_to": moved, "status_code": status, "count": 1})
+    body = envelope(sb, {"toRepairDataArray": [item(1)]})
+    reply = requests.post(sb.url + LOST, json=body, timeout=5, allow_redirects=False)
+    assert (reply.status_code, reply.headers["Location"]) == (status or 307, moved)
+    (entry,) = sb.ledger()
+    assert (entry.processed, entry.accepted, entry.http_status) == (False, False, status or 307)
+    assert entry.fault is not None and f"redirect_to={moved}" in entry.fault
+    assert sb.accepted_records() == []
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"redirect_to": "elsewhere"},  # neither a path nor an http(s) URL
+        {"redirect_to": "/x\r\nSet-Cookie: a=b"},  # it becomes a header
+        {"redirect_to": "/a b"},
+        {"redirect_to": "/x", "status_code": 500},  # a redirect's status only
+        {"redirect_to": "/x", "status_code": 200},
+        {"redirect_to": "/x", "reset": True},  # an answer of its own
+        {"redirect_to": "/x", "invalid_json": True},
+        {"redirect_to": "/x", "error_rate": 0.5},
+        {"redirect_to": "/" + "x" * 2048},
+    ],
+)
+def test_redirect_fault_input_is_validated(sb: SandboxHandle, fault: dict[str, Any]) -> None:
+    sb.set_faults({"latency_ms": 1})
+    refused = requests.post(sb.url + "/_sandbox/faults", json=fault, timeout=5)
+    assert refused.status_code == 400 and "redirect_to" in refused.text
+    assert [f["latency_ms"] for f in sb.app.faults.snapshot()] == [1]  # the faults in force are kept
+
+
 def test_faults_over_http(sb: SandboxHandle) -> None:
     listed = requests.post(
         sb.url + "/_sandbox/faults",

@@ -5,6 +5,7 @@ Every assertion about "sent once" is made against the sandbox's ledger: what ups
 
 from __future__ import annotations
 
+import json
 import socket
 from datetime import datetime, timedelta
 
@@ -147,6 +148,29 @@ def test_a_5xx_is_held_as_unknown_whether_or_not_upstream_processed_it(
     assert len(charged(sandbox)) == (3 if phase == "after" else 0)
     batch = services.jobs.get_batch(message.job_id, 1)
     assert batch is not None and f"HTTP {status}" in batch.last_error
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_not_followed_and_fails_the_batch_uncharged_and_kept(
+    make_settings: SettingsFactory, clock: FixedClock, sandbox: SandboxHandle, status: int
+) -> None:
+    """A 307/308 followed would send the batch again to the Location (here: the same API, so a
+    follower is charged); a redirect says "not processed here": failed, never resent on its own,
+    its body kept for an operator's re-drive. Not retried even when listed as retryable."""
+    services = build_services(make_settings(UPSTREAM_RETRY_HTTP_STATUSES=f"429,{status}"), clock)
+    message = message_for(services)
+    moved = sandbox.url + "/verify/api/lost_repair_upload_data?moved=1"
+    sandbox.set_faults({"endpoint": "lost_repair", "redirect_to": moved, "status_code": status, "count": 1})
+    assert upload_batch(services, message, Delivery(receive_count=1)) == "failed"
+    assert upload_batch(services, message, Delivery(receive_count=2)) == "failed"  # redelivery: nothing
+    (entry,) = sandbox.ledger()  # the sandbox never saw the request at the Location
+    assert (entry.http_status, entry.processed) == (status, False)
+    assert charged(sandbox) == []
+    batch = services.jobs.get_batch(message.job_id, 1)
+    assert batch is not None and batch.status == BatchStatus.FAILED
+    assert f"HTTP {status} redirect to {moved}, not followed (not retryable)" in batch.last_error
+    assert batch.claim_key, "its body is kept under claims/ for a re-drive"
+    assert len(json.loads(services.blobs.get(batch.claim_bucket, batch.claim_key))) == 3
 
 
 def test_retryable_statuses_are_configurable(

@@ -8,13 +8,15 @@ secrets that hold them are (see ``verifyfeed.secrets``).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from enum import StrEnum
 from functools import lru_cache
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class UnknownOutcomePolicy(StrEnum):
@@ -36,6 +38,29 @@ class AuthCodeUniqueness(StrEnum):
 
     IGNORE_CASE = "ignore-case"  # ``ab1`` and ``AB1`` are the same code: the second row is rejected
     EXACT = "exact"
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: only "localhost" is taken on trust
+        return False
+
+
+def upstream_url(url: str) -> str:
+    """``url`` if it is ``https://``, or ``http://`` to a loopback host (the local stack, tests);
+    anything else is an error (docs/decisions.md#upstream-https)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme == "https" and host:
+        return url
+    if parts.scheme == "http" and _loopback(host):
+        return url
+    raise ValueError(
+        f"{url!r} is not an https:// URL (plain http:// only to a loopback host: 127.0.0.0/8, ::1, localhost)"
+    )
 
 
 class Settings(BaseModel):
@@ -146,6 +171,16 @@ class Settings(BaseModel):
 
     # clock: an ISO instant the clock starts at (local runs and tests); empty = system clock
     clock_now: str = Field("", alias="CLOCK_NOW")
+
+    @field_validator("upstream_base_url")
+    @classmethod
+    def _upstream_https(cls, url: str) -> str:
+        return upstream_url(url)
+
+    @field_validator("audit_base_url")
+    @classmethod
+    def _audit_https(cls, url: str) -> str:
+        return upstream_url(url) if url else url  # empty: UPSTREAM_BASE_URL's
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

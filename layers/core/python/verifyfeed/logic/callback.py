@@ -6,7 +6,7 @@ untouched. Status codes:
 
 ======  ==============================================================
 200     applied, or the same result again (idempotent)
-400     not JSON / not the callback schema / wrong serviceName / status not 1 or 2
+400     not JSON / not the callback schema (``id`` beyond a long too) / wrong serviceName / status not 1 or 2
 401     ``sign`` missing or wrong
 403     ``apiId`` is not ours
 404     no audit with that record id
@@ -70,8 +70,8 @@ def handle_callback(services: Services, raw_body: bytes, headers: Mapping[str, s
     except ValidationError as exc:
         fields = sorted({".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()})
         return _refuse(400, "schema", f"invalid callback body: {', '.join(fields)}")
-    if callback.model_extra:  # names only: a value may be personal data
-        logger.info("callback fields ignored", extra={"ignored_fields": sorted(callback.model_extra)[:20]})
+    if callback.model_extra:  # how many only: a signed body may put an ID number in a name too
+        logger.info("callback fields ignored", extra={"ignored_field_count": len(callback.model_extra)})
     # bytes: compare_digest raises TypeError on a str with non-ASCII characters
     if not hmac.compare_digest(callback.apiId.encode(), services.secrets.expected_api_id().encode()):
         return _refuse(403, "api_id", "apiId mismatch", callback.id)

@@ -12,7 +12,9 @@ caller precisely what happened and the caller decides (``logic.uploader``):
 - ``Answered``: HTTP 200 with a JSON envelope (whatever its ``code``).
 - ``NotSent``: the request certainly did not reach upstream (refused, DNS, connect timeout).
 - ``HttpError``: a refusal that says the request was not processed: 429 (and any status in
-  ``retry_http_statuses``) is ``retryable``; any other 4xx is not.
+  ``retry_http_statuses``) is ``retryable``; any other 4xx is not, nor is a redirect (3xx): it is
+  never followed — a 307/308 would send the body and ``authinfo`` again, to wherever the Location
+  says — and names its Location (docs/decisions.md#upstream-redirects).
 - ``Unknown``: the request may have been processed but the answer was lost: a read timeout, a
   connection reset after sending, a 5xx (a gateway's 502/504 can arrive after the backend
   processed, and charged, the request), a 200 whose body is not the envelope
@@ -166,12 +168,15 @@ class UpstreamClient:
                 data=body,
                 headers={"Content-Type": "application/json; charset=utf-8", **headers},
                 timeout=self._timeout,
+                allow_redirects=False,
             )
         except requests.exceptions.RequestException as exc:
             if _never_reached(exc):
                 return NotSent(reason=f"{type(exc).__name__}: not connected", elapsed_ms=elapsed())
             return Unknown(reason=f"{type(exc).__name__}: answer lost after sending", elapsed_ms=elapsed())
         status = reply.status_code
+        if 300 <= status < 400:  # whatever retry_http_statuses says: not processed here, not retried
+            return HttpError(status, _redirected(status, reply.headers.get("Location")), elapsed())
         if status != 200:
             if status in self._retry_statuses:
                 return HttpError(status, f"HTTP {status}", elapsed(), retryable=True)
@@ -202,6 +207,14 @@ class UpstreamClient:
 
     def audit_get(self, record_id: int) -> CallOutcome:
         return self.post_audit(AUDIT_GET_PATH, {"id": record_id})
+
+
+def _redirected(status: int, location: str | None) -> str:
+    """The reason of a redirect: its Location (a URL, no personal data), printable and bounded."""
+    if not location:
+        return f"HTTP {status} redirect without a Location, not followed"
+    shown = "".join(c if c.isprintable() else "?" for c in location[:200])
+    return f"HTTP {status} redirect to {shown}{'...' if len(location) > 200 else ''}, not followed"
 
 
 def _compact_json(value: Any) -> bytes:
