@@ -375,6 +375,84 @@ def test_a_worker_that_dies_mid_bisection_sends_nothing_twice_and_loses_nothing(
     check_ledger(services, sandbox, dropped.job_id, {1: dropped.idcodes})
 
 
+def staged(services: Services, job_id: str) -> list[Batch]:
+    return [b for b in batches(services, job_id) if b.status == BatchStatus.STAGED]
+
+
+def test_a_half_written_before_the_worker_died_is_reused_when_the_redelivery_comes_in_the_blackout(
+    services: Services, clock: FixedClock, sandbox: SandboxHandle
+) -> None:
+    """The worker splitting a refused batch dies after writing one half; its message comes back in
+    the blackout, where a refused batch is not split but deferred. The split was decided: it is
+    finished (no half left ``staged``, its rows counted once), the halves wait out the window."""
+    dropped = drop_file(services, 100)
+    sandbox.refuse([dropped.idcode(37)], REFUSED_DESC)
+    dying, client = dying_services(services, *KILL_POINTS["between_the_halves"])
+    [body] = [m for m in drain_queue(services.settings.work_queue_url) if m.get("job_id") == dropped.job_id]
+    message = LostRepairBatchMessage.model_validate(body)
+    with pytest.raises(WorkerKilled):
+        upload_batch(dying, message, Delivery())
+    Metrics().clear_metrics()
+    assert client.died and [b.record_count for b in staged(services, dropped.job_id)] == [50]
+
+    clock.move_to(datetime.fromisoformat("2026-12-27T00:00:01+08:00"))
+    upload_batch(services, message, Delivery(receive_count=2))
+    for queued in drain_queue(services.settings.work_queue_url):  # the halves, if any: deferred
+        upload_batch(services, LostRepairBatchMessage.model_validate(queued), Delivery())
+    Metrics().clear_metrics()
+    assert upload_calls(sandbox) == 1  # nothing sent in the blackout
+
+    clock.move_to(datetime.fromisoformat("2027-01-01T00:00:01+08:00"))
+    sandbox.set_clock("2027-01-01T00:00:01+08:00")
+    sandbox.refuse([])  # the refusal was transient: nothing is refused after the window
+    assert poll(services).batches_redriven >= 1
+    run_job(services, dropped.job_id)
+
+    counts = sandbox.record_counts()
+    assert len(counts) == 100 and set(counts.values()) == {1}
+    assert report_of(services, dropped.job_id)["records"] == {
+        "accepted": 100,
+        "uploaded": 100,
+        "refused": 0,
+        "held": 0,
+        "deferred": 0,
+        "pending": 0,
+    }
+    assert staged(services, dropped.job_id) == []
+    assert upload_calls(sandbox) == 1 + 2  # the batch, refused; its halves after the window
+    check_ledger(services, sandbox, dropped.job_id, {1: dropped.idcodes})
+
+
+def test_a_half_written_before_the_worker_died_is_reused_when_the_budget_would_be_spent(
+    make_settings: SettingsFactory, clock: FixedClock, sandbox: SandboxHandle
+) -> None:
+    """Rows 0 and 1 of 4 refused, a budget of 4 halves: the file's batch is split (2), then its first
+    half (4); the worker dies after writing one of that half's halves. The half it wrote does not
+    count against the budget a second time: the split is finished and both rows are isolated."""
+    services = build_services(
+        make_settings(STATE0_BISECT_MAX_CALLS="4", STATE0_BISECT_ISOLATE_ROWS="1"), clock
+    )
+    dropped = drop_file(services, 4)
+    sandbox.refuse([dropped.idcode(0), dropped.idcode(1)], REFUSED_DESC)
+    dying, client = dying_services(services, "put_item", lambda kw, n: n == 4)  # the 4th half
+    assert run_job(services, dropped.job_id, dying=dying) == 1 and client.died
+
+    counts = sandbox.record_counts()
+    assert set(counts) == {dropped.idcode(2), dropped.idcode(3)} and set(counts.values()) == {1}
+    assert report_of(services, dropped.job_id)["records"] == {
+        "accepted": 4,
+        "uploaded": 2,
+        "refused": 2,
+        "held": 0,
+        "deferred": 0,
+        "pending": 0,
+    }
+    assert staged(services, dropped.job_id) == []
+    assert_refused_alone(services, dropped, [0, 1])
+    assert upload_calls(sandbox) == 1 + 2 + 2
+    check_ledger(services, sandbox, dropped.job_id, {1: dropped.idcodes})
+
+
 def test_a_refused_batch_is_not_split_in_the_blackout_but_deferred_whole(
     services: Services, clock: FixedClock, sandbox: SandboxHandle
 ) -> None:
