@@ -396,6 +396,25 @@ def test_four_refused_rows_in_the_four_quarters_of_8_cost_only_those_rows(
     assert assert_only_refused_rows_lost(services, unit_sandbox, result.job_id, people, bad) == 1 + 2 + 4 + 8
 
 
+def test_more_refused_parts_than_rows_isolated_make_the_refusal_systematic(
+    unit_sandbox: SandboxHandle,
+) -> None:
+    """``STATE0_BISECT_ISOLATE_ROWS=3``: four refused quarters, nothing accepted, rule out three
+    refused rows: the quarters fail unsplit, after 7 calls."""
+    services = on_fakes(unit_sandbox, STATE0_BISECT_ISOLATE_ROWS="3")
+    people = rows(8, 900)
+    unit_sandbox.refuse([people[r][3] for r in (0, 2, 4, 6)])
+    result = drop(services, "lost-repair/four-quarters.csv", csv_bytes(people))
+    deliver_all(services)
+    assert charged(unit_sandbox) == [] and upload_calls(unit_sandbox) == 1 + 2 + 4
+    failed = [b for b in batches_of(services, result.job_id) if b.status == BatchStatus.FAILED]
+    assert [b.record_count for b in failed] == [2, 2, 2, 2]
+    assert all(
+        "STATE0_BISECT_ISOLATE_ROWS (3)" in b.last_error and "systematic" in b.last_error for b in failed
+    )
+    assert summary(services, job_of(services, result.job_id))["records"]["refused"] == 8
+
+
 @pytest.mark.parametrize("k", range(1, 9))
 @pytest.mark.parametrize("spread", list(SPREADS))
 def test_up_to_eight_refused_rows_in_1000_cost_only_those_rows(
