@@ -12,9 +12,10 @@ import hashlib
 import inspect
 import io
 import json
+import random
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -335,6 +336,102 @@ def counts_of(job: Job) -> tuple[int, int, int, int, int]:
         job.batches_bisected,
         job.batches_settled,
     )
+
+
+# ---- refused rows lose only themselves, however few or spread (docs/decisions.md#state-0) ------------
+
+REFUSED = "失败"  # the only desc the spec gives a state "0" answer
+
+# rows i·1000/k: every split down to single rows meets a refused row, so these take the most calls
+SPREADS: dict[str, Callable[[int], list[int]]] = {
+    "even": lambda k: [i * 1000 // k for i in range(k)],
+    "adjacent": lambda k: list(range(500, 500 + k)),
+    "at_both_ends": lambda k: [*range(k // 2), *range(1000 - (k + 1) // 2, 1000)],
+    "scattered": lambda k: sorted(random.Random(k).sample(range(1000), k)),
+}
+# the most upload calls k refused rows of a batch of 1,000 take: 1 + 2 for every part split
+# (docs/decisions.md#state-0 quotes them; test_bisection.py computes them)
+WORST_CALLS_IN_1000 = {1: 21, 2: 39, 3: 55, 4: 71, 5: 85, 6: 99, 7: 113, 8: 127}
+
+
+def assert_only_refused_rows_lost(
+    services: Services, sandbox: SandboxHandle, job_id: str, people: list[list[str]], bad: list[int]
+) -> int:
+    """Every row but ``bad`` charged once, each of ``bad`` failed alone with its answer's desc, the
+    report adding up to the rows; returns the upload calls made."""
+    good = [p for i, p in enumerate(people) if i not in bad]
+    assert Counter(charged(sandbox)) == Counter(sha256_hex(p[1]) for p in good)
+    failed = [b for b in batches_of(services, job_id) if b.status == BatchStatus.FAILED]
+    alone = sorted((b.refused_record, b.record_count, b.upstream_desc, b.last_error) for b in failed)
+    assert alone == sorted((people[r][3], 1, REFUSED, f"refused: {REFUSED}") for r in bad)
+    job = job_of(services, job_id)
+    assert job.status == JobStatus.COMPLETED_WITH_ERRORS and job.batches_failed == len(bad)
+    assert job.batches_settled == job.batches_total == len(batches_of(services, job_id))
+    report = summary(services, job)
+    assert report["records"] == {
+        "accepted": len(people),
+        "uploaded": len(good),
+        "refused": len(bad),
+        "held": 0,
+        "deferred": 0,
+        "pending": 0,
+    }
+    assert sorted((r["auth_code"], r["reason"]) for r in report["refused_records"]) == sorted(
+        (people[r][3], REFUSED) for r in bad
+    )
+    return upload_calls(sandbox)
+
+
+def test_four_refused_rows_in_the_four_quarters_of_8_cost_only_those_rows(
+    unit_sandbox: SandboxHandle,
+) -> None:
+    """Rows 0, 2, 4, 6: the batch, both halves and all four quarters refused, nothing accepted yet —
+    four bad rows, not a refusal of the batch: the other four go through."""
+    services = on_fakes(unit_sandbox)
+    people = rows(8, 900)
+    bad = [0, 2, 4, 6]
+    unit_sandbox.refuse([people[r][3] for r in bad])
+    result = drop(services, "lost-repair/four-quarters.csv", csv_bytes(people))
+    deliver_all(services)
+    assert assert_only_refused_rows_lost(services, unit_sandbox, result.job_id, people, bad) == 1 + 2 + 4 + 8
+
+
+def test_more_refused_parts_than_rows_isolated_make_the_refusal_systematic(
+    unit_sandbox: SandboxHandle,
+) -> None:
+    """``STATE0_BISECT_ISOLATE_ROWS=3``: four refused quarters, nothing accepted, rule out three
+    refused rows: the quarters fail unsplit, after 7 calls."""
+    services = on_fakes(unit_sandbox, STATE0_BISECT_ISOLATE_ROWS="3")
+    people = rows(8, 900)
+    unit_sandbox.refuse([people[r][3] for r in (0, 2, 4, 6)])
+    result = drop(services, "lost-repair/four-quarters.csv", csv_bytes(people))
+    deliver_all(services)
+    assert charged(unit_sandbox) == [] and upload_calls(unit_sandbox) == 1 + 2 + 4
+    failed = [b for b in batches_of(services, result.job_id) if b.status == BatchStatus.FAILED]
+    assert [b.record_count for b in failed] == [2, 2, 2, 2]
+    assert all(
+        "STATE0_BISECT_ISOLATE_ROWS (3)" in b.last_error and "systematic" in b.last_error for b in failed
+    )
+    assert summary(services, job_of(services, result.job_id))["records"]["refused"] == 8
+
+
+@pytest.mark.parametrize("k", range(1, 9))
+@pytest.mark.parametrize("spread", list(SPREADS))
+def test_up_to_eight_refused_rows_in_1000_cost_only_those_rows(
+    unit_sandbox: SandboxHandle, spread: str, k: int
+) -> None:
+    services = on_fakes(unit_sandbox)
+    people = rows(1000, 1000)
+    bad = SPREADS[spread](k)
+    assert len(set(bad)) == k and all(0 <= r < 1000 for r in bad)
+    unit_sandbox.refuse([people[r][3] for r in bad])
+    result = drop(services, f"lost-repair/{k}-refused-{spread}.csv", csv_bytes(people))
+    assert [b.record_count for b in batches_of(services, result.job_id)] == [1000]  # one batch
+    deliver_all(services)
+    calls = assert_only_refused_rows_lost(services, unit_sandbox, result.job_id, people, bad)
+    assert calls <= WORST_CALLS_IN_1000[k]
+    if spread == "even":
+        assert calls == WORST_CALLS_IN_1000[k]  # the worst case is met, not only bounded
 
 
 def test_the_poller_redrives_a_deferred_batch_after_the_blackout(unit_sandbox: SandboxHandle) -> None:

@@ -149,7 +149,9 @@ class Settings(BaseModel):
     )
     state0_max_attempts: int = Field(3, alias="STATE0_MAX_ATTEMPTS", ge=1)
     # a batch of several records answered state "0" is split in halves (docs/decisions.md#state-0):
-    # at most this many child batches per batch of the file (0: never split), this many splits deep
+    # up to this many refused rows of a batch of the file are always isolated; child batches at most
+    # this many, or what those rows need (0: never split); this many splits deep
+    state0_bisect_isolate_rows: int = Field(8, alias="STATE0_BISECT_ISOLATE_ROWS", ge=1, le=64)
     state0_bisect_max_calls: int = Field(64, alias="STATE0_BISECT_MAX_CALLS", ge=0)
     state0_bisect_max_depth: int = Field(10, alias="STATE0_BISECT_MAX_DEPTH", ge=1, le=11)
     transport_max_attempts: int = Field(5, alias="TRANSPORT_MAX_ATTEMPTS", ge=1)
