@@ -41,6 +41,9 @@ ADMIN = "/_sandbox"
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # a deep listen backlog: a burst of concurrent calls on a loaded machine must queue, not be
+    # reset (socketserver's default of 5 reset some of 20 concurrent uploads under load)
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], app: Sandbox) -> None:
         self.app = app

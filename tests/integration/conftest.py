@@ -50,6 +50,7 @@ def stack(moto_endpoint: str) -> LocalStack:
                 {"current": IDENTITY_PEPPER, "previous": PREVIOUS_IDENTITY_PEPPER}
             ),
         },
+        parameters={"UpstreamApiId": API_ID},  # as a deploy must: the callback's CALLBACK_API_ID
     )
 
 
@@ -200,8 +201,10 @@ def handler_env(stack: LocalStack, sandbox_session: SandboxHandle) -> Iterator[d
     from verifyfeed.config import get_settings
     from verifyfeed.services import get_services
 
+    own = {name: value for spec in stack.functions.values() for name, value in spec.env.items()}
     env = {
         **stack.function_env,
+        **own,  # each function's own variables (CALLBACK_API_ID ...), as the local runner sets them
         "UPSTREAM_BASE_URL": sandbox_session.url,
         "UPSTREAM_READ_TIMEOUT": "1.5",
         "RETRY_BASE_SECONDS": "0",
@@ -209,6 +212,7 @@ def handler_env(stack: LocalStack, sandbox_session: SandboxHandle) -> Iterator[d
         "POWERTOOLS_TRACE_DISABLED": "1",
         "POWERTOOLS_METRICS_NAMESPACE": "VerifyFeedTest",
         "RESEND_WINDOW": "off",  # as in make_settings: the ledger has its own tests
+        "POWERTOOLS_PARAMETERS_MAX_AGE": "0",  # each function's every secret read checked (local/iam.py)
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
