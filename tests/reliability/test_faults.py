@@ -23,6 +23,7 @@ from local.events import sqs_event
 from local.lambda_context import new_context
 from local.runner import load_handler
 from sandbox.server import SandboxHandle
+from tests import timeouts
 from tests.integration.conftest import DECISION_DELAY_S, ROOT, SettingsFactory, drain_queue
 from tests.reliability.support import (
     ConflictingClient,
@@ -98,6 +99,7 @@ class Scenario:
     charged: int  # distinct rows upstream holds at the end (12 accepted)
     sandbox_clock: str = ""
     retried: int = 0  # deliveries the handler must have reported as failed (and SQS redelivered)
+    short_timeouts: bool = False  # about the client's read timeout: timeouts.SHORT, not GENEROUS
 
 
 LR = {"endpoint": "lost_repair"}
@@ -140,12 +142,14 @@ SCENARIOS = [
         [{**LR, "timeout_s": 2.5, "count": 1}],
         {"succeeded": 2, "unknown": 1},
         8,
+        short_timeouts=True,
     ),
     Scenario(
         "read_timeout_after_acceptance",
         [{**LR, "timeout_s": 2.5, "phase": "after", "count": 1}],
         {"succeeded": 2, "unknown": 1},
         12,
+        short_timeouts=True,
     ),
     Scenario(
         "reset_before_processing", [{**LR, "reset": True, "count": 1}], {"succeeded": 2, "unknown": 1}, 8
@@ -173,7 +177,7 @@ SCENARIOS = [
     Scenario("state0_once", [{**LR, "state0": True, "count": 1}], {"succeeded": 4, "bisected": 1}, 12),
     Scenario("state0_always", [{**LR, "state0": True}], {"bisected": 9, "failed": 12}, 0),
     Scenario("slow_200ms", [{**LR, "latency_ms": 200}], {"succeeded": 3}, 12),
-    Scenario("slow_1200ms_just_under_the_read_timeout", [{**LR, "latency_ms": 1200}], {"succeeded": 3}, 12),
+    Scenario("slow_1200ms", [{**LR, "latency_ms": 1200}], {"succeeded": 3}, 12),
     Scenario(
         "mixed_429_reset_after_state0",
         [
@@ -189,6 +193,40 @@ SCENARIOS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def short_timeout_uploader(handler_env: dict[str, str]) -> Iterator[Any]:
+    """An uploader handler whose client gives up after ``timeouts.SHORT``, in an execution environment
+    of its own (a Lambda deployed with UPSTREAM_READ_TIMEOUT=1.5): for the scenarios about timeouts."""
+    import os
+    import sys
+
+    from verifyfeed.config import get_settings
+    from verifyfeed.services import get_services
+
+    name = f"uploader_short_timeouts_{id(handler_env)}"
+    saved = {k: os.environ[k] for k in timeouts.SHORT}
+    os.environ.update(timeouts.SHORT)
+    get_settings.cache_clear()
+    get_services.cache_clear()
+    try:
+        handler = load_handler(name, ROOT / "functions" / "uploader" / "app.py")
+    finally:
+        os.environ.update(saved)
+        get_settings.cache_clear()
+        get_services.cache_clear()
+    assert handler_services(handler).settings.read_timeout_s == float(timeouts.SHORT["UPSTREAM_READ_TIMEOUT"])
+    yield handler
+    sys.modules.pop(f"verifyfeed_fn_{name}", None)
+
+
+def handler_services(handler: Any) -> Services:
+    """The ``Services`` a loaded handler module runs with (built once, at its import)."""
+    import sys
+
+    services: Services = sys.modules[handler.__module__].services
+    return services
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.id for s in SCENARIOS])
 def test_fault(
     scenario: Scenario,
@@ -197,20 +235,22 @@ def test_fault(
     uploader_handler: Any,
     stack: Any,
     monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
+    uploader = uploader_handler
+    if scenario.short_timeouts:
+        uploader = request.getfixturevalue("short_timeout_uploader")
     split = split_file(small_batches, 3 * PER_BATCH)
     if scenario.sandbox_clock:  # upstream's clock is past midnight on the 26th, ours a little behind
-        from verifyfeed.services import get_services
-
         ours = FixedClock(datetime.fromisoformat(scenario.sandbox_clock) - timedelta(seconds=7))
-        monkeypatch.setattr(get_services(), "clock", ours)
-        monkeypatch.setattr(get_services().upstream, "_clock", ours)
+        monkeypatch.setattr(handler_services(uploader), "clock", ours)
+        monkeypatch.setattr(handler_services(uploader).upstream, "_clock", ours)
         sandbox.set_clock(scenario.sandbox_clock)
     sandbox.set_faults(scenario.faults)
 
     started = time.perf_counter()
     stats = pump_uploader(
-        uploader_handler,
+        uploader,
         small_batches.settings.work_queue_url,
         jobs=[split.job_id],
         done=settled(small_batches, split.job_id),
