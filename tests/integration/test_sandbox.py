@@ -418,6 +418,35 @@ def test_status_code_fault_after_is_processed_and_charged(sb: SandboxHandle) -> 
     assert entry.processed and entry.accepted and entry.outcome == "00000" and entry.code == "50000"
 
 
+@pytest.mark.parametrize("retry_after", ["120", "Wed, 10 Jun 2026 02:01:30 GMT"])
+def test_a_status_code_fault_may_say_when_to_retry(sb: SandboxHandle, retry_after: str) -> None:
+    sb.set_faults({"status_code": 503, "retry_after": retry_after, "count": 1})
+    reply = upload(sb, [item(1)])
+    assert reply.status_code == 503 and reply.headers["Retry-After"] == retry_after
+    assert (
+        sb.accepted_records() == [] and sb.ledger()[0].fault == f"status_code=503,retry_after={retry_after}"
+    )
+    again = upload(sb, [item(1)])
+    assert again.status_code == 200 and "Retry-After" not in again.headers
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"retry_after": "120"},  # no status to carry it
+        {"status_code": 503, "retry_after": "soon"},
+        {"status_code": 503, "retry_after": "-1"},
+        {"status_code": 503, "retry_after": "1.5"},
+        {"status_code": 429, "retry_after": "Wed, 10 Jun 2026 02:01:30"},  # a date needs its GMT
+    ],
+)
+def test_a_retry_after_must_be_seconds_or_an_http_date_on_a_status(sb: SandboxHandle, fault: Any) -> None:
+    reply = requests.post(sb.url + "/_sandbox/faults", json=fault, timeout=HTTP_TIMEOUT)
+    assert reply.status_code == 400 and "retry_after" in reply.json()["error"]
+    with pytest.raises(ValueError, match="retry_after"):
+        sb.set_faults(fault)
+
+
 def test_error_rate_is_seeded_and_reproducible(callbacks: Callbacks) -> None:
     def pattern(seed: int) -> list[int]:
         with start_sandbox(config(seed=seed)) as box:
@@ -494,6 +523,18 @@ def test_state0_charges_nothing(sb: SandboxHandle) -> None:
     assert sb.accepted_records() == []
     assert sb.ledger()[0].processed and not sb.ledger()[0].accepted
     assert upload(sb, [item(1)]).json()["data"]["state"] == "1"
+
+
+def test_an_error_code_with_state_1_is_charged(sb: SandboxHandle) -> None:
+    """The shape the client must not read as "not charged": a failure code, ``data.state`` "1"."""
+    sb.set_faults({"endpoint": "lost_repair", "answer": "error_code_with_state_1", "count": 1})
+    reply = upload(sb, [item(1)])
+    body = reply.json()
+    assert reply.status_code == 200 and body["code"] == "50000" and body["data"]["state"] == "1"
+    assert sb.record_counts() == {item(1)["idcode"]: 1}
+    (entry,) = sb.ledger()
+    assert entry.processed and entry.accepted and entry.code == "50000"
+    assert upload(sb, [item(2)]).json()["code"] == "00000"  # count was 1
 
 
 def test_state0_still_checks_the_request(sb: SandboxHandle) -> None:

@@ -113,7 +113,15 @@ SCENARIOS = [
         {"succeeded": 2, "unknown": 1},
         12,  # the held batch was charged once: a resend would have charged it again
     ),
-    Scenario("http_503_once", [{**LR, "status_code": 503, "count": 1}], {"succeeded": 2, "unknown": 1}, 8),
+    # 429 and 503 say the request was not handled: sent again (after their Retry-After)
+    Scenario("http_503_once", [{**LR, "status_code": 503, "count": 1}], {"succeeded": 3}, 12, retried=1),
+    Scenario(
+        "http_503_with_retry_after",
+        [{**LR, "status_code": 503, "retry_after": "0", "count": 2}],
+        {"succeeded": 3},
+        12,
+        retried=2,
+    ),
     Scenario("http_429_once", [{**LR, "status_code": 429, "count": 1}], {"succeeded": 3}, 12, retried=1),
     Scenario(
         "gateway_timeout_504", [{**LR, "timeout_s": 0.2, "count": 1}], {"succeeded": 2, "unknown": 1}, 8
@@ -125,10 +133,16 @@ SCENARIOS = [
         {"succeeded": 2, "unknown": 1},
         12,
     ),
+    Scenario(  # state "1" is charged whatever the code says: held, never read as a refusal
+        "error_code_with_state_1",
+        [{**LR, "answer": "error_code_with_state_1", "count": 1}],
+        {"succeeded": 2, "unknown": 1},
+        12,
+    ),
     Scenario(
         "http_400_is_not_retried", [{**LR, "status_code": 400, "count": 1}], {"succeeded": 2, "failed": 1}, 8
     ),
-    Scenario("http_503_for_ever", [{**LR, "status_code": 503}], {"unknown": 3}, 0),
+    Scenario("http_503_for_ever", [{**LR, "status_code": 503}], {"failed": 3}, 0, retried=21),
     Scenario("http_429_for_ever", [{**LR, "status_code": 429}], {"failed": 3}, 0, retried=21),
     Scenario(
         "error_rate_50_percent_429",
@@ -274,6 +288,34 @@ def test_fault(
     )
     assert job.status == expected_job
     print(f"{scenario.id}: {stats} in {elapsed:.2f}s")
+
+
+# ---- the last delivery ----------------------------------------------------------------------------
+
+
+def test_a_batch_retried_up_to_its_last_delivery_is_settled_not_left_to_the_dead_letter_queue(
+    small_batches: Services, sandbox: SandboxHandle, uploader_handler: Any, stack: Any
+) -> None:
+    """A file's batch of one record: six 429s, then state "0" on the 7th and 8th deliveries (fewer
+    than STATE0_MAX_ATTEMPTS). SQS dead-letters a message after its 8th delivery (maxReceiveCount),
+    so the 8th must settle the batch: failed, not `retry` with its job `uploading` for ever."""
+    split = split_file(small_batches, 1)
+    sandbox.set_faults([{**LR, "status_code": 429, "count": 6}, {**LR, "state0": True}])
+    stats = pump_uploader(  # visibility 0: as if each backoff had passed
+        uploader_handler,
+        small_batches.settings.work_queue_url,
+        jobs=[split.job_id],
+        done=settled(small_batches, split.job_id),
+        visibility_s=0,
+    )
+    assert (stats.deliveries, stats.item_failures, stats.handler_errors) == (8, 7, 0)
+    (batch,) = small_batches.jobs.batches(split.job_id)
+    assert batch.batch_id not in {m.get("batch_id") for m in dead_letters(stack.dlq_url)}
+    check = check_ledger(small_batches, sandbox, split.job_id, split.sent)
+    assert check.statuses == {"failed": 1} and batch.state0_count == 2 and "失败" in batch.upstream_desc
+    job = small_batches.jobs.get_job(split.job_id)
+    assert job is not None and job.status == JobStatus.COMPLETED_WITH_ERRORS
+    assert upload_requests(sandbox) == 8
 
 
 # ---- killed midway -------------------------------------------------------------------------------
