@@ -9,8 +9,10 @@ audit decisions instead of requests. See sandbox/README.md#fault-injection.
 from __future__ import annotations
 
 import random
+import re
 import threading
 from collections.abc import Iterable, Mapping
+from email.utils import parsedate_to_datetime
 from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -44,6 +46,8 @@ class Fault(BaseModel):
     error_rate: float | None = Field(default=None, ge=0.0, le=1.0)
     latency_ms: int | None = Field(default=None, ge=0)
     status_code: int | None = Field(default=None, ge=100, le=599)
+    # sent as the Retry-After header of the status_code reply: delay-seconds or an HTTP-date
+    retry_after: str | None = None
     timeout_s: float | None = Field(default=None, ge=0.0)
     reset: bool = False
     invalid_json: bool = False
@@ -51,8 +55,12 @@ class Fault(BaseModel):
     drop_callbacks: bool = False
     # the request is processed (charged, added) as usual, the answer comes in an odd shape:
     # state_as_number: data.state 1 (a number); no_data: no data at all; data_as_string: /add's
-    # data "12" (a string). update_false: /update is not processed and answers data false.
-    answer: Literal["state_as_number", "no_data", "data_as_string", "update_false"] | None = None
+    # data "12" (a string); error_code_with_state_1: lost repair's code 50000 with data.state "1".
+    # update_false: /update is not processed and answers data false.
+    answer: (
+        Literal["state_as_number", "no_data", "data_as_string", "error_code_with_state_1", "update_false"]
+        | None
+    ) = None
     # answer a redirect (status_code, one of REDIRECT_STATUSES; default 307) with this Location: a
     # path on the sandbox or an http(s) URL, printable ASCII only (it becomes a header)
     redirect_to: str | None = Field(default=None, max_length=2048, pattern=r"^(/|https?://)[!-~]*$")
@@ -68,6 +76,11 @@ class Fault(BaseModel):
             others += [k for k in ("reset", "invalid_json", "state0", "drop_callbacks") if getattr(self, k)]
             if others:
                 raise ValueError(f"redirect_to is an answer of its own: not with {', '.join(others)}")
+        if self.retry_after is not None:
+            if self.status_code is None:
+                raise ValueError("retry_after goes with a status_code reply")
+            if not _is_retry_after(self.retry_after):
+                raise ValueError("retry_after: delay-seconds (digits) or an HTTP-date in GMT")
         return self
 
     def describe(self) -> str:
@@ -77,6 +90,7 @@ class Fault(BaseModel):
                 ("latency_ms", self.latency_ms),
                 ("timeout_s", self.timeout_s),
                 ("status_code", self.status_code),
+                ("retry_after", self.retry_after),
                 ("error_rate", self.error_rate),
             )
             if v is not None
@@ -96,6 +110,17 @@ class Fault(BaseModel):
         if self.state0 and endpoint != LOST_REPAIR:
             return False
         return self.endpoint is None or self.endpoint == endpoint
+
+
+def _is_retry_after(value: str) -> bool:
+    """RFC 9110 §10.2.3: delay-seconds, or an HTTP-date (which is always GMT)."""
+    if re.fullmatch(r"[0-9]+", value):
+        return True
+    try:
+        at = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return False
+    return value.endswith(" GMT") and at.utcoffset() is not None
 
 
 class AppliedFault(BaseModel):

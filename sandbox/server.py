@@ -86,13 +86,15 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return self.rfile.read(int(length))
 
-    def _send(self, status: int, body: bytes, content_type: str, location: str | None = None) -> None:
+    def _send(
+        self, status: int, body: bytes, content_type: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         try:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
-            if location is not None:
-                self.send_header("Location", location)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(body)
         except OSError:  # the client went away (e.g. it timed out first)
@@ -116,7 +118,7 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.body is None:
             self._reset()
         else:
-            self._send(reply.http_status, reply.body, reply.content_type, reply.location)
+            self._send(reply.http_status, reply.body, reply.content_type, reply.headers)
 
     # --- verbs ----------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import pytest
 
 from local.resources import LocalStack, create_local_stack
 from sandbox.server import SandboxConfig, SandboxHandle, start_sandbox
+from tests import timeouts
 from tests.rows import fake_id
 from verifyfeed.clock import FixedClock
 from verifyfeed.config import Settings
@@ -87,8 +88,7 @@ def make_settings(stack: LocalStack, sandbox_session: SandboxHandle) -> Settings
         env = {
             **stack.function_env,
             "UPSTREAM_BASE_URL": sandbox_session.url,
-            "UPSTREAM_READ_TIMEOUT": "1.5",
-            "UPSTREAM_CONNECT_TIMEOUT": "1.0",
+            **timeouts.GENEROUS,  # a test about a timeout asks for timeouts.SHORT
             "RETRY_BASE_SECONDS": "0",
             # tests share one stack and reuse ID numbers across files: the resend ledger is tested on
             # its own (test_resend_ledger.py); the demo and the stack tests run the template's default
@@ -206,7 +206,7 @@ def handler_env(stack: LocalStack, sandbox_session: SandboxHandle) -> Iterator[d
         **stack.function_env,
         **own,  # each function's own variables (CALLBACK_API_ID ...), as the local runner sets them
         "UPSTREAM_BASE_URL": sandbox_session.url,
-        "UPSTREAM_READ_TIMEOUT": "1.5",
+        **timeouts.GENEROUS,
         "RETRY_BASE_SECONDS": "0",
         "CLOCK_NOW": NOW,
         "POWERTOOLS_TRACE_DISABLED": "1",

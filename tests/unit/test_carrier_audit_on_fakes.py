@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from sandbox.server import SandboxConfig, SandboxHandle, start_sandbox
+from tests import timeouts
 from tests.fakes import (
     MemoryQueue,
     MemorySecrets,
@@ -49,8 +50,7 @@ def fake_services(clock: FixedClock, upstream_url: str = "http://127.0.0.1:9", *
     env = {
         "POLL_PENDING_AGE_SECONDS": "0",
         "RETRY_BASE_SECONDS": "0",
-        "UPSTREAM_READ_TIMEOUT": "1.5",
-        "UPSTREAM_CONNECT_TIMEOUT": "1.0",
+        **timeouts.GENEROUS,  # none of these tests is about a timeout
         **settings,
     }
     return memory_services(clock, upstream_url=upstream_url, **env)

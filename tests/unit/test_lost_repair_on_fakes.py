@@ -23,6 +23,7 @@ import pytest
 
 from local.events import s3_put_event
 from sandbox.server import SandboxConfig, SandboxHandle, start_sandbox
+from tests import timeouts
 from tests.fakes import MemoryBlobs, MemoryQueue, MemorySecrets, memory_services
 from tests.fakes.jobs import MemoryJobStore, MemoryLedger
 from tests.rows import fake_id
@@ -70,8 +71,7 @@ def on_fakes(
     url = sandbox.url if sandbox else "http://127.0.0.1:9"
     env = {
         "RETRY_BASE_SECONDS": "0",
-        "UPSTREAM_CONNECT_TIMEOUT": "1.0",
-        "UPSTREAM_READ_TIMEOUT": "1.5",
+        **timeouts.GENEROUS,  # none of these tests is about a timeout
         **settings,
     }
     return memory_services(clock, upstream_url=url, **env)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from local.resources import NO_VALUE, Resolver, load_template
-from verifyfeed.config import Settings
+from verifyfeed.config import MAX_DELAY_SECONDS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = {
@@ -531,6 +531,8 @@ def test_parameters(template: dict[str, Any]) -> None:
         "OperatorRoleArn",
         "Architecture",
         "ManageApiGatewayAccount",
+        "UpstreamRetryHttpStatuses",
+        "RetryAfterMaxSeconds",
     }
     assert parameters["LogRetentionDays"]["Default"] == 90
     assert parameters["KmsKeyArn"]["Default"] == ""
@@ -560,6 +562,25 @@ def test_upstream_urls_must_be_https(template: dict[str, Any]) -> None:
         assert "https://" in parameter["ConstraintDescription"]
     default = template["Parameters"]["UpstreamBaseUrl"]["Default"]
     assert Settings.from_env({"UPSTREAM_BASE_URL": default}).upstream_base_url == default
+
+
+def test_the_retry_parameters_are_the_settings_defaults_and_reach_every_function(
+    template: dict[str, Any],
+) -> None:
+    """429 and 503 retried, Retry-After honoured up to an hour, never past what SQS can hide a
+    message for (docs/decisions.md#unknown-outcome)."""
+    parameters = template["Parameters"]
+    statuses, wait = parameters["UpstreamRetryHttpStatuses"], parameters["RetryAfterMaxSeconds"]
+    defaults = Settings.from_env({})
+    assert statuses["Default"] == defaults.retry_http_statuses == "429 503"
+    assert wait["Default"] == defaults.retry_after_max_seconds == 3600
+    assert wait["MaxValue"] == MAX_DELAY_SECONDS
+    pattern = re.compile(statuses["AllowedPattern"])
+    assert all(pattern.match(v) for v in ("429", "429 503", "429,503", "429, 502, 503"))
+    assert not any(pattern.match(v) for v in ("", "429 5033", "all", "429 "))
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["UPSTREAM_RETRY_HTTP_STATUSES"] == {"Ref": "UpstreamRetryHttpStatuses"}
+    assert variables["RETRY_AFTER_MAX_SECONDS"] == {"Ref": "RetryAfterMaxSeconds"}
 
 
 def test_every_environment_variable_is_a_setting(template: dict[str, Any]) -> None:

@@ -18,6 +18,10 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# The longest a message can be put back on the queue for: SQS counts a message's visibility, 12 h
+# at most, from its receive, and the uploader's invocation (120 s) has used some of it already.
+MAX_DELAY_SECONDS = 12 * 3600 - 15 * 60
+
 
 class UnknownOutcomePolicy(StrEnum):
     """What to do with a charged call whose answer was lost (docs/decisions.md#unknown-outcome)."""
@@ -106,9 +110,10 @@ class Settings(BaseModel):
     upstream_api_id: str = Field("local-api-id", alias="UPSTREAM_API_ID")
     upstream_api_key: str = Field("", alias="UPSTREAM_API_KEY")
     authinfo_scheme: str = Field("hmac-sha256", alias="AUTHINFO_SCHEME")
-    # HTTP statuses the upstream answers for "not processed, try later": retried on their own.
-    # Every other 5xx may follow a charge and is held (docs/decisions.md#unknown-outcome).
-    retry_http_statuses: str = Field("429", alias="UPSTREAM_RETRY_HTTP_STATUSES", pattern=r"^[0-9, ]*$")
+    # HTTP statuses the upstream answers for "not processed, try later": retried on their own, after
+    # the Retry-After they carry. Every other 5xx may follow a charge and is held
+    # (docs/decisions.md#unknown-outcome).
+    retry_http_statuses: str = Field("429 503", alias="UPSTREAM_RETRY_HTTP_STATUSES", pattern=r"^[0-9, ]*$")
     connect_timeout_s: float = Field(3.05, alias="UPSTREAM_CONNECT_TIMEOUT")
     read_timeout_s: float = Field(20.0, alias="UPSTREAM_READ_TIMEOUT")
 
@@ -156,7 +161,9 @@ class Settings(BaseModel):
     state0_bisect_max_depth: int = Field(10, alias="STATE0_BISECT_MAX_DEPTH", ge=1, le=11)
     transport_max_attempts: int = Field(5, alias="TRANSPORT_MAX_ATTEMPTS", ge=1)
     retry_base_seconds: int = Field(10, alias="RETRY_BASE_SECONDS", ge=0)
-    retry_max_seconds: int = Field(900, alias="RETRY_MAX_SECONDS", ge=0)
+    retry_max_seconds: int = Field(900, alias="RETRY_MAX_SECONDS", ge=0, le=MAX_DELAY_SECONDS)
+    # the longest an upstream's Retry-After is honoured (a longer one is cut to this)
+    retry_after_max_seconds: int = Field(3600, alias="RETRY_AFTER_MAX_SECONDS", ge=0, le=MAX_DELAY_SECONDS)
     queue_max_receive_count: int = Field(8, alias="QUEUE_MAX_RECEIVE_COUNT", ge=1)
     idempotency_expiry_seconds: int = Field(24 * 3600, alias="IDEMPOTENCY_EXPIRY_SECONDS", ge=60)
     send_lease_seconds: int = Field(180, alias="SEND_LEASE_SECONDS", ge=1)

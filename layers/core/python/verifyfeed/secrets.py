@@ -10,7 +10,6 @@ deploy). Local runs may give the values directly (``UPSTREAM_API_KEY``, ``CALLBA
 from __future__ import annotations
 
 import os
-
 from functools import lru_cache
 from typing import Any
 
