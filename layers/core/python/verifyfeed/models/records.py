@@ -166,6 +166,10 @@ class Audit(BaseModel):
     polls: int = 0  # /carrierAudit/get calls the poller made for it
     poll_error: str = ""  # why the last one gave no result ("" = it answered "still pending")
     resubmissions: int = Field(0, description="times an operator re-submitted it from unknown")
+    # which submission of its record id the audit awaits or was decided in: 1 after /add, one more
+    # each time an /update makes it pending again (0: never pending, or pending before cycles were
+    # counted). A callback names no cycle: docs/decisions.md#callback-replay
+    cycle: int = 0
 
 
 class Reservation(StrEnum):
@@ -208,6 +212,14 @@ def resubmitted(row: Audit, submitted_at: str) -> dict[str, Any]:
         "lease_until": "",
         "submitted_at": submitted_at,
     }
+
+
+def next_cycle(audit: Audit, to: AuditStatus, record_id: int | None) -> int | None:
+    """The cycle a submission's settlement starts, or ``None`` (it starts none): pending under a
+    new record id → 1; pending again under the record id the audit holds (an /update) → one more."""
+    if to != AuditStatus.PENDING or record_id is None:
+        return None
+    return max(audit.cycle, 1) + 1 if record_id == audit.record_id else 1
 
 
 def settlement_counter(to: AuditStatus) -> str:
