@@ -391,3 +391,55 @@ def test_a_rejection_of_a_corrected_audit_is_confirmed_by_the_poller(
     record = upstream.audit(again.update_record_id)
     assert final is not None and record is not None and record.status == 2
     assert (final.status, final.cycle, final.remarks) == (AuditStatus.REJECTED, 2, record.remarks)
+
+
+# ---- a correction whose /update failed (docs/decisions.md#audit-correction) ------------------------
+
+
+def drop_rows(
+    services: Services, rows: list[list[str]], header: list[str]
+) -> tuple[str, list[CarrierAuditMessage]]:
+    key = f"carrier-audit/correction-{uuid.uuid4().hex[:6]}.csv"
+    result = split(services, put(services, key, csv_bytes(rows, header=header)))
+    messages = [
+        CarrierAuditMessage.model_validate(m)
+        for m in drain_queue(services.settings.work_queue_url)
+        if m.get("job_id") == result.job_id
+    ]
+    return key, messages
+
+
+@pytest.mark.parametrize("with_record_id", [False, True], ids=["same_identity", "record_id_column"])
+def test_a_correction_whose_update_failed_is_sent_as_update_again_never_as_add(
+    audit_services: Services, upstream: SandboxHandle, with_record_id: bool
+) -> None:
+    """/update answered data false (not updated): the audit is failed, still rejected upstream. The
+    row dropped again goes through /update of the same record again, not /add (a second upstream
+    audit, the first left rejected); with the record id column as without."""
+    services = audit_services
+    n = 6100 if with_record_id else 6200
+    _, [message] = drop_and_submit(services, [audit_row("2", n, attachmentFileUrls="reject.jpg")])
+    rejected = decide_and_call_back(upstream, services, [message.audit_key])[message.audit_key]
+    assert rejected.status == AuditStatus.REJECTED and rejected.record_id is not None
+
+    # the corrected row: with the record id it may carry another ID number (docs: audit-correction)
+    header = [*AUDIT_HEADER, "核验记录id"] if with_record_id else AUDIT_HEADER
+    fixed = audit_row("2", n + 50 if with_record_id else n, attachmentFileUrls="registration.jpg")
+    fixed = [*fixed, str(rejected.record_id)] if with_record_id else fixed
+    upstream.set_faults({"endpoint": "audit_update", "answer": "update_false", "count": 1})
+    _, [first] = drop_rows(services, [fixed], header)
+    assert first.update_record_id == rejected.record_id
+    assert submit_audit(services, first, Delivery()) == "failed"
+    failed = services.audits.get(message.audit_key)
+    assert failed is not None and failed.status == AuditStatus.FAILED and "not updated" in failed.last_error
+
+    key, again = drop_rows(services, [fixed], header)
+    assert rejected_rows(services, key) == []
+    [second] = again
+    assert (second.audit_key, second.update_record_id) == (message.audit_key, rejected.record_id)
+    assert submit_audit(services, second, Delivery()) == "pending"
+    sent = [e.endpoint for e in upstream.ledger() if e.endpoint.startswith("/carrierAudit/")]
+    assert sent == ["/carrierAudit/add", "/carrierAudit/update", "/carrierAudit/update"]
+    assert len(upstream.audits()) == 1  # one audit upstream, never a second one
+    final = decide_and_call_back(upstream, services, [message.audit_key])[message.audit_key]
+    assert (final.status, final.record_id, final.cycle) == (AuditStatus.PASSED, rejected.record_id, 2)

@@ -146,20 +146,29 @@ def test_an_audit_submitting_pending_unknown_or_passed_is_a_duplicate_and_nothin
 
 
 @pytest.mark.parametrize(
-    ("settled", "expected"),
-    [(AuditStatus.REJECTED, Reservation.UPDATE), (AuditStatus.FAILED, Reservation.ADD)],
+    ("history", "settled", "expected"),
+    [
+        ("rejected", AuditStatus.REJECTED, Reservation.UPDATE),
+        ("add refused", AuditStatus.FAILED, Reservation.ADD),  # no upstream record
+        # the record is still rejected upstream: /update again, never a second audit
+        ("rejected, then its update refused", AuditStatus.FAILED, Reservation.UPDATE),
+    ],
 )
-def test_a_rejected_audit_reserves_for_update_and_a_failed_one_for_add_taking_the_rows_fields(
-    side: Side, settled: AuditStatus, expected: Reservation
+def test_an_audit_with_a_record_reserves_for_update_and_a_failed_add_for_add_taking_the_rows_fields(
+    side: Side, history: str, settled: AuditStatus, expected: Reservation
 ) -> None:
     job = side.new_job()
     audit = reserved(side, an_audit(job))
-    if settled is AuditStatus.REJECTED:
+    if history.startswith("rejected"):
         audit = side.audits.settle_submission(audit, AuditStatus.PENDING, at(1), record_id=41)
         assert (
             side.audits.decide_record(audit.audit_key, 41, AuditStatus.REJECTED, "blurred", at(2)) == APPLIED
         )
-    else:
+    if history == "rejected, then its update refused":
+        kind, audit = side.audits.reserve(an_audit(job, audit.audit_key, row=4), at(3))
+        assert kind == Reservation.UPDATE
+        audit = side.audits.settle_submission(audit, AuditStatus.FAILED, at(4), error="not updated")
+    if history == "add refused":
         audit = side.audits.settle_submission(audit, AuditStatus.FAILED, at(1), error="code 1002")
     stored = side.audits.get(audit.audit_key)
     assert stored is not None and stored.status == settled

@@ -181,13 +181,18 @@ class Reservation(StrEnum):
 
 
 def reservation_over(existing: Audit) -> Reservation:
-    """A row for an audit already stored: rejected by the upstream (it has a record) → UPDATE;
-    rejected without a record, or failed → ADD again; pending, passed or in flight → DUPLICATE."""
-    if existing.status not in (AuditStatus.REJECTED, AuditStatus.FAILED):
+    """A row for an audit already stored: rejected, or failed holding a record (its /update was
+    refused: the record is still rejected upstream) → UPDATE of that record; failed or rejected
+    without a record → ADD again; pending, passed or in flight → DUPLICATE."""
+    if not correctable(existing):
         return Reservation.DUPLICATE
-    if existing.status == AuditStatus.REJECTED and existing.record_id:
-        return Reservation.UPDATE
-    return Reservation.ADD
+    return Reservation.UPDATE if existing.record_id else Reservation.ADD
+
+
+def correctable(audit: Audit) -> bool:
+    """A row may be sent again for it (docs/decisions.md#audit-correction): rejected upstream, or
+    refused when submitted (a failed /add, or a failed /update of a rejected record)."""
+    return audit.status in (AuditStatus.REJECTED, AuditStatus.FAILED)
 
 
 _ROW_FIELDS = (

@@ -5,7 +5,8 @@ plaintext nor a bare SHA-256 of it.
 Audit states::
 
     submitting ─┬─> pending ─┬─> passed
-                ├─> failed   └─> rejected ─> submitting (re-dropped with fixes: /update)
+                │            └─> rejected ─> submitting (re-dropped with fixes: /update)
+                ├─> failed ─> submitting (re-dropped: /update if it holds a record id, else /add)
                 └─> unknown ─> submitting (an operator re-submits it: ``resubmit_unknown``)
 
 ``version`` is bumped by every transition, and every write is conditional on the state it
