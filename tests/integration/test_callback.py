@@ -285,9 +285,10 @@ def test_a_result_for_a_record_id_the_audit_no_longer_has_is_unknown(services: S
     assert services.audits.count_by_status()["pending"] >= 1  # record items are not audits
 
 
-def test_an_old_cycles_callback_replayed_after_an_update_is_refused(services: Services) -> None:
+def test_an_old_cycles_callback_replayed_after_an_update_is_not_applied(services: Services) -> None:
     """Rejected, then corrected and re-submitted through /update (same record id): a replay of the
-    first cycle's signed "rejected" must not decide the new cycle; the genuine result does."""
+    first cycle's signed "rejected" must not decide the new cycle (answered 200, nothing written:
+    the poller confirms a rejection with /get); the genuine "passed" does."""
     audit = pending_audit(services)
     assert audit.record_id is not None
     rejected = body(audit.record_id, 2, remarks="身份证格式不正确")
@@ -303,8 +304,43 @@ def test_an_old_cycles_callback_replayed_after_an_update_is_refused(services: Se
 
     before = table_snapshot(services)
     replay = handle_callback(services, rejected, signed(rejected))
-    assert replay.http_status == 409 and table_snapshot(services) == before
+    assert (replay.http_status, replay.reason) == (200, "unconfirmed") and table_snapshot(services) == before
     passed = body(audit.record_id, 1, remarks="审核通过")
     assert handle_callback(services, passed, signed(passed)).http_status == 200
     final = services.audits.get(audit.audit_key)
     assert final is not None and final.status == AuditStatus.PASSED and final.record_id == audit.record_id
+
+
+def test_an_audit_pending_from_before_cycles_were_counted_takes_a_rejection_only_from_the_poller(
+    services: Services,
+) -> None:
+    """An item without ``cycle`` may be in any cycle: a callback's "rejected" is left to the poller,
+    whose result (read for that audit, cycle 0) applies; a "passed" applies from the callback."""
+    db = boto3.client("dynamodb")
+    legacy = []
+    for _ in range(2):
+        audit = pending_audit(services)
+        db.update_item(
+            TableName=services.settings.audits_table,
+            Key={"pk": {"S": f"AUDIT#{audit.audit_key}"}},
+            UpdateExpression="REMOVE #c",
+            ExpressionAttributeNames={"#c": "cycle"},
+        )
+        stored = services.audits.get(audit.audit_key)
+        assert stored is not None and stored.cycle == 0 and stored.record_id is not None
+        legacy.append(stored)
+    first, second = legacy
+    assert first.record_id is not None and second.record_id is not None
+    rejected = body(first.record_id, 2, remarks="驳回")
+    before = table_snapshot(services)
+    assert handle_callback(services, rejected, signed(rejected)).reason == "unconfirmed"
+    assert table_snapshot(services) == before
+    assert apply_audit_result(services, first.record_id, UpstreamAuditStatus.REJECTED, "驳回", cycle=0) == (
+        TransitionOutcome.APPLIED
+    )
+    passed = body(second.record_id, 1)
+    assert handle_callback(services, passed, signed(passed)).reason == "applied"
+    assert [services.audits.get(a.audit_key).status for a in legacy] == [  # type: ignore[union-attr]
+        AuditStatus.REJECTED,
+        AuditStatus.PASSED,
+    ]

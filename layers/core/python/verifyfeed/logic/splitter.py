@@ -67,6 +67,7 @@ from verifyfeed.models.records import (
     JobKind,
     JobStatus,
     Reservation,
+    correctable,
 )
 from verifyfeed.pii import Keyed, mask_id, mask_name, mask_object_key, mask_phone
 from verifyfeed.ports import LedgerBusy, Services
@@ -760,15 +761,19 @@ def _validate_carrier_audits(
 
 
 def _correction_target(services: Services, job: Job, message: CarrierAuditMessage) -> str | Audit:
-    """The rejected audit a row with a record id corrects, or why there is none."""
+    """The audit a row with a record id corrects — rejected, or failed (its /update was refused) —
+    or why there is none."""
     record_id = message.update_record_id
     key = services.audits.key_for_record(record_id) if record_id else None
     current = services.audits.get(key) if key else None
     if current is None or current.record_id != record_id:
         return f"no audit with record id {record_id} (verifyfeed audits --status rejected lists them)"
     resumed = current.job_id == job.job_id and current.row == message.row
-    if current.status != AuditStatus.REJECTED and not resumed:
-        return f"record {record_id} is {current.status.value}: only a rejected audit is corrected"
+    if not correctable(current) and not resumed:
+        return (
+            f"record {record_id} is {current.status.value}: only a rejected audit (or one whose "
+            "correction failed) is corrected"
+        )
     return current
 
 
