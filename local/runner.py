@@ -17,6 +17,7 @@ set, since the core reads its settings once), so one ``LocalRunner`` per process
 from __future__ import annotations
 
 import base64
+import functools
 import importlib.util
 import json
 import logging
@@ -245,6 +246,7 @@ def load_handler(
         with invoking_as(role):
             handler = load_handler(module_suffix, path, attribute)
 
+        @functools.wraps(handler)  # its module and name, as the handler's own (tests read them)
         def as_role(event: dict[str, Any], context: LambdaContext) -> Any:
             with invoking_as(role):
                 return handler(event, context)

@@ -354,7 +354,7 @@ def test_an_earlier_cycles_callback_never_decides_the_corrected_audit(
     answered 200 (retrying it is pointless) and changes nothing; cycle 2's own result applies. The
     same when cycle 1's callback had also arrived after the poller (200, already applied)."""
     services = audit_services
-    n = 5100 if first_delivery == "after_the_update" else 5200
+    n = 1_650_100 if first_delivery == "after_the_update" else 1_650_200  # people of their own
     message, [(late, headers), *_] = rejected_by_the_poller_while_our_endpoint_was_down(
         services, upstream, endpoint, clock, n
     )
@@ -382,9 +382,13 @@ def test_a_rejection_of_a_corrected_audit_is_confirmed_by_the_poller(
     """Cycle 2's own "rejected" looks exactly like a retry of cycle 1's: the callback leaves it to the
     poller, which asks /carrierAudit/get and applies what the upstream holds now."""
     services = audit_services
-    message, _ = rejected_by_the_poller_while_our_endpoint_was_down(services, upstream, endpoint, clock, 5300)
+    message, _ = rejected_by_the_poller_while_our_endpoint_was_down(
+        services, upstream, endpoint, clock, 1_650_300
+    )
     # corrected, but the driving licence is still unreadable: cycle 2 is rejected too
-    fixed = audit_row("2", 5300, attachmentFileUrls="registration.jpg", drivingLicenseFilename="reject.jpg")
+    fixed = audit_row(
+        "2", 1_650_300, attachmentFileUrls="registration.jpg", drivingLicenseFilename="reject.jpg"
+    )
     _, [again] = drop_and_submit(services, [fixed])
     assert again.update_record_id is not None
 
@@ -426,7 +430,7 @@ def test_a_correction_whose_update_failed_is_sent_as_update_again_never_as_add(
     row dropped again goes through /update of the same record again, not /add (a second upstream
     audit, the first left rejected); with the record id column as without."""
     services = audit_services
-    n = 6100 if with_record_id else 6200
+    n = 1_651_100 if with_record_id else 1_651_200  # apart from test_audit_submission's 5000, 5010 ...
     _, [message] = drop_and_submit(services, [audit_row("2", n, attachmentFileUrls="reject.jpg")])
     rejected = decide_and_call_back(upstream, services, [message.audit_key])[message.audit_key]
     assert rejected.status == AuditStatus.REJECTED and rejected.record_id is not None
