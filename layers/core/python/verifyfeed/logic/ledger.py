@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -120,6 +121,10 @@ class LedgerSession:
     bucket: str  # where a body without a bucket of its own is (the ingest bucket)
     prior: bool = True
     write: bool = True
+    # the run of the split this session serves (logic.splitter): with the job, the lock's holder;
+    # ``owner_check`` raises, under the lock, when another run took the split over: it records nothing
+    run: int = 0
+    owner_check: Callable[[], None] | None = None
     sources: list[_Source] = field(default_factory=list)
     skipped_objects: int = 0  # written under another pepper (rotated): not comparable
     _seen: dict[str, str] = field(default_factory=dict)  # object key → ETag read by preload
@@ -238,9 +243,11 @@ class LedgerSession:
         """Write this file's keys, unless a split that ran meanwhile recorded some of them first."""
         if not self.write:
             return
-        holder = self.job.job_id
+        holder = f"{self.job.job_id}#{self.run}"
         self.store.acquire(holder, now, _LEASE_SECONDS, wait_seconds)
         try:
+            if self.owner_check is not None:
+                self.owner_check()
             if self.prior:
                 self._check_newcomers()
             self.store.write(self.today, self.entry)
