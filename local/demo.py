@@ -5,7 +5,7 @@ Options come from the environment (the Makefile exports them):
     FILE           a file or a folder to upload (default: every file in samples/lost-repair and
                    samples/carrier-audit)
     KIND           lost-repair | carrier-audit (default: detected from the header row)
-    UPSTREAM_URL   use this upstream instead of starting the sandbox
+    UPSTREAM_URL   use this upstream instead of starting the sandbox (https://; http:// to loopback)
     CLOCK_NOW      ISO instant with offset the clocks start at, e.g. 2026-12-27T09:00:00+08:00
     CALLBACK_PORT  port of the local callback API (default 8787; 0 = any free port)
     CALLBACK_SECRET, API_ID, API_KEY   the shared secrets (local defaults)
@@ -82,6 +82,10 @@ class DemoOptions:
         kind = get("KIND")
         if kind and kind not in ("lost-repair", "carrier-audit"):
             raise ValueError(f"KIND must be lost-repair or carrier-audit, not {kind!r}")
+        if get("UPSTREAM_URL"):  # the functions' settings would refuse it at start: say so first
+            from verifyfeed.config import upstream_url
+
+            upstream_url(get("UPSTREAM_URL"))
         runner = RunnerOptions(
             upstream_url=get("UPSTREAM_URL"),
             clock_now=get("CLOCK_NOW"),

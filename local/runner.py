@@ -502,6 +502,9 @@ class LocalRunner:
                 "CallbackSigningSecret": json.dumps({"current": opts.callback_secret}),
                 "IdentityPepperSecret": json.dumps({"current": opts.identity_pepper}),
             },
+            # as a deploy must (the template's rule): the callback checks callbacks against it and
+            # may not read the credentials
+            parameters={"UpstreamApiId": opts.api_id},
         )
         callback = self._spec_for("callback")
         _, api_path, _ = _api_route(callback[1] if callback else None, "")
@@ -573,6 +576,7 @@ class LocalRunner:
             else:
                 os.environ[key] = value
         self._saved_env.clear()
+        self._clear_core_caches()  # what comes next in this process reads its own settings again
 
     def _start_aws(self) -> None:
         defaults = {
@@ -625,6 +629,9 @@ class LocalRunner:
             POWERTOOLS_SERVICE_NAME=env.get("POWERTOOLS_SERVICE_NAME") or "verifyfeed",
             # pending audits whose callback got lost are polled after seconds, not minutes
             POLL_PENDING_AGE_SECONDS="10",
+            # every secret read is a call the IAM gate checks: one process holds the four functions,
+            # and a value one of them cached would serve another (local/iam.py)
+            POWERTOOLS_PARAMETERS_MAX_AGE="0",
         )
         if self.options.clock_now:
             env["CLOCK_NOW"] = self.options.clock_now

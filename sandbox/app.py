@@ -79,6 +79,7 @@ class Reply:
     http_status: int
     body: bytes | None
     content_type: str = "application/json; charset=utf-8"
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -278,6 +279,8 @@ class Sandbox:
             del envelope["data"]
         elif outcome.code == OK and answer == "data_as_string" and isinstance(outcome.data, int):
             envelope["data"] = str(outcome.data)
+        elif outcome.code == OK and answer == "error_code_with_state_1" and path == LOST_REPAIR:
+            envelope.update(code=INJECTED, message=MESSAGES[INJECTED])  # data.state stays "1": charged
         reply = Reply(200, _json(envelope))
         if applied and fault and fault.phase == "after":
             if fault.latency_ms:
@@ -310,12 +313,15 @@ class Sandbox:
         if fault.timeout_s is not None:
             self.stopping.wait(fault.timeout_s)
         failure = _json({"code": INJECTED, "message": MESSAGES[INJECTED], "data": None, "serialNo": serial})
+        retry_after = {"Retry-After": fault.retry_after} if fault.retry_after else {}
         if fault.reset:
             return Reply(0, None)
+        if fault.redirect_to is not None:  # "not here": a client that follows sends it again there
+            return Reply(fault.status_code or 307, failure, headers={"Location": fault.redirect_to})
         if applied.error_hit:  # error_rate drew this request: status_code if given, else 500
-            return Reply(fault.status_code or 500, failure)
+            return Reply(fault.status_code or 500, failure, headers=retry_after)
         if fault.status_code is not None and fault.error_rate is None:
-            return Reply(fault.status_code, failure)
+            return Reply(fault.status_code, failure, headers=retry_after)
         if fault.invalid_json:
             return Reply(200, INVALID_JSON_BODY, "text/html; charset=utf-8")
         if fault.timeout_s is not None and fault.phase == "before":

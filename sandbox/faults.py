@@ -9,9 +9,11 @@ audit decisions instead of requests. See sandbox/README.md#fault-injection.
 from __future__ import annotations
 
 import random
+import re
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from email.utils import parsedate_to_datetime
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -25,6 +27,7 @@ ENDPOINT_ALIASES: dict[str, str] = {
 }
 LOST_REPAIR = "/verify/api/lost_repair_upload_data"
 CALLBACK = "callback"
+REDIRECT_STATUSES: Final = (301, 302, 303, 307, 308)
 
 
 def normalise_endpoint(name: str) -> str:
@@ -43,6 +46,8 @@ class Fault(BaseModel):
     error_rate: float | None = Field(default=None, ge=0.0, le=1.0)
     latency_ms: int | None = Field(default=None, ge=0)
     status_code: int | None = Field(default=None, ge=100, le=599)
+    # sent as the Retry-After header of the status_code reply: delay-seconds or an HTTP-date
+    retry_after: str | None = None
     timeout_s: float | None = Field(default=None, ge=0.0)
     reset: bool = False
     invalid_json: bool = False
@@ -50,13 +55,32 @@ class Fault(BaseModel):
     drop_callbacks: bool = False
     # the request is processed (charged, added) as usual, the answer comes in an odd shape:
     # state_as_number: data.state 1 (a number); no_data: no data at all; data_as_string: /add's
-    # data "12" (a string). update_false: /update is not processed and answers data false.
-    answer: Literal["state_as_number", "no_data", "data_as_string", "update_false"] | None = None
+    # data "12" (a string); error_code_with_state_1: lost repair's code 50000 with data.state "1".
+    # update_false: /update is not processed and answers data false.
+    answer: (
+        Literal["state_as_number", "no_data", "data_as_string", "error_code_with_state_1", "update_false"]
+        | None
+    ) = None
+    # answer a redirect (status_code, one of REDIRECT_STATUSES; default 307) with this Location: a
+    # path on the sandbox or an http(s) URL, printable ASCII only (it becomes a header)
+    redirect_to: str | None = Field(default=None, max_length=2048, pattern=r"^(/|https?://)[!-~]*$")
 
     @model_validator(mode="after")
     def _normalise(self) -> Fault:
         if self.endpoint is not None:
             self.endpoint = normalise_endpoint(self.endpoint)
+        if self.redirect_to is not None:
+            if self.status_code is not None and self.status_code not in REDIRECT_STATUSES:
+                raise ValueError(f"redirect_to answers one of {REDIRECT_STATUSES}, not {self.status_code}")
+            others = [k for k in ("error_rate", "timeout_s") if getattr(self, k) is not None]
+            others += [k for k in ("reset", "invalid_json", "state0", "drop_callbacks") if getattr(self, k)]
+            if others:
+                raise ValueError(f"redirect_to is an answer of its own: not with {', '.join(others)}")
+        if self.retry_after is not None:
+            if self.status_code is None:
+                raise ValueError("retry_after goes with a status_code reply")
+            if not _is_retry_after(self.retry_after):
+                raise ValueError("retry_after: delay-seconds (digits) or an HTTP-date in GMT")
         return self
 
     def describe(self) -> str:
@@ -66,6 +90,7 @@ class Fault(BaseModel):
                 ("latency_ms", self.latency_ms),
                 ("timeout_s", self.timeout_s),
                 ("status_code", self.status_code),
+                ("retry_after", self.retry_after),
                 ("error_rate", self.error_rate),
             )
             if v is not None
@@ -73,6 +98,8 @@ class Fault(BaseModel):
         parts += [k for k in ("reset", "invalid_json", "state0", "drop_callbacks") if getattr(self, k)]
         if self.answer:
             parts.append(f"answer={self.answer}")
+        if self.redirect_to is not None:
+            parts.append(f"redirect_to={self.redirect_to}")
         return ",".join(parts) or "none"
 
     def targets(self, endpoint: str) -> bool:
@@ -83,6 +110,17 @@ class Fault(BaseModel):
         if self.state0 and endpoint != LOST_REPAIR:
             return False
         return self.endpoint is None or self.endpoint == endpoint
+
+
+def _is_retry_after(value: str) -> bool:
+    """RFC 9110 §10.2.3: delay-seconds, or an HTTP-date (which is always GMT)."""
+    if re.fullmatch(r"[0-9]+", value):
+        return True
+    try:
+        at = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return False
+    return value.endswith(" GMT") and at.utcoffset() is not None
 
 
 class AppliedFault(BaseModel):

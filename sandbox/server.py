@@ -41,6 +41,9 @@ ADMIN = "/_sandbox"
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # a deep listen backlog: a burst of concurrent calls on a loaded machine must queue, not be
+    # reset (socketserver's default of 5 reset some of 20 concurrent uploads under load)
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], app: Sandbox) -> None:
         self.app = app
@@ -83,11 +86,15 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return self.rfile.read(int(length))
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
+    def _send(
+        self, status: int, body: bytes, content_type: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         try:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(body)
         except OSError:  # the client went away (e.g. it timed out first)
@@ -111,7 +118,7 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.body is None:
             self._reset()
         else:
-            self._send(reply.http_status, reply.body, reply.content_type)
+            self._send(reply.http_status, reply.body, reply.content_type, reply.headers)
 
     # --- verbs ----------------------------------------------------------------------------------
 

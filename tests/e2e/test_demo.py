@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from local.resources import load_template
+from tests import timeouts
 from tests.conftest import ENV_AT_START
 from tests.templates import without_grant
 
@@ -26,6 +27,7 @@ def run_demo(tmp_path: Path, **options: str) -> tuple[int, dict[str, Any], str]:
     env.update(
         PYTHONPATH=f"{ROOT / 'layers/core/python'}:{ROOT}", JSON="1", CALLBACK_PORT="0", DEMO_TIMEOUT="300"
     )
+    env.update(timeouts.GENEROUS)  # passed on to the functions: no test here is about timeouts
     env.update(options)
     done = subprocess.run(
         [sys.executable, "-m", "local.demo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=420

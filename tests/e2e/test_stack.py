@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from local.stack import alive
+from tests import timeouts
 from tests.conftest import ENV_AT_START
 
 pytestmark = pytest.mark.e2e
@@ -76,6 +77,7 @@ class Operator:
         self.env = {k: v for k, v in ENV_AT_START.items() if not k.startswith("AWS_")}
         self.env.update({name: str(port) for name, port in ports.items()})
         self.env.update(VERIFYFEED_STATE_DIR=str(state_dir), POLL_SECONDS="1", UP_TIMEOUT="90")
+        self.env.update(timeouts.GENEROUS)  # passed on to the functions: no test here is about timeouts
 
     def make(self, target: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

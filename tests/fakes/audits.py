@@ -2,10 +2,9 @@
 (``tests/integration/test_store_contract_audits.py`` holds the two to the same answers).
 
 What the table holds is kept as it is read back: ``audits`` (the audit items, pydantic records
-replaced with ``model_copy``, never mutated), ``records`` (the ``RECORD#<id>`` items: record id →
-audit key) and ``applied_bodies`` (the digests of the callback bodies applied to an audit, a set
-the ``Audit`` model does not carry). Every method holds the job table's ``lock``, so an audit write
-and the job counter it moves happen together, as one DynamoDB transaction makes them.
+replaced with ``model_copy``, never mutated) and ``records`` (the ``RECORD#<id>`` items: record id →
+audit key). Every method holds the job table's ``lock``, so an audit write and the job counter it
+moves happen together, as one DynamoDB transaction makes them.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from verifyfeed.models.records import (
     Job,
     JobStatus,
     Reservation,
+    next_cycle,
     reservation_over,
     resubmitted,
     settlement_counter,
@@ -45,7 +45,6 @@ class MemoryAuditStore:
         self.lock = jobs.lock
         self.audits: dict[str, Audit] = {}
         self.records: dict[int, str] = {}
-        self.applied_bodies: dict[str, set[str]] = {}
 
     # ---- reads ------------------------------------------------------------------------------
 
@@ -130,22 +129,19 @@ class MemoryAuditStore:
         to: AuditStatus,
         remarks: str,
         now: datetime,
-        body_digest: str | None = None,
+        cycle: int | None = None,
     ) -> tuple[bool, Audit | None]:
         with self.lock:
             stored = self.audits.get(audit_key)
-            applied = self.applied_bodies.setdefault(audit_key, set())
             if (
                 stored is None
                 or stored.status != AuditStatus.PENDING
                 or stored.record_id != record_id
-                or (body_digest is not None and body_digest in applied)
+                or (cycle is not None and stored.cycle != cycle)
             ):
                 return False, None if stored is None else stored.model_copy()
             change = {"status": to, "updated_at": iso(now), "version": stored.version + 1, "remarks": remarks}
             self.audits[audit_key] = stored.model_copy(update=change)
-            if body_digest is not None:
-                applied.add(body_digest)
         return True, None
 
     def reserve(self, audit: Audit, now: datetime) -> tuple[Reservation, Audit]:
@@ -178,6 +174,9 @@ class MemoryAuditStore:
         }
         if record_id is not None:
             change["record_id"] = record_id
+        cycle = next_cycle(audit, to, record_id)
+        if cycle is not None:
+            change["cycle"] = cycle
         with self.lock:
             stored = self._current(audit)
             job = self.jobs.jobs.get(audit.job_id)

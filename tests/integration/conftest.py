@@ -16,6 +16,7 @@ import pytest
 
 from local.resources import LocalStack, create_local_stack
 from sandbox.server import SandboxConfig, SandboxHandle, start_sandbox
+from tests import timeouts
 from tests.rows import fake_id
 from verifyfeed.clock import FixedClock
 from verifyfeed.config import Settings
@@ -50,6 +51,7 @@ def stack(moto_endpoint: str) -> LocalStack:
                 {"current": IDENTITY_PEPPER, "previous": PREVIOUS_IDENTITY_PEPPER}
             ),
         },
+        parameters={"UpstreamApiId": API_ID},  # as a deploy must: the callback's CALLBACK_API_ID
     )
 
 
@@ -86,8 +88,7 @@ def make_settings(stack: LocalStack, sandbox_session: SandboxHandle) -> Settings
         env = {
             **stack.function_env,
             "UPSTREAM_BASE_URL": sandbox_session.url,
-            "UPSTREAM_READ_TIMEOUT": "1.5",
-            "UPSTREAM_CONNECT_TIMEOUT": "1.0",
+            **timeouts.GENEROUS,  # a test about a timeout asks for timeouts.SHORT
             "RETRY_BASE_SECONDS": "0",
             # tests share one stack and reuse ID numbers across files: the resend ledger is tested on
             # its own (test_resend_ledger.py); the demo and the stack tests run the template's default
@@ -200,15 +201,18 @@ def handler_env(stack: LocalStack, sandbox_session: SandboxHandle) -> Iterator[d
     from verifyfeed.config import get_settings
     from verifyfeed.services import get_services
 
+    own = {name: value for spec in stack.functions.values() for name, value in spec.env.items()}
     env = {
         **stack.function_env,
+        **own,  # each function's own variables (CALLBACK_API_ID ...), as the local runner sets them
         "UPSTREAM_BASE_URL": sandbox_session.url,
-        "UPSTREAM_READ_TIMEOUT": "1.5",
+        **timeouts.GENEROUS,
         "RETRY_BASE_SECONDS": "0",
         "CLOCK_NOW": NOW,
         "POWERTOOLS_TRACE_DISABLED": "1",
         "POWERTOOLS_METRICS_NAMESPACE": "VerifyFeedTest",
         "RESEND_WINDOW": "off",  # as in make_settings: the ledger has its own tests
+        "POWERTOOLS_PARAMETERS_MAX_AGE": "0",  # each function's every secret read checked (local/iam.py)
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

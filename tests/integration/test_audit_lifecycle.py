@@ -11,36 +11,52 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from threading import Thread
 from typing import Any
 
+import boto3
 import pytest
+import requests
 
 from sandbox.server import SandboxConfig, SandboxHandle, start_sandbox
 from tests.integration.conftest import API_ID, API_KEY, CALLBACK_SECRET, NOW, SettingsFactory, drain_queue
 from tests.integration.test_splitter import AUDIT_HEADER, audit_row, csv_bytes, put, rejected_rows, split
 from verifyfeed.clock import FixedClock
-from verifyfeed.logic.callback import handle_callback
+from verifyfeed.logic.callback import CallbackResult, handle_callback
 from verifyfeed.logic.poller import poll
 from verifyfeed.logic.uploader import Delivery, submit_audit
 from verifyfeed.models.messages import CarrierAuditMessage
-from verifyfeed.models.records import AuditStatus
+from verifyfeed.models.records import Audit, AuditStatus
 from verifyfeed.services import Services, build_services
 
 pytestmark = pytest.mark.integration
 
 
 class CallbackEndpoint:
-    """Our callback, served over HTTP on loopback (the API Gateway leg is covered by the handler tests)."""
+    """Our callback, served over HTTP on loopback (the API Gateway leg is covered by the handler tests).
+
+    ``down``: the endpoint answers 503 without handling the callback (our side is unreachable), and
+    keeps each request it turned away in ``missed``, to be delivered again later as the upstream's
+    retry would (``deliver``)."""
 
     def __init__(self) -> None:
         self.services: Services | None = None
         self.statuses: list[int] = []
+        self.results: list[CallbackResult] = []
+        self.down = False
+        self.missed: list[tuple[bytes, dict[str, str]]] = []
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if endpoint.down:
+                    endpoint.missed.append((raw, dict(self.headers.items())))
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 assert endpoint.services is not None
                 result = handle_callback(endpoint.services, raw, dict(self.headers.items()))
                 endpoint.statuses.append(result.http_status)
+                endpoint.results.append(result)
                 reply = result.reply.model_dump_json().encode()
                 self.send_response(result.http_status)
                 self.send_header("Content-Type", "application/json")
@@ -54,6 +70,14 @@ class CallbackEndpoint:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/callbacks/carrier-audit"
         Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def deliver(self, raw: bytes, headers: dict[str, str]) -> CallbackResult:
+        """POST a signed callback the endpoint turned away, byte for byte: the upstream retrying it."""
+        wanted = {k: v for k, v in headers.items() if k.lower() in ("content-type", "sign")}
+        response = requests.post(self.url, data=raw, headers=wanted, timeout=30)
+        result = self.results[-1]
+        assert response.status_code == result.http_status
+        return result
 
 
 @pytest.fixture(scope="module")
@@ -268,3 +292,163 @@ def test_every_answer_shape_the_seeds_show_is_read(
     assert report.audit_errors == 0
     polled = services.audits.get(quiet.audit_key)
     assert polled is not None and polled.status == AuditStatus.PASSED
+
+
+# ---- a re-submitted audit: the callback of an earlier cycle (docs/decisions.md#callback-replay) ----
+
+
+def audits_table(services: Services) -> list[dict[str, Any]]:
+    """Every item of the audits table, as DynamoDB returns it (byte-for-byte comparable)."""
+    db = boto3.client("dynamodb")
+    items: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"TableName": services.settings.audits_table, "ConsistentRead": True}
+    while True:
+        page = db.scan(**kwargs)
+        items.extend(page.get("Items", []))
+        if "LastEvaluatedKey" not in page:
+            return sorted(items, key=lambda i: i["pk"]["S"])
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def poll_until_decided(services: Services, clock: FixedClock, audit_key: str) -> Audit:
+    """Poller runs until the audit is decided: a run takes the least recently polled first, and the
+    table holds other tests' pending audits too."""
+    for _ in range(20):
+        clock.move_to(clock.now() + timedelta(seconds=2))
+        poll(services)
+        audit = services.audits.get(audit_key)
+        assert audit is not None
+        if audit.status in (AuditStatus.PASSED, AuditStatus.REJECTED):
+            return audit
+    raise AssertionError(f"still {audit.status.value} after 20 poller runs")
+
+
+def rejected_by_the_poller_while_our_endpoint_was_down(
+    services: Services, upstream: SandboxHandle, endpoint: CallbackEndpoint, clock: FixedClock, n: int
+) -> tuple[CarrierAuditMessage, list[tuple[bytes, dict[str, str]]]]:
+    """Cycle 1 rejected upstream; every attempt of its callback turned away (503), so the poller
+    decides it through /get. The signed callback the upstream will retry, as it sent it."""
+    endpoint.down, endpoint.missed = True, []
+    try:
+        _, [message] = drop_and_submit(services, [audit_row("2", n, attachmentFileUrls="reject.jpg")])
+        upstream.advance(DELAY)
+        assert upstream.callbacks_done(timeout_s=60), "a callback was still being sent after 60 s"
+    finally:
+        endpoint.down = False
+    assert endpoint.missed, "the upstream sent no callback"
+    rejected = poll_until_decided(services, clock, message.audit_key)
+    assert (rejected.status, rejected.cycle) == (AuditStatus.REJECTED, 1)
+    return message, endpoint.missed
+
+
+@pytest.mark.parametrize("first_delivery", ["after_the_update", "before_the_update_too"])
+def test_an_earlier_cycles_callback_never_decides_the_corrected_audit(
+    audit_services: Services,
+    upstream: SandboxHandle,
+    endpoint: CallbackEndpoint,
+    clock: FixedClock,
+    first_delivery: str,
+) -> None:
+    """The poller decided cycle 1 (its callback was late); the corrected row went through /update
+    (cycle 2, pending); then the upstream's retry of cycle 1's signed "rejected" arrives. It is
+    answered 200 (retrying it is pointless) and changes nothing; cycle 2's own result applies. The
+    same when cycle 1's callback had also arrived after the poller (200, already applied)."""
+    services = audit_services
+    n = 5100 if first_delivery == "after_the_update" else 5200
+    message, [(late, headers), *_] = rejected_by_the_poller_while_our_endpoint_was_down(
+        services, upstream, endpoint, clock, n
+    )
+    if first_delivery == "before_the_update_too":
+        assert endpoint.deliver(late, headers).reason == "already_applied"
+
+    _, [again] = drop_and_submit(services, [audit_row("2", n, attachmentFileUrls="registration.jpg")])
+    assert again.audit_key == message.audit_key and again.update_record_id is not None
+    corrected = services.audits.get(message.audit_key)
+    assert corrected is not None and (corrected.status, corrected.cycle) == (AuditStatus.PENDING, 2)
+
+    before = audits_table(services)
+    replay = endpoint.deliver(late, headers)
+    assert (replay.http_status, replay.reply.code, replay.reason) == (200, "00000", "unconfirmed")
+    assert audits_table(services) == before, "a callback that was not applied changed the audits table"
+
+    final = decide_and_call_back(upstream, services, [message.audit_key])[message.audit_key]
+    assert (final.status, final.cycle, final.record_id) == (AuditStatus.PASSED, 2, again.update_record_id)
+    assert endpoint.results[-1].reason == "applied"
+
+
+def test_a_rejection_of_a_corrected_audit_is_confirmed_by_the_poller(
+    audit_services: Services, upstream: SandboxHandle, endpoint: CallbackEndpoint, clock: FixedClock
+) -> None:
+    """Cycle 2's own "rejected" looks exactly like a retry of cycle 1's: the callback leaves it to the
+    poller, which asks /carrierAudit/get and applies what the upstream holds now."""
+    services = audit_services
+    message, _ = rejected_by_the_poller_while_our_endpoint_was_down(services, upstream, endpoint, clock, 5300)
+    # corrected, but the driving licence is still unreadable: cycle 2 is rejected too
+    fixed = audit_row("2", 5300, attachmentFileUrls="registration.jpg", drivingLicenseFilename="reject.jpg")
+    _, [again] = drop_and_submit(services, [fixed])
+    assert again.update_record_id is not None
+
+    before = audits_table(services)
+    decided = decide_and_call_back(upstream, services, [message.audit_key])[message.audit_key]
+    assert (decided.status, decided.cycle) == (AuditStatus.PENDING, 2)
+    assert endpoint.results[-1].reason == "unconfirmed" and endpoint.results[-1].http_status == 200
+    assert audits_table(services) == before
+
+    gets = len([e for e in upstream.ledger() if e.endpoint == "/carrierAudit/get"])
+    final = poll_until_decided(services, clock, message.audit_key)
+    assert len([e for e in upstream.ledger() if e.endpoint == "/carrierAudit/get"]) > gets
+    record = upstream.audit(again.update_record_id)
+    assert record is not None and record.status == 2
+    assert (final.status, final.cycle, final.remarks) == (AuditStatus.REJECTED, 2, record.remarks)
+
+
+# ---- a correction whose /update failed (docs/decisions.md#audit-correction) ------------------------
+
+
+def drop_rows(
+    services: Services, rows: list[list[str]], header: list[str]
+) -> tuple[str, list[CarrierAuditMessage]]:
+    key = f"carrier-audit/correction-{uuid.uuid4().hex[:6]}.csv"
+    result = split(services, put(services, key, csv_bytes(rows, header=header)))
+    messages = [
+        CarrierAuditMessage.model_validate(m)
+        for m in drain_queue(services.settings.work_queue_url)
+        if m.get("job_id") == result.job_id
+    ]
+    return key, messages
+
+
+@pytest.mark.parametrize("with_record_id", [False, True], ids=["same_identity", "record_id_column"])
+def test_a_correction_whose_update_failed_is_sent_as_update_again_never_as_add(
+    audit_services: Services, upstream: SandboxHandle, with_record_id: bool
+) -> None:
+    """/update answered data false (not updated): the audit is failed, still rejected upstream. The
+    row dropped again goes through /update of the same record again, not /add (a second upstream
+    audit, the first left rejected); with the record id column as without."""
+    services = audit_services
+    n = 6100 if with_record_id else 6200
+    _, [message] = drop_and_submit(services, [audit_row("2", n, attachmentFileUrls="reject.jpg")])
+    rejected = decide_and_call_back(upstream, services, [message.audit_key])[message.audit_key]
+    assert rejected.status == AuditStatus.REJECTED and rejected.record_id is not None
+
+    # the corrected row: with the record id it may carry another ID number (docs: audit-correction)
+    header = [*AUDIT_HEADER, "核验记录id"] if with_record_id else AUDIT_HEADER
+    fixed = audit_row("2", n + 50 if with_record_id else n, attachmentFileUrls="registration.jpg")
+    fixed = [*fixed, str(rejected.record_id)] if with_record_id else fixed
+    upstream.set_faults({"endpoint": "audit_update", "answer": "update_false", "count": 1})
+    _, [first] = drop_rows(services, [fixed], header)
+    assert first.update_record_id == rejected.record_id
+    assert submit_audit(services, first, Delivery()) == "failed"
+    failed = services.audits.get(message.audit_key)
+    assert failed is not None and failed.status == AuditStatus.FAILED and "not updated" in failed.last_error
+
+    key, again = drop_rows(services, [fixed], header)
+    assert rejected_rows(services, key) == []
+    [second] = again
+    assert (second.audit_key, second.update_record_id) == (message.audit_key, rejected.record_id)
+    assert submit_audit(services, second, Delivery()) == "pending"
+    sent = [e.endpoint for e in upstream.ledger() if e.endpoint.startswith("/carrierAudit/")]
+    assert sent == ["/carrierAudit/add", "/carrierAudit/update", "/carrierAudit/update"]
+    assert len(upstream.audits()) == 1  # one audit upstream, never a second one
+    final = decide_and_call_back(upstream, services, [message.audit_key])[message.audit_key]
+    assert (final.status, final.record_id, final.cycle) == (AuditStatus.PASSED, rejected.record_id, 2)

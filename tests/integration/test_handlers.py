@@ -90,6 +90,32 @@ def test_partial_failure_reports_only_the_failed_message(
     assert statuses == {1: BatchStatus.RETRY, 2: BatchStatus.SUCCEEDED}
 
 
+def test_a_503s_retry_after_is_how_long_sqs_hides_the_message(
+    live: Services, sandbox: SandboxHandle, uploader_handler: Any
+) -> None:
+    """The delay goes to SQS (``ChangeMessageVisibility``): with no Retry-After the backoff (0 s in
+    these tests) makes the message visible again at once; an hour's Retry-After hides it."""
+    sqs = boto3.client("sqs")
+    queue = live.settings.work_queue_url
+    for retry_after, visible_again in ((None, True), ("3600", False)):
+        [message] = batch_messages(live, 1, 5000 if retry_after else 6000)
+        event = enqueue_and_receive(live, [message])
+        fault = {"endpoint": "lost_repair", "status_code": 503, "count": 1}
+        sandbox.set_faults({**fault, "retry_after": retry_after} if retry_after else fault)
+        reply = uploader_handler(event, new_context("uploader", 120, 1024))
+        assert [f["itemIdentifier"] for f in reply["batchItemFailures"]] == [event["Records"][0]["messageId"]]
+        again = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, VisibilityTimeout=0)
+        bodies = [json.loads(m["Body"]) for m in again.get("Messages", [])]
+        assert any(b["batch_id"] == message.batch_id for b in bodies) is visible_again
+        stored = live.jobs.get_batch(message.job_id, 1)
+        assert stored is not None and stored.status == BatchStatus.RETRY
+        # the queue is the session's: no message of this test stays hidden for an hour
+        receipt = event["Records"][0]["receiptHandle"]
+        sqs.change_message_visibility(QueueUrl=queue, ReceiptHandle=receipt, VisibilityTimeout=0)
+        drain_queue(queue)
+    assert sandbox.accepted_records() == []
+
+
 def test_expired_idempotency_after_a_timeout_does_not_pay_twice(
     live: Services, sandbox: SandboxHandle, uploader_handler: Any
 ) -> None:

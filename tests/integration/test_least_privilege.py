@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -277,13 +279,13 @@ REMOVED = {
         "lost-repair/customers.csv",
         "{stack}-WorkQueue",
     ),
-    # a decided audit is written by the callback
+    # the callback verifies a callback's sign with the signing key, read from Secrets Manager
     "CallbackFunction": (
         "CallbackFunctionRole",
-        "AuditsTable",
-        "dynamodb:UpdateItem",
-        "carrier-audit/audits.csv",
-        "table/{stack}-AuditsTable",
+        "CallbackSigningKey",
+        None,
+        None,
+        "secret:{stack}-CallbackSigningSecret",
     ),
     # the poller lists deferred and unknown batches through the jobs table's index
     "PollerFunction": (
@@ -296,11 +298,21 @@ REMOVED = {
 }
 
 
+EXPECTED_ACTION = {"CallbackFunction": "secretsmanager:GetSecretValue", "PollerFunction": "dynamodb:Query"}
+
+
 @pytest.mark.parametrize("function", FUNCTIONS)
 def test_a_grant_removed_from_the_template_stops_the_function_naming_what_was_denied(
-    function: str, tmp_path: Path, moto_endpoint: str
+    function: str, tmp_path: Path, handler_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     role, sid, action, sample, resource = REMOVED[function]
+    # Powertools' Logger and Metrics are made once a process, from the environment at the first
+    # import: under the session's, as the other integration tests expect, not this stack's
+    import verifyfeed.observability  # noqa: F401
+
+    # a stack of its own: none of the session's function settings (tests/integration/conftest.py)
+    for name in ("CLOCK_NOW", "RETRY_BASE_SECONDS", "UPSTREAM_READ_TIMEOUT", "RESEND_WINDOW"):
+        monkeypatch.delenv(name, raising=False)
     template = without_grant(load_template(TEMPLATE), role, sid, action)
     path = tmp_path / "template.json"
     path.write_text(json.dumps(template))
@@ -316,14 +328,24 @@ def test_a_grant_removed_from_the_template_stops_the_function_naming_what_was_de
     with LocalRunner(options) as runner:
         if sample:
             runner.submit_file(ROOT / "samples" / sample)
+        if function == "CallbackFunction":  # any callback: its sign is checked first
+            request = urllib.request.Request(
+                runner.callback_url,
+                data=b"{}",
+                headers={"sign": "0" * 64, "Content-Type": "application/json"},
+                method="POST",
+            )
+            with pytest.raises(urllib.error.HTTPError) as answer:
+                urllib.request.urlopen(request, timeout=60)
+            assert answer.value.code == 502  # the function failed: API Gateway's answer
         denials = wait_for(lambda: runner.iam_report()["denials"], timeout_s=120)
         roles = dict(runner.stack.roles) if runner.stack else {}
     first = denials[0]
     assert first["function"] == function
     assert first["role_arn"] == roles[function].role_arn
-    expected_action = action or "dynamodb:Query"
+    expected_action = action or EXPECTED_ACTION[function]
     assert first["action"] == expected_action
-    assert first["resource"].endswith(resource.format(stack=stack_name)), first
+    assert resource.format(stack=stack_name) in first["resource"], first
     assert all(d["function"] == function for d in denials)  # the other roles lack nothing
 
 

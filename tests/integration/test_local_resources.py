@@ -201,6 +201,19 @@ def test_parameters_override_defaults(moto_endpoint: str) -> None:
         )
 
 
+@pytest.mark.parametrize("manage", ["true", "false"])
+def test_the_api_gateway_account_parameter_either_way(moto_endpoint: str, manage: str) -> None:
+    """Its resources carry a Condition (and are not made locally): the local stack is built either way."""
+    name = f"verifyfeed-it-apigw-{manage}"
+    stack = create_local_stack(
+        stack_name=name, template_path=TEMPLATE, parameters={"ManageApiGatewayAccount": manage}
+    )
+    assert len(stack.functions) == 4 and stack.function_env["UPSTREAM_BASE_URL"] == "https://api.caih.com"
+    (described,) = boto3.client("cloudformation").describe_stacks(StackName=name)["Stacks"]
+    given = {p["ParameterKey"]: p["ParameterValue"] for p in described["Parameters"]}
+    assert given["ManageApiGatewayAccount"] == manage
+
+
 def test_refuses_to_run_without_an_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL")]:
         monkeypatch.delenv(name)

@@ -178,6 +178,8 @@ def test_the_window_ends_with_the_monthly_cycle_and_can_be_days_or_off(
     services = ledger_services(make_settings, clock)
     first = split(services, put(services, key_for("jan"), csv_bytes(rows)))
     assert first.counts.rows_accepted == 5
+    sandbox.set_clock("2027-01-10T10:00:00+08:00")
+    upload_all(services, first.job_id)  # charged on 10 January (a batch never sent counts until it is)
     # within the cycle: a re-drop sends nothing again
     clock.move_to(datetime.fromisoformat("2027-01-26T23:00:00+08:00"))
     assert split(services, put(services, key_for("jan-b"), csv_bytes(rows[:4]))).counts.rows_accepted == 0
@@ -186,7 +188,10 @@ def test_the_window_ends_with_the_monthly_cycle_and_can_be_days_or_off(
     assert split(services, put(services, key_for("jan-c"), csv_bytes(rows[:3]))).counts.rows_accepted == 0
     # the next cycle (from the blackout day on, 27 January) sends what was charged before it again
     clock.move_to(datetime.fromisoformat("2027-02-02T09:00:00+08:00"))
-    assert split(services, put(services, key_for("feb"), csv_bytes(rows[:2]))).counts.rows_accepted == 2
+    february = split(services, put(services, key_for("feb"), csv_bytes(rows[:2])))
+    assert february.counts.rows_accepted == 2
+    sandbox.set_clock("2027-02-02T09:00:00+08:00")
+    upload_all(services, february.job_id)  # charged on 2 February
     # ... but not what a file dropped in January's blackout sent in February (rows 0-2 were rejected
     # then, so that file sent nothing: the February file above is what counts)
     three_days = ledger_services(make_settings, clock, RESEND_WINDOW="3d")

@@ -32,6 +32,8 @@ SECRET = "test-callback-secret"
 CREDS = Credentials(API_ID, API_KEY)
 START = "2026-06-10T10:00:00+08:00"  # well outside the blackout, whatever today is
 DELAY = 0.2  # the decision delay, on the sandbox's manual clock
+# a client timeout never decides a test that is not about timeouts (a loaded machine is slow)
+HTTP_TIMEOUT = 60.0
 
 LOST = "/verify/api/lost_repair_upload_data"
 ADD = "/carrierAudit/add"
@@ -101,7 +103,7 @@ def envelope(sb: SandboxHandle, param: Any, creds: Credentials = CREDS) -> dict[
 
 
 def call(
-    sb: SandboxHandle, path: str, param: Any, timeout: float = 5.0, creds: Credentials = CREDS
+    sb: SandboxHandle, path: str, param: Any, timeout: float = HTTP_TIMEOUT, creds: Credentials = CREDS
 ) -> requests.Response:
     """Lost repair: the ``authinfo`` + ``param`` body; carrier audit: the fields at level 1 and
     ``authinfo``'s values as headers (docs/decisions.md#audit-auth)."""
@@ -111,7 +113,9 @@ def call(
     return requests.post(sb.url + path, json=param, headers=headers, timeout=timeout)
 
 
-def upload(sb: SandboxHandle, items: list[dict[str, str]], timeout: float = 5.0) -> requests.Response:
+def upload(
+    sb: SandboxHandle, items: list[dict[str, str]], timeout: float = HTTP_TIMEOUT
+) -> requests.Response:
     return call(sb, LOST, {"toRepairDataArray": items}, timeout=timeout)
 
 
@@ -189,6 +193,7 @@ def config(callback_url: str = "", **overrides: Any) -> SandboxConfig:
         "clock_now": START,
         "clock_mode": "manual",  # decisions come from advancing the clock, never from waiting
         "callback_backoff_s": 0.02,
+        "callback_timeout_s": HTTP_TIMEOUT,  # a slow receiver is not a failed attempt here
         "tick_s": 0.02,
     }
     values.update(overrides)
@@ -237,7 +242,7 @@ def test_valid_upload_is_accepted_and_recorded(sb: SandboxHandle) -> None:
     (entry,) = sb.ledger()
     assert (entry.endpoint, entry.code, entry.processed, entry.accepted) == (LOST, "00000", True, True)
 
-    over_http = requests.get(sb.url + "/_sandbox/ledger/records", timeout=5).json()
+    over_http = requests.get(sb.url + "/_sandbox/ledger/records", timeout=HTTP_TIMEOUT).json()
     assert over_http["count"] == 2
     assert over_http["counts"] == {items[0]["idcode"]: 1, items[1]["idcode"]: 1}
 
@@ -340,14 +345,14 @@ def test_bad_authinfo_is_refused(
 ) -> None:
     body = mangle(sb)
     body["param"] = {"toRepairDataArray": [item(1)]}
-    reply = requests.post(sb.url + LOST, json=body, timeout=5)
+    reply = requests.post(sb.url + LOST, json=body, timeout=HTTP_TIMEOUT)
     assert reply.status_code == 200
     assert reply.json()["code"] == "10001" and reply.json()["data"] is None
     assert sb.accepted_records() == []
 
 
 def test_body_that_is_not_json_is_refused(sb: SandboxHandle) -> None:
-    reply = requests.post(sb.url + LOST, data=b"not json", timeout=5)
+    reply = requests.post(sb.url + LOST, data=b"not json", timeout=HTTP_TIMEOUT)
     assert reply.json()["code"] == "10002"
 
 
@@ -369,11 +374,13 @@ def test_blackout_follows_the_sandbox_clock(sb: SandboxHandle, now: str, code: s
 
 
 def test_clock_can_be_set_over_http(sb: SandboxHandle) -> None:
-    answer = requests.post(sb.url + "/_sandbox/clock", json={"now": "2026-12-27T00:00:00+08:00"}, timeout=5)
+    answer = requests.post(
+        sb.url + "/_sandbox/clock", json={"now": "2026-12-27T00:00:00+08:00"}, timeout=HTTP_TIMEOUT
+    )
     assert answer.status_code == 200 and answer.json()["now"].startswith("2026-12-27T00:00")
     reply = upload(sb, [item(1)]).json()
     assert reply["code"] == "10027" and "2027-01-01" in reply["message"]
-    bad = requests.post(sb.url + "/_sandbox/clock", json={"now": "2026-12-27T00:00:00"}, timeout=5)
+    bad = requests.post(sb.url + "/_sandbox/clock", json={"now": "2026-12-27T00:00:00"}, timeout=HTTP_TIMEOUT)
     assert bad.status_code == 400  # no offset
 
 
@@ -409,6 +416,35 @@ def test_status_code_fault_after_is_processed_and_charged(sb: SandboxHandle) -> 
     assert sb.record_counts() == {item(1)["idcode"]: 1}
     (entry,) = sb.ledger()
     assert entry.processed and entry.accepted and entry.outcome == "00000" and entry.code == "50000"
+
+
+@pytest.mark.parametrize("retry_after", ["120", "Wed, 10 Jun 2026 02:01:30 GMT"])
+def test_a_status_code_fault_may_say_when_to_retry(sb: SandboxHandle, retry_after: str) -> None:
+    sb.set_faults({"status_code": 503, "retry_after": retry_after, "count": 1})
+    reply = upload(sb, [item(1)])
+    assert reply.status_code == 503 and reply.headers["Retry-After"] == retry_after
+    assert (
+        sb.accepted_records() == [] and sb.ledger()[0].fault == f"status_code=503,retry_after={retry_after}"
+    )
+    again = upload(sb, [item(1)])
+    assert again.status_code == 200 and "Retry-After" not in again.headers
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"retry_after": "120"},  # no status to carry it
+        {"status_code": 503, "retry_after": "soon"},
+        {"status_code": 503, "retry_after": "-1"},
+        {"status_code": 503, "retry_after": "1.5"},
+        {"status_code": 429, "retry_after": "Wed, 10 Jun 2026 02:01:30"},  # a date needs its GMT
+    ],
+)
+def test_a_retry_after_must_be_seconds_or_an_http_date_on_a_status(sb: SandboxHandle, fault: Any) -> None:
+    reply = requests.post(sb.url + "/_sandbox/faults", json=fault, timeout=HTTP_TIMEOUT)
+    assert reply.status_code == 400 and "retry_after" in reply.json()["error"]
+    with pytest.raises(ValueError, match="retry_after"):
+        sb.set_faults(fault)
 
 
 def test_error_rate_is_seeded_and_reproducible(callbacks: Callbacks) -> None:
@@ -489,6 +525,18 @@ def test_state0_charges_nothing(sb: SandboxHandle) -> None:
     assert upload(sb, [item(1)]).json()["data"]["state"] == "1"
 
 
+def test_an_error_code_with_state_1_is_charged(sb: SandboxHandle) -> None:
+    """The shape the client must not read as "not charged": a failure code, ``data.state`` "1"."""
+    sb.set_faults({"endpoint": "lost_repair", "answer": "error_code_with_state_1", "count": 1})
+    reply = upload(sb, [item(1)])
+    body = reply.json()
+    assert reply.status_code == 200 and body["code"] == "50000" and body["data"]["state"] == "1"
+    assert sb.record_counts() == {item(1)["idcode"]: 1}
+    (entry,) = sb.ledger()
+    assert entry.processed and entry.accepted and entry.code == "50000"
+    assert upload(sb, [item(2)]).json()["code"] == "00000"  # count was 1
+
+
 def test_state0_still_checks_the_request(sb: SandboxHandle) -> None:
     sb.set_faults({"state0": True})
     assert upload(sb, [item(1, idcode="bad")]).json()["code"] == "10002"
@@ -510,19 +558,59 @@ def test_fault_after_on_audit_add_creates_the_record(sb: SandboxHandle) -> None:
     assert [a.id for a in sb.audits()] == [1]
 
 
+@pytest.mark.parametrize("status", [None, 301, 302, 303, 307, 308])
+def test_redirect_fault_answers_its_location_and_processes_nothing(
+    sb: SandboxHandle, status: int | None
+) -> None:
+    moved = sb.url + LOST + "?moved=1"
+    sb.set_faults({"endpoint": "lost_repair", "redirect_to": moved, "status_code": status, "count": 1})
+    body = envelope(sb, {"toRepairDataArray": [item(1)]})
+    reply = requests.post(sb.url + LOST, json=body, timeout=5, allow_redirects=False)
+    assert (reply.status_code, reply.headers["Location"]) == (status or 307, moved)
+    (entry,) = sb.ledger()
+    assert (entry.processed, entry.accepted, entry.http_status) == (False, False, status or 307)
+    assert entry.fault is not None and f"redirect_to={moved}" in entry.fault
+    assert sb.accepted_records() == []
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"redirect_to": "elsewhere"},  # neither a path nor an http(s) URL
+        {"redirect_to": "/x\r\nSet-Cookie: a=b"},  # it becomes a header
+        {"redirect_to": "/a b"},
+        {"redirect_to": "/x", "status_code": 500},  # a redirect's status only
+        {"redirect_to": "/x", "status_code": 200},
+        {"redirect_to": "/x", "reset": True},  # an answer of its own
+        {"redirect_to": "/x", "invalid_json": True},
+        {"redirect_to": "/x", "error_rate": 0.5},
+        {"redirect_to": "/" + "x" * 2048},
+    ],
+)
+def test_redirect_fault_input_is_validated(sb: SandboxHandle, fault: dict[str, Any]) -> None:
+    sb.set_faults({"latency_ms": 1})
+    refused = requests.post(sb.url + "/_sandbox/faults", json=fault, timeout=5)
+    assert refused.status_code == 400 and "redirect_to" in refused.text
+    assert [f["latency_ms"] for f in sb.app.faults.snapshot()] == [1]  # the faults in force are kept
+
+
 def test_faults_over_http(sb: SandboxHandle) -> None:
     listed = requests.post(
         sb.url + "/_sandbox/faults",
         json=[{"endpoint": "lost_repair", "status_code": 429, "count": 1}, {"latency_ms": 1}],
-        timeout=5,
+        timeout=HTTP_TIMEOUT,
     )
     assert listed.status_code == 200
     assert [f["remaining"] for f in listed.json()["faults"]] == [1, None]
     assert upload(sb, [item(1)]).status_code == 429
-    assert requests.get(sb.url + "/_sandbox/faults", timeout=5).json()["faults"][0]["remaining"] == 0
-    assert requests.post(sb.url + "/_sandbox/faults", json={"bogus": 1}, timeout=5).status_code == 400
+    assert (
+        requests.get(sb.url + "/_sandbox/faults", timeout=HTTP_TIMEOUT).json()["faults"][0]["remaining"] == 0
+    )
+    assert (
+        requests.post(sb.url + "/_sandbox/faults", json={"bogus": 1}, timeout=HTTP_TIMEOUT).status_code == 400
+    )
     sb.set_faults({"status_code": 500})
-    assert requests.delete(sb.url + "/_sandbox/faults", timeout=5).status_code == 200
+    assert requests.delete(sb.url + "/_sandbox/faults", timeout=HTTP_TIMEOUT).status_code == 200
     assert upload(sb, [item(2)]).status_code == 200
 
 
@@ -740,21 +828,21 @@ def test_get_unknown_or_malformed_id(sb: SandboxHandle) -> None:
 
 
 def test_admin_endpoints(sb: SandboxHandle) -> None:
-    health = requests.get(sb.url + "/_sandbox/health", timeout=5).json()
+    health = requests.get(sb.url + "/_sandbox/health", timeout=HTTP_TIMEOUT).json()
     assert health["status"] == "ok" and health["now"].startswith("2026-06-10T10:00")
     upload(sb, [item(1)])
     call(sb, ADD, audit_params())
-    ledger = requests.get(sb.url + "/_sandbox/ledger", timeout=5).json()["entries"]
+    ledger = requests.get(sb.url + "/_sandbox/ledger", timeout=HTTP_TIMEOUT).json()["entries"]
     assert [(e["seq"], e["endpoint"]) for e in ledger[:2]] == [(1, LOST), (2, ADD)]
     assert ledger[1]["audit_id"] == 1
-    audits = requests.get(sb.url + "/_sandbox/audits", timeout=5).json()["audits"]
+    audits = requests.get(sb.url + "/_sandbox/audits", timeout=HTTP_TIMEOUT).json()["audits"]
     assert [a["id"] for a in audits] == [1]
-    assert requests.post(sb.url + "/_sandbox/reset", timeout=5).json() == {"status": "reset"}
-    assert requests.get(sb.url + "/_sandbox/ledger", timeout=5).json()["entries"] == []
+    assert requests.post(sb.url + "/_sandbox/reset", timeout=HTTP_TIMEOUT).json() == {"status": "reset"}
+    assert requests.get(sb.url + "/_sandbox/ledger", timeout=HTTP_TIMEOUT).json()["entries"] == []
     assert sb.audits() == [] and sb.accepted_records() == []
     assert call(sb, ADD, audit_params()).json()["data"] == 1  # ids restart
-    assert requests.get(sb.url + "/nowhere", timeout=5).status_code == 404
-    assert requests.get(sb.url + LOST, timeout=5).status_code == 405
+    assert requests.get(sb.url + "/nowhere", timeout=HTTP_TIMEOUT).status_code == 404
+    assert requests.get(sb.url + LOST, timeout=HTTP_TIMEOUT).status_code == 405
 
 
 def test_serial_numbers_are_unique(sb: SandboxHandle) -> None:
@@ -810,12 +898,16 @@ def test_cli_prints_its_url_and_stops_on_sigterm() -> None:
         line = proc.stdout.readline().strip()
         assert line.startswith("sandbox listening on http://127.0.0.1:")
         url = line.rsplit(" ", 1)[1]
-        assert requests.get(url + "/_sandbox/health", timeout=5).json()["now"].startswith("2026-06-10")
+        assert (
+            requests.get(url + "/_sandbox/health", timeout=HTTP_TIMEOUT)
+            .json()["now"]
+            .startswith("2026-06-10")
+        )
         body = {
             "authinfo": build_authinfo(CREDS, datetime.fromisoformat(START)).model_dump(),
             "param": {"toRepairDataArray": [item(1)]},
         }
-        assert requests.post(url + LOST, json=body, timeout=5).json()["code"] == "00000"
+        assert requests.post(url + LOST, json=body, timeout=HTTP_TIMEOUT).json()["code"] == "00000"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:
@@ -830,7 +922,7 @@ def test_a_batch_holding_a_refused_record_is_answered_state0_over_http(sb: Sandb
     refused = item(2)
     url = sb.url + "/_sandbox/refuse"
     assert requests.post(
-        url, json={"records": [refused["authCode"]], "desc": "授权码已使用"}, timeout=5
+        url, json={"records": [refused["authCode"]], "desc": "授权码已使用"}, timeout=HTTP_TIMEOUT
     ).json() == {"records": {refused["authCode"]: "授权码已使用"}}
     reply = upload(sb, [item(1), refused, item(3)]).json()
     assert reply["code"] == "00000" and reply["data"] == {"state": "0", "desc": "授权码已使用"}
@@ -838,6 +930,6 @@ def test_a_batch_holding_a_refused_record_is_answered_state0_over_http(sb: Sandb
     sb.refuse({refused["idcode"]: "姓名不合法"})  # by idcode, a desc of its own
     assert upload(sb, [refused]).json()["data"] == {"state": "0", "desc": "姓名不合法"}
     assert sb.record_counts() == {item(1)["idcode"]: 1, item(3)["idcode"]: 1}  # the refused: never charged
-    assert requests.post(url, json={"records": "x"}, timeout=5).status_code == 400
-    assert requests.delete(url, timeout=5).json() == {"records": {}}
+    assert requests.post(url, json={"records": "x"}, timeout=HTTP_TIMEOUT).status_code == 400
+    assert requests.delete(url, timeout=HTTP_TIMEOUT).json() == {"records": {}}
     assert upload(sb, [refused]).json()["data"]["state"] == "1"

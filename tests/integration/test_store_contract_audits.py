@@ -146,20 +146,29 @@ def test_an_audit_submitting_pending_unknown_or_passed_is_a_duplicate_and_nothin
 
 
 @pytest.mark.parametrize(
-    ("settled", "expected"),
-    [(AuditStatus.REJECTED, Reservation.UPDATE), (AuditStatus.FAILED, Reservation.ADD)],
+    ("history", "settled", "expected"),
+    [
+        ("rejected", AuditStatus.REJECTED, Reservation.UPDATE),
+        ("add refused", AuditStatus.FAILED, Reservation.ADD),  # no upstream record
+        # the record is still rejected upstream: /update again, never a second audit
+        ("rejected, then its update refused", AuditStatus.FAILED, Reservation.UPDATE),
+    ],
 )
-def test_a_rejected_audit_reserves_for_update_and_a_failed_one_for_add_taking_the_rows_fields(
-    side: Side, settled: AuditStatus, expected: Reservation
+def test_an_audit_with_a_record_reserves_for_update_and_a_failed_add_for_add_taking_the_rows_fields(
+    side: Side, history: str, settled: AuditStatus, expected: Reservation
 ) -> None:
     job = side.new_job()
     audit = reserved(side, an_audit(job))
-    if settled is AuditStatus.REJECTED:
+    if history.startswith("rejected"):
         audit = side.audits.settle_submission(audit, AuditStatus.PENDING, at(1), record_id=41)
         assert (
             side.audits.decide_record(audit.audit_key, 41, AuditStatus.REJECTED, "blurred", at(2)) == APPLIED
         )
-    else:
+    if history == "rejected, then its update refused":
+        kind, audit = side.audits.reserve(an_audit(job, audit.audit_key, row=4), at(3))
+        assert kind == Reservation.UPDATE
+        audit = side.audits.settle_submission(audit, AuditStatus.FAILED, at(4), error="not updated")
+    if history == "add refused":
         audit = side.audits.settle_submission(audit, AuditStatus.FAILED, at(1), error="code 1002")
     stored = side.audits.get(audit.audit_key)
     assert stored is not None and stored.status == settled
@@ -273,32 +282,49 @@ def test_decide_record_applies_once_and_answers_the_audit_as_it_is_when_it_does_
     assert side.audits.get("no-such-audit") is None
 
 
-def test_a_body_applied_in_an_earlier_cycle_of_the_record_is_refused(side: Side) -> None:
+def test_going_pending_starts_a_cycle_and_going_pending_again_under_the_record_the_next(side: Side) -> None:
     job = side.new_job()
-    audit = pending(side, job, 900)
-    assert (
-        side.audits.decide_record(audit.audit_key, 900, AuditStatus.REJECTED, "x", at(5), "body-1") == APPLIED
-    )
-    # the rejected audit is corrected: /update, pending again under the same record id
+    fresh = reserved(side, an_audit(job))
+    assert fresh.cycle == 0
+    audit = side.audits.settle_submission(fresh, AuditStatus.PENDING, at(1), record_id=900)
+    assert audit.cycle == 1 and side.audits.get(audit.audit_key) == audit
+    assert side.audits.decide_record(audit.audit_key, 900, AuditStatus.REJECTED, "x", at(5), 1) == APPLIED
+    # the rejected audit is corrected: reserved for /update, its cycle kept until the upstream answers
     kind, again = side.audits.reserve(an_audit(job, audit.audit_key, row=3), at(6))
-    assert kind == Reservation.UPDATE and again.record_id == 900
-    again = side.audits.settle_submission(again, AuditStatus.PENDING, at(7), record_id=900)
-    refused, current = side.audits.decide_record(
-        audit.audit_key, 900, AuditStatus.REJECTED, "x", at(8), "body-1"
-    )
-    assert refused is False and current == again and current.status == AuditStatus.PENDING
-    assert side.audits.decide_record(audit.audit_key, 900, AuditStatus.PASSED, "", at(9), "body-2") == APPLIED
-    final = side.audits.get(audit.audit_key)
-    assert final is not None and final.status == AuditStatus.PASSED
+    assert (kind, again.cycle, again.record_id) == (Reservation.UPDATE, 1, 900)
+    leased = side.audits.take_lease(again, at(6), at(60))
+    assert side.audits.settle_submission(leased, AuditStatus.UNKNOWN, at(7)).cycle == 1  # no answer: none
+    unknown = side.audits.get(audit.audit_key)
+    assert unknown is not None
+    resubmitted = side.audits.resubmit_unknown(unknown, at(8))
+    updated = side.audits.settle_submission(resubmitted, AuditStatus.PENDING, at(9), record_id=900)
+    assert updated.cycle == 2 and side.audits.get(audit.audit_key) == updated
 
 
-def test_without_a_body_digest_a_result_applies_to_a_pending_audit_whatever_came_before(side: Side) -> None:
+def test_a_result_for_one_cycle_of_the_record_does_not_decide_another(side: Side) -> None:
     job = side.new_job()
     audit = pending(side, job, 910)
-    side.audits.decide_record(audit.audit_key, 910, AuditStatus.REJECTED, "x", at(5), "body-1")
+    side.audits.decide_record(audit.audit_key, 910, AuditStatus.REJECTED, "x", at(5), 1)
+    _, again = side.audits.reserve(an_audit(job, audit.audit_key, row=3), at(6))
+    again = side.audits.settle_submission(again, AuditStatus.PENDING, at(7), record_id=910)
+    assert again.cycle == 2
+    for to in (AuditStatus.REJECTED, AuditStatus.PASSED):
+        for cycle in (1, 3, 0):
+            refused, current = side.audits.decide_record(audit.audit_key, 910, to, "old", at(8), cycle)
+            assert refused is False and current == again
+    assert side.audits.get(audit.audit_key) == again
+    assert side.audits.decide_record(audit.audit_key, 910, AuditStatus.REJECTED, "y", at(9), 2) == APPLIED
+    final = side.audits.get(audit.audit_key)
+    assert final is not None and (final.status, final.remarks, final.cycle) == (AuditStatus.REJECTED, "y", 2)
+
+
+def test_without_a_cycle_a_result_applies_to_a_pending_audit_in_any_cycle(side: Side) -> None:
+    job = side.new_job()
+    audit = pending(side, job, 920)
+    side.audits.decide_record(audit.audit_key, 920, AuditStatus.REJECTED, "x", at(5))
     _, again = side.audits.reserve(an_audit(job, audit.audit_key), at(6))
-    side.audits.settle_submission(again, AuditStatus.PENDING, at(7), record_id=910)
-    assert side.audits.decide_record(audit.audit_key, 910, AuditStatus.REJECTED, "y", at(8)) == APPLIED
+    side.audits.settle_submission(again, AuditStatus.PENDING, at(7), record_id=920)
+    assert side.audits.decide_record(audit.audit_key, 920, AuditStatus.PASSED, "y", at(8)) == APPLIED
 
 
 # ---- resubmit_unknown -----------------------------------------------------------------------
@@ -532,7 +558,7 @@ def test_of_concurrent_results_for_one_record_exactly_one_is_applied(side: Side)
     results = [AuditStatus.PASSED, AuditStatus.REJECTED] * 3
     outcomes = race(
         [
-            lambda to=to, i=i: side.audits.decide_record(audit.audit_key, 99, to, f"r{i}", at(5), f"body-{i}")
+            lambda to=to, i=i: side.audits.decide_record(audit.audit_key, 99, to, f"r{i}", at(5), 1)
             for i, to in enumerate(results)
         ]
     )

@@ -5,21 +5,25 @@ Every assertion about "sent once" is made against the sandbox's ledger: what ups
 
 from __future__ import annotations
 
+import json
 import socket
 from datetime import datetime, timedelta
+from typing import Any
 
 import boto3
 import pytest
 
 from sandbox.server import SandboxHandle
+from tests import timeouts
 from tests.integration.conftest import SettingsFactory, drain_queue, new_job, repair_records
 from verifyfeed.clock import FixedClock
 from verifyfeed.logic.poller import poll
 from verifyfeed.logic.uploader import Delivery, RetryLater, load_records, upload_batch
 from verifyfeed.models.messages import LostRepairBatchMessage
-from verifyfeed.models.records import BatchStatus, JobStatus
+from verifyfeed.models.records import Batch, BatchStatus, JobStatus
 from verifyfeed.services import Services, build_services
 from verifyfeed.store.blobs import S3Blobs
+from verifyfeed.store.jobs import JobStore
 
 pytestmark = pytest.mark.integration
 
@@ -121,19 +125,67 @@ def test_state0_for_several_records_splits_the_batch_in_halves_sent_each_once(
     assert (job.batches_total, job.batches_succeeded, job.batches_bisected) == (3, 2, 1)
 
 
-def test_429_is_retried_and_the_batch_sent_once(services: Services, sandbox: SandboxHandle) -> None:
+@pytest.mark.parametrize("status", [429, 503])
+def test_429_and_503_are_retried_and_the_batch_sent_once(
+    services: Services, sandbox: SandboxHandle, status: int
+) -> None:
+    """Both say the request was not handled (RFC 6585 §4, RFC 9110 §15.6.4): sent again, by default."""
     message = message_for(services)
-    sandbox.set_faults({"endpoint": "lost_repair", "status_code": 429, "count": 1})
+    sandbox.set_faults({"endpoint": "lost_repair", "status_code": status, "count": 1})
     with pytest.raises(RetryLater) as raised:
         upload_batch(services, message, Delivery(receive_count=1))
-    assert "HTTP 429" in raised.value.reason
+    assert f"HTTP {status}" in raised.value.reason
+    assert batch_status(services, message) == BatchStatus.RETRY
+    assert upload_batch(services, message, Delivery(receive_count=2)) == "succeeded"
+    assert len(charged(sandbox)) == 3
+    assert len([e for e in sandbox.ledger() if e.endpoint.endswith("lost_repair_upload_data")]) == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after", "settings", "delay"),
+    [
+        (503, "120", {}, 120),
+        (429, "Wed, 25 Nov 2026 02:01:30 GMT", {}, 90),  # an HTTP-date: 90 s after NOW (02:00 GMT)
+        (503, "Wed, 25 Nov 2026 01:00:00 GMT", {}, 0),  # a date already past: at once
+        (503, "7200", {"RETRY_AFTER_MAX_SECONDS": "1800"}, 1800),  # bounded
+        (429, "86400", {}, 3600),  # bounded by the default maximum, an hour
+    ],
+)
+def test_retry_after_is_the_delay_before_the_next_delivery_bounded(
+    make_settings: SettingsFactory,
+    clock: FixedClock,
+    sandbox: SandboxHandle,
+    status: int,
+    retry_after: str,
+    settings: dict[str, str],
+    delay: int,
+) -> None:
+    services = build_services(make_settings(RETRY_BASE_SECONDS="10", **settings), clock)
+    message = message_for(services)
+    sandbox.set_faults(
+        {"endpoint": "lost_repair", "status_code": status, "retry_after": retry_after, "count": 1}
+    )
+    with pytest.raises(RetryLater) as raised:
+        upload_batch(services, message, Delivery(receive_count=1))
+    assert raised.value.delay_s == delay
     assert batch_status(services, message) == BatchStatus.RETRY
     assert upload_batch(services, message, Delivery(receive_count=2)) == "succeeded"
     assert len(charged(sandbox)) == 3
 
 
+def test_without_retry_after_the_backoff_applies(
+    make_settings: SettingsFactory, clock: FixedClock, sandbox: SandboxHandle
+) -> None:
+    services = build_services(make_settings(RETRY_BASE_SECONDS="10"), clock)
+    message = message_for(services)
+    sandbox.set_faults({"endpoint": "lost_repair", "status_code": 503, "count": 1})
+    with pytest.raises(RetryLater) as raised:
+        upload_batch(services, message, Delivery(receive_count=3))
+    assert 20 <= raised.value.delay_s <= 40  # the third delivery's backoff: 10 s * 2 ** 2, jittered
+
+
 @pytest.mark.parametrize("phase", ["before", "after"])
-@pytest.mark.parametrize("status", [500, 502, 503, 504])
+@pytest.mark.parametrize("status", [500, 502, 504])
 def test_a_5xx_is_held_as_unknown_whether_or_not_upstream_processed_it(
     services: Services, sandbox: SandboxHandle, status: int, phase: str
 ) -> None:
@@ -149,17 +201,40 @@ def test_a_5xx_is_held_as_unknown_whether_or_not_upstream_processed_it(
     assert batch is not None and f"HTTP {status}" in batch.last_error
 
 
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_not_followed_and_fails_the_batch_uncharged_and_kept(
+    make_settings: SettingsFactory, clock: FixedClock, sandbox: SandboxHandle, status: int
+) -> None:
+    """A 307/308 followed would send the batch again to the Location (here: the same API, so a
+    follower is charged); a redirect says "not processed here": failed, never resent on its own,
+    its body kept for an operator's re-drive. Not retried even when listed as retryable."""
+    services = build_services(make_settings(UPSTREAM_RETRY_HTTP_STATUSES=f"429,{status}"), clock)
+    message = message_for(services)
+    moved = sandbox.url + "/verify/api/lost_repair_upload_data?moved=1"
+    sandbox.set_faults({"endpoint": "lost_repair", "redirect_to": moved, "status_code": status, "count": 1})
+    assert upload_batch(services, message, Delivery(receive_count=1)) == "failed"
+    assert upload_batch(services, message, Delivery(receive_count=2)) == "failed"  # redelivery: nothing
+    (entry,) = sandbox.ledger()  # the sandbox never saw the request at the Location
+    assert (entry.http_status, entry.processed) == (status, False)
+    assert charged(sandbox) == []
+    batch = services.jobs.get_batch(message.job_id, 1)
+    assert batch is not None and batch.status == BatchStatus.FAILED
+    assert f"HTTP {status} redirect to {moved}, not followed (not retryable)" in batch.last_error
+    assert batch.claim_key, "its body is kept under claims/ for a re-drive"
+    assert len(json.loads(services.blobs.get(batch.claim_bucket, batch.claim_key))) == 3
+
+
 def test_retryable_statuses_are_configurable(
     make_settings: SettingsFactory, clock: FixedClock, sandbox: SandboxHandle
 ) -> None:
-    """An upstream that documents its 503 as "not processed" can have it retried automatically."""
-    services = build_services(make_settings(UPSTREAM_RETRY_HTTP_STATUSES="429,503"), clock)
+    """An upstream whose 503 may follow a charge (behind a proxy that answers 503 for a connection
+    lost after forwarding) is configured without it: its 503 is then held like any other 5xx."""
+    services = build_services(make_settings(UPSTREAM_RETRY_HTTP_STATUSES="429"), clock)
     message = message_for(services)
-    sandbox.set_faults({"endpoint": "lost_repair", "status_code": 503, "count": 1})
-    with pytest.raises(RetryLater):
-        upload_batch(services, message, Delivery(receive_count=1))
-    assert upload_batch(services, message, Delivery(receive_count=2)) == "succeeded"
-    assert len(charged(sandbox)) == 3
+    sandbox.set_faults({"endpoint": "lost_repair", "status_code": 503, "phase": "after", "count": 1})
+    assert upload_batch(services, message, Delivery(receive_count=1)) == "unknown"
+    assert upload_batch(services, message, Delivery(receive_count=2)) == "unknown"
+    assert len(charged(sandbox)) == 3  # charged once; a resend would have charged it again
 
 
 def test_state_as_a_number_is_success_and_charged_once(services: Services, sandbox: SandboxHandle) -> None:
@@ -189,16 +264,23 @@ def test_retries_exhausted_marks_failed(services: Services, sandbox: SandboxHand
 
 
 @pytest.mark.parametrize(
-    "fault",
+    ("fault", "client"),
     [
-        {"timeout_s": 3.0, "phase": "after"},  # read timeout after upstream accepted
-        {"reset": True, "phase": "after"},  # connection reset after upstream accepted
-        {"invalid_json": True, "phase": "after"},  # 200 with garbage
+        # a read timeout after upstream accepted: the one case here about a timeout
+        ({"timeout_s": 3.0, "phase": "after"}, timeouts.SHORT),
+        ({"reset": True, "phase": "after"}, {}),  # connection reset after upstream accepted
+        ({"invalid_json": True, "phase": "after"}, {}),  # 200 with garbage
     ],
+    ids=["read_timeout", "reset", "invalid_json"],
 )
 def test_lost_answer_is_held_as_unknown_and_never_resent(
-    services: Services, sandbox: SandboxHandle, fault: dict[str, object]
+    make_settings: SettingsFactory,
+    clock: FixedClock,
+    sandbox: SandboxHandle,
+    fault: dict[str, object],
+    client: dict[str, str],
 ) -> None:
+    services = build_services(make_settings(**client), clock)
     message = message_for(services)
     sandbox.set_faults({"endpoint": "lost_repair", "count": 1, **fault})
     assert upload_batch(services, message, Delivery()) == "unknown"
@@ -302,3 +384,142 @@ def test_upstream_blackout_answer_defers(
     assert charged(sandbox) == []
     batch = services.jobs.get_batch(message.job_id, 1)
     assert batch is not None and batch.last_error.startswith("upstream 10027")
+
+
+# ---- a charged answer whatever its code -------------------------------------------------------------
+
+
+def test_an_error_code_with_state_1_is_held_not_resent(services: Services, sandbox: SandboxHandle) -> None:
+    """``data.state`` "1" is charged (spec) whatever ``code`` says: such an answer contradicts itself,
+    so the batch is held for an operator, never read as a refusal and sent again."""
+    message = message_for(services)
+    sandbox.set_faults({"endpoint": "lost_repair", "answer": "error_code_with_state_1", "count": 1})
+    assert upload_batch(services, message, Delivery()) == "unknown"
+    assert upload_batch(services, message, Delivery(receive_count=2)) == "unknown"
+    assert len(charged(sandbox)) == 3  # charged once; a resend would have charged it again
+    assert len([e for e in sandbox.ledger() if e.endpoint.endswith("lost_repair_upload_data")]) == 1
+    batch = services.jobs.get_batch(message.job_id, 1)
+    assert batch is not None and "code 50000" in batch.last_error and "state 1" in batch.last_error
+    job = services.jobs.get_job(message.job_id)
+    assert job is not None and job.batches_unknown == 1 and job.status == JobStatus.COMPLETED_WITH_ERRORS
+
+
+# ---- the last delivery settles the batch ----------------------------------------------------------
+# SQS dead-letters a message after its last delivery (QUEUE_MAX_RECEIVE_COUNT): a batch left `retry`
+# or `sending` then would wait for a message that never comes, and its job would never finish.
+
+LAST = Delivery(receive_count=8, max_receive_count=8)
+
+
+def test_the_last_delivery_fails_a_one_record_batch_refused_with_state0(
+    services: Services, sandbox: SandboxHandle
+) -> None:
+    """Six 429s, then state "0" on the last two deliveries (fewer than STATE0_MAX_ATTEMPTS)."""
+    message = message_for(services, 1)
+    sandbox.set_faults(
+        [
+            {"endpoint": "lost_repair", "status_code": 429, "count": 6},
+            {"endpoint": "lost_repair", "state0": True},
+        ]
+    )
+    for receive_count in range(1, 8):
+        with pytest.raises(RetryLater):
+            upload_batch(services, message, Delivery(receive_count=receive_count, max_receive_count=8))
+    assert upload_batch(services, message, LAST) == "failed"
+    batch = services.jobs.get_batch(message.job_id, 1)
+    assert batch is not None and batch.state0_count == 2 and "失败" in batch.upstream_desc
+    assert charged(sandbox) == []
+    job = services.jobs.get_job(message.job_id)
+    assert job is not None and job.batches_failed == 1 and job.status == JobStatus.COMPLETED_WITH_ERRORS
+
+
+def test_the_last_delivery_holds_a_batch_another_worker_is_sending(
+    services: Services, clock: FixedClock, sandbox: SandboxHandle
+) -> None:
+    """Another worker's send lease is live: its request may have left, and no delivery comes after
+    this one to see the lease run out. Held as unknown, nothing sent."""
+    message = message_for(services)
+    batch = services.jobs.get_batch(message.job_id, 1)
+    assert batch is not None
+    services.jobs.transition(
+        batch,
+        BatchStatus.SENDING,
+        clock.now(),
+        lease_until=clock.now() + timedelta(seconds=120),
+        count_attempt=True,
+    )
+    assert upload_batch(services, message, LAST) == "unknown"
+    held = services.jobs.get_batch(message.job_id, 1)
+    assert held is not None and held.status == BatchStatus.UNKNOWN and "lease" in held.last_error
+    assert sandbox.ledger() == []
+    job = services.jobs.get_job(message.job_id)
+    assert job is not None and job.batches_unknown == 1 and job.status == JobStatus.COMPLETED_WITH_ERRORS
+
+
+class ClaimedMeanwhile(JobStore):
+    """DynamoDB as it is, except that another worker takes the send lease first (once)."""
+
+    raced = False
+
+    def transition(self, batch: Batch, to: BatchStatus, now: datetime, **kwargs: Any) -> Batch:
+        if to == BatchStatus.SENDING and not self.raced:
+            self.raced = True
+            super().transition(batch, to, now, lease_until=now + timedelta(seconds=120), count_attempt=True)
+        return super().transition(batch, to, now, **kwargs)
+
+
+def test_a_delivery_that_loses_the_claim_leaves_the_batch_to_the_winner(
+    services: Services, sandbox: SandboxHandle
+) -> None:
+    """Another worker took the send lease between this delivery's read and its claim: an earlier
+    delivery looks again later; the last one leaves the batch to the winner, which is sending it
+    (not held as unknown under a live sender, not dead-lettered for nothing)."""
+    for delivery in (Delivery(receive_count=1), LAST):
+        services.jobs = ClaimedMeanwhile(services.settings.jobs_table)  # through Services, as the uploader
+        message = message_for(services)
+        if delivery.last:
+            assert upload_batch(services, message, delivery) == "sending"
+        else:
+            with pytest.raises(RetryLater, match="changed while claiming"):
+                upload_batch(services, message, delivery)
+        batch = services.jobs.get_batch(message.job_id, 1)
+        assert batch is not None and batch.status == BatchStatus.SENDING and batch.attempts == 1
+    assert sandbox.ledger() == []  # the winner's request is its own: nothing was sent by these deliveries
+
+
+def test_the_last_delivery_fails_a_batch_still_refused_by_429(
+    services: Services, sandbox: SandboxHandle
+) -> None:
+    message = message_for(services)
+    sandbox.set_faults({"endpoint": "lost_repair", "status_code": 429})
+    assert upload_batch(services, message, LAST) == "failed"
+    batch = services.jobs.get_batch(message.job_id, 1)
+    assert batch is not None and "gave up" in batch.last_error
+    assert charged(sandbox) == []
+
+
+def test_the_last_delivery_under_the_resend_policy_holds_a_lost_answer(
+    make_settings: SettingsFactory, clock: FixedClock, sandbox: SandboxHandle
+) -> None:
+    """``resend`` retries a lost answer; when no retry is left, it may have been charged: unknown."""
+    services = build_services(make_settings(UNKNOWN_OUTCOME_POLICY="resend"), clock)
+    message = message_for(services)
+    sandbox.set_faults({"endpoint": "lost_repair", "reset": True, "phase": "after", "count": 1})
+    assert upload_batch(services, message, LAST) == "unknown"
+    assert len(charged(sandbox)) == 3
+    job = services.jobs.get_job(message.job_id)
+    assert job is not None and job.batches_unknown == 1 and job.batches_failed == 0
+
+
+def test_the_last_delivery_leaves_nothing_to_settle_when_the_batch_has_no_record(
+    services: Services, sandbox: SandboxHandle
+) -> None:
+    """A message for a batch that was never recorded (the splitter records each before queueing it):
+    dead-lettered as it is; nothing sent."""
+    job = new_job(services)
+    stray = LostRepairBatchMessage(
+        job_id=job.job_id, batch_id=f"{job.job_id}#00009", seq=9, records=repair_records(1)
+    )
+    with pytest.raises(RetryLater, match="not found"):
+        upload_batch(services, stray, LAST)
+    assert sandbox.ledger() == []

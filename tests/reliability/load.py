@@ -40,6 +40,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tests import timeouts
 from tests.reliability.support import (
     PII,
     capture_logs,
@@ -260,7 +261,8 @@ def run(rows: int, callbacks: int, error_rate: float, clients: int, timeout_s: f
         decision_delay_s=86_400,  # upstream never decides on its own: the callbacks below do
         poll_seconds=3_600,
         stack_name="verifyfeed-load",
-        env_overrides={"RETRY_BASE_SECONDS": "1", "RETRY_MAX_SECONDS": "2"},
+        # no timeout is measured here: a slow answer under load must not become "unknown"
+        env_overrides={"RETRY_BASE_SECONDS": "1", "RETRY_MAX_SECONDS": "2", **timeouts.GENEROUS},
     )
     with tempfile.TemporaryDirectory() as tmp, capture_logs() as logs, LocalRunner(options) as runner:
         assert runner.sandbox is not None

@@ -23,6 +23,7 @@ from local.events import sqs_event
 from local.lambda_context import new_context
 from local.runner import load_handler
 from sandbox.server import SandboxHandle
+from tests import timeouts
 from tests.integration.conftest import DECISION_DELAY_S, ROOT, SettingsFactory, drain_queue
 from tests.reliability.support import (
     ConflictingClient,
@@ -98,6 +99,7 @@ class Scenario:
     charged: int  # distinct rows upstream holds at the end (12 accepted)
     sandbox_clock: str = ""
     retried: int = 0  # deliveries the handler must have reported as failed (and SQS redelivered)
+    short_timeouts: bool = False  # about the client's read timeout: timeouts.SHORT, not GENEROUS
 
 
 LR = {"endpoint": "lost_repair"}
@@ -111,7 +113,15 @@ SCENARIOS = [
         {"succeeded": 2, "unknown": 1},
         12,  # the held batch was charged once: a resend would have charged it again
     ),
-    Scenario("http_503_once", [{**LR, "status_code": 503, "count": 1}], {"succeeded": 2, "unknown": 1}, 8),
+    # 429 and 503 say the request was not handled: sent again (after their Retry-After)
+    Scenario("http_503_once", [{**LR, "status_code": 503, "count": 1}], {"succeeded": 3}, 12, retried=1),
+    Scenario(
+        "http_503_with_retry_after",
+        [{**LR, "status_code": 503, "retry_after": "0", "count": 2}],
+        {"succeeded": 3},
+        12,
+        retried=2,
+    ),
     Scenario("http_429_once", [{**LR, "status_code": 429, "count": 1}], {"succeeded": 3}, 12, retried=1),
     Scenario(
         "gateway_timeout_504", [{**LR, "timeout_s": 0.2, "count": 1}], {"succeeded": 2, "unknown": 1}, 8
@@ -123,10 +133,16 @@ SCENARIOS = [
         {"succeeded": 2, "unknown": 1},
         12,
     ),
+    Scenario(  # state "1" is charged whatever the code says: held, never read as a refusal
+        "error_code_with_state_1",
+        [{**LR, "answer": "error_code_with_state_1", "count": 1}],
+        {"succeeded": 2, "unknown": 1},
+        12,
+    ),
     Scenario(
         "http_400_is_not_retried", [{**LR, "status_code": 400, "count": 1}], {"succeeded": 2, "failed": 1}, 8
     ),
-    Scenario("http_503_for_ever", [{**LR, "status_code": 503}], {"unknown": 3}, 0),
+    Scenario("http_503_for_ever", [{**LR, "status_code": 503}], {"failed": 3}, 0, retried=21),
     Scenario("http_429_for_ever", [{**LR, "status_code": 429}], {"failed": 3}, 0, retried=21),
     Scenario(
         "error_rate_50_percent_429",
@@ -140,12 +156,14 @@ SCENARIOS = [
         [{**LR, "timeout_s": 2.5, "count": 1}],
         {"succeeded": 2, "unknown": 1},
         8,
+        short_timeouts=True,
     ),
     Scenario(
         "read_timeout_after_acceptance",
         [{**LR, "timeout_s": 2.5, "phase": "after", "count": 1}],
         {"succeeded": 2, "unknown": 1},
         12,
+        short_timeouts=True,
     ),
     Scenario(
         "reset_before_processing", [{**LR, "reset": True, "count": 1}], {"succeeded": 2, "unknown": 1}, 8
@@ -173,7 +191,7 @@ SCENARIOS = [
     Scenario("state0_once", [{**LR, "state0": True, "count": 1}], {"succeeded": 4, "bisected": 1}, 12),
     Scenario("state0_always", [{**LR, "state0": True}], {"bisected": 9, "failed": 12}, 0),
     Scenario("slow_200ms", [{**LR, "latency_ms": 200}], {"succeeded": 3}, 12),
-    Scenario("slow_1200ms_just_under_the_read_timeout", [{**LR, "latency_ms": 1200}], {"succeeded": 3}, 12),
+    Scenario("slow_1200ms", [{**LR, "latency_ms": 1200}], {"succeeded": 3}, 12),
     Scenario(
         "mixed_429_reset_after_state0",
         [
@@ -189,6 +207,40 @@ SCENARIOS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def short_timeout_uploader(handler_env: dict[str, str]) -> Iterator[Any]:
+    """An uploader handler whose client gives up after ``timeouts.SHORT``, in an execution environment
+    of its own (a Lambda deployed with UPSTREAM_READ_TIMEOUT=1.5): for the scenarios about timeouts."""
+    import os
+    import sys
+
+    from verifyfeed.config import get_settings
+    from verifyfeed.services import get_services
+
+    name = f"uploader_short_timeouts_{id(handler_env)}"
+    saved = {k: os.environ[k] for k in timeouts.SHORT}
+    os.environ.update(timeouts.SHORT)
+    get_settings.cache_clear()
+    get_services.cache_clear()
+    try:
+        handler = load_handler(name, ROOT / "functions" / "uploader" / "app.py")
+    finally:
+        os.environ.update(saved)
+        get_settings.cache_clear()
+        get_services.cache_clear()
+    assert handler_services(handler).settings.read_timeout_s == float(timeouts.SHORT["UPSTREAM_READ_TIMEOUT"])
+    yield handler
+    sys.modules.pop(f"verifyfeed_fn_{name}", None)
+
+
+def handler_services(handler: Any) -> Services:
+    """The ``Services`` a loaded handler module runs with (built once, at its import)."""
+    import sys
+
+    services: Services = sys.modules[handler.__module__].services
+    return services
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.id for s in SCENARIOS])
 def test_fault(
     scenario: Scenario,
@@ -197,20 +249,22 @@ def test_fault(
     uploader_handler: Any,
     stack: Any,
     monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
+    uploader = uploader_handler
+    if scenario.short_timeouts:
+        uploader = request.getfixturevalue("short_timeout_uploader")
     split = split_file(small_batches, 3 * PER_BATCH)
     if scenario.sandbox_clock:  # upstream's clock is past midnight on the 26th, ours a little behind
-        from verifyfeed.services import get_services
-
         ours = FixedClock(datetime.fromisoformat(scenario.sandbox_clock) - timedelta(seconds=7))
-        monkeypatch.setattr(get_services(), "clock", ours)
-        monkeypatch.setattr(get_services().upstream, "_clock", ours)
+        monkeypatch.setattr(handler_services(uploader), "clock", ours)
+        monkeypatch.setattr(handler_services(uploader).upstream, "_clock", ours)
         sandbox.set_clock(scenario.sandbox_clock)
     sandbox.set_faults(scenario.faults)
 
     started = time.perf_counter()
     stats = pump_uploader(
-        uploader_handler,
+        uploader,
         small_batches.settings.work_queue_url,
         jobs=[split.job_id],
         done=settled(small_batches, split.job_id),
@@ -234,6 +288,34 @@ def test_fault(
     )
     assert job.status == expected_job
     print(f"{scenario.id}: {stats} in {elapsed:.2f}s")
+
+
+# ---- the last delivery ----------------------------------------------------------------------------
+
+
+def test_a_batch_retried_up_to_its_last_delivery_is_settled_not_left_to_the_dead_letter_queue(
+    small_batches: Services, sandbox: SandboxHandle, uploader_handler: Any, stack: Any
+) -> None:
+    """A file's batch of one record: six 429s, then state "0" on the 7th and 8th deliveries (fewer
+    than STATE0_MAX_ATTEMPTS). SQS dead-letters a message after its 8th delivery (maxReceiveCount),
+    so the 8th must settle the batch: failed, not `retry` with its job `uploading` for ever."""
+    split = split_file(small_batches, 1)
+    sandbox.set_faults([{**LR, "status_code": 429, "count": 6}, {**LR, "state0": True}])
+    stats = pump_uploader(  # visibility 0: as if each backoff had passed
+        uploader_handler,
+        small_batches.settings.work_queue_url,
+        jobs=[split.job_id],
+        done=settled(small_batches, split.job_id),
+        visibility_s=0,
+    )
+    assert (stats.deliveries, stats.item_failures, stats.handler_errors) == (8, 7, 0)
+    (batch,) = small_batches.jobs.batches(split.job_id)
+    assert batch.batch_id not in {m.get("batch_id") for m in dead_letters(stack.dlq_url)}
+    check = check_ledger(small_batches, sandbox, split.job_id, split.sent)
+    assert check.statuses == {"failed": 1} and batch.state0_count == 2 and "失败" in batch.upstream_desc
+    job = small_batches.jobs.get_job(split.job_id)
+    assert job is not None and job.status == JobStatus.COMPLETED_WITH_ERRORS
+    assert upload_requests(sandbox) == 8
 
 
 # ---- killed midway -------------------------------------------------------------------------------

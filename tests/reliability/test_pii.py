@@ -262,6 +262,20 @@ def test_no_plaintext_id_or_phone_in_logs_tables_or_reports(
     print(f"DynamoDB items scanned: {scanned}; S3 objects scanned: {objects}; test identities: {len(PII)}")
 
 
+def test_an_id_number_as_a_callback_field_name_is_never_logged(callback_handler: Any) -> None:
+    """A signed body may name its extra fields with anything: the callback logs how many, not which."""
+    as_names = [person_id(BASE + 60), mobile(BASE + 60)]  # an 18-digit ID number, a phone number
+    planted = person_id(BASE + 61)
+    body = {"apiId": API_ID, "serviceName": "auditCarrierAudit", "id": 4_999_999, "status": 1}
+    with capture_logs() as logs:
+        assert callback(callback_handler, {**body, **dict.fromkeys(as_names, "1")}) == 404  # unknown record
+        logging.getLogger("verifyfeed.reliability").warning("control", extra={"x": planted})
+
+    [ignored] = [t for t in logs.texts if "callback fields ignored" in t]
+    assert '"ignored_field_count": 2' in ignored
+    assert find_pii(logs.all_text()) == [planted], "an ID or phone number from a field name in the logs"
+
+
 def test_the_scanner_finds_every_form_of_a_registered_number() -> None:
     pid, phone = person_id(BASE + 98), mobile(BASE + 98)
     assert find_pii(f"id={pid}") == [pid]

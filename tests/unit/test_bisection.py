@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
 
-from verifyfeed.logic.bisection import body_records, generation, halves, record_ref
+from verifyfeed.logic.bisection import body_records, generation, halves, record_ref, worst_case_halves
 from verifyfeed.logic.reports import record_outcomes
 from verifyfeed.models.ids import TREE_BASE, TREE_SPAN, tree_position, tree_seq
 from verifyfeed.models.records import Batch, BatchStatus
@@ -50,6 +51,33 @@ def test_a_body_is_split_into_records_serialised_as_the_splitter_does() -> None:
 def test_a_refused_record_is_named_by_its_auth_code_masked_when_it_looks_like_a_number() -> None:
     assert record_ref(b'{"authCode":"K0000613"}') == "K0000613"
     assert "13812345678" not in record_ref(b'{"authCode":"13812345678"}')
+
+
+def halves_sent(refused: set[int], first: int, last: int) -> int:
+    """Halves a bisection of rows ``first..last`` sends (the first half the larger), by simulation."""
+    if last - first < 1 or not refused & set(range(first, last + 1)):
+        return 0
+    middle = first + (last - first + 2) // 2
+    return 2 + halves_sent(refused, first, middle - 1) + halves_sent(refused, middle, last)
+
+
+@pytest.mark.parametrize("records", range(1, 13))
+def test_the_worst_case_is_the_most_halves_of_any_placement_of_the_refused_rows(records: int) -> None:
+    for refused in range(records + 1):
+        most = max(
+            halves_sent(set(rows), 0, records - 1) for rows in itertools.combinations(range(records), refused)
+        )
+        assert worst_case_halves(refused, records) == most, (refused, records)
+    assert worst_case_halves(records + 5, records) == worst_case_halves(records, records)
+
+
+def test_the_calls_k_refused_rows_of_1000_take_at_most(capsys: pytest.CaptureFixture[str]) -> None:
+    """The figures docs/decisions.md#state-0 quotes: 1 call for the batch, 2 for every part split."""
+    calls = {k: 1 + worst_case_halves(k, 1000) for k in range(1, 9)}
+    assert calls == {1: 21, 2: 39, 3: 55, 4: 71, 5: 85, 6: 99, 7: 113, 8: 127}
+    assert 1 + worst_case_halves(1000, 1000) == 1 + 2 * 999  # every part split: what "systematic" saves
+    with capsys.disabled():
+        print(f"\nworst-case upload calls for k refused rows of 1,000: {calls}")
 
 
 def test_depth_of_a_node() -> None:

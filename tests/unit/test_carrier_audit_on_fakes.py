@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from sandbox.server import SandboxConfig, SandboxHandle, start_sandbox
+from tests import timeouts
 from tests.fakes import (
     MemoryQueue,
     MemorySecrets,
@@ -49,8 +50,7 @@ def fake_services(clock: FixedClock, upstream_url: str = "http://127.0.0.1:9", *
     env = {
         "POLL_PENDING_AGE_SECONDS": "0",
         "RETRY_BASE_SECONDS": "0",
-        "UPSTREAM_READ_TIMEOUT": "1.5",
-        "UPSTREAM_CONNECT_TIMEOUT": "1.0",
+        **timeouts.GENEROUS,  # none of these tests is about a timeout
         **settings,
     }
     return memory_services(clock, upstream_url=upstream_url, **env)
@@ -112,7 +112,6 @@ def snapshot(services: Services) -> tuple[Any, ...]:
         return (
             dict(store.audits),
             dict(store.records),
-            {k: set(v) for k, v in store.applied_bodies.items() if v},
             dict(store.jobs.jobs),
         )
 
@@ -294,24 +293,69 @@ def test_apply_audit_result_answers_each_case(services: Services) -> None:
     assert services.audits.get(second.audit_key).remarks == long[:2000]  # type: ignore[union-attr]
 
 
-def test_a_body_from_an_earlier_cycle_of_the_record_conflicts_and_the_audit_stays_pending(
-    services: Services,
-) -> None:
-    audit = pending_audit(services, 61)
-    first = "digest-of-the-first-callback"
-    assert (
-        apply_audit_result(services, 61, UpstreamAuditStatus.REJECTED, "x", first)
-        == TransitionOutcome.APPLIED
+def in_its_second_cycle(services: Services, record_id: int) -> Audit:
+    """Rejected, corrected and updated upstream: pending again under the same record id."""
+    audit = pending_audit(services, record_id)
+    assert apply_audit_result(services, record_id, UpstreamAuditStatus.REJECTED, "x") == (
+        TransitionOutcome.APPLIED
     )
-    # corrected and updated upstream: pending again under the same record id
     kind, again = services.audits.reserve(audit.model_copy(update={"row": 3}), NOW)
     assert kind == Reservation.UPDATE
-    services.audits.settle_submission(again, AuditStatus.PENDING, NOW, record_id=61)
-    replay = apply_audit_result(services, 61, UpstreamAuditStatus.REJECTED, "x", first)
-    assert replay == TransitionOutcome.CONFLICT
-    assert services.audits.get(audit.audit_key).status == AuditStatus.PENDING  # type: ignore[union-attr]
-    fresh = apply_audit_result(services, 61, UpstreamAuditStatus.PASSED, "", "digest-of-the-second")
-    assert fresh == TransitionOutcome.APPLIED
+    return services.audits.settle_submission(again, AuditStatus.PENDING, NOW, record_id=record_id)
+
+
+R, P = UpstreamAuditStatus.REJECTED, UpstreamAuditStatus.PASSED
+T = TransitionOutcome
+
+
+@pytest.mark.parametrize(
+    ("status", "cycle", "expected", "after"),
+    [
+        # a callback names no cycle: its "rejected" may be a retry of the first cycle's
+        (R, None, T.UNCONFIRMED, AuditStatus.PENDING),
+        (P, None, T.APPLIED, AuditStatus.PASSED),  # every earlier cycle ended rejected
+        # the poller's /get, of the cycle it read
+        (R, 2, T.APPLIED, AuditStatus.REJECTED),
+        (P, 2, T.APPLIED, AuditStatus.PASSED),
+        (R, 1, T.CONFLICT, AuditStatus.PENDING),  # read before the update: it has moved on
+        (P, 1, T.CONFLICT, AuditStatus.PENDING),
+    ],
+)
+def test_in_a_second_cycle_only_a_result_that_cannot_be_the_first_cycles_applies(
+    services: Services,
+    status: UpstreamAuditStatus,
+    cycle: int | None,
+    expected: TransitionOutcome,
+    after: AuditStatus,
+) -> None:
+    audit = in_its_second_cycle(services, 61)
+    assert audit.cycle == 2
+    before = snapshot(services)
+    assert apply_audit_result(services, 61, status, "r", cycle=cycle) == expected
+    stored = services.audits.get(audit.audit_key)
+    assert stored is not None and stored.status == after
+    if expected != T.APPLIED:
+        assert snapshot(services) == before
+
+
+def test_a_callbacks_rejection_of_a_re_submitted_audit_is_answered_200_and_writes_nothing(
+    services: Services,
+) -> None:
+    """Pending: left to the poller; passed since: an earlier cycle's; rejected since: the same
+    result. The upstream stops retrying; nothing is written."""
+    raw = callback_body(62, 2, remarks="证明材料不清晰")
+    in_its_second_cycle(services, 62)
+    before = snapshot(services)
+    assert handle_callback(services, raw, signed(raw)).reason == "unconfirmed"
+    assert snapshot(services) == before
+    for record_id, decided, reason in ((63, P, "earlier_cycle"), (64, R, "already_applied")):
+        in_its_second_cycle(services, record_id)
+        assert apply_audit_result(services, record_id, decided, "", cycle=2) == T.APPLIED
+        raw = callback_body(record_id, 2, remarks="证明材料不清晰")
+        before = snapshot(services)
+        result = handle_callback(services, raw, signed(raw))
+        assert (result.http_status, result.reply.code, result.reason) == (200, "00000", reason)
+        assert snapshot(services) == before
 
 
 # ---- the splitter --------------------------------------------------------------------------------
@@ -345,7 +389,7 @@ def test_the_splitter_reserves_each_valid_audit_once_and_refuses_duplicates(serv
     assert (again.counts.rows_accepted, again.counts.rows_rejected) == (0, 2)
     assert queued(services) == []
     assert [r["rule"] for r in rejected_rows(services, key2)] == ["duplicate.audit_exists"] * 2
-    assert snapshot(services)[:3] == before[:3]  # the audits as they were
+    assert snapshot(services)[:2] == before[:2]  # the audits as they were
 
 
 def test_a_file_rejected_as_a_whole_reserves_nothing(clock: FixedClock) -> None:

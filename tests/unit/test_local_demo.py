@@ -37,3 +37,23 @@ def test_ignored_columns_and_notes_per_job(tmp_path: Path, monkeypatch: pytest.M
         ("seed.csv", ["序号", "备注"], ["row(s) 1 ... title"]),
         ("bad.csv", None, []),  # no header facts: not known, not "none"
     ]
+
+
+@pytest.mark.parametrize(
+    ("url", "accepted"),
+    [
+        ("https://upstream.example.com:8443", True),
+        ("http://127.0.0.1:8765", True),
+        ("http://localhost:8765", True),
+        ("http://upstream.example.com:8765", False),
+        ("http://192.168.1.10:8765", False),
+    ],
+)
+def test_an_upstream_url_the_functions_would_refuse_is_refused_before_the_start(
+    url: str, accepted: bool
+) -> None:
+    if accepted:
+        assert demo.DemoOptions.from_env({"UPSTREAM_URL": url}).runner.upstream_url == url
+    else:
+        with pytest.raises(ValueError, match="not an https:// URL"):
+            demo.DemoOptions.from_env({"UPSTREAM_URL": url})

@@ -12,6 +12,7 @@ import hashlib
 import inspect
 import io
 import json
+import random
 import time
 import uuid
 from collections import Counter
@@ -24,6 +25,7 @@ import pytest
 
 from local.events import s3_put_event
 from sandbox.server import SandboxConfig, SandboxHandle, start_sandbox
+from tests import timeouts
 from tests.fakes import MemoryBlobs, MemoryQueue, MemorySecrets, memory_services
 from tests.fakes.jobs import MemoryJobStore, MemoryLedger
 from tests.rows import fake_id
@@ -72,8 +74,7 @@ def on_fakes(
     url = sandbox.url if sandbox else "http://127.0.0.1:9"
     env = {
         "RETRY_BASE_SECONDS": "0",
-        "UPSTREAM_CONNECT_TIMEOUT": "1.0",
-        "UPSTREAM_READ_TIMEOUT": "1.5",
+        **timeouts.GENEROUS,  # none of these tests is about a timeout
         **settings,
     }
     return memory_services(clock, upstream_url=url, **env)
@@ -341,6 +342,102 @@ def counts_of(job: Job) -> tuple[int, int, int, int, int]:
     )
 
 
+# ---- refused rows lose only themselves, however few or spread (docs/decisions.md#state-0) ------------
+
+REFUSED = "失败"  # the only desc the spec gives a state "0" answer
+
+# rows i·1000/k: every split down to single rows meets a refused row, so these take the most calls
+SPREADS: dict[str, Callable[[int], list[int]]] = {
+    "even": lambda k: [i * 1000 // k for i in range(k)],
+    "adjacent": lambda k: list(range(500, 500 + k)),
+    "at_both_ends": lambda k: [*range(k // 2), *range(1000 - (k + 1) // 2, 1000)],
+    "scattered": lambda k: sorted(random.Random(k).sample(range(1000), k)),
+}
+# the most upload calls k refused rows of a batch of 1,000 take: 1 + 2 for every part split
+# (docs/decisions.md#state-0 quotes them; test_bisection.py computes them)
+WORST_CALLS_IN_1000 = {1: 21, 2: 39, 3: 55, 4: 71, 5: 85, 6: 99, 7: 113, 8: 127}
+
+
+def assert_only_refused_rows_lost(
+    services: Services, sandbox: SandboxHandle, job_id: str, people: list[list[str]], bad: list[int]
+) -> int:
+    """Every row but ``bad`` charged once, each of ``bad`` failed alone with its answer's desc, the
+    report adding up to the rows; returns the upload calls made."""
+    good = [p for i, p in enumerate(people) if i not in bad]
+    assert Counter(charged(sandbox)) == Counter(sha256_hex(p[1]) for p in good)
+    failed = [b for b in batches_of(services, job_id) if b.status == BatchStatus.FAILED]
+    alone = sorted((b.refused_record, b.record_count, b.upstream_desc, b.last_error) for b in failed)
+    assert alone == sorted((people[r][3], 1, REFUSED, f"refused: {REFUSED}") for r in bad)
+    job = job_of(services, job_id)
+    assert job.status == JobStatus.COMPLETED_WITH_ERRORS and job.batches_failed == len(bad)
+    assert job.batches_settled == job.batches_total == len(batches_of(services, job_id))
+    report = summary(services, job)
+    assert report["records"] == {
+        "accepted": len(people),
+        "uploaded": len(good),
+        "refused": len(bad),
+        "held": 0,
+        "deferred": 0,
+        "pending": 0,
+    }
+    assert sorted((r["auth_code"], r["reason"]) for r in report["refused_records"]) == sorted(
+        (people[r][3], REFUSED) for r in bad
+    )
+    return upload_calls(sandbox)
+
+
+def test_four_refused_rows_in_the_four_quarters_of_8_cost_only_those_rows(
+    unit_sandbox: SandboxHandle,
+) -> None:
+    """Rows 0, 2, 4, 6: the batch, both halves and all four quarters refused, nothing accepted yet —
+    four bad rows, not a refusal of the batch: the other four go through."""
+    services = on_fakes(unit_sandbox)
+    people = rows(8, 900)
+    bad = [0, 2, 4, 6]
+    unit_sandbox.refuse([people[r][3] for r in bad])
+    result = drop(services, "lost-repair/four-quarters.csv", csv_bytes(people))
+    deliver_all(services)
+    assert assert_only_refused_rows_lost(services, unit_sandbox, result.job_id, people, bad) == 1 + 2 + 4 + 8
+
+
+def test_more_refused_parts_than_rows_isolated_make_the_refusal_systematic(
+    unit_sandbox: SandboxHandle,
+) -> None:
+    """``STATE0_BISECT_ISOLATE_ROWS=3``: four refused quarters, nothing accepted, rule out three
+    refused rows: the quarters fail unsplit, after 7 calls."""
+    services = on_fakes(unit_sandbox, STATE0_BISECT_ISOLATE_ROWS="3")
+    people = rows(8, 900)
+    unit_sandbox.refuse([people[r][3] for r in (0, 2, 4, 6)])
+    result = drop(services, "lost-repair/four-quarters.csv", csv_bytes(people))
+    deliver_all(services)
+    assert charged(unit_sandbox) == [] and upload_calls(unit_sandbox) == 1 + 2 + 4
+    failed = [b for b in batches_of(services, result.job_id) if b.status == BatchStatus.FAILED]
+    assert [b.record_count for b in failed] == [2, 2, 2, 2]
+    assert all(
+        "STATE0_BISECT_ISOLATE_ROWS (3)" in b.last_error and "systematic" in b.last_error for b in failed
+    )
+    assert summary(services, job_of(services, result.job_id))["records"]["refused"] == 8
+
+
+@pytest.mark.parametrize("k", range(1, 9))
+@pytest.mark.parametrize("spread", list(SPREADS))
+def test_up_to_eight_refused_rows_in_1000_cost_only_those_rows(
+    unit_sandbox: SandboxHandle, spread: str, k: int
+) -> None:
+    services = on_fakes(unit_sandbox)
+    people = rows(1000, 1000)
+    bad = SPREADS[spread](k)
+    assert len(set(bad)) == k and all(0 <= r < 1000 for r in bad)
+    unit_sandbox.refuse([people[r][3] for r in bad])
+    result = drop(services, f"lost-repair/{k}-refused-{spread}.csv", csv_bytes(people))
+    assert [b.record_count for b in batches_of(services, result.job_id)] == [1000]  # one batch
+    deliver_all(services)
+    calls = assert_only_refused_rows_lost(services, unit_sandbox, result.job_id, people, bad)
+    assert calls <= WORST_CALLS_IN_1000[k]
+    if spread == "even":
+        assert calls == WORST_CALLS_IN_1000[k]  # the worst case is met, not only bounded
+
+
 def test_the_poller_redrives_a_deferred_batch_after_the_blackout(unit_sandbox: SandboxHandle) -> None:
     clock = FixedClock(datetime.fromisoformat("2026-12-27T00:00:00+08:00"))
     unit_sandbox.set_clock("2026-12-27T00:00:00+08:00")
@@ -397,6 +494,62 @@ def test_the_resend_ledger_rejects_a_re_dropped_row_as_already_uploaded(unit_san
     assert job_of(services, same.job_id).status == JobStatus.DUPLICATE
     assert batches_of(services, same.job_id) == [] and queue_of(services).bodies == []
     assert upload_calls(unit_sandbox) == calls
+
+
+def at(clock: FixedClock, sandbox: SandboxHandle, instant: str) -> None:
+    clock.move_to(datetime.fromisoformat(instant))
+    sandbox.set_clock(instant)
+
+
+def test_a_split_charged_in_the_next_cycle_counts_in_that_cycle_for_a_re_drop(
+    unit_sandbox: SandboxHandle,
+) -> None:
+    """Split at 23:59:30 on the 26th, deferred at 00:00:01 on the 27th, re-driven and charged on the
+    1st: a re-drop on the 10th (window from 27 November) must not pay for those rows again."""
+    clock = FixedClock(datetime.fromisoformat("2026-11-26T23:59:30+08:00"))
+    unit_sandbox.set_clock("2026-11-26T23:59:30+08:00")
+    services = on_fakes(unit_sandbox, clock, RESEND_WINDOW="month")
+    people = rows(3, 900)
+    first = drop(services, "lost-repair/late-november.csv", csv_bytes(people))
+    [message] = take_messages(services)
+    at(clock, unit_sandbox, "2026-11-27T00:00:01+08:00")
+    assert upload_batch(services, message, Delivery()) == "deferred"
+    at(clock, unit_sandbox, "2026-12-01T00:00:01+08:00")
+    assert poll(services).batches_redriven == 1
+    assert deliver_all(services) == Counter(succeeded=1)
+    assert sorted(charged(unit_sandbox)) == sorted(sha256_hex(p[1]) for p in people)
+
+    at(clock, unit_sandbox, "2026-12-10T10:00:00+08:00")
+    fixed = drop(services, "lost-repair/late-november-fixed.csv", csv_bytes([*people, *rows(1, 910)]))
+    job = job_of(services, fixed.job_id)
+    assert (job.rows_accepted, job.rows_already_uploaded) == (1, 3)
+    reasons = {r["rule"]: r["reason"] for r in report_rows(services, "lost-repair/late-november-fixed.csv")}
+    assert "late-november.csv on 2026-12-01" in reasons["duplicate.already_uploaded"]
+    assert deliver_all(services) == Counter(succeeded=1)
+    # the identical file again: a duplicate of the split charged in this cycle, nothing read
+    calls = upload_calls(unit_sandbox)
+    same = drop(services, "lost-repair/late-november-again.csv", csv_bytes(people))
+    assert (same.outcome, job_of(services, same.job_id).status) == ("duplicate_file", JobStatus.DUPLICATE)
+    assert upload_calls(unit_sandbox) == calls
+    assert set(Counter(charged(unit_sandbox)).values()) == {1}
+    assert first.job_id in reasons["duplicate.already_uploaded"]
+
+
+def test_a_split_charged_in_an_earlier_cycle_is_sent_again_in_the_next(unit_sandbox: SandboxHandle) -> None:
+    """The window is the monthly cycle: what was charged on 20 November may be sent again on 10
+    December, also when it was split earlier still (the ledger looks back, but only at charges)."""
+    clock = FixedClock(datetime.fromisoformat("2026-11-20T10:00:00+08:00"))
+    unit_sandbox.set_clock("2026-11-20T10:00:00+08:00")
+    services = on_fakes(unit_sandbox, clock, RESEND_WINDOW="month")
+    people = rows(2, 920)
+    drop(services, "lost-repair/november.csv", csv_bytes(people))
+    assert deliver_all(services) == Counter(succeeded=1)
+    at(clock, unit_sandbox, "2026-12-10T10:00:00+08:00")
+    again = drop(services, "lost-repair/november.csv", csv_bytes(people))  # identical, next cycle
+    assert again.outcome == "split"
+    assert job_of(services, again.job_id).rows_already_uploaded == 0
+    assert deliver_all(services) == Counter(succeeded=1)
+    assert set(Counter(charged(unit_sandbox)).values()) == {2}
 
 
 # ---- two runs of one split (issue 24) -----------------------------------------------------------

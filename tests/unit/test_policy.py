@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -145,3 +146,36 @@ def test_a_resource_policy_applies_only_to_the_principals_it_names() -> None:
     )
     assert evaluate([bucket_policy], request("s3:GetObject", f"{BUCKET}/a")).allowed
     assert not evaluate([bucket_policy], request("s3:PutObject", f"{BUCKET}/a")).allowed
+
+
+def test_it_agrees_with_motos_evaluator_wherever_moto_can_decide() -> None:
+    """moto's IAMPolicy (maintained with moto) decides statements without conditions: on each, and on
+    every action × resource they name and their near misses, both evaluators give the same answer."""
+    from moto.iam.access_control import IAMPolicy, PermissionResult
+
+    statements = [
+        allow(["dynamodb:GetItem", "dynamodb:Query"], [TABLE, TABLE + "/index/gsi1"]),
+        allow("s3:GetObject", [f"{BUCKET}/claims/*", f"{BUCKET}/reports/*"]),
+        allow("sqs:SendMessage*", "arn:aws:sqs:us-east-1:123456789012:work"),
+        {"Effect": "Deny", "Action": "s3:GetObject", "Resource": f"{BUCKET}/claims/secret*"},
+        allow("xray:PutTraceSegments", "*"),
+    ]
+    document = {"Version": "2012-10-17", "Statement": statements}
+    theirs = IAMPolicy(json.dumps(document))
+    ours = Policy("p", document)
+    cases = [
+        ("dynamodb:GetItem", TABLE),
+        ("dynamodb:Query", TABLE + "/index/gsi1"),
+        ("dynamodb:Query", TABLE + "/index/other"),
+        ("dynamodb:PutItem", TABLE),
+        ("s3:GetObject", f"{BUCKET}/claims/j/1.json"),
+        ("s3:GetObject", f"{BUCKET}/claims/secret.json"),
+        ("s3:GetObject", f"{BUCKET}/ledger/x"),
+        ("s3:PutObject", f"{BUCKET}/reports/x"),
+        ("sqs:SendMessageBatch", "arn:aws:sqs:us-east-1:123456789012:work"),
+        ("sqs:SendMessage", "arn:aws:sqs:us-east-1:123456789012:dlq"),
+        ("xray:PutTraceSegments", "*"),
+    ]
+    for action, resource in cases:
+        moto_allows = theirs.is_action_permitted(action, resource) == PermissionResult.PERMITTED
+        assert evaluate([ours], request(action, resource)).allowed is moto_allows, (action, resource)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from local.resources import NO_VALUE, Resolver, load_template
-from verifyfeed.config import Settings
+from verifyfeed.config import MAX_DELAY_SECONDS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = {
@@ -445,6 +445,43 @@ def test_callback_api_is_throttled(resources: dict[str, Any]) -> None:
     )
 
 
+def test_the_api_gateway_account_is_set_only_when_the_parameter_asks(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    """One setting per account and region: tenant stacks must not overwrite it, nor take it with them."""
+    parameter = template["Parameters"]["ManageApiGatewayAccount"]
+    assert (parameter["AllowedValues"], parameter["Default"]) == (["true", "false"], "false")
+    assert template["Conditions"]["ManagesApiGatewayAccount"] == {
+        "Fn::Equals": [{"Ref": "ManageApiGatewayAccount"}, "true"]
+    }
+    account, role = resources["ApiGatewayAccount"], resources["ApiGatewayLoggingRole"]
+    assert account["Condition"] == role["Condition"] == "ManagesApiGatewayAccount"
+    assert account["Properties"]["CloudWatchRoleArn"] == {"Fn::GetAtt": ["ApiGatewayLoggingRole", "Arn"]}
+    assert role["DeletionPolicy"] == role["UpdateReplacePolicy"] == "Retain"  # the account points at it
+    for value, expected in (("false", False), ("true", True)):
+        resolver = Resolver(
+            template, stack_name="s", region="us-east-1", parameters={"ManageApiGatewayAccount": value}
+        )
+        assert resolver.included(account) is expected and resolver.included(role) is expected
+    with pytest.raises(ValueError, match="not one of"):
+        Resolver(template, stack_name="s", region="us-east-1", parameters={"ManageApiGatewayAccount": "yes"})
+
+
+def test_no_depends_on_names_a_conditional_resource(resources: dict[str, Any]) -> None:
+    """A DependsOn on a resource whose condition is false fails the deploy: the callback API waits
+    for ApiGatewayAccount through a handle whose Metadata refers to it only when it exists."""
+    conditional = {logical_id for logical_id, r in resources.items() if "Condition" in r}
+    for logical_id, resource in resources.items():
+        named = set(as_list(resource.get("DependsOn", [])))
+        assert not named & conditional, f"{logical_id} DependsOn {named & conditional}"
+    assert as_list(resources["CallbackApi"]["DependsOn"]) == ["ApiGatewayAccountReady"]
+    ready = resources["ApiGatewayAccountReady"]
+    assert ready["Type"] == "AWS::CloudFormation::WaitConditionHandle" and "Condition" not in ready
+    assert ready["Metadata"] == {
+        "ApiGatewayAccount": {"Fn::If": ["ManagesApiGatewayAccount", {"Ref": "ApiGatewayAccount"}, ""]}
+    }
+
+
 def test_poller_runs_on_the_schedule_parameter(resources: dict[str, Any]) -> None:
     (event,) = props(resources, "PollerFunction")["Events"].values()
     assert event["Type"] == "Schedule"
@@ -493,6 +530,9 @@ def test_parameters(template: dict[str, Any]) -> None:
         "KmsKeyArn",
         "OperatorRoleArn",
         "Architecture",
+        "ManageApiGatewayAccount",
+        "UpstreamRetryHttpStatuses",
+        "RetryAfterMaxSeconds",
     }
     assert parameters["LogRetentionDays"]["Default"] == 90
     assert parameters["KmsKeyArn"]["Default"] == ""
@@ -506,6 +546,41 @@ def test_parameters(template: dict[str, Any]) -> None:
     assert (parameters["BlackoutStartDay"]["Default"], parameters["BlackoutResumeDay"]["Default"]) == (27, 1)
     assert parameters["RawUploadRetentionDays"]["Default"] == 30
     assert parameters["PollSchedule"]["Default"] == "rate(5 minutes)"
+
+
+def test_upstream_urls_must_be_https(template: dict[str, Any]) -> None:
+    """A deployed stack never calls a loopback host: plain http:// is refused outright
+    (Settings also take http:// to loopback, for the local stack: decisions.md#upstream-https)."""
+    for name, empty in (("UpstreamBaseUrl", False), ("AuditBaseUrl", True)):
+        parameter = template["Parameters"][name]
+        pattern = re.compile(parameter["AllowedPattern"])
+        assert pattern.fullmatch("https://api.caih.com") and pattern.fullmatch("https://10.1.2.3:8443/v1")
+        assert not pattern.fullmatch("http://api.caih.com")
+        assert not pattern.fullmatch("http://127.0.0.1:8765")
+        assert not pattern.fullmatch("https://api.caih.com/a b")
+        assert bool(pattern.fullmatch("")) is empty
+        assert "https://" in parameter["ConstraintDescription"]
+    default = template["Parameters"]["UpstreamBaseUrl"]["Default"]
+    assert Settings.from_env({"UPSTREAM_BASE_URL": default}).upstream_base_url == default
+
+
+def test_the_retry_parameters_are_the_settings_defaults_and_reach_every_function(
+    template: dict[str, Any],
+) -> None:
+    """429 and 503 retried, Retry-After honoured up to an hour, never past what SQS can hide a
+    message for (docs/decisions.md#unknown-outcome)."""
+    parameters = template["Parameters"]
+    statuses, wait = parameters["UpstreamRetryHttpStatuses"], parameters["RetryAfterMaxSeconds"]
+    defaults = Settings.from_env({})
+    assert statuses["Default"] == defaults.retry_http_statuses == "429 503"
+    assert wait["Default"] == defaults.retry_after_max_seconds == 3600
+    assert wait["MaxValue"] == MAX_DELAY_SECONDS
+    pattern = re.compile(statuses["AllowedPattern"])
+    assert all(pattern.match(v) for v in ("429", "429 503", "429,503", "429, 502, 503"))
+    assert not any(pattern.match(v) for v in ("", "429 5033", "all", "429 "))
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["UPSTREAM_RETRY_HTTP_STATUSES"] == {"Ref": "UpstreamRetryHttpStatuses"}
+    assert variables["RETRY_AFTER_MAX_SECONDS"] == {"Ref": "RetryAfterMaxSeconds"}
 
 
 def test_every_environment_variable_is_a_setting(template: dict[str, Any]) -> None:

@@ -8,13 +8,19 @@ secrets that hold them are (see ``verifyfeed.secrets``).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from enum import StrEnum
 from functools import lru_cache
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# The longest a message can be put back on the queue for: SQS counts a message's visibility, 12 h
+# at most, from its receive, and the uploader's invocation (120 s) has used some of it already.
+MAX_DELAY_SECONDS = 12 * 3600 - 15 * 60
 
 
 class UnknownOutcomePolicy(StrEnum):
@@ -36,6 +42,29 @@ class AuthCodeUniqueness(StrEnum):
 
     IGNORE_CASE = "ignore-case"  # ``ab1`` and ``AB1`` are the same code: the second row is rejected
     EXACT = "exact"
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: only "localhost" is taken on trust
+        return False
+
+
+def upstream_url(url: str) -> str:
+    """``url`` if it is ``https://``, or ``http://`` to a loopback host (the local stack, tests);
+    anything else is an error (docs/decisions.md#upstream-https)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme == "https" and host:
+        return url
+    if parts.scheme == "http" and _loopback(host):
+        return url
+    raise ValueError(
+        f"{url!r} is not an https:// URL (plain http:// only to a loopback host: 127.0.0.0/8, ::1, localhost)"
+    )
 
 
 class Settings(BaseModel):
@@ -64,6 +93,10 @@ class Settings(BaseModel):
     resend_window: str = Field("month", alias="RESEND_WINDOW", pattern=r"^(month|off|[1-9][0-9]{0,2}d)$")
     ledger_prefix: str = Field("ledger/", alias="LEDGER_PREFIX")
     resend_prefix: str = Field("lost-repair/resend/", alias="RESEND_PREFIX")
+    # how far before the window earlier splits are read for records charged or held within it
+    # (a split before the blackout charged after it counts in the cycle of the charge): the
+    # ledger's retention (the template passes LedgerRetentionDays)
+    resend_lookback_days: int = Field(70, alias="RESEND_LOOKBACK_DAYS", ge=0, le=1000)
     # how long the splitter waits for another split's ledger commit before giving up (then retried)
     ledger_lock_seconds: int = Field(60, alias="LEDGER_LOCK_SECONDS", ge=1)
 
@@ -77,9 +110,10 @@ class Settings(BaseModel):
     upstream_api_id: str = Field("local-api-id", alias="UPSTREAM_API_ID")
     upstream_api_key: str = Field("", alias="UPSTREAM_API_KEY")
     authinfo_scheme: str = Field("hmac-sha256", alias="AUTHINFO_SCHEME")
-    # HTTP statuses the upstream answers for "not processed, try later": retried on their own.
-    # Every other 5xx may follow a charge and is held (docs/decisions.md#unknown-outcome).
-    retry_http_statuses: str = Field("429", alias="UPSTREAM_RETRY_HTTP_STATUSES", pattern=r"^[0-9, ]*$")
+    # HTTP statuses the upstream answers for "not processed, try later": retried on their own, after
+    # the Retry-After they carry. Every other 5xx may follow a charge and is held
+    # (docs/decisions.md#unknown-outcome).
+    retry_http_statuses: str = Field("429 503", alias="UPSTREAM_RETRY_HTTP_STATUSES", pattern=r"^[0-9, ]*$")
     connect_timeout_s: float = Field(3.05, alias="UPSTREAM_CONNECT_TIMEOUT")
     read_timeout_s: float = Field(20.0, alias="UPSTREAM_READ_TIMEOUT")
 
@@ -120,12 +154,16 @@ class Settings(BaseModel):
     )
     state0_max_attempts: int = Field(3, alias="STATE0_MAX_ATTEMPTS", ge=1)
     # a batch of several records answered state "0" is split in halves (docs/decisions.md#state-0):
-    # at most this many child batches per batch of the file (0: never split), this many splits deep
+    # up to this many refused rows of a batch of the file are always isolated; child batches at most
+    # this many, or what those rows need (0: never split); this many splits deep
+    state0_bisect_isolate_rows: int = Field(8, alias="STATE0_BISECT_ISOLATE_ROWS", ge=1, le=64)
     state0_bisect_max_calls: int = Field(64, alias="STATE0_BISECT_MAX_CALLS", ge=0)
     state0_bisect_max_depth: int = Field(10, alias="STATE0_BISECT_MAX_DEPTH", ge=1, le=11)
     transport_max_attempts: int = Field(5, alias="TRANSPORT_MAX_ATTEMPTS", ge=1)
     retry_base_seconds: int = Field(10, alias="RETRY_BASE_SECONDS", ge=0)
-    retry_max_seconds: int = Field(900, alias="RETRY_MAX_SECONDS", ge=0)
+    retry_max_seconds: int = Field(900, alias="RETRY_MAX_SECONDS", ge=0, le=MAX_DELAY_SECONDS)
+    # the longest an upstream's Retry-After is honoured (a longer one is cut to this)
+    retry_after_max_seconds: int = Field(3600, alias="RETRY_AFTER_MAX_SECONDS", ge=0, le=MAX_DELAY_SECONDS)
     queue_max_receive_count: int = Field(8, alias="QUEUE_MAX_RECEIVE_COUNT", ge=1)
     idempotency_expiry_seconds: int = Field(24 * 3600, alias="IDEMPOTENCY_EXPIRY_SECONDS", ge=60)
     send_lease_seconds: int = Field(180, alias="SEND_LEASE_SECONDS", ge=1)
@@ -142,6 +180,16 @@ class Settings(BaseModel):
 
     # clock: an ISO instant the clock starts at (local runs and tests); empty = system clock
     clock_now: str = Field("", alias="CLOCK_NOW")
+
+    @field_validator("upstream_base_url")
+    @classmethod
+    def _upstream_https(cls, url: str) -> str:
+        return upstream_url(url)
+
+    @field_validator("audit_base_url")
+    @classmethod
+    def _audit_https(cls, url: str) -> str:
+        return upstream_url(url) if url else url  # empty: UPSTREAM_BASE_URL's
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -235,10 +235,10 @@ class AuditRepository(Protocol):
         to: AuditStatus,
         remarks: str,
         now: datetime,
-        body_digest: str | None = None,
+        cycle: int | None = None,
     ) -> tuple[bool, Audit | None]:
-        """pending → passed / rejected for the audit holding ``record_id``, without reading it
-        first; (moved, the audit as it is now)."""
+        """pending → passed / rejected for the audit holding ``record_id`` (with ``cycle``: only in
+        that cycle), without reading it first; (moved, the audit as it is now)."""
         ...
 
     def reserve(self, audit: Audit, now: datetime) -> tuple[Reservation, Audit]:

@@ -9,6 +9,7 @@ deploy). Local runs may give the values directly (``UPSTREAM_API_KEY``, ``CALLBA
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import Any
 
@@ -19,7 +20,10 @@ from verifyfeed.config import Settings
 from verifyfeed.pii import Keyed
 from verifyfeed.upstream.auth import Credentials
 
-CACHE_SECONDS = 300
+# how long a secret's value is reused: Powertools' POWERTOOLS_PARAMETERS_MAX_AGE, which the
+# template sets (300 s); the local stack sets 0, so that every read is a call its IAM gate checks
+# (the four functions share one process there, and a cached value would cross from one to another)
+CACHE_SECONDS_DEFAULT = 300
 
 
 @lru_cache(maxsize=4)
@@ -29,7 +33,8 @@ def _provider(client: Any) -> parameters.SecretsProvider:
 
 
 def _secret_json(name: str) -> dict[str, Any]:
-    value = _provider(aws.secretsmanager()).get(name, transform="json", max_age=CACHE_SECONDS)
+    max_age = int(os.environ.get("POWERTOOLS_PARAMETERS_MAX_AGE", CACHE_SECONDS_DEFAULT))
+    value = _provider(aws.secretsmanager()).get(name, transform="json", max_age=max_age)
     if not isinstance(value, dict):
         raise ValueError(f"secret {name} must hold a JSON object")
     return value
@@ -37,7 +42,7 @@ def _secret_json(name: str) -> dict[str, Any]:
 
 class ManagedSecrets:
     """Each secret read when it is asked for: from Secrets Manager when its name is set (cached
-    ``CACHE_SECONDS``), else from the settings' local values."""
+    ``POWERTOOLS_PARAMETERS_MAX_AGE`` seconds), else from the settings' local values."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

@@ -9,12 +9,17 @@ numbers them). ``advance`` is the one place that decides, and it is idempotent: 
 conditional write, so it is called again after every answer in the tree and on every redelivery,
 and a worker that died halfway is finished by the next call (docs/decisions.md#state-0).
 
+0. **Finish a split begun.** A ``refused`` node with a half already written was split by a worker
+   that died between its halves: its split is finished first, whatever else is decided now, so
+   the half is reused and never left ``staged`` beside a parent deferred, failed or sent whole.
 1. **Decide a generation once all of it has answered.** The nodes of one generation (as many
    splits down from the file's batch) are sent concurrently; when none of them is still in flight,
    each ``refused`` node is ``failed`` — it holds one record (the record is then named by its
-   authCode, with the upstream's ``desc``), the refusal looks systematic (every half and every
-   quarter refused, nothing of the batch accepted), the depth or the call budget
-   (``STATE0_BISECT_MAX_DEPTH``, ``STATE0_BISECT_MAX_CALLS``) is spent — or ``bisected``: its
+   authCode, with the upstream's ``desc``), the refusal is systematic (every part of a generation
+   of more than ``STATE0_BISECT_ISOLATE_ROWS`` parts refused, nothing of the batch accepted: more
+   refused rows than are isolated), the depth (``STATE0_BISECT_MAX_DEPTH``) or the call budget is
+   spent (``STATE0_BISECT_MAX_CALLS`` halves, or more: ``worst_case_halves`` for the refused parts
+   found so far, up to ``STATE0_BISECT_ISOLATE_ROWS`` of them) — or ``bisected``: its
    halves are written (bodies under ``claims/`` first, in the splitter's format, then records
    ``staged``, both conditional), then the node moves ``refused → bisected`` and the job's batch
    total grows by two in one transaction. In the blackout a node is not split but ``deferred``:
@@ -33,6 +38,7 @@ Each child is then an ordinary batch: its own send lease, exactly once when acce
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 
@@ -54,7 +60,6 @@ IN_FLIGHT = frozenset(
     {BatchStatus.STAGED, BatchStatus.QUEUED, BatchStatus.SENDING, BatchStatus.RETRY, BatchStatus.DEFERRED}
 )
 _UNSENT = frozenset({BatchStatus.STAGED, BatchStatus.QUEUED, BatchStatus.RETRY, BatchStatus.DEFERRED})
-SYSTEMATIC_HALVES = 4  # a whole generation of at least this many halves refused, nothing accepted
 
 
 def in_tree(batch: Batch) -> bool:
@@ -74,6 +79,21 @@ def halves(records: list[bytes]) -> tuple[list[bytes], list[bytes]]:
     """The first ceil(n / 2) records, and the rest."""
     middle = (len(records) + 1) // 2
     return records[:middle], records[middle:]
+
+
+@functools.cache
+def worst_case_halves(refused: int, records: int) -> int:
+    """The most halves sent to isolate ``refused`` rows of a batch of ``records``, wherever they are:
+    two for every part holding one of them and more than one record (docs/decisions.md#state-0)."""
+    refused = min(refused, records)
+    if refused == 0 or records < 2:
+        return 0
+    first = (records + 1) // 2  # as ``halves`` cuts
+    second = records - first
+    return 2 + max(
+        worst_case_halves(left, first) + worst_case_halves(refused - left, second)
+        for left in range(max(0, refused - second), min(refused, first) + 1)
+    )
 
 
 def body_records(body: bytes) -> list[bytes]:
@@ -96,6 +116,8 @@ def advance(services: Services, job_id: str, root_seq: int) -> None:
     nodes = _nodes(services, job_id, root_seq)
     if not nodes:
         return
+    if _finish_begun(services, nodes):
+        nodes = _nodes(services, job_id, root_seq)
     stopper = next(
         (
             b
@@ -122,10 +144,29 @@ def _nodes(services: Services, job_id: str, root_seq: int) -> dict[int, Batch]:
     return {node_of(b): b for b in services.jobs.tree(job_id, root_seq)}
 
 
+def _finish_begun(services: Services, nodes: dict[int, Batch]) -> bool:
+    """Split every refused node that has a half already: True when there was one."""
+    begun = [
+        b
+        for n, b in nodes.items()
+        if b.status == BatchStatus.REFUSED and (2 * n in nodes or 2 * n + 1 in nodes)
+    ]
+    for batch in begun:
+        records = _records(services, batch)
+        if records is not None:  # its body is deleted only once it is bisected
+            _bisect(services, batch, records)
+    return bool(begun)
+
+
 def _decide(services: Services, nodes: dict[int, Batch], members: list[Batch], refused: list[Batch]) -> None:
     settings = services.settings
+    isolate = settings.state0_bisect_isolate_rows
     accepted = any(b.status == BatchStatus.SUCCEEDED for b in nodes.values())
-    systematic = len(members) >= SYSTEMATIC_HALVES and len(refused) == len(members) and not accepted
+    systematic = len(members) > isolate and len(refused) == len(members) and not accepted
+    # the refused and failed parts are disjoint, each holds a refused row: at least this many rows
+    # (the budget grows with them, as far as the rows that are always isolated)
+    found = min(isolate, sum(b.status in (BatchStatus.REFUSED, BatchStatus.FAILED) for b in nodes.values()))
+    budget = max(settings.state0_bisect_max_calls, worst_case_halves(found, nodes[1].record_count))
     children = len(nodes) - 1
     now = services.clock.now()
     for batch in refused:
@@ -139,15 +180,21 @@ def _decide(services: Services, nodes: dict[int, Batch], members: list[Batch], r
             _fail(
                 services,
                 batch,
-                f"refused: {why}; every half and quarter of the batch was refused as well: systematic, "
+                f"refused: {why}; all {len(members)} parts of the batch at this depth were refused, none "
+                f"accepted: more than STATE0_BISECT_ISOLATE_ROWS ({isolate}) refused rows, systematic, "
                 "not split further",
             )
         elif services.blackout.is_blacked_out(now):
             _defer(services, batch)
         elif batch.depth + 1 > settings.state0_bisect_max_depth:
             _fail(services, batch, f"refused: {why}; STATE0_BISECT_MAX_DEPTH reached: not split further")
-        elif children + 2 > settings.state0_bisect_max_calls:
-            _fail(services, batch, f"refused: {why}; STATE0_BISECT_MAX_CALLS spent: not split further")
+        elif children + 2 > budget:
+            _fail(
+                services,
+                batch,
+                f"refused: {why}; the budget of {budget} halves (STATE0_BISECT_MAX_CALLS, or what "
+                f"{found} refused rows may need) is spent: not split further",
+            )
         else:
             _bisect(services, batch, records)
             children += 2

@@ -5,8 +5,10 @@ parsed, so a forged or tampered body is never even decoded. Every refusal leaves
 untouched. Status codes:
 
 ======  ==============================================================
-200     applied, or the same result again (idempotent)
-400     not JSON / not the callback schema / wrong serviceName / status not 1 or 2
+200     applied, or the same result again (idempotent); or a "rejected" for a re-submitted audit,
+        which may be an earlier cycle's: not applied, the poller confirms it with /get
+        (docs/decisions.md#callback-replay)
+400     not JSON / not the callback schema (``id`` beyond a long too) / wrong serviceName / status not 1 or 2
 401     ``sign`` missing or wrong
 403     ``apiId`` is not ours
 404     no audit with that record id
@@ -18,7 +20,6 @@ untouched. Status codes:
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,6 +36,14 @@ from verifyfeed.upstream.signing import verify_sign
 logger = Logger(child=True)
 
 FAILURE_CODE = "2"  # the spec's table: 1 success, 2 failure; we answer success as "00000" like its example
+
+# answered success: the upstream's retries would not change what happens (docs/decisions.md#callback-reply)
+_ACKNOWLEDGED = (
+    TransitionOutcome.APPLIED,
+    TransitionOutcome.ALREADY_APPLIED,
+    TransitionOutcome.UNCONFIRMED,
+    TransitionOutcome.EARLIER_CYCLE,
+)
 
 
 @dataclass(frozen=True)
@@ -70,19 +79,14 @@ def handle_callback(services: Services, raw_body: bytes, headers: Mapping[str, s
     except ValidationError as exc:
         fields = sorted({".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()})
         return _refuse(400, "schema", f"invalid callback body: {', '.join(fields)}")
-    if callback.model_extra:  # names only: a value may be personal data
-        logger.info("callback fields ignored", extra={"ignored_fields": sorted(callback.model_extra)[:20]})
+    if callback.model_extra:  # how many only: a signed body may put an ID number in a name too
+        logger.info("callback fields ignored", extra={"ignored_field_count": len(callback.model_extra)})
     # bytes: compare_digest raises TypeError on a str with non-ASCII characters
     if not hmac.compare_digest(callback.apiId.encode(), services.secrets.expected_api_id().encode()):
         return _refuse(403, "api_id", "apiId mismatch", callback.id)
-    outcome = apply_audit_result(
-        services,
-        callback.id,
-        UpstreamAuditStatus(callback.status),
-        callback.remarks,
-        body_digest=hashlib.sha256(raw_body).hexdigest(),  # a replay from an earlier cycle: 409
-    )
-    if outcome in (TransitionOutcome.APPLIED, TransitionOutcome.ALREADY_APPLIED):
+    status = UpstreamAuditStatus(callback.status)
+    outcome = apply_audit_result(services, callback.id, status, callback.remarks)
+    if outcome in _ACKNOWLEDGED:
         reply = CallbackReply(code=SUCCESS_CODE, message="请求成功")
         return CallbackResult(200, reply, outcome.value, callback.id)
     if outcome == TransitionOutcome.UNKNOWN_RECORD:

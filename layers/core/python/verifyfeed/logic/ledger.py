@@ -16,8 +16,15 @@ With it (docs/decisions.md#resend-ledger):
   lock, after checking the files written since this split read the ledger: a split that ran at the
   same time and took some of the same records makes this one start over (``LedgerConflict``), so
   two overlapping files dropped together still send each record once.
+- A record counts in the cycle in which it was *charged or held*, not the one it was split in: a
+  file split before the blackout and charged after it (deferred, retried, bisected, re-driven by an
+  operator) counts in the cycle of the charge. An earlier split's object (up to
+  ``RESEND_LOOKBACK_DAYS`` before the window: the ledger's retention) counts for those of its
+  batches charged or held within the window, or not settled yet; a job that settled before the
+  window began is passed over without reading its batches.
 - A file identical to one already split within the window (same content fingerprint: a keyed
-  digest of the S3 ETag and size) is reported as a duplicate at once, read by no one.
+  digest of the S3 ETag and size), or split earlier and charged within it, is reported as a
+  duplicate at once, read by no one.
 - A file under ``RESEND_PREFIX`` is the operator's override: it is sent whole, and recorded.
 """
 
@@ -44,6 +51,12 @@ logger = Logger(child=True)
 _NOT_SENT = {BatchStatus.FAILED, BatchStatus.DISCARDED}
 # jobs that sent nothing: their ledger objects (a rejected split may have written one) do not count
 NEVER_SENT_JOBS = frozenset({JobStatus.REJECTED, JobStatus.DRY_RUN, JobStatus.DUPLICATE})
+# a batch in one of these is settled for good: its records were charged or held (succeeded,
+# unknown), refused (failed), never sent (discarded) or carried on by its children (bisected)
+_DONE = {BatchStatus.SUCCEEDED, BatchStatus.UNKNOWN, *_NOT_SENT, BatchStatus.BISECTED}
+# a job in one of these has every batch settled: it charges nothing more unless re-driven (which
+# reopens it as uploading, and so makes it recent again)
+SETTLED_JOBS = frozenset({JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS, *NEVER_SENT_JOBS})
 _LEASE_SECONDS = 120
 
 
@@ -80,6 +93,13 @@ def _blackout_day(month: date, blackout: Blackout) -> date | None:
         return month.replace(day=blackout.start_day)
     except ValueError:  # no such day that month: no blackout then
         return None
+
+
+def _china_day(instant: str) -> date:
+    """The China date of a stored ISO instant; the far future when there is none (so it counts)."""
+    if not instant:
+        return date.max
+    return china_time(datetime.fromisoformat(instant)).date()
 
 
 def ledger_key(pepper: Keyed) -> bytes:
@@ -121,6 +141,7 @@ class LedgerSession:
     bucket: str  # where a body without a bucket of its own is (the ingest bucket)
     prior: bool = True
     write: bool = True
+    lookback_days: int = 0  # earlier splits looked at for charges within the window (module doc)
     # the run of the split this session serves (logic.splitter): with the job, the lock's holder;
     # ``owner_check`` raises, under the lock, when another run took the split over: it records nothing
     run: int = 0
@@ -166,11 +187,41 @@ class LedgerSession:
             self._claim_prior(ids)
         self._fix_snapshot()
 
+    def may_count(self, other: Job | None) -> bool:
+        """Whether a job's records may count in the window: it sent something, and it had not
+        settled before the window began (the cheap test, before its batches are read)."""
+        if other is None or other.status in NEVER_SENT_JOBS:
+            return False
+        return not (other.status in SETTLED_JOBS and _china_day(other.updated_at) < self.first_day)
+
+    def live_roots(self, job_id: str, batches: list[Batch] | None = None) -> tuple[set[int], date | None]:
+        """Of an earlier split: the file's batches (by seq) a record of which was charged or held
+        within the window or is not settled yet (bisected ones by their children), and the last
+        China day within the window one of them was charged or held."""
+        found = list(self.jobs.batches(job_id)) if batches is None else batches
+        by_seq = {b.seq: b for b in found}
+        live: set[int] = set()
+        last: date | None = None
+        for batch in found:
+            charged = batch.status in (BatchStatus.SUCCEEDED, BatchStatus.UNKNOWN)
+            day = _china_day(batch.updated_at)
+            if batch.status in _DONE and not (charged and day >= self.first_day):
+                continue
+            if charged:
+                last = max(last or day, day)
+            root, hops = batch, 0
+            while root.parent_seq and root.parent_seq in by_seq and hops < 64:
+                root, hops = by_seq[root.parent_seq], hops + 1
+            live.add(root.seq)
+        return live, last
+
     def _claim_prior(self, ids: Claims) -> None:
         fingerprint = key_fingerprint(self.key)
-        for obj in self.store.list_since(self.first_day):
+        for obj in self.store.list_since(self.first_day - timedelta(days=self.lookback_days)):
             if obj.job_id == self.job.job_id:
                 continue  # this job's own object, from an interrupted run of this split
+            if obj.day < self.first_day and not self.may_count(self.jobs.get_job(obj.job_id)):
+                continue  # split earlier, and settled before the window: charged in another cycle
             self._seen[obj.key] = obj.etag
             keys = self._live_keys(obj, fingerprint, ids)
             if keys:
@@ -194,12 +245,20 @@ class LedgerSession:
         other = self.jobs.get_job(obj.job_id)
         if other is None or other.status in NEVER_SENT_JOBS:
             return b""
-        self.sources.append(_Source(obj.job_id, other.key.rsplit("/", 1)[-1], obj.day))
-        not_sent = [b for b in self.jobs.batches(obj.job_id) if b.status in _NOT_SENT]
-        if not not_sent:
-            return entry.keys
+        batches = list(self.jobs.batches(obj.job_id))
         listed = {seq for seq, _ in entry.batches}
-        released = {b.seq for b in not_sent if b.seq in listed}
+        day, elsewhere = obj.day, set[int]()
+        if obj.day < self.first_day:  # split earlier: what it charged or held within the window
+            live, last = self.live_roots(obj.job_id, batches)
+            elsewhere = listed - live
+            if elsewhere == listed:
+                return b""
+            day = last or self.first_day
+        self.sources.append(_Source(obj.job_id, other.key.rsplit("/", 1)[-1], day))
+        not_sent = [b for b in batches if b.status in _NOT_SENT]
+        if not not_sent and not elsewhere:
+            return entry.keys
+        released = {b.seq for b in not_sent if b.seq in listed} | elsewhere
         keys = b"".join(keys for seq, keys in entry.batch_keys() if seq not in released)
         # a batch the file did not list (a part of a batch the upstream refused, split to find the
         # refused rows): its records are in its body, while the body lasts (claims/, 14 days)

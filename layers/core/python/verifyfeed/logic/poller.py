@@ -12,7 +12,8 @@ It never strands and never starves (docs/decisions.md#poller):
   the least recently polled — the 101st audit is not starved by the first 100;
 - the run stops while the Lambda still has time (``deadline``): what is left waits for the next.
 
-Results go through ``transitions.apply_audit_result``, the same code as the callback.
+Results go through ``transitions.apply_audit_result``, the same code as the callback. The poller
+is what confirms a "rejected" callback of a re-submitted audit (docs/decisions.md#callback-replay).
 """
 
 from __future__ import annotations
@@ -90,7 +91,10 @@ def _poll_audits(services: Services, report: PollReport, time_is_short: Callable
                 services.audits.mark_polled(audit, services.clock.now(), error=why)
                 logger.warning("carrierAudit/get gave no result", extra={**log, "answer": why})
                 continue
-            outcome = apply_audit_result(services, result.id, result.upstream_status, result.remarks)
+            # of the cycle read above: applied only if the audit has not gone pending again since
+            outcome = apply_audit_result(
+                services, result.id, result.upstream_status, result.remarks, cycle=audit.cycle
+            )
             if outcome.value == "still_pending":
                 services.audits.mark_polled(audit, services.clock.now())
         except Exception as exc:  # one audit's trouble is that audit's: the run goes on

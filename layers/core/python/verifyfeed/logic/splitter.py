@@ -70,6 +70,7 @@ from verifyfeed.models.records import (
     JobKind,
     JobStatus,
     Reservation,
+    correctable,
 )
 from verifyfeed.pii import Keyed, mask_id, mask_name, mask_object_key, mask_phone
 from verifyfeed.ports import BlobError, LedgerBusy, Services, SplitSuperseded
@@ -226,6 +227,7 @@ def _ledger_session(
         bucket=settings.ingest_bucket,
         prior=not resend,
         write=not dry_run,
+        lookback_days=settings.resend_lookback_days,
         run=run,
         owner_check=lambda: _still_owns(services, job.job_id, run),
     )
@@ -245,10 +247,13 @@ def _identical_split(services: Services, dropped: DroppedObject, ledger: LedgerS
     found = services.ledger.fingerprint(file_fingerprint(ledger.key, dropped.etag, dropped.size))
     if found is None or found.get("job_id") in (None, ledger.job.job_id):
         return None
-    if str(found.get("day", "")) < ledger.first_day.isoformat():
-        return None
     other = services.jobs.get_job(str(found["job_id"]))
     if other is None or other.status in NEVER_SENT_JOBS:
+        return None
+    if str(found.get("day", "")) >= ledger.first_day.isoformat():
+        return other
+    # split before the window: the same file only if that split charged or held within it
+    if not ledger.may_count(other) or not ledger.live_roots(other.job_id)[0]:
         return None
     return other
 
@@ -798,15 +803,19 @@ def _validate_carrier_audits(
 
 
 def _correction_target(services: Services, job: Job, message: CarrierAuditMessage) -> str | Audit:
-    """The rejected audit a row with a record id corrects, or why there is none."""
+    """The audit a row with a record id corrects — rejected, or failed (its /update was refused) —
+    or why there is none."""
     record_id = message.update_record_id
     key = services.audits.key_for_record(record_id) if record_id else None
     current = services.audits.get(key) if key else None
     if current is None or current.record_id != record_id:
         return f"no audit with record id {record_id} (verifyfeed audits --status rejected lists them)"
     resumed = current.job_id == job.job_id and current.row == message.row
-    if current.status != AuditStatus.REJECTED and not resumed:
-        return f"record {record_id} is {current.status.value}: only a rejected audit is corrected"
+    if not correctable(current) and not resumed:
+        return (
+            f"record {record_id} is {current.status.value}: only a rejected audit (or one whose "
+            "correction failed) is corrected"
+        )
     return current
 
 

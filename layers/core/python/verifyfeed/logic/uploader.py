@@ -14,10 +14,14 @@ Lost-repair batches are charged on ``state`` "1", so the send is guarded by the 
    ``state`` "0" for a batch of several records → refused, and split in halves until the records
    the upstream refuses are isolated (``logic.bisection``, docs/decisions.md#state-0); ``state``
    "0" for a file's batch of one record, or a refusal code → retried a bounded number of times,
-   then failed; never sent or 429 → retried with exponential backoff and jitter; anything that may
-   follow a charge — a 5xx or a lost answer after sending, a success code whose ``data`` cannot be
-   read — → unknown, held for an operator, never resent on its own
+   then failed; never sent, 429 or 503 → retried after the ``Retry-After`` the upstream gave
+   (bounded), else with exponential backoff and jitter; anything that may follow a charge — any
+   other 5xx or a lost answer after sending, a success code whose ``data`` cannot be read,
+   ``state`` "1" under a failure code — → unknown, held for an operator, never resent on its own
    (docs/decisions.md#unknown-outcome).
+6. The message's last delivery (SQS dead-letters it after ``QUEUE_MAX_RECEIVE_COUNT``) never
+   leaves the batch waiting for another: what would be retried is settled instead — failed, or
+   unknown when a request of it may have been charged.
 
 Powertools idempotency sits in front (the handler) to make a redelivered success cheap; this
 lease is what makes a timed-out attempt safe, which idempotency alone does not.
@@ -74,6 +78,11 @@ class Delivery:
     max_receive_count: int = 8
     seconds_left: Callable[[], float] | None = None  # the Lambda context's remaining time
 
+    @property
+    def last(self) -> bool:
+        """SQS dead-letters the message after this delivery: nothing retried comes back."""
+        return self.receive_count >= self.max_receive_count
+
 
 SETTLE_RESERVE_S = 2.0  # stop retrying a settle this long before the invocation's deadline
 
@@ -87,6 +96,14 @@ def backoff_seconds(services: Services, attempt: int) -> int:
     settings = services.settings
     ceiling = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** max(0, attempt - 1))
     return int(random.uniform(ceiling / 2, ceiling))  # noqa: S311 - jitter, not security
+
+
+def retry_delay(services: Services, outcome: CallOutcome, attempt: int) -> int:
+    """How long the message waits for its next delivery: what the upstream's ``Retry-After`` asked
+    (at most ``RETRY_AFTER_MAX_SECONDS``), else the backoff."""
+    if isinstance(outcome, HttpError) and outcome.retry_after_s is not None:
+        return min(outcome.retry_after_s, services.settings.retry_after_max_seconds)
+    return backoff_seconds(services, attempt)
 
 
 def load_records(blobs: Blobs, message: LostRepairBatchMessage) -> list[RepairRecord]:
@@ -116,6 +133,8 @@ def upload_batch(services: Services, message: LostRepairBatchMessage, delivery: 
     if batch.status == BatchStatus.SENDING:
         lease_until = datetime.fromisoformat(batch.lease_until) if batch.lease_until else now
         if lease_until > now:
+            if delivery.last:
+                return _hold_on_last_delivery(services, batch, message, delivery)
             raise RetryLater(
                 "another worker holds the send lease", int((lease_until - now).total_seconds()) + 1
             )
@@ -156,6 +175,8 @@ def upload_batch(services: Services, message: LostRepairBatchMessage, delivery: 
     try:
         sending = jobs.transition(batch, BatchStatus.SENDING, now, lease_until=lease, count_attempt=True)
     except StaleTransition as exc:
+        if delivery.last:  # whoever moved it carries it on: a sender settles it, a re-drive queued it
+            return _status_now(services, message)
         raise RetryLater("batch changed while claiming it", 2) from exc
     if batch.status == BatchStatus.DEFERRED:
         settle_job(services, batch.job_id)  # the job may leave "deferred"
@@ -197,6 +218,11 @@ def _apply_upload_outcome(
                 reason=f"upstream code {response.code} with a data field that is not a state",
                 elapsed_ms=outcome.elapsed_ms,
             )
+        elif not response.ok and state is not None and state.charged:  # contradicts itself
+            outcome = Unknown(
+                reason=f"upstream code {response.code} with state 1 (charged): {response.message}"[:500],
+                elapsed_ms=outcome.elapsed_ms,
+            )
         elif response.ok and state is not None and state.charged:
             _settle(
                 services,
@@ -227,7 +253,8 @@ def _apply_upload_outcome(
                 _refuse(services, batch, message, delivery, last_error=reason, **answer)
                 logger.warning("batch refused", extra={**log, "reason": reason, "records": record_count})
                 return BatchStatus.REFUSED.value
-            if batch.state0_count + 1 >= settings.state0_max_attempts or bisection.in_tree(batch):
+            attempts_spent = batch.state0_count + 1 >= settings.state0_max_attempts
+            if attempts_spent or bisection.in_tree(batch) or delivery.last:
                 _settle(
                     services,
                     batch,
@@ -261,20 +288,51 @@ def _apply_upload_outcome(
     permanent = isinstance(outcome, HttpError) and not outcome.retryable
     if permanent:
         reason = f"{outcome.reason} (not retryable)"
-    if delivery.receive_count >= delivery.max_receive_count or permanent:
+    if delivery.last or permanent:
+        # a lost answer (retried under the resend policy) may have been charged; the rest was not
+        to = BatchStatus.UNKNOWN if isinstance(outcome, Unknown) else BatchStatus.FAILED
         _settle(
             services,
             batch,
-            BatchStatus.FAILED,
+            to,
             message,
             seconds_left=delivery.seconds_left,
             last_error=f"{reason}; gave up after {batch.attempts} attempts",
         )
-        logger.warning("batch failed", extra={**log, "reason": reason})
-        return BatchStatus.FAILED.value
+        logger.warning(f"batch {to.value}: retries spent", extra={**log, "reason": reason})
+        return to.value
     _transition(services, batch, BatchStatus.RETRY, last_error=reason)
     assert isinstance(outcome, NotSent | HttpError | Unknown)
-    raise RetryLater(reason, backoff_seconds(services, delivery.receive_count))
+    raise RetryLater(reason, retry_delay(services, outcome, delivery.receive_count))
+
+
+def _hold_on_last_delivery(
+    services: Services, batch: Batch, message: LostRepairBatchMessage, delivery: Delivery
+) -> str:
+    """The last delivery finds another worker's send lease: that worker's request may have left,
+    and no delivery comes after this one to see the lease run out. Held as unknown (unless the
+    lease holder settles it meanwhile: that stands)."""
+    try:
+        _settle(
+            services,
+            batch,
+            BatchStatus.UNKNOWN,
+            message,
+            seconds_left=delivery.seconds_left,
+            last_error="another worker held the send lease on the message's last delivery",
+        )
+    except StaleTransition:
+        return _status_now(services, message)
+    logger.warning(
+        "send lease held on the last delivery; batch held as unknown",
+        extra={"job_id": batch.job_id, "batch_id": batch.batch_id},
+    )
+    return BatchStatus.UNKNOWN.value
+
+
+def _status_now(services: Services, message: LostRepairBatchMessage) -> str:
+    batch = services.jobs.get_batch(message.job_id, message.seq)
+    return batch.status.value if batch else "missing"
 
 
 def _claim(services: Services, batch: Batch, message: LostRepairBatchMessage) -> tuple[str, str]:
@@ -454,6 +512,13 @@ def submit_audit(services: Services, message: CarrierAuditMessage, delivery: Del
         if audit.lease_until:
             lease_until = datetime.fromisoformat(audit.lease_until)
             if lease_until > now:
+                if delivery.last:  # no delivery comes after this one to see the lease run out
+                    return _settle_audit(
+                        services,
+                        audit,
+                        AuditStatus.UNKNOWN,
+                        error="another worker holds the submit lease on the message's last delivery",
+                    )
                 raise RetryLater(
                     "another worker holds the submit lease", int((lease_until - now).total_seconds()) + 1
                 )
@@ -488,16 +553,18 @@ def submit_audit(services: Services, message: CarrierAuditMessage, delivery: Del
                 )
             logger.info("audit submitted", extra={**log, "record_id": record_id})
             return _settle_audit(services, audit, AuditStatus.PENDING, record_id=record_id)
-        if isinstance(outcome, Unknown) and settings.unknown_outcome_policy == UnknownOutcomePolicy.HOLD:
+        if isinstance(outcome, Unknown) and (
+            settings.unknown_outcome_policy == UnknownOutcomePolicy.HOLD or delivery.last
+        ):  # under the resend policy too once no delivery is left: an audit may exist upstream
             return _settle_audit(services, audit, AuditStatus.UNKNOWN, error=outcome.reason)
         permanent = isinstance(outcome, HttpError) and not outcome.retryable
-        if permanent or delivery.receive_count >= delivery.max_receive_count:
+        if permanent or delivery.last:
             return _settle_audit(services, audit, AuditStatus.FAILED, error=f"{outcome.reason}; gave up")
         audits.release_lease(audit, services.clock.now())
     except StaleAudit:
         logger.info("audit moved meanwhile; nothing to do", extra=log)
         return "stale"
-    raise RetryLater(outcome.reason, backoff_seconds(services, delivery.receive_count))
+    raise RetryLater(outcome.reason, retry_delay(services, outcome, delivery.receive_count))
 
 
 _RECORD_ID: TypeAdapter[int] = TypeAdapter(Annotated[WireInt, Field(ge=1)])

@@ -172,6 +172,10 @@ class Audit(BaseModel):
     polls: int = 0  # /carrierAudit/get calls the poller made for it
     poll_error: str = ""  # why the last one gave no result ("" = it answered "still pending")
     resubmissions: int = Field(0, description="times an operator re-submitted it from unknown")
+    # which submission of its record id the audit awaits or was decided in: 1 after /add, one more
+    # each time an /update makes it pending again (0: never pending, or pending before cycles were
+    # counted). A callback names no cycle: docs/decisions.md#callback-replay
+    cycle: int = 0
 
 
 class Reservation(StrEnum):
@@ -183,13 +187,18 @@ class Reservation(StrEnum):
 
 
 def reservation_over(existing: Audit) -> Reservation:
-    """A row for an audit already stored: rejected by the upstream (it has a record) → UPDATE;
-    rejected without a record, or failed → ADD again; pending, passed or in flight → DUPLICATE."""
-    if existing.status not in (AuditStatus.REJECTED, AuditStatus.FAILED):
+    """A row for an audit already stored: rejected, or failed holding a record (its /update was
+    refused: the record is still rejected upstream) → UPDATE of that record; failed or rejected
+    without a record → ADD again; pending, passed or in flight → DUPLICATE."""
+    if not correctable(existing):
         return Reservation.DUPLICATE
-    if existing.status == AuditStatus.REJECTED and existing.record_id:
-        return Reservation.UPDATE
-    return Reservation.ADD
+    return Reservation.UPDATE if existing.record_id else Reservation.ADD
+
+
+def correctable(audit: Audit) -> bool:
+    """A row may be sent again for it (docs/decisions.md#audit-correction): rejected upstream, or
+    refused when submitted (a failed /add, or a failed /update of a rejected record)."""
+    return audit.status in (AuditStatus.REJECTED, AuditStatus.FAILED)
 
 
 _ROW_FIELDS = (
@@ -214,6 +223,14 @@ def resubmitted(row: Audit, submitted_at: str) -> dict[str, Any]:
         "lease_until": "",
         "submitted_at": submitted_at,
     }
+
+
+def next_cycle(audit: Audit, to: AuditStatus, record_id: int | None) -> int | None:
+    """The cycle a submission's settlement starts, or ``None`` (it starts none): pending under a
+    new record id → 1; pending again under the record id the audit holds (an /update) → one more."""
+    if to != AuditStatus.PENDING or record_id is None:
+        return None
+    return max(audit.cycle, 1) + 1 if record_id == audit.record_id else 1
 
 
 def settlement_counter(to: AuditStatus) -> str:

@@ -5,11 +5,13 @@ plaintext nor a bare SHA-256 of it.
 Audit states::
 
     submitting ─┬─> pending ─┬─> passed
-                ├─> failed   └─> rejected ─> submitting (re-dropped with fixes: /update)
+                │            └─> rejected ─> submitting (re-dropped with fixes: /update)
+                ├─> failed ─> submitting (re-dropped: /update if it holds a record id, else /add)
                 └─> unknown ─> submitting (an operator re-submits it: ``resubmit_unknown``)
 
 ``version`` is bumped by every transition, and every write is conditional on the state it
-leaves, so a stale or replayed result can never overwrite a newer one.
+leaves, so a stale or replayed result can never overwrite a newer one. ``cycle`` counts the times
+an audit went pending under its record id (docs/decisions.md#callback-replay).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from verifyfeed.models.records import (
     Audit,
     AuditStatus,
     Reservation,
+    next_cycle,
     reservation_over,
     resubmitted,
     settlement_counter,
@@ -138,18 +141,17 @@ class AuditStore:
         to: AuditStatus,
         remarks: str,
         now: datetime,
-        body_digest: str | None = None,
+        cycle: int | None = None,
     ) -> tuple[bool, Audit | None]:
         """pending → passed / rejected for the audit holding ``record_id``, without reading it first.
 
         ``(True, None)`` when applied; ``(False, the audit as it is)`` — ``None`` when there is
-        none — when it is not pending with that record id (a replay, a conflict, an old id).
-        ``body_digest`` (a callback's SHA-256 of its raw body) is remembered on the audit, and a
-        body applied in an earlier cycle of the record (before a rejected audit was updated and
-        went pending again) is refused: the write's condition fails with the audit still pending.
+        none — when it is not pending with that record id (a replay, a conflict, an old id) or,
+        with ``cycle``, not in that cycle (0: an audit whose cycle was never recorded).
         """
         update = "SET #s = :to, updated_at = :now, version = version + :one, remarks = :r"
         condition = "#s = :pending AND record_id = :rid"
+        names = {"#s": "status"}
         values: dict[str, Any] = {
             ":to": attr(to.value),
             ":now": attr(iso(now)),
@@ -158,18 +160,18 @@ class AuditStore:
             ":pending": attr(AuditStatus.PENDING.value),
             ":rid": attr(record_id),
         }
-        if body_digest is not None:
-            update += " ADD applied_bodies :bodies"
-            condition += " AND NOT contains(applied_bodies, :body)"
-            values[":bodies"] = {"SS": [body_digest]}
-            values[":body"] = attr(body_digest)
+        if cycle is not None:
+            names["#c"] = "cycle"  # a reserved word
+            values[":cycle"] = attr(cycle)
+            unrecorded = "attribute_not_exists(#c) OR " if cycle == 0 else ""
+            condition += f" AND ({unrecorded}#c = :cycle)"
         try:
             self._db.update_item(
                 TableName=self.table,
                 Key={"pk": attr(audit_pk(audit_key))},
                 UpdateExpression=update,
                 ConditionExpression=condition,
-                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
@@ -238,7 +240,10 @@ class AuditStore:
     def settle_submission(
         self, audit: Audit, to: AuditStatus, now: datetime, *, record_id: int | None = None, error: str = ""
     ) -> Audit:
-        """submitting → pending (with the record id) / failed / unknown, and count it on the job."""
+        """submitting → pending (with the record id) / failed / unknown, and count it on the job.
+
+        Pending starts a cycle of the record (``Audit.cycle``): the first under a new record id, the
+        next one when the audit goes pending again under the record id it holds (an /update)."""
         counter = settlement_counter(to)
         sets = [
             "#s = :to",
@@ -256,9 +261,15 @@ class AuditStore:
             ":from": attr(audit.status.value),
             ":v": attr(audit.version),
         }
+        names = {"#s": "status"}
         if record_id is not None:
             sets.append("record_id = :rid")
             values[":rid"] = attr(record_id)
+        cycle = next_cycle(audit, to, record_id)  # from the audit as read: the version condition pins it
+        if cycle is not None:
+            sets.append("#c = :cycle")
+            names["#c"] = "cycle"  # a reserved word
+            values[":cycle"] = attr(cycle)
         alias: list[dict[str, Any]] = []
         if record_id is not None and to == AuditStatus.PENDING:
             item = {"pk": attr(record_pk(record_id)), "audit_key": attr(audit.audit_key)}
@@ -274,7 +285,7 @@ class AuditStore:
                             "Key": {"pk": attr(audit_pk(audit.audit_key))},
                             "UpdateExpression": "SET " + ", ".join(sets),
                             "ConditionExpression": "#s = :from AND version = :v",
-                            "ExpressionAttributeNames": {"#s": "status"},
+                            "ExpressionAttributeNames": names,
                             "ExpressionAttributeValues": values,
                         }
                     },
@@ -304,6 +315,8 @@ class AuditStore:
         }
         if record_id is not None:
             update["record_id"] = record_id
+        if cycle is not None:
+            update["cycle"] = cycle
         return audit.model_copy(update=update)
 
     def resubmit_unknown(self, audit: Audit, now: datetime) -> Audit:

@@ -11,10 +11,13 @@ caller precisely what happened and the caller decides (``logic.uploader``):
 
 - ``Answered``: HTTP 200 with a JSON envelope (whatever its ``code``).
 - ``NotSent``: the request certainly did not reach upstream (refused, DNS, connect timeout).
-- ``HttpError``: a refusal that says the request was not processed: 429 (and any status in
-  ``retry_http_statuses``) is ``retryable``; any other 4xx is not.
+- ``HttpError``: a refusal that says the request was not processed: a status in
+  ``retry_http_statuses`` (429 and 503 by default) is ``retryable``, with the seconds its
+  ``Retry-After`` asks for; any other 4xx is not retryable, nor is a redirect (3xx): it is never
+  followed — a 307/308 would send the body and ``authinfo`` again, to wherever the Location says —
+  and names its Location (docs/decisions.md#upstream-redirects).
 - ``Unknown``: the request may have been processed but the answer was lost: a read timeout, a
-  connection reset after sending, a 5xx (a gateway's 502/504 can arrive after the backend
+  connection reset after sending, any other 5xx (a gateway's 502/504 can arrive after the backend
   processed, and charged, the request), a 200 whose body is not the envelope
   (docs/decisions.md#unknown-outcome).
 """
@@ -23,9 +26,12 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter
@@ -64,7 +70,8 @@ class HttpError:
     http_status: int
     reason: str
     elapsed_ms: float
-    retryable: bool = False  # the upstream says "not now" (429): safe to send again later
+    retryable: bool = False  # the upstream says "not now" (429, 503): safe to send again later
+    retry_after_s: int | None = None  # how long it asked us to wait (``Retry-After``), if it said
 
 
 @dataclass(frozen=True)
@@ -107,7 +114,7 @@ class UpstreamClient:
         authinfo_scheme: str = "hmac-sha256",
         audit_base_url: str | None = None,
         audit_auth: str = "headers",
-        retry_http_statuses: frozenset[int] = frozenset({429}),
+        retry_http_statuses: frozenset[int] = frozenset({429, 503}),
         session: requests.Session | None = None,
     ) -> None:
         if audit_auth not in ("headers", "body"):
@@ -166,15 +173,19 @@ class UpstreamClient:
                 data=body,
                 headers={"Content-Type": "application/json; charset=utf-8", **headers},
                 timeout=self._timeout,
+                allow_redirects=False,
             )
         except requests.exceptions.RequestException as exc:
             if _never_reached(exc):
                 return NotSent(reason=f"{type(exc).__name__}: not connected", elapsed_ms=elapsed())
             return Unknown(reason=f"{type(exc).__name__}: answer lost after sending", elapsed_ms=elapsed())
         status = reply.status_code
+        if 300 <= status < 400:  # whatever retry_http_statuses says: not processed here, not retried
+            return HttpError(status, _redirected(status, reply.headers.get("Location")), elapsed())
         if status != 200:
             if status in self._retry_statuses:
-                return HttpError(status, f"HTTP {status}", elapsed(), retryable=True)
+                wait = retry_after_seconds(reply.headers.get("Retry-After"), self._clock.now())
+                return HttpError(status, f"HTTP {status}", elapsed(), retryable=True, retry_after_s=wait)
             if status >= 500:
                 return Unknown(
                     reason=f"HTTP {status} after sending: the upstream may have processed it",
@@ -202,6 +213,29 @@ class UpstreamClient:
 
     def audit_get(self, record_id: int) -> CallOutcome:
         return self.post_audit(AUDIT_GET_PATH, {"id": record_id})
+
+
+def _redirected(status: int, location: str | None) -> str:
+    """The reason of a redirect: its Location (a URL, no personal data), printable and bounded."""
+    if not location:
+        return f"HTTP {status} redirect without a Location, not followed"
+    shown = "".join(c if c.isprintable() else "?" for c in location[:200])
+    return f"HTTP {status} redirect to {shown}{'...' if len(location) > 200 else ''}, not followed"
+
+
+def retry_after_seconds(value: str | None, now: datetime) -> int | None:
+    """``Retry-After`` (RFC 9110 §10.2.3) as whole seconds from ``now``: delay-seconds, or an
+    HTTP-date (any of its three formats; a date already past is 0). None when absent or unreadable."""
+    text = (value or "").strip()
+    if text.isdigit() and text.isascii():
+        return int(text)
+    try:
+        at = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if at.tzinfo is None:  # asctime has no zone: HTTP-dates are GMT
+        at = at.replace(tzinfo=UTC)
+    return max(0, math.ceil((at - now).total_seconds()))
 
 
 def _compact_json(value: Any) -> bytes:
