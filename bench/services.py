@@ -346,12 +346,24 @@ def bench_cold_start(runs: int, function_env: dict[str, str], workdir: Path) -> 
 
 
 def _pending_audit(services: Any, record_id: int) -> None:
-    from verifyfeed.models.records import Audit, AuditStatus
+    from verifyfeed.models.ids import iso
+    from verifyfeed.models.records import Audit, AuditStatus, Job, JobKind, JobStatus
 
     now = services.clock.now()
+    job_id = "bench-" + uuid.uuid4().hex[:8]
+    services.jobs.create_job(  # a settlement counts on its job, which must be there
+        Job(
+            job_id=job_id,
+            kind=JobKind.CARRIER_AUDIT,
+            bucket=services.settings.ingest_bucket,
+            key=f"carrier-audit/bench-{job_id}.csv",
+            status=JobStatus.UPLOADING,
+            created_at=iso(now),
+        )
+    )
     audit = Audit(
         audit_key=uuid.uuid4().hex,
-        job_id="bench-" + uuid.uuid4().hex[:8],
+        job_id=job_id,
         row=2,
         usage="2",
         owner_name_masked="张*",

@@ -24,7 +24,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         logger.set_correlation_id(dropped.job_id)
         logger.append_keys(job_id=dropped.job_id)
         result = split_object(services, dropped)
-        if result.outcome in ("split", "rejected"):  # not for a duplicate event: counted once
+        if result.record_metrics:  # once a file: not for the same event again, nor a run taken over
             metrics.add_metric(name="RowsAccepted", unit=MetricUnit.Count, value=result.counts.rows_accepted)
             metrics.add_metric(name="RowsRejected", unit=MetricUnit.Count, value=result.counts.rows_rejected)
         if result.outcome == "rejected":

@@ -29,6 +29,7 @@ from verifyfeed.models.records import (
     settlement_counter,
 )
 from verifyfeed.ports import StaleAudit
+from verifyfeed.store.jobs import no_job
 
 
 class JobTable(Protocol):
@@ -112,11 +113,7 @@ class MemoryAuditStore:
         return stored
 
     def _move_job(self, job_id: str, **changes: Any) -> None:
-        # an update of a job that is not there is dropped (DynamoDB writes a counter-only fragment
-        # of a job item that get_job cannot read)
-        job = self.jobs.jobs.get(job_id)
-        if job is not None:
-            self.jobs.jobs[job_id] = job.model_copy(update=changes)
+        self.jobs.jobs[job_id] = self.jobs.jobs[job_id].model_copy(update=changes)
 
     def _move(self, audit: Audit, to: AuditStatus, now: datetime, fields: dict[str, Any]) -> Audit:
         change = {"status": to, "updated_at": iso(now), **fields}
@@ -182,12 +179,13 @@ class MemoryAuditStore:
             change["cycle"] = cycle
         with self.lock:
             stored = self._current(audit)
+            job = self.jobs.jobs.get(audit.job_id)
+            if job is None:  # the store's condition on the job item: the transaction writes nothing
+                raise no_job(audit.job_id)
+            self._move_job(audit.job_id, **{counter: getattr(job, counter) + 1})
             self.audits[audit.audit_key] = stored.model_copy(update={**change, "version": stored.version + 1})
             if record_id is not None and to == AuditStatus.PENDING:
                 self.records[record_id] = audit.audit_key
-            job = self.jobs.jobs.get(audit.job_id)
-            if job is not None:
-                self._move_job(audit.job_id, **{counter: getattr(job, counter) + 1})
         return audit.model_copy(update={**change, "version": audit.version + 1})
 
     def resubmit_unknown(self, audit: Audit, now: datetime) -> Audit:

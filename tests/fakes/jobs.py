@@ -20,11 +20,11 @@ from tests.fakes import MemoryBlobs
 from verifyfeed.models.ids import TREE_BASE, TREE_SPAN, iso, tree_position, tree_seq
 from verifyfeed.models.ledger import LedgerEntry, LedgerObject
 from verifyfeed.models.records import REOPENABLE_JOB_STATUSES, Batch, BatchStatus, Job, JobCounts, JobStatus
-from verifyfeed.ports import BlobError, LedgerBusy, StaleTransition, StoreError
+from verifyfeed.ports import BlobError, LedgerBusy, SplitSuperseded, StaleTransition, StoreError
 
 # the store's pure tables and keys: the counter of each settled state, the states its sparse index
 # lists, the sort key batches are ordered by (as text: a seq above 999,999 sorts after the trees')
-from verifyfeed.store.jobs import COUNTER_FOR, LISTED_STATUSES, batch_sk
+from verifyfeed.store.jobs import COUNTER_FOR, LISTED_STATUSES, batch_sk, no_job
 
 
 class MemoryJobStore:
@@ -38,11 +38,18 @@ class MemoryJobStore:
     # ---- jobs -------------------------------------------------------------------------
 
     def _update_job(self, job_id: str, **changes: Any) -> None:
-        # an unconditional update of a job that is not there is dropped (DynamoDB would write a
-        # fragment of an item that get_job could not read: no caller relies on either)
         with self.lock:
-            if job_id in self.jobs:
-                self.jobs[job_id] = self.jobs[job_id].model_copy(update=changes)
+            if job_id not in self.jobs:
+                raise no_job(job_id)
+            self.jobs[job_id] = self.jobs[job_id].model_copy(update=changes)
+
+    def _owned(self, job_id: str, run: int) -> None:
+        """As the store's condition on a split's job: ``run`` still owns it."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise no_job(job_id)
+        if job.status != JobStatus.SPLITTING or job.split_run != run:
+            raise SplitSuperseded(job_id)
 
     def create_job(self, job: Job) -> bool:
         with self.lock:
@@ -70,14 +77,17 @@ class MemoryJobStore:
             return [j for j in self._newest_first() if j.key == file]
         return [j for j in self._newest_first() if j.key.endswith(f"/{file}")]
 
-    def finish_split(self, job_id: str, counts: JobCounts, now: datetime) -> None:
+    def take_split(self, job_id: str) -> int | None:
         with self.lock:
             job = self.jobs.get(job_id)
             if job is None or job.status != JobStatus.SPLITTING:
-                raise StoreError(
-                    "MemoryJobStore.finish_split: ConditionalCheckFailedException",
-                    code="ConditionalCheckFailedException",
-                )
+                return None
+            self._update_job(job_id, split_run=job.split_run + 1)
+            return job.split_run + 1
+
+    def finish_split(self, job_id: str, counts: JobCounts, now: datetime, run: int = 0) -> None:
+        with self.lock:
+            self._owned(job_id, run)
             self._update_job(
                 job_id,
                 rows_read=counts.rows_read,
@@ -89,13 +99,18 @@ class MemoryJobStore:
                 updated_at=iso(now),
             )
 
-    def mark_released(self, job_id: str, now: datetime) -> None:
-        self._update_job(job_id, released_at=iso(now))
+    def mark_released(self, job_id: str, now: datetime) -> bool:
+        with self.lock:
+            job = self.jobs.get(job_id)
+            if job is not None and job.released_at:
+                return False
+            self._update_job(job_id, released_at=iso(now))
+            return True
 
-    def discard_staged(self, job_id: str, seq: int, now: datetime) -> bool:
+    def discard_staged(self, job_id: str, seq: int, now: datetime, run: int = 0) -> bool:
         with self.lock:
             stored = self.batches_by_key.get((job_id, seq))
-            if stored is None or stored.status != BatchStatus.STAGED:
+            if stored is None or stored.status != BatchStatus.STAGED or stored.split_run > run:
                 return False
             self._put(
                 stored.model_copy(
@@ -111,15 +126,18 @@ class MemoryJobStore:
         counts: JobCounts,
         now: datetime,
         status: JobStatus = JobStatus.REJECTED,
+        run: int = 0,
     ) -> None:
-        self._update_job(
-            job_id,
-            status=status,
-            reason=reason,
-            rows_read=counts.rows_read,
-            rows_rejected=counts.rows_rejected,
-            updated_at=iso(now),
-        )
+        with self.lock:
+            self._owned(job_id, run)
+            self._update_job(
+                job_id,
+                status=status,
+                reason=reason,
+                rows_read=counts.rows_read,
+                rows_rejected=counts.rows_rejected,
+                updated_at=iso(now),
+            )
 
     def set_job_status(self, job_id: str, status: JobStatus, expected: set[JobStatus], now: datetime) -> bool:
         if not expected:  # the store's condition "#s IN ()" is not one DynamoDB accepts
@@ -154,9 +172,26 @@ class MemoryJobStore:
     def stage_batch(self, batch: Batch) -> bool:
         with self.lock:
             stored = self.batches_by_key.get((batch.job_id, batch.seq))
-            if stored is not None and stored.status not in (BatchStatus.STAGED, BatchStatus.DISCARDED):
+            if stored is not None and (
+                stored.status not in (BatchStatus.STAGED, BatchStatus.DISCARDED)
+                or stored.split_run > batch.split_run
+            ):
                 return False
             self._put(batch.model_copy())
+            return True
+
+    def keep_staged(self, batch: Batch, run: int) -> bool:
+        with self.lock:
+            stored = self.batches_by_key.get((batch.job_id, batch.seq))
+            if (
+                stored is None
+                or stored.status != BatchStatus.STAGED
+                or (stored.claim_key, stored.ledger_snapshot, stored.record_count)
+                != (batch.claim_key, batch.ledger_snapshot, batch.record_count)
+                or stored.split_run > run
+            ):
+                return False
+            self._put(stored.model_copy(update={"split_run": run}))
             return True
 
     def get_batch(self, job_id: str, seq: int) -> Batch | None:
@@ -241,10 +276,20 @@ class MemoryJobStore:
             "lease_until": iso(lease_until) if lease_until else "",
             **(fields or {}),
         }
+        moves: dict[str, int] = {}
+        if batch.status in COUNTER_FOR:
+            moves[COUNTER_FOR[batch.status]] = -1
+        if to in COUNTER_FOR:
+            moves[COUNTER_FOR[to]] = moves.get(COUNTER_FOR[to], 0) + 1
+        if new_batches:
+            moves["batches_total"] = new_batches
+        moves = {k: v for k, v in moves.items() if v}
         with self.lock:
             stored = self.batches_by_key.get((batch.job_id, batch.seq))
             if stored is None or (stored.status, stored.attempts) != (batch.status, batch.attempts):
                 raise StaleTransition(batch.batch_id)
+            if moves and batch.job_id not in self.jobs:  # the counters' condition: nothing written
+                raise no_job(batch.job_id)
             self._put(
                 stored.model_copy(
                     update={
@@ -255,14 +300,7 @@ class MemoryJobStore:
                 ),
                 listed_as=f"{iso(now)}#{batch.batch_id}" if to in LISTED_STATUSES else None,
             )
-            moves: dict[str, int] = {}
-            if batch.status in COUNTER_FOR:
-                moves[COUNTER_FOR[batch.status]] = -1
-            if to in COUNTER_FOR:
-                moves[COUNTER_FOR[to]] = moves.get(COUNTER_FOR[to], 0) + 1
-            if new_batches:
-                moves["batches_total"] = new_batches
-            self._move_counters(batch.job_id, {k: v for k, v in moves.items() if v})
+            self._move_counters(batch.job_id, moves)
         return batch.model_copy(
             update={
                 **changes,

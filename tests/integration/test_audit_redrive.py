@@ -13,14 +13,14 @@ import boto3
 import pytest
 
 from sandbox.server import SandboxHandle
-from tests.integration.conftest import DECISION_DELAY_S, Cli, drain_queue, fake_id
+from tests.integration.conftest import DECISION_DELAY_S, Cli, drain_queue, fake_id, new_job
 from tests.integration.test_splitter import AUDIT_HEADER, audit_row, csv_bytes, put, split
 from tests.rows import an_audit
 from verifyfeed.logic.transitions import apply_audit_result
 from verifyfeed.logic.uploader import Delivery, submit_audit
 from verifyfeed.models.carrier_audit import UpstreamAuditStatus
 from verifyfeed.models.messages import CarrierAuditMessage
-from verifyfeed.models.records import Audit, AuditStatus, Job, JobStatus
+from verifyfeed.models.records import Audit, AuditStatus, Job, JobKind, JobStatus
 from verifyfeed.pii import Keyed
 from verifyfeed.ports import StaleAudit
 from verifyfeed.services import Services
@@ -238,13 +238,19 @@ def test_unknown_audits_are_redriven_on_their_own(cli: Cli) -> None:
     assert code == 1 and as_json(out)["exit_code"] == 1 and "no job for" in err
 
 
-def test_an_unknown_audit_whose_job_is_not_known_is_reported(services: Services) -> None:
-    """Its settle counted on a job item that no split wrote (the ``ADD`` created one with counters
-    only): no upload to re-read, reported, nothing written."""
+@pytest.mark.parametrize("job_item", ["deleted", "counters only"])
+def test_an_unknown_audit_whose_job_is_not_known_is_reported(services: Services, job_item: str) -> None:
+    """Its job item is gone (deleted by hand), or holds counters only (a settlement's bare ``ADD``
+    created one before issue 24 made it conditional on the job): no upload to re-read, reported,
+    nothing written."""
     now = services.clock.now()
-    audit = an_audit()
+    audit = an_audit(job_id=new_job(services, 0, JobKind.CARRIER_AUDIT).job_id)
     _, reserved = services.audits.reserve(audit, now)
     held = services.audits.settle_submission(reserved, AuditStatus.UNKNOWN, now, error="read timeout")
+    ddb, key = boto3.client("dynamodb"), {"pk": {"S": f"JOB#{audit.job_id}"}, "sk": {"S": "JOB"}}
+    ddb.delete_item(TableName=services.settings.jobs_table, Key=key)
+    if job_item == "counters only":
+        ddb.put_item(TableName=services.settings.jobs_table, Item={**key, "batches_unknown": {"N": "1"}})
     (item,) = plan_unknown_audits(services, unknown_audits(services, audit.job_id))
     assert not item.ready and "not in the jobs table" in item.reason
     still = services.audits.get(audit.audit_key)

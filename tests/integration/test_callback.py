@@ -10,12 +10,12 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.integration.conftest import API_ID, CALLBACK_SECRET, PREVIOUS_CALLBACK_SECRET
+from tests.integration.conftest import API_ID, CALLBACK_SECRET, PREVIOUS_CALLBACK_SECRET, new_job
 from tests.rows import an_audit
 from verifyfeed.logic.callback import handle_callback
 from verifyfeed.logic.transitions import TransitionOutcome, apply_audit_result
 from verifyfeed.models.carrier_audit import UpstreamAuditStatus
-from verifyfeed.models.records import Audit, AuditStatus
+from verifyfeed.models.records import Audit, AuditStatus, JobKind
 from verifyfeed.services import Services
 from verifyfeed.upstream.signing import sign_body
 
@@ -26,7 +26,7 @@ _next_record_id = iter(range(900_000, 10_000_000))
 def pending_audit(services: Services) -> Audit:
     """An audit that was added upstream and awaits its result, as the uploader leaves it."""
     now = services.clock.now()
-    audit = an_audit()
+    audit = an_audit(job_id=new_job(services, 0, JobKind.CARRIER_AUDIT).job_id)
     _, reserved = services.audits.reserve(audit, now)
     return services.audits.settle_submission(
         reserved, AuditStatus.PENDING, now, record_id=next(_next_record_id)
@@ -298,7 +298,8 @@ def test_an_old_cycles_callback_replayed_after_an_update_is_not_applied(services
     now = services.clock.now()
     stored = services.audits.get(audit.audit_key)
     assert stored is not None and stored.status == AuditStatus.REJECTED
-    kind, again = services.audits.reserve(stored.model_copy(update={"job_id": "job-again"}), now)
+    redrop = new_job(services, 0, JobKind.CARRIER_AUDIT).job_id
+    kind, again = services.audits.reserve(stored.model_copy(update={"job_id": redrop}), now)
     assert kind.value == "update"
     services.audits.settle_submission(again, AuditStatus.PENDING, now, record_id=audit.record_id)
 

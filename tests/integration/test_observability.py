@@ -7,8 +7,9 @@ import csv
 import io
 import json
 import logging
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from types import ModuleType
 from typing import Any
@@ -22,6 +23,8 @@ from sandbox.server import SandboxHandle
 from tests.integration.conftest import drain_queue, fake_id
 from verifyfeed.clock import OffsetClock
 from verifyfeed.config import get_settings
+from verifyfeed.models.records import JobCounts
+from verifyfeed.ports import WorkQueue
 from verifyfeed.services import Services, build_services
 
 pytestmark = pytest.mark.integration
@@ -186,6 +189,55 @@ def test_split_upload_and_poll_emit_their_metrics_with_correlation_ids(
     assert job["job_id"] in text  # (the capture did see the logs)
     for name, id_card, phone in [*people, ("李四", "1.10105E+17", "13711112222")]:
         assert name not in text and id_card not in text and phone not in text
+
+
+def test_two_runs_of_one_split_count_its_rows_once_and_reply_with_counts_only(
+    live: Services, splitter_handler: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 24: the same S3 event reaches a second invocation while the first is releasing the
+    file's batches; the second finds the job split but not released and releases it too. Its reply
+    held the whole job (its key, its bucket) as counts, and both counted the file's rows. Now it
+    replies with the job's counts, and only the run that marked the release first counts the rows."""
+    queue_url = live.settings.work_queue_url
+    drain_queue(queue_url)
+    rows = [[name, fake_id(5301 + i), "", f"TWICE{i}"] for i, name in enumerate(["赵敏", "周芷若", "小昭"])]
+    event = drop(
+        live,
+        f"lost-repair/twice-{uuid.uuid4().hex[:6]}.csv",
+        ["姓名", "身份证号", "曾用手机号", "授权码"],
+        rows,
+    )
+    function = sys.modules["verifyfeed_fn_splitter"].services  # the handler's own ports
+    queue: WorkQueue = function.queue
+    replies: list[dict[str, Any]] = []
+
+    class SecondEventWhileReleasing:
+        """The function's queue as it is; as the first run releases, the event reaches a second."""
+
+        pending = True
+
+        def send(self, body: str) -> None:
+            queue.send(body)
+
+        def send_all(self, bodies: Sequence[str]) -> None:
+            if self.pending:
+                self.pending = False
+                replies.append(splitter_handler(event, new_context("splitter", 900, 1024)))
+            queue.send_all(bodies)
+
+    function.queue = SecondEventWhileReleasing()
+    capsys.readouterr()
+    try:
+        first = splitter_handler(event, new_context("splitter", 900, 1024))
+    finally:
+        function.queue = queue
+    docs = emf(capsys.readouterr().out)
+    ((a,), (b,)) = first["jobs"], replies[0]["jobs"]
+    assert (a["outcome"], b["outcome"], a["job_id"]) == ("split", "released", b["job_id"])
+    assert set(b) == {"job_id", "outcome", *JobCounts.model_fields}  # no key, no bucket
+    assert (a["rows_accepted"], b["rows_accepted"]) == (3, 3)
+    assert values(docs, "RowsAccepted") == [3.0] and values(docs, "RowsRejected") == [0.0]
+    assert [m["seq"] for m in drain_queue(queue_url) if m.get("job_id") == a["job_id"]] == [1, 1]
 
 
 def test_carrier_audit_flow_logs_no_personal_data(

@@ -21,10 +21,11 @@ import pytest
 from sandbox.server import SandboxHandle
 from tests.integration.conftest import SettingsFactory, drain_queue
 from tests.integration.test_splitter import csv_bytes, put, rejected_rows, split, upload_all, valid_rows
+from verifyfeed import aws
 from verifyfeed.clock import FixedClock
 from verifyfeed.logic.ledger import LedgerConflict, LedgerSession, ledger_key
 from verifyfeed.logic.repair_batches import PyClaims, RepairBatch
-from verifyfeed.logic.splitter import DroppedObject, _BatchStager, split_object
+from verifyfeed.logic.splitter import DroppedObject, SplitResult, _BatchStager, split_object
 from verifyfeed.logic.uploader import Delivery, upload_batch
 from verifyfeed.models.messages import LostRepairBatchMessage
 from verifyfeed.models.records import Batch, BatchStatus, Job, JobKind, JobStatus
@@ -32,6 +33,7 @@ from verifyfeed.pii import Keyed
 from verifyfeed.rules.hashing import sha256_hex
 from verifyfeed.services import Services, build_services
 from verifyfeed.store.blobs import S3Blobs
+from verifyfeed.store.ledger import LedgerStore
 
 pytestmark = pytest.mark.integration
 
@@ -353,7 +355,9 @@ def test_a_resumed_split_restages_what_the_ledger_now_holds(
     first = split(services, put(services, key_for("resume-first"), csv_bytes(rows[:5])))
     assert first.counts.rows_accepted == 5
     job = created_job(services, clock, dropped.job_id, dropped.key, JobStatus.SPLITTING)
-    stager = _BatchStager(services, job, resuming=False)  # the stager the interrupted run used
+    run = services.jobs.take_split(job.job_id)
+    assert run == 1
+    stager = _BatchStager(services, job, run, resuming=False)  # the stager the interrupted run used
     stager(RepairBatch(1, 5, b"[]"))
     stager(RepairBatch(2, 5, b"[]"))
     stager.wait()
@@ -417,7 +421,8 @@ def test_a_split_resumed_from_the_same_ledger_keeps_what_it_staged(
     s3 = boto3.client("s3")
     for seq in range(1, 6):
         versions = s3.list_object_versions(
-            Bucket=services.settings.ingest_bucket, Prefix=f"claims/{dropped.job_id}/{seq:05d}.json"
+            Bucket=services.settings.ingest_bucket,
+            Prefix=f"claims/{dropped.job_id}/{seq:05d}.",  # any run's
         ).get("Versions", [])
         assert len(versions) == 1, (seq, seq in kept)  # staged once, by one run or the other
     upload_jobs(services, again.job_id)
@@ -491,3 +496,47 @@ def test_a_row_the_upstream_refused_is_sent_again_by_a_re_drop_and_nothing_else(
     upload_jobs(services, again.job_id)
     charged = Counter(charged_idcodes(sandbox))
     assert charged[refused] == 1 and set(charged.values()) == {1} and len(charged) == 40
+
+
+def test_two_runs_of_one_split_send_every_row_once(
+    make_settings: SettingsFactory, clock: FixedClock, sandbox: SandboxHandle
+) -> None:
+    """Issue 24's interleaving on the stack's stores (on the fakes, with others:
+    tests/unit/test_lost_repair_on_fakes.py): run A of x.csv is about to record it in the ledger;
+    y.csv, which shares a person with it, records first; run B (the same event again) resumes the
+    split, records x.csv and releases it. A, taken over, stops: B's released batches are left as
+    they are, and every row is sent once."""
+    services = ledger_services(make_settings, clock, BATCH_MAX_RECORDS="2")
+    settings = services.settings
+    rows = valid_rows(5, next(_NUMBERS))  # x.csv: 0-3, y.csv: 3-4
+    x = put(services, key_for("x-two-runs"), csv_bytes(rows[:4]))
+    y = put(services, key_for("y-two-runs"), csv_bytes(rows[3:]))
+    others: dict[str, SplitResult] = {}
+
+    class OthersFirst(LedgerStore):
+        """The stack's ledger; the first split about to record its file lets y.csv and run B go first."""
+
+        pending = True
+
+        def acquire(self, holder: str, now: datetime, lease_seconds: int, wait_seconds: float) -> None:
+            if self.pending:
+                self.pending = False
+                others["y"], others["b"] = split(services, y), split(services, x)
+            super().acquire(holder, now, lease_seconds, wait_seconds)
+
+    ledger = OthersFirst(
+        settings.ingest_bucket, settings.ledger_prefix, settings.jobs_table, aws.s3(), aws.dynamodb()
+    )
+    services.ledger_factory = lambda: ledger
+    a = split(services, x)
+    assert (others["y"].outcome, others["b"].outcome, a.outcome) == ("split", "split", "superseded")
+    batches = list(services.jobs.batches(a.job_id))
+    assert [(b.seq, b.status, b.record_count, b.split_run) for b in batches] == [
+        (1, BatchStatus.STAGED, 2, 2),
+        (2, BatchStatus.STAGED, 1, 2),
+    ]
+    upload_jobs(services, a.job_id, others["y"].job_id)
+    assert Counter(charged_idcodes(sandbox)) == Counter(sha256_hex(r[1]) for r in rows)
+    for job_id in (a.job_id, others["y"].job_id):
+        job = services.jobs.get_job(job_id)
+        assert job is not None and job.status == JobStatus.COMPLETED

@@ -26,7 +26,7 @@ from tests.integration.conftest import fresh_audits_table
 from tests.rows import an_audit as shared_audit
 from verifyfeed.models.ids import iso
 from verifyfeed.models.records import Audit, AuditStatus, Job, JobKind, JobStatus, Reservation
-from verifyfeed.ports import AuditRepository, JobRepository, StaleAudit
+from verifyfeed.ports import AuditRepository, JobMissing, JobRepository, StaleAudit
 from verifyfeed.store.audits import AuditStore
 from verifyfeed.store.jobs import JobStore
 
@@ -369,16 +369,20 @@ def test_a_resubmission_is_refused_on_a_stale_read_or_a_job_it_cannot_reopen_and
     assert side.job(job).status == job_status and counters(side.job(job)) == (0, 0, 1)
 
 
-def test_an_audit_whose_job_is_not_there_settles_but_is_not_resubmitted(side: Side) -> None:
-    """(DynamoDB's counter update writes a fragment of a job item there, which ``get_job`` cannot
-    read; the fake drops it. Only tests settle audits of no job.)"""
+def test_an_audit_whose_job_is_not_there_is_not_settled(side: Side) -> None:
+    """Issue 24: the settlement counts the audit on its job, conditional on the job being there (a
+    bare ADD would create a fragment of a job item that ``get_job`` cannot read): ``JobMissing``,
+    and the transaction writes nothing — neither the audit nor its record id."""
     ghost = "no-such-job-" + uuid.uuid4().hex[:8]
     audit = reserved(side, an_audit(ghost))
-    unknown = side.audits.settle_submission(audit, AuditStatus.UNKNOWN, at(1), error="lost")
-    assert side.audits.get(audit.audit_key) == unknown
-    with pytest.raises(StaleAudit):
-        side.audits.resubmit_unknown(unknown, at(2))
-    assert side.audits.get(audit.audit_key) == unknown
+    with pytest.raises(JobMissing):
+        side.audits.settle_submission(audit, AuditStatus.UNKNOWN, at(1), error="lost")
+    record_id = 700_000 + uuid.uuid4().int % 100_000
+    with pytest.raises(JobMissing):
+        side.audits.settle_submission(audit, AuditStatus.PENDING, at(1), record_id=record_id)
+    assert side.audits.get(audit.audit_key) == audit
+    assert side.audits.key_for_record(record_id) is None
+    assert side.get_job(ghost) is None
 
 
 # ---- mark_polled ----------------------------------------------------------------------------

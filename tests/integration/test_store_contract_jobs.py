@@ -23,10 +23,19 @@ from tests.fakes import MemoryBlobs
 from tests.fakes.jobs import MemoryJobStore, MemoryLedger
 from tests.integration.conftest import fresh_audits_table
 from verifyfeed import aws
-from verifyfeed.models.ids import batch_id, tree_seq
+from verifyfeed.models.ids import batch_id, claim_key, tree_seq
 from verifyfeed.models.ledger import KEY_BYTES, LedgerEntry
 from verifyfeed.models.records import Batch, BatchStatus, Job, JobCounts, JobKind, JobStatus
-from verifyfeed.ports import Blobs, JobRepository, Ledger, LedgerBusy, StaleTransition, StoreError
+from verifyfeed.ports import (
+    Blobs,
+    JobMissing,
+    JobRepository,
+    Ledger,
+    LedgerBusy,
+    SplitSuperseded,
+    StaleTransition,
+    StoreError,
+)
 from verifyfeed.store.blobs import S3Blobs
 from verifyfeed.store.jobs import JobStore
 from verifyfeed.store.ledger import LedgerStore
@@ -111,7 +120,7 @@ def counters(job: Job) -> tuple[int, ...]:
 def test_every_method_of_the_ports_is_called_in_this_contract(port: type) -> None:
     source = Path(__file__).read_text(encoding="utf-8")
     methods = [n for n, v in vars(port).items() if callable(v) and not n.startswith("_")]
-    assert len(methods) >= 8  # the ledger has 8, the job repository 19
+    assert len(methods) >= 8  # the ledger has 8, the job repository 21
     assert [m for m in methods if f".{m}(" not in source] == []
 
 
@@ -151,11 +160,11 @@ def test_a_split_finishes_once_from_splitting(side: Side) -> None:
     assert got.status == JobStatus.UPLOADING and got.updated_at == "2026-11-25T10:00:00.000+08:00"
     assert (got.rows_read, got.rows_accepted, got.rows_rejected, got.rows_already_uploaded) == (5, 3, 2, 1)
     assert got.batches_total == 2
-    with pytest.raises(StoreError) as again:
+    with pytest.raises(SplitSuperseded):  # finished: no run of its split may finish it again
         side.jobs.finish_split(job.job_id, counts, T0)
-    assert again.value.code == "ConditionalCheckFailedException"
-    with pytest.raises(StoreError):
+    with pytest.raises(JobMissing) as missing:
         side.jobs.finish_split("no-such-job", counts, T0)
+    assert isinstance(missing.value, StoreError) and missing.value.code == "ConditionalCheckFailedException"
 
 
 def test_the_job_status_moves_only_from_an_expected_one(side: Side) -> None:
@@ -176,7 +185,8 @@ def test_the_job_status_moves_only_from_an_expected_one(side: Side) -> None:
 def test_a_rejected_job_keeps_its_reason_counts_release_and_report(side: Side) -> None:
     job = a_job(side.jobs)
     side.jobs.reject_job(job.job_id, "header: no ID column", JobCounts(rows_read=7, rows_rejected=7), T0)
-    side.jobs.mark_released(job.job_id, T0)
+    assert side.jobs.mark_released(job.job_id, T0) is True
+    assert side.jobs.mark_released(job.job_id, T0 + timedelta(minutes=1)) is False  # released already
     side.jobs.set_report_key(job.job_id, "reports/x.summary.json")
     got = got_job(side.jobs, job.job_id)
     assert (got.status, got.reason, got.rows_read, got.rows_rejected) == (
@@ -189,6 +199,34 @@ def test_a_rejected_job_keeps_its_reason_counts_release_and_report(side: Side) -
     other = a_job(side.jobs)
     side.jobs.reject_job(other.job_id, "same as j1", JobCounts(), T0, status=JobStatus.DUPLICATE)
     assert got_job(side.jobs, other.job_id).status == JobStatus.DUPLICATE
+    with pytest.raises(SplitSuperseded):  # rejected: no run of its split may reject it again
+        side.jobs.reject_job(other.job_id, "again", JobCounts(), T0)
+
+
+def test_writes_to_a_job_that_is_not_there_write_nothing(side: Side) -> None:
+    """Issue 24: a bare update of a missing job item would create a fragment of one (its report key,
+    its release, a counter) that get_job could not read. Each write is conditional on the job."""
+    ghost = "no-such-job-" + uuid.uuid4().hex[:8]
+    with pytest.raises(JobMissing):
+        side.jobs.mark_released(ghost, T0)
+    with pytest.raises(JobMissing):
+        side.jobs.set_report_key(ghost, "reports/x.summary.json")
+    with pytest.raises(JobMissing):
+        side.jobs.reject_job(ghost, "header: no ID column", JobCounts(rows_read=1), T0)
+    with pytest.raises(JobMissing):
+        side.jobs.finish_split(ghost, JobCounts(rows_read=1), T0)
+    assert side.jobs.take_split(ghost) is None
+    assert side.jobs.set_job_status(ghost, JobStatus.COMPLETED, {JobStatus.UPLOADING}, T0) is False
+    # a batch of no job: a transition that moves no counter is the batch's alone; one that moves
+    # the job's counters writes nothing, and a stale read is stale before the job is looked at
+    assert side.jobs.put_batch_if_absent(a_batch(ghost, 1))
+    sending = side.jobs.transition(a_batch(ghost, 1), BatchStatus.SENDING, T0, count_attempt=True)
+    with pytest.raises(JobMissing):
+        side.jobs.transition(sending, BatchStatus.SUCCEEDED, T0)
+    with pytest.raises(StaleTransition):
+        side.jobs.transition(a_batch(ghost, 1), BatchStatus.SUCCEEDED, T0)
+    assert got_batch(side.jobs, ghost, 1) == sending
+    assert side.jobs.get_job(ghost) is None  # no fragment: nothing to read, nothing that fails to
 
 
 # ---- batches ------------------------------------------------------------------------------
@@ -220,6 +258,72 @@ def test_staging_rewrites_a_batch_never_released_and_never_one_released(side: Si
     assert side.jobs.stage_batch(staged) is False  # released: never rewritten
     assert side.jobs.discard_staged(job.job_id, 1, T0) is False
     assert got_batch(side.jobs, job.job_id, 1).status == BatchStatus.QUEUED
+
+
+def test_the_runs_of_a_split_are_fenced_by_number(side: Side) -> None:
+    """Issue 24, step by step: run A of a split stages, run B (the same event again) takes the job
+    over, keeps one of A's batches and stages the others again, and finishes the split. From B's
+    take-over on, A can neither rewrite, keep nor discard a batch B staged or kept, nor finish or
+    reject the split; and once the split is finished no run takes it over."""
+    job_id = a_job(side.jobs).job_id
+
+    def staged(seq: int, run: int, count: int = 2, snapshot: str = "s1") -> Batch:
+        return a_batch(job_id, seq, BatchStatus.STAGED, count).model_copy(
+            update={
+                "split_run": run,
+                "claim_key": claim_key("claims/", job_id, seq, run),
+                "ledger_snapshot": snapshot,
+            }
+        )
+
+    def runs() -> list[tuple[int, BatchStatus, int]]:
+        return [(b.seq, b.status, b.split_run) for b in side.jobs.batches(job_id)]
+
+    a = side.jobs.take_split(job_id)
+    assert a == 1 and got_job(side.jobs, job_id).split_run == 1
+    assert side.jobs.stage_batch(staged(1, a)) and side.jobs.stage_batch(staged(2, a))
+    as_a_staged_it = got_batch(side.jobs, job_id, 1)
+    b = side.jobs.take_split(job_id)
+    assert b == 2 and got_job(side.jobs, job_id).split_run == 2
+    assert side.jobs.keep_staged(as_a_staged_it.model_copy(update={"ledger_snapshot": "s2"}), b) is False
+    assert side.jobs.keep_staged(as_a_staged_it, b) is True  # the same records: B's from now on
+    assert got_batch(side.jobs, job_id, 1) == as_a_staged_it.model_copy(update={"split_run": b})
+    assert side.jobs.stage_batch(staged(2, b, count=1, snapshot="s2"))  # the ledger moved: other records
+    assert side.jobs.stage_batch(staged(3, b))
+
+    # A, taken over
+    assert side.jobs.stage_batch(staged(2, a)) is False
+    assert side.jobs.keep_staged(got_batch(side.jobs, job_id, 2), a) is False
+    assert side.jobs.discard_staged(job_id, 1, T0, a) is False
+    assert side.jobs.discard_staged(job_id, 2, T0, a) is False
+    with pytest.raises(SplitSuperseded):
+        side.jobs.finish_split(job_id, JobCounts(rows_read=4, rows_accepted=4, batches_total=2), T0, a)
+    with pytest.raises(SplitSuperseded):
+        side.jobs.reject_job(job_id, "more than MAX_ROWS_PER_FILE", JobCounts(rows_read=4), T0, run=a)
+    assert runs() == [(1, BatchStatus.STAGED, b), (2, BatchStatus.STAGED, b), (3, BatchStatus.STAGED, b)]
+    assert got_batch(side.jobs, job_id, 2).claim_key == claim_key("claims/", job_id, 2, b)
+    # a batch only A staged stays A's: no release sends it (a release sends the latest run's)
+    assert side.jobs.stage_batch(staged(4, a)) is True
+
+    # B's own: discarded, then no longer kept as read, staged again
+    as_b_staged_it = got_batch(side.jobs, job_id, 3)
+    assert side.jobs.discard_staged(job_id, 3, T0, b) is True
+    assert side.jobs.keep_staged(as_b_staged_it, b) is False
+    assert side.jobs.stage_batch(staged(3, b))
+    # and the leftover of an earlier run is the later run's to discard
+    assert side.jobs.discard_staged(job_id, 4, T0, b) is True
+
+    side.jobs.finish_split(job_id, JobCounts(rows_read=6, rows_accepted=5, batches_total=3), T0, b)
+    assert got_job(side.jobs, job_id).status == JobStatus.UPLOADING
+    assert side.jobs.take_split(job_id) is None  # finished: no run takes it over
+    assert side.jobs.discard_staged(job_id, 1, T0, a) is False
+    assert runs() == [
+        (1, BatchStatus.STAGED, b),
+        (2, BatchStatus.STAGED, b),
+        (3, BatchStatus.STAGED, b),
+        (4, BatchStatus.DISCARDED, a),
+    ]
+    assert side.jobs.mark_released(job_id, T0) is True
 
 
 def test_batches_come_by_seq_and_a_tree_is_its_root_and_its_children(side: Side) -> None:

@@ -69,8 +69,11 @@ def drop_file(services: Services, rows: int) -> Dropped:
     event = drop(services.settings.ingest_bucket, key, csv_bytes(people))
     result = split_object(services, DroppedObject.from_event_record(event["Records"][0]))
     assert result.outcome == "split" and result.counts.rows_accepted == rows
-    root_key = claim_key(services.settings.claims_prefix, result.job_id, 1)
-    body = boto3.client("s3").get_object(Bucket=services.settings.ingest_bucket, Key=root_key)["Body"].read()
+    root = services.jobs.get_batch(result.job_id, 1)
+    assert root is not None and root.claim_key == claim_key(
+        services.settings.claims_prefix, result.job_id, 1, 1
+    )
+    body = boto3.client("s3").get_object(Bucket=root.claim_bucket, Key=root.claim_key)["Body"].read()
     return Dropped(result.job_id, key, people, [sha256_hex(p[1]) for p in people], body)
 
 

@@ -20,9 +20,9 @@ import pytest
 
 from local.events import api_gateway_proxy_event
 from local.lambda_context import new_context
-from tests.integration.conftest import API_ID, CALLBACK_SECRET, PREVIOUS_CALLBACK_SECRET
+from tests.integration.conftest import API_ID, CALLBACK_SECRET, PREVIOUS_CALLBACK_SECRET, new_job
 from tests.rows import an_audit
-from verifyfeed.models.records import Audit, AuditStatus
+from verifyfeed.models.records import Audit, AuditStatus, JobKind
 from verifyfeed.services import Services
 from verifyfeed.upstream.signing import sign_body
 
@@ -37,7 +37,9 @@ def pending_audit(services: Services, status: AuditStatus = AuditStatus.PENDING)
     and re-dropped (its record id kept for /update)."""
     now = services.clock.now()
     audit = an_audit(
-        id_card_digest=hashlib.sha256(uuid.uuid4().bytes).hexdigest(), phone_masked="*******0001"
+        job_id=new_job(services, 0, JobKind.CARRIER_AUDIT).job_id,
+        id_card_digest=hashlib.sha256(uuid.uuid4().bytes).hexdigest(),
+        phone_masked="*******0001",
     )
     _, reserved = services.audits.reserve(audit, now)
     pending = services.audits.settle_submission(

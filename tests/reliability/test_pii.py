@@ -256,8 +256,8 @@ def test_no_plaintext_id_or_phone_in_logs_tables_or_reports(
     ]
     assert claims, "the batch whose answer was lost keeps its claim"
     for claim in claims:
-        job_id, seq = claim.removeprefix("claims/").removesuffix(".json").split("/")
-        batch = services.jobs.get_batch(job_id, int(seq))
+        job_id, name = claim.removeprefix("claims/").split("/")  # <seq>.json, or <seq>.r<run>.json
+        batch = services.jobs.get_batch(job_id, int(name.split(".")[0]))
         assert batch is not None and batch.status != BatchStatus.SUCCEEDED, f"{claim}: batch succeeded"
     print(f"DynamoDB items scanned: {scanned}; S3 objects scanned: {objects}; test identities: {len(PII)}")
 

@@ -13,10 +13,12 @@ import inspect
 import io
 import json
 import random
+import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from datetime import datetime
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
 import pytest
@@ -30,10 +32,11 @@ from tests.rows import fake_id
 from verifyfeed.clock import FixedClock
 from verifyfeed.logic.poller import poll
 from verifyfeed.logic.splitter import DroppedObject, SplitResult, split_object
-from verifyfeed.logic.uploader import Delivery, upload_batch
+from verifyfeed.logic.uploader import Delivery, SettleFailed, upload_batch
 from verifyfeed.models.ids import claim_key
+from verifyfeed.models.ledger import LedgerObject
 from verifyfeed.models.messages import LostRepairBatchMessage
-from verifyfeed.models.records import Batch, BatchStatus, Job, JobStatus
+from verifyfeed.models.records import Batch, BatchStatus, Job, JobCounts, JobStatus
 from verifyfeed.ports import JobRepository, Ledger, Services
 from verifyfeed.rules.hashing import sha256_hex
 
@@ -216,7 +219,8 @@ def test_a_split_stages_every_batch_then_queues_them_and_reports_the_rejected_ro
     ]
     messages = take_messages(services)
     assert [(m.seq, m.claim_key, m.records) for m in messages] == [
-        (seq, claim_key("claims/", result.job_id, seq), None) for seq in (1, 2, 3)
+        (seq, claim_key("claims/", result.job_id, seq, 1), None)
+        for seq in (1, 2, 3)  # the split's run 1
     ]
     staged = [json.loads(services.blobs.get(services.settings.ingest_bucket, b.claim_key)) for b in batches]
     assert [r["idcode"] for body in staged for r in body] == [sha256_hex(r[1]) for r in good]
@@ -546,3 +550,274 @@ def test_a_split_charged_in_an_earlier_cycle_is_sent_again_in_the_next(unit_sand
     assert job_of(services, again.job_id).rows_already_uploaded == 0
     assert deliver_all(services) == Counter(succeeded=1)
     assert set(Counter(charged(unit_sandbox)).values()) == {2}
+
+
+# ---- two runs of one split (issue 24) -----------------------------------------------------------
+#
+# The same S3 event reaches two invocations (S3 delivers at least once, Lambda retries): run A and
+# run B of one split. The interleavings are driven step by step: a port calls ``meanwhile`` once,
+# at the moment named, in A's own call, and the other runs go to the end inside it.
+
+
+class SteppedLedger(MemoryLedger):
+    """The ledger as it is; ``meanwhile`` runs once, for the first split to get there: right after it
+    has read the ledger (``at="read"``), or as it is about to record its file (``at="commit"``: it
+    takes the lock)."""
+
+    at = "commit"
+    meanwhile: Callable[[], None] | None = None
+
+    def _step(self, at: str) -> None:
+        step = self.meanwhile if self.at == at else None
+        if step is not None:
+            self.meanwhile = None
+            step()
+
+    def list_since(self, first_day: date) -> list[LedgerObject]:
+        listed = super().list_since(first_day)
+        self._step("read")
+        return listed
+
+    def acquire(self, holder: str, now: datetime, lease_seconds: int, wait_seconds: float) -> None:
+        self._step("commit")
+        super().acquire(holder, now, lease_seconds, wait_seconds)
+
+
+class SteppedJobs(MemoryJobStore):
+    """The jobs store as it is; ``after_discard`` runs once, after the first batch it discards."""
+
+    after_discard: Callable[[], None] | None = None
+
+    def discard_staged(self, job_id: str, seq: int, now: datetime, run: int = 0) -> bool:
+        discarded = super().discard_staged(job_id, seq, now, run)
+        step = self.after_discard
+        if discarded and step is not None:
+            self.after_discard = None
+            step()
+        return discarded
+
+
+class SteppedBlobs(MemoryBlobs):
+    """The blobs as they are; ``meanwhile`` runs once, before the first object put under ``prefix``."""
+
+    prefix = ""
+    meanwhile: Callable[[], None] | None = None
+
+    def put(self, bucket: str, key: str, body: bytes, content_type: str = "application/json") -> None:
+        step = self.meanwhile if self.prefix and key.startswith(self.prefix) else None
+        if step is not None:
+            self.meanwhile = None
+            step()
+        super().put(bucket, key, body, content_type)
+
+
+class SteppedQueue(MemoryQueue):
+    """The queue as it is; ``meanwhile`` runs once, before the first messages are sent."""
+
+    meanwhile: Callable[[], None] | None = None
+
+    def send_all(self, bodies: Sequence[str]) -> None:
+        step, self.meanwhile = self.meanwhile, None
+        if step is not None and bodies:
+            step()
+        super().send_all(bodies)
+
+
+@dataclass
+class TwoRuns:
+    """Services whose ports let a test step between the runs of a split."""
+
+    services: Services
+    jobs: SteppedJobs
+    ledger: SteppedLedger
+    blobs: SteppedBlobs
+    queue: SteppedQueue
+
+
+def two_runs(sandbox: SandboxHandle, **settings: str) -> TwoRuns:
+    """``TwoRuns`` with the resend ledger on (two files share a person)."""
+    services = on_fakes(sandbox, RESEND_WINDOW="month", BATCH_MAX_RECORDS="2", **settings)
+    jobs, blobs, queue = SteppedJobs(), SteppedBlobs(), SteppedQueue()
+    ledger = SteppedLedger(blobs, services.settings.ingest_bucket)
+    services.jobs, services.blobs, services.queue, services.ledger_factory = (
+        jobs,
+        blobs,
+        queue,
+        lambda: ledger,
+    )
+    return TwoRuns(services, jobs, ledger, blobs, queue)
+
+
+def wait_until(what: str, condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        time.sleep(0.005)
+
+
+def assert_every_row_sent_once(services: Services, sandbox: SandboxHandle, people: list[list[str]]) -> None:
+    """Every accepted row upstream exactly once, every job settled, no batch left unsent."""
+    assert Counter(charged(sandbox)) == Counter(sha256_hex(p[1]) for p in people)
+    for job in services.jobs.list_jobs():
+        assert job.status == JobStatus.COMPLETED, (job.key, job.status, job.reason)
+        statuses = {b.seq: b.status for b in batches_of(services, job.job_id)}
+        assert set(statuses.values()) == {BatchStatus.SUCCEEDED}, (job.key, statuses)
+        assert job.batches_succeeded == job.batches_total == len(statuses)
+
+
+def test_a_run_taken_over_before_its_commit_leaves_the_batches_the_other_run_released(
+    unit_sandbox: SandboxHandle,
+) -> None:
+    """Run A of x.csv has staged its batches and is about to record the file in the ledger; y.csv,
+    which shares a person with it, records first; run B (the same event again) resumes the split,
+    records x.csv and releases its batches. A then finds y.csv in the ledger: before issue 24 it
+    discarded B's released batches (their messages became no-ops), staged them again without a
+    message and failed at finish_split, and the retried event called it a duplicate — x.csv's rows
+    were never sent and its job stayed uploading. A taken over now writes nothing more."""
+    people = rows(5, 900)  # x.csv: 0-3, y.csv: 3-4
+    x_key, y_key = "lost-repair/x.csv", "lost-repair/y.csv"
+    steps = two_runs(unit_sandbox)
+    services, jobs, ledger = steps.services, steps.jobs, steps.ledger
+    x, y = put(services, x_key, csv_bytes(people[:4])), put(services, y_key, csv_bytes(people[3:]))
+    others: dict[str, SplitResult] = {}
+
+    def y_then_run_b() -> None:  # A is about to record x.csv
+        others["y"] = split(services, y)
+        others["b"] = split(services, x)
+
+    ledger.meanwhile = y_then_run_b
+    jobs.after_discard = lambda: deliver_all(services)  # the uploader at work as soon as A discards
+
+    a = split(services, x)
+    assert (others["y"].outcome, others["b"].outcome, a.outcome) == ("split", "split", "superseded")
+    assert split(services, x).outcome == "duplicate"  # the event once more: nothing to do
+    x_job = job_of(services, a.job_id)
+    assert (x_job.rows_accepted, x_job.rows_already_uploaded, x_job.batches_total) == (3, 1, 2)
+    deliver_all(services)
+    assert_every_row_sent_once(services, unit_sandbox, people)
+
+
+def test_a_run_taken_over_before_it_rejects_the_file_leaves_the_job_to_the_run_that_split_it(
+    unit_sandbox: SandboxHandle,
+) -> None:
+    """Run A of x.csv finds more rows than MAX_ROWS_PER_FILE; run B, which started after y.csv
+    recorded one of them, finds fewer and splits and releases the file first. Before issue 24 A
+    discarded B's released batches and marked the job rejected, "nothing sent": the rows were never
+    sent. A taken over now neither discards nor rejects."""
+    people = rows(5, 950)  # x.csv: 0-3, y.csv: 3-4
+    x_key, y_key = "lost-repair/x-cap.csv", "lost-repair/y-cap.csv"
+    steps = two_runs(unit_sandbox, MAX_ROWS_PER_FILE="3")
+    services, ledger = steps.services, steps.ledger
+    x, y = put(services, x_key, csv_bytes(people[:4])), put(services, y_key, csv_bytes(people[3:]))
+    others: dict[str, SplitResult] = {}
+
+    def y_then_run_b() -> None:  # A has read the ledger
+        others["y"] = split(services, y)
+        others["b"] = split(services, x)
+
+    ledger.at, ledger.meanwhile = "read", y_then_run_b
+    a = split(services, x)
+    assert (others["y"].outcome, others["b"].outcome, a.outcome) == ("split", "split", "superseded")
+    x_job = job_of(services, a.job_id)
+    assert (x_job.status, x_job.reason, x_job.rows_accepted) == (JobStatus.UPLOADING, "", 3)
+    deliver_all(services)
+    assert_every_row_sent_once(services, unit_sandbox, people)
+
+
+def test_a_run_taken_over_while_a_body_is_in_flight_overwrites_nothing_the_other_run_released(
+    unit_sandbox: SandboxHandle,
+) -> None:
+    """Run A of x.csv has staged batch 1 and is writing the body of batch 2 when y.csv records a
+    person of batch 2 and run B splits and releases the file, with batch 2 one row shorter. A's
+    late body lands under A's own name (``claims/<job>/<seq>.r<run>.json``), never over B's, and A's
+    record of it is refused: what B released is what is sent."""
+    people = rows(5, 1000)  # x.csv: 0-3, y.csv: 3-4
+    steps = two_runs(unit_sandbox)
+    services = steps.services
+    x = put(services, "lost-repair/x-late.csv", csv_bytes(people[:4]))
+    y = put(services, "lost-repair/y-late.csv", csv_bytes(people[3:]))
+    x_job = DroppedObject.from_event_record(x["Records"][0]).job_id
+    others: dict[str, SplitResult] = {}
+
+    def y_then_run_b() -> None:
+        wait_until("A's batch 1 staged", lambda: services.jobs.get_batch(x_job, 1) is not None)
+        others["y"] = split(services, y)
+        others["b"] = split(services, x)
+
+    steps.blobs.prefix, steps.blobs.meanwhile = f"claims/{x_job}/00002.", y_then_run_b
+    a = split(services, x)
+    assert (others["y"].outcome, others["b"].outcome, a.outcome) == ("split", "split", "superseded")
+    assert [(b.seq, b.record_count, b.split_run) for b in batches_of(services, x_job)] == [
+        (1, 2, 2),
+        (2, 1, 2),
+    ]
+    deliver_all(services)
+    assert_every_row_sent_once(services, unit_sandbox, people)
+    assert [k for (_, k) in blobs_of(services).objects if k.startswith(f"claims/{x_job}/")] == []
+
+
+def test_two_runs_releasing_one_split_send_each_row_once_and_count_it_once(
+    unit_sandbox: SandboxHandle,
+) -> None:
+    """Run A has split x.csv and is queueing its batches when run B (the same event) finds the job
+    split but not released, and releases it too. Each batch is queued twice, each row sent once;
+    the run that marked the release first is the one whose rows count in the metrics; its result
+    holds the job's counts, not the job (issue 24)."""
+    people = rows(4, 1100)
+    steps = two_runs(unit_sandbox)
+    services = steps.services
+    x = put(services, "lost-repair/x-twice.csv", csv_bytes(people))
+    others: dict[str, SplitResult] = {}
+    steps.queue.meanwhile = lambda: others.setdefault("b", split(services, x))
+    a = split(services, x)
+    b = others["b"]
+    assert (a.outcome, a.record_metrics, b.outcome, b.record_metrics) == ("split", False, "released", True)
+    assert type(b.counts) is JobCounts and b.counts == a.counts
+    assert (b.counts.rows_accepted, b.counts.batches_total) == (4, 2)
+    assert deliver_all(services) == Counter(succeeded=4)  # two messages a batch: the second a no-op
+    assert_every_row_sent_once(services, unit_sandbox, people)
+    assert split(services, x) == SplitResult(a.job_id, "duplicate", job_of(services, a.job_id).counts())
+
+
+def test_a_batch_whose_job_is_gone_is_not_settled_and_not_retried(unit_sandbox: SandboxHandle) -> None:
+    """Issue 24: the settlement counts the batch on its job, conditional on the job. With the job
+    item gone (deleted by hand) the transaction writes nothing — no fragment of a job item — and the
+    uploader does not retry it for the rest of the invocation: ``SettleFailed``, the message back to
+    SQS, the answer in the log."""
+    services = on_fakes(unit_sandbox)
+    result = drop(services, "lost-repair/orphan.csv", csv_bytes(rows(2, 1200)))
+    [message] = take_messages(services)
+    jobs = services.jobs
+    assert isinstance(jobs, MemoryJobStore)
+    del jobs.jobs[result.job_id]
+    asked: list[float] = []
+
+    def seconds_left() -> float:  # time for two more tries, if it were tried again
+        asked.append(600.0 if len(asked) < 2 else 0.0)
+        return asked[-1]
+
+    with pytest.raises(SettleFailed):
+        upload_batch(services, message, Delivery(seconds_left=seconds_left))
+    assert len(asked) == 1 and upload_calls(unit_sandbox) == 1
+    assert services.jobs.get_job(result.job_id) is None
+    batch = services.jobs.get_batch(result.job_id, 1)
+    assert batch is not None and batch.status == BatchStatus.SENDING
+
+
+def test_a_run_taken_over_records_nothing_in_the_ledger(unit_sandbox: SandboxHandle) -> None:
+    """Run A of x.csv is about to record it in the resend ledger when run B (the same event) keeps
+    A's batches, records the file and releases it. A, taken over, checks under the ledger's lock
+    that it still owns the split, and writes nothing: the file's ledger object is B's, once."""
+    people = rows(4, 1300)
+    steps = two_runs(unit_sandbox)
+    services = steps.services
+    x = put(services, "lost-repair/x-record.csv", csv_bytes(people))
+    others: dict[str, SplitResult] = {}
+    steps.ledger.meanwhile = lambda: others.setdefault("b", split(services, x))
+    a = split(services, x)
+    assert (others["b"].outcome, a.outcome) == ("split", "superseded")
+    assert [(b.seq, b.split_run) for b in batches_of(services, a.job_id)] == [(1, 2), (2, 2)]  # kept
+    [recorded] = [o for o in steps.ledger.list_since(date(2026, 11, 1)) if o.job_id == a.job_id]
+    assert len(blobs_of(services).objects[(services.settings.ingest_bucket, recorded.key)]) == 1
+    deliver_all(services)
+    assert_every_row_sent_once(services, unit_sandbox, people)

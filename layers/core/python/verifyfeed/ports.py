@@ -61,8 +61,18 @@ class BlobError(Exception):
         self.code = code
 
 
+class JobMissing(StoreError):
+    """A write to a job (or counted on it) found no job: nothing was written. Not a stale read —
+    no one else moved anything, and trying again cannot help (docs/decisions.md#all-or-nothing)."""
+
+
 class StaleTransition(Exception):
     """The record was no longer in the state the transition expected: someone else moved it."""
+
+
+class SplitSuperseded(Exception):
+    """Another run of the same split took the job over, or finished it: this run writes nothing
+    more to the job or its batches (docs/decisions.md#all-or-nothing)."""
 
 
 class StaleAudit(Exception):
@@ -80,7 +90,14 @@ class LedgerBusy(Exception):
 
 class JobRepository(Protocol):
     """Jobs (one a dropped file) and their batches. Every batch transition is conditional on the
-    state it leaves, and the job's counters move with it, atomically."""
+    state it leaves, and the job's counters move with it, atomically.
+
+    A write to a job that is not there raises ``JobMissing`` and writes nothing (a bare update would
+    leave a fragment of an item ``get_job`` cannot read). While a job is splitting, each run of the
+    split (an invocation; the same S3 event may reach two) owns it from ``take_split`` on, under a
+    number one above the last run's (``run``; 0 for a job no run took over): a staged batch carries
+    the run that staged or kept it, and a run's writes are refused — ``SplitSuperseded``, or False
+    as each method says — once a later run has taken the job, or the batch, over."""
 
     def create_job(self, job: Job) -> bool:
         """Create the job; False when it exists already (the same S3 event delivered twice)."""
@@ -96,16 +113,24 @@ class JobRepository(Protocol):
         """The jobs of an uploaded file, most recent first (one per uploaded version)."""
         ...
 
-    def finish_split(self, job_id: str, counts: JobCounts, now: datetime) -> None:
-        """Record what the splitter found (a re-run rewrites the same)."""
+    def take_split(self, job_id: str) -> int | None:
+        """A run of the split takes the job over: its number, one above the last run's; None when
+        the job is not splitting (any more)."""
         ...
 
-    def mark_released(self, job_id: str, now: datetime) -> None:
-        """Every staged batch of the job has its message on the queue."""
+    def finish_split(self, job_id: str, counts: JobCounts, now: datetime, run: int = 0) -> None:
+        """Record what the splitter found: ``splitting → uploading``, if ``run`` still owns the split
+        (``SplitSuperseded`` if not)."""
         ...
 
-    def discard_staged(self, job_id: str, seq: int, now: datetime) -> bool:
-        """``staged → discarded`` (its file was rejected); False when it was not staged."""
+    def mark_released(self, job_id: str, now: datetime) -> bool:
+        """Every staged batch of the job has its message on the queue; False when it was marked so
+        already (another run released it too)."""
+        ...
+
+    def discard_staged(self, job_id: str, seq: int, now: datetime, run: int = 0) -> bool:
+        """``staged → discarded`` (never sent); False when it was not staged, or a later run than
+        ``run`` staged or kept it."""
         ...
 
     def reject_job(
@@ -115,8 +140,10 @@ class JobRepository(Protocol):
         counts: JobCounts,
         now: datetime,
         status: JobStatus = ...,
+        run: int = 0,
     ) -> None:
-        """The file as a whole is not sent: ``rejected`` (or ``duplicate``: identical to one split)."""
+        """The file as a whole is not sent: ``rejected`` (or ``duplicate``: identical to one split),
+        if ``run`` still owns the split (``SplitSuperseded`` if not)."""
         ...
 
     def set_job_status(self, job_id: str, status: JobStatus, expected: set[JobStatus], now: datetime) -> bool:
@@ -130,8 +157,13 @@ class JobRepository(Protocol):
         ...
 
     def stage_batch(self, batch: Batch) -> bool:
-        """Write a ``staged`` batch over nothing, or over one never released; False when a
-        batch with its seq was released already."""
+        """Write a ``staged`` batch (staged by ``batch.split_run``) over nothing, or over one never
+        released that no later run staged or kept; False when there is one of those."""
+        ...
+
+    def keep_staged(self, batch: Batch, run: int) -> bool:
+        """A later run keeps a batch an earlier one staged (the same records): it carries ``run``
+        from now on; False when it is no longer staged as read."""
         ...
 
     def get_batch(self, job_id: str, seq: int) -> Batch | None: ...
@@ -216,7 +248,8 @@ class AuditRepository(Protocol):
     def settle_submission(
         self, audit: Audit, to: AuditStatus, now: datetime, *, record_id: int | None = None, error: str = ""
     ) -> Audit:
-        """submitting → pending (with the record id) / failed / unknown, and count it on the job."""
+        """submitting → pending (with the record id) / failed / unknown, and count it on the job
+        (``JobMissing``, nothing written, when the job is not there)."""
         ...
 
     def resubmit_unknown(self, audit: Audit, now: datetime) -> Audit:

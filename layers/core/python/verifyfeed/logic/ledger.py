@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -141,6 +142,10 @@ class LedgerSession:
     prior: bool = True
     write: bool = True
     lookback_days: int = 0  # earlier splits looked at for charges within the window (module doc)
+    # the run of the split this session serves (logic.splitter): with the job, the lock's holder;
+    # ``owner_check`` raises, under the lock, when another run took the split over: it records nothing
+    run: int = 0
+    owner_check: Callable[[], None] | None = None
     sources: list[_Source] = field(default_factory=list)
     skipped_objects: int = 0  # written under another pepper (rotated): not comparable
     _seen: dict[str, str] = field(default_factory=dict)  # object key → ETag read by preload
@@ -297,9 +302,11 @@ class LedgerSession:
         """Write this file's keys, unless a split that ran meanwhile recorded some of them first."""
         if not self.write:
             return
-        holder = self.job.job_id
+        holder = f"{self.job.job_id}#{self.run}"
         self.store.acquire(holder, now, _LEASE_SECONDS, wait_seconds)
         try:
+            if self.owner_check is not None:
+                self.owner_check()
             if self.prior:
                 self._check_newcomers()
             self.store.write(self.today, self.entry)

@@ -12,19 +12,21 @@ decoding error, a cap exceeded) charges nothing.
 Lost-repair rows are normalised and hashed, deduplicated across the whole file (a later row with
 an ``idcode`` or ``authCode`` already seen names the first row), and chunked into batches of at
 most ``BATCH_MAX_RECORDS``. Each batch is *staged* while the file is read — its records in S3
-(``claims/<job>/<seq>.json``, written by a few threads while parsing goes on), its record
+(``claims/<job>/<seq>.r<run>.json``, written by a few threads while parsing goes on), its record
 ``staged`` — and *released* (its message queued, ten per ``SendMessageBatch``) once the file has
 been read to the end. A file rejected after some batches were staged discards them (records
-``discarded``, claims deleted). Carrier-audit rows are validated in a first pass; only a file read
-to the end has its audits reserved in the audits table and queued for ``add`` or (a rejected audit
-re-dropped) ``update``.
+``discarded``, claims deleted). The same event may reach two invocations: each *run* of the split
+takes the job over (``JobRepository.take_split``), and a run taken over writes nothing more — it
+stages, keeps, discards, records, finishes and rejects nothing (docs/decisions.md#all-or-nothing).
+Carrier-audit rows are validated in a first pass; only a file read to the end has its audits
+reserved in the audits table and queued for ``add`` or (a rejected audit re-dropped) ``update``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -55,9 +57,10 @@ from verifyfeed.logic.reports import (
     write_summary,
 )
 from verifyfeed.models.carrier_audit import AuditParams
-from verifyfeed.models.ids import batch_id, claim_key, iso
+from verifyfeed.models.ids import TREE_BASE, batch_id, claim_key, iso
 from verifyfeed.models.messages import CarrierAuditMessage, LostRepairBatchMessage
 from verifyfeed.models.records import (
+    REOPENABLE_JOB_STATUSES,
     Audit,
     AuditStatus,
     Batch,
@@ -70,7 +73,7 @@ from verifyfeed.models.records import (
     correctable,
 )
 from verifyfeed.pii import Keyed, mask_id, mask_name, mask_object_key, mask_phone
-from verifyfeed.ports import LedgerBusy, Services
+from verifyfeed.ports import BlobError, LedgerBusy, Services, SplitSuperseded
 from verifyfeed.rules.authcode import validate_auth_code
 from verifyfeed.rules.carrier_audit import validate_audit_row
 from verifyfeed.rules.errors import RowRejected, RuleViolation
@@ -117,8 +120,13 @@ class DroppedObject:
 @dataclass(frozen=True)
 class SplitResult:
     job_id: str
-    outcome: str  # "split", "duplicate", "rejected", "ignored"
+    # "split", "released" (an interrupted release finished), "duplicate", "superseded" (another run
+    # took the split over), "rejected", "duplicate_file", "dry_run", "ignored"
+    outcome: str
     counts: JobCounts
+    # this run recorded the file's outcome (split and released it, or rejected it): its rows are
+    # counted in the metrics once, whichever of two runs of one split got there
+    record_metrics: bool = False
 
 
 def is_dry_run(key: str, services: Services) -> bool:
@@ -158,21 +166,8 @@ def split_object(services: Services, dropped: DroppedObject) -> SplitResult:
     resuming = False
     if not services.jobs.create_job(job):
         existing = services.jobs.get_job(job_id)
-        if (
-            existing is not None
-            and existing.kind == JobKind.LOST_REPAIR
-            and existing.status not in (JobStatus.SPLITTING, JobStatus.REJECTED, JobStatus.DRY_RUN)
-            and not existing.released_at
-        ):  # the split finished but its release was interrupted: release what is still staged
-            staged = [b.seq for b in services.jobs.batches(job_id) if b.status == BatchStatus.STAGED]
-            logger.info("resuming an interrupted release", extra={**log_extra, "staged": len(staged)})
-            release_batches(services, existing, staged)
-            return SplitResult(job_id, "split", existing)
         if existing is not None and existing.status != JobStatus.SPLITTING:
-            logger.info(
-                "duplicate S3 event: job exists", extra={**log_extra, "status": existing.status.value}
-            )
-            return SplitResult(job_id, "duplicate", existing)
+            return _split_done(services, existing)
         logger.info("resuming an interrupted split", extra=log_extra)
         resuming = True
 
@@ -183,9 +178,24 @@ def split_object(services: Services, dropped: DroppedObject) -> SplitResult:
         except LedgerConflict:  # an overlapping file committed first: read this one again
             logger.info("splitting again after a ledger conflict", extra={**log_extra, "attempt": attempt})
             resuming = True
+        except SplitSuperseded:  # the same event reached another invocation, which finishes the job
+            logger.info("another run of this split took it over; this one stops", extra=log_extra)
+            return SplitResult(job_id, "superseded", JobCounts())
         finally:
             rejections.close()
     raise LedgerBusy(f"{_LEDGER_ATTEMPTS} overlapping splits in a row committed first; the event is retried")
+
+
+def _split_done(services: Services, job: Job) -> SplitResult:
+    """The file has been split (or refused) already: a release that was interrupted is finished —
+    what the last run staged and is still ``staged`` is queued — else it is the same event again."""
+    log_extra = {"job_id": job.job_id, "key": mask_object_key(job.key), "status": job.status.value}
+    if job.kind == JobKind.LOST_REPAIR and job.status in REOPENABLE_JOB_STATUSES and not job.released_at:
+        logger.info("resuming an interrupted release", extra=log_extra)
+        first = release_batches(services, job, job.split_run)
+        return SplitResult(job.job_id, "released", job.counts(), record_metrics=first)
+    logger.info("duplicate S3 event: job exists", extra=log_extra)
+    return SplitResult(job.job_id, "duplicate", job.counts())
 
 
 _LEDGER_ATTEMPTS = 3
@@ -197,8 +207,10 @@ def is_resend(key: str, services: Services) -> bool:
     return bool(prefix) and key.startswith(prefix)
 
 
-def _ledger_session(services: Services, job: Job, dry_run: bool, resend: bool) -> LedgerSession | None:
-    """The resend ledger for a lost-repair split, None when RESEND_WINDOW is off."""
+def _ledger_session(
+    services: Services, job: Job, run: int, dry_run: bool, resend: bool
+) -> LedgerSession | None:
+    """The resend ledger for a lost-repair split's ``run``, None when RESEND_WINDOW is off."""
     settings = services.settings
     now = services.clock.now()
     first_day = window_start(settings.resend_window, now, services.blackout)
@@ -216,7 +228,16 @@ def _ledger_session(services: Services, job: Job, dry_run: bool, resend: bool) -
         prior=not resend,
         write=not dry_run,
         lookback_days=settings.resend_lookback_days,
+        run=run,
+        owner_check=lambda: _still_owns(services, job.job_id, run),
     )
+
+
+def _still_owns(services: Services, job_id: str, run: int) -> None:
+    """SplitSuperseded unless ``run`` still owns the split (the ledger asks under its lock)."""
+    job = services.jobs.get_job(job_id)
+    if job is None or job.status != JobStatus.SPLITTING or job.split_run != run:
+        raise SplitSuperseded(job_id)
 
 
 def _identical_split(services: Services, dropped: DroppedObject, ledger: LedgerSession) -> Job | None:
@@ -241,17 +262,20 @@ def _split(
     services: Services, dropped: DroppedObject, job: Job, rejections: RejectionLog, resuming: bool
 ) -> SplitResult:
     job_id = job.job_id
-    log_extra = {"job_id": job_id, "key": mask_object_key(dropped.key)}
+    run = services.jobs.take_split(job_id)
+    if run is None:  # another run finished the split meanwhile
+        raise SplitSuperseded(job_id)
+    log_extra = {"job_id": job_id, "key": mask_object_key(dropped.key), "split_run": run}
     summary_key, rejected_key = report_keys(services.settings.reports_prefix, dropped.key)
     facts_key = header_key(services.settings.reports_prefix, dropped.key)
     header: dict[str, object] = NO_HEADER
     dry_run = is_dry_run(dropped.key, services)
-    ledger = _ledger_session(services, job, dry_run, is_resend(dropped.key, services))
+    ledger = _ledger_session(services, job, run, dry_run, is_resend(dropped.key, services))
     if ledger is not None and ledger.prior and not dry_run:
         same = _identical_split(services, dropped, ledger)
         if same is not None:
-            return _duplicate_file(services, dropped, job, same)
-    stager = _DryRunCounter(services) if dry_run else _BatchStager(services, job, resuming, ledger)
+            return _duplicate_file(services, dropped, job, run, same)
+    stager = _DryRunCounter(services) if dry_run else _BatchStager(services, job, run, resuming, ledger)
     settings = services.settings
     try:
         if dropped.key.endswith("/"):
@@ -278,7 +302,7 @@ def _split(
     except FileRejected as exc:
         discarded = stager.discard()
         counts = JobCounts()
-        services.jobs.reject_job(job_id, exc.reason, counts, services.clock.now())
+        services.jobs.reject_job(job_id, exc.reason, counts, services.clock.now(), run=run)
         rejections.upload(services.blobs, dropped.bucket, rejected_key)
         rejected = services.jobs.get_job(job_id)
         assert rejected is not None
@@ -294,21 +318,20 @@ def _split(
         logger.warning(
             "file rejected; nothing sent", extra={**log_extra, "reason": exc.reason, "discarded": discarded}
         )
-        return SplitResult(job_id, "rejected", counts)
+        return SplitResult(job_id, "rejected", counts, record_metrics=True)
     except BaseException:
         stager.abandon()  # no staging write goes on after this invocation has failed
         raise
 
     if dry_run:
-        return _finish_dry_run(services, dropped, job, counts, audits, stager, rejections, header)
+        return _finish_dry_run(services, dropped, job, run, counts, audits, stager, rejections, header)
     if ledger is not None:
         _commit_ledger(services, dropped, ledger, stager)
     if job.kind == JobKind.CARRIER_AUDIT:  # the whole file is valid as a file: reserve and queue
         counts = _submit_carrier_audits(services, job, counts, audits, rejections)
     rejections.upload(services.blobs, dropped.bucket, rejected_key)
-    services.jobs.finish_split(job_id, counts, services.clock.now())
-    if job.kind == JobKind.LOST_REPAIR:
-        release_batches(services, job, stager.staged)
+    services.jobs.finish_split(job_id, counts, services.clock.now(), run)
+    first = release_batches(services, job, run) if job.kind == JobKind.LOST_REPAIR else True
     settle_job(services, job_id)
     logger.info(
         "file split",
@@ -321,7 +344,7 @@ def _split(
             "fast_path": "c" if NATIVE else "python",  # the C extension is in the layer or not
         },
     )
-    return SplitResult(job_id, "split", counts)
+    return SplitResult(job_id, "split", counts, record_metrics=first)
 
 
 # ---- lost repair ---------------------------------------------------------------------------
@@ -356,14 +379,17 @@ def repair_rejects(rejections: RejectionLog) -> RejectRow:
 
 
 class _BatchStager:
-    """The ``emit`` of ``split_repair_rows`` for a job: stage each batch — its records in S3, its
-    record ``staged`` — on a few threads while the parsing goes on. Nothing is sent from here.
+    """The ``emit`` of ``split_repair_rows`` for a run of a job's split: stage each batch — its
+    records in S3, its record ``staged`` — on a few threads while the parsing goes on. Nothing is
+    sent from here.
 
-    A resumed split (the job was still ``splitting``: nothing was released) keeps the batches the
-    interrupted run staged from the same resend ledger (``Batch.ledger_snapshot``) and stages the
-    others again — the ledger moved since, and with it what each batch holds — then discards the
-    interrupted run's batches beyond its own (``drop_leftovers``); it never rewrites a batch that was
-    released (a settled batch's claim may have been deleted on purpose).
+    A body is named after the run (``claims/<job>/<seq>.r<run>.json``): a run taken over whose write
+    was still in flight never overwrites the body of a batch a later run released. A resumed split
+    (the job was still ``splitting``: nothing was released) keeps the batches an earlier run staged
+    from the same resend ledger (``Batch.ledger_snapshot``), which then carry this run, and stages
+    the others again — the ledger moved since, and with it what each batch holds — then discards the
+    earlier runs' batches beyond its own (``drop_leftovers``). Every write is fenced by the run
+    (``JobRepository``): one refused means a later run took the split over, ``SplitSuperseded``.
     """
 
     # each staging is two round trips (the body to S3, the record to DynamoDB): in AWS tens of
@@ -371,19 +397,20 @@ class _BatchStager:
     THREADS = 16
 
     def __init__(
-        self, services: Services, job: Job, resuming: bool, ledger: LedgerSession | None = None
+        self, services: Services, job: Job, run: int, resuming: bool, ledger: LedgerSession | None = None
     ) -> None:
         self.services = services
         self.job = job
+        self.run = run
         self.resuming = resuming
         self.ledger = ledger
-        self.staged: list[int] = []  # seqs staged (or found staged) by this run
+        self.staged: list[int] = []  # seqs staged (or kept) by this run
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[Future[None]] = []
         self._rows = 0
 
     def claim_key(self, seq: int) -> str:
-        return claim_key(self.services.settings.claims_prefix, self.job.job_id, seq)
+        return claim_key(self.services.settings.claims_prefix, self.job.job_id, seq, self.run)
 
     def _count(self, batch: RepairBatch) -> None:
         """The batch's accepted rows against MAX_ROWS_PER_FILE (checked as the file is read)."""
@@ -412,33 +439,44 @@ class _BatchStager:
         jobs = self.services.jobs
         job_id = self.job.job_id
         snapshot = self.ledger.snapshot if self.ledger is not None else ""
-        if self.resuming:
-            existing = jobs.get_batch(job_id, batch.seq)
-            if existing is not None and existing.status not in (BatchStatus.STAGED, BatchStatus.DISCARDED):
-                return  # released already: never rewritten
-            if (
-                existing is not None
-                and existing.status == BatchStatus.STAGED
-                and existing.ledger_snapshot == snapshot
-                and existing.record_count == batch.count
-            ):
-                return  # staged by the interrupted run from the same ledger: the same records
-            # else staged from a ledger that has moved since: other records now, staged again
-        claim_key = self.claim_key(batch.seq)
-        self.services.blobs.put(self.job.bucket, claim_key, batch.records_json)
-        jobs.stage_batch(
-            Batch(
-                job_id=job_id,
-                seq=batch.seq,
-                batch_id=batch_id(job_id, batch.seq),
-                status=BatchStatus.STAGED,
-                record_count=batch.count,
-                claim_bucket=self.job.bucket,
-                claim_key=claim_key,
-                updated_at=iso(self.services.clock.now()),
-                ledger_snapshot=snapshot,
-            )
+        existing = jobs.get_batch(job_id, batch.seq) if self.resuming else None
+        if (
+            existing is not None
+            and existing.status == BatchStatus.STAGED
+            and existing.ledger_snapshot == snapshot
+            and existing.record_count == batch.count
+            and jobs.keep_staged(existing, self.run)
+        ):
+            return  # staged by an earlier run from the same ledger: the same records, this run's now
+        key = self.claim_key(batch.seq)
+        self.services.blobs.put(self.job.bucket, key, batch.records_json)
+        staged = Batch(
+            job_id=job_id,
+            seq=batch.seq,
+            batch_id=batch_id(job_id, batch.seq),
+            status=BatchStatus.STAGED,
+            record_count=batch.count,
+            claim_bucket=self.job.bucket,
+            claim_key=key,
+            updated_at=iso(self.services.clock.now()),
+            ledger_snapshot=snapshot,
+            split_run=self.run,
         )
+        if not jobs.stage_batch(staged):  # a later run staged or kept it: this one was taken over
+            self._delete_quietly([key])
+            raise SplitSuperseded(job_id)
+        if existing is not None and existing.claim_key not in ("", key):
+            self._delete_quietly([existing.claim_key])  # the earlier run's body, read by no record now
+
+    def _delete_quietly(self, keys: list[str]) -> None:
+        """Bodies no record names: deleted now, else left to the claims/ lifecycle rule."""
+        try:
+            self.services.blobs.delete_many(self.job.bucket, keys)
+        except BlobError as exc:
+            logger.warning(
+                "staged bodies no batch names were not deleted; the lifecycle rule will",
+                extra={"job_id": self.job.job_id, "error": type(exc).__name__},
+            )
 
     def wait(self) -> None:
         """Every staging write done (the first error, if any, raised here)."""
@@ -463,30 +501,30 @@ class _BatchStager:
             self._pool = None
 
     def drop_leftovers(self) -> int:
-        """A resumed split: discard the staged batches of the interrupted run that this run did not
-        stage again (it made fewer: more of its rows were found in the ledger)."""
+        """A resumed split: discard the staged batches of earlier runs that this run did not stage
+        again (it made fewer: more of its rows were found in the ledger)."""
         if not self.resuming:
             return 0
         mine = set(self.staged)
-        extra = [
-            b.seq
-            for b in self.services.jobs.batches(self.job.job_id)
-            if b.status == BatchStatus.STAGED and b.seq not in mine
-        ]
-        return self._discard(extra)
+        return self._discard({b.seq for b in self.services.jobs.batches(self.job.job_id)} - mine)
 
     def discard(self) -> int:
-        """The file was rejected: staged batches become ``discarded``, their bodies are deleted."""
+        """The file was rejected: this run's staged batches become ``discarded``, their bodies are
+        deleted. A batch a later run staged or kept is not this run's to discard."""
         try:
             self.wait()
         except Exception:  # noqa: BLE001 - a staging write failed too; discard what was written
             logger.warning("a staging write failed while the file was being rejected")
-        return self._discard(self.staged)
+        return self._discard(set(self.staged))
 
-    def _discard(self, seqs: Iterable[int]) -> int:
+    def _discard(self, seqs: set[int]) -> int:
         now = self.services.clock.now()
-        discarded = [s for s in seqs if self.services.jobs.discard_staged(self.job.job_id, s, now)]
-        self.services.blobs.delete_many(self.job.bucket, [self.claim_key(seq) for seq in discarded])
+        jobs = self.services.jobs
+        staged = {b.seq: b.claim_key for b in jobs.batches(self.job.job_id) if b.status == BatchStatus.STAGED}
+        discarded = [
+            s for s in sorted(seqs & staged.keys()) if jobs.discard_staged(self.job.job_id, s, now, self.run)
+        ]
+        self.services.blobs.delete_many(self.job.bucket, [staged[s] for s in discarded if staged[s]])
         return len(discarded)
 
 
@@ -522,6 +560,7 @@ def _finish_dry_run(
     services: Services,
     dropped: DroppedObject,
     job: Job,
+    run: int,
     counts: JobCounts,
     audits: list[CarrierAuditMessage],
     stager: _BatchStager,
@@ -546,7 +585,7 @@ def _finish_dry_run(
     summary_key, rejected_key = report_keys(settings.reports_prefix, dropped.key)
     rejections.upload(services.blobs, dropped.bucket, rejected_key)
     now = services.clock.now()
-    services.jobs.finish_split(job.job_id, counts, now)
+    services.jobs.finish_split(job.job_id, counts, now, run)
     services.jobs.set_job_status(job.job_id, JobStatus.DRY_RUN, {JobStatus.UPLOADING}, now)
     done = services.jobs.get_job(job.job_id)
     assert done is not None
@@ -573,22 +612,25 @@ def _finish_dry_run(
     return SplitResult(job.job_id, "dry_run", counts)
 
 
-def release_batches(services: Services, job: Job, seqs: Sequence[int]) -> None:
-    """Queue the message of every staged batch (``SendMessageBatch``, ten at a time), then mark the
-    job released. A message for a batch that was already queued is harmless: the uploader's send
-    lease and its "already settled" check make a second delivery a no-op."""
+def release_batches(services: Services, job: Job, run: int) -> bool:
+    """Queue the message of every batch of the file that ``run`` staged or kept and that is still
+    ``staged`` (``SendMessageBatch``, ten at a time), then mark the job released: True when this
+    call marked it. Two runs may release one job (one finishing the split, one finishing what looks
+    like an interrupted release): a message queued twice is harmless, the uploader's send lease and
+    its "already settled" check make a second delivery a no-op."""
     bodies = [
         LostRepairBatchMessage(
             job_id=job.job_id,
-            batch_id=batch_id(job.job_id, seq),
-            seq=seq,
-            claim_bucket=job.bucket,
-            claim_key=claim_key(services.settings.claims_prefix, job.job_id, seq),
+            batch_id=batch.batch_id,
+            seq=batch.seq,
+            claim_bucket=batch.claim_bucket or job.bucket,
+            claim_key=batch.claim_key,
         ).model_dump_json(exclude_none=True)
-        for seq in sorted(seqs)
+        for batch in services.jobs.batches(job.job_id)
+        if batch.status == BatchStatus.STAGED and batch.split_run == run and batch.seq < TREE_BASE
     ]
     services.queue.send_all(bodies)
-    services.jobs.mark_released(job.job_id, services.clock.now())
+    return services.jobs.mark_released(job.job_id, services.clock.now())
 
 
 def _split_lost_repair(
@@ -626,7 +668,7 @@ def _commit_ledger(
         services.ledger.record_fingerprint(fingerprint, ledger.job.job_id, ledger.today)
 
 
-def _duplicate_file(services: Services, dropped: DroppedObject, job: Job, same: Job) -> SplitResult:
+def _duplicate_file(services: Services, dropped: DroppedObject, job: Job, run: int, same: Job) -> SplitResult:
     """The file is identical to one split within the resend window: not read, nothing sent."""
     day = china_time(datetime.fromisoformat(same.created_at)).date().isoformat()
     reason = (
@@ -634,7 +676,7 @@ def _duplicate_file(services: Services, dropped: DroppedObject, job: Job, same: 
         f" to send it again drop it under {services.settings.resend_prefix} (docs/operations.md#re-drop)"
     )
     now = services.clock.now()
-    services.jobs.reject_job(job.job_id, reason, JobCounts(), now, status=JobStatus.DUPLICATE)
+    services.jobs.reject_job(job.job_id, reason, JobCounts(), now, status=JobStatus.DUPLICATE, run=run)
     summary_key, _ = report_keys(services.settings.reports_prefix, dropped.key)
     done = services.jobs.get_job(job.job_id)
     assert done is not None

@@ -51,7 +51,7 @@ from verifyfeed.models.lost_repair import RepairRecord, VerifyState
 from verifyfeed.models.messages import CarrierAuditMessage, LostRepairBatchMessage
 from verifyfeed.models.records import Audit, AuditStatus, Batch, BatchStatus
 from verifyfeed.models.wire import WireInt
-from verifyfeed.ports import BlobError, Blobs, Services, StaleAudit, StaleTransition, StoreError
+from verifyfeed.ports import BlobError, Blobs, JobMissing, Services, StaleAudit, StaleTransition, StoreError
 from verifyfeed.upstream.client import Answered, CallOutcome, HttpError, NotSent, Unknown
 
 logger = Logger(child=True)
@@ -437,7 +437,8 @@ def _advance_tree(services: Services, batch: Batch) -> None:
 def _with_retries(write: Callable[[], object], what: str, seconds_left: Callable[[], float] | None) -> None:
     """A settling write, tried again (backoff 0.1 s doubling, at most 2 s) for as long as the
     invocation has time; when it still fails, an error log and the ``SettleFailures`` metric
-    (alarmed) are the trail, and the error goes on to SQS. A stale transition is not retried."""
+    (alarmed) are the trail, and the error goes on to SQS. A stale transition is not retried, nor
+    a job that is not there (``JobMissing``: nothing was written, and waiting cannot bring it back)."""
     pause = 0.1
     while True:
         try:
@@ -445,7 +446,7 @@ def _with_retries(write: Callable[[], object], what: str, seconds_left: Callable
             return
         except StoreError as exc:
             left = seconds_left() if seconds_left else 0.0
-            if left - pause < SETTLE_RESERVE_S:
+            if isinstance(exc, JobMissing) or left - pause < SETTLE_RESERVE_S:
                 metrics.add_metric(name="SettleFailures", unit=MetricUnit.Count, value=1)
                 logger.error(
                     f"{what} failed; the answer is logged above", extra={"error": type(exc).__name__}

@@ -34,9 +34,11 @@ def tree_position(seq: int) -> tuple[int, int]:
     return divmod(seq - TREE_BASE, TREE_SPAN)
 
 
-def claim_key(claims_prefix: str, job_id: str, seq: int) -> str:
-    """Where a batch's body is kept in the ingest bucket (staged, deferred, failed or unknown)."""
-    return f"{claims_prefix}{job_id}/{seq:05d}.json"
+def claim_key(claims_prefix: str, job_id: str, seq: int, split_run: int = 0) -> str:
+    """Where a batch's body is kept in the ingest bucket (staged, deferred, failed or unknown); a
+    body the splitter staged is named after its run too, so no other run ever writes over it."""
+    run = f".r{split_run}" if split_run else ""
+    return f"{claims_prefix}{job_id}/{seq:05d}{run}.json"
 
 
 def iso(at: datetime) -> str:

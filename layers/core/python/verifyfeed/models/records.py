@@ -95,6 +95,10 @@ class JobCounts(BaseModel):
     def batches_settled(self) -> int:
         return self.batches_succeeded + self.batches_failed + self.batches_unknown + self.batches_bisected
 
+    def counts(self) -> JobCounts:
+        """The counts alone (of a ``Job``: without its key, bucket, status...)."""
+        return JobCounts.model_validate(self.model_dump(include=set(JobCounts.model_fields)))
+
 
 class Job(JobCounts):
     model_config = ConfigDict(extra="ignore", defer_build=True)
@@ -110,6 +114,7 @@ class Job(JobCounts):
     updated_at: str = ""
     report_key: str = ""
     released_at: str = ""  # lost repair: when every staged batch's message had been sent
+    split_run: int = 0  # the run of the split that owns it (JobRepository.take_split)
 
 
 class Batch(BaseModel):
@@ -135,6 +140,7 @@ class Batch(BaseModel):
     # the resend ledger as the split that staged it read it (logic.ledger.LedgerSession.snapshot):
     # a resumed split keeps a staged batch only when it reads the same ledger
     ledger_snapshot: str = ""
+    split_run: int = 0  # the run of the split that staged or kept it (JobRepository.take_split)
     # a child of a bisection (docs/decisions.md#state-0): the batch it was split from (0: a batch of
     # the file itself), how many splits down from the file's batch, and, for a one-record batch the
     # upstream refused, which record (its authCode as the rejected-rows report shows it)

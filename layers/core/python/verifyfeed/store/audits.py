@@ -38,9 +38,12 @@ from verifyfeed.models.records import (
 from verifyfeed.ports import StaleAudit
 from verifyfeed.store.codec import attr, from_item, query_count, query_items, translate_errors
 from verifyfeed.store.jobs import (
+    JOB_EXISTS,
     JOB_SK,
+    cancelled_by,
     condition_failed,
     job_pk,
+    no_job,
     put_if_absent,
     reopen_job,
     write_transaction,
@@ -292,11 +295,14 @@ class AuditStore:
                             "Key": {"pk": attr(job_pk(audit.job_id)), "sk": attr(JOB_SK)},
                             "UpdateExpression": f"ADD {counter} :one",
                             "ExpressionAttributeValues": {":one": attr(1)},
+                            "ConditionExpression": JOB_EXISTS,
                         }
                     },
                 ],
             )
         except ClientError as exc:
+            if cancelled_by(exc, len(alias) + 1) and not cancelled_by(exc, len(alias)):
+                raise no_job(audit.job_id) from exc  # the counters' job is gone: nothing written
             if condition_failed(exc):
                 raise StaleAudit(audit.audit_key) from exc
             raise

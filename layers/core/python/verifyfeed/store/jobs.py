@@ -16,7 +16,10 @@ own (``tree_seq``), far above the file's: node 1 of a tree is the file's batch, 
 are nodes ``2n`` and ``2n + 1``.
 
 Each transition is conditional on the state it leaves (and the attempt number for ``sending``),
-and the job's counters move in the same transaction.
+and the job's counters move in the same transaction, conditional on the job being there. While a
+job is splitting, the runs of its split are fenced by number (``split_run``, ports.JobRepository):
+a staged batch is rewritten, kept or discarded only by its own run or a later one, and only the
+latest run finishes or rejects the split (docs/decisions.md#all-or-nothing).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from verifyfeed.models.records import (
     JobCounts,
     JobStatus,
 )
-from verifyfeed.ports import StaleTransition
+from verifyfeed.ports import JobMissing, SplitSuperseded, StaleTransition
 from verifyfeed.store.codec import attr, from_item, query_count, query_items, to_item, translate_errors
 
 if TYPE_CHECKING:
@@ -81,6 +84,25 @@ def condition_failed(exc: ClientError) -> bool:
         reasons = exc.response.get("CancellationReasons", [])
         return any(r.get("Code") == "ConditionalCheckFailed" for r in reasons) or not reasons
     return False
+
+
+def cancelled_by(exc: ClientError, index: int) -> bool:
+    """Item ``index`` of a cancelled transaction failed its condition."""
+    reasons = exc.response.get("CancellationReasons", [])
+    return index < len(reasons) and reasons[index].get("Code") == "ConditionalCheckFailed"
+
+
+# the condition of every update of a job item: the job is there (a bare update of a missing one
+# would create a fragment of an item that get_job cannot read)
+JOB_EXISTS = "attribute_exists(pk)"
+
+
+def no_job(job_id: str) -> JobMissing:
+    return JobMissing(f"no job {job_id}", code="ConditionalCheckFailedException")
+
+
+# a staged batch's run is this run or an earlier one (a batch written before runs were numbered has none)
+_NO_LATER_RUN = "(attribute_not_exists(split_run) OR split_run <= :run)"
 
 
 def put_if_absent(db: DynamoDBClient, table: str, values: dict[str, Any]) -> bool:
@@ -204,17 +226,60 @@ class JobStore:
                 return jobs
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    def finish_split(self, job_id: str, counts: JobCounts, now: datetime) -> None:
-        """Record what the splitter found. SET, not ADD: a re-run of the splitter rewrites the same."""
-        self._db.update_item(
-            TableName=self.table,
-            Key={"pk": attr(job_pk(job_id)), "sk": attr(JOB_SK)},
+    def take_split(self, job_id: str) -> int | None:
+        """A run of the split takes the job over: its number, one above the last run's; None when
+        the job is not splitting."""
+        try:
+            answer = self._db.update_item(
+                TableName=self.table,
+                Key={"pk": attr(job_pk(job_id)), "sk": attr(JOB_SK)},
+                UpdateExpression="ADD split_run :one",
+                ConditionExpression="#s = :splitting",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":one": attr(1), ":splitting": attr(JobStatus.SPLITTING.value)},
+                ReturnValues="UPDATED_NEW",
+            )
+        except ClientError as exc:
+            if condition_failed(exc):
+                return None
+            raise
+        return int(answer["Attributes"]["split_run"]["N"])
+
+    def _owning_update(self, job_id: str, run: int, **update: Any) -> None:
+        """Update the job if ``run`` still owns its split: SplitSuperseded if another run took it
+        over or finished it, JobMissing if there is no job."""
+        names = {"#s": "status", **update.pop("ExpressionAttributeNames", {})}
+        values = {
+            ":splitting": attr(JobStatus.SPLITTING.value),
+            ":run": attr(run),
+            **update.pop("ExpressionAttributeValues"),
+        }
+        try:
+            self._db.update_item(
+                TableName=self.table,
+                Key={"pk": attr(job_pk(job_id)), "sk": attr(JOB_SK)},
+                ConditionExpression="#s = :splitting AND split_run = :run",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                **update,
+            )
+        except ClientError as exc:
+            if not condition_failed(exc):
+                raise
+            if self.get_job(job_id) is None:
+                raise no_job(job_id) from exc
+            raise SplitSuperseded(job_id) from exc
+
+    def finish_split(self, job_id: str, counts: JobCounts, now: datetime, run: int = 0) -> None:
+        """Record what the splitter found: ``splitting → uploading``, if ``run`` still owns the split.
+        SET, not ADD: the counts are the run's own."""
+        self._owning_update(
+            job_id,
+            run,
             UpdateExpression=(
                 "SET rows_read = :r, rows_accepted = :a, rows_rejected = :j, rows_already_uploaded = :u, "
                 "batches_total = :t, #s = :uploading, updated_at = :now"
             ),
-            ConditionExpression="#s = :splitting",
-            ExpressionAttributeNames={"#s": "status"},
             ExpressionAttributeValues={
                 ":r": attr(counts.rows_read),
                 ":a": attr(counts.rows_accepted),
@@ -222,34 +287,47 @@ class JobStore:
                 ":u": attr(counts.rows_already_uploaded),
                 ":t": attr(counts.batches_total),
                 ":uploading": attr(JobStatus.UPLOADING.value),
-                ":splitting": attr(JobStatus.SPLITTING.value),
                 ":now": attr(iso(now)),
             },
         )
 
-    def mark_released(self, job_id: str, now: datetime) -> None:
-        """Every staged batch of the job has its message on the queue."""
-        self._db.update_item(
-            TableName=self.table,
-            Key={"pk": attr(job_pk(job_id)), "sk": attr(JOB_SK)},
-            UpdateExpression="SET released_at = :now",
-            ExpressionAttributeValues={":now": attr(iso(now))},
-        )
+    def mark_released(self, job_id: str, now: datetime) -> bool:
+        """Every staged batch of the job has its message on the queue; False when it was marked so
+        already (another run released it too)."""
+        try:
+            self._db.update_item(
+                TableName=self.table,
+                Key={"pk": attr(job_pk(job_id)), "sk": attr(JOB_SK)},
+                UpdateExpression="SET released_at = :now",
+                ConditionExpression=(
+                    f"{JOB_EXISTS} AND (attribute_not_exists(released_at) OR released_at = :no)"
+                ),
+                ExpressionAttributeValues={":now": attr(iso(now)), ":no": attr("")},
+            )
+        except ClientError as exc:
+            if not condition_failed(exc):
+                raise
+            if self.get_job(job_id) is None:
+                raise no_job(job_id) from exc
+            return False
+        return True
 
-    def discard_staged(self, job_id: str, seq: int, now: datetime) -> bool:
-        """``staged → discarded`` (its file was rejected); False when it was not staged."""
+    def discard_staged(self, job_id: str, seq: int, now: datetime, run: int = 0) -> bool:
+        """``staged → discarded`` (never sent); False when it was not staged, or a later run than
+        ``run`` staged or kept it."""
         try:
             self._db.update_item(
                 TableName=self.table,
                 Key={"pk": attr(job_pk(job_id)), "sk": attr(batch_sk(seq))},
                 UpdateExpression="SET #s = :discarded, updated_at = :now, claim_key = :empty",
-                ConditionExpression="#s = :staged",
+                ConditionExpression=f"#s = :staged AND {_NO_LATER_RUN}",
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={
                     ":discarded": attr(BatchStatus.DISCARDED.value),
                     ":staged": attr(BatchStatus.STAGED.value),
                     ":now": attr(iso(now)),
                     ":empty": attr(""),
+                    ":run": attr(run),
                 },
             )
         except ClientError as exc:
@@ -265,15 +343,16 @@ class JobStore:
         counts: JobCounts,
         now: datetime,
         status: JobStatus = JobStatus.REJECTED,
+        run: int = 0,
     ) -> None:
-        """The file as a whole is not sent: ``rejected`` (or ``duplicate``: identical to one split)."""
-        self._db.update_item(
-            TableName=self.table,
-            Key={"pk": attr(job_pk(job_id)), "sk": attr(JOB_SK)},
+        """The file as a whole is not sent: ``rejected`` (or ``duplicate``: identical to one split),
+        if ``run`` still owns the split."""
+        self._owning_update(
+            job_id,
+            run,
             UpdateExpression=(
                 "SET #s = :rejected, reason = :why, rows_read = :r, rows_rejected = :j, updated_at = :now"
             ),
-            ExpressionAttributeNames={"#s": "status"},
             ExpressionAttributeValues={
                 ":rejected": attr(status.value),
                 ":why": attr(reason),
@@ -301,12 +380,18 @@ class JobStore:
         return True
 
     def set_report_key(self, job_id: str, report_key: str) -> None:
-        self._db.update_item(
-            TableName=self.table,
-            Key={"pk": attr(job_pk(job_id)), "sk": attr(JOB_SK)},
-            UpdateExpression="SET report_key = :k",
-            ExpressionAttributeValues={":k": attr(report_key)},
-        )
+        try:
+            self._db.update_item(
+                TableName=self.table,
+                Key={"pk": attr(job_pk(job_id)), "sk": attr(JOB_SK)},
+                UpdateExpression="SET report_key = :k",
+                ExpressionAttributeValues={":k": attr(report_key)},
+                ConditionExpression=JOB_EXISTS,
+            )
+        except ClientError as exc:
+            if condition_failed(exc):
+                raise no_job(job_id) from exc
+            raise
 
     # ---- batches ----------------------------------------------------------------------
 
@@ -316,20 +401,51 @@ class JobStore:
         return put_if_absent(self._db, self.table, values)
 
     def stage_batch(self, batch: Batch) -> bool:
-        """Write a ``staged`` batch over nothing, or over one never released (``staged`` by an
-        interrupted run of the split, ``discarded`` by a run that started over); False when the
-        batch has moved on (it was released: never rewritten)."""
+        """Write a ``staged`` batch (staged by ``batch.split_run``) over nothing, or over one never
+        released that no later run staged or kept (``staged`` by an interrupted run, ``discarded`` by
+        a run that started over); False when there is one of those, or it was released."""
         values = batch.model_dump(mode="json")
         values.update(pk=job_pk(batch.job_id), sk=batch_sk(batch.seq))
         try:
             self._db.put_item(
                 TableName=self.table,
                 Item=to_item(values),
-                ConditionExpression="attribute_not_exists(pk) OR #s IN (:staged, :discarded)",
+                ConditionExpression=(
+                    f"attribute_not_exists(pk) OR (#s IN (:staged, :discarded) AND {_NO_LATER_RUN})"
+                ),
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={
                     ":staged": attr(BatchStatus.STAGED.value),
                     ":discarded": attr(BatchStatus.DISCARDED.value),
+                    ":run": attr(batch.split_run),
+                },
+            )
+        except ClientError as exc:
+            if condition_failed(exc):
+                return False
+            raise
+        return True
+
+    def keep_staged(self, batch: Batch, run: int) -> bool:
+        """A later run keeps a batch an earlier one staged (the same records): it carries ``run``
+        from now on; False when it is no longer staged as read (discarded meanwhile, or kept or
+        staged again by a run later than ``run``)."""
+        try:
+            self._db.update_item(
+                TableName=self.table,
+                Key={"pk": attr(job_pk(batch.job_id)), "sk": attr(batch_sk(batch.seq))},
+                UpdateExpression="SET split_run = :run",
+                ConditionExpression=(
+                    "#s = :staged AND claim_key = :key AND ledger_snapshot = :snapshot AND record_count = :n"
+                    f" AND {_NO_LATER_RUN}"
+                ),
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":staged": attr(BatchStatus.STAGED.value),
+                    ":key": attr(batch.claim_key),
+                    ":snapshot": attr(batch.ledger_snapshot),
+                    ":n": attr(batch.record_count),
+                    ":run": attr(run),
                 },
             )
         except ClientError as exc:
@@ -509,6 +625,7 @@ class JobStore:
                         "Key": {"pk": attr(job_pk(batch.job_id)), "sk": attr(JOB_SK)},
                         "UpdateExpression": "ADD " + ", ".join(f"{k} :{k}" for k in counter_moves),
                         "ExpressionAttributeValues": {f":{k}": attr(v) for k, v in counter_moves.items()},
+                        "ConditionExpression": JOB_EXISTS,
                     }
                 }
             )
@@ -518,6 +635,8 @@ class JobStore:
             else:
                 write_transaction(self._db, items)
         except ClientError as exc:
+            if len(items) > 1 and cancelled_by(exc, 1) and not cancelled_by(exc, 0):
+                raise no_job(batch.job_id) from exc
             if condition_failed(exc):
                 raise StaleTransition(batch.batch_id) from exc
             raise
