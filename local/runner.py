@@ -179,7 +179,9 @@ class LocalFunction:
         with self._cond:
             self._environments += 1
             number = self._environments
-        name = self.path.parent.name
+        # the stack's function name: another stack's (or a test's) copy of the handler in this
+        # process keeps its own module
+        name = self.function_name
         try:
             return load_handler(
                 name if number == 1 else f"{name}_{number}", self.path, self._attribute, role=self.identity

@@ -28,7 +28,7 @@ from verifyfeed.logic.uploader import Delivery, submit_audit, upload_batch
 from verifyfeed.models.carrier_audit import AuditParams, UpstreamAuditStatus
 from verifyfeed.models.lost_repair import RepairRecord
 from verifyfeed.models.messages import LostRepairBatchMessage
-from verifyfeed.models.records import AuditStatus, BatchStatus
+from verifyfeed.models.records import AuditStatus, BatchStatus, JobKind
 from verifyfeed.services import Services, build_services
 from verifyfeed.upstream.client import parse_audit_result
 from verifyfeed.upstream.signing import sign_body
@@ -183,10 +183,8 @@ def test_callback_mock_is_applied_and_answered_as_the_seed(
         clock,
     )
     now = clock.now()
-    _, reserved = services.audits.reserve(
-        an_audit(job_id="contract", id_card_masked="**************2X"),
-        now,
-    )
+    job = new_job(services, 0, JobKind.CARRIER_AUDIT)  # a settlement counts on its job (it must exist)
+    _, reserved = services.audits.reserve(an_audit(job_id=job.job_id, id_card_masked="**************2X"), now)
     audit = services.audits.settle_submission(reserved, AuditStatus.PENDING, now, record_id=body["id"])
     raw = json.dumps(body, ensure_ascii=False).encode()  # the mock as printed, as JSON
     result = handle_callback(services, raw, {"sign": sign_body(raw, CALLBACK_SECRET)})
