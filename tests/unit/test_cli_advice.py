@@ -244,3 +244,73 @@ def test_every_command_in_the_runbook_parses_and_names_its_cli(line: str) -> Non
         assert args.may_charge_twice, "a re-drive from unknown needs its flag"
     if args.command == "redrive" and args.unknown_audits:
         assert args.may_audit_twice, "a re-submission from unknown needs its flag"
+
+
+# ---- counts that add up, and say what they are -----------------------------------------------------
+
+
+def test_the_progress_line_counts_each_audit_once_by_what_happened_to_it() -> None:
+    from verifyfeed_cli.commands import _progress_line
+
+    held = a_job(JobStatus.COMPLETED_WITH_ERRORS, JobKind.CARRIER_AUDIT, batches_total=1, batches_succeeded=0)
+    held = held.model_copy(update={"batches_unknown": 1})
+    assert _progress_line(held, {"unknown": 1}).endswith("; audits 1 in all = 1 held unknown")
+    decided = a_job(kind=JobKind.CARRIER_AUDIT, batches_total=4, batches_succeeded=4)
+    line = _progress_line(decided, {"passed": 2, "rejected": 1})
+    assert line.endswith("; audits 4 in all = 2 passed + 1 rejected + 1 corrected by a later file")
+
+
+def test_the_batches_add_up_with_the_ones_split_in_halves() -> None:
+    from verifyfeed_cli.commands import _batches, _batches_text, _progress_line
+
+    split = a_job(
+        JobStatus.COMPLETED_WITH_ERRORS,
+        batches_total=11,
+        batches_succeeded=5,
+        batches_bisected=5,
+        batches_failed=1,
+    )
+    assert _batches(split) == "11/5/5/1/0/0/0"
+    assert _batches_text(split) == (
+        "11 in all = 5 succeeded + 5 split in halves + 1 failed + 0 unknown + 0 deferred + 0 in flight"
+    )
+    dry = a_job(JobStatus.DRY_RUN, batches_total=2, batches_succeeded=0, rows_accepted=1500, rows_read=1500)
+    assert _batches(dry) == "dry run: 2 to send"
+    assert _progress_line(dry, {}).endswith("; a real drop would send 2 batch(es), 1500 record(s)")
+
+
+def test_a_settled_job_is_followed_until_its_report_is_written() -> None:
+    from types import SimpleNamespace
+
+    from verifyfeed_cli.commands import _report_text, _settled
+
+    ctx: Any = SimpleNamespace(command=command)
+    closing = a_job()  # completed: the report follows the status (logic/progress.py)
+    assert not _settled(closing, {})
+    assert _report_text(ctx, closing).startswith("being written: the job settled at")
+    written = closing.model_copy(update={"report_key": "reports/lost-repair/x.csv.json"})
+    assert _settled(written, {})
+    assert (
+        _report_text(ctx, written)
+        == f"s3://b/reports/lost-repair/x.csv.json  ({command('report', 'lost-repair/x.csv')})"
+    )
+    reopened = written.model_copy(update={"status": JobStatus.UPLOADING})  # re-driven: settles again
+    assert "of its last settlement, written again when it settles again" in _report_text(ctx, reopened)
+    assert _settled(a_job(JobStatus.DEFERRED, batches_succeeded=1, batches_deferred=1), {})  # no report
+    assert not _settled(written, {"pending": 1})
+
+
+@pytest.mark.parametrize(
+    ("status", "serial", "said"),
+    [
+        (BatchStatus.SUCCEEDED, "SBX1", "#1.2 uploaded, serial SBX1"),
+        (BatchStatus.SUCCEEDED, "", "#1.2 uploaded, no serial number given"),
+        (BatchStatus.BISECTED, "", "#1.2 refused whole (state 0), split in halves"),
+        (BatchStatus.FAILED, "", "#1.2 refused (state 0), not charged"),
+    ],
+)
+def test_each_answer_says_what_it_was(status: BatchStatus, serial: str, said: str) -> None:
+    from verifyfeed_cli.commands import _answer_text
+
+    batch = a_batch(tree_seq(1, 3), status).model_copy(update={"serial_no": serial})
+    assert _answer_text(batch) == said
