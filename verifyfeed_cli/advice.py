@@ -76,7 +76,7 @@ def outcome(job: Job, audits: Mapping[str, int] | None = None) -> Outcome:
     elif (
         job.status not in SETTLED_JOB_STATUSES
         or job.rows_accepted + job.rows_rejected != job.rows_read
-        or job.batches_settled + job.batches_deferred < job.batches_total
+        or job.batches_open
         or has(*OPEN_AUDIT_STATUSES)
     ):
         code = EXIT_NOT_SETTLED

@@ -226,10 +226,9 @@ def _batches(job: Job) -> str:
     in halves is settled, its records counted in its halves (which are batches of the job too)."""
     if job.status == JobStatus.DRY_RUN:
         return f"dry run: {job.batches_total} to send"
-    open_ = job.batches_total - job.batches_settled - job.batches_deferred
     return (
         f"{job.batches_total}/{job.batches_succeeded}/{job.batches_bisected}/{job.batches_failed}/"
-        f"{job.batches_deferred}/{job.batches_unknown}/{max(0, open_)}"
+        f"{job.batches_deferred}/{job.batches_unknown}/{job.batches_open}"
     )
 
 
@@ -468,14 +467,13 @@ def status_of(ctx: Context, ref: str) -> Result:
 
 def _batches_text(job: Job) -> str:
     """The job's batches, adding up: a batch split in halves counts once, its halves as batches."""
-    open_ = max(0, job.batches_total - job.batches_settled - job.batches_deferred)
     parts = [
         f"{job.batches_succeeded} succeeded",
         *([f"{job.batches_bisected} split in halves"] if job.batches_bisected else []),
         f"{job.batches_failed} failed",
         f"{job.batches_unknown} unknown",
         f"{job.batches_deferred} deferred",
-        f"{open_} in flight",
+        f"{job.batches_open} in flight",
     ]
     return f"{job.batches_total} in all = " + " + ".join(parts)
 
@@ -1310,7 +1308,5 @@ def _accounted_for(job: Job) -> bool:
     return (
         job.status not in (JobStatus.REJECTED, JobStatus.DUPLICATE)
         and job.rows_accepted + job.rows_rejected == job.rows_read
-        and (
-            job.status == JobStatus.DRY_RUN or job.batches_settled + job.batches_deferred == job.batches_total
-        )
+        and (job.status == JobStatus.DRY_RUN or job.batches_open == 0)
     )

@@ -103,6 +103,11 @@ class JobCounts(BaseModel):
     def batches_settled(self) -> int:
         return self.batches_succeeded + self.batches_failed + self.batches_unknown + self.batches_bisected
 
+    @property
+    def batches_open(self) -> int:
+        """Batches neither settled nor deferred: queued, being sent, or waiting to be retried."""
+        return max(0, self.batches_total - self.batches_settled - self.batches_deferred)
+
 
 class Job(JobCounts):
     model_config = ConfigDict(extra="ignore", defer_build=True)
