@@ -19,7 +19,9 @@ Options (make or environment variables; demo options such as ``CLOCK_NOW`` apply
 
 The defaults sit next to ``make demo``'s callback port (8787) without taking it, so a demo can run
 while the stack is up; none is a port other tools here commonly take (8080, 8000, 4566, 5000).
-Exit codes: 0 done, 1 the stack could not start (the reason and the log's tail are printed).
+Once ready, ``up`` prints where everything listens and commands to try that run as printed from
+the project's folder. Exit codes: 0 done, 1 the stack could not start: a port already taken is said
+in one line before anything starts; any other failure prints the log's tail.
 """
 
 from __future__ import annotations
