@@ -339,7 +339,7 @@ class JobView:
 
     def problem(self) -> str | None:
         """Why the job is not settled and accounted for, by the rules of the CLI's ``drop --wait``."""
-        from verifyfeed_cli.commands import SETTLED_JOB_STATUSES
+        from verifyfeed_cli.advice import SETTLED_JOB_STATUSES
 
         c = self.counts
         settled = c.batches_settled + c.batches_deferred
@@ -384,7 +384,7 @@ class Snapshot:
             found.append(f"{self.in_flight} S3 notification(s) still being processed")
         if self.batches_in_flight:
             found.append(f"{self.batches_in_flight} SQS batch(es) still being processed")
-        from verifyfeed_cli.commands import OPEN_AUDIT_STATUSES
+        from verifyfeed_cli.advice import OPEN_AUDIT_STATUSES
 
         open_audits = {s: self.audits.get(s, 0) for s in OPEN_AUDIT_STATUSES if self.audits.get(s, 0)}
         if open_audits:

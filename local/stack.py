@@ -19,7 +19,9 @@ Options (make or environment variables; demo options such as ``CLOCK_NOW`` apply
 
 The defaults sit next to ``make demo``'s callback port (8787) without taking it, so a demo can run
 while the stack is up; none is a port other tools here commonly take (8080, 8000, 4566, 5000).
-Exit codes: 0 done, 1 the stack could not start (the reason and the log's tail are printed).
+Once ready, ``up`` prints where everything listens and commands to try that run as printed from
+the project's folder. Exit codes: 0 done, 1 the stack could not start: a port already taken is said
+in one line before anything starts; any other failure prints the log's tail.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -113,6 +117,8 @@ def serve(env: Mapping[str, str]) -> int:
             "upstream_url": runner.upstream_url,
             "callback_url": runner.callback_url,
             "clock_now": options.clock_now or None,
+            # what the functions take a record to cost (make up PRICE_PER_RECORD=...): the CLI shows it
+            "price_per_record": env.get("PRICE_PER_RECORD", "").strip() or None,
             "log": str(log_file),
             "started_at": started_at,
         }
@@ -143,6 +149,16 @@ def up(env: Mapping[str, str]) -> int:
         say(f"up: already running (pid {running['pid']}); `make down` stops it")
         print(describe(running, folder))
         return 0
+    taken = [
+        (name, port) for name, port in ((n, _port(env, n)) for n in DEFAULT_PORTS) if port and not _free(port)
+    ]
+    if taken:
+        for name, port in taken:
+            say(
+                f"up: port {port} ({name}) is taken by another process: stop it, or give another port, "
+                f"e.g. make up {name}={port + 100}"
+            )
+        return 1
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "stack.json").unlink(missing_ok=True)  # a stale one, of a stack killed outright
     log_file = folder / "stack.log"
@@ -165,6 +181,17 @@ def up(env: Mapping[str, str]) -> int:
         say("up: interrupted; stopping it")
         _stop(child.pid, child)
         return 130
+
+
+def _free(port: int) -> bool:
+    """Nothing listens on ``port`` on the loopback (a connection in TIME_WAIT does not count)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _wait_ready(
@@ -233,9 +260,35 @@ def describe(state: Mapping[str, Any], folder: Path) -> str:
         f"  upstream     {state['upstream_url']}" + ("  (the sandbox)" if state.get("sandbox_url") else ""),
         f"  callbacks    {state['callback_url']}",
         f"  state        {shown(folder / 'stack.json')}; logs {shown(Path(state['log']))}",
-        "Try: .venv/bin/verifyfeed --local status; .venv/bin/verifyfeed drop FILE --wait; make down",
+        "Try (from this folder):",
+        *(f"  {command}" for command in try_commands(folder)),
     ]
     return "\n".join(lines)
+
+
+def try_commands(folder: Path) -> list[str]:
+    """Commands that run as printed from the project's folder: the venv's ``verifyfeed`` (not on
+    PATH), the state folder when it is not the default one."""
+    prefix = "" if folder == state_dir({}) else f"VERIFYFEED_STATE_DIR={shlex.quote(str(folder))} "
+    script = Path(sys.executable).parent / "verifyfeed"
+    cli = (
+        _from_root(script)
+        if script.exists()
+        else f"PYTHONPATH=layers/core/python:. {_from_root(Path(sys.executable))} -m verifyfeed_cli"
+    )
+    return [
+        f"{prefix}{cli} --local status",
+        f"{prefix}{cli} --local drop samples/lost-repair/customers.csv --wait",
+        f"{prefix}make down",
+    ]
+
+
+def _from_root(path: Path) -> str:
+    """``path`` as a command run from the project's folder names it (a venv's symlink kept as is)."""
+    try:
+        return str(path.absolute().relative_to(ROOT))
+    except ValueError:
+        return str(path.absolute())
 
 
 def _tail(path: Path, lines: int = 15) -> str:

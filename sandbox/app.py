@@ -209,6 +209,15 @@ class Sandbox:
             clock = self._clock
         return clock.now()
 
+    def clock_mode(self) -> str:
+        """``manual`` (stands still until advanced), ``system`` (the machine's clock) or ``set``
+        (started at a set instant, running on)."""
+        with self._lock:
+            clock = self._clock
+        if isinstance(clock, _ManualClock):
+            return "manual"
+        return "system" if isinstance(clock, _SystemClock) else "set"
+
     def _now_iso(self) -> str:
         return china(self.now()).isoformat(timespec="milliseconds")
 

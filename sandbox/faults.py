@@ -31,9 +31,14 @@ REDIRECT_STATUSES: Final = (301, 302, 303, 307, 308)
 
 
 def normalise_endpoint(name: str) -> str:
+    """The path of an endpoint given by alias or path; a name that is neither is refused."""
     if name in ENDPOINT_ALIASES:
         return ENDPOINT_ALIASES[name]
-    return name if name.startswith("/") or name == CALLBACK else "/" + name
+    path = name if name.startswith("/") or name == CALLBACK else "/" + name
+    if path not in ENDPOINT_ALIASES.values():
+        known = ", ".join(sorted(set(ENDPOINT_ALIASES) - {"lost_repair_upload_data"}))
+        raise ValueError(f"endpoint {name!r} is none of {known} (or their paths)")
+    return path
 
 
 class Fault(BaseModel):
@@ -69,6 +74,16 @@ class Fault(BaseModel):
     def _normalise(self) -> Fault:
         if self.endpoint is not None:
             self.endpoint = normalise_endpoint(self.endpoint)
+        if self.describe() == "none":
+            raise ValueError(
+                "a fault sets at least one knob: error_rate, latency_ms, status_code, timeout_s, reset, "
+                "invalid_json, state0, drop_callbacks, answer or redirect_to "
+                "(sandbox/README.md#fault-injection)"
+            )
+        if self.state0 and self.endpoint not in (None, LOST_REPAIR):
+            raise ValueError("state0 answers lost-repair batches: endpoint lost_repair, or none")
+        if self.drop_callbacks and self.endpoint not in (None, CALLBACK):
+            raise ValueError("drop_callbacks matches audit decisions: endpoint callback, or none")
         if self.redirect_to is not None:
             if self.status_code is not None and self.status_code not in REDIRECT_STATUSES:
                 raise ValueError(f"redirect_to answers one of {REDIRECT_STATUSES}, not {self.status_code}")

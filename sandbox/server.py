@@ -175,7 +175,10 @@ class _Handler(BaseHTTPRequestHandler):
         elif route == ("POST", "/faults"):
             try:
                 app.set_faults(payload if payload is not None else [])
-            except (ValidationError, TypeError, ValueError) as exc:
+            except ValidationError as exc:
+                self._send_json(400, {"error": _reasons(exc)})
+                return
+            except (TypeError, ValueError) as exc:
                 self._send_json(400, {"error": str(exc)})
                 return
             self._send_json(200, {"faults": app.faults.snapshot()})
@@ -202,7 +205,7 @@ class _Handler(BaseHTTPRequestHandler):
             app.refuse([])
             self._send_json(200, {"records": {}})
         elif route == ("GET", "/clock"):
-            self._send_json(200, {"now": china(app.now()).isoformat()})
+            self._send_json(200, {"now": china(app.now()).isoformat(), "mode": app.clock_mode()})
         elif route == ("POST", "/clock"):
             now = payload.get("now") if isinstance(payload, dict) else None
             if not isinstance(now, str):
@@ -215,7 +218,7 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError as exc:
                 self._send_json(400, {"error": str(exc)})
                 return
-            self._send_json(200, {"now": china(app.now()).isoformat()})
+            self._send_json(200, {"now": china(app.now()).isoformat(), "mode": app.clock_mode()})
         elif route == ("POST", "/clock/advance"):
             seconds = payload.get("seconds") if isinstance(payload, dict) else None
             if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
@@ -232,6 +235,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, {"status": "reset"})
         else:
             self._send_json(404, {"error": f"no admin route {method} {path}"})
+
+
+def _reasons(exc: ValidationError) -> str:
+    """A fault refused, in a line per reason: where (the list's index, the knob) and why."""
+    return "; ".join(
+        (".".join(str(part) for part in e["loc"]) + ": " if e["loc"] else "")
+        + str(e["msg"]).removeprefix("Value error, ")
+        for e in exc.errors()
+    )
 
 
 class SandboxHandle:

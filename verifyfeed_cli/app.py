@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
+import shutil
 import sys
-from datetime import UTC, datetime
-from typing import IO, Any
+from pathlib import Path
+from typing import IO, Any, NoReturn
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
@@ -20,26 +22,29 @@ from verifyfeed.models.records import AuditStatus, JobKind
 from verifyfeed.ports import BlobError, StoreError
 from verifyfeed.services import build_services
 from verifyfeed_cli import commands, sandbox
+from verifyfeed_cli.advice import OUTCOMES, REDRIVE_UNKNOWN_AUDITS_FLAG, REDRIVE_UNKNOWN_FLAG
 from verifyfeed_cli.commands import EXIT_AWS, EXIT_NOT_FOUND, EXIT_USAGE, CliError, Context, Result
 from verifyfeed_cli.target import (
     DEFAULT_LOCAL_STACK,
-    DEFAULT_STACK,
+    Choice,
     Target,
     TargetError,
+    choose,
     local_state,
     resolve,
-    stack_name,
+    stack_clock_now,
 )
 
-DESCRIPTION = """\
+DESCRIPTION = f"""\
 What happened to the files dropped into verifyfeed, without reading logs.
 
   verifyfeed status                      recent jobs, queue depths, batches held
-  verifyfeed status FILE|JOB             one file: counts, status, report, batches not succeeded
+  verifyfeed status FILE|JOB             one file: counts, status, report, what to do next
   verifyfeed report FILE [--rejected]    the file's report (JSON) or its rejected rows (CSV)
   verifyfeed audits [--status pending]   carrier audits (masked)
-  verifyfeed redrive --dlq|--failed|--unknown [--job FILE|JOB] [--yes]
-  verifyfeed redrive --unknown-audits [--job FILE|JOB] [--yes]
+  verifyfeed redrive --dlq|--failed [--job FILE|JOB] [--yes]
+  verifyfeed redrive --unknown --job FILE|JOB {REDRIVE_UNKNOWN_FLAG}
+  verifyfeed redrive --unknown-audits --job FILE|JOB {REDRIVE_UNKNOWN_AUDITS_FLAG}
   verifyfeed deferred                    what the blackout is holding, and until when
   verifyfeed drop PATH [--kind K] [--wait]   upload a file to the ingest bucket (and follow its job)
   verifyfeed watch FILE|JOB              follow a job until it settles, then its status
@@ -47,20 +52,21 @@ What happened to the files dropped into verifyfeed, without reading logs.
 
 FILE is the S3 key (lost-repair/list.csv), s3://bucket/key, or just the file name."""
 
+_OUTCOME_LINES = "".join(f"  {code}  {meaning}\n" for code, meaning in OUTCOMES.items() if code)
 EPILOG = f"""\
 where:
-  deployed stack (default): --stack NAME, else $VERIFYFEED_STACK, else {DEFAULT_STACK}; default
-  boto3 credentials and region (--profile, --region). Local stack (make demo): --local, or an
-  endpoint URL (--endpoint-url, $AWS_ENDPOINT_URL); the stack is then {DEFAULT_LOCAL_STACK}.
+  --local: the local stack (make up; or make demo's, with --endpoint-url or $AWS_ENDPOINT_URL: the
+  stack is then {DEFAULT_LOCAL_STACK}). --stack NAME (or $VERIFYFEED_STACK): that deployed stack,
+  with the default boto3 credentials and region (--profile, --region); its name and account are
+  printed on stderr first. Neither: the local stack make up runs (said on stderr), else an error.
 
 exit codes:
-  0  done
+  0  done (status FILE, drop --wait, watch: every row uploaded, or rejected by our rules)
   1  not found (file, job, report), or the confirmation was declined
-  2  usage error
+  2  usage error, or a re-drive from unknown without its --i-understand-... flag
   3  AWS or configuration error (no such stack, no credentials, access denied, ...)
-  4  drop --wait / watch: the job had not settled when --timeout ran out
-  (drop --wait / watch: 0 when every row is accounted for, 1 when the file was rejected or
-  its rows or batches do not add up)
+status FILE, drop --wait and watch, by the file's job:
+{_OUTCOME_LINES}  (drop --wait and watch: 4 when --timeout ran out; the job goes on: watch again)
 
 --json prints exactly one JSON document on stdout (errors too: {{"error": ..., "exit_code": ...}});
 prompts, warnings and progress go to stderr. Details: docs/operations.md."""
@@ -74,6 +80,15 @@ OVERRIDES = {
 }
 
 
+class UsageError(Exception):
+    """argparse's error, raised instead of printed, so that ``--json`` can print it as JSON."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -84,9 +99,9 @@ def _positive(text: str) -> int:
     return value
 
 
-def _common() -> argparse.ArgumentParser:
+def _common() -> _Parser:
     """Options accepted before or after the command (SUPPRESS: a later default never hides a value)."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="one JSON document on stdout"
     )
@@ -94,10 +109,13 @@ def _common() -> argparse.ArgumentParser:
     where.add_argument(
         "--stack",
         default=argparse.SUPPRESS,
-        help=f"stack name (default $VERIFYFEED_STACK or {DEFAULT_STACK})",
+        help="the deployed stack (else $VERIFYFEED_STACK); with --local, the local stack's name",
     )
     where.add_argument(
-        "--local", action="store_true", default=argparse.SUPPRESS, help="the local stack of make demo (moto)"
+        "--local",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="the local stack (make up; make demo's with --endpoint-url)",
     )
     where.add_argument(
         "--endpoint-url", default=argparse.SUPPRESS, help="AWS endpoint (moto); implies --local"
@@ -113,7 +131,7 @@ def _common() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="verifyfeed",
         description=DESCRIPTION,
         epilog=EPILOG,
@@ -122,7 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    status = sub.add_parser("status", parents=[common], help="recent jobs, or one file's job")
+    status = sub.add_parser(
+        "status",
+        parents=[common],
+        help="recent jobs, or one file's job",
+        description="Recent jobs, or one file's job: what happened, what to do next. With FILE, the exit "
+        "code says the job's outcome: " + "; ".join(f"{c} {m}" for c, m in OUTCOMES.items()) + ".",
+    )
     status.add_argument("ref", nargs="?", metavar="FILE|JOB", help="an S3 key, a file name or a job id")
     status.add_argument("--limit", type=_positive, default=20, help="recent jobs to list (default 20)")
 
@@ -143,22 +167,47 @@ def build_parser() -> argparse.ArgumentParser:
         help="send dead letters, failed or unknown batches again",
         description=(
             "Move dead-letter messages back onto the work queue, and/or set failed or unknown lost-repair "
-            "batches to retry and queue them again. Asks first, unless --yes. " + commands.UNKNOWN_WARNING
+            "batches to retry and queue them again; each re-drive is recorded on its batch (who, when), and "
+            "`status FILE` shows it. Asks first, unless --yes. A failed batch was not charged. "
+            f"{REDRIVE_UNKNOWN_FLAG} is needed for --unknown, --yes or not: " + commands.UNKNOWN_WARNING
         ),
     )
     redrive.add_argument("--dlq", action="store_true", help="the dead-letter queue's messages")
-    redrive.add_argument("--failed", action="store_true", help="failed batches")
-    redrive.add_argument("--unknown", action="store_true", help="unknown-outcome batches (may charge twice)")
+    redrive.add_argument("--failed", action="store_true", help="failed batches (never charged)")
+    redrive.add_argument(
+        "--unknown",
+        action="store_true",
+        help=f"unknown-outcome batches (may charge twice: {REDRIVE_UNKNOWN_FLAG})",
+    )
     redrive.add_argument(
         "--unknown-audits",
         action="store_true",
-        help="carrier audits held unknown, each re-read from its upload (may create a second audit upstream)",
+        help="carrier audits held unknown, each re-read from its upload (may create a second audit "
+        f"upstream: {REDRIVE_UNKNOWN_AUDITS_FLAG})",
+    )
+    redrive.add_argument(
+        REDRIVE_UNKNOWN_FLAG,
+        dest="may_charge_twice",
+        action="store_true",
+        help="with --unknown: you asked the upstream, and it did not receive those batches",
+    )
+    redrive.add_argument(
+        REDRIVE_UNKNOWN_AUDITS_FLAG,
+        dest="may_audit_twice",
+        action="store_true",
+        help="with --unknown-audits: you asked the upstream, and it holds no such audit",
     )
     redrive.add_argument("--job", metavar="FILE|JOB", help="only this file's job")
     redrive.add_argument("--limit", type=_positive, default=1000, help="at most this many batches per status")
     redrive.add_argument("--yes", "-y", action="store_true", help="do not ask")
 
-    drop = sub.add_parser("drop", parents=[common], help="upload a file to the ingest bucket")
+    drop = sub.add_parser(
+        "drop",
+        parents=[common],
+        help="upload a file to the ingest bucket",
+        description="Upload a file to the ingest bucket under its kind's prefix; with --wait, follow its job "
+        "and exit with its outcome (as status FILE; 4 when --timeout ran out).",
+    )
     drop.add_argument("path", metavar="PATH", help="the file; its kind is read from its header row")
     drop.add_argument("--kind", choices=[k.value for k in JobKind], help="when the header does not tell")
     drop.add_argument("--wait", action="store_true", help="follow its job until it settles")
@@ -175,7 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     drop.add_argument("--timeout", type=_positive, default=600, help="seconds --wait waits (default 600)")
 
-    watch = sub.add_parser("watch", parents=[common], help="follow a dropped file's job until it settles")
+    watch = sub.add_parser(
+        "watch",
+        parents=[common],
+        help="follow a dropped file's job until it settles",
+        description="Follow a file's job until it settles, then exit with its outcome (as status FILE; 4 "
+        "when --timeout ran out).",
+    )
     watch.add_argument("ref", metavar="FILE|JOB")
     watch.add_argument("--timeout", type=_positive, default=600, help="seconds to wait (default 600)")
 
@@ -204,17 +259,22 @@ def main(
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a usage error (2): argparse has printed why
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    as_json = bool(getattr(args, "json", False))
+    words = sys.argv[1:] if argv is None else argv
+    as_json = "--json" in words
 
     def fail(message: str, code: int) -> int:
         stderr.write(f"verifyfeed: {message}\n")
         if as_json:
             stdout.write(json.dumps({"error": message, "exit_code": code}, ensure_ascii=False) + "\n")
         return code
+
+    try:
+        args = build_parser().parse_args(words)
+    except UsageError as exc:
+        return fail(f"{exc} (`verifyfeed --help`, or COMMAND --help)", EXIT_USAGE)
+    except SystemExit as exc:  # --help: argparse has printed it
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    as_json = bool(getattr(args, "json", False))
 
     try:
         if args.command == "sandbox":  # the sandbox alone, no AWS
@@ -235,6 +295,8 @@ def main(
         return fail(_aws_message(cause) if isinstance(cause, ClientError) else f"AWS: {exc}", EXIT_AWS)
     except ValidationError as exc:
         return fail(f"configuration: {exc.errors()[0].get('msg', exc)}", EXIT_AWS)
+    except OSError as exc:  # a local file the operator named: unreadable, a folder, a path that is not there
+        return fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), EXIT_NOT_FOUND)
     except KeyboardInterrupt:
         return fail("interrupted", 130)
     if as_json:
@@ -257,10 +319,18 @@ def run(ctx: Context, args: argparse.Namespace) -> Result:
             raise CliError(
                 "--unknown-audits is re-driven on its own, not with --dlq, --failed or --unknown", EXIT_USAGE
             )
-        return commands.redrive_unknown_audits(ctx, job_ref=args.job, limit=args.limit)
+        return commands.redrive_unknown_audits(
+            ctx, job_ref=args.job, limit=args.limit, may_audit_twice=args.may_audit_twice
+        )
     if args.command == "redrive":
         return commands.redrive(
-            ctx, dlq=args.dlq, failed=args.failed, unknown=args.unknown, job_ref=args.job, limit=args.limit
+            ctx,
+            dlq=args.dlq,
+            failed=args.failed,
+            unknown=args.unknown,
+            job_ref=args.job,
+            limit=args.limit,
+            may_charge_twice=args.may_charge_twice,
         )
     if args.command == "deferred":
         return commands.deferred(ctx, args.limit)
@@ -274,12 +344,20 @@ def run(ctx: Context, args: argparse.Namespace) -> Result:
 
 
 def connect(args: argparse.Namespace, stdin: IO[str], stderr: IO[str]) -> Context:
-    """Find the stack's resources and build the core's services on them.
+    """Choose the stack (``target.choose``), find its resources and build the core's services on them.
 
     ``--endpoint-url``, ``--region`` and ``--profile`` are put in the environment, as their AWS
     variables, so that every boto3 client of the process (the core's too) uses them.
     """
     option: dict[str, Any] = vars(args)
+    choice = choose(
+        local=bool(option.get("local")),
+        endpoint=option.get("endpoint_url") or "",
+        env_endpoint=os.environ.get("AWS_ENDPOINT_URL", ""),
+        stack=option.get("stack") or "",
+        env_stack=os.environ.get("VERIFYFEED_STACK", ""),
+        running=local_state(),
+    )
     for name, variable in (
         ("endpoint_url", "AWS_ENDPOINT_URL"),
         ("region", "AWS_DEFAULT_REGION"),
@@ -287,30 +365,18 @@ def connect(args: argparse.Namespace, stdin: IO[str], stderr: IO[str]) -> Contex
     ):
         if option.get(name):
             os.environ[variable] = option[name]
-    local = bool(option.get("local") or os.environ.get("AWS_ENDPOINT_URL"))
-    if option.get("local") and not os.environ.get("AWS_ENDPOINT_URL"):
-        running = local_state()
-        if running is None:
-            raise TargetError(
-                "no local stack is running: `make up` starts one (or give --endpoint-url for another)"
-            )
-        os.environ["AWS_ENDPOINT_URL"] = str(running["aws_endpoint"])
-        os.environ.setdefault("AWS_DEFAULT_REGION", str(running.get("region") or "us-east-1"))
-        if not option.get("stack"):
-            option["stack"] = str(running["stack"])
-        if running.get("clock_now") and not os.environ.get("CLOCK_NOW"):
-            # the stack's clock started at CLOCK_NOW (make up CLOCK_NOW=...) and runs on: the same now
-            ran = datetime.now(UTC) - datetime.fromisoformat(str(running["started_at"]))
-            os.environ["CLOCK_NOW"] = (datetime.fromisoformat(str(running["clock_now"])) + ran).isoformat()
-    if local and not (os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE")):
+    if choice.state is not None:
+        _use_local_state(choice.state)
+    if choice.local and not (os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE")):
         os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")  # noqa: S106 - moto
     session = boto3.session.Session()
-    region = session.region_name or ("us-east-1" if local else "")
+    region = session.region_name or ("us-east-1" if choice.local else "")
     if not region:
         raise TargetError("no AWS region: --region, or AWS_DEFAULT_REGION, or a profile with a region")
     if not os.environ.get("AWS_DEFAULT_REGION") and not os.environ.get("AWS_REGION"):
         os.environ["AWS_DEFAULT_REGION"] = region
-    base = Target(stack=stack_name(option.get("stack"), local), local=local, region=region)
+    operator = _announce(choice, session, region, stderr)
+    base = Target(stack=choice.stack, local=choice.local, region=region)
     overrides = {
         "bucket": option.get("bucket", ""),
         "jobs_table": option.get("jobs_table", ""),
@@ -318,7 +384,7 @@ def connect(args: argparse.Namespace, stdin: IO[str], stderr: IO[str]) -> Contex
         "work_queue_url": option.get("queue_url", ""),
         "dlq_url": option.get("dlq_url", ""),
     }
-    cloudformation = None if local else session.client("cloudformation")
+    cloudformation = None if choice.local else session.client("cloudformation")
     target = resolve(base, overrides, cloudformation, aws.sqs())
     settings = Settings.from_env().model_copy(
         update={
@@ -328,6 +394,7 @@ def connect(args: argparse.Namespace, stdin: IO[str], stderr: IO[str]) -> Contex
             "work_queue_url": target.work_queue_url,
             "blackout_start_day": target.blackout_start_day,
             "blackout_resume_day": target.blackout_resume_day,
+            "price_per_record": target.price_per_record,
         }
     )
     if not (settings.identity_pepper_name or settings.identity_pepper):  # redrive --unknown-audits keys rows
@@ -341,7 +408,80 @@ def connect(args: argparse.Namespace, stdin: IO[str], stderr: IO[str]) -> Contex
         stdin=stdin,
         stderr=stderr,
         assume_yes=bool(option.get("yes")),
+        operator=operator,
+        prog=invocation(sys.argv[0]),
+        flags=_target_flags(choice, option),
     )
+
+
+def _use_local_state(state: dict[str, Any]) -> None:
+    """Point the process at the stack ``make up`` runs: its endpoint, region, clock and price."""
+    os.environ["AWS_ENDPOINT_URL"] = str(state["aws_endpoint"])
+    os.environ.setdefault("AWS_DEFAULT_REGION", str(state.get("region") or "us-east-1"))
+    if state.get("clock_now") and not os.environ.get("CLOCK_NOW"):
+        os.environ["CLOCK_NOW"] = stack_clock_now(state)  # the stack's clock: the same now
+    if state.get("price_per_record") and not os.environ.get("PRICE_PER_RECORD"):
+        os.environ["PRICE_PER_RECORD"] = str(state["price_per_record"])
+
+
+def _announce(choice: Choice, session: boto3.session.Session, region: str, stderr: IO[str]) -> str:
+    """Say on stderr which stack this is, when it was not named on the command line (a deployed
+    stack always: its name, account and the caller, before anything can pay); return who the
+    operator is, as a re-drive records it (the caller's ARN; locally the user)."""
+    if choice.local:
+        user = os.environ.get("USER") or getpass.getuser()
+        if choice.implicit:
+            where = (
+                f"the one make up runs ({choice.state['state_file']})"
+                if choice.state
+                else f"at {os.environ.get('AWS_ENDPOINT_URL', '')} ($AWS_ENDPOINT_URL)"
+            )
+            stderr.write(
+                f"verifyfeed: local stack {choice.stack}, {where}; --stack NAME for a deployed one\n"
+            )
+        return user
+    identity = session.client("sts").get_caller_identity()
+    stderr.write(
+        f"verifyfeed: deployed stack {choice.stack}, account {identity['Account']}, region {region}, "
+        f"as {identity['Arn']}\n"
+    )
+    return str(identity["Arn"])
+
+
+def _target_flags(choice: Choice, option: dict[str, Any]) -> tuple[str, ...]:
+    """The options that name this target again, for the commands the output suggests."""
+    flags: list[str] = []
+    if option.get("endpoint_url"):
+        flags += ["--endpoint-url", option["endpoint_url"]]
+    elif option.get("local") or choice.state is not None:
+        flags.append("--local")
+    if option.get("stack") or not choice.local:
+        flags += ["--stack", choice.stack]
+    for name in ("region", "profile"):
+        if option.get(name):
+            flags += [f"--{name}", option[name]]
+    return tuple(flags)
+
+
+def invocation(argv0: str) -> str:
+    """How to run this CLI again, as typed here: the ``verifyfeed`` script as it was called, else the
+    venv's script beside this Python, else ``python -m verifyfeed_cli``."""
+    called = Path(argv0)
+    if called.name == "verifyfeed":
+        return "verifyfeed" if shutil.which("verifyfeed") and "/" not in argv0 else argv0
+    script = Path(sys.executable).parent / "verifyfeed"
+    if script.exists():
+        return _relative(script)
+    return f"{_relative(Path(sys.executable))} -m verifyfeed_cli"
+
+
+def _relative(path: Path) -> str:
+    """``path`` as a command names it from here: relative below the current folder, else absolute."""
+    try:
+        relative = str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path.absolute())
+    return relative if "/" in relative else f"./{relative}"
 
 
 def _aws_message(exc: ClientError) -> str:

@@ -155,14 +155,14 @@ def _prepare(services: Services, audit: Audit, row: SourceRow, pepper: Keyed) ->
     return Resubmission(audit, message)
 
 
-def resubmit(services: Services, item: Resubmission) -> Audit:
-    """``unknown → submitting`` (conditional: ``StaleAudit`` if the audit moved; the job reopens),
-    then its message queued. If the message cannot be queued, the audit is put back to ``unknown``
-    (with its last error) and the error raised."""
+def resubmit(services: Services, item: Resubmission, by: str) -> Audit:
+    """``unknown → submitting`` (conditional: ``StaleAudit`` if the audit moved; the job reopens;
+    recorded as re-submitted ``by`` the operator), then its message queued. If the message cannot be
+    queued, the audit is put back to ``unknown`` (with its last error) and the error raised."""
     if item.message is None:
         raise ValueError(f"audit cannot be re-submitted: {item.reason}")
     audits = services.audits
-    moved = audits.resubmit_unknown(item.audit, services.clock.now())
+    moved = audits.resubmit_unknown(item.audit, services.clock.now(), by)
     try:
         services.queue.send(item.message.model_dump_json())
     except (ClientError, BotoCoreError, RuntimeError):

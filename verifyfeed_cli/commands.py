@@ -12,6 +12,8 @@ import io
 import json
 import mimetypes
 import re
+import shlex
+import textwrap
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,11 +34,26 @@ from verifyfeed.logic.reports import (
     report_keys,
 )
 from verifyfeed.logic.splitter import DroppedObject
+from verifyfeed.models.ids import batch_label
 from verifyfeed.models.messages import LostRepairBatchMessage
 from verifyfeed.models.records import Audit, AuditStatus, Batch, BatchStatus, Job, JobKind, JobStatus
 from verifyfeed.pii import mask_generic
 from verifyfeed.ports import BlobError, StaleAudit, StaleTransition
 from verifyfeed.services import Services
+from verifyfeed_cli.advice import (
+    EXIT_NOT_SETTLED,
+    OPEN_AUDIT_STATUSES,
+    REDRIVE_UNKNOWN_AUDITS_FLAG,
+    REDRIVE_UNKNOWN_FLAG,
+    REPORTED_JOB_STATUSES,
+    SETTLED_JOB_STATUSES,
+    Cost,
+    Hint,
+    carrier_audit_hints,
+    lost_repair_hints,
+    outcome,
+    overview_hints,
+)
 from verifyfeed_cli.audit_redrive import Resubmission, plan_unknown_audits, resubmit, unknown_audits
 from verifyfeed_cli.output import ProgressBar, confirm, shorten, table, when
 from verifyfeed_cli.target import Target
@@ -82,10 +99,24 @@ class Context:
     stderr: IO[str]
     assume_yes: bool = False
     progress: bool | None = None  # None: draw the progress bar when stderr is a terminal
+    operator: str = ""  # who runs the command (recorded on what it re-drives)
+    prog: str = "verifyfeed"  # how this command was run: hints print commands that run as printed
+    flags: tuple[str, ...] = ()  # the options naming the target (--local, --stack NAME, ...)
 
     def say(self, text: str) -> None:
         self.stderr.write(text + "\n")
         self.stderr.flush()
+
+    def command(self, *words: str) -> str:
+        """A ``verifyfeed`` command line against the same stack, as it runs when pasted."""
+        return shlex.join([*shlex.split(self.prog), *self.flags, *words])
+
+    @property
+    def price(self) -> float | None:
+        return self.services.settings.price_per_record
+
+    def cost(self, records: int) -> Cost:
+        return Cost(records, self.price, self.services.settings.price_currency)
 
 
 # ---- shared ----------------------------------------------------------------------------------------
@@ -109,7 +140,7 @@ def find_job(ctx: Context, ref: str) -> tuple[Job, list[Job]]:
     if not jobs:
         raise CliError(
             f"no job for {ref!r} in stack {ctx.target.stack}: give the S3 key (lost-repair/list.csv), "
-            "the file name, or the job id (`verifyfeed status` lists recent jobs)"
+            f"the file name, or the job id (`{ctx.command('status')}` lists recent jobs)"
         )
     return jobs[0], jobs[1:]
 
@@ -191,10 +222,22 @@ def _rows(job: Job) -> str:
 
 
 def _batches(job: Job) -> str:
+    """all/ok/split/failed/deferred/unknown/open, the last six adding up to the first: a batch split
+    in halves is settled, its records counted in its halves (which are batches of the job too)."""
+    if job.status == JobStatus.DRY_RUN:
+        return f"dry run: {job.batches_total} to send"
     return (
-        f"{job.batches_total}/{job.batches_succeeded}/{job.batches_failed}/"
-        f"{job.batches_deferred}/{job.batches_unknown}"
+        f"{job.batches_total}/{job.batches_succeeded}/{job.batches_bisected}/{job.batches_failed}/"
+        f"{job.batches_deferred}/{job.batches_unknown}/{job.batches_open}"
     )
+
+
+def _status_text(job: Job) -> str:
+    """The job's status, and whether an operator re-drove any of it from unknown (it may have been
+    charged twice, whatever the status says since)."""
+    if job.unknown_redrives:
+        return f"{job.status.value} ({job.unknown_redrives} re-driven from unknown)"
+    return job.status.value
 
 
 # ---- status ----------------------------------------------------------------------------------------
@@ -207,15 +250,39 @@ def status(ctx: Context, ref: str | None, limit: int) -> Result:
 def status_overview(ctx: Context, limit: int) -> Result:
     jobs = ctx.services.jobs.list_jobs(limit)
     queues = queue_depths(ctx)
-    attention = {
-        s.value: ctx.services.jobs.count_with_status(s)
-        for s in (BatchStatus.FAILED, BatchStatus.UNKNOWN, BatchStatus.DEFERRED)
+    held = {
+        s: ctx.services.jobs.batches_with_status(s, limit=10_000)
+        for s in (BatchStatus.FAILED, BatchStatus.UNKNOWN)
     }
+    attention = {
+        BatchStatus.FAILED.value: len(held[BatchStatus.FAILED]),
+        BatchStatus.UNKNOWN.value: len(held[BatchStatus.UNKNOWN]),
+        BatchStatus.DEFERRED.value: ctx.services.jobs.count_with_status(BatchStatus.DEFERRED),
+    }
+    hints = overview_hints(
+        held[BatchStatus.FAILED],
+        held[BatchStatus.UNKNOWN],
+        ctx.price,
+        ctx.services.settings.price_currency,
+        ctx.command,
+    )
+    if queues["dead_letter"]:
+        hints.insert(
+            0,
+            Hint(
+                what=f"{queues['dead_letter']} message(s) on the dead-letter queue",
+                then="once the cause is fixed, move them back: each batch's record is checked first, so a "
+                "settled batch is not sent again",
+                command=ctx.command("redrive", "--dlq"),
+                doc="docs/operations.md#dead-letter-queue",
+            ),
+        )
     data = {
         "stack": ctx.target.describe(),
         "jobs": [job_view(j) for j in jobs],
         "queues": queues,
         "batches_needing_attention": attention,
+        "next_steps": [h.view() for h in hints],
     }
     lines = [f"Stack {ctx.target.stack} ({'local' if ctx.target.local else 'deployed'}, {ctx.target.region})"]
     if jobs:
@@ -227,12 +294,20 @@ def status_overview(ctx: Context, limit: int) -> Result:
                     "KIND",
                     "STATUS",
                     "ROWS read/ok/rej",
-                    "BATCHES all/ok/failed/defer/unknown",
+                    "BATCHES all/ok/split/failed/defer/unknown/open",
                     "CREATED",
                     "JOB",
                 ),
                 [
-                    (j.key, j.kind.value, j.status.value, _rows(j), _batches(j), when(j.created_at), j.job_id)
+                    (
+                        j.key,
+                        j.kind.value,
+                        _status_text(j),
+                        _rows(j),
+                        _batches(j),
+                        when(j.created_at),
+                        j.job_id,
+                    )
                     for j in jobs
                 ],
             ),
@@ -245,7 +320,6 @@ def status_overview(ctx: Context, limit: int) -> Result:
     lines.append(
         f"Work queue: {queues['work_waiting']} waiting, {queues['work_in_flight']} in flight; "
         f"dead-letter queue: {queues['dead_letter']}"
-        + ("  -> verifyfeed redrive --dlq" if queues["dead_letter"] else "")
     )
     if queues["splitter_failures"]:
         lines.append(
@@ -253,40 +327,58 @@ def status_overview(ctx: Context, limit: int) -> Result:
             "queue  -> docs/operations.md#splitter-failures"
         )
     lines.append(
-        f"Batches held: {attention['failed']} failed, {attention['unknown']} unknown"
-        + ("  -> verifyfeed redrive --failed|--unknown" if attention["failed"] + attention["unknown"] else "")
-        + f"; {attention['deferred']} deferred"
-        + ("  -> verifyfeed deferred" if attention["deferred"] else "")
+        f"Batches held: {attention['failed']} failed (not charged), {attention['unknown']} unknown (maybe "
+        f"charged); {attention['deferred']} deferred"
+        + (f"  -> {ctx.command('deferred')}" if attention["deferred"] else "")
     )
-    lines.append("Times are China time (UTC+8). `verifyfeed status FILE` shows one file.")
+    lines += [h.text() for h in hints]
+    lines.append(f"Times are China time (UTC+8). `{ctx.command('status', 'FILE')}` shows one file.")
     return Result(data, "\n".join(lines))
 
 
 def status_of(ctx: Context, ref: str) -> Result:
+    """One file: what happened to it, what it calls for next, and its outcome as the exit code."""
     job, others = find_job(ctx, ref)
-    rejected_key = report_keys(ctx.services.settings.reports_prefix, job.key)[1]
-    open_batches: list[Batch] = []
-    answered: list[Batch] = []
-    records: dict[str, int] | None = None
-    refused: list[dict[str, str]] = []
+    settings = ctx.services.settings
+    rejected_key = report_keys(settings.reports_prefix, job.key)[1]
+    batches: list[Batch] = []
+    audits: list[Audit] = []
     if job.kind == JobKind.LOST_REPAIR:
         batches = list(ctx.services.jobs.batches(job.job_id))
-        # a bisected batch's records are in its halves (docs/decisions.md#state-0)
-        open_batches = [b for b in batches if b.status not in (BatchStatus.SUCCEEDED, BatchStatus.BISECTED)]
-        answered = [b for b in batches if b.upstream_envelope]
-        records = {"accepted": job.rows_accepted, **record_outcomes(batches)}
-        refused = refused_records(batches)
-    in_flight = job.batches_total - job.batches_settled - job.batches_deferred
-    reports_prefix = ctx.services.settings.reports_prefix
-    header = read_header_facts(ctx.services.blobs, job.bucket, header_key(reports_prefix, job.key))
-    data = {
+    else:
+        audits = _audits_of(ctx, job)
+    audit_counts = _audit_counts(audits) if job.kind == JobKind.CARRIER_AUDIT else None
+    # a bisected batch's records are in its halves (docs/decisions.md#state-0)
+    open_batches = [b for b in batches if b.status not in (BatchStatus.SUCCEEDED, BatchStatus.BISECTED)]
+    answered = [b for b in batches if b.upstream_envelope]
+    refused = refused_records(batches)
+    dry_run = job.status == JobStatus.DRY_RUN
+    records = (
+        {"accepted": job.rows_accepted, **record_outcomes(batches)}
+        if job.kind == JobKind.LOST_REPAIR and not dry_run
+        else None
+    )
+    redriven = [_redriven_view(b.batch_id, batch_label(b.seq), b.record_count, b.redriven) for b in batches]
+    redriven += [_redriven_view(f"row {a.row}", f"row {a.row}", 1, a.redriven) for a in audits]
+    redriven = [r for r in redriven if r["redriven"]]
+    if dry_run:
+        hints: list[Hint] = []
+    elif job.kind == JobKind.LOST_REPAIR:
+        hints = lost_repair_hints(job, batches, ctx.price, settings.price_currency, ctx.command)
+    else:
+        hints = carrier_audit_hints(job, audit_counts or {}, ctx.command)
+    result = outcome(job, audit_counts)
+    header = read_header_facts(ctx.services.blobs, job.bucket, header_key(settings.reports_prefix, job.key))
+    data: dict[str, Any] = {
         "job": job_view(job),
+        "outcome": result.view(),
         # every column the splitter did not use, by label; None when its header was never read
         "ignored_columns": None if header is None else header["ignored_columns"],
         "header": header,
         "report": f"s3://{job.bucket}/{job.report_key}" if job.report_key else None,
         "rejected_rows_report": f"s3://{job.bucket}/{rejected_key}",
         "records": records,
+        "audits": audit_counts,
         "refused_records": refused,
         "batches_not_succeeded": [batch_view(b) for b in open_batches],
         # every answered charged call: its serial number and whole answer envelope
@@ -294,6 +386,9 @@ def status_of(ctx: Context, ref: str) -> Result:
             {"batch_id": b.batch_id, "serial_no": b.serial_no, "envelope": json.loads(b.upstream_envelope)}
             for b in answered
         ],
+        # who re-drove what, when, from what: a re-drive from unknown may have charged twice
+        "redriven": redriven,
+        "next_steps": [h.view() for h in hints],
         "other_uploads": [
             {"job_id": j.job_id, "status": j.status.value, "created_at": j.created_at} for j in others
         ],
@@ -302,7 +397,7 @@ def status_of(ctx: Context, ref: str) -> Result:
         f"File:     {job.key}  (s3://{job.bucket}/{job.key}"
         + (f", version {job.version})" if job.version else ")"),
         f"Job:      {job.job_id}  ({job.kind.value})",
-        f"Status:   {job.status.value}" + (f": {job.reason}" if job.reason else ""),
+        f"Status:   {_status_text(job)}" + (f": {job.reason}" if job.reason else ""),
         f"Created:  {when(job.created_at)}   updated {when(job.updated_at)} (China time)",
         f"Rows:     {job.rows_read} read, {job.rows_accepted} accepted, {job.rows_rejected} rejected"
         + (
@@ -312,67 +407,167 @@ def status_of(ctx: Context, ref: str) -> Result:
         ),
         f"Columns:  {_columns_text(header)}",
         *(f"Note:     {note}" for note in (header or {}).get("notes", [])),
-        f"{'Batches:' if job.kind == JobKind.LOST_REPAIR else 'Audits: '}  {job.batches_total} in all: "
-        f"{job.batches_succeeded} {'succeeded' if job.kind == JobKind.LOST_REPAIR else 'submitted'}, "
-        f"{job.batches_failed} failed, {job.batches_unknown} unknown, {job.batches_deferred} deferred, "
-        f"{max(0, in_flight)} in flight"
-        + (f", {job.batches_bisected} split in halves" if job.batches_bisected else ""),
-        *(
-            [
-                f"Records:  {records['uploaded']} uploaded, {records['refused']} refused or failed, "
-                f"{records['held']} held, {records['deferred']} deferred, {records['pending']} pending "
-                f"(of {records['accepted']} accepted)"
-            ]
-            if records is not None
-            else []
-        ),
-        "Report:   "
-        + (
-            f"s3://{job.bucket}/{job.report_key}  (verifyfeed report {job.key})"
-            if job.report_key
-            else "not yet: written when every batch has settled"
-        ),
-        f"Rejected: s3://{job.bucket}/{rejected_key}  (verifyfeed report {job.key} --rejected)",
+    ]
+    if dry_run:
+        lines += _would_send_lines(ctx, job, data)
+    elif job.kind == JobKind.LOST_REPAIR:
+        lines.append(f"Batches:  {_batches_text(job)}")
+    else:
+        lines.append(f"Audits:   {_audits_text(job, audit_counts or {})}")
+    if records is not None:
+        lines.append(
+            f"Records:  {records['accepted']} accepted = {records['uploaded']} uploaded + "
+            f"{records['refused']} refused or failed + {records['held']} held unknown + "
+            f"{records['deferred']} deferred + "
+            f"{records['pending']} not answered yet"
+        )
+    lines += [
+        f"Report:   {_report_text(ctx, job)}",
+        f"Rejected: s3://{job.bucket}/{rejected_key}  ({ctx.command('report', job.key, '--rejected')})",
     ]
     if others:
         lines.append(
             f"Earlier uploads of this file: {', '.join(f'{j.job_id} ({j.status.value})' for j in others)}"
         )
     if answered:
-        shown = ", ".join(f"#{b.seq} {b.serial_no or '(no serialNo)'}" for b in answered[:10])
-        more = f" and {len(answered) - 10} more (--json)" if len(answered) > 10 else ""
-        lines.append(f"Serials:  {shown}{more}")
+        shown = "; ".join(_answer_text(b) for b in answered[:10])
+        more = f"; and {len(answered) - 10} more (--json)" if len(answered) > 10 else ""
+        lines += textwrap.wrap(
+            f"Answers:  {shown}{more}", 100, subsequent_indent=" " * 10, break_on_hyphens=False
+        )
+    for view in redriven:
+        lines.append(f"Re-driven: {_redriven_text(view, job.kind)}")
     if refused:
+        labels = {b.batch_id: batch_label(b.seq) for b in batches}
         lines += [
             "",
             "Records the upstream refused (isolated by splitting their batch; authCode, reason):",
             table(
-                ("BATCH", "AUTHCODE", "REASON"),
-                [(r["batch_id"], r["auth_code"], shorten(r["reason"])) for r in refused],
+                ("BATCH", "#", "AUTHCODE", "REASON"),
+                [
+                    (
+                        r["batch_id"],
+                        labels[r["batch_id"]],
+                        r["auth_code"],
+                        shorten(r["reason"]),
+                    )
+                    for r in refused
+                ],
             ),
         ]
     if open_batches:
-        lines += [
-            "",
-            "Batches not succeeded:",
-            _batch_table(open_batches),
-        ]
-        if job.batches_failed or job.batches_unknown:
-            lines.append(
-                f"  -> verifyfeed redrive --failed --unknown --job {job.job_id}  (read the warning first)"
-            )
+        lines += ["", "Batches not succeeded:", _batch_table(open_batches)]
+    if hints:
+        lines += ["", "Next:", *(h.text() for h in hints)]
     if job.kind == JobKind.CARRIER_AUDIT:
-        lines.append("Audit results: verifyfeed audits")
-    return Result(data, "\n".join(lines))
+        lines.append(f"Audit results: {ctx.command('audits')}")
+    lines.append(f"Outcome:  {result.meaning} (exit code {result.code})")
+    return Result(data, "\n".join(lines), result.code)
+
+
+def _batches_text(job: Job) -> str:
+    """The job's batches, adding up: a batch split in halves counts once, its halves as batches."""
+    parts = [
+        f"{job.batches_succeeded} succeeded",
+        *([f"{job.batches_bisected} split in halves"] if job.batches_bisected else []),
+        f"{job.batches_failed} failed",
+        f"{job.batches_unknown} unknown",
+        f"{job.batches_deferred} deferred",
+        f"{job.batches_open} in flight",
+    ]
+    return f"{job.batches_total} in all = " + " + ".join(parts)
+
+
+AUDIT_LABELS = {
+    AuditStatus.PASSED: "passed",
+    AuditStatus.REJECTED: "rejected",
+    AuditStatus.PENDING: "awaiting a decision",
+    AuditStatus.SUBMITTING: "being submitted",
+    AuditStatus.FAILED: "refused when submitted",
+    AuditStatus.UNKNOWN: "held unknown",
+}
+
+
+def _audits_text(job: Job, counts: dict[str, int]) -> str:
+    """The job's audits by status, adding up to the audits it sent; an audit a later file corrected
+    belongs to that file's job now."""
+    parts = [f"{counts[s.value]} {label}" for s, label in AUDIT_LABELS.items() if counts.get(s.value)]
+    moved = job.batches_total - sum(counts.values())
+    if moved > 0:
+        parts.append(f"{moved} corrected by a later file")
+    return f"{job.batches_total} in all" + (" = " + " + ".join(parts) if parts else "")
+
+
+def _would_send_lines(ctx: Context, job: Job, data: dict[str, Any]) -> list[str]:
+    """A dry run: what a real drop would send, and what it would cost if every record were accepted."""
+    if job.kind == JobKind.CARRIER_AUDIT:
+        data["would_send"] = {"audits_submitted": job.rows_accepted}
+        data["cost_if_all_accepted"] = None
+        return [
+            f"Would send: {job.rows_accepted} audit(s) (dry run: nothing sent); cost not known: the "
+            "carrier-audit seed states no price"
+        ]
+    cost = ctx.cost(job.rows_accepted)
+    data["would_send"] = {"batches": job.batches_total, "records_charged_if_accepted": job.rows_accepted}
+    data["cost_if_all_accepted"] = cost.view()
+    return [
+        f"Would send: {job.batches_total} batch(es), {job.rows_accepted} record(s) (dry run: nothing sent)",
+        f"Cost:     at most {cost.text()}, if the upstream accepts every record",
+    ]
+
+
+def _report_text(ctx: Context, job: Job) -> str:
+    if job.report_key:
+        where = f"s3://{job.bucket}/{job.report_key}  ({ctx.command('report', job.key)})"
+        if job.status in SETTLED_JOB_STATUSES:
+            return where
+        return where + "; of its last settlement, written again when it settles again"
+    if job.status in REPORTED_JOB_STATUSES:
+        return f"being written: the job settled at {when(job.updated_at)}"
+    return "not yet: written when every batch has settled"
+
+
+def _answer_text(batch: Batch) -> str:
+    """One answered call, saying what it was: its serial number when the upstream gave one."""
+    label = batch_label(batch.seq)
+    serial = f"serial {batch.serial_no}" if batch.serial_no else "no serial number given"
+    what = {
+        BatchStatus.SUCCEEDED: f"uploaded, {serial}",
+        BatchStatus.BISECTED: "refused whole (state 0), split in halves",
+        BatchStatus.REFUSED: "refused whole (state 0), to be split",
+        BatchStatus.FAILED: "refused (state 0), not charged",
+        BatchStatus.UNKNOWN: "answer not readable, held",
+    }.get(batch.status, f"{batch.status.value}, {serial}")
+    return f"{label} {what}"
+
+
+def _redriven_view(ref: str, label: str, records: int, entries: Iterable[Any]) -> dict[str, Any]:
+    return {
+        "ref": ref,
+        "label": label,
+        "records": records,
+        "redriven": [e.model_dump() for e in entries],
+    }
+
+
+def _redriven_text(view: dict[str, Any], kind: JobKind) -> str:
+    what = f"{view['label']} ({view['records']} record(s))" if kind == JobKind.LOST_REPAIR else view["label"]
+    risk = "may be charged twice" if kind == JobKind.LOST_REPAIR else "may be a second audit upstream"
+    return f"{what}: " + "; ".join(
+        f"from {e['was']} by {e['by']} at {when(e['at'])}" + (f" ({risk})" if e["was"] == "unknown" else "")
+        for e in view["redriven"]
+    )
 
 
 def _batch_table(batches: Iterable[Batch], error_width: int = 60) -> str:
-    """Batches as ``status FILE`` and ``redrive`` list them, the last error cut to ``error_width``."""
+    """Batches as ``status FILE`` and ``redrive`` list them, the last error cut to ``error_width``;
+    ``#`` is the batch's place in its file (``#3.1``: the first half of its third batch)."""
     return table(
-        ("BATCH", "STATUS", "RECORDS", "ATTEMPTS", "UPDATED", "LAST ERROR"),
+        ("BATCH", "#", "STATUS", "RECORDS", "ATTEMPTS", "UPDATED", "LAST ERROR"),
         [
             (
                 b.batch_id,
+                batch_label(b.seq),
                 b.status.value,
                 b.record_count,
                 b.attempts,
@@ -487,10 +682,15 @@ def audits(ctx: Context, status_filter: str | None, limit: int) -> Result:
     if len(found) == limit:
         lines.append(f"(the {limit} most recently updated; --limit N for more)")
     if counts[AuditStatus.UNKNOWN.value]:
+        jobs = sorted({v["job_id"] for v in views if v["status"] == AuditStatus.UNKNOWN.value})
         lines.append(
-            f"{counts[AuditStatus.UNKNOWN.value]} audit(s) unknown: check upstream, then "
-            "verifyfeed redrive --unknown-audits (docs/operations.md#unknown-audits)"
+            f"{counts[AuditStatus.UNKNOWN.value]} audit(s) unknown: the upstream may hold them already. "
+            "Ask it first (docs/operations.md#unknown-audits); only for a file whose audits it does not hold:"
         )
+        lines += [
+            "  " + ctx.command("redrive", "--unknown-audits", "--job", job_id, REDRIVE_UNKNOWN_AUDITS_FLAG)
+            for job_id in jobs
+        ] or ["  " + ctx.command("audits", "--status", AuditStatus.UNKNOWN.value)]
     return Result(data, "\n".join(lines))
 
 
@@ -598,10 +798,28 @@ class _Plan:
     def empty(self) -> bool:
         return not self.batches and not (self.dlq and self.dlq_messages)
 
+    @property
+    def unknown(self) -> list[Batch]:
+        return [b for b in self.batches if b.status == BatchStatus.UNKNOWN]
+
+    def may_charge_again(self, ctx: Context) -> Cost:
+        """What re-driving the unknown batches charges a second time, if the upstream had them."""
+        return ctx.cost(sum(b.record_count for b in self.unknown))
+
 
 def redrive(
-    ctx: Context, *, dlq: bool, failed: bool, unknown: bool, job_ref: str | None, limit: int
+    ctx: Context,
+    *,
+    dlq: bool,
+    failed: bool,
+    unknown: bool,
+    job_ref: str | None,
+    limit: int,
+    may_charge_twice: bool = False,
 ) -> Result:
+    """Re-drive dead letters, failed and unknown batches. Unknown ones only with ``may_charge_twice``
+    (``--i-understand-this-may-charge-twice``; ``--yes`` is not enough), each recorded on its batch
+    with who re-drove it."""
     if not (dlq or failed or unknown):
         raise CliError(
             "say what to re-drive: --dlq, --failed and/or --unknown (or --unknown-audits)", EXIT_USAGE
@@ -613,6 +831,8 @@ def redrive(
         "dlq_messages_left": 0,
         "batches_resent": [],
         "batches_skipped": [{**batch_view(b), "why": "body not kept"} for b in plan.not_kept],
+        "may_charge_again": plan.may_charge_again(ctx).view() if plan.unknown else None,
+        "redriven_by": ctx.operator,
         "confirmed": False,
     }
     if plan.empty:
@@ -622,6 +842,14 @@ def redrive(
             text += "\n" + _not_kept_text(plan.not_kept)
         return Result(data, text)
     ctx.say(_plan_text(ctx, plan))
+    if plan.unknown and not may_charge_twice:
+        raise CliError(
+            f"refused: re-driving {len(plan.unknown)} unknown batch(es) may charge "
+            f"{plan.may_charge_again(ctx).text()} a second time. Ask the upstream first "
+            "(docs/operations.md#unknown-outcomes); only if it did not receive them, add "
+            f"{REDRIVE_UNKNOWN_FLAG}",
+            EXIT_USAGE,
+        )
     if not ctx.assume_yes and not confirm("Proceed?", ctx.stdin, ctx.stderr):
         return Result(data, "Aborted: nothing was changed.", EXIT_NOT_FOUND)
     data["confirmed"] = True
@@ -655,9 +883,10 @@ def redrive(
     if data["dlq_messages_left"]:
         lines.append(f"Left {data['dlq_messages_left']} message(s) of other jobs in the dead-letter queue.")
     if plan.batches:
+        follow = ctx.command("status", *([plan.job_id] if plan.job_id else []))
         lines.append(
-            f"Re-queued {len(data['batches_resent'])} batch(es) (status retry); "
-            "`verifyfeed status FILE` follows them."
+            f"Re-queued {len(data['batches_resent'])} batch(es) (status retry), recorded on each as "
+            f"re-driven by {ctx.operator}; `{follow}` follows them."
         )
     for skipped in data["batches_skipped"]:
         lines.append(f"Skipped {skipped['batch_id']}: {skipped['why']}")
@@ -702,8 +931,9 @@ def _plan_text(ctx: Context, plan: _Plan) -> str:
             "set to retry and queued again:"
         )
         lines.append("    " + _batch_table(plan.batches, error_width=50).replace("\n", "\n    "))
-    if any(b.status == BatchStatus.UNKNOWN for b in plan.batches):
+    if plan.unknown:
         lines.append(UNKNOWN_WARNING)
+        lines.append(f"If it did, this charges {plan.may_charge_again(ctx).text()} a second time.")
     if plan.not_kept:
         lines.append(_not_kept_text(plan.not_kept))
     return "\n".join(lines)
@@ -731,7 +961,7 @@ def _resend(ctx: Context, batch: Batch) -> None:
     """``failed|unknown → retry`` (conditional, job reopened), then a message with a new generation."""
     services = ctx.services
     now = services.clock.now()
-    retried = services.jobs.redrive_batch(batch, now)
+    retried = services.jobs.redrive_batch(batch, now, ctx.operator)
     # a new generation: a new idempotency key, this is a new attempt
     message = LostRepairBatchMessage.for_batch(
         batch, generation=int(now.timestamp()), claim_bucket=ctx.target.bucket
@@ -816,9 +1046,13 @@ def resubmission_view(item: Resubmission) -> dict[str, Any]:
     return {**audit_view(item.audit), "send": item.kind if item.ready else None, "why": item.reason}
 
 
-def redrive_unknown_audits(ctx: Context, *, job_ref: str | None, limit: int) -> Result:
-    """Re-submit audits held ``unknown`` (``verifyfeed_cli.audit_redrive``): plan, warning, confirmation,
-    progress; each one re-read from its upload, or reported with the reason it cannot be."""
+def redrive_unknown_audits(
+    ctx: Context, *, job_ref: str | None, limit: int, may_audit_twice: bool = False
+) -> Result:
+    """Re-submit audits held ``unknown`` (``verifyfeed_cli.audit_redrive``): plan, warning, the
+    operator's explicit flag (``--i-understand-this-may-create-a-second-audit``; ``--yes`` is not
+    enough), confirmation, progress; each one re-read from its upload, or reported with the reason
+    it cannot be, and recorded on the audit with who re-submitted it."""
     services = ctx.services
     job_id = find_job(ctx, job_ref)[0].job_id if job_ref else None
     held = unknown_audits(services, job_id, limit)
@@ -832,6 +1066,7 @@ def redrive_unknown_audits(ctx: Context, *, job_ref: str | None, limit: int) -> 
         "job_id": job_id,
         "audits_resubmitted": [],
         "audits_skipped": [resubmission_view(item) for item in plan if not item.ready],
+        "redriven_by": ctx.operator,
         "confirmed": False,
     }
     if not ready:
@@ -841,6 +1076,13 @@ def redrive_unknown_audits(ctx: Context, *, job_ref: str | None, limit: int) -> 
             lines = ["Nothing to re-submit."] + [_skipped_text(v) for v in data["audits_skipped"]]
         return Result(data, "\n".join(lines))
     ctx.say(_unknown_audits_plan_text(ctx, job_id, ready, [item for item in plan if not item.ready]))
+    if not may_audit_twice:
+        raise CliError(
+            f"refused: re-submitting {len(ready)} unknown audit(s) may create a second audit upstream for "
+            "each. Ask the upstream first (docs/operations.md#unknown-audits); only if it holds none, add "
+            f"{REDRIVE_UNKNOWN_AUDITS_FLAG}",
+            EXIT_USAGE,
+        )
     if not ctx.assume_yes and not confirm("Proceed?", ctx.stdin, ctx.stderr):
         return Result(data, "Aborted: nothing was changed.", EXIT_NOT_FOUND)
     data["confirmed"] = True
@@ -849,7 +1091,7 @@ def redrive_unknown_audits(ctx: Context, *, job_ref: str | None, limit: int) -> 
     try:
         for item in ready:
             try:
-                moved = resubmit(services, item)
+                moved = resubmit(services, item, ctx.operator)
             except StaleAudit:
                 data["audits_skipped"].append({**resubmission_view(item), "why": "changed meanwhile"})
             else:
@@ -862,8 +1104,8 @@ def redrive_unknown_audits(ctx: Context, *, job_ref: str | None, limit: int) -> 
         bar.close()
 
     lines = [
-        f"Re-submitted {len(data['audits_resubmitted'])} audit(s) (status submitting); "
-        "`verifyfeed audits --status pending` follows them."
+        f"Re-submitted {len(data['audits_resubmitted'])} audit(s) (status submitting), recorded on each as "
+        f"re-submitted by {ctx.operator}; `{ctx.command('audits', '--status', 'pending')}` follows them."
     ]
     lines += [_skipped_text(v) for v in data["audits_skipped"]]
     return Result(data, "\n".join(lines))
@@ -904,18 +1146,6 @@ def _unknown_audits_plan_text(
 
 # ---- drop / watch ----------------------------------------------------------------------------------
 
-EXIT_NOT_SETTLED = 4  # `drop --wait` / `watch`: the job had not settled when the time was up
-SETTLED_JOB_STATUSES = frozenset(
-    {
-        JobStatus.COMPLETED,
-        JobStatus.COMPLETED_WITH_ERRORS,
-        JobStatus.REJECTED,
-        JobStatus.DEFERRED,
-        JobStatus.DRY_RUN,
-        JobStatus.DUPLICATE,
-    }
-)
-OPEN_AUDIT_STATUSES = (AuditStatus.SUBMITTING, AuditStatus.PENDING)
 CLOCK_SKEW = timedelta(seconds=5)  # between this machine's clock and the splitter's
 
 
@@ -966,7 +1196,9 @@ def drop(
     )
     data: dict[str, Any] = {"s3_uri": f"s3://{bucket}/{key}", "kind": job_kind.value, "job_id": job_id}
     if not wait:
-        return Result(data, f"`verifyfeed watch {key}` follows it; `verifyfeed status {key}` shows it.")
+        return Result(
+            data, f"`{ctx.command('watch', key)}` follows it; `{ctx.command('status', key)}` shows it."
+        )
     # an unversioned bucket: the splitter's job id is not known here, the first job newer than the drop is it
     return _follow(ctx, job_id if version else None, key, timeout_s, after=dropped_at)
 
@@ -991,35 +1223,40 @@ def _detect_kind(file: Path) -> JobKind | None:
 def _follow(
     ctx: Context, job_id: str | None, key: str, timeout_s: float, after: datetime | None = None
 ) -> Result:
+    """Show the job's progress as it changes until it has settled (its report written, its audits
+    decided), then what ``status FILE`` shows, with its outcome as the exit code."""
     deadline = time.monotonic() + timeout_s
     shown = ""
     while True:
         job = ctx.services.jobs.get_job(job_id) if job_id else _newest_job(ctx, key, after)
         if job is not None:
-            audits = _job_audits(ctx, job) if job.kind == JobKind.CARRIER_AUDIT else {}
+            audits = _audit_counts(_audits_of(ctx, job)) if job.kind == JobKind.CARRIER_AUDIT else {}
             line = _progress_line(job, audits)
             if line != shown:
                 ctx.say(line)
                 shown = line
-            if job.status in SETTLED_JOB_STATUSES and not any(
-                audits.get(s.value) for s in OPEN_AUDIT_STATUSES
-            ):
+            if _settled(job, audits):
                 result = status_of(ctx, job.job_id)
-                result.data["audits"] = audits
                 result.data["accounted_for"] = _accounted_for(job)
-                if audits:
-                    result.text += "\nAudits now: " + ", ".join(f"{n} {s}" for s, n in audits.items())
-                if not result.data["accounted_for"]:
-                    result.code = EXIT_NOT_FOUND
                 return result
         if time.monotonic() >= deadline:
             raise CliError(
                 f"{key}: not settled after {timeout_s:g} s"
                 + (f" ({shown})" if shown else " (no job recorded yet: is the splitter notified?)")
-                + f"; `verifyfeed watch {key}` goes on following it",
+                + f"; `{ctx.command('watch', key)}` goes on following it",
                 EXIT_NOT_SETTLED,
             )
         time.sleep(1.0)  # polling the stores; the deadline above bounds the wait
+
+
+def _settled(job: Job, audits: dict[str, int]) -> bool:
+    """Nothing more will happen without the blackout's end or an operator: the status settled, its
+    report written (right after the status, logic/progress.py), no audit awaiting its decision."""
+    return (
+        job.status in SETTLED_JOB_STATUSES
+        and (bool(job.report_key) or job.status not in REPORTED_JOB_STATUSES)
+        and not any(audits.get(s.value) for s in OPEN_AUDIT_STATUSES)
+    )
 
 
 def _newest_job(ctx: Context, key: str, after: datetime | None) -> Job | None:
@@ -1031,12 +1268,20 @@ def _newest_job(ctx: Context, key: str, after: datetime | None) -> Job | None:
     return jobs[0]
 
 
-def _job_audits(ctx: Context, job: Job) -> dict[str, int]:
+def _audits_of(ctx: Context, job: Job) -> list[Audit]:
+    """The job's audits (every status; there is no index by job)."""
+    return [
+        a
+        for s in AuditStatus
+        for a in ctx.services.audits.with_status(s, limit=100_000)
+        if a.job_id == job.job_id
+    ]
+
+
+def _audit_counts(audits: Iterable[Audit]) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for s in AuditStatus:
-        mine = [a for a in ctx.services.audits.with_status(s, limit=100_000) if a.job_id == job.job_id]
-        if mine:
-            counts[s.value] = len(mine)
+    for a in audits:
+        counts[a.status.value] = counts.get(a.status.value, 0) + 1
     return counts
 
 
@@ -1045,14 +1290,16 @@ def _progress_line(job: Job, audits: dict[str, int]) -> str:
         f"{job.status.value}: {job.rows_read} row(s) read "
         f"({job.rows_accepted} accepted, {job.rows_rejected} rejected)"
     )
-    if job.kind == JobKind.LOST_REPAIR:
-        return (
-            line
-            + f"; batches {job.batches_settled}/{job.batches_total} settled"
-            + f" ({job.batches_succeeded} succeeded, {job.batches_deferred} deferred)"
+    if job.status == JobStatus.DRY_RUN:
+        would = (
+            f"{job.batches_total} batch(es), {job.rows_accepted} record(s)"
+            if job.kind == JobKind.LOST_REPAIR
+            else f"{job.rows_accepted} audit(s)"
         )
-    decided = sum(n for s, n in audits.items() if s not in {o.value for o in OPEN_AUDIT_STATUSES})
-    return line + f"; audits {job.batches_succeeded}/{job.batches_total} submitted, {decided} decided"
+        return line + f"; a real drop would send {would}"
+    if job.kind == JobKind.LOST_REPAIR:
+        return line + f"; batches {_batches_text(job)}"
+    return line + f"; audits {_audits_text(job, audits)}"
 
 
 def _accounted_for(job: Job) -> bool:
@@ -1061,7 +1308,5 @@ def _accounted_for(job: Job) -> bool:
     return (
         job.status not in (JobStatus.REJECTED, JobStatus.DUPLICATE)
         and job.rows_accepted + job.rows_rejected == job.rows_read
-        and (
-            job.status == JobStatus.DRY_RUN or job.batches_settled + job.batches_deferred == job.batches_total
-        )
+        and (job.status == JobStatus.DRY_RUN or job.batches_open == 0)
     )

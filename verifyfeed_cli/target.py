@@ -1,17 +1,20 @@
 """Which stack the CLI talks to, and the physical names of its resources.
 
-Two ways, never mixed up:
+Two ways, never mixed up, and never guessed (``choose``):
 
-- **deployed** (the default): the CloudFormation stack ``--stack`` (else ``$VERIFYFEED_STACK``,
-  else ``verifyfeed-dev``) is described with the default boto3 credentials; the names come from its
-  outputs and the blackout days from its parameters.
-- **local** (``--local``, or an endpoint URL: ``--endpoint-url`` / ``$AWS_ENDPOINT_URL``): the
-  stack ``make demo`` creates in moto (``--stack``, else ``verifyfeed-local``). ``local/resources.py``
-  names what it creates after the template: the bucket's explicit ``BucketName``
-  (``<stack>-ingest-<account>-<region>``), every other resource ``<stack>-<LogicalId>``. The CLI
-  applies the same rule (a test checks they agree) and never creates anything.
+- **local** (``--local``, or an endpoint URL: ``--endpoint-url`` / ``$AWS_ENDPOINT_URL``; or no
+  stack named while ``make up`` runs one, which is said on stderr): the stack in moto (``--stack``,
+  else the running one's, else ``verifyfeed-local``, what ``make demo`` creates).
+  ``local/resources.py`` names what it creates after the template: the bucket's explicit
+  ``BucketName`` (``<stack>-ingest-<account>-<region>``), every other resource
+  ``<stack>-<LogicalId>``. The CLI applies the same rule (a test checks they agree) and never
+  creates anything.
+- **deployed**, only when named: the CloudFormation stack ``--stack`` (else ``$VERIFYFEED_STACK``)
+  is described with the default boto3 credentials; the names come from its outputs, the blackout
+  days and the price per record from its parameters. Its name and account are said on stderr
+  before anything else is done.
 
-When no endpoint is given, ``--local`` finds the stack ``make up`` left running through its
+When no endpoint is given, the local stack is the one ``make up`` left running, found through its
 ``.local-state/stack.json`` (in ``$VERIFYFEED_STATE_DIR``, else in the current folder or one
 above it): the endpoint, the stack and the sandbox's URL (``local_state``).
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +37,6 @@ if TYPE_CHECKING:
     from mypy_boto3_cloudformation import CloudFormationClient
     from mypy_boto3_sqs import SQSClient
 
-DEFAULT_STACK = "verifyfeed-dev"
 DEFAULT_LOCAL_STACK = "verifyfeed-local"  # what `make demo` creates
 LOCAL_ACCOUNT_ID = "123456789012"  # moto's account (local/resources.py LOCAL_ACCOUNT_ID)
 OUTPUTS = {
@@ -68,6 +71,7 @@ class Target:
     identity_pepper_secret: str = ""  # the identity pepper's secret (redrive --unknown-audits)
     blackout_start_day: int = 27
     blackout_resume_day: int = 1
+    price_per_record: float | None = None  # the stack's PricePerRecord (None: not set)
 
     @property
     def complete(self) -> bool:
@@ -88,7 +92,8 @@ class Target:
 
 
 def local_state(cwd: Path | None = None) -> dict[str, Any] | None:
-    """The ``stack.json`` of the stack ``make up`` runs, if one is found and its process lives."""
+    """The ``stack.json`` of the stack ``make up`` runs, if one is found and its process lives; its
+    path is under ``"state_file"``."""
     folder = os.environ.get("VERIFYFEED_STATE_DIR", "").strip()
     start = (cwd or Path.cwd()).resolve()
     candidates = (
@@ -102,8 +107,60 @@ def local_state(cwd: Path | None = None) -> dict[str, Any] | None:
         except (OSError, ValueError):
             continue
         if isinstance(state, dict) and running(state.get("pid")):
-            return state
+            return {**state, "state_file": str(path)}
     return None
+
+
+def stack_clock_now(state: dict[str, Any] | None) -> str:
+    """The instant the functions of the stack ``make up`` runs take as now, when it started at
+    ``CLOCK_NOW`` (``make up CLOCK_NOW=...``: that instant, running on since); "" for the system clock."""
+    if not state or not state.get("clock_now"):
+        return ""
+    ran = datetime.now(UTC) - datetime.fromisoformat(str(state["started_at"]))
+    return (datetime.fromisoformat(str(state["clock_now"])) + ran).isoformat()
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Which stack, and why: ``local`` with the running stack's ``state`` (if any), or deployed."""
+
+    local: bool
+    stack: str
+    state: dict[str, Any] | None = None
+    implicit: bool = False  # chosen because no stack was named: say so on stderr
+
+
+def choose(
+    *,
+    local: bool,
+    endpoint: str,
+    env_endpoint: str,
+    stack: str,
+    env_stack: str,
+    running: dict[str, Any] | None,
+) -> Choice:
+    """The target: ``--local`` or an endpoint (``--endpoint-url``, ``$AWS_ENDPOINT_URL``: said) is
+    local; a stack named (``--stack``, ``$VERIFYFEED_STACK``) is deployed; no stack named is the
+    local stack ``make up`` runs (said), and an error when none runs: a deployed stack, which can
+    pay, is never a default."""
+    given = bool(local or endpoint)  # on the command line: nothing to say
+    endpoint = endpoint or env_endpoint
+    if local or endpoint:
+        if not endpoint and running is None:
+            raise TargetError(
+                "no local stack is running: `make up` starts one (or give --endpoint-url for another)"
+            )
+        state = None if endpoint else running
+        named = stack or env_stack or (str(state["stack"]) if state else DEFAULT_LOCAL_STACK)
+        return Choice(local=True, stack=named, state=state, implicit=not given)
+    if stack or env_stack:
+        return Choice(local=False, stack=stack or env_stack)
+    if running is not None:
+        return Choice(local=True, stack=str(running["stack"]), state=running, implicit=True)
+    raise TargetError(
+        "no stack named: --stack NAME (or $VERIFYFEED_STACK) for a deployed stack, --local for the local "
+        "one (`make up` starts it; none is running)"
+    )
 
 
 def running(pid: object) -> bool:
@@ -115,10 +172,6 @@ def running(pid: object) -> bool:
     except OSError:
         return False
     return stat.rpartition(")")[2].split()[0] != "Z"  # a zombie has exited
-
-
-def stack_name(explicit: str | None, local: bool) -> str:
-    return explicit or os.environ.get("VERIFYFEED_STACK") or (DEFAULT_LOCAL_STACK if local else DEFAULT_STACK)
 
 
 def resolve(
@@ -162,6 +215,7 @@ def _local(base: Target, sqs: SQSClient) -> Target:
         audits_table=f"{stack}-AuditsTable",
         blackout_start_day=_day("BLACKOUT_START_DAY", base.blackout_start_day),
         blackout_resume_day=_day("BLACKOUT_RESUME_DAY", base.blackout_resume_day),
+        price_per_record=_price(os.environ.get("PRICE_PER_RECORD", "")),
     )
 
 
@@ -183,6 +237,14 @@ def _queue_url(sqs: SQSClient, name: str, stack: str, *, required: bool = True) 
 def _day(variable: str, default: int) -> int:
     value = os.environ.get(variable, "").strip()
     return int(value) if value.isdigit() else default
+
+
+def _price(text: str) -> float | None:
+    """A price per record as the stack's ``PricePerRecord`` gives it; blank (or not a number): not known."""
+    try:
+        return float(text) if text.strip() else None
+    except ValueError:
+        return None
 
 
 def _deployed(base: Target, cloudformation: CloudFormationClient | None) -> Target:
@@ -210,4 +272,5 @@ def _deployed(base: Target, cloudformation: CloudFormationClient | None) -> Targ
         found,
         blackout_start_day=int(parameters.get("BlackoutStartDay") or base.blackout_start_day),
         blackout_resume_day=int(parameters.get("BlackoutResumeDay") or base.blackout_resume_day),
+        price_per_record=_price(parameters.get("PricePerRecord", "")),
     )

@@ -28,6 +28,14 @@ from tests.conftest import ENV_AT_START
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "lost-repair" / "customers.csv"
+CODE = f"{ROOT / 'layers/core/python'}:{ROOT}"
+
+
+def tried(up: str) -> list[str]:
+    """The commands `make up` prints to try, one per line after "Try"."""
+    lines = up.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Try"))
+    return [line.strip() for line in lines[start + 1 :] if line.startswith("  ")]
 
 
 def free_ports(count: int) -> list[int]:
@@ -79,21 +87,39 @@ class Operator:
         self.env.update(VERIFYFEED_STATE_DIR=str(state_dir), POLL_SECONDS="1", UP_TIMEOUT="90")
         self.env.update(timeouts.GENEROUS)  # passed on to the functions: no test here is about timeouts
 
-    def make(self, target: str) -> subprocess.CompletedProcess[str]:
+    def make(self, target: str, **variables: str) -> subprocess.CompletedProcess[str]:
+        words = [f"{name}={value}" for name, value in variables.items()]
         return subprocess.run(
-            ["make", "-s", target], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=180
+            ["make", "-s", target, *words],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=180,
         )
 
-    def verifyfeed(self, *argv: str) -> tuple[int, dict[str, Any], str]:
+    def verifyfeed(self, *argv: str, local: bool = True) -> tuple[int, dict[str, Any], str]:
         done = subprocess.run(
-            [sys.executable, "-m", "verifyfeed_cli", "--local", "--json", *argv],
+            [sys.executable, "-m", "verifyfeed_cli", *(["--local"] if local else []), "--json", *argv],
             cwd=self.state_dir,
-            env={**self.env, "PYTHONPATH": f"{ROOT / 'layers/core/python'}:{ROOT}"},
+            env={**self.env, "PYTHONPATH": CODE},
             capture_output=True,
             text=True,
             timeout=240,
         )
         return done.returncode, json.loads(done.stdout) if done.stdout.strip() else {}, done.stderr
+
+    def shell(self, line: str) -> subprocess.CompletedProcess[str]:
+        """A command line as printed, run by the shell from the project's folder."""
+        return subprocess.run(
+            ["bash", "-c", line],
+            cwd=ROOT,
+            # this checkout's code (a venv shared between checkouts imports the one it was installed from)
+            env={**self.env, "PYTHONPATH": CODE},
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
 
     def state(self) -> dict[str, Any] | None:
         path = self.state_dir / "stack.json"
@@ -120,7 +146,7 @@ def assert_nothing_left(op: Operator, pid: int | None) -> None:
 
 
 def test_up_status_drop_and_down_leave_nothing_running(operator: Operator, tmp_path: Path) -> None:
-    up = operator.make("up")
+    up = operator.make("up", PRICE_PER_RECORD="0.35")
     assert up.returncode == 0, up.stderr[-3000:]
     state = operator.state()
     assert state is not None and alive(state["pid"])
@@ -131,22 +157,33 @@ def test_up_status_drop_and_down_leave_nothing_running(operator: Operator, tmp_p
     assert state["aws_endpoint"] in up.stdout and state["callback_url"] in up.stdout
     assert not any(port_free(port) for port in operator.ports.values())
 
-    code, status, stderr = operator.verifyfeed("status")
-    assert code == 0, stderr
-    assert status["stack"]["bucket"] == state["bucket"] and status["jobs"] == []
-
+    # what make up prints to try runs as printed (its state folder named, the venv's verifyfeed)
+    status_line, drop_line, down_line = tried(up.stdout)
+    assert status_line == f"VERIFYFEED_STATE_DIR={operator.state_dir} .venv/bin/verifyfeed --local status"
+    assert drop_line.endswith(".venv/bin/verifyfeed --local drop samples/lost-repair/customers.csv --wait")
+    assert down_line == f"VERIFYFEED_STATE_DIR={operator.state_dir} make down"
+    shown = operator.shell(status_line)
+    assert shown.returncode == 0 and "Stack verifyfeed-local (local" in shown.stdout, shown.stderr
     # every row accounted for: 0, and the same summary as `verifyfeed status FILE`
-    code, dropped, stderr = operator.verifyfeed("drop", str(SAMPLE), "--wait", "--timeout", "120")
+    dropped = operator.shell(drop_line)
+    assert dropped.returncode == 0, dropped.stdout + dropped.stderr
+    assert (
+        "Outcome:  done: every row uploaded (audits: passed), or rejected by our rules (exit code 0)"
+        in dropped.stdout
+    )
+    assert "row(s) read" in dropped.stderr  # the progress display
+    code, same, stderr = operator.verifyfeed("status", "lost-repair/customers.csv")
     assert code == 0, stderr
-    job = dropped["job"]
+    job = same["job"]
     assert (job["key"], job["status"]) == ("lost-repair/customers.csv", "completed")
     assert job["rows_read"] == job["rows_accepted"] + job["rows_rejected"] > 0
-    assert dropped["accounted_for"] is True
-    assert "row(s) read" in stderr  # the progress display
-    code, same, _ = operator.verifyfeed("status", "lost-repair/customers.csv")
-    assert code == 0 and same["job"]["job_id"] == job["job_id"]
     code, watched, _ = operator.verifyfeed("watch", "customers.csv", "--timeout", "30")
-    assert code == 0 and watched["job"]["job_id"] == job["job_id"]
+    assert code == 0 and watched["job"]["job_id"] == job["job_id"] and watched["accounted_for"] is True
+
+    # no stack named: the local stack make up runs, said on stderr
+    code, status, stderr = operator.verifyfeed("status", local=False)
+    assert code == 0 and status["stack"]["bucket"] == state["bucket"]
+    assert "verifyfeed: local stack verifyfeed-local, the one make up runs" in stderr
 
     # a dry run: read and reported like a real drop, nothing sent (the sandbox's records stay put)
     ledger = f"{state['sandbox_url']}/_sandbox/ledger"
@@ -160,18 +197,20 @@ def test_up_status_drop_and_down_leave_nothing_running(operator: Operator, tmp_p
     # rejects every one of them as already uploaded, and nothing else changes
     assert dry["job"]["rows_read"] == job["rows_read"] and dry["accounted_for"] is True
     assert (dry["job"]["rows_accepted"], dry["job"]["rows_already_uploaded"]) == (0, job["rows_accepted"])
+    assert dry["would_send"] == {"batches": 0, "records_charged_if_accepted": 0}
     assert requests.get(ledger, timeout=30).json()["entries"] == before  # no request reached upstream
 
-    # a file the splitter refuses as a whole: not every row accounted for
+    # a file the splitter refuses as a whole: 7
     empty = tmp_path / "empty.csv"
     empty.write_bytes(b"")
     code, refused, stderr = operator.verifyfeed(
         "drop", str(empty), "--kind", "lost-repair", "--wait", "--timeout", "120"
     )
-    assert code == 1, stderr
+    assert code == 7, stderr
     assert refused["job"]["status"] == "rejected" and refused["accounted_for"] is False
 
-    # rehearsal: the answer to a charged batch is lost -> one unknown batch, held, not resent
+    # rehearsal: the answer to a charged batch is lost -> one unknown batch, held, not resent: 6, and
+    # what a re-drive may charge again at the price make up was given
     code, faults, stderr = operator.verifyfeed(
         "sandbox", "fault", '{"endpoint":"lost_repair","reset":true,"phase":"after","count":1}'
     )
@@ -180,25 +219,39 @@ def test_up_status_drop_and_down_leave_nothing_running(operator: Operator, tmp_p
     lost.write_bytes(SAMPLE.read_bytes())
     # the same people again: the resend ledger would refuse them all, the override sends them
     code, unknown, stderr = operator.verifyfeed("drop", str(lost), "--resend", "--wait", "--timeout", "120")
-    assert code == 0, stderr
+    assert code == 6, stderr
     assert unknown["job"]["key"] == "lost-repair/resend/lost-answer.csv"
     assert unknown["job"]["status"] == "completed_with_errors"
     assert unknown["job"]["batches_unknown"] == 1
+    (step,) = unknown["next_steps"]
+    assert step["command"].endswith(
+        f"--local redrive --unknown --job {unknown['job']['job_id']} --i-understand-this-may-charge-twice"
+    )
+    records = job["rows_accepted"]
+    assert step["cost"] == {
+        "records": records,
+        "price_per_record": 0.35,
+        "currency": "CNY",
+        "amount": round(records * 0.35, 2),
+    }
 
-    # rehearsal: the upstream refuses one row (state "0"): its batch is split until the row is alone
+    # rehearsal: the upstream refuses one row (state "0"): its batch is split until the row is alone;
+    # 5, and what to do is fix the row and drop the sheet again: nothing is offered to re-drive
     code, refusing, stderr = operator.verifyfeed("sandbox", "refuse", "HT202600002")
     assert code == 0 and refusing["records"] == {"HT202600002": "失败"}, stderr
     one_bad = tmp_path / "one-bad-row.csv"
     one_bad.write_bytes(SAMPLE.read_bytes())
     code, split, stderr = operator.verifyfeed("drop", str(one_bad), "--resend", "--wait", "--timeout", "120")
-    assert code == 0, stderr
+    assert code == 5, stderr
     assert [r["auth_code"] for r in split["refused_records"]] == ["HT202600002"]
     assert split["records"]["refused"] == 1 and split["records"]["uploaded"] == job["rows_accepted"] - 1
     assert split["job"]["batches_bisected"] >= 1
+    (fix,) = split["next_steps"]
+    assert fix["command"] is None and fix["doc"] == "docs/operations.md#re-drop"
     assert operator.verifyfeed("sandbox", "refuse", "")[0] == 0
 
     pid = state["pid"]
-    down = operator.make("down")
+    down = operator.shell(down_line)
     assert down.returncode == 0, down.stderr
     assert_nothing_left(operator, pid)
     code, _, stderr = operator.verifyfeed("status")
@@ -212,7 +265,9 @@ def test_a_failed_start_leaves_nothing_running(operator: Operator) -> None:
     try:
         up = operator.make("up")
         assert up.returncode != 0
-        assert "failed to start" in up.stderr and "Address already in use" in up.stderr, up.stderr
+        port = operator.ports["SANDBOX_PORT"]
+        assert f"up: port {port} (SANDBOX_PORT) is taken by another process" in up.stderr, up.stderr
+        assert "Traceback" not in up.stderr and "starting" not in up.stderr  # nothing was started
         assert stack_processes(operator.state_dir) == []
         assert not (operator.state_dir / "stack.json").exists()
         assert port_free(operator.ports["AWS_PORT"]) and port_free(operator.ports["CALLBACK_PORT"])

@@ -22,6 +22,7 @@ from verifyfeed.models.records import (
     AuditStatus,
     Job,
     JobStatus,
+    Redrive,
     Reservation,
     next_cycle,
     reservation_over,
@@ -188,9 +189,10 @@ class MemoryAuditStore:
                 self.records[record_id] = audit.audit_key
         return audit.model_copy(update={**change, "version": audit.version + 1})
 
-    def resubmit_unknown(self, audit: Audit, now: datetime) -> Audit:
+    def resubmit_unknown(self, audit: Audit, now: datetime, by: str) -> Audit:
         if audit.status != AuditStatus.UNKNOWN:
             raise ValueError(f"only unknown audits are re-submitted, not {audit.status.value}")
+        entry = Redrive(at=iso(now), by=by, was=audit.status.value)
         with self.lock:
             stored = self._current(audit, AuditStatus.UNKNOWN)
             job = self.jobs.jobs.get(audit.job_id)
@@ -204,16 +206,27 @@ class MemoryAuditStore:
                 "submitted_at": iso(now),
             }
             self.audits[audit.audit_key] = stored.model_copy(
-                update={**change, "version": stored.version + 1, "resubmissions": stored.resubmissions + 1}
+                update={
+                    **change,
+                    "version": stored.version + 1,
+                    "resubmissions": stored.resubmissions + 1,
+                    "redriven": [*stored.redriven, entry],
+                }
             )
             self._move_job(
                 audit.job_id,
                 status=JobStatus.UPLOADING,
                 updated_at=iso(now),
                 batches_unknown=job.batches_unknown - 1,
+                unknown_redrives=job.unknown_redrives + 1,
             )
         return audit.model_copy(
-            update={**change, "version": audit.version + 1, "resubmissions": audit.resubmissions + 1}
+            update={
+                **change,
+                "version": audit.version + 1,
+                "resubmissions": audit.resubmissions + 1,
+                "redriven": [*audit.redriven, entry],
+            }
         )
 
     def take_lease(self, audit: Audit, now: datetime, until: datetime) -> Audit:

@@ -19,7 +19,15 @@ from typing import Any
 from tests.fakes import MemoryBlobs
 from verifyfeed.models.ids import TREE_BASE, TREE_SPAN, iso, tree_position, tree_seq
 from verifyfeed.models.ledger import LedgerEntry, LedgerObject
-from verifyfeed.models.records import REOPENABLE_JOB_STATUSES, Batch, BatchStatus, Job, JobCounts, JobStatus
+from verifyfeed.models.records import (
+    REOPENABLE_JOB_STATUSES,
+    Batch,
+    BatchStatus,
+    Job,
+    JobCounts,
+    JobStatus,
+    Redrive,
+)
 from verifyfeed.ports import BlobError, LedgerBusy, SplitSuperseded, StaleTransition, StoreError
 
 # the store's pure tables and keys: the counter of each settled state, the states its sparse index
@@ -234,9 +242,10 @@ class MemoryJobStore:
         if job is not None and moves:
             self._update_job(job_id, **{k: getattr(job, k) + v for k, v in moves.items()})
 
-    def redrive_batch(self, batch: Batch, now: datetime) -> Batch:
+    def redrive_batch(self, batch: Batch, now: datetime, by: str) -> Batch:
         if batch.status not in (BatchStatus.FAILED, BatchStatus.UNKNOWN):
             raise ValueError(f"only failed or unknown batches are re-driven, not {batch.status.value}")
+        entry = Redrive(at=iso(now), by=by, was=batch.status.value)
         with self.lock:
             stored = self.batches_by_key.get((batch.job_id, batch.seq))
             job = self.jobs.get(batch.job_id)
@@ -253,10 +262,19 @@ class MemoryJobStore:
                 "lease_until": "",
                 "state0_count": 0,
             }
-            self._put(stored.model_copy(update={**changes, "redrives": stored.redrives + 1}))
+            self._put(
+                stored.model_copy(
+                    update={**changes, "redrives": stored.redrives + 1, "redriven": [*stored.redriven, entry]}
+                )
+            )
             self._update_job(batch.job_id, status=JobStatus.UPLOADING, updated_at=iso(now))
-            self._move_counters(batch.job_id, {COUNTER_FOR[batch.status]: -1})
-        return batch.model_copy(update={**changes, "redrives": batch.redrives + 1})
+            moves = {COUNTER_FOR[batch.status]: -1}
+            if batch.status == BatchStatus.UNKNOWN:
+                moves["unknown_redrives"] = 1
+            self._move_counters(batch.job_id, moves)
+        return batch.model_copy(
+            update={**changes, "redrives": batch.redrives + 1, "redriven": [*batch.redriven, entry]}
+        )
 
     def transition(
         self,

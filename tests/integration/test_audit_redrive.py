@@ -28,7 +28,8 @@ from verifyfeed_cli.audit_redrive import plan_unknown_audits, resubmit, unknown_
 
 pytestmark = pytest.mark.integration
 
-_n = iter(range(900_001, 1_600_000, 10))  # odd numbers: apart from the other modules' fake ids
+_n = iter(range(900_001, 1_600_000, 10))
+FLAG = "--i-understand-this-may-create-a-second-audit"  # odd numbers: apart from the other modules' fake ids
 
 
 def drop(services: Services, rows: list[list[str]]) -> tuple[str, str, list[CarrierAuditMessage]]:
@@ -74,8 +75,9 @@ def as_json(out: str) -> Any:
 
 
 def test_unknown_audit_is_listed_declined_then_resubmitted_once(
-    services: Services, sandbox: SandboxHandle, cli: Cli
+    services: Services, sandbox: SandboxHandle, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("USER", "ana")  # the local operator, as a re-submission records it
     n1, n2 = next(_n), next(_n)
     key, job_id, [lost, fine] = drop(services, [audit_row("2", n1), audit_row("3", n2)])
     assert submit_audit(services, fine, Delivery()) == "pending"
@@ -97,10 +99,22 @@ def test_unknown_audit_is_listed_declined_then_resubmitted_once(
     assert view["last_error"] == held.last_error and held.last_error
     assert fake_id(n1) not in out and held.audit_key not in out
     code, out, _ = cli("audits", "--status", "unknown", "--limit", "500")
-    assert code == 0 and key in out and "redrive --unknown-audits" in out and fake_id(n1) not in out
+    assert code == 0 and key in out and fake_id(n1) not in out
+    assert "Ask it first" in out and f"redrive --unknown-audits --job {job_id} {FLAG}" in out
+
+    # the file's status: one audit held unknown, what to ask, and the command with its flag; not
+    # settled yet (exit 4): the other awaits its decision
+    code, out, _ = cli("status", key)
+    assert code == 4 and "Audits:   2 in all = 1 awaiting a decision + 1 held unknown" in out
+    assert f"redrive --unknown-audits --job {job_id} {FLAG}" in out
+
+    # --yes is not enough: refused without the flag that says the operator asked the upstream
+    code, out, err = cli("redrive", "--unknown-audits", "--job", key, "--yes")
+    assert code == 2 and "refused: re-submitting 1 unknown audit(s) may create a second audit" in err
+    assert FLAG in err and queued(services, job_id) == []
 
     # declined: the warning was shown, nothing changed, nothing queued
-    code, out, err = cli("redrive", "--unknown-audits", "--job", key, stdin="n\n")
+    code, out, err = cli("redrive", "--unknown-audits", "--job", key, FLAG, stdin="n\n")
     assert code == 1 and "Aborted" in out
     assert "may create a second audit upstream" in err and "Proceed? [y/N]" in err
     assert fake_id(n1) not in err and fake_id(n1) not in out
@@ -113,7 +127,7 @@ def test_unknown_audit_is_listed_declined_then_resubmitted_once(
     assert queued(services, job_id) == []
 
     # confirmed: re-read from the upload, unknown → submitting, the job reopened, an add queued
-    code, out, err = cli("redrive", "--unknown-audits", "--job", job_id, "--json", stdin="y\n")
+    code, out, err = cli("redrive", "--unknown-audits", "--job", job_id, FLAG, "--json", stdin="y\n")
     assert code == 0, err
     result = as_json(out)
     assert [(a["row"], a["send"], a["status"]) for a in result["audits_resubmitted"]] == [
@@ -124,6 +138,7 @@ def test_unknown_audit_is_listed_declined_then_resubmitted_once(
     moved = services.audits.get(lost.audit_key)
     assert moved is not None and moved.status == AuditStatus.SUBMITTING and moved.last_error == ""
     assert moved.version == held.version + 1 and moved.resubmissions == 1
+    assert [(r.by, r.was) for r in moved.redriven] == [("ana", "unknown")]
     reopened = job(services, job_id)
     assert (reopened.status, reopened.batches_succeeded, reopened.batches_unknown) == (
         JobStatus.UPLOADING,
@@ -148,6 +163,10 @@ def test_unknown_audit_is_listed_declined_then_resubmitted_once(
     )
     code, out, _ = cli("report", key, "--json")
     assert code == 0 and as_json(out)["report"]["status"] == "completed"
+    # completed, and still visibly re-submitted from unknown (a second audit upstream, maybe)
+    code, out, _ = cli("status", key)
+    assert "Status:   completed (1 re-driven from unknown)" in out
+    assert "Re-driven: row 2: from unknown by ana at " in out and "(may be a second audit upstream)" in out
 
     # nothing left: a second re-drive finds nothing and asks nothing
     code, out, err = cli("redrive", "--unknown-audits", "--job", key)
@@ -165,7 +184,7 @@ def test_an_audit_whose_upload_is_gone_is_reported_and_stays_unknown(
     boto3.client("s3").delete_object(Bucket=upload.bucket, Key=upload.key, VersionId=upload.version)
 
     code, out, err = cli("redrive", "--unknown-audits", "--job", key, "--yes", "--json")
-    assert code == 0 and "Proceed?" not in err
+    assert code == 0 and "Proceed?" not in err  # nothing to re-submit: no flag needed to say so
     result = as_json(out)
     assert result["audits_resubmitted"] == []
     (skipped,) = result["audits_skipped"]
@@ -217,9 +236,9 @@ def test_only_the_rows_of_unknown_audits_are_planned_and_an_unknown_update_keeps
     assert item.ready and item.kind == "update" and item.message == update
     assert "registration" not in repr(item) and fake_id(n) not in repr(item)
 
-    resubmit(services, item)
+    resubmit(services, item, "ops")
     with pytest.raises(StaleAudit):  # planned again from the same read: it moved meanwhile
-        resubmit(services, item)
+        resubmit(services, item, "ops")
     (message,) = queued(services, fixed_job)
     assert message.update_record_id == pending.record_id
     assert submit_audit(services, message, Delivery()) == "pending"

@@ -11,7 +11,7 @@ import boto3
 import pytest
 
 from sandbox.server import SandboxHandle
-from tests.integration.conftest import SettingsFactory, drain_queue
+from tests.integration.conftest import Cli, SettingsFactory, drain_queue
 from tests.integration.test_splitter import (
     AUDIT_HEADER,
     audit_row,
@@ -38,7 +38,11 @@ def report(services: Services, job_id: str) -> dict[str, object]:
 
 
 def test_a_lost_repair_dry_run_reports_what_it_would_send_and_cost_and_sends_nothing(
-    make_settings: SettingsFactory, clock: FixedClock, sandbox: SandboxHandle
+    make_settings: SettingsFactory,
+    clock: FixedClock,
+    sandbox: SandboxHandle,
+    cli: Cli,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     services = build_services(make_settings(PRICE_PER_RECORD="0.35", PRICE_CURRENCY="CNY"), clock)
     rows = [*valid_rows(2500, 90_000), ["坏", "110105199001011234", "", "X1"]]  # one bad check digit
@@ -63,6 +67,24 @@ def test_a_lost_repair_dry_run_reports_what_it_would_send_and_cost_and_sends_not
         Bucket=services.settings.ingest_bucket, Prefix=f"claims/{result.job_id}/"
     )
     assert listed.get("KeyCount", 0) == 0
+
+    # the operator's view says what it would send and cost: nothing "in flight", nothing "pending"
+    monkeypatch.setenv("PRICE_PER_RECORD", "0.35")  # the stack's PricePerRecord, as the CLI reads it
+    code, out, _ = cli("status", key)
+    assert code == 0 and "Status:   dry_run" in out
+    assert "Would send: 3 batch(es), 2500 record(s) (dry run: nothing sent)" in out
+    assert (
+        "Cost:     at most 2,500 record(s) × 0.35 CNY = 875.00 CNY, if the upstream accepts every record"
+        in out
+    )
+    assert "in flight" not in out and "pending" not in out and "Next:" not in out
+    code, out, _ = cli("status", key, "--json")
+    shown = json.loads(out)
+    assert shown["would_send"] == summary["would_send"]
+    assert shown["cost_if_all_accepted"]["amount"] == 875.0
+    monkeypatch.delenv("PRICE_PER_RECORD")  # blank: not known, and said so
+    code, out, _ = cli("status", key)
+    assert "Cost:     at most 2,500 record(s) × a price not known (the stack's PricePerRecord" in out
 
 
 def test_a_carrier_audit_dry_run_reserves_and_sends_nothing(

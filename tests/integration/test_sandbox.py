@@ -933,3 +933,32 @@ def test_a_batch_holding_a_refused_record_is_answered_state0_over_http(sb: Sandb
     assert requests.post(url, json={"records": "x"}, timeout=HTTP_TIMEOUT).status_code == 400
     assert requests.delete(url, timeout=HTTP_TIMEOUT).json() == {"records": {}}
     assert upload(sb, [refused]).json()["data"]["state"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("fault", "why"),
+    [
+        ({"endpoint": "nope", "reset": True}, "endpoint 'nope' is none of audit_add, audit_get"),
+        ({"endpoint": "lost_repair", "count": 1}, "a fault sets at least one knob"),
+        ({"endpoint": "audit_add", "state0": True}, "state0 answers lost-repair batches"),
+        ({"endpoint": "lost_repair", "drop_callbacks": True}, "drop_callbacks matches audit decisions"),
+        ([{"latency_ms": 1}, {"endpoint": "/nope", "reset": True}], "endpoint '/nope' is none of"),
+    ],
+)
+def test_a_fault_that_would_do_nothing_is_refused_saying_why(sb: SandboxHandle, fault: Any, why: str) -> None:
+    sb.set_faults({"latency_ms": 1})
+    refused = requests.post(sb.url + "/_sandbox/faults", json=fault, timeout=HTTP_TIMEOUT)
+    assert refused.status_code == 400 and why in refused.json()["error"], refused.text
+    assert "pydantic" not in refused.text  # said in a line, not as a validation dump
+    assert [f["latency_ms"] for f in sb.app.faults.snapshot()] == [1]  # the faults in force are kept
+
+
+def test_the_clock_says_how_it_runs(sb: SandboxHandle) -> None:
+    assert requests.get(sb.url + "/_sandbox/clock", timeout=HTTP_TIMEOUT).json() == {
+        "now": START,
+        "mode": "manual",
+    }
+    with start_sandbox(config(clock_mode="running", clock_now="")) as running:
+        assert requests.get(running.url + "/_sandbox/clock", timeout=HTTP_TIMEOUT).json()["mode"] == "system"
+        running.set_clock("2026-11-25T10:00:00+08:00")
+        assert requests.get(running.url + "/_sandbox/clock", timeout=HTTP_TIMEOUT).json()["mode"] == "set"

@@ -25,7 +25,7 @@ from tests.fakes.jobs import MemoryJobStore
 from tests.integration.conftest import fresh_audits_table
 from tests.rows import an_audit as shared_audit
 from verifyfeed.models.ids import iso
-from verifyfeed.models.records import Audit, AuditStatus, Job, JobKind, JobStatus, Reservation
+from verifyfeed.models.records import Audit, AuditStatus, Job, JobKind, JobStatus, Redrive, Reservation
 from verifyfeed.ports import AuditRepository, JobMissing, JobRepository, StaleAudit
 from verifyfeed.store.audits import AuditStore
 from verifyfeed.store.jobs import JobStore
@@ -296,7 +296,7 @@ def test_going_pending_starts_a_cycle_and_going_pending_again_under_the_record_t
     assert side.audits.settle_submission(leased, AuditStatus.UNKNOWN, at(7)).cycle == 1  # no answer: none
     unknown = side.audits.get(audit.audit_key)
     assert unknown is not None
-    resubmitted = side.audits.resubmit_unknown(unknown, at(8))
+    resubmitted = side.audits.resubmit_unknown(unknown, at(8), "ops")
     updated = side.audits.settle_submission(resubmitted, AuditStatus.PENDING, at(9), record_id=900)
     assert updated.cycle == 2 and side.audits.get(audit.audit_key) == updated
 
@@ -339,15 +339,16 @@ def test_an_unknown_audit_is_resubmitted_and_its_job_reopened_together(
     unknown = side.audits.settle_submission(audit, AuditStatus.UNKNOWN, at(1), error="lost answer")
     if job_status != JobStatus.UPLOADING:  # the job closed when its audit settled
         side.set_job_status(job, job_status)
-    again = side.audits.resubmit_unknown(unknown, at(100))
+    again = side.audits.resubmit_unknown(unknown, at(100), "ana")
     assert (again.status, again.version, again.resubmissions) == (AuditStatus.SUBMITTING, 2, 1)
+    assert again.redriven == [Redrive(at=iso(at(100)), by="ana", was="unknown")]
     assert (again.last_error, again.lease_until, again.submitted_at) == ("", "", iso(at(100)))
     assert side.audits.get(audit.audit_key) == again
     reopened = side.job(job)
     assert reopened.status == JobStatus.UPLOADING and reopened.updated_at == iso(at(100))
-    assert counters(reopened) == (0, 0, 0)
+    assert counters(reopened) == (0, 0, 0) and reopened.unknown_redrives == 1
     with pytest.raises(ValueError, match="only unknown"):
-        side.audits.resubmit_unknown(again, at(101))
+        side.audits.resubmit_unknown(again, at(101), "ana")
 
 
 @pytest.mark.parametrize(
@@ -361,12 +362,13 @@ def test_a_resubmission_is_refused_on_a_stale_read_or_a_job_it_cannot_reopen_and
     unknown = side.audits.settle_submission(audit, AuditStatus.UNKNOWN, at(1))
     stale = unknown.model_copy(update={"version": 0})
     with pytest.raises(StaleAudit):
-        side.audits.resubmit_unknown(stale, at(2))
+        side.audits.resubmit_unknown(stale, at(2), "ops")
     side.set_job_status(job, job_status)
     with pytest.raises(StaleAudit):
-        side.audits.resubmit_unknown(unknown, at(3))
+        side.audits.resubmit_unknown(unknown, at(3), "ops")
     assert side.audits.get(audit.audit_key) == unknown
     assert side.job(job).status == job_status and counters(side.job(job)) == (0, 0, 1)
+    assert side.job(job).unknown_redrives == 0
 
 
 def test_an_audit_whose_job_is_not_there_is_not_settled(side: Side) -> None:

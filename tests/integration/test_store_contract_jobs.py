@@ -25,7 +25,7 @@ from tests.integration.conftest import fresh_audits_table
 from verifyfeed import aws
 from verifyfeed.models.ids import batch_id, claim_key, tree_seq
 from verifyfeed.models.ledger import KEY_BYTES, LedgerEntry
-from verifyfeed.models.records import Batch, BatchStatus, Job, JobCounts, JobKind, JobStatus
+from verifyfeed.models.records import Batch, BatchStatus, Job, JobCounts, JobKind, JobStatus, Redrive
 from verifyfeed.ports import (
     Blobs,
     JobMissing,
@@ -441,6 +441,9 @@ def test_only_deferred_failed_and_unknown_batches_are_listed_oldest_first(side: 
     assert side.jobs.batches_with_status(BatchStatus.FAILED)[0] == got_batch(side.jobs, one.job_id, 3)
 
 
+OPERATOR = "arn:aws:sts::123456789012:assumed-role/Ops/ana"
+
+
 def test_a_redrive_reopens_the_job_and_moves_its_counter_at_once(side: Side) -> None:
     job = a_job(side.jobs, total=2)
     side.jobs.put_batch_if_absent(a_batch(job.job_id, 1))
@@ -452,9 +455,9 @@ def test_a_redrive_reopens_the_job_and_moves_its_counter_at_once(side: Side) -> 
     b2 = side.jobs.transition(b2, BatchStatus.UNKNOWN, T0)
     assert side.jobs.set_job_status(job.job_id, JobStatus.COMPLETED_WITH_ERRORS, {JobStatus.UPLOADING}, T0)
     with pytest.raises(ValueError, match="only failed or unknown"):
-        side.jobs.redrive_batch(a_batch(job.job_id, 1), T0)
+        side.jobs.redrive_batch(a_batch(job.job_id, 1), T0, "ops")
     later = T0 + timedelta(hours=1)
-    again = side.jobs.redrive_batch(b1, later)
+    again = side.jobs.redrive_batch(b1, later, OPERATOR)
     assert (again.status, again.state0_count, again.redrives, again.attempts, again.last_error) == (
         BatchStatus.RETRY,
         0,
@@ -462,22 +465,29 @@ def test_a_redrive_reopens_the_job_and_moves_its_counter_at_once(side: Side) -> 
         1,
         "refused",
     )
+    # who re-drove it, when, from what: recorded on the batch
+    assert again.redriven == [Redrive(at="2026-11-25T11:00:00.000+08:00", by=OPERATOR, was="failed")]
     assert got_batch(side.jobs, job.job_id, 1) == again
     got = got_job(side.jobs, job.job_id)
     assert got.status == JobStatus.UPLOADING and got.updated_at == "2026-11-25T11:00:00.000+08:00"
     assert counters(got) == (2, 0, 0, 0, 1, 0)
+    assert got.unknown_redrives == 0  # from failed: it was never charged
     assert side.jobs.batches_with_status(BatchStatus.FAILED) == []
     with pytest.raises(StaleTransition):
-        side.jobs.redrive_batch(b1, later)  # redriven already
+        side.jobs.redrive_batch(b1, later, "ops")  # redriven already
     # the job must have finished splitting: nothing moves when it has not
     assert side.jobs.set_job_status(job.job_id, JobStatus.REJECTED, {JobStatus.UPLOADING}, later)
     with pytest.raises(StaleTransition):
-        side.jobs.redrive_batch(b2, later)
+        side.jobs.redrive_batch(b2, later, "ops")
     assert got_batch(side.jobs, job.job_id, 2) == b2
     assert counters(got_job(side.jobs, job.job_id)) == (2, 0, 0, 0, 1, 0)
     assert side.jobs.set_job_status(job.job_id, JobStatus.DEFERRED, {JobStatus.REJECTED}, later)
-    assert side.jobs.redrive_batch(b2, later).redrives == 1
+    redriven = side.jobs.redrive_batch(b2, later, "ops")
+    assert redriven.redrives == 1 and [(r.by, r.was) for r in redriven.redriven] == [("ops", "unknown")]
+    assert got_batch(side.jobs, job.job_id, 2) == redriven
     assert counters(got_job(side.jobs, job.job_id)) == (2, 0, 0, 0, 0, 0)
+    # from unknown: it may be charged twice, and the job says so whatever its status becomes
+    assert got_job(side.jobs, job.job_id).unknown_redrives == 1
     assert side.jobs.count_with_status(BatchStatus.UNKNOWN) == 0
 
 

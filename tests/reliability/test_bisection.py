@@ -202,10 +202,19 @@ def test_one_refused_row_in_1000_costs_only_that_row(
     check_ledger(services, sandbox, dropped.job_id, {1: dropped.idcodes})
 
     code, out = cli("status", dropped.key)
-    assert code == 0
-    assert "999 uploaded, 1 refused or failed" in out
+    assert code == 5  # settled, with a row the upstream refused
+    assert "999 uploaded + 1 refused or failed" in out
     assert dropped.people[613][3] in out and REFUSED_DESC in out
     assert dropped.people[613][1] not in out  # never the ID number
+    # what to do: fix that row and drop the sheet again; nothing to re-drive (it was refused, not
+    # charged, and would be refused again), and nothing about unknown batches: there are none
+    assert "fix those rows in the sheet" in out and "docs/operations.md#re-drop" in out
+    assert "redrive" not in out
+    # the batches add up, each answer says what it was, by the batch's place in the bisection
+    succeeded = calls - 1 - job.batches_bisected  # every call but the failed one's and the split ones'
+    assert f"Batches:  {calls} in all = {succeeded} succeeded + {job.batches_bisected} split in halves" in out
+    assert "Answers:  #1 refused whole (state 0), split in halves; #1.1 " in out
+    assert f"#{TREE_BASE}" not in out and "(no serialNo)" not in out
     code, out = cli("status", dropped.key, "--json")
     assert json.loads(out)["refused_records"] == report["refused_records"]
     with capsys.disabled():  # the figure docs/reliability.md quotes

@@ -533,8 +533,22 @@ def test_parameters(template: dict[str, Any]) -> None:
         "ManageApiGatewayAccount",
         "UpstreamRetryHttpStatuses",
         "RetryAfterMaxSeconds",
+        "PricePerRecord",
     }
     assert parameters["LogRetentionDays"]["Default"] == 90
+    # blank by default: the price is not known, and the CLI says so (docs/decisions.md#price)
+    assert parameters["PricePerRecord"]["Default"] == ""
+    price = re.compile(parameters["PricePerRecord"]["AllowedPattern"])
+    assert [bool(price.fullmatch(v)) for v in ("", "0.35", "2", "0,35", "-1", "1e3")] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["PRICE_PER_RECORD"] == {"Ref": "PricePerRecord"}
     assert parameters["KmsKeyArn"]["Default"] == ""
     # a deploy without our apiId fails (the callback would refuse every callback)
     (assertion,) = template["Rules"]["UpstreamApiIdGiven"]["Assertions"]

@@ -83,8 +83,9 @@ class Settings(BaseModel):
     reports_prefix: str = Field("reports/", alias="REPORTS_PREFIX")
     # a file under <dry-run prefix><kind prefix> is read and reported, never sent (decisions.md#dry-run)
     dry_run_prefix: str = Field("dry-run/", alias="DRY_RUN_PREFIX")
-    # what one record charged upstream costs, for the dry run's estimate (0 = not configured)
-    price_per_record: float = Field(0.0, alias="PRICE_PER_RECORD", ge=0)
+    # what one record charged upstream costs (P PricePerRecord): the dry run's estimate and the CLI's
+    # cost of a re-drive; blank = not known, and said so (docs/decisions.md#price)
+    price_per_record: float | None = Field(None, alias="PRICE_PER_RECORD", ge=0)
     price_currency: str = Field("CNY", alias="PRICE_CURRENCY")
     claims_prefix: str = Field("claims/", alias="CLAIMS_PREFIX")
     # the resend ledger (docs/decisions.md#resend-ledger): a record whose ID number was sent for

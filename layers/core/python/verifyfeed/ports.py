@@ -184,8 +184,9 @@ class JobRepository(Protocol):
         """How many batches are deferred, failed or unknown."""
         ...
 
-    def redrive_batch(self, batch: Batch, now: datetime) -> Batch:
-        """An operator's re-drive: ``failed|unknown → retry`` and the job reopened, atomically."""
+    def redrive_batch(self, batch: Batch, now: datetime, by: str) -> Batch:
+        """An operator's (``by``) re-drive: ``failed|unknown → retry`` and the job reopened, atomically;
+        recorded on the batch (``redriven``) and, from ``unknown``, on the job (``unknown_redrives``)."""
         ...
 
     def transition(
@@ -252,8 +253,9 @@ class AuditRepository(Protocol):
         (``JobMissing``, nothing written, when the job is not there)."""
         ...
 
-    def resubmit_unknown(self, audit: Audit, now: datetime) -> Audit:
-        """An operator's re-submission: ``unknown → submitting`` and its job reopened, atomically."""
+    def resubmit_unknown(self, audit: Audit, now: datetime, by: str) -> Audit:
+        """An operator's (``by``) re-submission: ``unknown → submitting`` and its job reopened,
+        atomically; recorded on the audit (``redriven``) and on the job (``unknown_redrives``)."""
         ...
 
     def take_lease(self, audit: Audit, now: datetime, until: datetime) -> Audit:

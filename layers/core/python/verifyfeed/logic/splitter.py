@@ -590,7 +590,7 @@ def _finish_dry_run(
     done = services.jobs.get_job(job.job_id)
     assert done is not None
     cost: dict[str, object] | None = None
-    if settings.price_per_record > 0 and job.kind == JobKind.LOST_REPAIR:
+    if settings.price_per_record is not None and job.kind == JobKind.LOST_REPAIR:
         cost = {
             "price_per_record": settings.price_per_record,
             "currency": settings.price_currency,

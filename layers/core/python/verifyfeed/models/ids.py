@@ -34,6 +34,14 @@ def tree_position(seq: int) -> tuple[int, int]:
     return divmod(seq - TREE_BASE, TREE_SPAN)
 
 
+def batch_label(seq: int) -> str:
+    """How an operator reads a batch's seq: ``#3`` the file's third batch, ``#3.1`` its first half,
+    ``#3.1.2`` the second half of that (a bisection's node, docs/decisions.md#state-0)."""
+    root, node = tree_position(seq)
+    halves = [str(int(bit) + 1) for bit in bin(node)[3:]]  # the path from the root: 0 first, 1 second
+    return "#" + ".".join([str(root), *halves])
+
+
 def claim_key(claims_prefix: str, job_id: str, seq: int, split_run: int = 0) -> str:
     """Where a batch's body is kept in the ingest bucket (staged, deferred, failed or unknown); a
     body the splitter staged is named after its run too, so no other run ever writes over it."""

@@ -77,6 +77,14 @@ class AuditStatus(StrEnum):
     UNKNOWN = "unknown"  # add/update answer lost; held for an operator
 
 
+class Redrive(BaseModel):
+    """An operator's re-drive of a batch, or re-submission of an audit (``verifyfeed redrive``)."""
+
+    at: str  # when (ISO)
+    by: str  # who: the caller's AWS identity (its ARN), or the local user
+    was: str  # the status it was taken from: ``failed`` (never charged) or ``unknown`` (maybe charged)
+
+
 class JobCounts(BaseModel):
     model_config = ConfigDict(defer_build=True)
 
@@ -99,6 +107,11 @@ class JobCounts(BaseModel):
         """The counts alone (of a ``Job``: without its key, bucket, status...)."""
         return JobCounts.model_validate(self.model_dump(include=set(JobCounts.model_fields)))
 
+    @property
+    def batches_open(self) -> int:
+        """Batches neither settled nor deferred: queued, being sent, or waiting to be retried."""
+        return max(0, self.batches_total - self.batches_settled - self.batches_deferred)
+
 
 class Job(JobCounts):
     model_config = ConfigDict(extra="ignore", defer_build=True)
@@ -115,6 +128,9 @@ class Job(JobCounts):
     report_key: str = ""
     released_at: str = ""  # lost repair: when every staged batch's message had been sent
     split_run: int = 0  # the run of the split that owns it (JobRepository.take_split)
+    # batches (or audits) an operator re-drove from ``unknown``: each may have been charged (or
+    # created upstream) twice, whatever the job's status says since
+    unknown_redrives: int = 0
 
 
 class Batch(BaseModel):
@@ -137,6 +153,7 @@ class Batch(BaseModel):
     claim_key: str = ""
     updated_at: str = ""
     redrives: int = Field(0, description="times an operator re-drove it (verifyfeed redrive)")
+    redriven: list[Redrive] = Field(default_factory=list, description="who re-drove it, when, from what")
     # the resend ledger as the split that staged it read it (logic.ledger.LedgerSession.snapshot):
     # a resumed split keeps a staged batch only when it reads the same ledger
     ledger_snapshot: str = ""
@@ -172,6 +189,7 @@ class Audit(BaseModel):
     polls: int = 0  # /carrierAudit/get calls the poller made for it
     poll_error: str = ""  # why the last one gave no result ("" = it answered "still pending")
     resubmissions: int = Field(0, description="times an operator re-submitted it from unknown")
+    redriven: list[Redrive] = Field(default_factory=list, description="who re-submitted it, and when")
     # which submission of its record id the audit awaits or was decided in: 1 after /add, one more
     # each time an /update makes it pending again (0: never pending, or pending before cycles were
     # counted). A callback names no cycle: docs/decisions.md#callback-replay

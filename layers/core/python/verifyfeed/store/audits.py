@@ -29,6 +29,7 @@ from verifyfeed.models.ids import iso
 from verifyfeed.models.records import (
     Audit,
     AuditStatus,
+    Redrive,
     Reservation,
     next_cycle,
     reservation_over,
@@ -319,21 +320,24 @@ class AuditStore:
             update["cycle"] = cycle
         return audit.model_copy(update=update)
 
-    def resubmit_unknown(self, audit: Audit, now: datetime) -> Audit:
+    def resubmit_unknown(self, audit: Audit, now: datetime, by: str) -> Audit:
         """An operator's re-submission: ``unknown → submitting`` and its job reopened, in one transaction.
 
         Conditional on the audit being ``unknown`` at the version it was read in (StaleAudit if it
         moved) and on the job having finished splitting. The job's ``batches_unknown`` goes down by
         one and the job returns to ``uploading``, so that it settles (and rewrites its report) again
         when the audit settles: the same as ``JobStore.redrive_batch`` for a batch
-        (docs/decisions.md#redrive). ``resubmissions`` counts re-submissions.
+        (docs/decisions.md#redrive). ``resubmissions`` counts re-submissions, ``redriven`` says who
+        (``by``) and when.
         """
         if audit.status != AuditStatus.UNKNOWN:
             raise ValueError(f"only unknown audits are re-submitted, not {audit.status.value}")
+        entry = Redrive(at=iso(now), by=by, was=audit.status.value)
         audit_update = (
             "SET #s = :to, updated_at = :now, version = version + :one, last_error = :empty, "
             "lease_until = :empty, submitted_at = :now, "
-            "resubmissions = if_not_exists(resubmissions, :zero) + :one"
+            "resubmissions = if_not_exists(resubmissions, :zero) + :one, "
+            "redriven = list_append(if_not_exists(redriven, :none), :entry)"
         )
         try:
             write_transaction(
@@ -354,6 +358,8 @@ class AuditStore:
                                 ":zero": attr(0),
                                 ":empty": attr(""),
                                 ":v": attr(audit.version),
+                                ":none": attr([]),
+                                ":entry": attr([entry.model_dump()]),
                             },
                         }
                     },
@@ -373,6 +379,7 @@ class AuditStore:
                 "lease_until": "",
                 "submitted_at": iso(now),
                 "resubmissions": audit.resubmissions + 1,
+                "redriven": [*audit.redriven, entry],
             }
         )
 

@@ -47,6 +47,7 @@ from verifyfeed.models.records import (
     Job,
     JobCounts,
     JobStatus,
+    Redrive,
 )
 from verifyfeed.ports import JobMissing, SplitSuperseded, StaleTransition
 from verifyfeed.store.codec import attr, from_item, query_count, query_items, to_item, translate_errors
@@ -122,17 +123,21 @@ _CONFLICT_ATTEMPTS = 4
 def reopen_job(table: str, job_id: str, counter: str, now: datetime) -> dict[str, Any]:
     """The transaction item of an operator's re-drive on the job: back to ``uploading`` (it settles,
     and rewrites its report, again) with ``counter`` one down, if the file was split (its status
-    is one of ``REOPENABLE_JOB_STATUSES``)."""
+    is one of ``REOPENABLE_JOB_STATUSES``). A re-drive from ``unknown`` is counted on the job
+    (``unknown_redrives``): it may charge twice, whatever the job's status says after."""
     values = {f":j{i}": attr(s.value) for i, s in enumerate(REOPENABLE_JOB_STATUSES)}
+    counters = f"{counter} :minus" + (", unknown_redrives :one" if counter == "batches_unknown" else "")
+    extra = {":one": attr(1)} if counter == "batches_unknown" else {}
     return {
         "Update": {
             "TableName": table,
             "Key": {"pk": attr(job_pk(job_id)), "sk": attr(JOB_SK)},
-            "UpdateExpression": f"SET #s = :uploading, updated_at = :now ADD {counter} :minus",
+            "UpdateExpression": f"SET #s = :uploading, updated_at = :now ADD {counters}",
             "ConditionExpression": "#s IN (" + ", ".join(values) + ")",
             "ExpressionAttributeNames": {"#s": "status"},
             "ExpressionAttributeValues": {
                 **values,
+                **extra,
                 ":uploading": attr(JobStatus.UPLOADING.value),
                 ":now": attr(iso(now)),
                 ":minus": attr(-1),
@@ -502,17 +507,19 @@ class JobStore:
             "ExpressionAttributeValues": {":p": attr(f"BATCH#{status.value}")},
         }
 
-    def redrive_batch(self, batch: Batch, now: datetime) -> Batch:
+    def redrive_batch(self, batch: Batch, now: datetime, by: str) -> Batch:
         """An operator's re-drive: ``failed|unknown → retry`` and the job reopened, in one transaction.
 
         Conditional on the state and attempt number the batch was read in (StaleTransition if it
         moved) and on the job having finished splitting. ``state0_count`` starts again from zero, so
-        the batch gets its full budget of ``state`` "0" answers; ``redrives`` counts re-drives.
-        The job goes back to ``uploading`` so that it settles (and rewrites its report) again.
+        the batch gets its full budget of ``state`` "0" answers; ``redrives`` counts re-drives and
+        ``redriven`` says who (``by``), when and from what. The job goes back to ``uploading`` so
+        that it settles (and rewrites its report) again.
         """
         if batch.status not in (BatchStatus.FAILED, BatchStatus.UNKNOWN):
             raise ValueError(f"only failed or unknown batches are re-driven, not {batch.status.value}")
         counter = COUNTER_FOR[batch.status]
+        entry = Redrive(at=iso(now), by=by, was=batch.status.value)
         items: list[dict[str, Any]] = [
             {
                 "Update": {
@@ -520,7 +527,8 @@ class JobStore:
                     "Key": {"pk": attr(job_pk(batch.job_id)), "sk": attr(batch_sk(batch.seq))},
                     "UpdateExpression": (
                         "SET #s = :retry, updated_at = :now, lease_until = :empty, state0_count = :zero, "
-                        "redrives = if_not_exists(redrives, :zero) + :one REMOVE gsi1pk, gsi1sk"
+                        "redrives = if_not_exists(redrives, :zero) + :one, "
+                        "redriven = list_append(if_not_exists(redriven, :none), :entry) REMOVE gsi1pk, gsi1sk"
                     ),
                     "ConditionExpression": "#s = :from AND attempts = :attempts",
                     "ExpressionAttributeNames": {"#s": "status"},
@@ -532,6 +540,8 @@ class JobStore:
                         ":one": attr(1),
                         ":from": attr(batch.status.value),
                         ":attempts": attr(batch.attempts),
+                        ":none": attr([]),
+                        ":entry": attr([entry.model_dump()]),
                     },
                 }
             },
@@ -550,6 +560,7 @@ class JobStore:
                 "lease_until": "",
                 "state0_count": 0,
                 "redrives": batch.redrives + 1,
+                "redriven": [*batch.redriven, entry],
             }
         )
 
