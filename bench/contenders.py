@@ -113,10 +113,11 @@ def run_ours(path: Path, native: bool | None = None) -> Callable[[], Result]:
             nonlocal size
             size += len(batch.message_body(job_id))
 
-        rejections = RejectionLog()
+        rejections = RejectionLog(JobKind.LOST_REPAIR)
         try:
             with path.open("rb") as stream:
                 rows = open_rows(stream, path.name, JobKind.LOST_REPAIR)
+                rejections.use_header(rows.header)
                 counts = split_repair_rows(
                     rows,
                     legacy=LegacyIdPolicy.CONVERT,

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from local.runner import ROOT, RunnerOptions, Snapshot, iter_input_files, shown
+from local.runner import ROOT, RunnerOptions, Snapshot, iter_input_files, reports_prefix_of, shown
 from verifyfeed_cli.output import table
 
 STATE_DIR = ROOT / ".local-state"
@@ -147,11 +147,12 @@ def say(message: str) -> None:
 
 
 def header_facts(snap: Snapshot, reports: list[tuple[str, Path]]) -> dict[str, dict[str, Any]]:
-    """Each job's header facts (``reports/<key>.header.json``, downloaded), by S3 key."""
+    """Each job's header facts (``<job's report>.header.json``, downloaded), by S3 key."""
     downloaded = {path for _, path in reports}
+    prefix = reports_prefix_of()
     facts: dict[str, dict[str, Any]] = {}
     for job in snap.jobs:
-        path = REPORTS_DIR / f"{job.key}.header.json"
+        path = REPORTS_DIR / job.report_paths(prefix).header.removeprefix(prefix)
         if path in downloaded:
             facts[job.key] = json.loads(path.read_text(encoding="utf-8"))
     return facts
@@ -282,10 +283,18 @@ def run(options: DemoOptions, out: IO[str]) -> int:
         say(f"demo: {reason}")
         return _fail(out, options.as_json, reason)
 
-    kinds = {path: options.kind or detect_file_kind(path) for path in files}
-    unknown = [str(path) for path, kind in kinds.items() if kind is None]
-    if unknown:
-        reason = f"cannot tell lost-repair from carrier-audit by the header of {', '.join(unknown)}; set KIND"
+    from verifyfeed.ingest.errors import FileRejected
+
+    kinds: dict[Path, str] = {}
+    refused: list[str] = []
+    for path in files:
+        try:
+            kinds[path] = detect_file_kind(path, options.kind)
+        except FileRejected as exc:  # refused before anything is uploaded, as `verifyfeed drop` does
+            hint = "; set KIND" if exc.code == "header.kind_unknown" else ""
+            refused.append(f"{path}: {exc.reason} ({exc.code}){hint}")
+    if refused:
+        reason = "; ".join(refused)
         say(f"demo: {reason}")
         return _fail(out, options.as_json, reason)
 

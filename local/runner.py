@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from local.iam import FunctionRole
     from local.resources import FunctionSpec, LocalStack
     from sandbox.server import SandboxHandle
+    from verifyfeed.logic.reports import ReportPaths
     from verifyfeed.store.jobs import JobStore
 
 log = logging.getLogger("local.runner")
@@ -300,24 +301,31 @@ def batch_item_failures(result: Any, message_ids: Collection[str]) -> set[str]:
 # ---- file kinds --------------------------------------------------------------------------------
 
 
-def detect_file_kind(path: Path) -> str | None:
-    """``lost-repair`` or ``carrier-audit`` from the header row, read by the splitter's own reader
-    (CSV in any encoding it reads, XLSX, JSON Lines; title rows skipped); else from its folder."""
-    from verifyfeed.ingest.readers import open_rows
-    from verifyfeed.pii import mask_object_key
+def detect_file_kind(path: Path, kind: str | None = None) -> str:
+    """``lost-repair`` or ``carrier-audit``, by the splitter's own detection (``detect_file``: what the
+    file is, then its header row; title rows skipped). A header that does not tell is read as the
+    kind of its folder (``samples/lost-repair/``) when it is in one. Raises ``FileRejected`` — what
+    the splitter would refuse the file for, ``header.kind_unknown`` included — before any upload."""
+    from verifyfeed.ingest.errors import FileRejected
+    from verifyfeed.ingest.readers import detect_file
+    from verifyfeed.models.records import JobKind
+
+    def detect(as_kind: str | None) -> str:
+        with path.open("rb") as stream:
+            found = detect_file(
+                stream,
+                path.name,
+                JobKind(as_kind) if as_kind else None,
+                sheet=os.environ.get("XLSX_SHEET", ""),
+            )
+        return found.value
 
     try:
-        with (
-            path.open("rb") as stream,
-            open_rows(stream, path.name, None, sheet=os.environ.get("XLSX_SHEET", "")) as source,
-        ):
-            kind = source.kind
-    except (OSError, ValueError) as exc:  # ValueError: FileRejected too
-        log.warning("could not read the header of %s: %s", mask_object_key(path.name), type(exc).__name__)
-        kind = None
-    if kind is not None:
-        return str(kind)
-    return path.parent.name if path.parent.name in KINDS else None
+        return detect(kind)
+    except FileRejected as exc:
+        if kind is None and exc.code == "header.kind_unknown" and path.parent.name in KINDS:
+            return detect(path.parent.name)
+        raise
 
 
 # ---- the runner --------------------------------------------------------------------------------
@@ -336,6 +344,13 @@ class JobView:
     report_key: str = ""
     # lost repair: each answered batch's serial number and whole answer envelope (its scalars)
     upstream_answers: list[dict[str, Any]] = field(default_factory=list)
+
+    def report_paths(self, reports_prefix: str) -> ReportPaths:
+        """Where the job's reports are (``ReportPaths.for_job``: its ``report_key``, or the key a job
+        written before reports were per job had)."""
+        from verifyfeed.logic.reports import ReportPaths
+
+        return ReportPaths(self.report_key or f"{reports_prefix}{self.key}.json")
 
     def problem(self) -> str | None:
         """Why the job is not settled and accounted for, by the rules of the CLI's ``drop --wait``."""
@@ -692,9 +707,7 @@ class LocalRunner:
     def submit_file(self, path: Path, kind: str | None = None) -> str:
         """Upload ``path`` under ``<kind>/<file name>`` and notify the splitter. Returns the key."""
         assert self.stack is not None and self._s3 is not None
-        kind = kind or detect_file_kind(path)
-        if kind not in KINDS:
-            raise ValueError(f"{path}: cannot tell whether it is lost-repair or carrier-audit; set KIND")
+        kind = detect_file_kind(path, kind)  # a file the splitter would refuse is refused here
         key = f"{_kind_prefix(kind)}{path.name}"
         content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         bucket = self.stack.bucket
@@ -1005,12 +1018,10 @@ class LocalRunner:
         """Copy each job's reports (summary, rejected rows, header facts) out of the (soon gone)
         bucket. Returns (s3 uri, local path) pairs."""
         assert self.stack is not None and self._s3 is not None
-        reports_prefix = os.environ.get("REPORTS_PREFIX") or "reports/"
+        reports_prefix = reports_prefix_of()
         copied: list[tuple[str, Path]] = []
         for view in views:
-            base = view.report_key or f"{reports_prefix}{view.key}.json"
-            stem = base.removesuffix(".json")
-            for key in (base, stem + ".rejected.csv", stem + ".header.json"):
+            for key in view.report_paths(reports_prefix).all():
                 target = into / key.removeprefix(reports_prefix)
                 try:
                     body = self._s3.get_object(Bucket=self.stack.bucket, Key=key)["Body"].read()
@@ -1122,6 +1133,10 @@ def _api_route(spec: FunctionSpec | None, stage: str) -> tuple[str, str, str]:
     props = route.properties if route else {}
     path = str(props.get("Path") or "/callbacks/carrier-audit")
     return str(props.get("Method") or "POST").upper(), path, str((route.stage if route else None) or stage)
+
+
+def reports_prefix_of() -> str:
+    return os.environ.get("REPORTS_PREFIX") or "reports/"
 
 
 def _kind_prefix(kind: str) -> str:

@@ -40,7 +40,8 @@ What happened to the files dropped into verifyfeed, without reading logs.
 
   verifyfeed status                      recent jobs, queue depths, batches held
   verifyfeed status FILE|JOB             one file: counts, status, report, what to do next
-  verifyfeed report FILE [--rejected]    the file's report (JSON) or its rejected rows (CSV)
+  verifyfeed report FILE|JOB [--rejected|--already-uploaded|--xlsx --out PATH]
+                                         the job's report (JSON), its rows to fix (CSV), ...
   verifyfeed audits [--status pending]   carrier audits (masked)
   verifyfeed redrive --dlq|--failed [--job FILE|JOB] [--yes]
   verifyfeed redrive --unknown --job FILE|JOB {REDRIVE_UNKNOWN_FLAG}
@@ -153,8 +154,27 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", parents=[common], help="download a file's report")
     report.add_argument("ref", metavar="FILE|JOB")
     report.add_argument("--out", metavar="PATH", help="write it to PATH instead of stdout")
-    report.add_argument(
-        "--rejected", action="store_true", help="the rejected rows (CSV) instead of the summary"
+    part = report.add_mutually_exclusive_group()
+    part.add_argument(
+        "--rejected",
+        dest="part",
+        action="store_const",
+        const="rejected",
+        help="the rows to fix (CSV) instead of the summary",
+    )
+    part.add_argument(
+        "--already-uploaded",
+        dest="part",
+        action="store_const",
+        const="already_uploaded",
+        help="the rows an earlier file already uploaded (CSV, lost repair)",
+    )
+    part.add_argument(
+        "--xlsx",
+        dest="part",
+        action="store_const",
+        const="workbook",
+        help="both as a workbook (.xlsx; needs --out)",
     )
 
     audits = sub.add_parser("audits", parents=[common], help="carrier audits and their results (masked)")
@@ -311,7 +331,7 @@ def run(ctx: Context, args: argparse.Namespace) -> Result:
     if args.command == "status":
         return commands.status(ctx, args.ref, args.limit)
     if args.command == "report":
-        return commands.report(ctx, args.ref, args.out, args.rejected)
+        return commands.report(ctx, args.ref, args.out, args.part or "summary")
     if args.command == "audits":
         return commands.audits(ctx, args.audit_status, args.limit)
     if args.command == "redrive" and args.unknown_audits:

@@ -27,11 +27,10 @@ from pydantic import ValidationError
 
 from verifyfeed.logic.progress import settle_job
 from verifyfeed.logic.reports import (
-    header_key,
+    ReportPaths,
     read_header_facts,
     record_outcomes,
     refused_records,
-    report_keys,
 )
 from verifyfeed.logic.splitter import DroppedObject
 from verifyfeed.models.ids import batch_label
@@ -340,7 +339,9 @@ def status_of(ctx: Context, ref: str) -> Result:
     """One file: what happened to it, what it calls for next, and its outcome as the exit code."""
     job, others = find_job(ctx, ref)
     settings = ctx.services.settings
-    rejected_key = report_keys(settings.reports_prefix, job.key)[1]
+    paths = ReportPaths.for_job(job, settings.reports_prefix)
+    rejected_key = paths.rejected
+    reported = _report_written(ctx, job, paths)
     batches: list[Batch] = []
     audits: list[Audit] = []
     if job.kind == JobKind.LOST_REPAIR:
@@ -368,14 +369,14 @@ def status_of(ctx: Context, ref: str) -> Result:
     else:
         hints = carrier_audit_hints(job, audit_counts or {}, ctx.command)
     result = outcome(job, audit_counts)
-    header = read_header_facts(ctx.services.blobs, job.bucket, header_key(settings.reports_prefix, job.key))
+    header = read_header_facts(ctx.services.blobs, job.bucket, paths.header)
     data: dict[str, Any] = {
         "job": job_view(job),
         "outcome": result.view(),
         # every column the splitter did not use, by label; None when its header was never read
         "ignored_columns": None if header is None else header["ignored_columns"],
         "header": header,
-        "report": f"s3://{job.bucket}/{job.report_key}" if job.report_key else None,
+        "report": f"s3://{job.bucket}/{paths.summary}" if reported else None,
         "rejected_rows_report": f"s3://{job.bucket}/{rejected_key}",
         "records": records,
         "audits": audit_counts,
@@ -422,13 +423,11 @@ def status_of(ctx: Context, ref: str) -> Result:
             f"{records['pending']} not answered yet"
         )
     lines += [
-        f"Report:   {_report_text(ctx, job)}",
-        f"Rejected: s3://{job.bucket}/{rejected_key}  ({ctx.command('report', job.key, '--rejected')})",
+        f"Report:   {_report_text(ctx, job, paths, reported)}",
+        f"Rejected: s3://{job.bucket}/{rejected_key}  ({ctx.command('report', job.job_id, '--rejected')})",
     ]
     if others:
-        lines.append(
-            f"Earlier uploads of this file: {', '.join(f'{j.job_id} ({j.status.value})' for j in others)}"
-        )
+        lines.append(_uploads_line(job, others, "status"))
     if answered:
         shown = "; ".join(_answer_text(b) for b in answered[:10])
         more = f"; and {len(answered) - 10} more (--json)" if len(answered) > 10 else ""
@@ -516,13 +515,18 @@ def _would_send_lines(ctx: Context, job: Job, data: dict[str, Any]) -> list[str]
     ]
 
 
-def _report_text(ctx: Context, job: Job) -> str:
-    if job.report_key:
-        where = f"s3://{job.bucket}/{job.report_key}  ({ctx.command('report', job.key)})"
+def _report_written(ctx: Context, job: Job, paths: ReportPaths) -> bool:
+    """Whether the job's summary is in the bucket (its key is known from the job's creation on)."""
+    return job.status in REPORTED_JOB_STATUSES and _exists(ctx, job.bucket, paths.summary)
+
+
+def _report_text(ctx: Context, job: Job, paths: ReportPaths, written: bool) -> str:
+    if written:
+        where = f"s3://{job.bucket}/{paths.summary}  ({ctx.command('report', job.job_id)})"
         if job.status in SETTLED_JOB_STATUSES:
             return where
         return where + "; of its last settlement, written again when it settles again"
-    if job.status in REPORTED_JOB_STATUSES:
+    if job.status in SETTLED_JOB_STATUSES and job.status in REPORTED_JOB_STATUSES:
         return f"being written: the job settled at {when(job.updated_at)}"
     return "not yet: written when every batch has settled"
 
@@ -589,39 +593,73 @@ def _columns_text(header: dict[str, Any] | None) -> str:
     return f"header in row {header['header_row']}; {used}"
 
 
+def _uploads_line(job: Job, others: list[Job], command: str) -> str:
+    """The jobs of a file uploaded more than once, newest first, and which one is shown."""
+    listed = ", ".join(
+        f"{j.job_id} ({j.status.value}, {when(j.created_at)}){'  <- shown' if j is job else ''}"
+        for j in (job, *others)
+    )
+    return (
+        f"Uploads:  {len(others) + 1} jobs for this file, newest first: {listed}; "
+        f"`verifyfeed {command} JOB` shows another"
+    )
+
+
 # ---- report ----------------------------------------------------------------------------------------
 
 
-def report(ctx: Context, ref: str, out: str | None, rejected: bool) -> Result:
-    job, _ = find_job(ctx, ref)
-    rejected_key = report_keys(ctx.services.settings.reports_prefix, job.key)[1]
-    if rejected:
-        key = rejected_key
-    elif job.report_key:
-        key = job.report_key
-    else:
-        raise CliError(
-            f"no report yet for {job.key}: the job is {job.status.value}, and the report is written when "
-            "every batch has settled (`--rejected` gives the rejected rows now)"
-        )
+def report(ctx: Context, ref: str, out: str | None, part: str = "summary") -> Result:
+    """One job's report (by job id, S3 key or file name; a file uploaded more than once: its newest
+    job, the others listed): the summary, the rows to fix, the rows already uploaded or the workbook
+    of both (docs/decisions.md#report-layout)."""
+    job, others = find_job(ctx, ref)
+    paths = ReportPaths.for_job(job, ctx.services.settings.reports_prefix)
+    key = {
+        "summary": paths.summary,
+        "rejected": paths.rejected,
+        "already_uploaded": paths.already_uploaded,
+        "workbook": paths.workbook,
+    }[part]
+    if part == "workbook" and not out:
+        raise CliError("--xlsx writes a workbook: give --out PATH", EXIT_USAGE)
     uri = f"s3://{job.bucket}/{key}"
     try:
         body = ctx.services.blobs.get(job.bucket, key)
     except BlobError as exc:
-        if exc.missing:
-            raise CliError(f"{uri} does not exist") from exc
-        raise
+        if not exc.missing:
+            raise
+        if part == "summary":
+            raise CliError(
+                f"no report yet for {job.key} (job {job.job_id}): the job is {job.status.value}, and the "
+                "report is written when every batch has settled (`--rejected` gives the rejected rows "
+                "once the file has been read)"
+            ) from exc
+        raise CliError(f"{uri} does not exist") from exc
     if out:
-        Path(out).write_bytes(body)  # as stored: the CSV keeps its BOM so that Excel reads it as UTF-8
+        Path(out).write_bytes(body)  # as stored: a CSV keeps its BOM so that Excel reads it as UTF-8
     data: dict[str, Any] = {"job_id": job.job_id, "file": job.key, "s3_uri": uri, "saved_to": out}
+    if others:
+        data["uploads"] = [
+            {"job_id": j.job_id, "status": j.status.value, "created_at": j.created_at} for j in (job, *others)
+        ]
+    lines = [_uploads_line(job, others, "report")] if others else []
+    if part == "workbook":
+        return Result(data, "\n".join([*lines, f"Saved {uri} to {out}"]))
     text = body.decode("utf-8-sig")
-    if rejected:
-        data["rejected_rows"] = list(csv.DictReader(io.StringIO(text)))
-        summary = f"{len(data['rejected_rows'])} rejected row(s)"
-    else:
+    if part == "summary":
         data["report"] = json.loads(text)
         summary = f"status {data['report'].get('status')}"
-    return Result(data, f"Saved {uri} to {out} ({summary})" if out else text.rstrip("\n"))
+        headline = data["report"].get("headline")  # a report written before it had one has none
+        if headline:
+            lines += [headline["en"], headline["zh"]]
+    else:
+        rows = list(csv.DictReader(io.StringIO(text)))
+        data["rejected_rows" if part == "rejected" else "already_uploaded_rows"] = rows
+        summary = (
+            f"{len(rows)} rejected row(s)" if part == "rejected" else f"{len(rows)} row(s) already uploaded"
+        )
+    lines.append(f"Saved {uri} to {out} ({summary})" if out else text.rstrip("\n"))
+    return Result(data, "\n".join(lines))
 
 
 # ---- audits ----------------------------------------------------------------------------------------
@@ -1164,14 +1202,8 @@ def drop(
     file = Path(path).expanduser()
     if not file.is_file():
         raise CliError(f"no such file: {path}")
-    job_kind = JobKind(kind) if kind else _detect_kind(file)
-    if job_kind is None:
-        raise CliError(
-            f"cannot tell lost-repair from carrier-audit by the header of {file.name}; "
-            "give --kind lost-repair|carrier-audit",
-            EXIT_USAGE,
-        )
     settings = ctx.services.settings
+    job_kind = _detect_kind(file, JobKind(kind) if kind else None, settings.xlsx_sheet)
     prefix = settings.lost_repair_prefix if job_kind == JobKind.LOST_REPAIR else settings.carrier_audit_prefix
     if resend:
         if job_kind != JobKind.LOST_REPAIR or dry_run:
@@ -1209,15 +1241,27 @@ def watch(ctx: Context, ref: str, timeout_s: float) -> Result:
     return _follow(ctx, job.job_id, job.key, timeout_s)
 
 
-def _detect_kind(file: Path) -> JobKind | None:
-    """The kind by the header row, as the splitter reads it (title rows above it skipped)."""
-    from verifyfeed.ingest.readers import open_rows
+def _detect_kind(file: Path, kind: JobKind | None, sheet: str) -> JobKind:
+    """The kind by the header row, as the splitter reads it (``detect_file``: title rows above it
+    skipped); a file the splitter would refuse is refused here, before anything is uploaded."""
+    from verifyfeed.ingest.errors import FileRejected
+    from verifyfeed.ingest.readers import detect_file
 
     try:
-        with file.open("rb") as stream, open_rows(stream, file.name, None) as source:
-            return source.kind
-    except (OSError, ValueError):  # ValueError: FileRejected too
-        return None
+        with file.open("rb") as stream:
+            return detect_file(stream, file.name, kind, sheet=sheet)
+    except OSError as exc:
+        raise CliError(f"cannot read {file.name}: {exc.strerror or exc}", EXIT_USAGE) from exc
+    except FileRejected as exc:
+        if exc.code == "header.kind_unknown":
+            raise CliError(
+                f"cannot tell lost-repair from carrier-audit by the header of {file.name}; "
+                "give --kind lost-repair|carrier-audit",
+                EXIT_USAGE,
+            ) from exc
+        raise CliError(
+            f"{file.name} not uploaded ({exc.code}): {exc.reason}\n  {exc.zh}", EXIT_USAGE
+        ) from exc
 
 
 def _follow(
@@ -1235,7 +1279,10 @@ def _follow(
             if line != shown:
                 ctx.say(line)
                 shown = line
-            if _settled(job, audits):
+            written = _report_written(
+                ctx, job, ReportPaths.for_job(job, ctx.services.settings.reports_prefix)
+            )
+            if _settled(job, audits, written):
                 result = status_of(ctx, job.job_id)
                 result.data["accounted_for"] = _accounted_for(job)
                 return result
@@ -1249,12 +1296,12 @@ def _follow(
         time.sleep(1.0)  # polling the stores; the deadline above bounds the wait
 
 
-def _settled(job: Job, audits: dict[str, int]) -> bool:
+def _settled(job: Job, audits: dict[str, int], report_written: bool) -> bool:
     """Nothing more will happen without the blackout's end or an operator: the status settled, its
     report written (right after the status, logic/progress.py), no audit awaiting its decision."""
     return (
         job.status in SETTLED_JOB_STATUSES
-        and (bool(job.report_key) or job.status not in REPORTED_JOB_STATUSES)
+        and (report_written or job.status not in REPORTED_JOB_STATUSES)
         and not any(audits.get(s.value) for s in OPEN_AUDIT_STATUSES)
     )
 

@@ -200,14 +200,17 @@ def test_up_status_drop_and_down_leave_nothing_running(operator: Operator, tmp_p
     assert dry["would_send"] == {"batches": 0, "records_charged_if_accepted": 0}
     assert requests.get(ledger, timeout=30).json()["entries"] == before  # no request reached upstream
 
-    # a file the splitter refuses as a whole: 7
+    # a file the splitter would refuse as a whole is refused before it is uploaded, saying what it is
+    # (issue 25), with --kind too: no job, nothing in the bucket
     empty = tmp_path / "empty.csv"
     empty.write_bytes(b"")
     code, refused, stderr = operator.verifyfeed(
         "drop", str(empty), "--kind", "lost-repair", "--wait", "--timeout", "120"
     )
-    assert code == 7, stderr
-    assert refused["job"]["status"] == "rejected" and refused["accounted_for"] is False
+    assert code == 2 and refused["exit_code"] == 2, stderr
+    assert "empty.csv not uploaded (file.empty): file is empty" in refused["error"]
+    code, listed, _ = operator.verifyfeed("status", "empty.csv")
+    assert code == 1 and "no job for 'empty.csv'" in listed["error"]
 
     # rehearsal: the answer to a charged batch is lost -> one unknown batch, held, not resent: 6, and
     # what a re-drive may charge again at the price make up was given

@@ -20,6 +20,7 @@ from tests import timeouts
 from tests.rows import fake_id
 from verifyfeed.clock import FixedClock
 from verifyfeed.config import Settings
+from verifyfeed.logic.reports import job_report_key
 from verifyfeed.models.ids import batch_id, iso
 from verifyfeed.models.lost_repair import RepairRecord
 from verifyfeed.models.records import Batch, BatchStatus, Job, JobKind, JobStatus
@@ -142,17 +143,22 @@ def repair_records(count: int, start: int = 0) -> list[RepairRecord]:
     ]
 
 
-def new_job(services: Services, batches: int = 1, kind: JobKind = JobKind.LOST_REPAIR) -> Job:
-    """A job in ``uploading`` with ``batches`` queued batch records, as the splitter leaves it."""
+def new_job(
+    services: Services, batches: int = 1, kind: JobKind = JobKind.LOST_REPAIR, *, written_before: bool = False
+) -> Job:
+    """A job in ``uploading`` with ``batches`` queued batch records, as the splitter leaves it
+    (``written_before``: as it left one before reports were per job, without a ``report_key``)."""
     job_id = uuid.uuid4().hex[:24]
     now = iso(services.clock.now())
+    key = f"lost-repair/test-{job_id}.csv"
     job = Job(
         job_id=job_id,
         kind=kind,
         bucket=services.settings.ingest_bucket,
-        key=f"lost-repair/test-{job_id}.csv",
+        key=key,
         status=JobStatus.SPLITTING,
         created_at=now,
+        report_key="" if written_before else job_report_key(services.settings.reports_prefix, key, job_id),
     )
     assert services.jobs.create_job(job)
     for seq in range(1, batches + 1):

@@ -178,7 +178,7 @@ def test_signed_callbacks_settle_audits_and_a_fixed_rejection_goes_through_updat
     key, none = drop_and_submit(services, [audit_row("1", 1100)])
     assert none == []
     [report] = rejected_rows(services, key)
-    assert report["rule"] == "duplicate.audit_exists"
+    assert report["code"] == "duplicate.audit_exists"
 
 
 def test_poller_settles_audits_whose_callback_never_came(
@@ -264,7 +264,7 @@ def test_a_rejected_audit_is_corrected_by_its_row_with_the_record_id(
     assert [
         m for m in drain_queue(services.settings.work_queue_url) if m.get("job_id") == result.job_id
     ] == []
-    rules = sorted(r["rule"] for r in rejected_rows(services, key))
+    rules = sorted(r["code"] for r in rejected_rows(services, key))
     assert rules == ["record_id.not_correctable", "record_id.not_correctable", "record_id.value"]
 
 

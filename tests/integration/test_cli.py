@@ -31,6 +31,7 @@ from tests.integration.conftest import (
     new_job,
     repair_records,
 )
+from tests.reports import csv_rows
 from verifyfeed.clock import FixedClock
 from verifyfeed.logic.splitter import DroppedObject, split_object
 from verifyfeed.logic.uploader import Delivery, load_records, upload_batch
@@ -231,7 +232,7 @@ def test_status_report_and_redrive_of_an_unknown_batch(
     detail = as_json(out)
     assert code == 6 and detail["outcome"]["exit_code"] == 6
     assert [b["batch_id"] for b in detail["batches_not_succeeded"]] == [second.batch_id]
-    assert detail["report"] == f"s3://{services.settings.ingest_bucket}/reports/{key}.json"
+    assert detail["report"] == f"s3://{services.settings.ingest_bucket}/reports/{key}/{job_id}.json"
     (step,) = detail["next_steps"]
     assert step["cost"] == {"records": 1, "price_per_record": 0.35, "currency": "CNY", "amount": 0.35}
     assert step["command"].endswith(f"redrive --unknown --job {job_id} --i-understand-this-may-charge-twice")
@@ -240,6 +241,8 @@ def test_status_report_and_redrive_of_an_unknown_batch(
     code, out, _ = cli("report", key, "--json")
     report = as_json(out)["report"]
     assert report["status"] == "completed_with_errors" and report["batches_unknown"] == 1
+    code, out, _ = cli("report", key)  # the one line first, in both languages, then the summary
+    assert out.splitlines()[:2] == ["3 sent, 1 to fix", "已发送 3 行，1 行需修改"]
     target = tmp_path / "rejected.csv"
     code, out, _ = cli(
         "report", f"s3://{services.settings.ingest_bucket}/{key}", "--rejected", "--out", str(target)
@@ -247,15 +250,16 @@ def test_status_report_and_redrive_of_an_unknown_batch(
     assert code == 0 and "1 rejected row(s)" in out
     raw = target.read_bytes()
     assert raw.startswith(b"\xef\xbb\xbf")
-    (row,) = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))))
-    assert row["rule"] == "id_number.excel_number" and row["name"] == "李*"
+    (row,) = csv_rows(raw)
+    assert (row["code"], row["姓名"]) == ("id_number.excel_number", "李*")
+    assert row["zh"].startswith("身份证号被 Excel 存成了数字")
     code, out, _ = cli("report", key, "--rejected", "--json")
-    assert as_json(out)["rejected_rows"][0]["row"] == "3"
+    assert as_json(out)["rejected_rows"][0]["行号 row"] == "3"
     # a report that is gone from the bucket (deleted by hand) is named, exit 1
     bucket = services.settings.ingest_bucket
-    boto3.client("s3").delete_object(Bucket=bucket, Key=f"reports/{key}.rejected.csv")
+    boto3.client("s3").delete_object(Bucket=bucket, Key=f"reports/{key}/{job_id}.rejected.csv")
     code, _, err = cli("report", key, "--rejected")
-    assert code == 1 and f"reports/{key}.rejected.csv does not exist" in err
+    assert code == 1 and f"reports/{key}/{job_id}.rejected.csv does not exist" in err
 
     # --yes is not enough: without the flag that says the operator knows, it is refused, with the cost
     code, out, err = cli("redrive", "--unknown", "--job", key, "--yes", "--json")

@@ -56,7 +56,7 @@ def test_a_lost_repair_dry_run_reports_what_it_would_send_and_cost_and_sends_not
     assert summary["dry_run"] is True and summary["sent_upstream"] == 0
     assert summary["would_send"] == {"batches": 3, "records_charged_if_accepted": 2500}
     assert summary["cost_if_all_accepted"] == {"price_per_record": 0.35, "currency": "CNY", "amount": 875.0}
-    assert [r["rule"] for r in rejected_rows(services, key)] == ["id_number.check_digit"]
+    assert [r["code"] for r in rejected_rows(services, key)] == ["id_number.check_digit"]
     # nothing left the building: no upstream call, no message, no batch record, no staged body
     assert sandbox.ledger() == []
     assert [

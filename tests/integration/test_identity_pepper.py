@@ -70,7 +70,7 @@ def test_an_audit_written_under_the_previous_pepper_is_found_after_the_rotation(
     assert services.audits.get(old_key) is not None
     # after: the same audit dropped again is the same audit (a duplicate), not a new one
     key, _ = drop(services, n)
-    assert [r["rule"] for r in rejected_rows(services, key)] == ["duplicate.audit_exists"]
+    assert [r["code"] for r in rejected_rows(services, key)] == ["duplicate.audit_exists"]
     assert services.audits.get(keyed_digest(identity(n), IDENTITY_PEPPER.encode())) is None
 
 
@@ -95,7 +95,7 @@ def test_an_audit_keyed_by_a_bare_sha256_before_the_change_is_found_but_never_wr
     services.audits.reserve(legacy, clock.now())
     try:
         key, _ = drop(services, n)
-        assert [r["rule"] for r in rejected_rows(services, key)] == ["duplicate.audit_exists"]
+        assert [r["code"] for r in rejected_rows(services, key)] == ["duplicate.audit_exists"]
         assert services.audits.get(keyed_digest(identity(n), IDENTITY_PEPPER.encode())) is None
         # with the legacy look-up off (once no legacy audit is left) it is not found: a new audit
         without = build_services(make_settings(AUDIT_LEGACY_LOOKUP="false"), clock)

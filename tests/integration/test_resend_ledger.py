@@ -20,7 +20,8 @@ import pytest
 
 from sandbox.server import SandboxHandle
 from tests.integration.conftest import SettingsFactory, drain_queue
-from tests.integration.test_splitter import csv_bytes, put, rejected_rows, split, upload_all, valid_rows
+from tests.integration.test_splitter import csv_bytes, put, split, upload_all, valid_rows
+from tests.reports import already_uploaded_rows, paths_of, rejected_rows, summary_of
 from verifyfeed import aws
 from verifyfeed.clock import FixedClock
 from verifyfeed.logic.ledger import LedgerConflict, LedgerSession, ledger_key
@@ -110,11 +111,16 @@ def test_a_corrected_file_re_dropped_sends_only_the_new_rows(
     charged = Counter(charged_idcodes(sandbox))
     assert all(n == 1 for n in charged.values()), "a record was charged twice"
     assert len(charged) == 1203
-    reasons = [r for r in rejected_rows(services, second_key) if r["rule"] == "duplicate.already_uploaded"]
+    assert rejected_rows(services, job) == []  # nothing left to fix: not buried under 1,200 lines
+    reasons = [r for r in already_uploaded_rows(services, job) if r["code"] == "duplicate.already_uploaded"]
     assert len(reasons) == 1200
     filename = first_key.rsplit("/", 1)[-1]
-    assert all(filename in r["reason"] and "2026-" in r["reason"] for r in reasons)
-    assert first.job_id in reasons[0]["reason"]
+    assert all(filename in r["en"] and "2026-" in r["en"] and filename in r["zh"] for r in reasons)
+    assert first.job_id in reasons[0]["en"]
+    day = reasons[0]["en"].split(" on ")[1][:10]
+    assert summary_of(services, job)["headline"]["en"] == (
+        f"3 sent, 1,200 already uploaded on {day} in {filename} (not charged again), 0 to fix"
+    )
 
 
 def test_an_identical_file_is_a_duplicate_job_at_once(
@@ -133,6 +139,33 @@ def test_an_identical_file_is_a_duplicate_job_at_once(
     assert list(services.jobs.batches(again.job_id)) == []
     assert [m for m in drain_queue(services.settings.work_queue_url) if m.get("job_id") == again.job_id] == []
     assert len(sandbox.ledger()) == before
+
+
+def test_the_same_file_dropped_again_keeps_the_first_job_s_reports(
+    make_settings: SettingsFactory, clock: FixedClock, sandbox: SandboxHandle
+) -> None:
+    """Issue 25: a second upload of a file (here identical: a duplicate job) has reports of its own,
+    under its job; the first upload's report still says what happened to the first upload."""
+    services = ledger_services(make_settings, clock)
+    key = key_for("big3000")
+    data = csv_bytes([*valid_rows(30, next(_NUMBERS)), ["张三", "1.10105E+17", "", "X1"]])
+    first = split(services, put(services, key, data))
+    upload_all(services, first.job_id)
+    again = split(services, put(services, key, data))
+    assert again.outcome == "duplicate_file"
+    jobs = {j.job_id: j for j in services.jobs.find_jobs(key)}
+    assert set(jobs) == {first.job_id, again.job_id}
+    one, two = paths_of(services, jobs[first.job_id]), paths_of(services, jobs[again.job_id])
+    assert one.summary == f"reports/{key}/{first.job_id}.json" and set(one.all()).isdisjoint(two.all())
+    original, duplicate = summary_of(services, jobs[first.job_id]), summary_of(services, jobs[again.job_id])
+    assert (original["job_id"], original["status"], original["rows_accepted"]) == (
+        first.job_id,
+        "completed",
+        30,
+    )
+    assert (duplicate["job_id"], duplicate["status"]) == (again.job_id, "duplicate")
+    assert duplicate["reason_code"] == "file.identical" and duplicate["reason_zh"].startswith("与 ")
+    assert [r["code"] for r in rejected_rows(services, jobs[first.job_id])] == ["id_number.excel_number"]
 
 
 def test_records_of_a_failed_batch_are_sent_again_by_a_re_drop(

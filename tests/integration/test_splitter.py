@@ -15,6 +15,7 @@ import pytest
 from local.events import s3_put_event
 from sandbox.server import SandboxHandle
 from tests.integration.conftest import drain_queue, fake_id
+from tests.reports import newest_job, paths_of, rejected_rows
 from tests.rows import AUDIT_HEADER, audit_row
 from verifyfeed.logic.splitter import DroppedObject, split_object
 from verifyfeed.logic.uploader import Delivery, load_records, submit_audit, upload_batch
@@ -62,13 +63,12 @@ def upload_all(services: Services, job_id: str) -> list[LostRepairBatchMessage]:
     return messages
 
 
-def rejected_rows(services: Services, key: str) -> list[dict[str, str]]:
-    body = boto3.client("s3").get_object(
-        Bucket=services.settings.ingest_bucket, Key=f"reports/{key}.rejected.csv"
-    )
-    raw = body["Body"].read()
-    assert raw.startswith(b"\xef\xbb\xbf"), "Excel needs the BOM to open UTF-8"
-    return list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))))
+def summary(services: Services, key: str) -> dict[str, Any]:
+    """The summary report of the latest upload of ``key``, read straight from S3."""
+    job = newest_job(services, key)
+    body = boto3.client("s3").get_object(Bucket=job.bucket, Key=paths_of(services, job).summary)
+    loaded: dict[str, Any] = json.loads(body["Body"].read())
+    return loaded
 
 
 def valid_rows(count: int, start: int = 0) -> list[list[str]]:
@@ -128,15 +128,20 @@ def test_mixed_file_sends_exactly_the_valid_rows_once(services: Services, sandbo
 
     report = {int(r["row"]): r for r in rejected_rows(services, key)}
     assert sorted(report) == [3, 4, 5, 6, 7, 8, 9, 13]
-    assert report[3]["rule"] == "id_number.check_digit"
-    assert report[4]["rule"] == "id_number.excel_number"
-    assert report[5]["rule"].startswith("phone")
-    assert report[6]["rule"].startswith("auth_code")
-    assert report[7]["rule"] == "name.length"
-    assert report[8]["rule"] == "duplicate.id_number" and report[8]["first_row"] == "2"
-    assert report[9]["rule"] == "duplicate.auth_code" and report[9]["first_row"] == "2"
-    assert report[13]["rule"].startswith("name")
-    assert report[13]["name"].startswith("'") or not report[13]["name"].startswith("=")
+    assert report[3]["code"] == "id_number.check_digit"
+    assert (report[3]["zh"], report[3]["en"]) == (
+        "身份证号校验位不符",
+        "身份证号: check digit does not match",
+    )
+    assert report[4]["code"] == "id_number.excel_number"
+    assert report[5]["code"].startswith("phone") and report[5]["en"].startswith("曾用手机号: ")
+    assert report[6]["code"].startswith("auth_code")
+    assert report[7]["code"] == "name.length"
+    assert report[8]["code"] == "duplicate.id_number" and report[8]["first_row"] == "2"
+    assert report[9]["code"] == "duplicate.auth_code" and report[9]["first_row"] == "2"
+    assert report[9]["zh"] == "授权码与第 2 行重复（字母不区分大小写）"
+    assert report[13]["code"].startswith("name")
+    assert report[13]["姓名"].startswith("'") or not report[13]["姓名"].startswith("=")
     # no plaintext ID in the report
     raw_report = json.dumps(list(report.values()), ensure_ascii=False)
     for i in (2, 4, 5, 6, 9):
@@ -255,9 +260,16 @@ def test_missing_required_column_rejects_the_file_with_a_reason(services: Servic
     )
     assert result.outcome == "rejected"
     job = services.jobs.get_job(result.job_id)
-    assert job is not None and job.status == JobStatus.REJECTED and "auth" in job.reason.lower()
-    report = boto3.client("s3").get_object(Bucket=job.bucket, Key=f"reports/{key}.json")["Body"].read()
-    assert json.loads(report)["status"] == "rejected"
+    assert job is not None and job.status == JobStatus.REJECTED
+    assert job.reason == "missing required column(s): 授权码"  # the column as the customer knows it
+    report = summary(services, key)
+    assert (report["status"], report["reason_code"], report["reason"]) == (
+        "rejected",
+        "header.missing_columns",
+        job.reason,
+    )
+    assert report["reason_zh"] == "缺少必需的列：授权码"
+    assert report["headline"]["en"] == "file refused, nothing sent: missing required column(s): 授权码"
 
 
 def test_audit_file_only_valid_rows_reach_add_and_rejected_rows_name_the_rule(
@@ -279,8 +291,10 @@ def test_audit_file_only_valid_rows_reach_add_and_rejected_rows_name_the_rule(
     key = f"carrier-audit/audits-{uuid.uuid4().hex[:6]}.csv"
     result = split(services, put(services, key, csv_bytes(rows, header=AUDIT_HEADER)))
     assert result.counts.rows_read == 9 and result.counts.rows_accepted == 3
-    report = {int(r["row"]): r["rule"] for r in rejected_rows(services, key)}
+    rejected = rejected_rows(services, key)
+    report = {int(r["row"]): r["code"] for r in rejected}
     assert sorted(report) == [5, 6, 7, 8, 9, 10]
+    assert "auth_code" not in rejected[0] and list(rejected[0])[5:] == ["name", "idCard", "phone"]
     assert "usage" in report[5]
     assert "name" in report[6]
     assert "id" in report[7].lower()
@@ -332,9 +346,7 @@ def test_a_seed_sheet_title_row_annotated_phone_and_extra_columns(
     ]
     job = services.jobs.get_job(result.job_id)
     assert job is not None and job.status == JobStatus.COMPLETED
-    report = json.loads(
-        boto3.client("s3").get_object(Bucket=job.bucket, Key=f"reports/{key}.json")["Body"].read()
-    )
+    report = summary(services, key)
     assert report["ignored_columns"] == ["序号", "备注"]
     assert report["header_row"] == 2
     assert report["notes"] == ["row(s) 1 above the header (row 2) skipped as a title"]
@@ -349,11 +361,9 @@ def test_two_phone_columns_reject_the_file_naming_both(services: Services) -> No
     assert result.outcome == "rejected"
     job = services.jobs.get_job(result.job_id)
     assert job is not None
-    assert job.reason.startswith("more than one column for: used_phone (手机号, 曾用手机号(选填))")
-    report = json.loads(
-        boto3.client("s3").get_object(Bucket=job.bucket, Key=f"reports/{key}.json")["Body"].read()
-    )
-    assert report["status"] == "rejected"
+    assert job.reason.startswith("more than one column for: 曾用手机号 (手机号, 曾用手机号(选填))")
+    report = summary(services, key)
+    assert (report["status"], report["reason_code"]) == ("rejected", "header.duplicate_columns")
     assert (report["header_row"], report["ignored_columns"]) == (None, [])
 
 
@@ -365,8 +375,10 @@ def test_the_summary_is_written_even_when_the_header_facts_cannot_be_read(servic
     result = split(services, put(services, key, csv_bytes(valid_rows(2, 95_000), header=[*HEADER, "备注"])))
     job = services.jobs.get_job(result.job_id)
     assert job is not None
-    bucket, summary_key = job.bucket, f"reports/{key}.json"
-    reports.write_summary(services.blobs, bucket, summary_key, job, {})
+    bucket, paths = job.bucket, paths_of(services, job)
+    summary_key = paths.summary
+    assert summary_key == f"reports/{key}/{job.job_id}.json"
+    reports.write_summary(services.blobs, bucket, paths, job, {})
     read = boto3.client("s3").get_object
     assert json.loads(read(Bucket=bucket, Key=summary_key)["Body"].read())["ignored_columns"] == ["备注"]
 
@@ -376,6 +388,6 @@ def test_the_summary_is_written_even_when_the_header_facts_cannot_be_read(servic
         def get(self, bucket: str, key: str) -> bytes:
             raise BlobError("get: AccessDenied", code="AccessDenied")
 
-    reports.write_summary(ReadDenied(), bucket, summary_key, job, {})
+    reports.write_summary(ReadDenied(), bucket, paths, job, {})
     summary = json.loads(read(Bucket=bucket, Key=summary_key)["Body"].read())
     assert (summary["header_row"], summary["ignored_columns"], summary["job_id"]) == (None, [], job.job_id)

@@ -66,9 +66,26 @@ def test_job_report_written_when_last_batch_settles(services: Services, sandbox:
     message = message_for(services, 2)
     upload_batch(services, message, Delivery())
     job = services.jobs.get_job(message.job_id)
-    assert job is not None and job.report_key == f"reports/{job.key}.json"
+    assert job is not None and job.report_key == f"reports/{job.key}/{job.job_id}.json"
     body = boto3.client("s3").get_object(Bucket=job.bucket, Key=job.report_key)["Body"].read()
     assert b'"batches_succeeded": 1' in body
+
+
+def test_a_job_split_before_reports_were_per_job_gets_its_report_where_it_always_was(
+    services: Services, sandbox: SandboxHandle
+) -> None:
+    job = new_job(services, written_before=True)
+    upload_batch(
+        services,
+        LostRepairBatchMessage(
+            job_id=job.job_id, batch_id=f"{job.job_id}#00001", seq=1, records=repair_records(1, 40)
+        ),
+        Delivery(),
+    )
+    settled = services.jobs.get_job(job.job_id)
+    assert settled is not None and settled.report_key == f"reports/{job.key}.json"  # says where it is
+    body = boto3.client("s3").get_object(Bucket=job.bucket, Key=settled.report_key)["Body"].read()
+    assert json.loads(body)["job_id"] == job.job_id
 
 
 def test_state0_for_a_single_record_is_retried_then_failed(

@@ -25,6 +25,7 @@ import time
 import traceback
 import unicodedata
 import uuid
+import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -162,6 +163,14 @@ def scan_tables(table_names: Iterable[str], find: Finder = find_pii) -> tuple[in
     return scanned, leaks
 
 
+def _text_of(body: bytes) -> str:
+    """An object's text; a workbook's (a zip: the rejected rows as .xlsx) is its parts' XML."""
+    if body.startswith(b"PK\x03\x04"):
+        with zipfile.ZipFile(io.BytesIO(body)) as archive:
+            return "\n".join(archive.read(name).decode("utf-8", "replace") for name in archive.namelist())
+    return body.decode("utf-8", "replace")
+
+
 def scan_objects(
     bucket: str, prefixes: Iterable[str], find: Finder = find_pii
 ) -> tuple[int, list[tuple[str, str]]]:
@@ -174,7 +183,7 @@ def scan_objects(
             for obj in page.get("Contents", []):
                 body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
                 scanned += 1
-                text = body.decode("utf-8", "replace")
+                text = _text_of(body)
                 leaks.extend((obj["Key"], value) for value in find(text))
     return scanned, leaks
 

@@ -35,6 +35,8 @@ from tests.reliability.support import (
     read_object,
     repair_row,
 )
+from tests.reports import csv_rows
+from verifyfeed.logic.reports import ReportPaths
 from verifyfeed.logic.uploader import Delivery, load_records, submit_audit, upload_batch
 from verifyfeed.models.messages import CarrierAuditMessage, LostRepairBatchMessage
 from verifyfeed.models.records import JobStatus
@@ -121,6 +123,21 @@ def _phones_upstream(rows: list[list[str]]) -> Callable[[SandboxHandle], None]:
         assert any(sent.values())
 
     return check
+
+
+def _zip_of_a_csv() -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("名单.csv", csv_bytes(people(680, 2)))
+    return out.getvalue()
+
+
+def _docx() -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("word/document.xml", "<w:document/>")
+    return out.getvalue()
 
 
 def _header_only() -> bytes:
@@ -426,8 +443,8 @@ CASES = [
     Case("blank_lines_only", lambda: b"\r\n   \r\n\t,,\r\n", 0, 0, reason="no header row"),
     Case("header_only", _header_only, 0, 0),
     Case("header_only_bom_no_newline", _bom_header_without_newline, 0, 0),
-    Case("missing_required_column", _missing_column, 0, 0, reason="missing required column(s): auth_code"),
-    Case("duplicate_column", _duplicate_column, 0, 0, reason="more than one column for: id_number"),
+    Case("missing_required_column", _missing_column, 0, 0, reason="missing required column(s): 授权码"),
+    Case("duplicate_column", _duplicate_column, 0, 0, reason="more than one column for: 身份证号"),
     Case(
         "title_row_and_annotated_header",
         _title_row_and_annotated_header,
@@ -440,9 +457,9 @@ CASES = [
         _two_phone_columns,
         0,
         0,
-        reason="more than one column for: used_phone (曾用手机号, 联系电话)",
+        reason="more than one column for: 曾用手机号 (曾用手机号, 联系电话)",
     ),
-    Case("data_row_instead_of_header", _data_row_first, 0, 0, reason="missing required column"),
+    Case("data_row_instead_of_header", _data_row_first, 0, 0, reason="no header row (text or data without"),
     Case("extra_columns", _extra_columns, 3, 3),
     Case("extra_cells_in_rows", _extra_cells, 5, 3, {UNREADABLE: 2}),
     Case("missing_cells", _missing_cells, 4, 2, {"auth_code.missing": 2}),
@@ -497,6 +514,12 @@ CASES = [
     Case("xlsx_decompression_bomb", _xlsx_bomb_ratio, 0, 0, reason="decompression bomb", ext="xlsx"),
     Case("xlsx_bomb_lying_sizes", _xlsx_bomb_total, 0, 0, reason="decompression bomb", ext="xlsx"),
     Case("xlsx_that_is_csv", lambda: csv_bytes(people(660, 2)), 0, 0, reason="not a zip", ext="xlsx"),
+    # not spreadsheets at all: refused saying what they are (issue 25), whatever their name
+    Case("pdf_named_csv", lambda: b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n", 0, 0, reason="a PDF document"),
+    Case("png_scan", lambda: b"\x89PNG\r\n\x1a\n" + bytes(64), 0, 0, reason="a PNG image", ext="png"),
+    Case("zip_of_a_csv", _zip_of_a_csv, 0, 0, reason="a zip archive, not an .xlsx workbook", ext="xlsx"),
+    Case("word_document", _docx, 0, 0, reason="a Word (.docx) document", ext="docx"),
+    Case("readme", lambda: b"# list\n\nSee the sheet, row 3.\n", 0, 0, reason="no header row", ext="md"),
     Case(
         "xlsx_damaged_zip",
         lambda: b"PK\x03\x04" + bytes(range(256)) * 8,
@@ -559,6 +582,12 @@ CASES = [
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
+def unzipped(workbook: bytes) -> str:
+    """The text of every part of a workbook (its cells are in compressed XML)."""
+    with zipfile.ZipFile(io.BytesIO(workbook)) as archive:
+        return "\n".join(archive.read(name).decode("utf-8", "replace") for name in archive.namelist())
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_hostile_file(case: Case, services: Services, sandbox: SandboxHandle, splitter_handler: Any) -> None:
     bucket = services.settings.ingest_bucket
@@ -585,14 +614,22 @@ def test_hostile_file(case: Case, services: Services, sandbox: SandboxHandle, sp
     else:
         assert entry["outcome"] == "split", job.reason
 
-    # the rejected-rows report: one line per rejected row, each with a rule and a reason
-    raw_report = read_object(bucket, f"reports/{key}.rejected.csv")
+    # the rejected-rows report: one line per rejected row, each with a code and a reason in both
+    # languages; the same rows in the workbook, every cell text (none a formula)
+    paths = ReportPaths.for_job(job, services.settings.reports_prefix)
+    raw_report = read_object(bucket, paths.rejected)
     assert raw_report is not None and raw_report.startswith(codecs.BOM_UTF8)
-    report = list(csv.DictReader(io.StringIO(raw_report.decode("utf-8-sig"))))
+    report = csv_rows(raw_report)
     assert len(report) == job.rows_rejected
-    assert all(r["rule"] and r["reason"] and int(r["row"]) >= 2 for r in report)
-    assert Counter(r["rule"] for r in report) == Counter(case.rules)
+    assert all(r["code"] and r["zh"] and r["en"] and int(r["row"]) >= 2 for r in report)
+    assert Counter(r["code"] for r in report) == Counter(case.rules)
     assert not [cell for r in report for cell in r.values() if cell.startswith(FORMULA_START)]
+    raw_book = read_object(bucket, paths.workbook)
+    assert raw_book is not None
+    book = openpyxl.load_workbook(io.BytesIO(raw_book))
+    cells = [c for row in book.worksheets[0].iter_rows(min_row=2) for c in row]
+    assert book.worksheets[0].max_row - 1 == job.rows_rejected
+    assert {c.data_type for c in cells if c.value is not None} <= {"s", "n"}  # text, and row numbers
 
     # every accepted row reaches upstream exactly once
     messages = [m for m in drain_queue(queue) if m.get("job_id") == job.job_id]
@@ -618,14 +655,17 @@ def test_hostile_file(case: Case, services: Services, sandbox: SandboxHandle, sp
     assert job is not None
     if not case.reason:
         assert job.status == JobStatus.COMPLETED, job.status
-    summary_raw = read_object(bucket, f"reports/{key}.json")
+    summary_raw = read_object(bucket, paths.summary)
     assert summary_raw is not None, "every settled job has its summary report"
     summary = json.loads(summary_raw)
     assert summary["status"] == job.status.value and summary["reason"] == job.reason
+    assert summary["headline"]["zh"] and summary["headline"]["en"]
+    if case.reason:
+        assert summary["reason_code"] and summary["reason_zh"]
     assert summary["rows_read"] == summary["rows_accepted"] + summary["rows_rejected"] == case.read
 
     # no plaintext ID or phone number in what we stored
-    stored = [job.model_dump_json(), raw_report.decode("utf-8-sig"), summary_raw.decode()]
+    stored = [job.model_dump_json(), raw_report.decode("utf-8-sig"), summary_raw.decode(), unzipped(raw_book)]
     stored += [a.model_dump_json() for a in services.audits.scan_all() if a.job_id == job.job_id]
     assert find_pii("\n".join(stored)) == []
 

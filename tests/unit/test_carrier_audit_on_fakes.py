@@ -25,11 +25,11 @@ from tests.fakes import (
     memory_services,
 )
 from tests.fakes.audits import MemoryAuditStore
-from tests.rows import AUDIT_HEADER, an_audit, audit_row
+from tests.reports import rejected_rows
+from tests.rows import AUDIT_HEADER, an_audit, audit_row, fake_id
 from verifyfeed.clock import FixedClock
 from verifyfeed.logic.callback import handle_callback
 from verifyfeed.logic.poller import poll
-from verifyfeed.logic.reports import report_keys
 from verifyfeed.logic.splitter import DroppedObject, split_object
 from verifyfeed.logic.transitions import TransitionOutcome, apply_audit_result
 from verifyfeed.logic.uploader import Delivery, submit_audit
@@ -154,11 +154,13 @@ def signed(raw: bytes, secret: str = CALLBACK_SECRET) -> dict[str, str]:
     return {"sign": sign_body(raw, secret), "Content-Type": "application/json"}
 
 
-def drop(services: Services, rows: list[list[str]], name: str | None = None) -> tuple[str, Any]:
+def drop(
+    services: Services, rows: list[list[str]], name: str | None = None, header: list[str] = AUDIT_HEADER
+) -> tuple[str, Any]:
     """Put a carrier-audit CSV into the ingest bucket and split it as its S3 event would."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(AUDIT_HEADER)
+    writer.writerow(header)
     writer.writerows(rows)
     data = out.getvalue().encode()
     key = f"carrier-audit/{name or uuid.uuid4().hex[:8]}.csv"
@@ -166,12 +168,6 @@ def drop(services: Services, rows: list[list[str]], name: str | None = None) -> 
     services.blobs.put(bucket, key, data, "text/csv")
     dropped = DroppedObject(bucket=bucket, key=key, size=len(data), etag=uuid.uuid4().hex)
     return key, split_object(services, dropped)
-
-
-def rejected_rows(services: Services, key: str) -> list[dict[str, str]]:
-    _, rejected_key = report_keys(services.settings.reports_prefix, key)
-    raw = services.blobs.get(services.settings.ingest_bucket, rejected_key)
-    return list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))))
 
 
 def queued(services: Services) -> list[CarrierAuditMessage]:
@@ -378,7 +374,7 @@ def test_the_splitter_reserves_each_valid_audit_once_and_refuses_duplicates(serv
         assert audit is not None and audit.status == AuditStatus.SUBMITTING
         assert (audit.job_id, audit.row) == (result.job_id, message.row)
     assert services.audits.count_with_status(AuditStatus.SUBMITTING) == 2
-    report = {int(r["row"]): r["rule"] for r in rejected_rows(services, key)}
+    report = {int(r["row"]): r["code"] for r in rejected_rows(services, key)}
     assert report[4] == "duplicate.audit" and "usage" in report[5] and sorted(report) == [4, 5]
     job = services.jobs.get_job(result.job_id)
     assert job is not None and job.status == JobStatus.UPLOADING and job.batches_total == 2
@@ -388,8 +384,39 @@ def test_the_splitter_reserves_each_valid_audit_once_and_refuses_duplicates(serv
     key2, again = drop(services, rows[:2])
     assert (again.counts.rows_accepted, again.counts.rows_rejected) == (0, 2)
     assert queued(services) == []
-    assert [r["rule"] for r in rejected_rows(services, key2)] == ["duplicate.audit_exists"] * 2
+    assert [r["code"] for r in rejected_rows(services, key2)] == ["duplicate.audit_exists"] * 2
+    assert {r["zh"] for r in rejected_rows(services, key2)} == {"该车老板和车辆的核验已存在，状态：正在提交"}
     assert snapshot(services)[:2] == before[:2]  # the audits as they were
+
+
+def test_an_audit_row_s_reasons_name_its_columns_as_the_file_does_once_in_both_languages(
+    services: Services,
+) -> None:
+    """Every violation of a row, by code, in Chinese and in English, each naming the column as the
+    customer's header does — and the rule id not repeated in the text; no empty authCode column."""
+    chinese = [
+        "核验场景", "车老板姓名", "车老板身份证号", "车老板手机号", "车老板身份证正面照",
+        "车老板身份证背面照", "司机姓名", "司机身份证号", "司机身份证正面照", "司机身份证背面照",
+        "车牌号", "行驶证主副页照", "证明材料",
+    ]  # fmt: skip
+    good_id = fake_id(4100)
+    bad_id = good_id[:-1] + ("0" if good_id[-1] != "0" else "1")
+    row = audit_row("1", 4100, idCard=bad_id, phone="123", driverIdCard="")
+    key, result = drop(services, [row], header=chinese)
+    assert result.counts.rows_rejected == 1
+    [report] = rejected_rows(services, key)
+    assert report["code"] == "id_number.check_digit; phone.format; usage.conditional"
+    assert report["en"] == (
+        "车老板身份证号: check digit does not match; "
+        "车老板手机号: must be an 11-digit mainland mobile number; "
+        "司机身份证号: required when 核验场景 is 1"
+    )
+    assert (
+        report["zh"] == "车老板身份证号校验位不符；车老板手机号不是 11 位中国大陆手机号；"
+        "核验场景为 1 时必须填写司机身份证号"
+    )
+    assert list(report)[5:] == ["车老板姓名", "车老板身份证号", "车老板手机号"]  # the file's own labels
+    assert report["车老板身份证号"] == "*" * 14 + bad_id[-4:] and bad_id not in json.dumps(report)
 
 
 def test_a_file_rejected_as_a_whole_reserves_nothing(clock: FixedClock) -> None:

@@ -282,22 +282,26 @@ def test_the_batches_add_up_with_the_ones_split_in_halves() -> None:
 def test_a_settled_job_is_followed_until_its_report_is_written() -> None:
     from types import SimpleNamespace
 
+    from verifyfeed.logic.reports import ReportPaths
     from verifyfeed_cli.commands import _report_text, _settled
 
     ctx: Any = SimpleNamespace(command=command)
     closing = a_job()  # completed: the report follows the status (logic/progress.py)
-    assert not _settled(closing, {})
-    assert _report_text(ctx, closing).startswith("being written: the job settled at")
-    written = closing.model_copy(update={"report_key": "reports/lost-repair/x.csv.json"})
-    assert _settled(written, {})
-    assert (
-        _report_text(ctx, written)
-        == f"s3://b/reports/lost-repair/x.csv.json  ({command('report', 'lost-repair/x.csv')})"
+    paths = ReportPaths.for_job(closing, "reports/")
+    assert not _settled(closing, {}, False)
+    assert _report_text(ctx, closing, paths, False).startswith("being written: the job settled at")
+    assert _settled(closing, {}, True)
+    assert _report_text(ctx, closing, paths, True) == (
+        f"s3://b/{paths.summary}  ({command('report', closing.job_id)})"
     )
-    reopened = written.model_copy(update={"status": JobStatus.UPLOADING})  # re-driven: settles again
-    assert "of its last settlement, written again when it settles again" in _report_text(ctx, reopened)
-    assert _settled(a_job(JobStatus.DEFERRED, batches_succeeded=1, batches_deferred=1), {})  # no report
-    assert not _settled(written, {"pending": 1})
+    reopened = closing.model_copy(update={"status": JobStatus.UPLOADING})  # re-driven: settles again
+    assert "of its last settlement, written again when it settles again" in _report_text(
+        ctx, reopened, paths, True
+    )
+    assert _settled(
+        a_job(JobStatus.DEFERRED, batches_succeeded=1, batches_deferred=1), {}, False
+    )  # no report
+    assert not _settled(closing, {"pending": 1}, True)
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,11 @@ LR = JobKind.LOST_REPAIR
 HEADER_CN = "姓名,身份证号,曾用手机号,授权码"
 
 
+def problem(row: SourceRow) -> str | None:
+    """The English text of the reader's problem with the row, if any."""
+    return None if row.problem is None else row.problem.en
+
+
 def an_id(seq: int) -> str:
     first17 = f"110105{19800101 + seq % 28:08d}{seq % 1000:03d}"
     return first17 + check_digit(first17)
@@ -85,7 +90,7 @@ def test_invalid_bytes_flag_only_their_row_utf8(tmp_path: Path) -> None:
     source, rows = read(tmp_path, data)
     assert source.encoding == "utf-8"
     assert [r.number for r in rows] == [2, 3, 4, 5, 6]
-    assert [r.problem for r in rows] == [None, None, "encoding: invalid byte sequence for utf-8", None, None]
+    assert [problem(r) for r in rows] == [None, None, "encoding: invalid byte sequence for utf-8", None, None]
     assert [r.values["name"] for r in rows if r.problem is None] == ["张0", "张1", "张2", "张3"]
 
 
@@ -97,7 +102,7 @@ def test_invalid_bytes_flag_only_their_row_gbk(tmp_path: Path) -> None:
     )
     source, rows = read(tmp_path, data)
     assert source.encoding == "gb18030"
-    assert [r.problem for r in rows] == [None, "encoding: invalid byte sequence for gb18030", None]
+    assert [problem(r) for r in rows] == [None, "encoding: invalid byte sequence for gb18030", None]
     assert rows[2].values["name"] == "李四"
 
 
@@ -170,14 +175,14 @@ def test_one_megabyte_field(tmp_path: Path) -> None:
     data = f"{HEADER_CN}\n张三,{an_id(1)},,A1\n李四,{an_id(2)},,{big}\n王五,{an_id(3)},,A3\n".encode()
     _, rows = read(tmp_path, data)
     assert [r.number for r in rows] == [2, 3, 4]
-    assert [r.problem for r in rows] == [None, "value longer than 4096 characters", None]
+    assert [problem(r) for r in rows] == [None, "value longer than 4096 characters", None]
     assert rows[2].values["name"] == "王五"
 
 
 def test_field_over_max_field_chars(tmp_path: Path) -> None:
     data = f"{HEADER_CN}\n张三,{an_id(1)},,{'A' * 101}\n李四,{an_id(2)},,{'A' * 100}\n".encode()
     _, rows = read(tmp_path, data, max_field_chars=100)
-    assert [r.problem for r in rows] == ["value longer than 100 characters", None]
+    assert [problem(r) for r in rows] == ["value longer than 100 characters", None]
 
 
 def test_big_field_accepted_when_allowed(tmp_path: Path) -> None:
@@ -191,7 +196,7 @@ def test_overlong_line_is_cut(tmp_path: Path) -> None:
     data = f"{HEADER_CN}\n张三,{an_id(1)},,{'A' * (3 * 1024 * 1024)}\n李四,{an_id(2)},,A2\n".encode()
     _, rows = read(tmp_path, data)
     assert [r.number for r in rows] == [2, 3]
-    assert rows[0].problem == f"line longer than {1024 * 1024} characters"
+    assert problem(rows[0]) == f"line longer than {1024 * 1024} characters"
     assert rows[1] == SourceRow(
         3, {"name": "李四", "id_number": an_id(2), "used_phone": "", "auth_code": "A2"}
     )
@@ -200,7 +205,7 @@ def test_overlong_line_is_cut(tmp_path: Path) -> None:
 def test_nul(tmp_path: Path) -> None:
     data = f"{HEADER_CN}\n张\x00三,{an_id(1)},,A1\n李四,{an_id(2)},,A2\n".encode()
     _, rows = read(tmp_path, data)
-    assert [r.problem for r in rows] == ["contains NUL characters", None]
+    assert [problem(r) for r in rows] == ["contains NUL characters", None]
 
 
 def test_truncated_quote(tmp_path: Path) -> None:
@@ -208,13 +213,15 @@ def test_truncated_quote(tmp_path: Path) -> None:
     _, rows = read(tmp_path, data)
     assert rows[0].problem is None
     assert rows[1].number == 3
-    assert rows[1].problem == "unterminated quoted field at the end of the file (file truncated?)"
+    assert problem(rows[1]) == "unterminated quoted field at the end of the file (file truncated?)"
 
 
 def test_malformed_quote(tmp_path: Path) -> None:
     data = f'{HEADER_CN}\n"张三"x,{an_id(1)},,A1\n李四,{an_id(2)},,A2\n'.encode()
     _, rows = read(tmp_path, data)
-    assert rows[0].problem is not None and rows[0].problem.startswith("malformed quoting")
+    assert rows[0].problem is not None and rows[0].problem.code == "problem.bad_quote"
+    assert rows[0].problem.en.startswith("malformed quoting")
+    assert rows[0].problem.zh == "引号用法不对：右引号后面必须是分隔符或换行"
     assert rows[1] == SourceRow(
         3, {"name": "李四", "id_number": an_id(2), "used_phone": "", "auth_code": "A2"}
     )
@@ -239,19 +246,41 @@ def test_blank_file(tmp_path: Path) -> None:
 
 
 def test_missing_column(tmp_path: Path) -> None:
-    assert (
-        rejected(tmp_path, "姓名,身份证号\n张三,1\n".encode(), kind=LR)
-        == "missing required column(s): auth_code"
+    # the customer's column names, in both languages
+    with pytest.raises(FileRejected) as info:
+        read(tmp_path, "姓名,身份证号\n张三,1\n".encode(), kind=LR)
+    assert (info.value.code, info.value.reason) == (
+        "header.missing_columns",
+        "missing required column(s): 授权码",
+    )
+    assert info.value.zh == "缺少必需的列：授权码"
+
+
+def test_a_header_naming_no_column_is_no_header(tmp_path: Path) -> None:
+    assert rejected(tmp_path, b"a,b,c\n1,2,3\n").startswith(
+        "no header row (text or data without column names)"
+    )
+    assert rejected(tmp_path, b"a,b,c\n1,2,3\n", kind=LR).endswith(
+        "names the columns of a lost-repair file (姓名, 身份证号, 授权码)"
     )
 
 
-def test_unknown_kind(tmp_path: Path) -> None:
-    assert rejected(tmp_path, b"a,b,c\n1,2,3\n").startswith("cannot tell the file kind")
+def test_a_header_of_neither_kind_cannot_tell_the_kind(tmp_path: Path) -> None:
+    with pytest.raises(FileRejected) as info:
+        read(tmp_path, "姓名,身份证号,备注\n张三,1,x\n".encode())
+    assert info.value.code == "header.kind_unknown"
+    assert info.value.reason.startswith("cannot tell lost-repair from carrier-audit by the header")
 
 
 def test_wrong_kind_given(tmp_path: Path) -> None:
-    reason = rejected(tmp_path, "姓名,身份证号,授权码\n".encode(), kind=JobKind.CARRIER_AUDIT)
-    assert reason == "missing required column(s): usage, name, idCard, phone"
+    with pytest.raises(FileRejected) as info:
+        read(tmp_path, "姓名,身份证号,授权码\n".encode(), kind=JobKind.CARRIER_AUDIT)
+    assert info.value.code == "header.other_kind"
+    assert info.value.reason == (
+        "the header is that of a lost-repair file, not of a carrier-audit file (which has the columns "
+        "核验场景, 车老板姓名, 车老板身份证号, 车老板手机号)"
+    )
+    assert info.value.zh.startswith("表头是失联修复文件的列名，而不是车老板核验文件的")
 
 
 def test_undecodable_header(tmp_path: Path) -> None:
@@ -274,7 +303,7 @@ def test_extra_cells_and_short_rows(tmp_path: Path) -> None:
         f"王五,{an_id(3)}\n"  # short: the rest is absent
     ).encode()
     _, rows = read(tmp_path, data)
-    assert [r.problem for r in rows] == [None, "row has 5 cells but the header has 4", None]
+    assert [problem(r) for r in rows] == [None, "row has 5 cells but the header has 4", None]
     assert rows[2].values == {"name": "王五", "id_number": an_id(3), "used_phone": None, "auth_code": None}
 
 
@@ -301,7 +330,8 @@ def test_xls_rejected(tmp_path: Path) -> None:
     ole2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 600
     assert "convert to .xlsx or CSV" in rejected(tmp_path, ole2, name="old.xls")
     assert "convert to .xlsx or CSV" in rejected(tmp_path, ole2, name="renamed.csv")
-    assert "convert to .xlsx or CSV" in rejected(tmp_path, b"<html>table</html>", name="export.xls")
+    # Excel's "save as web page", named .xls: said for what it is
+    assert rejected(tmp_path, b"<html>table</html>", name="export.xls").startswith("a web page (HTML)")
 
 
 def test_unknown_extension_sniffed_as_csv(tmp_path: Path) -> None:
@@ -411,20 +441,31 @@ def test_a_title_line_does_not_decide_the_delimiter(tmp_path: Path) -> None:
 
 
 def test_a_header_below_a_title_keeps_its_own_problem(tmp_path: Path) -> None:
-    reason = rejected(tmp_path, f"名单\n姓名,身份证号\n张三,{an_id(1)}\n".encode(), kind=LR)
-    assert reason == "missing required column(s): auth_code (header in row 2)"
+    with pytest.raises(FileRejected) as info:
+        read(tmp_path, f"名单\n姓名,身份证号\n张三,{an_id(1)}\n".encode(), kind=LR)
+    assert info.value.reason == "missing required column(s): 授权码 (header in row 2)"
+    assert info.value.zh == "缺少必需的列：授权码（表头在第 2 行）"
 
 
-def test_without_a_header_in_the_first_rows_the_first_rows_problem_stands(tmp_path: Path) -> None:
+def test_without_a_header_in_the_first_rows_the_file_has_none(tmp_path: Path) -> None:
     data_rows = "".join(f"张三,{an_id(i)},,A{i}\n" for i in range(10))
-    reason = rejected(tmp_path, data_rows.encode(), kind=LR)
-    assert reason == "missing required column(s): name, id_number, auth_code"
-    assert an_id(0) not in reason
+    with pytest.raises(FileRejected) as info:
+        read(tmp_path, data_rows.encode(), kind=LR)
+    assert info.value.code == "header.not_found"
+    assert info.value.reason == (
+        "no header row (text or data without column names): none of the first 6 row(s) names the "
+        "columns of a lost-repair file (姓名, 身份证号, 授权码)"
+    )
+    assert (
+        info.value.zh
+        == "找不到表头（没有列名的文本或数据）：前 6 行都没有失联修复文件的列名（姓名、身份证号、授权码）"
+    )
+    assert an_id(0) not in info.value.reason
     titles = [f"标题{i}\n" for i in range(6)]  # one title row too many
-    assert rejected(tmp_path, f"{''.join(titles)}{HEADER_CN}\n".encode(), kind=LR).startswith("missing")
+    assert rejected(tmp_path, f"{''.join(titles)}{HEADER_CN}\n".encode(), kind=LR).startswith("no header row")
     assert read(tmp_path, f"{''.join(titles[1:])}{HEADER_CN}\n".encode())[0].header.row == 6
 
 
 def test_a_first_row_with_a_known_label_is_the_header_even_when_broken(tmp_path: Path) -> None:
     reason = rejected(tmp_path, f"姓名,备注\n{HEADER_CN}\n".encode(), kind=LR)
-    assert reason == "missing required column(s): id_number, auth_code"
+    assert reason == "missing required column(s): 身份证号, 授权码"

@@ -76,17 +76,20 @@ def test_ignored_labels_are_cut() -> None:
 @pytest.mark.parametrize(
     ("cells", "missing"),
     [
-        (["姓名", "身份证号"], "auth_code"),
-        (["身份证号", "授权码"], "name"),
-        (["姓名", "手机号", "授权码"], "id_number"),
-        ([], "name, id_number, auth_code"),
-        (["张三", "11010519491231002X", "A1"], "name, id_number, auth_code"),  # data row, no header
+        (["姓名", "身份证号"], "授权码"),
+        (["身份证号", "授权码"], "姓名"),
+        (["姓名", "手机号", "授权码"], "身份证号"),
+        ([], "姓名, 身份证号, 授权码"),
+        (["张三", "11010519491231002X", "A1"], "姓名, 身份证号, 授权码"),  # data row, no header
     ],
 )
 def test_missing_required(cells: list[str], missing: str) -> None:
+    """Named as the customer knows the columns (the spec's labels), in both languages."""
     with pytest.raises(FileRejected) as info:
         map_header(cells, LR)
+    assert info.value.code == "header.missing_columns"
     assert info.value.reason == f"missing required column(s): {missing}"
+    assert info.value.zh == f"缺少必需的列：{missing.replace(', ', '、')}"
     assert "11010519491231002X" not in info.value.reason
 
 
@@ -94,8 +97,11 @@ def test_duplicate_columns() -> None:
     with pytest.raises(FileRejected) as info:
         map_header(["姓名", "身份证号", "证件号码", "授权码", "name"], LR)
     assert info.value.reason == (
-        "more than one column for: name (姓名, name); id_number (身份证号, 证件号码)"
+        "more than one column for: 姓名 (姓名, name), 身份证号 (身份证号, 证件号码)"
         " — keep one of each, or rename the others"
+    )
+    assert info.value.zh == (
+        "以下字段各有不止一列：姓名（姓名、name）、身份证号（身份证号、证件号码）。每个字段只保留一列，或给其余的列改名"
     )
 
 
@@ -152,7 +158,7 @@ def test_carrier_audit_short_labels(label: str, field: str) -> None:
 def test_carrier_audit_missing_required() -> None:
     with pytest.raises(FileRejected) as info:
         map_header(["核验场景", "车老板姓名", "车牌号"], CA)
-    assert info.value.reason == "missing required column(s): idCard, phone"
+    assert info.value.reason == "missing required column(s): 车老板身份证号, 车老板手机号"
 
 
 @pytest.mark.parametrize(
@@ -242,16 +248,16 @@ def test_the_phone_column_of_a_seed_sheet_is_used() -> None:
     [
         (
             ["姓名", "身份证号", "手机号", "曾用手机号（选填）", "授权码"],
-            "more than one column for: used_phone (手机号, 曾用手机号(选填))",  # labels as cleaned (NFKC)
+            "more than one column for: 曾用手机号 (手机号, 曾用手机号(选填))",  # labels as cleaned (NFKC)
         ),
         (
             ["姓名", "身份证号", "联系电话", "原手机号", "授权码"],
-            "more than one column for: used_phone (联系电话, 原手机号)",
+            "more than one column for: 曾用手机号 (联系电话, 原手机号)",
         ),
-        (["姓名", "名字", "身份证号", "授权码"], "more than one column for: name (姓名, 名字)"),
+        (["姓名", "名字", "身份证号", "授权码"], "more than one column for: 姓名 (姓名, 名字)"),
         (
             ["姓名", "身份证号", "授权码", "合同编号"],
-            "more than one column for: auth_code (授权码, 合同编号)",
+            "more than one column for: 授权码 (授权码, 合同编号)",
         ),
     ],
 )

@@ -26,6 +26,11 @@ ID2 = "11010519800101001" + check_digit("11010519800101001")
 ID_AS_NUMBER = 110105198001010011
 
 
+def problem(row: SourceRow) -> str | None:
+    """The English text of the reader's problem with the row, if any."""
+    return None if row.problem is None else row.problem.en
+
+
 def build(path: Path) -> Path:
     workbook = Workbook()
     data = workbook.active
@@ -139,7 +144,7 @@ def test_long_string_value(tmp_path: Path) -> None:
     path = tmp_path / "long.xlsx"
     workbook.save(path)
     _, rows = read(path)
-    assert rows[0].problem == "value longer than 4096 characters"
+    assert problem(rows[0]) == "value longer than 4096 characters"
 
 
 def test_non_seekable_stream_is_spooled(workbook_path: Path) -> None:
@@ -186,7 +191,9 @@ def test_zip_that_is_not_a_workbook(tmp_path: Path) -> None:
     path = tmp_path / "other.xlsx"
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("hello.txt", "hello")
-    assert rejected(path) == "not a readable .xlsx workbook"
+    assert rejected(path) == (
+        "a zip archive, not an .xlsx workbook: unpack it and upload the .xlsx or CSV file inside"
+    )
 
 
 def test_decompression_bomb_ratio(tmp_path: Path) -> None:
@@ -205,7 +212,7 @@ def test_small_members_may_compress_well(tmp_path: Path) -> None:
     path = tmp_path / "small.xlsx"
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("padding.bin", b"\0" * 900_000)
-    assert rejected(path) == "not a readable .xlsx workbook"
+    assert rejected(path).startswith("a zip archive, not an .xlsx workbook")
 
 
 def test_decompression_bomb_total_size(tmp_path: Path) -> None:

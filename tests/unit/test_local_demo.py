@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
 
 from local import demo
-from local.runner import JobView, Snapshot
+from local.runner import JobView, Snapshot, detect_file_kind
+from verifyfeed.ingest.errors import FileRejected
 
 
 def snapshot() -> Snapshot:
@@ -17,6 +19,68 @@ def snapshot() -> Snapshot:
         JobView(file="bad.csv", key="lost-repair/bad.csv", kind="lost-repair", status="rejected", reason="r"),
     ]
     return Snapshot(jobs=jobs, audits={}, ledger=None, queues={}, invocations={}, in_flight=0)
+
+
+def test_header_facts_are_read_from_each_job_s_own_reports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(demo, "REPORTS_DIR", tmp_path)
+    job = JobView(
+        file="seed.csv",
+        key="lost-repair/seed.csv",
+        kind="lost-repair",
+        status="completed",
+        job_id="j2",
+        report_key="reports/lost-repair/seed.csv/j2.json",
+    )
+    facts = tmp_path / "lost-repair" / "seed.csv" / "j2.header.json"
+    facts.parent.mkdir(parents=True)
+    facts.write_text(
+        json.dumps({"header_row": 1, "ignored_columns": ["备注"], "notes": []}), encoding="utf-8"
+    )
+    assert job.report_paths("reports/").header == "reports/lost-repair/seed.csv/j2.header.json"
+    snap = Snapshot(jobs=[job], audits={}, ledger=None, queues={}, invocations={}, in_flight=0)
+    reports = [("s3://b/reports/lost-repair/seed.csv/j2.header.json", facts)]
+    assert demo.result_json(snap, [], reports)["jobs"][0]["ignored_columns"] == ["备注"]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "said"),
+    [
+        (
+            "scan.pdf",
+            b"%PDF-1.4\n",
+            "a PDF document, not a spreadsheet: upload the .xlsx or CSV file (file.pdf)",
+        ),
+        ("unclear.csv", "姓名,身份证号\n张三,1\n".encode(), "(header.kind_unknown); set KIND"),
+    ],
+)
+def test_the_demo_refuses_a_file_before_starting_anything(
+    tmp_path: Path, name: str, data: bytes, said: str
+) -> None:
+    """The same detection as the splitter's and `verifyfeed drop`'s, before anything starts."""
+    path = tmp_path / name
+    path.write_bytes(data)
+    out = io.StringIO()
+    options = demo.DemoOptions.from_env({"FILE": str(path), "JSON": "1"})
+    assert demo.run(options, out) == 1
+    [problem] = json.loads(out.getvalue())["problems"]
+    assert problem.startswith(f"{path}: ") and said in problem
+
+
+def test_a_file_in_a_kind_s_folder_is_read_as_that_kind_only_when_its_header_does_not_tell(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "lost-repair"
+    folder.mkdir()
+    unclear = folder / "list.csv"
+    unclear.write_bytes("姓名,身份证号,授权码,核验场景\n".encode())  # both kinds' columns: not told apart
+    assert detect_file_kind(unclear) == "lost-repair"
+    pdf = folder / "list.pdf"
+    pdf.write_bytes(b"%PDF-1.4\n")
+    with pytest.raises(FileRejected) as info:
+        detect_file_kind(pdf)
+    assert info.value.code == "file.pdf"
 
 
 def test_ignored_columns_and_notes_per_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

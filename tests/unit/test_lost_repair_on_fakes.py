@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+import openpyxl
 import pytest
 
 from local.events import s3_put_event
@@ -28,6 +29,7 @@ from sandbox.server import SandboxConfig, SandboxHandle, start_sandbox
 from tests import timeouts
 from tests.fakes import MemoryBlobs, MemoryQueue, MemorySecrets, memory_services
 from tests.fakes.jobs import MemoryJobStore, MemoryLedger
+from tests.reports import already_uploaded_rows, rejected_rows, summary_of
 from tests.rows import fake_id
 from verifyfeed.clock import FixedClock
 from verifyfeed.logic.poller import poll
@@ -158,16 +160,9 @@ def batches_of(services: Services, job_id: str) -> list[Batch]:
     return list(services.jobs.batches(job_id))
 
 
-def report_rows(services: Services, key: str) -> list[dict[str, str]]:
-    raw = services.blobs.get(services.settings.ingest_bucket, f"reports/{key}.rejected.csv")
-    assert raw.startswith(b"\xef\xbb\xbf")
-    return list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))))
-
-
 def summary(services: Services, job: Job) -> dict[str, Any]:
     assert job.report_key
-    loaded: dict[str, Any] = json.loads(services.blobs.get(job.bucket, job.report_key))
-    return loaded
+    return summary_of(services, job)
 
 
 def charged(sandbox: SandboxHandle) -> list[str]:
@@ -224,15 +219,20 @@ def test_a_split_stages_every_batch_then_queues_them_and_reports_the_rejected_ro
     ]
     staged = [json.loads(services.blobs.get(services.settings.ingest_bucket, b.claim_key)) for b in batches]
     assert [r["idcode"] for body in staged for r in body] == [sha256_hex(r[1]) for r in good]
-    report = {int(r["row"]): r for r in report_rows(services, key)}
+    report = {int(r["row"]): r for r in rejected_rows(services, job)}
     assert sorted(report) == [4, 8]
-    assert report[4]["rule"] == "id_number.check_digit"
-    assert report[8]["rule"] == "duplicate.id_number" and report[8]["first_row"] == "2"
+    assert report[4]["code"] == "id_number.check_digit" and report[4]["zh"] == "身份证号校验位不符"
+    assert report[8]["code"] == "duplicate.id_number" and report[8]["first_row"] == "2"
     assert fake_id(200) not in json.dumps(report, ensure_ascii=False)  # masked
 
     again = drop(services, key, csv_bytes(good))  # a new upload of the key: a job of its own
     assert again.job_id != result.job_id
     assert sorted(j.job_id for j in services.jobs.find_jobs(key)) == sorted([result.job_id, again.job_id])
+    # ... and reports of its own: the first job's still say what happened to the first upload
+    assert (
+        len(rejected_rows(services, job)) == 2
+        and rejected_rows(services, job_of(services, again.job_id)) == []
+    )
 
 
 def test_many_batches_staged_on_the_splitters_threads_are_each_staged_and_queued_once() -> None:
@@ -480,9 +480,10 @@ def test_the_resend_ledger_rejects_a_re_dropped_row_as_already_uploaded(unit_san
     assert second.outcome == "split"
     job = job_of(services, second.job_id)
     assert (job.rows_read, job.rows_accepted, job.rows_rejected, job.rows_already_uploaded) == (3, 2, 1, 1)
-    [already] = report_rows(services, second_key)
-    assert (already["row"], already["rule"]) == ("2", "duplicate.already_uploaded")
-    assert "march.csv" in already["reason"] and first.job_id in already["reason"]
+    assert rejected_rows(services, job) == []  # nothing to fix: the row is listed apart
+    [already] = already_uploaded_rows(services, job)
+    assert (already["row"], already["code"]) == ("2", "duplicate.already_uploaded")
+    assert "march.csv" in already["en"] and first.job_id in already["en"]
     assert deliver_all(services) == Counter(succeeded=1)
     charges = Counter(charged(unit_sandbox))
     assert len(charges) == 5 and set(charges.values()) == {1}
@@ -494,6 +495,59 @@ def test_the_resend_ledger_rejects_a_re_dropped_row_as_already_uploaded(unit_san
     assert job_of(services, same.job_id).status == JobStatus.DUPLICATE
     assert batches_of(services, same.job_id) == [] and queue_of(services).bodies == []
     assert upload_calls(unit_sandbox) == calls
+
+
+def test_a_corrected_sheet_lists_what_is_still_wrong_first_and_the_rows_already_uploaded_apart(
+    unit_sandbox: SandboxHandle,
+) -> None:
+    """The fix loop (issue 25): the whole sheet dropped again once fixed. The rows fixed are sent, the
+    rows sent before are not (nor charged), and the report leads with what is still to fix — not
+    with thousands of "already uploaded" lines — and says all of it in one line."""
+    services = on_fakes(unit_sandbox, RESEND_WINDOW="month")
+    people = rows(20, 1200)
+
+    def broken_check_digit(row: list[str]) -> list[str]:
+        return [row[0], row[1][:-1] + ("0" if row[1][-1] != "0" else "1"), *row[2:]]
+
+    first_sheet = [broken_check_digit(r) if i in (3, 11) else r for i, r in enumerate(people)]
+    first_sheet[15] = [*people[15][:3], "K-15"]  # not an authCode
+    first = drop(services, "lost-repair/customers.csv", csv_bytes(first_sheet))
+    assert job_of(services, first.job_id).rows_accepted == 17
+    assert deliver_all(services) == Counter(succeeded=1)
+    assert summary(services, job_of(services, first.job_id))["headline"]["en"] == "17 sent, 3 to fix"
+
+    fixed = [r if i in (3, 11) else first_sheet[i] for i, r in enumerate(people)]  # row 17 still wrong
+    second = drop(services, "lost-repair/customers-fixed.csv", csv_bytes(fixed))
+    assert deliver_all(services) == Counter(succeeded=1)
+    job = job_of(services, second.job_id)
+    assert (job.rows_read, job.rows_accepted, job.rows_rejected, job.rows_already_uploaded) == (20, 2, 18, 17)
+    report = summary(services, job)
+    assert report["headline"] == {
+        "en": "2 sent, 17 already uploaded on 2026-11-25 in customers.csv (not charged again), 1 to fix",
+        "zh": "已发送 2 行，17 行已于 2026-11-25 在 customers.csv 中上传过（不重复收费），1 行需修改",
+    }
+    assert report["rows_to_fix"] == 1
+    assert report["already_uploaded_in"] == [
+        {"file": "customers.csv", "date": "2026-11-25", "job_id": first.job_id, "rows": 17}
+    ]
+    assert [(c["code"], c["rows"]) for c in report["rejected_rows_by_code"]] == [
+        ("duplicate.already_uploaded", 17),
+        ("auth_code.format", 1),
+    ]
+    [to_fix] = rejected_rows(services, job)  # what the customer still has to fix, and nothing else
+    assert (to_fix["row"], to_fix["code"], to_fix["授权码"]) == ("17", "auth_code.format", "**15")
+    assert to_fix["zh"] == "授权码只能是 1 到 16 位英文字母或数字"
+    already = already_uploaded_rows(services, job)
+    assert len(already) == 17 and {r["code"] for r in already} == {"duplicate.already_uploaded"}
+    assert sorted(int(r["row"]) for r in already) == [n + 2 for n in range(20) if n not in (3, 11, 15)]
+    book = openpyxl.load_workbook(
+        io.BytesIO(services.blobs.get(job.bucket, report["rejected_rows_workbook"])), read_only=True
+    )
+    sheets = [list(sheet.iter_rows(min_row=2, values_only=True)) for sheet in book.worksheets]
+    assert [len(rows_of) for rows_of in sheets] == [1, 17]  # the rows to fix first
+    assert sheets[0][0][:2] == (17, "auth_code.format")
+    charges = Counter(charged(unit_sandbox))
+    assert set(charges.values()) == {1} and len(charges) >= 19  # each person charged once
 
 
 def at(clock: FixedClock, sandbox: SandboxHandle, instant: str) -> None:
@@ -523,7 +577,7 @@ def test_a_split_charged_in_the_next_cycle_counts_in_that_cycle_for_a_re_drop(
     fixed = drop(services, "lost-repair/late-november-fixed.csv", csv_bytes([*people, *rows(1, 910)]))
     job = job_of(services, fixed.job_id)
     assert (job.rows_accepted, job.rows_already_uploaded) == (1, 3)
-    reasons = {r["rule"]: r["reason"] for r in report_rows(services, "lost-repair/late-november-fixed.csv")}
+    reasons = {r["code"]: r["en"] for r in already_uploaded_rows(services, job)}
     assert "late-november.csv on 2026-12-01" in reasons["duplicate.already_uploaded"]
     assert deliver_all(services) == Counter(succeeded=1)
     # the identical file again: a duplicate of the split charged in this cycle, nothing read

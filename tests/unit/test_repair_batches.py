@@ -24,6 +24,7 @@ from verifyfeed.logic.repair_batches import RepairBatch, split_repair_rows
 from verifyfeed.models.lost_repair import RepairRecord
 from verifyfeed.models.messages import LostRepairBatchMessage
 from verifyfeed.models.records import JobCounts, JobKind
+from verifyfeed.reasons import Reason
 from verifyfeed.rules.errors import RuleViolation
 from verifyfeed.rules.hashing import sha256_hex
 from verifyfeed.rules.idcard import check_digit, is_plain_id18, normalize_clean_id
@@ -31,7 +32,7 @@ from verifyfeed.rules.lost_repair import is_plain_repair_row, normalize_repair_r
 from verifyfeed.rules.phone import is_plain_mobile, normalize_mobile
 
 HEADER = ["姓名", "身份证号", "曾用手机号", "授权码"]
-Rejection = tuple[int, str, str, int | None]
+Rejection = tuple[int, str, str, int | None]  # row, code, English reason, first row
 
 
 def an_id(seq: int, birth: str = "") -> str:
@@ -66,8 +67,8 @@ def run_core(
     rejections: list[Rejection] = []
     values_seen: list[dict[str, object]] = []
 
-    def reject(number: int, rule: str, reason: str, values: dict[str, object], first: int | None) -> None:
-        rejections.append((number, rule, reason, first))
+    def reject(number: int, why: Reason, values: dict[str, object], first: int | None) -> None:
+        rejections.append((number, why.code, why.en, first))
         values_seen.append(values)
 
     counts = split_repair_rows(
@@ -93,24 +94,24 @@ def run_reference(
     values_seen: list[dict[str, object]] = []
     for row in rows:
         if row.problem is not None:
-            rejections.append((row.number, "row.unreadable", row.problem, None))
+            rejections.append((row.number, "row.unreadable", f"row cannot be read: {row.problem.en}", None))
             values_seen.append(row.values)
             continue
         try:
             record = normalize_repair_row(row.values, LegacyIdPolicy.CONVERT)
         except RuleViolation as exc:
-            rejections.append((row.number, exc.rule, exc.message, None))
+            rejections.append((row.number, exc.rule, exc.reason().en, None))
             values_seen.append(row.values)
             continue
         first = seen_id.get(record.idcode)
         if first is not None:
-            rejections.append((row.number, "duplicate.id_number", f"same ID number as row {first}", first))
+            rejections.append((row.number, "duplicate.id_number", f"id_number: same as row {first}", first))
             values_seen.append(row.values)
             continue
         code = record.authCode if exact_codes else record.authCode.upper()
         first = seen_auth.get(code)
         if first is not None:
-            reason = f"same authCode as row {first}" + ("" if exact_codes else " (letter case ignored)")
+            reason = f"auth_code: same as row {first}" + ("" if exact_codes else " (letter case ignored)")
             rejections.append((row.number, "duplicate.auth_code", reason, first))
             values_seen.append(row.values)
             continue
@@ -235,7 +236,7 @@ def test_auth_codes_are_unique_ignoring_case_by_default(tmp_path: Path, native: 
         source(tmp_path, data),
         legacy=LegacyIdPolicy.CONVERT,
         batch_size=1000,
-        reject=lambda number, rule, reason, values, first: rejections.append((number, rule, reason, first)),
+        reject=lambda number, why, values, first: rejections.append((number, why.code, why.en, first)),
         emit=batches.append,
         native=native,
         auth_codes=AuthCodeUniqueness.EXACT if exact else AuthCodeUniqueness.IGNORE_CASE,
@@ -246,10 +247,10 @@ def test_auth_codes_are_unique_ignoring_case_by_default(tmp_path: Path, native: 
     else:
         assert sent == ["Ab1", "x9", "K2", *codes[6:-1]]  # the first spelling is sent
         assert rejections == [
-            (3, "duplicate.auth_code", "same authCode as row 2 (letter case ignored)", 2),
-            (4, "duplicate.auth_code", "same authCode as row 2 (letter case ignored)", 2),
-            (6, "duplicate.auth_code", "same authCode as row 5 (letter case ignored)", 5),
-            (len(codes) + 1, "duplicate.auth_code", "same authCode as row 7 (letter case ignored)", 7),
+            (3, "duplicate.auth_code", "auth_code: same as row 2 (letter case ignored)", 2),
+            (4, "duplicate.auth_code", "auth_code: same as row 2 (letter case ignored)", 2),
+            (6, "duplicate.auth_code", "auth_code: same as row 5 (letter case ignored)", 5),
+            (len(codes) + 1, "duplicate.auth_code", "auth_code: same as row 7 (letter case ignored)", 7),
         ]
     ref_batches, ref_rejections, _ = run_reference(source(tmp_path, data), exact_codes=exact)
     assert [records_of(b) for b in batches] == ref_batches

@@ -74,19 +74,29 @@ def test_is_sha256_hex(text: str, expected: bool) -> None:
 
 
 def test_rule_violation_shape() -> None:
-    exc = RuleViolation("phone.format", "must be an 11-digit mainland mobile number")
+    exc = RuleViolation("phone.format")
     assert isinstance(exc, ValueError)
-    assert exc.rule == "phone.format"
-    assert str(exc) == "phone.format: must be an 11-digit mainland mobile number"
-    moved = exc.in_field("phone")
-    assert moved.field == "phone"
+    assert exc.rule == "phone.format" and exc.field == ""
+    assert str(exc) == "phone.format: phone: must be an 11-digit mainland mobile number"
+    moved = exc.in_field("used_phone")
+    assert moved.field == "used_phone"
     assert moved.rule == "phone.format"
-    assert str(moved) == "phone.format: phone: must be an 11-digit mainland mobile number"
+    assert str(moved) == "phone.format: used_phone: must be an 11-digit mainland mobile number"
+    # the column as the customer's header names it, in both languages
+    named = moved.reason({"used_phone": "曾用手机号（选填）"})
+    assert named.code == "phone.format"
+    assert named.zh == "曾用手机号（选填）不是 11 位中国大陆手机号"
+    assert named.en == "曾用手机号（选填）: must be an 11-digit mainland mobile number"
+
+
+def test_a_rule_outside_the_catalogue_cannot_be_raised() -> None:
+    with pytest.raises(ValueError, match="no catalogue entry"):
+        RuleViolation("phone.too_pretty")
 
 
 def test_row_rejected_lists_all() -> None:
-    first = RuleViolation("usage.value", "usage: must be 1, 2 or 3", "usage")
-    second = RuleViolation("phone.missing", "phone: required value is empty", "phone")
+    first = RuleViolation("usage.value", "usage")
+    second = RuleViolation("phone.missing", "phone")
     exc = RowRejected([first, second])
     assert isinstance(exc, ValueError)
     assert exc.violations == [first, second]

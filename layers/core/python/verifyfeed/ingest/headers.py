@@ -17,10 +17,12 @@ Carrier-audit fields (``CARRIER_AUDIT_FIELDS``; required ``usage``, ``name``, ``
 ``phone``): the spec's English names (any case) and its 中文名称 labels (核验场景, 车老板姓名,
 车老板身份证号, ...), plus an optional caller ``reference``.
 
-``map_header(cells, kind)`` returns a ``HeaderMap`` (column index → field, the labels of ignored
-unknown columns, the header width) or raises ``FileRejected`` naming missing required fields, or
-a field two columns map to together with those two columns' labels (two synonyms in one header
-are ambiguous: we never guess which one is meant). Labels are cleaned and cut to 40 characters;
+``map_header(cells, kind)`` returns a ``HeaderMap`` (column index → field, each field's label as
+the file has it, the labels of ignored unknown columns, the header width) or raises
+``FileRejected`` naming the missing required columns (``header.missing_columns``) by the labels
+the customer knows (``spec_label``: 姓名, 身份证号, 授权码 ...), or a field two columns map to
+together with those two columns' labels (``header.duplicate_columns``: two synonyms in one header
+are ambiguous, we never guess which one is meant). Labels are cleaned and cut to 40 characters;
 a label holding a run of 6 or more digits is masked like an ID number (a data row read as a
 header must not put personal data in reports). ``HeaderMap.facts()`` is what the job's report
 shows of the header (``header_row``, ``ignored_columns``, ``notes``).
@@ -35,12 +37,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as _field
 
 from verifyfeed.ingest.errors import FileRejected
 from verifyfeed.models.carrier_audit import AUDIT_FIELDS, AUDIT_REQUIRED
 from verifyfeed.models.lost_repair import RepairRow
 from verifyfeed.models.records import JobKind
 from verifyfeed.pii import mask_id
+from verifyfeed.reasons import reason
 from verifyfeed.rules.text import clean
 
 LOST_REPAIR_FIELDS: tuple[str, ...] = tuple(RepairRow.model_fields)
@@ -80,6 +84,11 @@ def column_label(cell: object) -> str:
     return mask_id(label) if _DIGIT_RUN.search(label) else label
 
 
+def _labels(aliases: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """field → the label the spec gives it (its first synonym), as customers know it."""
+    return {field: names[0] for field, names in aliases.items()}
+
+
 def _table(aliases: Mapping[str, Sequence[str]]) -> dict[str, str]:
     table: dict[str, str] = {}
     for field, names in aliases.items():
@@ -90,86 +99,88 @@ def _table(aliases: Mapping[str, Sequence[str]]) -> dict[str, str]:
     return table
 
 
-LOST_REPAIR_ALIASES = _table(
-    {
-        "name": ("姓名", "名字", "客户姓名", "失联人姓名", "真实姓名", "fullname"),
-        "id_number": (
-            "身份证号",
-            "身份证号码",
-            "身份证",
-            "证件号码",
-            "证件号",
-            "身份证件号码",
-            "居民身份证号码",
-            "失联人身份证号",
-            "失联人身份证号码",
-            "客户身份证号",
-            "客户身份证号码",
-            "idcard",
-            "idcardno",
-            "idcode",
-            "idno",
-            "idnumber",
-            "id",
-        ),
-        "used_phone": (
-            "曾用手机号",
-            "曾用手机号码",
-            "曾用号码",
-            "曾用电话",
-            "原手机号",
-            "原手机号码",
-            "手机号",
-            "手机号码",
-            "手机",
-            "联系电话",
-            "电话号码",
-            "失联人手机号",
-            "失联人手机号码",
-            "usedphone",
-            "phone",
-            "mobile",
-        ),
-        "auth_code": (
-            "授权码",
-            "授权编号",
-            "合同编号",
-            "合同号",
-            "协议编号",
-            "authcode",
-            "auth",
-            "contractno",
-        ),
-    }
-)
+_LOST_REPAIR_NAMES: Mapping[str, Sequence[str]] = {
+    "name": ("姓名", "名字", "客户姓名", "失联人姓名", "真实姓名", "fullname"),
+    "id_number": (
+        "身份证号",
+        "身份证号码",
+        "身份证",
+        "证件号码",
+        "证件号",
+        "身份证件号码",
+        "居民身份证号码",
+        "失联人身份证号",
+        "失联人身份证号码",
+        "客户身份证号",
+        "客户身份证号码",
+        "idcard",
+        "idcardno",
+        "idcode",
+        "idno",
+        "idnumber",
+        "id",
+    ),
+    "used_phone": (
+        "曾用手机号",
+        "曾用手机号码",
+        "曾用号码",
+        "曾用电话",
+        "原手机号",
+        "原手机号码",
+        "手机号",
+        "手机号码",
+        "手机",
+        "联系电话",
+        "电话号码",
+        "失联人手机号",
+        "失联人手机号码",
+        "usedphone",
+        "phone",
+        "mobile",
+    ),
+    "auth_code": (
+        "授权码",
+        "授权编号",
+        "合同编号",
+        "合同号",
+        "协议编号",
+        "authcode",
+        "auth",
+        "contractno",
+    ),
+}
+LOST_REPAIR_ALIASES = _table(_LOST_REPAIR_NAMES)
 
-CARRIER_AUDIT_ALIASES = _table(
-    {
-        "usage": ("核验场景",),
-        "name": ("车老板姓名",),
-        "idCard": ("车老板身份证号", "车老板身份证号码"),
-        "phone": ("车老板手机号", "车老板手机号码"),
-        "idCardFrontFilename": ("车老板身份证正面照 Filename", "车老板身份证正面照"),
-        "idCardBackFilename": ("车老板身份证背面照 Filename", "车老板身份证背面照"),
-        "driverName": ("司机姓名",),
-        "driverIdCard": ("司机身份证号", "司机身份证号码"),
-        "driverIdCardFrontFilename": ("司机身份证正面照 Filename", "司机身份证正面照"),
-        "driverIdCardBackFilename": ("司机身份证背面照 Filename", "司机身份证背面照"),
-        "carLicensePlate": ("车牌号", "车牌号码"),
-        "drivingLicenseFilename": ("行驶证主副页照 Filename", "行驶证主副页照"),
-        "attachmentFileUrls": (
-            "证明材料 Filename列表,多个文件用“,”隔开",
-            "证明材料 Filename列表",
-            "证明材料",
-        ),
-        "reference": ("ref", "业务编号", "参考号"),
-        "recordId": ("核验记录id", "record_id", "record id", "记录id", "核验记录编号"),
-    }
-)
+_CARRIER_AUDIT_NAMES: Mapping[str, Sequence[str]] = {
+    "usage": ("核验场景",),
+    "name": ("车老板姓名",),
+    "idCard": ("车老板身份证号", "车老板身份证号码"),
+    "phone": ("车老板手机号", "车老板手机号码"),
+    "idCardFrontFilename": ("车老板身份证正面照 Filename", "车老板身份证正面照"),
+    "idCardBackFilename": ("车老板身份证背面照 Filename", "车老板身份证背面照"),
+    "driverName": ("司机姓名",),
+    "driverIdCard": ("司机身份证号", "司机身份证号码"),
+    "driverIdCardFrontFilename": ("司机身份证正面照 Filename", "司机身份证正面照"),
+    "driverIdCardBackFilename": ("司机身份证背面照 Filename", "司机身份证背面照"),
+    "carLicensePlate": ("车牌号", "车牌号码"),
+    "drivingLicenseFilename": ("行驶证主副页照 Filename", "行驶证主副页照"),
+    "attachmentFileUrls": (
+        "证明材料 Filename列表,多个文件用“,”隔开",
+        "证明材料 Filename列表",
+        "证明材料",
+    ),
+    "reference": ("业务编号", "参考号", "ref"),
+    "recordId": ("核验记录id", "record_id", "record id", "记录id", "核验记录编号"),
+}
+CARRIER_AUDIT_ALIASES = _table(_CARRIER_AUDIT_NAMES)
 
 _KINDS: Mapping[JobKind, tuple[dict[str, str], tuple[str, ...], tuple[str, ...]]] = {
     JobKind.LOST_REPAIR: (LOST_REPAIR_ALIASES, LOST_REPAIR_FIELDS, LOST_REPAIR_REQUIRED),
     JobKind.CARRIER_AUDIT: (CARRIER_AUDIT_ALIASES, CARRIER_AUDIT_FIELDS, CARRIER_AUDIT_REQUIRED),
+}
+_SPEC_LABELS: Mapping[JobKind, Mapping[str, str]] = {
+    JobKind.LOST_REPAIR: _labels(_LOST_REPAIR_NAMES),
+    JobKind.CARRIER_AUDIT: _labels(_CARRIER_AUDIT_NAMES),
 }
 
 
@@ -178,14 +189,31 @@ def aliases_for(kind: JobKind) -> Mapping[str, str]:
     return _KINDS[kind][0]
 
 
+def spec_label(kind: JobKind, field: str) -> str:
+    """The label the spec gives ``field`` of ``kind`` (姓名, 车老板身份证号 ...): what a reason calls
+    a column the customer's file does not have."""
+    return _SPEC_LABELS[kind].get(field, field)
+
+
+def spec_labels(kind: JobKind) -> Mapping[str, str]:
+    """Every field of ``kind`` → its spec label."""
+    return _SPEC_LABELS[kind]
+
+
+def required_labels(kind: JobKind) -> tuple[str, ...]:
+    """The spec labels of ``kind``'s required columns: 姓名, 身份证号, 授权码 for lost repair."""
+    return tuple(spec_label(kind, f) for f in _KINDS[kind][2])
+
+
 @dataclass(frozen=True, slots=True)
 class HeaderMap:
     """Where each canonical field sits in a row.
 
-    ``columns``: column index (0-based) → field, in column order. ``ignored``: labels of
-    non-blank header cells that map to no field (``column_label``). ``width``: index of the last
-    non-blank header cell + 1. ``row``: the header's row number (1 unless title rows were
-    skipped); ``title_rows``: the numbers of the non-blank rows above it, skipped as titles.
+    ``columns``: column index (0-based) → field, in column order. ``labels``: field → the label of
+    its column as the file has it (``column_label``). ``ignored``: labels of non-blank header cells
+    that map to no field. ``width``: index of the last non-blank header cell + 1. ``row``: the
+    header's row number (1 unless title rows were skipped); ``title_rows``: the numbers of the
+    non-blank rows above it, skipped as titles.
     """
 
     kind: JobKind
@@ -194,10 +222,19 @@ class HeaderMap:
     width: int = 0
     row: int = 1
     title_rows: tuple[int, ...] = ()
+    labels: Mapping[str, str] = _field(default_factory=dict)
 
     @property
     def fields(self) -> tuple[str, ...]:
         return tuple(self.columns.values())
+
+    def label(self, name: str) -> str:
+        """The customer's label of field ``name``; the spec's when the file has no such column."""
+        return self.labels.get(name) or spec_label(self.kind, name)
+
+    def all_labels(self) -> dict[str, str]:
+        """Every field of the kind → ``label``."""
+        return {name: self.label(name) for name in spec_labels(self.kind)}
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -233,12 +270,22 @@ def map_header(cells: Sequence[object], kind: JobKind) -> HeaderMap:
     seen = set(labels)
     duplicated = [f for f in order if len(labels.get(f, ())) > 1]
     if duplicated:
-        names = "; ".join(f"{f} ({', '.join(labels[f])})" for f in duplicated)
-        raise FileRejected(f"more than one column for: {names} — keep one of each, or rename the others")
+        columns_of = tuple(
+            reason("header.labels", field=spec_label(kind, f), labels=tuple(labels[f])) for f in duplicated
+        )
+        raise FileRejected("header.duplicate_columns", columns=columns_of, where="")
     missing = [f for f in required if f not in seen]
     if missing:
-        raise FileRejected(f"missing required column(s): {', '.join(missing)}")
-    return HeaderMap(kind=kind, columns=columns, ignored=tuple(ignored), width=width)
+        raise FileRejected(
+            "header.missing_columns", columns=tuple(spec_label(kind, f) for f in missing), where=""
+        )
+    return HeaderMap(
+        kind=kind,
+        columns=columns,
+        ignored=tuple(ignored),
+        width=width,
+        labels={f: names[0] for f, names in labels.items()},
+    )
 
 
 def is_unlabelled(cells: Sequence[object], kind: JobKind | None) -> bool:

@@ -8,25 +8,30 @@ an iterator of ``SourceRow(number, values, problem)`` with the attributes ``kind
   The header is the first non-blank row — unless that row has no recognised column label at
   all and one of the next ``TITLE_ROWS_MAX`` non-blank rows is a header: the rows above it are
   then title rows (a merged "2026年12月失联名单" cell), skipped and named in ``header.title_rows``
-  and ``header.notes``. When no such row follows, the first row's problem is raised, as before.
+  and ``header.notes``. When no row among them names a column, the file has no header
+  (``header.not_found``, or ``header.not_found_either`` when the kind is not given).
   CSV counts records (a quoted field spanning lines is one row); JSON Lines counts lines.
   Blank rows (every cell empty or whitespace) are skipped — not yielded — but keep their number.
 - ``values`` maps canonical field → raw value: ``str`` for CSV, whatever openpyxl returns for
   XLSX (``int``/``float``/``str``/``datetime``/``None`` — numbers are *not* stringified, so the
   rules can see that an ID was stored as a number), JSON values for JSON Lines.
 - ``problem`` is set when the reader itself could not read the row faithfully (bad bytes, NUL,
-  an over-long value, extra cells, broken quoting, invalid JSON); the caller rejects the row
-  with that reason. It never contains cell values.
+  an over-long value, extra cells, broken quoting, invalid JSON): a catalogued ``Reason``
+  (``problem.*``), with which the caller rejects the row. It never contains cell values.
 
-The format comes from the extension (``.csv``/``.txt``/``.tsv`` → CSV, ``.xlsx``/``.xlsm`` →
-XLSX, ``.jsonl``/``.ndjson`` → JSON Lines); anything else is sniffed (zip magic → XLSX, else
-CSV); zip content is read as XLSX whatever the name. ``kind=None`` detects the kind from the
-header. Whole-file problems raise ``FileRejected``: empty file, ``.xls`` or OLE2 content
-(old Excel or a password-protected workbook), no header / unknown kind / missing or duplicate
-required columns, an undecodable header, an invalid zip or workbook, a missing ``sheet``, and
-an XLSX over 200 MB uncompressed or with a member over 1 MiB compressed more than 100:1
-(checked on the zip directory before openpyxl opens anything). A worksheet whose XML breaks
-part-way raises ``FileRejected("the worksheet is damaged after row N")`` from the iteration itself.
+What the file is comes from its first bytes (``formats.sniff``): zip content is read as XLSX
+whatever the name, ``.jsonl``/``.ndjson`` as JSON Lines, other text as CSV; a PDF, an image, an
+archive, a document, a web page, binary data or an empty file is refused, saying what it is.
+``kind=None`` detects the kind from the header. Whole-file problems raise ``FileRejected`` (a
+catalogued code): those, ``.xls`` or OLE2 content (old Excel or a password-protected workbook), a
+zip that is not a workbook, no header / unknown kind / missing or duplicate required columns, an
+undecodable header, an invalid zip or workbook, a missing ``sheet``, and an XLSX over 200 MB
+uncompressed or with a member over 1 MiB compressed more than 100:1 (checked on the zip directory
+before openpyxl opens anything). A worksheet whose XML breaks part-way raises ``FileRejected``
+(``file.worksheet_damaged``) from the iteration itself.
+
+``detect_file(stream, filename, kind=None)`` is the kind ``open_rows`` finds, or its refusal: the one
+detection the splitter, ``verifyfeed drop`` and the local runner share.
 
 CSV is streamed in 64 KiB chunks, never read whole. Encoding: a UTF-8 BOM → ``utf-8-sig``, a
 UTF-16 BOM → ``utf-16`` (Excel's "Unicode text"); otherwise the first chunk that is not pure
@@ -34,7 +39,7 @@ ASCII decides between ``utf-8`` and ``gb18030`` (GBK's superset, what Excel writ
 Windows): UTF-8 when it decodes cleanly, or when correctly decoded non-ASCII characters
 outnumber the invalid sequences 2:1 (a UTF-8 file with one damaged row stays UTF-8). Until
 then ``encoding`` reads ``utf-8``. Bytes that do not decode become U+FFFD and only their row
-gets the problem ``"encoding: invalid byte sequence for <enc>"``. Delimiter: comma, or tab /
+gets the problem ``problem.encoding``. Delimiter: comma, or tab /
 semicolon when the header line has no comma; an Excel ``sep=X`` first line is honoured.
 Line ends CR, LF and CRLF are all accepted. Quoting is strict (a closing quote must be followed
 by the delimiter or a line end); a row with more non-empty cells than the header has a problem,
@@ -78,6 +83,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from verifyfeed.ingest.errors import FileRejected
+from verifyfeed.ingest.formats import check_workbook, sniff
 from verifyfeed.ingest.headers import (
     HeaderMap,
     aliases_for,
@@ -85,8 +91,10 @@ from verifyfeed.ingest.headers import (
     is_unlabelled,
     map_header,
     normalize_header,
+    required_labels,
 )
 from verifyfeed.models.records import JobKind
+from verifyfeed.reasons import Reason, reason
 
 CHUNK_BYTES = 64 * 1024
 MIN_LINE_CAP = 1024 * 1024
@@ -96,16 +104,9 @@ XLSX_RATIO_MIN_BYTES = 1024 * 1024
 SPOOL_IN_MEMORY_BYTES = 16 * 1024 * 1024
 TITLE_ROWS_MAX = 5  # non-blank rows above the header that may be skipped as titles
 
-_ZIP_MAGIC = b"PK\x03\x04"
-_OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _UTF8_BOM = codecs.BOM_UTF8
 _UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 
-_CSV_EXTENSIONS = frozenset({".csv", ".txt", ".tsv"})
-_XLSX_EXTENSIONS = frozenset({".xlsx", ".xlsm"})
-_JSONL_EXTENSIONS = frozenset({".jsonl", ".ndjson"})
-
-_XLS = "old binary Excel (.xls) or password-protected workbook: convert to .xlsx or CSV"
 
 # Line breaks that str.splitlines honours but CSV does not; their presence forces the slow split.
 _ODD_BREAKS = "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # one `in` each: 10x faster than a regex scan
@@ -125,7 +126,7 @@ _BLOCK_ROWS = 256  # clean CSV rows per block of ``RowSource.fast_rows``
 class SourceRow:
     number: int
     values: dict[str, object]
-    problem: str | None = None
+    problem: Reason | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,25 +260,21 @@ def open_rows(
 ) -> RowSource:
     start = stream.tell() if stream.seekable() else 0
     sample = _read_up_to(stream, CHUNK_BYTES)
-    if not sample:
-        raise FileRejected("file is empty")
-    if sample.startswith(_OLE2_MAGIC):
-        raise FileRejected(_XLS)
-    ext = _extension(filename)
-    if sample.startswith(_ZIP_MAGIC):
+    reader = sniff(sample, filename)
+    if reader == "xlsx":
         return _open_xlsx(stream, start, sample, kind, sheet, max_field_chars)
-    if ext == ".xls":
-        raise FileRejected(_XLS)
-    if ext in _XLSX_EXTENSIONS:
-        raise FileRejected("not a valid .xlsx file (it is not a zip archive)")
-    if ext in _JSONL_EXTENSIONS:
+    if reader == "jsonl":
         return _open_jsonl(stream, sample, kind, max_field_chars)
     return _open_csv(stream, sample, kind, max_field_chars)
 
 
-def _extension(filename: str) -> str:
-    base = filename.replace("\\", "/").rsplit("/", 1)[-1]
-    return "." + base.rsplit(".", 1)[1].lower() if "." in base else ""
+def detect_file(stream: IO[bytes], filename: str, kind: JobKind | None = None, *, sheet: str = "") -> JobKind:
+    """The kind of an uploaded file, read as the splitter reads it (its content, then its header,
+    title rows skipped), or ``FileRejected`` saying why the splitter would refuse it: what the file
+    is when it is not a spreadsheet, its header's own problem, or — ``kind`` not given — that the
+    header does not tell (``header.kind_unknown``). Reads the header, not the rows."""
+    with open_rows(stream, filename, kind, sheet=sheet) as source:
+        return source.kind
 
 
 def _read_up_to(stream: IO[bytes], size: int) -> bytes:
@@ -299,10 +296,25 @@ def _resolve_kind(cells: Sequence[object], kind: JobKind | None) -> JobKind:
     detected = detect_kind(cells)
     if detected is None:
         raise FileRejected(
-            "cannot tell the file kind from the header: expected lost-repair columns "
-            "(name, id_number, auth_code) or carrier-audit columns (usage, name, idCard, phone)"
+            "header.kind_unknown",
+            repair_columns=required_labels(JobKind.LOST_REPAIR),
+            audit_columns=required_labels(JobKind.CARRIER_AUDIT),
         )
     return detected
+
+
+def _no_header(rows: int, kind: JobKind | None) -> FileRejected:
+    """None of the first ``rows`` non-blank rows names a column: a text or sheet without a header."""
+    if kind is None:
+        return FileRejected(
+            "header.not_found_either",
+            rows=rows,
+            repair_columns=required_labels(JobKind.LOST_REPAIR),
+            audit_columns=required_labels(JobKind.CARRIER_AUDIT),
+        )
+    return FileRejected(
+        "header.not_found", rows=rows, kind=reason(f"kind.{kind.value}"), columns=required_labels(kind)
+    )
 
 
 def _find_header(
@@ -310,44 +322,58 @@ def _find_header(
 ) -> HeaderMap:
     """The header among the first non-blank rows ``next_row`` gives as (number, cells): the first
     row, or the first row with a recognised label after up to ``TITLE_ROWS_MAX`` rows without
-    one (titles). A row with a recognised label is the header: its problem is raised as is."""
+    one (titles). A row with a recognised label is the header: its problem is raised as is; a row
+    of the other kind's labels is said to be one (``header.other_kind``). When no row has a label,
+    the file has no header (``header.not_found``): a text, or a sheet of data."""
     found = next_row()
     if found is None:
-        raise FileRejected("file has no header row")
-    first_problem: FileRejected | None = None
+        raise FileRejected("header.no_row")
     titles: list[int] = []
     while found is not None:
         number, cells = found
-        try:
-            return replace(
-                map_header(cells, _resolve_kind(cells, kind)), row=number, title_rows=tuple(titles)
-            )
-        except FileRejected as exc:
-            if not is_unlabelled(cells, kind):
-                if titles:  # a header below title rows, but not a valid one
-                    raise FileRejected(f"{exc.reason} (header in row {number})") from None
+        if not is_unlabelled(cells, kind):
+            try:
+                header = map_header(cells, _resolve_kind(cells, kind))
+            except FileRejected as exc:
+                if titles and exc.code in _HEADER_IN_ROW:  # a header below title rows, not a valid one
+                    raise FileRejected.of(
+                        exc.why.with_params(where=reason("header.in_row", row=number))
+                    ) from None
                 raise
-            first_problem = first_problem or exc
-        if len(titles) == TITLE_ROWS_MAX:
-            break
+            return replace(header, row=number, title_rows=tuple(titles))
+        if kind is not None and (other := detect_kind(cells)) is not None:
+            # the other kind's header: said as such, never skipped as a title
+            raise FileRejected(
+                "header.other_kind",
+                found=reason(f"kind.{other.value}"),
+                kind=reason(f"kind.{kind.value}"),
+                columns=required_labels(kind),
+            )
         titles.append(number)
+        if len(titles) > TITLE_ROWS_MAX:
+            break
         found = next_row()
-    assert first_problem is not None
-    raise first_problem
+    raise _no_header(len(titles), kind)
+
+
+_HEADER_IN_ROW = frozenset({"header.missing_columns", "header.duplicate_columns"})
 
 
 def _is_blank(cells: Sequence[object]) -> bool:
     return all(value is None or (type(value) is str and not value.strip()) for value in cells)
 
 
-def _value_problem(values: dict[str, object], max_field_chars: int) -> str | None:
+def _value_problem(values: dict[str, object], max_field_chars: int) -> Reason | None:
     for value in values.values():
         if type(value) is str:
             if len(value) > max_field_chars:
-                return f"value longer than {max_field_chars} characters"
+                return reason("problem.value_too_long", max=max_field_chars)
             if "\x00" in value:
-                return "contains NUL characters"
+                return _NUL_PROBLEM
     return None
+
+
+_NUL_PROBLEM = reason("problem.nul")
 
 
 def _row_picker(header: HeaderMap) -> Callable[[Sequence[Any]], dict[str, object]]:
@@ -526,15 +552,15 @@ class _CsvText:
             yield _Chunk([carry], True, False)
 
 
-def _csv_error_problem(exc: csv.Error, max_field_chars: int) -> str:
+def _csv_error_problem(exc: csv.Error, max_field_chars: int) -> Reason:
     message = str(exc)
     if "field larger than field limit" in message:
-        return f"value longer than {max_field_chars} characters"
+        return reason("problem.value_too_long", max=max_field_chars)
     if "unexpected end of data" in message:
-        return "unterminated quoted field at the end of the file (file truncated?)"
+        return reason("problem.unterminated_quote")
     if "expected after" in message:
-        return "malformed quoting: a closing quote must be followed by the delimiter or a line end"
-    return "malformed CSV record"
+        return reason("problem.bad_quote")
+    return reason("problem.malformed_csv")
 
 
 def _sniff_delimiter(sample: bytes, encoding: str | None) -> tuple[str, bool]:
@@ -574,16 +600,16 @@ def _open_csv(stream: IO[bytes], sample: bytes, kind: JobKind | None, max_field_
             except StopIteration:
                 return None
             except csv.Error:
-                raise FileRejected("the header row is not valid CSV") from None
+                raise FileRejected("header.invalid_csv") from None
             if directive and not _is_blank(cells):
                 directive = False
                 if delimiter.join(cells) == "sep=" + delimiter:
                     continue  # Excel hides this line, so it is not a row
             number += 1
             if text.flags & _REPLACED:
-                raise FileRejected(f"the header is not valid {text.reported_encoding} text")
+                raise FileRejected("header.encoding", encoding=text.reported_encoding)
             if text.flags:
-                raise FileRejected("the header row contains NUL characters or is too long")
+                raise FileRejected("header.unreadable")
             if not _is_blank(cells):
                 return number, cells
 
@@ -597,12 +623,12 @@ def _open_csv(stream: IO[bytes], sample: bytes, kind: JobKind | None, max_field_
     return source
 
 
-def _flag_problem(flags: int, source: RowSource, line_cap: int) -> str:
+def _flag_problem(flags: int, source: RowSource, line_cap: int) -> Reason:
     if flags & _REPLACED:
-        return f"encoding: invalid byte sequence for {source.encoding}"
+        return reason("problem.encoding", encoding=source.encoding or "utf-8")
     if flags & _NUL:
-        return "contains NUL characters"
-    return f"line longer than {line_cap} characters"
+        return _NUL_PROBLEM
+    return reason("problem.line_too_long", max=line_cap)
 
 
 def _settle(
@@ -622,7 +648,7 @@ def _settle(
         if not any(map(strip, cells)):
             continue
         if max(map(len, cells)) > max_chars:
-            yield SourceRow(row_number, pick(cells), f"value longer than {max_chars} characters")
+            yield SourceRow(row_number, pick(cells), reason("problem.value_too_long", max=max_chars))
         else:
             yield [row_number], [cells]
 
@@ -633,7 +659,7 @@ def _lone_row(
     width: int,
     pick: Callable[[Sequence[Any]], dict[str, object]],
     max_chars: int,
-    flag_problem: str | None,
+    flag_problem: Reason | None,
 ) -> SourceRow | None:
     """A row that cannot join a block (flagged, or not the header's width); ``None`` when blank."""
     if not any(map(str.strip, cells)):
@@ -644,9 +670,9 @@ def _lone_row(
             used = len(cells)
             while not cells[used - 1].strip():
                 used -= 1
-            problem = f"row has {used} cells but the header has {width}"
+            problem = reason("problem.extra_cells", cells=used, width=width)
         elif max(map(len, cells)) > max_chars:
-            problem = f"value longer than {max_chars} characters"
+            problem = reason("problem.value_too_long", max=max_chars)
     return SourceRow(number, pick(cells), problem)
 
 
@@ -741,21 +767,22 @@ def _seekable_copy(
 
 
 def _check_zip(file: IO[bytes]) -> None:
+    """A zip whose directory promises no bomb and names a workbook (``formats.check_workbook``)."""
     try:
-        with zipfile.ZipFile(file) as archive:
-            members = archive.infolist()
+        archive = zipfile.ZipFile(file)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError):
-        raise FileRejected("not a valid .xlsx file (the zip archive is damaged)") from None
-    total = 0
-    for member in members:
-        size = member.file_size
-        total += size
-        # small members cannot hurt whatever their ratio; highly repetitive XML can exceed 100:1
-        if size > XLSX_RATIO_MIN_BYTES and size > XLSX_MAX_RATIO * max(member.compress_size, 1):
-            raise FileRejected(f"decompression bomb: a member expands more than {XLSX_MAX_RATIO}:1")
-    if total > XLSX_MAX_UNCOMPRESSED:
-        limit_mb = XLSX_MAX_UNCOMPRESSED // (1024 * 1024)
-        raise FileRejected(f"decompression bomb: more than {limit_mb} MB uncompressed")
+        raise FileRejected("file.zip_damaged") from None
+    with archive:
+        total = 0
+        for member in archive.infolist():
+            size = member.file_size
+            total += size
+            # small members cannot hurt whatever their ratio; highly repetitive XML can exceed 100:1
+            if size > XLSX_RATIO_MIN_BYTES and size > XLSX_MAX_RATIO * max(member.compress_size, 1):
+                raise FileRejected("file.zip_bomb_ratio", ratio=XLSX_MAX_RATIO)
+        if total > XLSX_MAX_UNCOMPRESSED:
+            raise FileRejected("file.zip_bomb_size", mb=XLSX_MAX_UNCOMPRESSED // (1024 * 1024))
+        check_workbook(archive)
 
 
 def _open_xlsx(
@@ -775,7 +802,7 @@ def _open_xlsx(
         try:
             workbook = load_workbook(file, read_only=True, data_only=True)
         except Exception:  # noqa: BLE001 - openpyxl raises many unrelated types for malformed files
-            raise FileRejected("not a readable .xlsx workbook") from None
+            raise FileRejected("file.xlsx_unreadable") from None
     except BaseException:
         if release is not None:
             release()
@@ -790,11 +817,11 @@ def _open_xlsx(
     try:
         if sheet:
             if sheet not in workbook.sheetnames:
-                raise FileRejected(f"the workbook has no sheet named {sheet!r}")
+                raise FileRejected("file.sheet_missing", sheet=repr(sheet))
             worksheet = workbook[sheet]
         else:
             if not workbook.worksheets:
-                raise FileRejected("the workbook has no worksheet")
+                raise FileRejected("file.no_worksheet")
             worksheet = workbook.worksheets[0]
         # the <dimension> element is often wrong (written by other tools); trust the cells instead
         worksheet.reset_dimensions()
@@ -823,7 +850,7 @@ def _next_xlsx_row(rows: Iterator[Sequence[object]], number: int) -> Sequence[ob
     try:
         return next(rows, None)
     except Exception:  # noqa: BLE001 - XML and zip errors surface from deep inside openpyxl
-        raise FileRejected(f"the worksheet is damaged after row {number}") from None
+        raise FileRejected("file.worksheet_damaged", row=number) from None
 
 
 def _xlsx_rows(
@@ -875,17 +902,17 @@ def _byte_lines(stream: IO[bytes], sample: bytes, cap: int) -> Iterator[tuple[by
         yield carry, skipping
 
 
-def _parse_json_line(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
+def _parse_json_line(line: bytes) -> tuple[dict[str, Any] | None, Reason | None]:
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
-        return None, "encoding: invalid byte sequence for utf-8"
+        return None, reason("problem.encoding", encoding="utf-8")
     try:
         parsed = json.loads(text)
     except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
-        return None, "invalid JSON"
+        return None, reason("problem.invalid_json")
     if not isinstance(parsed, dict):
-        return None, "line is not a JSON object"
+        return None, reason("problem.not_json_object")
     return parsed, None
 
 
@@ -901,10 +928,12 @@ def _open_jsonl(stream: IO[bytes], sample: bytes, kind: JobKind | None, max_fiel
             continue
         first, problem = _parse_json_line(line)
         if first is None or cut:
-            raise FileRejected(f"the first line is not a JSON object ({problem or 'too long'})")
+            raise FileRejected("file.jsonl_first_line", problem=problem or reason("problem.too_long"))
         break
     if first is None:
-        raise FileRejected("file has no JSON object")
+        raise FileRejected("file.no_json_object")
+    if is_unlabelled(list(first), kind):
+        raise _no_header(1, kind)
     resolved = _resolve_kind(list(first), kind)
     header = replace(map_header(list(first), resolved), row=number)  # the keys of the first object
     source = RowSource(resolved, "jsonl", "utf-8", header)
@@ -936,7 +965,11 @@ def _jsonl_rows(
             if field in values:
                 doubled = field
             values[field] = value
-        problem = f"more than one key for {doubled}" if doubled else _value_problem(values, max_field_chars)
+        problem = (
+            reason("problem.duplicate_key", field=doubled)
+            if doubled
+            else _value_problem(values, max_field_chars)
+        )
         return SourceRow(number, values, problem)
 
     yield to_row(first_number, first)
@@ -944,7 +977,9 @@ def _jsonl_rows(
     for line, cut in lines:
         number += 1
         if cut:
-            yield SourceRow(number, {}, f"line longer than {max(MIN_LINE_CAP, 16 * max_field_chars)} bytes")
+            yield SourceRow(
+                number, {}, reason("problem.line_too_long_bytes", max=max(MIN_LINE_CAP, 16 * max_field_chars))
+            )
             continue
         if not line.strip():
             continue

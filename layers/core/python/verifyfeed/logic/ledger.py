@@ -45,6 +45,7 @@ from verifyfeed.models.ledger import KEY_BYTES, LedgerEntry, LedgerObject
 from verifyfeed.models.records import Batch, BatchStatus, Job, JobStatus
 from verifyfeed.pii import Keyed
 from verifyfeed.ports import BlobError, Blobs, JobRepository, Ledger
+from verifyfeed.reasons import Reason, reason
 
 logger = Logger(child=True)
 
@@ -283,11 +284,10 @@ class LedgerSession:
             if keys[at : at + KEY_BYTES] not in dropped
         )
 
-    def describe(self, row: int) -> str:
+    def describe(self, row: int) -> Reason:
         source = self.sources[row - LEDGER_ROWS]
-        return (
-            f"already uploaded in {source.filename} on {source.day.isoformat()} (job {source.job_id});"
-            " not sent again (docs/operations.md#re-drop)"
+        return reason(
+            "duplicate.already_uploaded", file=source.filename, date=source.day.isoformat(), job=source.job_id
         )
 
     def record(self, keys: bytes, counts: list[int]) -> None:

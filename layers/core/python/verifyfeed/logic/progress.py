@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aws_lambda_powertools import Logger
 
-from verifyfeed.logic.reports import record_outcomes, refused_records, report_keys, write_summary
+from verifyfeed.logic.reports import ReportPaths, record_outcomes, refused_records, write_summary
 from verifyfeed.models.records import JobKind, JobStatus
 from verifyfeed.ports import Services
 
@@ -29,8 +29,8 @@ def settle_job(services: Services, job_id: str) -> JobStatus | None:
         if jobs.set_job_status(job_id, final, _OPEN, now):
             closed = jobs.get_job(job_id)
             assert closed is not None
-            summary_key, rejected_key = report_keys(services.settings.reports_prefix, closed.key)
-            extra: dict[str, object] = {"rejected_rows_report": rejected_key}
+            paths = ReportPaths.for_job(closed, services.settings.reports_prefix)
+            extra: dict[str, object] = {**paths.files(closed.kind)}
             if closed.kind == JobKind.LOST_REPAIR:
                 batches = list(jobs.batches(job_id))
                 # every accepted row: uploaded, refused by the upstream, or held (docs/decisions.md#state-0)
@@ -55,8 +55,8 @@ def settle_job(services: Services, job_id: str) -> JobStatus | None:
                     )
                     for b in batches
                 ]
-            write_summary(services.blobs, closed.bucket, summary_key, closed, extra)
-            jobs.set_report_key(job_id, summary_key)
+            write_summary(services.blobs, closed.bucket, paths, closed, extra)
+            jobs.set_report_key(job_id, paths.summary)  # a job written before has none until now
             logger.info("job settled", extra={"job_id": job_id, "status": final.value})
             return final
         return None

@@ -3,9 +3,10 @@
 ``split_repair_rows(rows, legacy=, batch_size=, reject=, emit=)`` reads every row of ``rows``
 (a ``RowSource``) once and returns the ``JobCounts``: each row is either
 
-- rejected — ``reject(number, rule, reason, values, first_row)`` with the rule of
-  ``normalize_repair_row`` (``row.unreadable`` for a row the reader could not read), or
-  ``duplicate.id_number`` / ``duplicate.auth_code`` and the row that came first; or
+- rejected — ``reject(number, reason, values, first_row)`` with the catalogued ``Reason`` of the
+  rule ``normalize_repair_row`` found broken (``row.unreadable`` for a row the reader could not
+  read), or ``duplicate.id_number`` / ``duplicate.auth_code`` and the row that came first, or
+  ``duplicate.already_uploaded``; its columns named by their fields (the caller relabels them); or
 - accepted into the current batch; every ``batch_size`` accepted rows, and once at the end for
   the rest, ``emit(RepairBatch)`` gets the batch with its records already serialised.
 
@@ -48,11 +49,12 @@ from verifyfeed.ingest.readers import CellBlock, LineBlock, RowSource, SourceRow
 from verifyfeed.models.ids import batch_id
 from verifyfeed.models.ledger import KEY_BYTES as _KEY_BYTES  # the ledger stores this table's keys
 from verifyfeed.models.records import JobCounts
+from verifyfeed.reasons import Reason, reason
 from verifyfeed.rules.errors import RuleViolation
 from verifyfeed.rules.lost_repair import is_plain_repair_row, repair_fields
 
-# reject(row number, rule, reason, the row's raw values, the first row of a duplicate)
-RejectRow = Callable[[int, str, str, dict[str, object], "int | None"], None]
+# reject(row number, why, the row's raw values, the first row of a duplicate)
+RejectRow = Callable[[int, Reason, dict[str, object], "int | None"], None]
 
 _RECORD_JSON = b'{"name":"%s","idcode":"%s","usedPhone":"%s","authCode":"%s"}'
 _BODY_JSON = b'{"kind":"lost_repair_batch","job_id":%s,"batch_id":%s,"seq":%d,"records":%s,"generation":0}'
@@ -150,7 +152,7 @@ class ResendLedger(Protocol):
         """Claim every prior key in ``ids`` with a row >= ``LEDGER_ROWS``."""
         ...
 
-    def describe(self, row: int) -> str:
+    def describe(self, row: int) -> Reason:
         """Why a row whose ID the ledger row ``row`` claimed is not sent: where it went before."""
         ...
 
@@ -240,6 +242,10 @@ _NATIVE = _load_native()
 NATIVE: bool = _NATIVE is not None  # whether split_repair_rows uses the C fast path by default
 
 
+def _same_id(first: int) -> Reason:
+    return reason("duplicate.id_number", column="id_number", first_row=first)
+
+
 def split_repair_rows(
     rows: RowSource,
     *,
@@ -254,7 +260,7 @@ def split_repair_rows(
     take: TakePlain = _take_plain_py
     take_lines: TakeLines | None = None  # LineBlocks go through the reader's line_items
     fold = auth_codes is AuthCodeUniqueness.IGNORE_CASE
-    same_code = "same authCode as row %d" + (" (letter case ignored)" if fold else "")
+    case = reason("note.letter_case") if fold else ""
     hmac_key = None if ledger is None else ledger.hmac_key
     ids: Claims = PyClaims(hmac_key=hmac_key)  # ids.key(idcode digest) → first row
     codes: Claims = PyClaims(fold)  # authCode (upper-cased when ignoring case) → first row
@@ -291,26 +297,31 @@ def split_repair_rows(
         try:
             name, idcode, used_phone, code = repair_fields(values, legacy)
         except RuleViolation as exc:
-            reject(number, exc.rule, exc.message, values, None)
+            reject(number, exc.reason(), values, None)
             return
         key, code_key = ids.key(bytes.fromhex(idcode)), code.encode()
         first = ids.first(key)
         if first >= LEDGER_ROWS and ledger is not None:  # sent by an earlier file within the window
             earlier = prior_rows.setdefault(key, number)
             if earlier != number:  # ... and earlier in this file: the in-file duplicate it was
-                reject(number, "duplicate.id_number", f"same ID number as row {earlier}", values, earlier)
+                reject(number, _same_id(earlier), values, earlier)
                 return
             prior += 1
             # it keeps its authCode, as when it was sent: a re-drop decides every other row the same
             codes.claim(code_key, number)
-            reject(number, "duplicate.already_uploaded", ledger.describe(first), values, None)
+            reject(number, ledger.describe(first), values, None)
             return
         if first:
-            reject(number, "duplicate.id_number", f"same ID number as row {first}", values, first)
+            reject(number, _same_id(first), values, first)
             return
         first = codes.first(code_key)
         if first:  # the row is rejected: it claims nothing, not even its ID number
-            reject(number, "duplicate.auth_code", same_code % first, values, first)
+            reject(
+                number,
+                reason("duplicate.auth_code", column="auth_code", first_row=first, case=case),
+                values,
+                first,
+            )
             return
         ids.claim(key, number)
         codes.claim(code_key, number)
@@ -324,7 +335,7 @@ def split_repair_rows(
         nonlocal last
         if isinstance(item, SourceRow):
             if item.problem is not None:
-                reject(item.number, "row.unreadable", item.problem, item.values, None)
+                reject(item.number, reason("row.unreadable", problem=item.problem), item.values, None)
             else:
                 decide(item.number, item.values)
             return 1

@@ -3,7 +3,8 @@
 One S3 object version is one job (``job_id`` derives from bucket, key and version), so the same
 event delivered twice finds the job already there and stops; a splitter that died midway is
 resumed (batch ids are deterministic and every write is conditional). Every row read ends up
-accepted or rejected with a reason in ``reports/<key>.rejected.csv``.
+accepted or rejected with a catalogued reason in the job's own reports (``logic/reports.py``:
+``reports/<key>/<job id>.rejected.csv`` and beside it).
 
 **A file is all or nothing** (docs/decisions.md#all-or-nothing): nothing is sent upstream until
 the whole file has been read and validated, so a file rejected midway (a damaged workbook, a
@@ -51,9 +52,10 @@ from verifyfeed.logic.repair_batches import NATIVE, RejectRow, RepairBatch, spli
 from verifyfeed.logic.reports import (
     NO_HEADER,
     RejectionLog,
-    header_key,
-    report_keys,
+    ReportPaths,
+    job_report_key,
     write_header_facts,
+    write_rows_facts,
     write_summary,
 )
 from verifyfeed.models.carrier_audit import AuditParams
@@ -74,6 +76,7 @@ from verifyfeed.models.records import (
 )
 from verifyfeed.pii import Keyed, mask_id, mask_name, mask_object_key, mask_phone
 from verifyfeed.ports import BlobError, LedgerBusy, Services, SplitSuperseded
+from verifyfeed.reasons import Reason, reason
 from verifyfeed.rules.authcode import validate_auth_code
 from verifyfeed.rules.carrier_audit import validate_audit_row
 from verifyfeed.rules.errors import RowRejected, RuleViolation
@@ -162,6 +165,7 @@ def split_object(services: Services, dropped: DroppedObject) -> SplitResult:
         status=JobStatus.SPLITTING,
         created_at=iso(now),
         updated_at=iso(now),
+        report_key=job_report_key(services.settings.reports_prefix, dropped.key, job_id),
     )
     resuming = False
     if not services.jobs.create_job(job):
@@ -170,9 +174,10 @@ def split_object(services: Services, dropped: DroppedObject) -> SplitResult:
             return _split_done(services, existing)
         logger.info("resuming an interrupted split", extra=log_extra)
         resuming = True
+        job = existing or job  # its report_key says where its reports go (a job written before has none)
 
     for attempt in range(1, _LEDGER_ATTEMPTS + 1):
-        rejections = RejectionLog()
+        rejections = RejectionLog(kind)
         try:
             return _split(services, dropped, job, rejections, resuming)
         except LedgerConflict:  # an overlapping file committed first: read this one again
@@ -266,32 +271,29 @@ def _split(
     if run is None:  # another run finished the split meanwhile
         raise SplitSuperseded(job_id)
     log_extra = {"job_id": job_id, "key": mask_object_key(dropped.key), "split_run": run}
-    summary_key, rejected_key = report_keys(services.settings.reports_prefix, dropped.key)
-    facts_key = header_key(services.settings.reports_prefix, dropped.key)
+    paths = ReportPaths.for_job(job, services.settings.reports_prefix)
     header: dict[str, object] = NO_HEADER
     dry_run = is_dry_run(dropped.key, services)
     ledger = _ledger_session(services, job, run, dry_run, is_resend(dropped.key, services))
     if ledger is not None and ledger.prior and not dry_run:
         same = _identical_split(services, dropped, ledger)
         if same is not None:
-            return _duplicate_file(services, dropped, job, run, same)
+            return _duplicate_file(services, dropped, job, run, same, paths)
     stager = _DryRunCounter(services) if dry_run else _BatchStager(services, job, run, resuming, ledger)
     settings = services.settings
     try:
         if dropped.key.endswith("/"):
-            raise FileRejected("the key is a folder placeholder, not a file")
+            raise FileRejected("file.folder")
         if dropped.size == 0:
-            raise FileRejected("file is empty")
+            raise FileRejected("file.empty")
         if dropped.size > settings.max_file_bytes:
-            raise FileRejected(
-                f"file is {dropped.size:,} bytes, more than MAX_FILE_BYTES ({settings.max_file_bytes:,}):"
-                " split it into smaller files"
-            )
+            raise FileRejected("file.too_large", size=f"{dropped.size:,}", max=f"{settings.max_file_bytes:,}")
         stream = services.blobs.open(dropped.bucket, dropped.key, dropped.version_id or None)
         rows = open_rows(stream, dropped.filename, job.kind, sheet=services.settings.xlsx_sheet)
+        rejections.use_header(rows.header)
         header = rows.header.facts()
         # before the job can settle, whose report copies them (logic/reports.py)
-        write_header_facts(services.blobs, dropped.bucket, facts_key, header)
+        write_header_facts(services.blobs, dropped.bucket, paths.header, header)
         if job.kind == JobKind.LOST_REPAIR:
             counts = _split_lost_repair(services, job, rows, rejections, stager, ledger)
             stager.wait()  # every staged body and record written: the file is read and validated
@@ -303,20 +305,23 @@ def _split(
         discarded = stager.discard()
         counts = JobCounts()
         services.jobs.reject_job(job_id, exc.reason, counts, services.clock.now(), run=run)
-        rejections.upload(services.blobs, dropped.bucket, rejected_key)
+        rejections.upload(services.blobs, dropped.bucket, paths)
         rejected = services.jobs.get_job(job_id)
         assert rejected is not None
-        if header is NO_HEADER:  # replaces the facts of an earlier upload of the same key
-            write_header_facts(services.blobs, dropped.bucket, facts_key, header)
+        if header is NO_HEADER:  # status reads them: "rejected before its header was read"
+            write_header_facts(services.blobs, dropped.bucket, paths.header, header)
         nothing_sent = {
-            "rejected_rows_report": rejected_key,
+            **paths.files(job.kind),
             "sent_upstream": 0,  # all or nothing: no row of a rejected file is sent, nothing charged
             "batches_staged_then_discarded": discarded,
         }
-        write_summary(services.blobs, dropped.bucket, summary_key, rejected, nothing_sent, header)
-        services.jobs.set_report_key(job_id, summary_key)
+        write_summary(
+            services.blobs, dropped.bucket, paths, rejected, nothing_sent, header, rejections.facts(), exc.why
+        )
+        services.jobs.set_report_key(job_id, paths.summary)
         logger.warning(
-            "file rejected; nothing sent", extra={**log_extra, "reason": exc.reason, "discarded": discarded}
+            "file rejected; nothing sent",
+            extra={**log_extra, "reason": exc.reason, "reason_code": exc.code, "discarded": discarded},
         )
         return SplitResult(job_id, "rejected", counts, record_metrics=True)
     except BaseException:
@@ -324,12 +329,14 @@ def _split(
         raise
 
     if dry_run:
-        return _finish_dry_run(services, dropped, job, run, counts, audits, stager, rejections, header)
+        return _finish_dry_run(services, dropped, job, run, counts, audits, stager, rejections, header, paths)
     if ledger is not None:
         _commit_ledger(services, dropped, ledger, stager)
     if job.kind == JobKind.CARRIER_AUDIT:  # the whole file is valid as a file: reserve and queue
         counts = _submit_carrier_audits(services, job, counts, audits, rejections)
-    rejections.upload(services.blobs, dropped.bucket, rejected_key)
+    rejections.upload(services.blobs, dropped.bucket, paths)
+    # before the job can settle, whose report copies them
+    write_rows_facts(services.blobs, dropped.bucket, paths, rejections.facts())
     services.jobs.finish_split(job_id, counts, services.clock.now(), run)
     first = release_batches(services, job, run) if job.kind == JobKind.LOST_REPAIR else True
     settle_job(services, job_id)
@@ -338,7 +345,7 @@ def _split(
         extra={
             **log_extra,
             **counts.model_dump(),
-            "rejected_by_rule": rejections.by_rule,
+            "rejected_by_code": rejections.by_code,
             "header_row": header["header_row"],
             "ignored_columns": header["ignored_columns"],  # column labels, never cell values
             "fast_path": "c" if NATIVE else "python",  # the C extension is in the layer or not
@@ -354,7 +361,7 @@ def _masked_repair_row(values: dict[str, object]) -> dict[str, str]:
     return {
         "name": mask_name(values.get("name")),
         "id_number": mask_id(values.get("id_number")),
-        "phone": mask_phone(values.get("used_phone")),
+        "used_phone": mask_phone(values.get("used_phone")),
         "auth_code": _report_auth_code(values.get("auth_code")),
     }
 
@@ -372,8 +379,8 @@ def _report_auth_code(raw: object) -> str:
 def repair_rejects(rejections: RejectionLog) -> RejectRow:
     """The ``reject`` of ``split_repair_rows`` for a job: masked values into the rejected-rows report."""
 
-    def reject(number: int, rule: str, reason: str, values: dict[str, object], first_row: int | None) -> None:
-        rejections.add(number, rule, reason, _masked_repair_row(values), first_row)
+    def reject(number: int, why: Reason, values: dict[str, object], first_row: int | None) -> None:
+        rejections.add(number, why, _masked_repair_row(values), first_row)
 
     return reject
 
@@ -417,7 +424,7 @@ class _BatchStager:
         self._rows += batch.count
         cap = self.services.settings.max_rows_per_file
         if self._rows > cap:
-            raise FileRejected(f"more than MAX_ROWS_PER_FILE ({cap:,}) rows: split it into smaller files")
+            raise FileRejected("file.too_many_rows", setting="MAX_ROWS_PER_FILE", max=f"{cap:,}")
 
     def __call__(self, batch: RepairBatch) -> None:
         self._count(batch)
@@ -566,6 +573,7 @@ def _finish_dry_run(
     stager: _BatchStager,
     rejections: RejectionLog,
     header: dict[str, object],
+    paths: ReportPaths,
 ) -> SplitResult:
     """Report what a real drop of this file would do and cost; the job ends ``dry_run``."""
     settings = services.settings
@@ -582,8 +590,7 @@ def _finish_dry_run(
         )
         would = {"audits_submitted": len(audits)}
         charged = 0  # the carrier-audit seed states no price
-    summary_key, rejected_key = report_keys(settings.reports_prefix, dropped.key)
-    rejections.upload(services.blobs, dropped.bucket, rejected_key)
+    rejections.upload(services.blobs, dropped.bucket, paths)
     now = services.clock.now()
     services.jobs.finish_split(job.job_id, counts, now, run)
     services.jobs.set_job_status(job.job_id, JobStatus.DRY_RUN, {JobStatus.UPLOADING}, now)
@@ -597,14 +604,14 @@ def _finish_dry_run(
             "amount": round(charged * settings.price_per_record, 2),
         }
     extra: dict[str, object] = {
-        "rejected_rows_report": rejected_key,
+        **paths.files(job.kind),
         "dry_run": True,
         "sent_upstream": 0,
         "would_send": would,
         "cost_if_all_accepted": cost,
     }
-    write_summary(services.blobs, dropped.bucket, summary_key, done, extra, header)
-    services.jobs.set_report_key(job.job_id, summary_key)
+    write_summary(services.blobs, dropped.bucket, paths, done, extra, header, rejections.facts())
+    services.jobs.set_report_key(job.job_id, paths.summary)
     logger.info(
         "dry run: nothing sent",
         extra={"job_id": job.job_id, "key": mask_object_key(dropped.key), **counts.model_dump(), **would},
@@ -668,21 +675,25 @@ def _commit_ledger(
         services.ledger.record_fingerprint(fingerprint, ledger.job.job_id, ledger.today)
 
 
-def _duplicate_file(services: Services, dropped: DroppedObject, job: Job, run: int, same: Job) -> SplitResult:
+def _duplicate_file(
+    services: Services, dropped: DroppedObject, job: Job, run: int, same: Job, paths: ReportPaths
+) -> SplitResult:
     """The file is identical to one split within the resend window: not read, nothing sent."""
     day = china_time(datetime.fromisoformat(same.created_at)).date().isoformat()
-    reason = (
-        f"identical to {same.key.rsplit('/', 1)[-1]} split on {day} (job {same.job_id}): nothing sent;"
-        f" to send it again drop it under {services.settings.resend_prefix} (docs/operations.md#re-drop)"
+    why = reason(
+        "file.identical",
+        file=same.key.rsplit("/", 1)[-1],
+        date=day,
+        job=same.job_id,
+        prefix=services.settings.resend_prefix,
     )
     now = services.clock.now()
-    services.jobs.reject_job(job.job_id, reason, JobCounts(), now, status=JobStatus.DUPLICATE, run=run)
-    summary_key, _ = report_keys(services.settings.reports_prefix, dropped.key)
+    services.jobs.reject_job(job.job_id, why.en, JobCounts(), now, status=JobStatus.DUPLICATE, run=run)
     done = services.jobs.get_job(job.job_id)
     assert done is not None
     extra = {"identical_to": {"job_id": same.job_id, "key": same.key, "split_on": day}, "sent_upstream": 0}
-    write_summary(services.blobs, dropped.bucket, summary_key, done, extra, NO_HEADER)
-    services.jobs.set_report_key(job.job_id, summary_key)
+    write_summary(services.blobs, dropped.bucket, paths, done, extra, NO_HEADER, refused=why)
+    services.jobs.set_report_key(job.job_id, paths.summary)
     logger.warning(
         "identical file: nothing sent",
         extra={"job_id": job.job_id, "key": mask_object_key(dropped.key), "identical_to": same.job_id},
@@ -711,7 +722,7 @@ def audit_keys(
 def _masked_audit_row(values: dict[str, object]) -> dict[str, str]:
     return {
         "name": mask_name(values.get("name")),
-        "id_number": mask_id(values.get("idCard")),
+        "idCard": mask_id(values.get("idCard")),
         "phone": mask_phone(values.get("phone")),
     }
 
@@ -726,15 +737,15 @@ def _validate_carrier_audits(
     request: ``AuditStore.find_keys``), which key each identity is stored under; then the rows
     are taken in order, the rejections written in row order as before."""
     cap = services.settings.max_audit_rows_per_file
-    rejected: list[tuple[int, str, str, dict[str, str]]] = []
+    rejected: list[tuple[int, Reason | list[Reason], dict[str, str]]] = []
     checked: list[tuple[SourceRow, AuditParams, str, tuple[str, ...]]] = []
     order: list[tuple[bool, int]] = []  # (a valid row?, its index in checked or rejected), row order
     read = 0
     pepper = services.secrets.identity_pepper()  # once per file: rotation is picked up by the next
 
-    def reject(number: int, rule: str, reason: str, values: dict[str, object]) -> None:
+    def reject(number: int, why: Reason | list[Reason], values: dict[str, object]) -> None:
         order.append((False, len(rejected)))
-        rejected.append((number, rule, reason, _masked_audit_row(values)))
+        rejected.append((number, why, _masked_audit_row(values)))
 
     def settle() -> list[CarrierAuditMessage]:
         keys = services.audits.find_keys([candidates for *_, candidates in checked])
@@ -748,9 +759,7 @@ def _validate_carrier_audits(
             key = keys[index]
             if key in seen:
                 masked = _masked_audit_row(row.values)
-                rejections.add(
-                    row.number, "duplicate.audit", f"same audit as row {seen[key]}", masked, seen[key]
-                )
+                rejections.add(row.number, reason("duplicate.audit", first_row=seen[key]), masked, seen[key])
                 continue
             seen[key] = row.number
             valid.append(
@@ -768,25 +777,20 @@ def _validate_carrier_audits(
         for row in rows:
             read += 1
             if read > cap:
-                raise FileRejected(
-                    f"more than MAX_AUDIT_ROWS_PER_FILE ({cap:,}) rows: split it into smaller files"
-                )
+                raise FileRejected("file.too_many_rows", setting="MAX_AUDIT_ROWS_PER_FILE", max=f"{cap:,}")
             if row.problem is not None:
-                reject(row.number, "row.unreadable", row.problem, row.values)
+                reject(row.number, reason("row.unreadable", problem=row.problem), row.values)
                 continue
             try:
                 params = validate_audit_row(row.values)
             except RowRejected as exc:
-                rules = "; ".join(v.rule for v in exc.violations)
-                reasons = "; ".join(str(v) for v in exc.violations)
-                reject(row.number, rules, reasons, row.values)
+                reject(row.number, [v.reason() for v in exc.violations], row.values)
                 continue
             explicit = str(row.values.get("recordId") or "").strip()
             # a correction of the rejected audit with this record id (decisions.md#audit-correction)
             if explicit:
                 if not (explicit.isascii() and explicit.isdigit() and int(explicit) > 0):
-                    reason = "the record id must be the whole number `verifyfeed audits` shows"
-                    reject(row.number, "record_id.value", reason, row.values)
+                    reject(row.number, reason("record_id.value", column="recordId"), row.values)
                     continue
                 candidates: tuple[str, ...] = (f"record:{int(explicit)}",)  # resolved in the second pass
             else:
@@ -802,21 +806,25 @@ def _validate_carrier_audits(
     return JobCounts(rows_read=read), settle()
 
 
-def _correction_target(services: Services, job: Job, message: CarrierAuditMessage) -> str | Audit:
+def _correction_target(services: Services, job: Job, message: CarrierAuditMessage) -> Reason | Audit:
     """The audit a row with a record id corrects — rejected, or failed (its /update was refused) —
     or why there is none."""
     record_id = message.update_record_id
     key = services.audits.key_for_record(record_id) if record_id else None
     current = services.audits.get(key) if key else None
+    why: Reason | None = None
     if current is None or current.record_id != record_id:
-        return f"no audit with record id {record_id} (verifyfeed audits --status rejected lists them)"
-    resumed = current.job_id == job.job_id and current.row == message.row
-    if not correctable(current) and not resumed:
-        return (
-            f"record {record_id} is {current.status.value}: only a rejected audit (or one whose "
-            "correction failed) is corrected"
-        )
-    return current
+        why = reason("why.no_such_record")
+    elif not correctable(current) and not (current.job_id == job.job_id and current.row == message.row):
+        why = reason("why.not_rejected", status=_status(current.status))
+    if why is None:
+        assert current is not None
+        return current
+    return reason("record_id.not_correctable", column="recordId", record_id=record_id or 0, why=why)
+
+
+def _status(status: AuditStatus) -> Reason:
+    return reason(f"audit_status.{status.value}")
 
 
 def _submit_carrier_audits(
@@ -841,13 +849,13 @@ def _submit_carrier_audits(
         now = services.clock.now()
         if message.update_record_id is not None:  # a correction: it updates that rejected audit
             target = _correction_target(services, job, message)
-            if isinstance(target, str):
+            if isinstance(target, Reason):
                 masked_row = {
                     "name": mask_name(params.name),
-                    "id_number": mask_id(params.idCard),
+                    "idCard": mask_id(params.idCard),
                     "phone": mask_phone(params.phone),
                 }
-                rejections.add(message.row, "record_id.not_correctable", target, masked_row)
+                rejections.add(message.row, target, masked_row)
                 continue
             message = message.model_copy(update={"audit_key": target.audit_key})
         audit = Audit(
@@ -871,15 +879,12 @@ def _submit_carrier_audits(
         )
         masked = {
             "name": audit.owner_name_masked,
-            "id_number": audit.id_card_masked,
+            "idCard": audit.id_card_masked,
             "phone": audit.phone_masked,
         }
         if reservation == Reservation.DUPLICATE and not resumed:
             rejections.add(
-                message.row,
-                "duplicate.audit_exists",
-                f"an audit for this owner and vehicle is already {current.status.value}",
-                masked,
+                message.row, reason("duplicate.audit_exists", status=_status(current.status)), masked
             )
             continue
         if resumed and current.status != AuditStatus.SUBMITTING:

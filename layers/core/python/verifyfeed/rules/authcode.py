@@ -23,22 +23,20 @@ _EXACT_DIGITS = 15
 
 _AUTH_CODE = re.compile(r"[A-Za-z0-9]{1,16}")
 
-_EXCEL = "stored as a number by Excel; digits may be lost — format the column as text"
-
 
 def validate_auth_code(raw: object) -> str:
     if isinstance(raw, str) or raw is None:
         code = clean(raw)
     elif isinstance(raw, int | float) and not isinstance(raw, bool):
         if isinstance(raw, float) and not raw.is_integer():
-            raise RuleViolation("auth_code.excel_number", _EXCEL)
+            raise RuleViolation("auth_code.excel_number")
         code = str(int(raw))
         if len(code.lstrip("-")) > _EXACT_DIGITS:
-            raise RuleViolation("auth_code.excel_number", _EXCEL)
+            raise RuleViolation("auth_code.excel_number")
     else:
         code = clean(raw)
     if not code:
-        raise RuleViolation("auth_code.missing", "required value is empty")
+        raise RuleViolation("auth_code.missing")
     if _AUTH_CODE.fullmatch(code) is None:
-        raise RuleViolation("auth_code.format", f"must be 1 to {AUTH_CODE_MAX} ASCII letters or digits")
+        raise RuleViolation("auth_code.format", max=AUTH_CODE_MAX)
     return code

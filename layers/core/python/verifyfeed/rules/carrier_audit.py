@@ -3,7 +3,7 @@
 ``validate_audit_row(row)`` reads the spec's field names from ``row`` (missing keys and empty
 values count as absent; unknown keys such as ``reference`` are ignored), checks every rule and
 raises ``RowRejected`` listing *all* violations in field order, so a user fixes a row once.
-Each violation's ``field`` is the spec field and its message starts with it.
+Each violation's ``field`` is the spec field.
 
 - ``usage``: ``"1"``, ``"2"`` or ``"3"`` (an ``int`` 1..3 is accepted; ``1.0`` is not) —
   ``usage.missing`` / ``usage.value``;
@@ -65,10 +65,9 @@ def _present(raw: object) -> bool:
 def _filename(raw: object, field: str) -> str:
     name = clean_verbatim(raw)
     if len(name) > FILENAME_MAX:
-        raise RuleViolation("filename.length", f"{field}: must be at most {FILENAME_MAX} characters", field)
+        raise RuleViolation("filename.length", field, max=FILENAME_MAX)
     if _BAD_FILENAME_CHAR.search(name) is not None or name in (".", ".."):
-        message = f"{field}: must be a plain file name without / \\ or control characters"
-        raise RuleViolation("filename.characters", message, field)
+        raise RuleViolation("filename.characters", field)
     return name
 
 
@@ -79,9 +78,9 @@ def _attachments(raw: object) -> str:
     else:
         parts = [part.strip() for part in clean_verbatim(raw).replace("，", ",").split(",")]
     if len(parts) > ATTACHMENTS_MAX:
-        raise RuleViolation("attachments.count", f"{field}: at most {ATTACHMENTS_MAX} file names", field)
+        raise RuleViolation("attachments.count", field, max=ATTACHMENTS_MAX)
     if "" in parts:
-        raise RuleViolation("attachments.empty", f"{field}: empty file name in the list", field)
+        raise RuleViolation("attachments.empty", field)
     return ",".join(_filename(part, field) for part in parts)
 
 
@@ -91,11 +90,11 @@ def _usage(raw: object) -> str:
     elif raw is None or type(raw) is str:
         usage = clean(raw)
         if not usage:
-            raise RuleViolation("usage.missing", "usage: required value is empty", "usage")
+            raise RuleViolation("usage.missing", "usage")
     else:
         usage = ""
     if usage not in USAGES:
-        raise RuleViolation("usage.value", "usage: must be 1, 2 or 3", "usage")
+        raise RuleViolation("usage.value", "usage")
     return usage
 
 
@@ -154,7 +153,7 @@ def validate_audit_row(row: Mapping[str, object]) -> AuditParams:
             values[field] = None
             if field in required:
                 violations.append(
-                    RuleViolation("usage.conditional", f"{field}: required when usage is {usage}", field)
+                    RuleViolation("usage.conditional", field, usage_column="usage", usage=usage or "")
                 )
             continue
         try:

@@ -1,8 +1,12 @@
 """The two exceptions the rules raise.
 
-``RuleViolation(rule, message, field="")``: one broken rule. ``rule`` is a short stable code
-(``"phone.format"``), ``message`` a human English reason, ``field`` optionally the input field it
-concerns; ``str(exc)`` is ``"<rule>: <message>"``. Messages name the rule, never the offending
+``RuleViolation(rule, field="", **params)``: one broken rule. ``rule`` is a stable code of the
+reason catalogue (``"phone.format"``, ``verifyfeed/reasons.py``), ``field`` the input field it
+concerns when the rule knows it, ``params`` what the catalogue's texts need besides the column
+(``max``, ``detail`` ...; a parameter named ``*_column`` holds another field's name).
+``reason(labels)`` is the catalogued ``Reason`` with every column named by its label in ``labels``
+(field → the header as the customer's file has it); ``message`` is its English text with the
+fields' own names, and ``str(exc)`` is ``"<rule>: <message>"``. No text names the offending
 value, because these strings end up in logs and downloadable reports.
 
 ``RowRejected(violations)``: a carrier-audit row with every violation found, in field order.
@@ -10,27 +14,42 @@ value, because these strings end up in logs and downloadable reports.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+
+from verifyfeed.reasons import CATALOGUE, Param, Reason
 
 
 class RuleViolation(ValueError):
-    """A value broke one rule; ``rule`` is stable, ``message`` is for people."""
+    """A value broke one rule; ``rule`` is a catalogue code, ``reason()`` its texts."""
 
-    def __init__(self, rule: str, message: str, field: str = "") -> None:
-        super().__init__(f"{rule}: {message}")
+    def __init__(self, rule: str, field: str = "", **params: Param) -> None:
+        if rule not in CATALOGUE:
+            raise ValueError(f"no catalogue entry for rule {rule!r} (verifyfeed/reasons.py)")
+        super().__init__(rule)
         self.rule = rule
-        self.message = message
         self.field = field
+        self.params = params
+
+    def reason(self, labels: Mapping[str, str] | None = None) -> Reason:
+        """The reason, its columns named by ``labels`` (field → label; by default the field itself,
+        or for a rule that does not know its field the rule's subject, ``phone`` of ``phone.format``)."""
+        field = self.field or self.rule.split(".", 1)[0]
+        named = Reason(self.rule, (("column", field), *self.params.items()))
+        return named.relabelled(labels) if labels else named
+
+    @property
+    def message(self) -> str:
+        return self.reason().en
 
     def __str__(self) -> str:
         return f"{self.rule}: {self.message}"
 
     def __repr__(self) -> str:
-        return f"RuleViolation({self.rule!r}, {self.message!r}, field={self.field!r})"
+        return f"RuleViolation({self.rule!r}, field={self.field!r}, **{self.params!r})"
 
     def in_field(self, field: str) -> RuleViolation:
-        """The same violation attributed to ``field`` (the message is prefixed with it)."""
-        return RuleViolation(self.rule, f"{field}: {self.message}", field)
+        """The same violation attributed to ``field``."""
+        return RuleViolation(self.rule, field, **self.params)
 
 
 class RowRejected(ValueError):

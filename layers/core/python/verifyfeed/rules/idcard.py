@@ -48,14 +48,6 @@ _PLAIN_ID18 = re.compile(
 _ID_CHARS = re.compile(r"[0-9]+X?")
 _EXCEL_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]*)?(?:E[+-]?[0-9]+)?")
 
-_MISSING = "required value is empty"
-_EXCEL = "stored as a number by Excel; digits may be lost — format the column as text"
-_FORMAT = "must be 17 digits followed by a digit or X"
-_LEGACY = "15-digit legacy number is not accepted; use the 18-digit number"
-_LENGTH = "must be 18 characters (or a 15-digit legacy number)"
-_BIRTH = "birth date part is not a valid date from 1900 on"
-_CHECK = "check digit does not match"
-
 
 def _weighted(first17: str) -> str:
     # WEIGHTS[i] == 2**(17-i) % 11, and 13 ≡ 2 (mod 11): reading the digits as a base-13 number
@@ -107,11 +99,11 @@ def is_plain_id18(text: str) -> bool:
 
 def normalize_id_number(raw: object, legacy: LegacyIdPolicy = LegacyIdPolicy.CONVERT) -> str:
     if raw is None:
-        raise RuleViolation("id_number.missing", _MISSING)
+        raise RuleViolation("id_number.missing")
     if type(raw) is not str:
         if isinstance(raw, int | float | Decimal):
-            raise RuleViolation("id_number.excel_number", _EXCEL)
-        raise RuleViolation("id_number.format", _FORMAT)
+            raise RuleViolation("id_number.excel_number")
+        raise RuleViolation("id_number.format")
     return normalize_clean_id(clean(raw), legacy)
 
 
@@ -122,22 +114,22 @@ def normalize_clean_id(text: str, legacy: LegacyIdPolicy = LegacyIdPolicy.CONVER
             text = text[:17] + "X"
         if _ID18.fullmatch(text) is not None:
             if not _valid_birth(text[6:14]):
-                raise RuleViolation("id_number.birth_date", _BIRTH)
+                raise RuleViolation("id_number.birth_date")
             if _weighted(text[:17]) != text[17]:
-                raise RuleViolation("id_number.check_digit", _CHECK)
+                raise RuleViolation("id_number.check_digit")
             return text
     if not text:
-        raise RuleViolation("id_number.missing", _MISSING)
+        raise RuleViolation("id_number.missing")
     upper = text.upper()
     if "E+" in upper or (("." in upper or "E" in upper) and _EXCEL_NUMBER.fullmatch(upper)):
-        raise RuleViolation("id_number.excel_number", _EXCEL)
+        raise RuleViolation("id_number.excel_number")
     if _ID_CHARS.fullmatch(upper) is None:
-        raise RuleViolation("id_number.format", _FORMAT)
+        raise RuleViolation("id_number.format")
     if len(upper) == 15 and upper.isdigit():
         if legacy is LegacyIdPolicy.REJECT:
-            raise RuleViolation("id_number.legacy_15", _LEGACY)
+            raise RuleViolation("id_number.legacy_15")
         first17 = upper[:6] + "19" + upper[6:15]
         if not _valid_birth(first17[6:14]):
-            raise RuleViolation("id_number.birth_date", _BIRTH)
+            raise RuleViolation("id_number.birth_date")
         return first17 + _weighted(first17)
-    raise RuleViolation("id_number.length", _LENGTH)
+    raise RuleViolation("id_number.length")

@@ -12,9 +12,10 @@ a missing key counts as ``None``) and returns the record to upload:
 - ``authCode``: ``validate_auth_code``.
 
 The first broken rule is raised as ``RuleViolation`` (fields checked in the order name,
-id_number, used_phone, auth_code): a lost-repair row is either sent or rejected, and one
-reason is enough to fix it. The record is built with ``model_construct``: every value was
-just validated, and pydantic validation per row would dominate the cost of a 1M-row file.
+id_number, used_phone, auth_code; its ``field`` set where the rule's subject is not the field):
+a lost-repair row is either sent or rejected, and one reason is enough to fix it. The record is
+built with ``model_construct``: every value was just validated, and pydantic validation per row
+would dominate the cost of a 1M-row file.
 ``repair_fields(row, legacy)`` does the same and returns the four values as a tuple (no model at
 all: the splitter's hot loop, ``verifyfeed.logic.repair_batches``, serialises them itself), and
 ``is_plain_repair_row(name, id_number, used_phone, auth_code)`` tells, with a few cheap tests, that
@@ -29,6 +30,7 @@ from collections.abc import Mapping
 from verifyfeed.config import LegacyIdPolicy
 from verifyfeed.models.lost_repair import RepairRecord
 from verifyfeed.rules.authcode import AUTH_CODE_MAX, validate_auth_code
+from verifyfeed.rules.errors import RuleViolation
 from verifyfeed.rules.hashing import is_sha256_hex, sha256_hex
 from verifyfeed.rules.idcard import is_plain_id18, normalize_clean_id, normalize_id_number
 from verifyfeed.rules.names import REPAIR_NAME_MAX, utf16_length, validate_repair_name
@@ -81,7 +83,10 @@ def repair_fields(row: Mapping[str, object], legacy: LegacyIdPolicy) -> tuple[st
     get = row.get
     name = validate_repair_name(get("name"))
     idcode = _id_digest(get("id_number"), legacy)
-    used_phone = _phone_digest(get("used_phone"))
+    try:
+        used_phone = _phone_digest(get("used_phone"))
+    except RuleViolation as exc:  # the phone rules' subject is "phone"; here the field is used_phone
+        raise exc.in_field("used_phone") from None
     auth_code = validate_auth_code(get("auth_code"))
     return name, idcode, used_phone, auth_code
 

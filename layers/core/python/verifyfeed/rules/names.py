@@ -15,8 +15,7 @@ other symbols are refused. Rules: ``name.missing``, ``name.length``, ``name.char
 1..20 characters, CJK unified ideographs only (basic block, extension A, and extensions B..H
 beyond the BMP) plus the middle dot that separates the parts of ethnic-minority names. Dot
 look-alikes are normalised to U+00B7 as above; a dot may not start or end the name nor be
-doubled; ``〇`` and spaces are refused. Same rule codes; messages start with ``field`` and
-the violation's ``field`` is set.
+doubled; ``〇`` and spaces are refused. Same rule codes; the violation's ``field`` is set.
 
 Both return the cleaned, dot-normalised name.
 
@@ -32,6 +31,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from verifyfeed.reasons import reason
 from verifyfeed.rules.errors import RuleViolation
 from verifyfeed.rules.text import clean
 
@@ -61,8 +61,7 @@ _CJK = (
 _SPACES = re.compile("[ \t]+")
 _CJK_GAP = re.compile(f"(?<=[{_CJK}{_DOT}])[ \t]+(?=[{_CJK}])|(?<=[{_CJK}])[ \t]+(?={_DOT})")
 
-_MISSING = "required value is empty"
-_FORMULA = "must not start with =, +, - or @"
+_FORMULA = reason("detail.formula_start")
 
 
 def utf16_length(text: str) -> int:
@@ -80,41 +79,34 @@ def squeeze_name_spaces(name: str) -> str:
 def validate_repair_name(raw: object) -> str:
     name = clean(raw)
     if not name:
-        raise RuleViolation("name.missing", _MISSING)
+        raise RuleViolation("name.missing")
     if not name.isalpha():
         name = squeeze_name_spaces(name.translate(_DOT_VARIANTS))
     if utf16_length(name) > REPAIR_NAME_MAX:
-        raise RuleViolation(
-            "name.length",
-            f"must be at most {REPAIR_NAME_MAX} characters (one beyond the BMP, such as 𠀀, counts as 2)",
-        )
+        raise RuleViolation("name.length", max=REPAIR_NAME_MAX, note=reason("note.utf16"))
     if name.isalpha():
         return name
     if name[0] in _FORMULA_START:
-        raise RuleViolation("name.characters", _FORMULA)
+        raise RuleViolation("name.characters", detail=_FORMULA)
     if not name[0].isalpha():
-        raise RuleViolation("name.characters", "must start with a letter")
+        raise RuleViolation("name.characters", detail=reason("detail.letter_first"))
     for char in name:
         if not (char.isalpha() or char in _REPAIR_SEPARATORS or _category(char)[0] == "M"):
-            raise RuleViolation("name.characters", "may contain only letters, spaces and the marks · ' - .")
+            raise RuleViolation("name.characters", detail=reason("detail.repair_name_characters"))
     if name[-1] in _REPAIR_SEPARATORS and name[-1] != ".":
-        raise RuleViolation("name.characters", "must not end with a separator")
+        raise RuleViolation("name.characters", detail=reason("detail.separator_last"))
     return name
 
 
 def validate_owner_name(raw: object, field: str = "name") -> str:
     name = clean(raw)
     if not name:
-        raise RuleViolation("name.missing", f"{field}: required value is empty", field)
+        raise RuleViolation("name.missing", field)
     name = name.translate(_DOT_VARIANTS)
     if len(name) > OWNER_NAME_MAX:
-        raise RuleViolation("name.length", f"{field}: must be at most {OWNER_NAME_MAX} characters", field)
+        raise RuleViolation("name.length", field, max=OWNER_NAME_MAX, note="")
     if _OWNER_NAME.fullmatch(name) is None:
         if name[0] in _FORMULA_START:
-            raise RuleViolation("name.characters", f"{field}: {_FORMULA}", field)
-        raise RuleViolation(
-            "name.characters",
-            f"{field}: only Chinese characters and the middle dot · between them are allowed",
-            field,
-        )
+            raise RuleViolation("name.characters", field, detail=_FORMULA)
+        raise RuleViolation("name.characters", field, detail=reason("detail.owner_name_characters"))
     return name

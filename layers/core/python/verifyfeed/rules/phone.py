@@ -26,9 +26,6 @@ from verifyfeed.rules.text import clean
 _MOBILE = re.compile(r"1[3-9][0-9]{9}")
 _SEPARATORS = str.maketrans("", "", " -()\t")
 
-_MISSING = "required value is empty"
-_FORMAT = "must be an 11-digit mainland mobile number"
-
 
 def is_plain_mobile(text: str) -> bool:
     """Whether ``text`` already is what ``normalize_mobile`` returns: exactly 11 ASCII digits, ``1[3-9]…``."""
@@ -45,10 +42,10 @@ def normalize_mobile(raw: object, required: bool) -> str:
     elif type(raw) is float and raw.is_integer():
         text = str(int(raw))
     else:
-        raise RuleViolation("phone.format", _FORMAT)
+        raise RuleViolation("phone.format")
     if not text:
         if required:
-            raise RuleViolation("phone.missing", _MISSING)
+            raise RuleViolation("phone.missing")
         return ""
     if len(text) != 11:
         text = text.translate(_SEPARATORS)
@@ -59,5 +56,5 @@ def normalize_mobile(raw: object, required: bool) -> str:
         elif len(text) == 13 and text.startswith("86"):
             text = text[2:]
     if _MOBILE.fullmatch(text) is None:
-        raise RuleViolation("phone.format", _FORMAT)
+        raise RuleViolation("phone.format")
     return text

@@ -42,11 +42,9 @@ _PLATE = re.compile(
 )
 _DROP = str.maketrans("", "", " .-·•・‧∙⋅")
 
-_FORMAT = "must be a Chinese licence plate such as 京A12345 or 粤BD12345"
-
 
 def normalize_plate(raw: object) -> str:
     plate = clean(raw).upper().translate(_DROP)
     if _PLATE.fullmatch(plate) is None:
-        raise RuleViolation("plate.format", _FORMAT)
+        raise RuleViolation("plate.format")
     return plate
