@@ -65,6 +65,10 @@ def sandbox_session() -> Iterator[SandboxHandle]:
             callback_secret=CALLBACK_SECRET,
             decision_delay_s=DECISION_DELAY_S,
             clock_mode="manual",  # audits are decided when a test advances the clock, never by waiting
+            # the handlers' clock starts at NOW when they are first imported and runs on, while this
+            # manual clock stays where each test sets it: their gap is how long the session has run
+            # (13 minutes on a loaded machine: past the 300 s the upstream allows), not a test's subject
+            max_skew_s=24 * 3600,
         )
     )
     try:
@@ -236,33 +240,54 @@ def handler_env(stack: LocalStack, sandbox_session: SandboxHandle) -> Iterator[d
         get_services.cache_clear()
 
 
-def _handler(stack: LocalStack, role: str) -> Any:
+def _handler(stack: LocalStack, role: str, env: dict[str, str]) -> Any:
     """The function's handler, imported and called as its role (its AWS calls sign with the
-    role's credentials and the IAM gate holds them to its policies: local/iam.py)."""
-    from local.runner import load_handler
+    role's credentials and the IAM gate holds them to its policies: local/iam.py).
 
-    logical_id = f"{role.title()}Function"
-    return load_handler(role, ROOT / "functions" / role / "app.py", role=stack.roles[logical_id])
+    A session fixture is made when a test first asks for it: the handler builds its Services at
+    import, so it is imported under the session's environment ``env``, whatever the asking test set
+    (the CLI fixture's CLOCK_NOW, five minutes on: the upstream then refused its authinfo)."""
+    import os
+
+    from local.runner import load_handler
+    from verifyfeed.config import get_settings
+    from verifyfeed.services import get_services
+
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    get_settings.cache_clear()
+    get_services.cache_clear()
+    try:
+        logical_id = f"{role.title()}Function"
+        return load_handler(role, ROOT / "functions" / role / "app.py", role=stack.roles[logical_id])
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        get_settings.cache_clear()
+        get_services.cache_clear()
 
 
 @pytest.fixture(scope="session")
 def callback_handler(handler_env: dict[str, str], stack: LocalStack) -> Any:
-    return _handler(stack, "callback")
+    return _handler(stack, "callback", handler_env)
 
 
 @pytest.fixture(scope="session")
 def uploader_handler(handler_env: dict[str, str], stack: LocalStack) -> Any:
-    return _handler(stack, "uploader")
+    return _handler(stack, "uploader", handler_env)
 
 
 @pytest.fixture(scope="session")
 def splitter_handler(handler_env: dict[str, str], stack: LocalStack) -> Any:
-    return _handler(stack, "splitter")
+    return _handler(stack, "splitter", handler_env)
 
 
 @pytest.fixture(scope="session")
 def poller_handler(handler_env: dict[str, str], stack: LocalStack) -> Any:
-    return _handler(stack, "poller")
+    return _handler(stack, "poller", handler_env)
 
 
 def fresh_audits_table(template_table: str) -> str:
