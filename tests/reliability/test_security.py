@@ -386,6 +386,7 @@ S3_READS: dict[str, set[str]] = {
         "bucket/ledger/*",
         "bucket",
         "bucket/claims/*",  # the body of a failed part of a bisected batch (logic/ledger.py)
+        "bucket/reports/*",  # the facts it stored beside a report, when the job settles in the split
     },
     # claims, and the header facts the splitter stored beside a report (logic/reports.py)
     "UploaderFunction": {"bucket/claims/*", "bucket/reports/*"},
