@@ -7,6 +7,7 @@ import io
 import json
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -206,11 +207,6 @@ def drain_queue(queue_url: str) -> list[dict[str, Any]]:
 def handler_env(stack: LocalStack, sandbox_session: SandboxHandle) -> Iterator[dict[str, str]]:
     """The environment the template gives every function, pointed at the sandbox; set before any
     handler module is imported (handlers read their settings once, at import)."""
-    import os
-
-    from verifyfeed.config import get_settings
-    from verifyfeed.services import get_services
-
     own = {name: value for spec in stack.functions.values() for name, value in spec.env.items()}
     env = {
         **stack.function_env,
@@ -224,12 +220,25 @@ def handler_env(stack: LocalStack, sandbox_session: SandboxHandle) -> Iterator[d
         "RESEND_WINDOW": "off",  # as in make_settings: the ledger has its own tests
         "POWERTOOLS_PARAMETERS_MAX_AGE": "0",  # each function's every secret read checked (local/iam.py)
     }
+    with _functions_environment(env):
+        yield env
+
+
+@contextmanager
+def _functions_environment(env: dict[str, str]) -> Iterator[None]:
+    """``env`` in ``os.environ`` and the core's cached settings and services dropped, for the
+    block; then the environment as it was, and the caches dropped again."""
+    import os
+
+    from verifyfeed.config import get_settings
+    from verifyfeed.services import get_services
+
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     get_settings.cache_clear()
     get_services.cache_clear()
     try:
-        yield env
+        yield
     finally:
         for key, value in saved.items():
             if value is None:
@@ -246,28 +255,12 @@ def _handler(stack: LocalStack, role: str, env: dict[str, str]) -> Any:
 
     A session fixture is made when a test first asks for it: the handler builds its Services at
     import, so it is imported under the session's environment ``env``, whatever the asking test set
-    (the CLI fixture's CLOCK_NOW, five minutes on: the upstream then refused its authinfo)."""
-    import os
-
+    (the CLI fixture sets its own CLOCK_NOW, for one)."""
     from local.runner import load_handler
-    from verifyfeed.config import get_settings
-    from verifyfeed.services import get_services
 
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
-    get_services.cache_clear()
-    try:
+    with _functions_environment(env):
         logical_id = f"{role.title()}Function"
         return load_handler(role, ROOT / "functions" / role / "app.py", role=stack.roles[logical_id])
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        get_settings.cache_clear()
-        get_services.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -221,10 +221,11 @@ class LedgerSession:
         for obj in self.store.list_since(self.first_day - timedelta(days=self.lookback_days)):
             if obj.job_id == self.job.job_id:
                 continue  # this job's own object, from an interrupted run of this split
-            if obj.day < self.first_day and not self.may_count(self.jobs.get_job(obj.job_id)):
+            other = self.jobs.get_job(obj.job_id)
+            if obj.day < self.first_day and not self.may_count(other):
                 continue  # split earlier, and settled before the window: charged in another cycle
             self._seen[obj.key] = obj.etag
-            keys = self._live_keys(obj, fingerprint, ids)
+            keys = self._live_keys(obj, other, fingerprint, ids)
             if keys:
                 ids.claim_many(keys, LEDGER_ROWS + len(self.sources) - 1)
         logger.info(
@@ -237,13 +238,13 @@ class LedgerSession:
             },
         )
 
-    def _live_keys(self, obj: LedgerObject, fingerprint: str, ids: Claims) -> bytes:
-        """The keys of ``obj`` that count as sent, after adding its source (else b"")."""
+    def _live_keys(self, obj: LedgerObject, other: Job | None, fingerprint: str, ids: Claims) -> bytes:
+        """The keys of ``obj`` (written by the job ``other``) that count as sent, after adding its
+        source (else b"")."""
         entry = self.store.read(obj)
         if entry.pepper != fingerprint:
             self.skipped_objects += 1
             return b""
-        other = self.jobs.get_job(obj.job_id)
         if other is None or other.status in NEVER_SENT_JOBS:
             return b""
         batches = list(self.jobs.batches(obj.job_id))
