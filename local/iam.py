@@ -65,9 +65,6 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 # --------------------------------------------------------------------------------------------------
 
 
-SAM_TRANSLATOR_VERSION: Final = "1.115.0"  # the Makefile's SAMT_VERSION
-
-
 def sam_translator_python() -> Path:
     """The Python of the virtualenv that holds aws-sam-translator (``make sam-translator``)."""
     configured = os.environ.get("SAM_TRANSLATOR_PYTHON")
@@ -228,10 +225,6 @@ def invoking_as(role: FunctionRole | None) -> Iterator[None]:
         yield
     finally:
         _INVOKING.reset(token)
-
-
-def invoking() -> FunctionRole | None:
-    return _INVOKING.get()
 
 
 class _RoleCredentials(botocore.credentials.Credentials):
