@@ -18,12 +18,12 @@ from pydantic import ValidationError
 from verifyfeed import aws
 from verifyfeed.clock import clock_from_setting
 from verifyfeed.config import Settings
-from verifyfeed.models.records import AuditStatus, JobKind
 from verifyfeed.ports import BlobError, StoreError
 from verifyfeed.services import build_services
-from verifyfeed_cli import commands, sandbox
 from verifyfeed_cli.advice import OUTCOMES, REDRIVE_UNKNOWN_AUDITS_FLAG, REDRIVE_UNKNOWN_FLAG
-from verifyfeed_cli.commands import EXIT_AWS, EXIT_NOT_FOUND, EXIT_USAGE, CliError, Context, Result
+from verifyfeed_cli.commands import audits, deferred, drop, redrive, report, sandbox, status, watch
+from verifyfeed_cli.context import EXIT_AWS, EXIT_NOT_FOUND, EXIT_USAGE, CliError, Context, Result
+from verifyfeed_cli.output import Screen
 from verifyfeed_cli.target import (
     DEFAULT_LOCAL_STACK,
     Choice,
@@ -81,191 +81,87 @@ OVERRIDES = {
 }
 
 
+COMMANDS = (status, report, audits, redrive, deferred, drop, watch, sandbox)
+GLOBAL_OPTIONS = (
+    "--json, --wide, --stack, --local and the other options of `verifyfeed --help` go before or after "
+    "the command."
+)
+
+
 class UsageError(Exception):
     """argparse's error, raised instead of printed, so that ``--json`` can print it as JSON."""
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
+        raise UsageError(_usage(self.prog, message))
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
-    return value
+def _usage(prog: str, message: str) -> str:
+    """``status: unrecognized arguments: -x (`verifyfeed status --help`)``: the command, what was
+    wrong, and where its usage is; argparse's whole usage block is left to ``--help``."""
+    command = prog.removeprefix("verifyfeed").strip()
+    return f"{command + ': ' if command else ''}{message} (`{prog} --help`)"
 
 
-def _common() -> _Parser:
-    """Options accepted before or after the command (SUPPRESS: a later default never hides a value)."""
+def _common(listed: bool) -> _Parser:
+    """The options every command takes, before or after its name (SUPPRESS: a later default never
+    hides a value); listed by ``verifyfeed --help`` only, not again under each command."""
+
+    def shown(text: str) -> str:
+        return text if listed else argparse.SUPPRESS
+
     common = _Parser(add_help=False)
-    common.add_argument(
-        "--json", action="store_true", default=argparse.SUPPRESS, help="one JSON document on stdout"
+    output = common.add_argument_group("output")
+    output.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help=shown("one JSON document on stdout")
+    )
+    output.add_argument(
+        "--wide",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help=shown("tables: every column, nothing cut (else they fit the terminal, or 80 columns)"),
     )
     where = common.add_argument_group("where")
     where.add_argument(
         "--stack",
         default=argparse.SUPPRESS,
-        help="the deployed stack (else $VERIFYFEED_STACK); with --local, the local stack's name",
+        help=shown("the deployed stack (else $VERIFYFEED_STACK); with --local, the local stack's name"),
     )
     where.add_argument(
         "--local",
         action="store_true",
         default=argparse.SUPPRESS,
-        help="the local stack (make up; make demo's with --endpoint-url)",
+        help=shown("the local stack (make up; make demo's with --endpoint-url)"),
     )
     where.add_argument(
-        "--endpoint-url", default=argparse.SUPPRESS, help="AWS endpoint (moto); implies --local"
+        "--endpoint-url", default=argparse.SUPPRESS, help=shown("AWS endpoint (moto); implies --local")
     )
-    where.add_argument("--region", default=argparse.SUPPRESS, help="AWS region")
-    where.add_argument("--profile", default=argparse.SUPPRESS, help="AWS profile")
+    where.add_argument("--region", default=argparse.SUPPRESS, help=shown("AWS region"))
+    where.add_argument("--profile", default=argparse.SUPPRESS, help=shown("AWS profile"))
     for name, what in OVERRIDES.items():
         where.add_argument(
-            f"--{name.replace('_', '-')}", default=argparse.SUPPRESS, help=f"{what} (skips the look-up)"
+            f"--{name.replace('_', '-')}",
+            default=argparse.SUPPRESS,
+            help=shown(f"{what} (skips the look-up)"),
         )
     return common
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = _common()
     parser = _Parser(
         prog="verifyfeed",
         description=DESCRIPTION,
         epilog=EPILOG,
-        parents=[common],
+        parents=[_common(listed=True)],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    status = sub.add_parser(
-        "status",
-        parents=[common],
-        help="recent jobs, or one file's job",
-        description="Recent jobs, or one file's job: what happened, what to do next. With FILE, the exit "
-        "code says the job's outcome: " + "; ".join(f"{c} {m}" for c, m in OUTCOMES.items()) + ".",
-    )
-    status.add_argument("ref", nargs="?", metavar="FILE|JOB", help="an S3 key, a file name or a job id")
-    status.add_argument("--limit", type=_positive, default=20, help="recent jobs to list (default 20)")
-
-    report = sub.add_parser("report", parents=[common], help="download a file's report")
-    report.add_argument("ref", metavar="FILE|JOB")
-    report.add_argument("--out", metavar="PATH", help="write it to PATH instead of stdout")
-    part = report.add_mutually_exclusive_group()
-    part.add_argument(
-        "--rejected",
-        dest="part",
-        action="store_const",
-        const="rejected",
-        help="the rows to fix (CSV) instead of the summary",
-    )
-    part.add_argument(
-        "--already-uploaded",
-        dest="part",
-        action="store_const",
-        const="already_uploaded",
-        help="the rows an earlier file already uploaded (CSV, lost repair)",
-    )
-    part.add_argument(
-        "--xlsx",
-        dest="part",
-        action="store_const",
-        const="workbook",
-        help="both as a workbook (.xlsx; needs --out)",
-    )
-
-    audits = sub.add_parser("audits", parents=[common], help="carrier audits and their results (masked)")
-    audits.add_argument("--status", dest="audit_status", choices=[s.value for s in AuditStatus])
-    audits.add_argument("--limit", type=_positive, default=50, help="audits to list (default 50)")
-
-    redrive = sub.add_parser(
-        "redrive",
-        parents=[common],
-        help="send dead letters, failed or unknown batches again",
-        description=(
-            "Move dead-letter messages back onto the work queue, and/or set failed or unknown lost-repair "
-            "batches to retry and queue them again; each re-drive is recorded on its batch (who, when), and "
-            "`status FILE` shows it. Asks first, unless --yes. A failed batch was not charged. "
-            f"{REDRIVE_UNKNOWN_FLAG} is needed for --unknown, --yes or not: " + commands.UNKNOWN_WARNING
-        ),
-    )
-    redrive.add_argument("--dlq", action="store_true", help="the dead-letter queue's messages")
-    redrive.add_argument("--failed", action="store_true", help="failed batches (never charged)")
-    redrive.add_argument(
-        "--unknown",
-        action="store_true",
-        help=f"unknown-outcome batches (may charge twice: {REDRIVE_UNKNOWN_FLAG})",
-    )
-    redrive.add_argument(
-        "--unknown-audits",
-        action="store_true",
-        help="carrier audits held unknown, each re-read from its upload (may create a second audit "
-        f"upstream: {REDRIVE_UNKNOWN_AUDITS_FLAG})",
-    )
-    redrive.add_argument(
-        REDRIVE_UNKNOWN_FLAG,
-        dest="may_charge_twice",
-        action="store_true",
-        help="with --unknown: you asked the upstream, and it did not receive those batches",
-    )
-    redrive.add_argument(
-        REDRIVE_UNKNOWN_AUDITS_FLAG,
-        dest="may_audit_twice",
-        action="store_true",
-        help="with --unknown-audits: you asked the upstream, and it holds no such audit",
-    )
-    redrive.add_argument("--job", metavar="FILE|JOB", help="only this file's job")
-    redrive.add_argument("--limit", type=_positive, default=1000, help="at most this many batches per status")
-    redrive.add_argument("--yes", "-y", action="store_true", help="do not ask")
-
-    drop = sub.add_parser(
-        "drop",
-        parents=[common],
-        help="upload a file to the ingest bucket",
-        description="Upload a file to the ingest bucket under its kind's prefix; with --wait, follow its job "
-        "and exit with its outcome (as status FILE; 4 when --timeout ran out).",
-    )
-    drop.add_argument("path", metavar="PATH", help="the file; its kind is read from its header row")
-    drop.add_argument("--kind", choices=[k.value for k in JobKind], help="when the header does not tell")
-    drop.add_argument("--wait", action="store_true", help="follow its job until it settles")
-    drop.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="under dry-run/: read and reported like a real drop, nothing sent",
-    )
-    drop.add_argument(
-        "--resend",
-        action="store_true",
-        help="lost repair, under the resend prefix: send every row even if it was sent within the "
-        "resend window (pays again; docs/operations.md#re-drop)",
-    )
-    drop.add_argument("--timeout", type=_positive, default=600, help="seconds --wait waits (default 600)")
-
-    watch = sub.add_parser(
-        "watch",
-        parents=[common],
-        help="follow a dropped file's job until it settles",
-        description="Follow a file's job until it settles, then exit with its outcome (as status FILE; 4 "
-        "when --timeout ran out).",
-    )
-    watch.add_argument("ref", metavar="FILE|JOB")
-    watch.add_argument("--timeout", type=_positive, default=600, help="seconds to wait (default 600)")
-
-    knobs = sub.add_parser(
-        "sandbox",
-        parents=[common],
-        help="the local upstream sandbox's knobs (make up)",
-        description="; ".join(f"{name}: {what}" for name, what in sandbox.ACTIONS.items()),
-    )
-    knobs.add_argument("action", choices=list(sandbox.ACTIONS))
-    knobs.add_argument("value", nargs="?", help="clock: ISO instant; advance: seconds; fault: JSON")
-    knobs.add_argument("--sandbox-url", help="default $SANDBOX_URL, else the running local stack's")
-
-    deferred = sub.add_parser("deferred", parents=[common], help="batches the blackout holds, by file")
-    deferred.add_argument("--limit", type=_positive, default=10000, help="at most this many batches")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    hidden = _common(listed=False)
+    for command in COMMANDS:
+        command.add_parser(sub, [hidden])
+    for child in sub.choices.values():
+        child.epilog = GLOBAL_OPTIONS
     return parser
 
 
@@ -289,19 +185,24 @@ def main(
         return code
 
     try:
-        args = build_parser().parse_args(words)
+        args, extra = build_parser().parse_known_args(words)
+        if extra:  # said by the command they were given to, not by verifyfeed
+            raise UsageError(
+                _usage(f"verifyfeed {args.command}", f"unrecognized arguments: {' '.join(extra)}")
+            )
     except UsageError as exc:
-        return fail(f"{exc} (`verifyfeed --help`, or COMMAND --help)", EXIT_USAGE)
+        return fail(str(exc), EXIT_USAGE)
     except SystemExit as exc:  # --help: argparse has printed it
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     as_json = bool(getattr(args, "json", False))
 
+    result: Result
     try:
-        if args.command == "sandbox":  # the sandbox alone, no AWS
-            result = sandbox.run(sandbox.sandbox_url(args.sandbox_url), args.action, args.value)
+        if args.run is None:  # the sandbox alone, no AWS
+            result = args.local_only(args)
         else:
-            ctx = connect(args, stdin, stderr)
-            result = run(ctx, args)
+            ctx = connect(args, stdin, stdout, stderr)
+            result = args.run(ctx, args)
     except CliError as exc:
         return fail(exc.message, exc.code)
     except TargetError as exc:
@@ -327,43 +228,7 @@ def main(
     return result.code
 
 
-def run(ctx: Context, args: argparse.Namespace) -> Result:
-    if args.command == "status":
-        return commands.status(ctx, args.ref, args.limit)
-    if args.command == "report":
-        return commands.report(ctx, args.ref, args.out, args.part or "summary")
-    if args.command == "audits":
-        return commands.audits(ctx, args.audit_status, args.limit)
-    if args.command == "redrive" and args.unknown_audits:
-        if args.dlq or args.failed or args.unknown:
-            raise CliError(
-                "--unknown-audits is re-driven on its own, not with --dlq, --failed or --unknown", EXIT_USAGE
-            )
-        return commands.redrive_unknown_audits(
-            ctx, job_ref=args.job, limit=args.limit, may_audit_twice=args.may_audit_twice
-        )
-    if args.command == "redrive":
-        return commands.redrive(
-            ctx,
-            dlq=args.dlq,
-            failed=args.failed,
-            unknown=args.unknown,
-            job_ref=args.job,
-            limit=args.limit,
-            may_charge_twice=args.may_charge_twice,
-        )
-    if args.command == "deferred":
-        return commands.deferred(ctx, args.limit)
-    if args.command == "drop":
-        return commands.drop(
-            ctx, args.path, args.kind, args.wait, args.timeout, dry_run=args.dry_run, resend=args.resend
-        )
-    if args.command == "watch":
-        return commands.watch(ctx, args.ref, args.timeout)
-    raise CliError(f"unknown command {args.command}", EXIT_USAGE)
-
-
-def connect(args: argparse.Namespace, stdin: IO[str], stderr: IO[str]) -> Context:
+def connect(args: argparse.Namespace, stdin: IO[str], stdout: IO[str], stderr: IO[str]) -> Context:
     """Choose the stack (``target.choose``), find its resources and build the core's services on them.
 
     ``--endpoint-url``, ``--region`` and ``--profile`` are put in the environment, as their AWS
@@ -431,6 +296,7 @@ def connect(args: argparse.Namespace, stdin: IO[str], stderr: IO[str]) -> Contex
         operator=operator,
         prog=invocation(sys.argv[0]),
         flags=_target_flags(choice, option),
+        screen=Screen.of(stdout, wide=bool(option.get("wide"))),
     )
 
 

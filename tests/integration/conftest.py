@@ -113,6 +113,7 @@ Cli = Callable[..., tuple[int, str, str]]
 def cli(stack: LocalStack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
     """``verifyfeed --local --stack <the test stack> ARGS``: (exit code, stdout, stderr)."""
     monkeypatch.setenv("CLOCK_NOW", "2026-11-25T10:05:00+08:00")
+    monkeypatch.delenv("COLUMNS", raising=False)  # tables fit 80 columns, as on a pipe
 
     from verifyfeed_cli.app import main
 

@@ -98,7 +98,7 @@ def test_unknown_audit_is_listed_declined_then_resubmitted_once(
     assert (view["file"], view["row"], view["owner"], view["status"]) == (key, 2, "张*", "unknown")
     assert view["last_error"] == held.last_error and held.last_error
     assert fake_id(n1) not in out and held.audit_key not in out
-    code, out, _ = cli("audits", "--status", "unknown", "--limit", "500")
+    code, out, _ = cli("audits", "--status", "unknown", "--limit", "500", "--wide")
     assert code == 0 and key in out and fake_id(n1) not in out
     assert "Ask it first" in out and f"redrive --unknown-audits --job {job_id} {FLAG}" in out
 

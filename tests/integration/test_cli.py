@@ -40,7 +40,7 @@ from verifyfeed.models.records import Audit, AuditStatus, BatchStatus, JobStatus
 from verifyfeed.pii import keyed_digest
 from verifyfeed.services import Services, build_services
 from verifyfeed.store.blobs import S3Blobs
-from verifyfeed_cli.output import when
+from verifyfeed_cli.output import when, width
 from verifyfeed_cli.target import Target, resolve
 
 pytestmark = pytest.mark.integration
@@ -203,8 +203,11 @@ def test_status_report_and_redrive_of_an_unknown_batch(
     # a limit above the session's job count keeps this one in the list whatever ran before): the
     # batches add up (all/ok/split/failed/deferred/unknown/open), the unknown one is held, and
     # nothing here offers to re-drive it: the file's status says how, after asking the upstream
-    code, out, _ = cli("status", "--limit", "5000")
+    code, out, _ = cli("status", "--limit", "5000", "--wide")
     assert code == 0 and key in out and "completed_with_errors" in out and "4/3/1" in out
+    code, narrow, _ = cli("status", "--limit", "5000")  # the same table cut to 80 columns
+    rows = [line for line in narrow.splitlines() if line.startswith(("FILE", "lost-repair/", "carrier-"))]
+    assert rows and max(width(line) for line in rows) <= 80 and "(not shown, to fit 80 columns" in narrow
     assert "2/1/0/0/0/1/0" in out
     assert "unknown (maybe charged)" in out and "ask the upstream first" in flat(out)
     assert "redrive --unknown" not in out and "redrive --failed" not in out
@@ -468,7 +471,7 @@ def test_deferred_lists_what_the_blackout_holds(
     (mine,) = [g for g in result["jobs"] if g["job_id"] == job.job_id]
     assert (mine["file"], mine["batches"], mine["records"]) == (job.key, 2, 2)
     assert mine["resumes_at"] == "2027-01-01T00:00:00+08:00"
-    code, out, _ = cli("deferred")
+    code, out, _ = cli("deferred", "--wide")
     assert "Blackout in force until 2027-01-01 00:00 China time" in out and job.job_id in out
 
     monkeypatch.setenv("CLOCK_NOW", "2027-01-01T00:10:00+08:00")

@@ -208,7 +208,8 @@ def test_one_refused_row_in_1000_costs_only_that_row(
     assert dropped.people[613][1] not in out  # never the ID number
     # what to do: fix that row and drop the sheet again; nothing to re-drive (it was refused, not
     # charged, and would be refused again), and nothing about unknown batches: there are none
-    assert "fix those rows in the sheet" in out and "docs/operations.md#re-drop" in out
+    said = " ".join(out.split())  # the hint is wrapped to the screen's width
+    assert "fix those rows in the sheet" in said and "docs/operations.md#re-drop" in said
     assert "redrive" not in out
     # the batches add up, each answer says what it was, by the batch's place in the bisection
     succeeded = calls - 1 - job.batches_bisected  # every call but the failed one's and the split ones'

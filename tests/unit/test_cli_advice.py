@@ -250,7 +250,7 @@ def test_every_command_in_the_runbook_parses_and_names_its_cli(line: str) -> Non
 
 
 def test_the_progress_line_counts_each_audit_once_by_what_happened_to_it() -> None:
-    from verifyfeed_cli.commands import _progress_line
+    from verifyfeed_cli.views import progress_line as _progress_line
 
     held = a_job(JobStatus.COMPLETED_WITH_ERRORS, JobKind.CARRIER_AUDIT, batches_total=1, batches_succeeded=0)
     held = held.model_copy(update={"batches_unknown": 1})
@@ -261,7 +261,9 @@ def test_the_progress_line_counts_each_audit_once_by_what_happened_to_it() -> No
 
 
 def test_the_batches_add_up_with_the_ones_split_in_halves() -> None:
-    from verifyfeed_cli.commands import _batches, _batches_text, _progress_line
+    from verifyfeed_cli.views import batches_compact as _batches
+    from verifyfeed_cli.views import batches_text as _batches_text
+    from verifyfeed_cli.views import progress_line as _progress_line
 
     split = a_job(
         JobStatus.COMPLETED_WITH_ERRORS,
@@ -280,23 +282,24 @@ def test_the_batches_add_up_with_the_ones_split_in_halves() -> None:
 
 
 def test_a_settled_job_is_followed_until_its_report_is_written() -> None:
-    from types import SimpleNamespace
-
     from verifyfeed.logic.reports import ReportPaths
-    from verifyfeed_cli.commands import _report_text, _settled
+    from verifyfeed_cli.commands.watch import settled as _settled
+    from verifyfeed_cli.views import report_text
 
-    ctx: Any = SimpleNamespace(command=command)
+    def _report_text(job: Any, paths: ReportPaths, written: bool) -> str:
+        return report_text(job, paths, written, command("report", job.job_id))
+
     closing = a_job()  # completed: the report follows the status (logic/progress.py)
     paths = ReportPaths.for_job(closing, "reports/")
     assert not _settled(closing, {}, False)
-    assert _report_text(ctx, closing, paths, False).startswith("being written: the job settled at")
+    assert _report_text(closing, paths, False).startswith("being written: the job settled at")
     assert _settled(closing, {}, True)
-    assert _report_text(ctx, closing, paths, True) == (
+    assert _report_text(closing, paths, True) == (
         f"s3://b/{paths.summary}  ({command('report', closing.job_id)})"
     )
     reopened = closing.model_copy(update={"status": JobStatus.UPLOADING})  # re-driven: settles again
     assert "of its last settlement, written again when it settles again" in _report_text(
-        ctx, reopened, paths, True
+        reopened, paths, True
     )
     assert _settled(
         a_job(JobStatus.DEFERRED, batches_succeeded=1, batches_deferred=1), {}, False
@@ -314,7 +317,7 @@ def test_a_settled_job_is_followed_until_its_report_is_written() -> None:
     ],
 )
 def test_each_answer_says_what_it_was(status: BatchStatus, serial: str, said: str) -> None:
-    from verifyfeed_cli.commands import _answer_text
+    from verifyfeed_cli.views import answer_text as _answer_text
 
     batch = a_batch(tree_seq(1, 3), status).model_copy(update={"serial_no": serial})
     assert _answer_text(batch) == said

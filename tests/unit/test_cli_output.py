@@ -7,13 +7,55 @@ import io
 import pytest
 
 from verifyfeed_cli.app import build_parser, main
-from verifyfeed_cli.output import ProgressBar, confirm, shorten, table, when
+from verifyfeed_cli.output import Col, ProgressBar, Screen, confirm, shorten, table, when, width
 
 
 def test_table_aligns_chinese_text_by_display_width() -> None:
     text = table(("FILE", "N"), [("名单.csv", 1), ("list.csv", 22)])
     lines = text.splitlines()
     assert lines == ["FILE      N", "名单.csv  1", "list.csv  22"]
+
+
+WIDE_ROW = (
+    "lost-repair/客户名单客户名单客户名单2026年12月.xlsx",
+    "lost-repair",
+    "completed_with_errors",
+    "3000/2995/5",
+)
+COLUMNS = (Col("FILE", cut=12), Col("KIND", drop=2), Col("STATUS"), Col("ROWS", drop=1))
+
+
+def test_a_table_fits_80_columns_by_cutting_then_dropping_counted_in_terminal_cells() -> None:
+    rows = [WIDE_ROW, ("名单.csv", "carrier-audit", "completed", "1/1/0")]
+    lines = table(COLUMNS, rows, Screen(80)).splitlines()
+    assert max(width(line) for line in lines) <= 80, lines
+    assert lines[0].split() == ["FILE", "KIND", "STATUS", "ROWS"]  # all fit once FILE is cut
+    assert "…" in lines[1] and "completed_with_errors" in lines[1] and "3000/2995/5" in lines[1]
+    narrow = table(COLUMNS, rows, Screen(60)).splitlines()
+    assert max(width(line) for line in narrow[:-1]) <= 60, narrow
+    assert narrow[0].split() == ["FILE", "STATUS", "ROWS"]  # KIND dropped first (drop=2)
+    assert narrow[-1] == "(not shown, to fit 60 columns: KIND; --wide)"
+
+
+def test_a_cut_cjk_cell_keeps_the_columns_aligned() -> None:
+    lines = table(COLUMNS, [WIDE_ROW, ("名单.csv", "x", "ok", "1")], Screen(40)).splitlines()
+    status_at = [
+        width(line[: line.index(s)]) for line, s in zip(lines[:3], ("STATUS", "completed", "ok"), strict=True)
+    ]
+    assert len(set(status_at)) == 1, lines  # the STATUS column starts in the same terminal column
+    assert all(width(line) <= 40 for line in lines[:-1])
+
+
+def test_wide_shows_every_column_whole() -> None:
+    text = table(COLUMNS, [WIDE_ROW], Screen(80, wide=True))
+    assert WIDE_ROW[0] in text and "lost-repair  completed_with_errors" in text and "not shown" not in text
+
+
+def test_the_screen_is_the_terminal_or_columns_or_80(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert Screen.of(io.StringIO()) == Screen(80)
+    monkeypatch.setenv("COLUMNS", "132")
+    assert Screen.of(io.StringIO(), wide=True) == Screen(132, True)
 
 
 def test_times_are_shown_in_china_time() -> None:
@@ -26,15 +68,15 @@ def test_shorten_keeps_one_line() -> None:
     assert shorten("x" * 100, 10) == "x" * 9 + "…"
 
 
-def test_progress_bar_redraws_in_place_when_enabled() -> None:
+def test_progress_bar_draws_on_a_terminal_and_ends_on_the_total() -> None:
     stream = io.StringIO()
     bar = ProgressBar(4, "moving", stream, enabled=True)
     bar.advance()
     bar.advance(3)
     bar.close()
     out = stream.getvalue()
-    assert out.startswith("\rmoving [" + "#" * 7 + "." * 23 + "] 1/4")
-    assert out.endswith("\rmoving [" + "#" * 30 + "] 4/4\n")
+    assert "moving" in out and out.rstrip("\x1b[?25h").endswith("4/4 0:00:00\n")
+    assert "\r" in out  # redrawn in place, not one line per step
 
 
 def test_progress_bar_is_silent_off_a_terminal_and_tolerates_a_low_estimate() -> None:
@@ -73,7 +115,7 @@ def test_help_and_usage_errors_return_their_exit_codes(capsys: pytest.CaptureFix
 
 
 def test_columns_line_of_status() -> None:
-    from verifyfeed_cli.commands import _columns_text
+    from verifyfeed_cli.views import columns_text as _columns_text
 
     assert _columns_text(None) == "not known: no header facts stored for this job"
     no_header = {"header_row": None, "ignored_columns": [], "notes": []}

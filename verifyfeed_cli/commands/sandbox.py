@@ -12,6 +12,7 @@ a clock that runs on its own); and each says what it changed: before, and after.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -21,7 +22,7 @@ from typing import Any
 import requests
 
 from verifyfeed.clock import clock_from_setting
-from verifyfeed_cli.commands import EXIT_AWS, EXIT_USAGE, CliError, Result
+from verifyfeed_cli.context import EXIT_AWS, EXIT_USAGE, CliError, Result
 from verifyfeed_cli.target import local_state, stack_clock_now
 
 ACTIONS = {
@@ -43,6 +44,26 @@ CLOCK_MODES = {
     "set": "set, running on",
     "manual": "manual: moves only when advanced",
 }
+
+
+HELP = "the local upstream sandbox's knobs (make up)"
+
+
+def add_parser(sub: argparse._SubParsersAction[Any], parents: list[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "sandbox",
+        parents=parents,
+        help=HELP,
+        description="; ".join(f"{name}: {what}" for name, what in ACTIONS.items()),
+    )
+    parser.add_argument("action", choices=list(ACTIONS))
+    parser.add_argument("value", nargs="?", help="clock: ISO instant; advance: seconds; fault: JSON")
+    parser.add_argument("--sandbox-url", help="default $SANDBOX_URL, else the running local stack's")
+    parser.set_defaults(run=None, local_only=run_args)  # no stack: the sandbox alone
+
+
+def run_args(args: argparse.Namespace) -> Result:
+    return run(sandbox_url(args.sandbox_url), args.action, args.value)
 
 
 def sandbox_url(explicit: str | None) -> str:
