@@ -16,6 +16,13 @@ ends when the last batch is serialised; the child writes ``{"rows", "seconds", "
   pure-Python path (the report's ``path`` says which ran, and ``make bench`` prints it);
 - ``ours-py``: the same without the C extension (``native=False``): what runs where it is not
   built; for comparison, not a goal.
+
+On the same rows written as an .xlsx workbook (``bench.generate.write_repair_xlsx``):
+
+- ``calamine-read``: python-calamine alone — open, load the sheet, every row as a Python list; the
+  floor for any reader built on it;
+- ``ours-xlsx``: ``ours`` on the workbook (``open_rows`` → python-calamine, the bomb checks, the
+  splitter's core with validation).
 """
 
 from __future__ import annotations
@@ -140,17 +147,36 @@ def run_ours(path: Path, native: bool | None = None) -> Callable[[], Result]:
     return run
 
 
+def run_calamine_read(path: Path) -> Callable[[], Result]:
+    """python-calamine alone on a workbook: open it, load its first sheet, every row as a list."""
+    from python_calamine import CalamineWorkbook
+
+    def run() -> Result:
+        with path.open("rb") as stream:
+            book = CalamineWorkbook.from_filelike(stream)
+            rows = sum(1 for _ in book.get_sheet_by_index(0).iter_rows()) - 1  # less the header
+            book.close()
+        return {"rows": rows}
+
+    return run
+
+
 CONTENDERS: dict[str, Callable[[Path], Callable[[], Result]]] = {
     "limit": run_limit,
     "peer": run_peer,
     "ours": run_ours,
     "ours-py": lambda path: run_ours(path, native=False),
 }
+# on the same rows as an .xlsx workbook (bench.generate.write_repair_xlsx)
+WORKBOOK_CONTENDERS: dict[str, Callable[[Path], Callable[[], Result]]] = {
+    "calamine-read": run_calamine_read,
+    "ours-xlsx": run_ours,
+}
 
 
 def main(argv: list[str]) -> int:
     name, path, out = argv
-    run = CONTENDERS[name](Path(path))  # imports happen here, outside the timed section
+    run = {**CONTENDERS, **WORKBOOK_CONTENDERS}[name](Path(path))  # imports here, outside the timing
     cpu = _cpu_seconds()
     started = time.perf_counter()
     result = run()

@@ -29,8 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.contenders import WORKBOOK_CONTENDERS
 from bench.cost import file_cost, print_cost
-from bench.generate import Planted, write_repair_csv
+from bench.generate import Planted, write_repair_csv, write_repair_xlsx
 
 CONTENDERS = ("limit", "peer", "ours", "ours-py")
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,6 +117,49 @@ def bench_file(path: Path, planted: Planted, repeat: int, work: Path) -> dict[st
         run["rows_per_s"] = run["rows"] / run["cpu_seconds"]
         run["wall_rows_per_s"] = run["rows"] / run["seconds"]
     return best
+
+
+def bench_workbook(
+    csv_path: Path, planted: Planted, repeat: int, work: Path, csv_results: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """The same rows as an .xlsx workbook: python-calamine alone, and the splitter's core on it."""
+    path = csv_path.with_suffix(".xlsx")
+    write_repair_xlsx(csv_path, path)
+    best: dict[str, dict[str, Any]] = {}
+    for _ in range(repeat):
+        for name in WORKBOOK_CONTENDERS:
+            run = run_child(["-m", "bench.contenders", name, str(path)], work / f"{name}.json")
+            if run["rows"] != planted.rows:
+                raise SystemExit(f"{name} read {run['rows']} rows, the workbook has {planted.rows}")
+            if name == "ours-xlsx" and run["accepted"] != planted.valid:
+                raise SystemExit(f"{name} accepted {run['accepted']} rows, {planted.valid} are valid")
+            kept = best.get(name)
+            peak = max(run["peak_rss_mb"], kept["peak_rss_mb"] if kept else 0.0)
+            if kept is None or run["cpu_seconds"] < kept["cpu_seconds"]:
+                best[name] = run
+            best[name]["peak_rss_mb"] = peak
+    for run in best.values():
+        run["rows_per_s"] = run["rows"] / run["cpu_seconds"]
+        run["wall_rows_per_s"] = run["rows"] / run["seconds"]
+    ours, floor, csv_ours = best["ours-xlsx"], best["calamine-read"], csv_results["ours"]
+    print(f"  same rows as .xlsx ({path.stat().st_size / 1e6:.1f} MB):")
+    for name in WORKBOOK_CONTENDERS:
+        r = best[name]
+        print(
+            f"  {name:13} {r['rows_per_s']:>10,.0f} {r['cpu_seconds']:>7.2f} {r['seconds']:>7.2f} "
+            f"{r['wall_rows_per_s']:>12,.0f} {r['peak_rss_mb']:>6.0f} MB"
+        )
+    result = {
+        "mb": path.stat().st_size / 1e6,
+        "runs": best,
+        "ratio_xlsx_csv": ours["rows_per_s"] / csv_ours["rows_per_s"],
+        "ratio_xlsx_calamine": ours["rows_per_s"] / floor["rows_per_s"],
+    }
+    print(
+        f"  xlsx/csv {result['ratio_xlsx_csv']:.2f}   xlsx/calamine-read {result['ratio_xlsx_calamine']:.2f}"
+    )
+    path.unlink()
+    return result
 
 
 def _phases(split: dict[str, Any]) -> str:
@@ -221,12 +265,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--audit-rows", type=int, default=1000)
     parser.add_argument("--aws-latency-ms", type=float, default=10.0)
     parser.add_argument("--no-services", action="store_true")
+    parser.add_argument("--no-workbooks", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     sizes = [int(n) for n in args.rows.split(",")]
     started = time.perf_counter()
     info = machine()
-    report: dict[str, Any] = {"machine": info, "files": {}, "splitter": {}}
+    report: dict[str, Any] = {"machine": info, "files": {}, "splitter": {}, "workbooks": {}}
     print(f"machine: {info['nproc']} × {info['cpu']}, Python {info['python']}, pandas {info['pandas']}")
     print(f"splitter: ours runs {info['fast_path']}; ours-py the pure-Python path")
     print(f"architecture: {info['architecture']}")
@@ -263,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"ours/limit {ours / results['limit']['rows_per_s']:.2f}   "
                 f"(ours ran the {results['ours']['path']} on {platform.machine()})"
             )
+            if not args.no_workbooks:
+                report["workbooks"][label(rows)] = bench_workbook(path, planted, args.repeat, work, results)
             if rows == sizes[-1] and not args.no_services and args.e2e_repeat > 0:
                 report["e2e"] = bench_e2e(path, planted, results["ours"], args, work)
             path.unlink()
@@ -291,6 +338,10 @@ def main(argv: list[str] | None = None) -> int:
     big = label(sizes[-1])
     print(f"ratio ours/peer: {summary['ratio_ours_peer'][big]:.2f}")
     print(f"ratio ours/limit: {summary['ratio_ours_limit'][big]:.2f}")
+    if big in report["workbooks"]:
+        book = report["workbooks"][big]
+        print(f"ratio xlsx/csv: {book['ratio_xlsx_csv']:.2f}")
+        print(f"ratio xlsx/calamine-read: {book['ratio_xlsx_calamine']:.2f}")
     if "e2e" in report:
         print(f"ratio split-e2e/core: {report['e2e']['ratio']:.2f}")
         audits = report["e2e"]["runs"][0]["audits"]

@@ -349,10 +349,22 @@ def _xlsx_numbers() -> bytes:
 
 
 def _xlsx_bomb_ratio() -> bytes:
+    """A zip bomb in the sheet itself: its XML expands past the 512 MiB cap (from about 0.5 MB)."""
     base = workbook_bytes(lambda book: sheet_of(book).append(HEADER))
-    out = io.BytesIO(base)
-    with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-        archive.writestr("xl/media/image1.bin", b"\0" * (32 * 1024 * 1024))
+    out = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(base)) as source,
+        zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target,
+    ):
+        for info in source.infolist():
+            if info.filename != "xl/worksheets/sheet1.xml":
+                target.writestr(info.filename, source.read(info.filename))
+                continue
+            head = source.read(info.filename).split(b"<sheetData>")[0] + b"<sheetData>"
+            with target.open(info.filename, "w", force_zip64=True) as member:
+                member.write(head)
+                for _ in range(33):
+                    member.write(b" " * (16 * 1024 * 1024))
     return out.getvalue()
 
 
@@ -364,7 +376,7 @@ def _xlsx_bomb_total() -> bytes:
     blob = bytearray(out.getvalue())
     position = 0
     while (position := blob.find(b"PK\x01\x02", position)) >= 0:  # lie in the central directory
-        blob[position + 24 : position + 28] = (80 * 1024 * 1024).to_bytes(4, "little")
+        blob[position + 24 : position + 28] = (2000 * 1024 * 1024).to_bytes(4, "little")  # 6 GB in all
         position += 4
     return bytes(blob)
 
@@ -500,7 +512,14 @@ CASES = [
     Case("nul_bytes", _nul_bytes, 4, 2, {UNREADABLE: 2}),
     Case("truncated_inside_quotes", _truncated_in_quotes, 3, 2, {UNREADABLE: 1}),
     Case("truncated_mid_character", _truncated_mid_character, 3, 2, {UNREADABLE: 1}),
-    Case("xlsx_several_sheets", _xlsx_sheets, 3, 3, ext="xlsx"),
+    Case(
+        "xlsx_several_sheets",
+        _xlsx_sheets,
+        0,
+        0,
+        reason="more than one worksheet holds a list (名单, 其他)",
+        ext="xlsx",
+    ),
     Case("xlsx_merged_cells", _xlsx_merged, 4, 2, {"name.missing": 1, "auth_code.missing": 1}, ext="xlsx"),
     Case(
         "xlsx_formulas",
@@ -533,7 +552,7 @@ CASES = [
         lambda: codecs.decode("d0cf11e0a1b11ae1", "hex") + b"\0" * 4096,
         0,
         0,
-        reason="old binary Excel",
+        reason="not a readable .xls workbook",
         ext="xls",
     ),
     Case(

@@ -326,10 +326,11 @@ def test_comma_wins_over_semicolon(tmp_path: Path) -> None:
     assert rows[0].values["name"] == "A;B"
 
 
-def test_xls_rejected(tmp_path: Path) -> None:
+def test_ole2_content_is_read_as_a_workbook_whatever_the_name(tmp_path: Path) -> None:
+    # .xls is read since issue 26 (tests/unit/test_ingest_workbooks.py); this one is no workbook
     ole2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 600
-    assert "convert to .xlsx or CSV" in rejected(tmp_path, ole2, name="old.xls")
-    assert "convert to .xlsx or CSV" in rejected(tmp_path, ole2, name="renamed.csv")
+    assert rejected(tmp_path, ole2, name="old.xls").startswith("not a readable .xls workbook")
+    assert rejected(tmp_path, ole2, name="renamed.csv").startswith("not a readable .xls workbook")
     # Excel's "save as web page", named .xls: said for what it is
     assert rejected(tmp_path, b"<html>table</html>", name="export.xls").startswith("a web page (HTML)")
 

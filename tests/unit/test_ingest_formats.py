@@ -104,8 +104,8 @@ def workbook(rows: list[list[str]]) -> bytes:
         (
             zipped({"mimetype": b"application/vnd.oasis.opendocument.spreadsheet", "content.xml": b"<x/>"}),
             "list.ods",
-            "file.ods",
-            "an OpenDocument spreadsheet (.ods): save it as .xlsx or CSV",
+            "file.workbook_unreadable",  # an .ods is read (issue 26): this one has no sheet to read
+            "not a readable .ods workbook",
         ),
         (
             b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 600,

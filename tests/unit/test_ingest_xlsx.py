@@ -13,7 +13,7 @@ import pytest
 from openpyxl import Workbook
 
 from verifyfeed.config import LegacyIdPolicy
-from verifyfeed.ingest import readers
+from verifyfeed.ingest import workbooks
 from verifyfeed.ingest.errors import FileRejected
 from verifyfeed.ingest.readers import RowSource, SourceRow, open_rows
 from verifyfeed.models.records import JobKind
@@ -45,6 +45,7 @@ def build(path: Path) -> Path:
     data.append([None, ID1, None, "A5", datetime(2024, 1, 2)])  # row 7
     data.merge_cells("A6:A7")
     other = workbook.create_sheet("carrier")
+    other.sheet_state = "hidden"  # ignored unless named: a hidden sheet is never chosen
     other.append(["usage", "name", "idCard", "phone"])
     other.append([1, "张三", ID1, "13800138000"])
     workbook.create_sheet("empty")
@@ -196,68 +197,150 @@ def test_zip_that_is_not_a_workbook(tmp_path: Path) -> None:
     )
 
 
-def test_decompression_bomb_ratio(tmp_path: Path) -> None:
-    path = tmp_path / "bomb.xlsx"
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-        archive.writestr("[Content_Types].xml", "<Types/>")
-        archive.writestr("xl/worksheets/sheet1.xml", b"\0" * (20 * 1024 * 1024))
+def _rezip(source: Path, target: Path, member: str, content: bytes, level: int = 6) -> None:
+    """``source`` with ``member`` replaced by ``content`` (deflated at ``level``)."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as new:
+        for info in old.infolist():
+            body = content if info.filename == member else old.read(info.filename)
+            new.writestr(info.filename, body, compress_type=zipfile.ZIP_DEFLATED, compresslevel=level)
+
+
+def test_a_real_workbook_that_compresses_far_more_than_100_to_1_is_read(
+    workbook_path: Path, tmp_path: Path
+) -> None:
+    # spreadsheet XML of repeated cells compresses that well (cell references are optional, and
+    # writers that leave them out repeat each row byte for byte): the old 100:1 cap refused these
+    with zipfile.ZipFile(workbook_path) as archive:
+        head = archive.read("xl/worksheets/sheet1.xml").split(b"<sheetData>")[0]
+    row = f'<row><c t="inlineStr"><is><t>张三</t></is></c><c t="inlineStr"><is><t>{ID1}</t></is></c>'
+    row += '<c t="inlineStr"><is><t>A1</t></is></c></row>'
+    header = (
+        '<row><c t="inlineStr"><is><t>name</t></is></c><c t="inlineStr"><is><t>id_number</t></is></c>'
+        '<c t="inlineStr"><is><t>auth_code</t></is></c></row>'
+    )
+    xml = head + b"<sheetData>" + (header + row * 30_000).encode() + b"</sheetData></worksheet>"
+    path = tmp_path / "repetitive.xlsx"
+    _rezip(workbook_path, path, "xl/worksheets/sheet1.xml", xml, level=9)
     member = zipfile.ZipFile(path).getinfo("xl/worksheets/sheet1.xml")
-    assert member.file_size > 100 * member.compress_size
-    assert path.stat().st_size < 100_000
-    assert rejected(path) == "decompression bomb: a member expands more than 100:1"
+    assert member.file_size > 1024 * 1024
+    assert member.file_size > 121 * member.compress_size
+    _, rows = read(path)
+    assert len(rows) == 30_000 and rows[-1].number == 30_001
+    assert rows[0] == SourceRow(2, {"name": "张三", "id_number": ID1, "auth_code": "A1"})
 
 
-def test_small_members_may_compress_well(tmp_path: Path) -> None:
-    # 900 KB of zeros compresses ~1000:1 but is too small to hurt: only its workbook-ness matters
-    path = tmp_path / "small.xlsx"
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("padding.bin", b"\0" * 900_000)
-    assert rejected(path).startswith("a zip archive, not an .xlsx workbook")
+def test_a_zip_bomb_in_the_sheet_stops_early_at_the_size_cap(
+    workbook_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "bomb.xlsx"
+    with zipfile.ZipFile(workbook_path) as archive:
+        head = archive.read("xl/worksheets/sheet1.xml").split(b"<sheetData>")[0] + b"<sheetData>"
+    _rezip(workbook_path, path, "xl/worksheets/sheet1.xml", head + b" " * (64 * 1024 * 1024), level=9)
+    assert path.stat().st_size < 200_000
+    monkeypatch.setattr(workbooks, "MAX_EXPANDED_BYTES", 8 * 1024 * 1024)
+    streamed: list[int] = []
+    real_open = zipfile.ZipFile.open
+
+    def counting_open(self: zipfile.ZipFile, name: object, *args: object, **kwargs: object) -> object:
+        member = real_open(self, name, *args, **kwargs)  # type: ignore[arg-type]
+        real_read = member.read
+
+        def read(size: int = -1) -> bytes:
+            data = real_read(size)
+            streamed.append(len(data))
+            return data
+
+        member.read = read  # type: ignore[method-assign]
+        return member
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", counting_open)
+    loaded: list[str] = []
+    monkeypatch.setattr(
+        workbooks.CalamineWorkbook, "get_sheet_by_name", lambda self, name: loaded.append(name), raising=False
+    )
+    with pytest.raises(FileRejected) as info, workbook_path.open("rb"):
+        read(path)
+    assert info.value.reason == "decompression bomb: more than 8 MB uncompressed"
+    assert sum(streamed) <= 10 * 1024 * 1024  # stopped at the cap, not at the 64 MB end
+    assert loaded == []  # calamine never loaded it
 
 
-def test_decompression_bomb_total_size(tmp_path: Path) -> None:
+def test_a_directory_claiming_gigabytes_is_refused_before_anything_is_expanded(tmp_path: Path) -> None:
     path = tmp_path / "large.xlsx"
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for index in range(3):
-            archive.writestr(f"xl/media/image{index}.bin", os.urandom(1024 * 1024))  # incompressible
-    # claim 80 MB per member in the central directory: 240 MB in all, each only 80:1
+            archive.writestr(f"xl/media/image{index}.bin", os.urandom(1024))
     blob = bytearray(path.read_bytes())
     position = 0
     patched = 0
     while (position := blob.find(b"PK\x01\x02", position)) >= 0:
-        blob[position + 24 : position + 28] = (80 * 1024 * 1024).to_bytes(4, "little")
+        blob[position + 24 : position + 28] = (2000 * 1024 * 1024).to_bytes(4, "little")  # 2 GB each
         position += 4
         patched += 1
     assert patched == 3
     path.write_bytes(bytes(blob))
-    assert sum(m.file_size for m in zipfile.ZipFile(path).infolist()) > 200 * 1024 * 1024
-    assert rejected(path) == "decompression bomb: more than 200 MB uncompressed"
+    assert rejected(path) == "decompression bomb: more than 4096 MB uncompressed"
 
 
-def test_total_size_limit_applies_to_real_workbooks(
-    workbook_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_sheet_member_that_expands_beyond_its_declared_size_is_refused(
+    workbook_path: Path, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(readers, "XLSX_MAX_UNCOMPRESSED", 1024 * 1024 // 2)
+    path = tmp_path / "lying.xlsx"
+    blob = bytearray(workbook_path.read_bytes())
+    name = b"xl/worksheets/sheet1.xml"
+    position = blob.find(b"PK\x01\x02")  # the central directory entry of the sheet
+    while blob[position + 46 : position + 46 + len(name)] != name:
+        position = blob.find(b"PK\x01\x02", position + 4)
+    blob[position + 24 : position + 28] = (100).to_bytes(4, "little")  # claims 100 bytes
+    path.write_bytes(bytes(blob))
+    assert rejected(path) == "not a valid .xlsx file (the zip archive is damaged)"
+
+
+def test_the_size_cap_applies_to_real_workbooks(workbook_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     read(workbook_path)  # a few KB: fine
-    monkeypatch.setattr(readers, "XLSX_MAX_UNCOMPRESSED", 1000)
+    monkeypatch.setattr(workbooks, "MAX_EXPANDED_BYTES", 1000)
     assert rejected(workbook_path).startswith("decompression bomb: more than")
 
 
-def test_damaged_worksheet_xml(workbook_path: Path, tmp_path: Path) -> None:
-    damaged = tmp_path / "damaged.xlsx"
-    with zipfile.ZipFile(workbook_path) as source, zipfile.ZipFile(damaged, "w") as target:
-        for member in source.infolist():
-            content = source.read(member)
-            if member.filename == "xl/worksheets/sheet1.xml":
-                content = content.replace(b"</row>", b"</rowx>", 3)  # malformed from row 3 on
-            target.writestr(member, content)
-    with damaged.open("rb") as stream, pytest.raises(FileRejected) as info:
-        # small sheets fail while the header is read; larger ones part-way through the rows
-        list(open_rows(stream, damaged.name, None))
-    assert info.value.reason.startswith("the worksheet is damaged after row ")
+def test_a_sparse_sheet_whose_grid_would_take_gigabytes_is_refused_before_it_is_loaded(
+    tmp_path: Path,
+) -> None:
+    # calamine fills the grid between the first and the last cell: A1 and XFD1048576 in a 5 KB
+    # workbook ask it for 512 GiB, and the allocation failure aborts the process
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.title = "名单"
+    sheet.append(["name", "id_number", "auth_code"])
+    sheet["XFD1048576"] = "x"
+    path = tmp_path / "sparse.xlsx"
+    workbook.save(path)
+    assert path.stat().st_size < 10_000
+    assert rejected(path) == (
+        "the worksheet 名单 spans 1,048,576 rows × 16,384 columns, more than 10,000,000 cells: "
+        "delete the unused rows and columns, or split the file"
+    )
 
 
-def test_damage_late_in_a_large_sheet(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("far", "read_it"), [("J999999", True), ("K999999", False), ("A1000001", True)])
+def test_the_grid_cap_counts_rows_times_columns(tmp_path: Path, far: str, read_it: bool) -> None:
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.append(["name", "id_number", "auth_code"])
+    sheet.append(["张三", ID1, "A1"])
+    sheet[far] = "x"
+    path = tmp_path / "far.xlsx"
+    workbook.save(path)
+    if read_it:
+        source, rows = read(path)
+        assert rows[0].number == 2 and rows[-1].number == int(far.lstrip("ABCDEFGHIJK"))
+        assert source.sheet_rows == rows[-1].number
+    else:
+        assert rejected(path).startswith("the worksheet Sheet spans 999,999 rows × 11 columns")
+
+
+def test_a_damaged_worksheet_is_refused_before_any_row(tmp_path: Path) -> None:
     workbook = Workbook()
     sheet = workbook.active
     assert sheet is not None
@@ -266,19 +349,18 @@ def test_damage_late_in_a_large_sheet(tmp_path: Path) -> None:
         sheet.append(["张三", ID1, f"A{index}"])
     good = tmp_path / "good.xlsx"
     workbook.save(good)
-    damaged = tmp_path / "late.xlsx"
-    with zipfile.ZipFile(good) as source, zipfile.ZipFile(damaged, "w") as target:
-        for member in source.infolist():
-            content = source.read(member)
-            if member.filename == "xl/worksheets/sheet1.xml":
-                cut = content.rindex(b"</row>")
-                content = content[:cut] + b"</rowx>" + content[cut + 6 :]
-            target.writestr(member, content)
+    with zipfile.ZipFile(good) as archive:
+        xml = archive.read("xl/worksheets/sheet1.xml")
+    damaged = tmp_path / "cut.xlsx"
+    _rezip(good, damaged, "xl/worksheets/sheet1.xml", xml[: len(xml) * 2 // 3])  # the XML cut short
     seen: list[SourceRow] = []
     with damaged.open("rb") as stream, pytest.raises(FileRejected) as info:
         seen.extend(open_rows(stream, damaged.name, None))
-    assert len(seen) > 1000
-    assert info.value.reason == f"the worksheet is damaged after row {seen[-1].number}"
+    assert seen == []  # calamine reads the whole sheet first: no row of a damaged one is given
+    assert (info.value.code, info.value.reason) == (
+        "file.sheet_damaged",
+        "the worksheet Sheet is damaged and cannot be read",
+    )
 
 
 def test_close_releases_the_workbook(workbook_path: Path) -> None:

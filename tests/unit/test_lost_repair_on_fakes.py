@@ -254,16 +254,30 @@ def test_many_batches_staged_on_the_splitters_threads_are_each_staged_and_queued
     assert queue_of(services).bodies == [] and len(services.jobs.list_jobs()) == 1
 
 
+def _sheet_bytes(body: list[list[str]]) -> bytes:
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(HEADER)
+    for row in body:
+        sheet.append(row)
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
         (csv_bytes(rows(5, 300)), "MAX_ROWS_PER_FILE"),  # found out after a batch was staged
         (csv_bytes(rows(5, 300), header=["名字", "号码"]), ""),  # no usable header: nothing staged
+        # a workbook's sheet says how many rows it has: refused before its first row is read
+        (_sheet_bytes(rows(5, 300)), "MAX_ROWS_PER_FILE (3)"),
     ],
 )
 def test_a_file_rejected_as_a_whole_sends_nothing(data: bytes, reason: str) -> None:
     services = on_fakes(BATCH_MAX_RECORDS="2", MAX_ROWS_PER_FILE="3")
-    key = "lost-repair/too-big.csv"
+    key = "lost-repair/too-big.csv" if not data.startswith(b"PK") else "lost-repair/too-big.xlsx"
     result = drop(services, key, data)
     assert result.outcome == "rejected"
     job = job_of(services, result.job_id)
@@ -271,7 +285,7 @@ def test_a_file_rejected_as_a_whole_sends_nothing(data: bytes, reason: str) -> N
     assert queue_of(services).bodies == []
     batches = batches_of(services, result.job_id)
     assert all(b.status == BatchStatus.DISCARDED and b.claim_key == "" for b in batches)
-    assert len(batches) == (1 if reason else 0)
+    assert len(batches) == (1 if reason == "MAX_ROWS_PER_FILE" else 0)
     claims = [k for (_, k) in blobs_of(services).objects if k.startswith("claims/")]
     assert claims == []
     report = summary(services, job)

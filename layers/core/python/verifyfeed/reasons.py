@@ -165,6 +165,10 @@ _PARTS = {
         "（表头在第 {row} 行）",
         " (header in row {row})",
     ),
+    "header.in_sheet": Text(
+        "（工作表 {sheet}）",
+        " (worksheet {sheet})",
+    ),
     "header.labels": Text(
         "{field}（{labels}）",
         "{field} ({labels})",
@@ -342,6 +346,30 @@ _FILES = {
     ),
     "file.worksheet_damaged": Text(
         "工作表在第 {row} 行之后已损坏", "the worksheet is damaged after row {row}"
+    ),
+    "file.password": Text(
+        "工作簿设置了打开密码，无法读取：请在 Excel 或 WPS 中取消密码"
+        "（文件 → 信息 → 保护工作簿 → 用密码进行加密，清空密码）后重新保存并上传",
+        "the workbook is protected with a password: remove the password (in Excel: File → Info → "
+        "Protect Workbook → Encrypt with Password, clear it), save and upload it again",
+    ),
+    "file.workbook_unreadable": Text(
+        "无法读取的 {format} 工作簿：请用 Excel 或 WPS 打开后另存为 .xlsx 再上传",
+        "not a readable {format} workbook: open it in Excel or WPS, save it as .xlsx and upload it again",
+    ),
+    "file.sheet_damaged": Text(
+        "工作表 {sheet} 已损坏，无法读取", "the worksheet {sheet} is damaged and cannot be read"
+    ),
+    "file.sheet_too_large": Text(
+        "工作表 {sheet} 的数据区域有 {rows} 行 × {columns} 列，超过 {max} 个单元格："
+        "请删除多余的行和列，或拆分文件",
+        "the worksheet {sheet} spans {rows} rows × {columns} columns, more than {max} cells: delete the "
+        "unused rows and columns, or split the file",
+    ),
+    "file.sheets_ambiguous": Text(
+        "有多个工作表都是名单（{sheets}）：每个文件只放一个名单，或把其余工作表隐藏或删除",
+        "more than one worksheet holds a list ({sheets}): keep one list per file, or hide or delete "
+        "the other sheets",
     ),
     "file.jsonl_first_line": Text(
         "第一行不是 JSON 对象（{problem}）", "the first line is not a JSON object ({problem})"

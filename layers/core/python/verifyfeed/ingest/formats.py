@@ -1,13 +1,16 @@
 """What an uploaded file is, from its first bytes (docs/decisions.md#file-detection).
 
-``sniff(sample, filename)`` returns the reader for a spreadsheet — ``"xlsx"`` (zip content, whatever
-the name), ``"jsonl"`` (by extension) or ``"csv"`` (any other text) — or raises ``FileRejected``
+``sniff(sample, filename)`` returns the reader for a spreadsheet — ``"workbook"`` (zip content,
+and OLE2 content not named as a Word or PowerPoint file: ``ingest/workbooks.py`` tells which
+workbook, or what else, it is), ``"jsonl"`` (by extension) or ``"csv"`` (any other text, whatever
+the name: a tab-separated "xls" that a web system exports is text) — or raises ``FileRejected``
 saying what the file is instead: empty (``file.empty``), a PDF, an image, an archive, a Word or
-PowerPoint document, a web page or XML export, old binary Excel, binary data. Content decides,
-not the name: a PDF called ``list.csv`` is a PDF.
+PowerPoint document, a web page or XML export, binary data. Content decides, not the name: a PDF
+called ``list.csv`` is a PDF.
 
-``check_workbook(archive)``: a zip is an .xlsx workbook only when it holds ``xl/workbook.xml``;
-otherwise it is a Word or PowerPoint document, an OpenDocument file or just an archive.
+``check_workbook(archive)``: the workbook format of a zip — ``"xlsx"`` (``xl/workbook.xml``: .xlsx,
+.xlsm, strict OOXML), ``"xlsb"`` (``xl/workbook.bin``), ``"ods"`` (an OpenDocument spreadsheet);
+otherwise it is a Word or PowerPoint document, another OpenDocument file or just an archive.
 
 Nothing here reads more than the sample the readers take anyway (64 KiB) or the zip's directory.
 """
@@ -42,7 +45,7 @@ _BINARY_SHARE = 0.05  # control bytes text never holds (a damaged row may have o
 _CONTROL = bytes(b for b in range(32) if b not in b"\t\n\v\f\r\x1a\x1b")
 
 _CSV_EXTENSIONS = frozenset({".csv", ".txt", ".tsv"})
-_XLSX_EXTENSIONS = frozenset({".xlsx", ".xlsm"})
+_XLSX_EXTENSIONS = frozenset({".xlsx", ".xlsm", ".xlsb"})
 _JSONL_EXTENSIONS = frozenset({".jsonl", ".ndjson"})
 _WORD_EXTENSIONS = {".doc": "Word (.doc)", ".ppt": "PowerPoint (.ppt)", ".pps": "PowerPoint (.pps)"}
 
@@ -56,12 +59,12 @@ def sniff(sample: bytes, filename: str) -> str:
     if not sample:
         raise FileRejected("file.empty")
     ext = extension(filename)
-    if sample.startswith(_OLE2_MAGIC):  # Office 97-2003, and any encrypted Office file
+    if sample.startswith(_OLE2_MAGIC):  # Office 97-2003 (.xls, WPS .et), and any encrypted Office file
         if ext in _WORD_EXTENSIONS:
             raise FileRejected("file.office_document", format=_WORD_EXTENSIONS[ext])
-        raise FileRejected("file.xls")
+        return "workbook"
     if sample.startswith(_ZIP_MAGICS):
-        return "xlsx"
+        return "workbook"
     _refuse_known_binary(sample)
     text = _text_head(sample)
     if text.startswith(("<!doctype html", "<html")):
@@ -70,8 +73,6 @@ def sniff(sample: bytes, filename: str) -> str:
         raise FileRejected("file.xml")
     if text.startswith("{\\rtf"):
         raise FileRejected("file.office_document", format="RTF")
-    if ext == ".xls":
-        raise FileRejected("file.xls")
     if ext in _XLSX_EXTENSIONS:
         raise FileRejected("file.xlsx_not_zip")
     if ext in _JSONL_EXTENSIONS:
@@ -116,10 +117,12 @@ def _text_head(sample: bytes) -> str:
     return head.decode("latin-1").lstrip().lower()
 
 
-def check_workbook(archive: zipfile.ZipFile) -> None:
+def check_workbook(archive: zipfile.ZipFile) -> str:
     names = set(archive.namelist())
     if "xl/workbook.xml" in names:
-        return
+        return "xlsx"
+    if "xl/workbook.bin" in names:
+        return "xlsb"
     if "word/document.xml" in names:
         raise FileRejected("file.office_document", format="Word (.docx)")
     if any(name.startswith("ppt/") for name in names):
@@ -130,7 +133,7 @@ def check_workbook(archive: zipfile.ZipFile) -> None:
         except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError):
             mimetype = b""
         if mimetype.startswith(b"application/vnd.oasis.opendocument.spreadsheet"):
-            raise FileRejected("file.ods")
+            return "ods"
         if mimetype.startswith(b"application/vnd.oasis.opendocument"):
             raise FileRejected("file.office_document", format="OpenDocument")
     raise FileRejected("file.archive", format="zip")

@@ -213,7 +213,7 @@ class HeaderMap:
     its column as the file has it (``column_label``). ``ignored``: labels of non-blank header cells
     that map to no field. ``width``: index of the last non-blank header cell + 1. ``row``: the
     header's row number (1 unless title rows were skipped); ``title_rows``: the numbers of the
-    non-blank rows above it, skipped as titles.
+    non-blank rows above it, skipped as titles. ``sheet``: the worksheet read, for a workbook.
     """
 
     kind: JobKind
@@ -223,6 +223,7 @@ class HeaderMap:
     row: int = 1
     title_rows: tuple[int, ...] = ()
     labels: Mapping[str, str] = _field(default_factory=dict)
+    sheet: str = ""
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -245,8 +246,16 @@ class HeaderMap:
         return (f"row(s) {rows} above the header (row {self.row}) skipped as a title",)
 
     def facts(self) -> dict[str, object]:
-        """The header as the job's report shows it (``ignored_columns``, ``header_row``, ``notes``)."""
-        return {"header_row": self.row, "ignored_columns": list(self.ignored), "notes": list(self.notes)}
+        """The header as the job's report shows it (``ignored_columns``, ``header_row``, ``notes``;
+        ``sheet``, the worksheet read, for a workbook)."""
+        facts: dict[str, object] = {
+            "header_row": self.row,
+            "ignored_columns": list(self.ignored),
+            "notes": list(self.notes),
+        }
+        if self.sheet:
+            facts["sheet"] = self.sheet
+        return facts
 
 
 def map_header(cells: Sequence[object], kind: JobKind) -> HeaderMap:

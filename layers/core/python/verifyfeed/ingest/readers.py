@@ -1,8 +1,10 @@
-"""Stream rows out of an uploaded file: CSV, XLSX or JSON Lines.
+"""Stream rows out of an uploaded file: CSV, a workbook (.xlsx .xlsm .xlsb .xls .et .ods) or JSON Lines.
 
 ``open_rows(stream, filename, kind, *, sheet="", max_field_chars=4096)`` returns a ``RowSource``:
 an iterator of ``SourceRow(number, values, problem)`` with the attributes ``kind``, ``format``
-(``"csv"``, ``"xlsx"``, ``"jsonl"``), ``encoding`` and ``header`` (a ``HeaderMap``).
+(``"csv"``, ``"xlsx"``, ``"xlsb"``, ``"xls"``, ``"ods"``, ``"jsonl"``), ``encoding``, ``header`` (a
+``HeaderMap``; ``header.sheet`` names a workbook's sheet read) and ``sheet_rows`` (the rows a
+workbook's sheet spans, header included; ``None`` for text).
 
 - ``number`` is the row number a spreadsheet shows: the header is row 1, the first data row 2.
   The header is the first non-blank row — unless that row has no recognised column label at
@@ -12,23 +14,25 @@ an iterator of ``SourceRow(number, values, problem)`` with the attributes ``kind
   (``header.not_found``, or ``header.not_found_either`` when the kind is not given).
   CSV counts records (a quoted field spanning lines is one row); JSON Lines counts lines.
   Blank rows (every cell empty or whitespace) are skipped — not yielded — but keep their number.
-- ``values`` maps canonical field → raw value: ``str`` for CSV, whatever openpyxl returns for
-  XLSX (``int``/``float``/``str``/``datetime``/``None`` — numbers are *not* stringified, so the
-  rules can see that an ID was stored as a number), JSON values for JSON Lines.
+- ``values`` maps canonical field → raw value: ``str`` for CSV, what python-calamine gives for a
+  workbook (``float``/``int``/``str``/``bool``/``date``/``datetime``, an empty cell ``None`` —
+  numbers are *not* stringified, so the rules can see that an ID was stored as a number), JSON
+  values for JSON Lines.
 - ``problem`` is set when the reader itself could not read the row faithfully (bad bytes, NUL,
   an over-long value, extra cells, broken quoting, invalid JSON): a catalogued ``Reason``
   (``problem.*``), with which the caller rejects the row. It never contains cell values.
 
-What the file is comes from its first bytes (``formats.sniff``): zip content is read as XLSX
-whatever the name, ``.jsonl``/``.ndjson`` as JSON Lines, other text as CSV; a PDF, an image, an
-archive, a document, a web page, binary data or an empty file is refused, saying what it is.
-``kind=None`` detects the kind from the header. Whole-file problems raise ``FileRejected`` (a
-catalogued code): those, ``.xls`` or OLE2 content (old Excel or a password-protected workbook), a
-zip that is not a workbook, no header / unknown kind / missing or duplicate required columns, an
-undecodable header, an invalid zip or workbook, a missing ``sheet``, and an XLSX over 200 MB
-uncompressed or with a member over 1 MiB compressed more than 100:1 (checked on the zip directory
-before openpyxl opens anything). A worksheet whose XML breaks part-way raises ``FileRejected``
-(``file.worksheet_damaged``) from the iteration itself.
+What the file is comes from its first bytes (``formats.sniff``): zip and OLE2 content is read as a
+workbook whatever the name (``ingest/workbooks.py`` tells which), ``.jsonl``/``.ndjson`` as JSON
+Lines, other text as CSV; a PDF, an image, an archive, a document, a web page, binary data or an
+empty file is refused, saying what it is. ``kind=None`` detects the kind from the header.
+Whole-file problems raise ``FileRejected`` (a catalogued code): those, a password-protected
+workbook (``file.password``), a zip or OLE2 file that is not a workbook, no header / unknown kind /
+missing or duplicate required columns, an undecodable header, an invalid zip or workbook, a
+missing ``sheet``, several visible sheets with a list (``file.sheets_ambiguous``), and a bomb: a
+sheet whose parts expand past 512 MiB, streamed and stopped there, or whose used area is over
+10M cells (``ingest/workbooks.py``, checked before calamine loads the sheet). A damaged sheet is
+refused before any of its rows (calamine loads the whole sheet first: ``file.sheet_damaged``).
 
 ``detect_file(stream, filename, kind=None)`` is the kind ``open_rows`` finds, or its refusal: the one
 detection the splitter, ``verifyfeed drop`` and the local runner share.
@@ -48,16 +52,18 @@ a shorter row gets ``None`` for the missing fields. A physical line over
 bounded. The ``csv`` module's global field-size limit is raised to at least
 ``max_field_chars + 1``; a field over that limit makes a row problem, not a crash.
 
-XLSX is read with openpyxl in read-only, data-only mode (formulas give their cached value,
-``None`` when never calculated; merged areas give ``None`` outside their anchor cell), the
-first worksheet unless ``sheet`` names one. A seekable stream is read in place; a non-seekable
-one is spooled to a temporary file first. Extra cells right of the header are ignored.
+A workbook is read with python-calamine (formulas give their cached value, ``None`` when never
+calculated; merged areas give ``None`` outside their anchor cell). The sheet read is ``sheet``
+when named (hidden or not), else the one visible worksheet whose header matches; hidden sheets are
+never chosen. A seekable stream is read in place; a non-seekable one is spooled to a temporary
+file first. Extra cells right of the header are ignored. ``fast_rows`` gives blocks of rows whose
+header cells are all non-blank text (the C fast path takes those) as it does for CSV.
 
 JSON Lines (one object per line, UTF-8): keys are mapped through the same aliases as CSV
 headers; the keys of the first object are the header. A line that is not a JSON object is a
 row problem.
 
-Call ``close()`` (or use ``with``) to release an XLSX workbook early; the caller owns ``stream``.
+Call ``close()`` (or use ``with``) to release a workbook early; the caller owns ``stream``.
 
 ``fast_rows()`` is the same iteration for hot loops (the splitter's): CSV rows the reader has
 nothing to say about come in blocks ``(numbers, cells)`` of raw cells instead of one ``SourceRow``
@@ -75,15 +81,15 @@ import json
 import re
 import shutil
 import tempfile
-import zipfile
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from itertools import chain
+from itertools import chain, islice
+from operator import itemgetter
 from types import TracebackType
 from typing import IO, Any
 
 from verifyfeed.ingest.errors import FileRejected
-from verifyfeed.ingest.formats import check_workbook, sniff
+from verifyfeed.ingest.formats import sniff
 from verifyfeed.ingest.headers import (
     HeaderMap,
     aliases_for,
@@ -98,9 +104,6 @@ from verifyfeed.reasons import Reason, reason
 
 CHUNK_BYTES = 64 * 1024
 MIN_LINE_CAP = 1024 * 1024
-XLSX_MAX_UNCOMPRESSED = 200 * 1024 * 1024
-XLSX_MAX_RATIO = 100
-XLSX_RATIO_MIN_BYTES = 1024 * 1024
 SPOOL_IN_MEMORY_BYTES = 16 * 1024 * 1024
 TITLE_ROWS_MAX = 5  # non-blank rows above the header that may be skipped as titles
 
@@ -168,6 +171,7 @@ class RowSource(Iterator[SourceRow]):
         self._line_blocks = False  # CSV: whether fast_rows yields LineBlocks
         self.delimiter = ","  # CSV: the delimiter in use
         self.max_field_chars = 0  # CSV: the longest value a row may have
+        self.sheet_rows: int | None = None  # workbooks: the rows the sheet read spans, header included
 
     def __next__(self) -> SourceRow:
         while not self._pending:
@@ -261,8 +265,8 @@ def open_rows(
     start = stream.tell() if stream.seekable() else 0
     sample = _read_up_to(stream, CHUNK_BYTES)
     reader = sniff(sample, filename)
-    if reader == "xlsx":
-        return _open_xlsx(stream, start, sample, kind, sheet, max_field_chars)
+    if reader == "workbook":
+        return _open_workbook(stream, start, sample, kind, sheet, max_field_chars)
     if reader == "jsonl":
         return _open_jsonl(stream, sample, kind, max_field_chars)
     return _open_csv(stream, sample, kind, max_field_chars)
@@ -376,10 +380,24 @@ def _value_problem(values: dict[str, object], max_field_chars: int) -> Reason | 
 _NUL_PROBLEM = reason("problem.nul")
 
 
-def _row_picker(header: HeaderMap) -> Callable[[Sequence[Any]], dict[str, object]]:
-    """A function cells → {field: value}; missing trailing cells give ``None``."""
+def _row_picker(header: HeaderMap, empty: str | None = "") -> Callable[[Sequence[Any]], dict[str, object]]:
+    """A function cells → {field: value}; missing trailing cells give ``None``. With ``empty=None``
+    an empty cell ``""`` gives ``None`` too (workbooks: an empty cell, a merged cell outside its
+    anchor, a formula never calculated — as openpyxl gave them)."""
     columns = tuple(header.columns.items())
     needed = max(index for index, _ in columns) + 1
+
+    if empty is None:
+
+        def pick_cells(cells: Sequence[Any]) -> dict[str, object]:
+            count = len(cells)
+            values: dict[str, object] = {}
+            for index, field in columns:
+                value = cells[index] if index < count else None
+                values[field] = None if value == "" else value
+            return values
+
+        return pick_cells
 
     def pick(cells: Sequence[Any]) -> dict[str, object]:
         if len(cells) >= needed:
@@ -766,26 +784,7 @@ def _seekable_copy(
     return spool, spool.close
 
 
-def _check_zip(file: IO[bytes]) -> None:
-    """A zip whose directory promises no bomb and names a workbook (``formats.check_workbook``)."""
-    try:
-        archive = zipfile.ZipFile(file)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError):
-        raise FileRejected("file.zip_damaged") from None
-    with archive:
-        total = 0
-        for member in archive.infolist():
-            size = member.file_size
-            total += size
-            # small members cannot hurt whatever their ratio; highly repetitive XML can exceed 100:1
-            if size > XLSX_RATIO_MIN_BYTES and size > XLSX_MAX_RATIO * max(member.compress_size, 1):
-                raise FileRejected("file.zip_bomb_ratio", ratio=XLSX_MAX_RATIO)
-        if total > XLSX_MAX_UNCOMPRESSED:
-            raise FileRejected("file.zip_bomb_size", mb=XLSX_MAX_UNCOMPRESSED // (1024 * 1024))
-        check_workbook(archive)
-
-
-def _open_xlsx(
+def _open_workbook(
     stream: IO[bytes],
     start: int,
     sample: bytes,
@@ -793,81 +792,168 @@ def _open_xlsx(
     sheet: str,
     max_field_chars: int,
 ) -> RowSource:
-    from openpyxl import load_workbook  # heavy import: only functions that read XLSX pay for it
+    """A workbook of any format through python-calamine (``ingest/workbooks.py``): the sheet chosen,
+    its bombs checked before it is loaded, its header found; the rows streamed from the loaded sheet."""
+    from verifyfeed.ingest import workbooks  # python-calamine: only functions that read workbooks load it
 
     file, release = _seekable_copy(stream, start, sample)
-    try:
-        _check_zip(file)
-        file.seek(0 if release is not None else start)
-        try:
-            workbook = load_workbook(file, read_only=True, data_only=True)
-        except Exception:  # noqa: BLE001 - openpyxl raises many unrelated types for malformed files
-            raise FileRejected("file.xlsx_unreadable") from None
-    except BaseException:
-        if release is not None:
-            release()
-        raise
+    origin = 0 if release is not None else start
+    book: Any = None
+    guard: workbooks.SheetGuard | None = None
 
     def close() -> None:
-        # both calls are idempotent, so the row generator and RowSource.close may each call this
-        workbook.close()
+        # idempotent, so the row generator and RowSource.close may each call it
+        nonlocal book, guard
+        if book is not None:
+            book.close()
+            book = None
+        if guard is not None:
+            guard.close()
+            guard = None
         if release is not None:
             release()
 
     try:
-        if sheet:
-            if sheet not in workbook.sheetnames:
-                raise FileRejected("file.sheet_missing", sheet=repr(sheet))
-            worksheet = workbook[sheet]
-        else:
-            if not workbook.worksheets:
-                raise FileRejected("file.no_worksheet")
-            worksheet = workbook.worksheets[0]
-        # the <dimension> element is often wrong (written by other tools); trust the cells instead
-        worksheet.reset_dimensions()
-        rows: Iterator[Sequence[object]] = iter(worksheet.iter_rows(values_only=True))
-        number = 0
-
-        def next_row() -> tuple[int, Sequence[object]] | None:
-            nonlocal number
-            while (cells := _next_xlsx_row(rows, number)) is not None:
-                number += 1
-                if not _is_blank(cells):
-                    return number, cells
-            return None
-
-        header = _find_header(next_row, kind)
-        resolved = header.kind
+        fmt = workbooks.identify(file, origin, sample.startswith(_OLE2))
+        guard = workbooks.SheetGuard(file, origin, fmt)
+        guard.check_book()
+        file.seek(origin)
+        book = workbooks.open_book(file, fmt)
+        chosen = _choose_sheet(book, guard, sheet, kind, workbooks)
     except BaseException:
         close()
         raise
-    source = RowSource(resolved, "xlsx", None, header, close)
-    source._rows = _xlsx_rows(rows, header, number, max_field_chars, close)
+    name, data, rows, header, number = chosen
+    source = RowSource(header.kind, fmt, None, replace(header, sheet=name), close)
+    source._pick = _row_picker(header, empty=None)
+    source.sheet_rows = int(data.end[0]) + 1 if data.end else 0
+    source._rows = _workbook_rows(rows, source.header, number, max_field_chars, close, _offset(data))
     return source
 
 
-def _next_xlsx_row(rows: Iterator[Sequence[object]], number: int) -> Sequence[object] | None:
-    try:
-        return next(rows, None)
-    except Exception:  # noqa: BLE001 - XML and zip errors surface from deep inside openpyxl
-        raise FileRejected("file.worksheet_damaged", row=number) from None
+_OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+# a header problem that says the sheet has the wrong columns, rather than no list at all
+_WRONG_COLUMNS = frozenset({"header.missing_columns", "header.duplicate_columns", "header.other_kind"})
+
+_Chosen = tuple[str, Any, Iterator[list[Any]], HeaderMap, int]
 
 
-def _xlsx_rows(
-    rows: Iterator[Sequence[object]],
+def _choose_sheet(book: Any, guard: Any, sheet: str, kind: JobKind | None, workbooks: Any) -> _Chosen:
+    """The sheet to read: ``sheet`` when named; else the one visible worksheet whose header
+    matches (hidden sheets, chart and macro sheets ignored), or ``file.sheets_ambiguous`` naming
+    every visible sheet that matches. When none matches, the most telling refusal: a sheet with the
+    wrong columns over one without a header, named when the workbook has several sheets."""
+    from python_calamine import SheetTypeEnum, SheetVisibleEnum
+
+    if sheet:
+        if sheet not in book.sheet_names:
+            raise FileRejected("file.sheet_missing", sheet=repr(sheet))
+        candidates = [sheet]
+    else:
+        candidates = [
+            meta.name
+            for meta in book.sheets_metadata
+            if meta.visible == SheetVisibleEnum.Visible and meta.typ == SheetTypeEnum.WorkSheet
+        ]
+        if not candidates:
+            raise FileRejected("file.no_worksheet")
+    found: list[_Chosen] = []
+    refusals: list[tuple[str, FileRejected]] = []
+    for name in candidates:
+        guard.check(name)
+        try:
+            data = book.get_sheet_by_name(name)
+        except Exception:  # noqa: BLE001 - calamine's XML, zip and format errors
+            raise FileRejected("file.sheet_damaged", sheet=name) from None
+        try:
+            rows, header, number = _sheet_header(data, kind)
+        except FileRejected as exc:
+            refusals.append((name, exc))
+            continue
+        found.append((name, data, rows, header, number))
+    if len(found) > 1:
+        raise FileRejected("file.sheets_ambiguous", sheets=tuple(name for name, *_ in found))
+    if found:
+        return found[0]
+    name, refusal = next(((n, e) for n, e in refusals if e.code in _WRONG_COLUMNS), refusals[0])
+    if (
+        len(book.sheet_names) > 1
+        and "where" in dict(refusal.why.params)
+        and not dict(refusal.why.params)["where"]
+    ):
+        raise FileRejected.of(refusal.why.with_params(where=reason("header.in_sheet", sheet=name))) from None
+    raise refusal
+
+
+def _sheet_header(data: Any, kind: JobKind | None) -> tuple[Iterator[list[Any]], HeaderMap, int]:
+    """A loaded sheet's rows, its header, and the number of the last row read to find it."""
+    rows: Iterator[list[Any]] = iter(data.iter_rows())
+    offset = _offset(data)
+    number = 0
+
+    def next_row() -> tuple[int, Sequence[object]] | None:
+        nonlocal number
+        for cells in rows:
+            number += 1
+            if not _is_blank(cells):
+                return number, [""] * offset + cells if offset else cells
+        return None
+
+    header = _find_header(next_row, kind)
+    return rows, header, number
+
+
+def _offset(data: Any) -> int:
+    """Columns left of the sheet's used area: calamine's rows start at its first used column."""
+    start = data.start
+    return int(start[1]) if start else 0
+
+
+def _workbook_rows(
+    rows: Iterator[list[Any]],
     header: HeaderMap,
     number: int,
     max_field_chars: int,
     close: Callable[[], None],
-) -> Iterator[SourceRow]:
-    pick = _row_picker(header)
+    offset: int,
+) -> Iterator[FastRow]:
+    """The rows after the header, ``_BLOCK_ROWS`` at a time: when every row of a block has its
+    header's cells as non-blank text within ``max_field_chars`` and without NUL, the block as it is
+    (``(numbers, cells)``, cells indexed like ``header.columns``); else row by row, each such row in
+    a block of its own and any other non-blank row as a ``SourceRow`` (empty cells ``None``)."""
+    pick = _row_picker(header, empty=None)
+    getter = itemgetter(*header.columns)  # two columns at least: every kind requires three
+    pad = [""] * offset
     try:
-        while (cells := _next_xlsx_row(rows, number)) is not None:
-            number += 1
-            if _is_blank(cells):
+        while chunk := list(islice(rows, _BLOCK_ROWS)):
+            if offset:
+                chunk = [pad + cells for cells in chunk]
+            numbers = list(range(number + 1, number + 1 + len(chunk)))
+            number += len(chunk)
+            try:
+                joined: list[str] | None = list(map("".join, map(getter, chunk)))
+            except TypeError:  # a number, a date or a boolean among the header's cells
+                joined = None
+            if (
+                joined is not None
+                and all(joined)
+                and not any(map(str.isspace, joined))
+                and max(map(len, joined)) <= max_field_chars
+                and "\x00" not in "".join(joined)
+            ):
+                yield numbers, chunk
                 continue
-            values = pick(cells)
-            yield SourceRow(number, values, _value_problem(values, max_field_chars))
+            for row_number, cells in zip(numbers, chunk, strict=True):
+                picked = getter(cells)
+                if all(type(value) is str for value in picked):
+                    text = "".join(picked)
+                    if text and not text.isspace() and len(text) <= max_field_chars and "\x00" not in text:
+                        yield [row_number], [cells]
+                        continue
+                if _is_blank(cells):
+                    continue
+                values = pick(cells)
+                yield SourceRow(row_number, values, _value_problem(values, max_field_chars))
     finally:
         close()  # idempotent: RowSource.close may call it again
 

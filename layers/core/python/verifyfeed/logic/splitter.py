@@ -290,6 +290,7 @@ def _split(
             raise FileRejected("file.too_large", size=f"{dropped.size:,}", max=f"{settings.max_file_bytes:,}")
         stream = services.blobs.open(dropped.bucket, dropped.key, dropped.version_id or None)
         rows = open_rows(stream, dropped.filename, job.kind, sheet=services.settings.xlsx_sheet)
+        _check_sheet_rows(rows, job.kind, settings)
         rejections.use_header(rows.header)
         header = rows.header.facts()
         # before the job can settle, whose report copies them (logic/reports.py)
@@ -352,6 +353,20 @@ def _split(
         },
     )
     return SplitResult(job_id, "split", counts, record_metrics=first)
+
+
+def _check_sheet_rows(rows: RowSource, kind: JobKind, settings: Any) -> None:
+    """A workbook's sheet spanning more rows below its header than the file may have is refused
+    before its first row is read (a CSV file is counted as it is read)."""
+    if rows.sheet_rows is None:
+        return
+    if kind == JobKind.LOST_REPAIR:
+        setting, cap = "MAX_ROWS_PER_FILE", settings.max_rows_per_file
+    else:
+        setting, cap = "MAX_AUDIT_ROWS_PER_FILE", settings.max_audit_rows_per_file
+    if rows.sheet_rows - rows.header.row > cap:
+        rows.close()
+        raise FileRejected("file.too_many_rows", setting=setting, max=f"{cap:,}")
 
 
 # ---- lost repair ---------------------------------------------------------------------------

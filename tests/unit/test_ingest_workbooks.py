@@ -1,0 +1,172 @@
+"""Every workbook format a customer sends, through the one reader (ingest/readers.py over
+python-calamine, ingest/workbooks.py): the same rows give the same records from each.
+
+The fixtures under tests/fixtures/workbooks/ were written once and committed (CI needs none of the
+writers): ``people.openpyxl.xlsx`` by openpyxl — a 说明 (instructions) sheet first, the list on
+名单 below a merged title row, a hidden sheet 旧名单 with another list; ``people.xls``,
+``people.ods`` and ``people.libreoffice.xlsx`` by LibreOffice Calc converting it;
+``people.et`` is ``people.xls`` under WPS's extension (WPS's .et is the same BIFF8 in the same
+OLE2 container); ``people.xlsxwriter.xlsx`` by XlsxWriter in its streaming ``constant_memory``
+mode (inline strings); ``people.strict.xlsx`` is the openpyxl file with the strict OOXML
+namespaces (purl.oclc.org) — LibreOffice cannot write strict, so it was rewritten by hand;
+``people.password.xlsx`` is the openpyxl file encrypted with the password "secret" by
+msoffcrypto-tool, as Excel's "Encrypt with Password" stores it.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+from openpyxl import Workbook
+
+from verifyfeed.config import LegacyIdPolicy
+from verifyfeed.ingest.errors import FileRejected
+from verifyfeed.ingest.readers import detect_file, open_rows
+from verifyfeed.models.records import JobKind
+from verifyfeed.rules.errors import RowRejected
+from verifyfeed.rules.lost_repair import repair_fields
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "workbooks"
+FORMATS = {
+    "people.openpyxl.xlsx": "xlsx",
+    "people.libreoffice.xlsx": "xlsx",
+    "people.xlsxwriter.xlsx": "xlsx",
+    "people.strict.xlsx": "xlsx",
+    "people.xls": "xls",
+    "people.et": "xls",
+    "people.ods": "ods",
+}
+
+
+def records(name: str) -> list[tuple[int, object]]:
+    """(row number, the record the rules make of it — or the codes of the rules it breaks)."""
+    out: list[tuple[int, object]] = []
+    with (FIXTURES / name).open("rb") as stream, open_rows(stream, name, JobKind.LOST_REPAIR) as source:
+        for row in source:
+            assert row.problem is None
+            try:
+                out.append((row.number, repair_fields(row.values, LegacyIdPolicy.CONVERT)))
+            except RowRejected as exc:
+                out.append((row.number, sorted(v.rule for v in exc.violations)))
+            except Exception as exc:  # noqa: BLE001 - RuleViolation: one rule
+                out.append((row.number, getattr(exc, "rule", type(exc).__name__)))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_every_format_gives_the_same_records(name: str) -> None:
+    expected = records("people.openpyxl.xlsx")
+    assert [number for number, _ in expected] == [3, 4, 6, 7]
+    assert records(name) == expected
+    # the phone typed as a number (row 3) and as text (row 6) both arrive as their digits
+    numbers = dict(expected)
+    assert isinstance(numbers[3], tuple) and numbers[3][0] == "张三"
+    assert numbers[3][2] and numbers[6][2]  # hashed phones
+
+
+@pytest.mark.parametrize(("name", "fmt"), sorted(FORMATS.items()))
+def test_the_visible_sheet_whose_header_matches_is_read_and_named(name: str, fmt: str) -> None:
+    with (FIXTURES / name).open("rb") as stream, open_rows(stream, name, None) as source:
+        assert (source.format, source.kind) == (fmt, JobKind.LOST_REPAIR)
+        # 说明 comes first and has no header; 旧名单 matches but is hidden
+        assert source.header.sheet == "名单"
+        assert source.header.facts()["sheet"] == "名单"
+        assert (source.header.row, source.header.title_rows) == (2, (1,))
+
+
+def test_the_detected_kind_is_the_same_for_every_format() -> None:
+    for name in FORMATS:
+        assert detect_file(io.BytesIO((FIXTURES / name).read_bytes()), name) is JobKind.LOST_REPAIR
+
+
+def test_a_hidden_sheet_is_read_when_named() -> None:
+    name = "people.xls"
+    with (FIXTURES / name).open("rb") as stream, open_rows(stream, name, None, sheet="旧名单") as source:
+        rows = list(source)
+    assert source.header.sheet == "旧名单" and [r.values["name"] for r in rows] == ["赵六"]
+
+
+def test_a_password_protected_workbook_is_refused_naming_the_password() -> None:
+    data = (FIXTURES / "people.password.xlsx").read_bytes()
+    assert data.startswith(b"\xd0\xcf\x11\xe0")  # Office stores an encrypted workbook in OLE2
+    for name in ("people.xlsx", "people.xls", "upload"):
+        with pytest.raises(FileRejected) as info:
+            detect_file(io.BytesIO(data), name)
+        assert info.value.code == "file.password"
+        assert "password" in info.value.reason and "密码" in info.value.zh
+
+
+def _book(sheets: dict[str, list[list[object]]], hidden: tuple[str, ...] = ()) -> bytes:
+    book = Workbook()
+    first = book.active
+    assert first is not None
+    book.remove(first)
+    for title, rows in sheets.items():
+        sheet = book.create_sheet(title)
+        for row in rows:
+            sheet.append(row)
+        if title in hidden:
+            sheet.sheet_state = "hidden"
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+HEADER = ["姓名", "身份证号", "授权码"]
+ROW = ["张三", "11010519491231002X", "A1"]
+
+
+def test_several_matching_sheets_are_refused_naming_them() -> None:
+    data = _book({"说明": [["x"]], "一月": [HEADER, ROW], "二月": [HEADER, ROW], "三月": [HEADER]}, ("三月",))
+    with pytest.raises(FileRejected) as info:
+        detect_file(io.BytesIO(data), "list.xlsx", JobKind.LOST_REPAIR)
+    assert info.value.code == "file.sheets_ambiguous"
+    assert info.value.reason.startswith("more than one worksheet holds a list (一月, 二月)")
+    assert "一月、二月" in info.value.zh
+
+
+def test_when_no_sheet_matches_the_sheet_with_the_wrong_columns_is_named() -> None:
+    data = _book({"说明": [["填写说明"]], "名单": [["姓名", "身份证号"], ROW[:2]]})
+    with pytest.raises(FileRejected) as info:
+        detect_file(io.BytesIO(data), "list.xlsx", JobKind.LOST_REPAIR)
+    assert info.value.reason == "missing required column(s): 授权码 (worksheet 名单)"
+    assert info.value.zh == "缺少必需的列：授权码（工作表 名单）"
+
+
+def test_an_ole2_file_that_is_not_a_workbook_says_what_it_is() -> None:
+    word = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(600) + "WordDocument".encode("utf-16-le") + bytes(100)
+    with pytest.raises(FileRejected) as info:
+        detect_file(io.BytesIO(word), "list.xls")
+    assert info.value.reason.startswith("a Word (.doc) document, not a spreadsheet")
+    junk = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(4096)
+    with pytest.raises(FileRejected) as info:
+        detect_file(io.BytesIO(junk), "list.xls")
+    assert info.value.reason.startswith("not a readable .xls workbook")
+
+
+def test_an_ods_row_repeating_a_value_over_millions_of_cells_is_refused_before_calamine_opens_it() -> None:
+    source = FIXTURES / "people.ods"
+    with zipfile.ZipFile(source) as archive:
+        members = {info.filename: archive.read(info.filename) for info in archive.infolist()}
+    content = members["content.xml"]
+    at = content.index(b"</table:table-row>") + len(b"</table:table-row>")  # in the first sheet, 说明
+    bomb = (
+        b'<table:table-row table:number-rows-repeated="100000"><table:table-cell '
+        b'table:number-columns-repeated="1000" office:value-type="string"><text:p>x</text:p>'
+        b"</table:table-cell></table:table-row>"
+    )
+    members["content.xml"] = content[:at] + bomb + content[at:]
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, body in members.items():
+            archive.writestr(name, body)
+    with pytest.raises(FileRejected) as info:
+        detect_file(io.BytesIO(out.getvalue()), "list.ods")
+    assert info.value.reason.startswith(
+        "the worksheet 说明 spans 100,000 rows × 1,000 columns, more than 10,000,000 cells"
+    )
+    # LibreOffice's own repeated rows (the empty rest of each sheet) hold no value: read as before
+    assert b'number-rows-repeated="1048' in content
