@@ -27,7 +27,7 @@ def _cpu_ms() -> float:
 
 
 def load_handler(function: str) -> Any:
-    """``local.runner.load_handler`` without importing the runner (it imports boto3 itself)."""
+    """``local.runtime.load_handler`` without importing it (it imports boto3 itself)."""
     path = ROOT / "functions" / function / "app.py"
     spec = importlib.util.spec_from_file_location(f"verifyfeed_fn_{function}", path)
     assert spec is not None and spec.loader is not None

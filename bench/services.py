@@ -221,7 +221,7 @@ def bench_uploader(batches: int, aws_watch: Stopwatch) -> dict[str, Any]:
 def bench_callback(invocations: int, aws_watch: Stopwatch, function_env: dict[str, str]) -> dict[str, Any]:
     from local.events import api_gateway_proxy_event
     from local.lambda_context import new_context
-    from local.runner import load_handler
+    from local.runtime import load_handler
     from verifyfeed.clock import FixedClock
     from verifyfeed.config import Settings
     from verifyfeed.services import build_services

@@ -106,7 +106,7 @@ def run(repair_csv: Path, audit_rows: int, upload_events: int, latency_ms: float
     from local.events import s3_put_event, s3_sequencer, sqs_event
     from local.lambda_context import new_context
     from local.resources import create_local_stack
-    from local.runner import load_handler
+    from local.runtime import load_handler
 
     stack = Stack(latency_ms)
     try:

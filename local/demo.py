@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from local.runner import ROOT, RunnerOptions, Snapshot, iter_input_files, reports_prefix_of, shown
+from local.runner import ROOT, RunnerOptions, iter_input_files, reports_prefix_of, shown
+from local.snapshot import Snapshot
 from verifyfeed_cli.output import table
 
 STATE_DIR = ROOT / ".local-state"
@@ -274,7 +275,7 @@ def main() -> int:
 
 
 def run(options: DemoOptions, out: IO[str]) -> int:
-    from local.runner import LocalRunner, detect_file_kind
+    from local.runner import LocalRunner, detect_kind
 
     files = list(iter_input_files(options.file))
     missing = [str(f) for f in files if not f.is_file()]
@@ -289,7 +290,7 @@ def run(options: DemoOptions, out: IO[str]) -> int:
     refused: list[str] = []
     for path in files:
         try:
-            kinds[path] = detect_file_kind(path, options.kind)
+            kinds[path] = detect_kind(path, options.kind)
         except FileRejected as exc:  # refused before anything is uploaded, as `verifyfeed drop` does
             hint = "; set KIND" if exc.code == "header.kind_unknown" else ""
             refused.append(f"{path}: {exc.reason} ({exc.code}){hint}")

@@ -13,7 +13,15 @@ import textwrap
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 
-from verifyfeed.models.records import AuditStatus, Batch, BatchStatus, Job, JobStatus
+from verifyfeed.models.records import (
+    OPEN_AUDIT_STATUSES,
+    SETTLED_JOB_STATUSES,
+    AuditStatus,
+    Batch,
+    BatchStatus,
+    Job,
+    JobStatus,
+)
 
 # exit codes of `status FILE`, `drop --wait` and `watch` (besides 1, 2, 3: commands.py)
 EXIT_OK = 0  # every row uploaded (audits: submitted and passed), or rejected by our rules
@@ -34,19 +42,6 @@ OUTCOMES = {
 
 REDRIVE_UNKNOWN_FLAG = "--i-understand-this-may-charge-twice"
 REDRIVE_UNKNOWN_AUDITS_FLAG = "--i-understand-this-may-create-a-second-audit"
-OPEN_AUDIT_STATUSES = (AuditStatus.SUBMITTING, AuditStatus.PENDING)
-SETTLED_JOB_STATUSES = frozenset(
-    {
-        JobStatus.COMPLETED,
-        JobStatus.COMPLETED_WITH_ERRORS,
-        JobStatus.REJECTED,
-        JobStatus.DEFERRED,
-        JobStatus.DRY_RUN,
-        JobStatus.DUPLICATE,
-    }
-)
-# settled statuses whose summary report is written right after the status (logic/progress.py)
-REPORTED_JOB_STATUSES = SETTLED_JOB_STATUSES - {JobStatus.DEFERRED}
 
 Command = Callable[..., str]  # the words of a verifyfeed command -> the command line as it runs
 

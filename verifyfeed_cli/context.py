@@ -14,9 +14,9 @@ from typing import IO, TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from verifyfeed.logic.reports import ReportPaths
-from verifyfeed.models.records import Audit, AuditStatus, Job
+from verifyfeed.models.records import REPORTED_JOB_STATUSES, Audit, AuditStatus, Job
 from verifyfeed.services import Services
-from verifyfeed_cli.advice import REPORTED_JOB_STATUSES, Cost
+from verifyfeed_cli.advice import Cost
 from verifyfeed_cli.output import Screen
 from verifyfeed_cli.target import Target
 

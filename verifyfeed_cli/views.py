@@ -7,9 +7,18 @@ from typing import Any
 
 from verifyfeed.logic.reports import ReportPaths
 from verifyfeed.models.ids import batch_label
-from verifyfeed.models.records import Audit, AuditStatus, Batch, BatchStatus, Job, JobKind, JobStatus
+from verifyfeed.models.records import (
+    REPORTED_JOB_STATUSES,
+    SETTLED_JOB_STATUSES,
+    Audit,
+    AuditStatus,
+    Batch,
+    BatchStatus,
+    Job,
+    JobKind,
+    JobStatus,
+)
 from verifyfeed.pii import mask_generic
-from verifyfeed_cli.advice import REPORTED_JOB_STATUSES, SETTLED_JOB_STATUSES
 from verifyfeed_cli.output import Col, Screen, table, when
 
 AUDIT_LABELS = {

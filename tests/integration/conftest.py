@@ -257,7 +257,7 @@ def _handler(stack: LocalStack, role: str, env: dict[str, str]) -> Any:
     A session fixture is made when a test first asks for it: the handler builds its Services at
     import, so it is imported under the session's environment ``env``, whatever the asking test set
     (the CLI fixture sets its own CLOCK_NOW, for one)."""
-    from local.runner import load_handler
+    from local.runtime import load_handler
 
     with _functions_environment(env):
         logical_id = f"{role.title()}Function"

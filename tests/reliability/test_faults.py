@@ -21,7 +21,7 @@ import pytest
 
 from local.events import sqs_event
 from local.lambda_context import new_context
-from local.runner import load_handler
+from local.runtime import load_handler
 from sandbox.server import SandboxHandle
 from tests import timeouts
 from tests.integration.conftest import DECISION_DELAY_S, ROOT, SettingsFactory, drain_queue

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from local import demo
-from local.runner import JobView, Snapshot, detect_file_kind
+from local.runner import detect_kind as detect_file_kind
+from local.snapshot import JobView, Snapshot
 from verifyfeed.ingest.errors import FileRejected
 
 

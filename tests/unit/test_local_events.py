@@ -24,7 +24,7 @@ from local.events import (
 )
 from local.lambda_context import new_context
 from local.resources import FunctionSpec
-from local.runner import InvocationError, LocalFunction, batch_item_failures
+from local.runtime import InvocationError, LocalFunction, batch_item_failures
 from verifyfeed.models.messages import LostRepairBatchMessage
 from verifyfeed.upstream.signing import verify_sign
 
@@ -436,7 +436,7 @@ def test_an_invocation_past_its_timeout_fails(tmp_path):
 
 
 def test_the_local_on_failure_record_is_lambdas() -> None:
-    from local.runner import failure_record
+    from local.runtime import failure_record
 
     event = {"Records": [{"eventSource": "aws:s3", "s3": {"object": {"key": "lost-repair/a.csv"}}}]}
     record = failure_record(

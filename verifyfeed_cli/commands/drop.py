@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from verifyfeed.ingest.errors import FileRejected
-from verifyfeed.ingest.readers import detect_file
+from verifyfeed.ingest.readers import detect_path
 from verifyfeed.logic.splitter import DroppedObject
 from verifyfeed.models.records import JobKind
 from verifyfeed_cli.commands import watch
@@ -96,11 +96,10 @@ def drop(
 
 
 def detect_kind(file: Path, kind: JobKind | None, sheet: str) -> JobKind:
-    """The kind by the header row, as the splitter reads it (``detect_file``: title rows above it
+    """The kind by the header row, as the splitter reads it (``detect_path``: title rows above it
     skipped); a file the splitter would refuse is refused here, before anything is uploaded."""
     try:
-        with file.open("rb") as stream:
-            return detect_file(stream, file.name, kind, sheet=sheet)
+        return detect_path(file, kind, sheet=sheet)
     except OSError as exc:
         raise CliError(f"cannot read {file.name}: {exc.strerror or exc}", EXIT_USAGE) from exc
     except FileRejected as exc:

@@ -9,13 +9,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from verifyfeed.logic.reports import ReportPaths
-from verifyfeed.models.records import Job, JobKind, JobStatus
-from verifyfeed_cli.advice import (
-    EXIT_NOT_SETTLED,
+from verifyfeed.models.records import (
     OPEN_AUDIT_STATUSES,
     REPORTED_JOB_STATUSES,
     SETTLED_JOB_STATUSES,
+    Job,
+    JobKind,
+    JobStatus,
 )
+from verifyfeed_cli.advice import EXIT_NOT_SETTLED
 from verifyfeed_cli.commands import status
 from verifyfeed_cli.context import (
     CliError,

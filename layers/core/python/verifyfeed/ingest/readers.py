@@ -85,6 +85,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import chain, islice
 from operator import itemgetter
+from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
@@ -1074,3 +1075,22 @@ def _jsonl_rows(
             yield SourceRow(number, {}, problem)
             continue
         yield to_row(number, obj)
+
+
+def detect_path(path: Path, kind: JobKind | None = None, *, sheet: str = "") -> JobKind:
+    """``detect_file`` on a local file, for what uploads one (the operators' ``drop``, the local
+    stack): a header that does not tell is read as the kind of the file's folder
+    (``samples/lost-repair/``) when it is in one. Raises ``FileRejected`` (``header.kind_unknown``
+    included) and ``OSError`` when the file cannot be read."""
+
+    def detect(as_kind: JobKind | None) -> JobKind:
+        with path.open("rb") as stream:
+            return detect_file(stream, path.name, as_kind, sheet=sheet)
+
+    try:
+        return detect(kind)
+    except FileRejected as exc:
+        folder = path.parent.name
+        if kind is None and exc.code == "header.kind_unknown" and folder in {k.value for k in JobKind}:
+            return detect(JobKind(folder))
+        raise

@@ -41,6 +41,20 @@ REOPENABLE_JOB_STATUSES = (
     JobStatus.COMPLETED_WITH_ERRORS,
 )
 
+# a job nothing more happens to without the blackout's end or an operator
+SETTLED_JOB_STATUSES = frozenset(
+    {
+        JobStatus.COMPLETED,
+        JobStatus.COMPLETED_WITH_ERRORS,
+        JobStatus.REJECTED,
+        JobStatus.DEFERRED,
+        JobStatus.DRY_RUN,
+        JobStatus.DUPLICATE,
+    }
+)
+# settled statuses whose summary report is written right after the status (logic/progress.py)
+REPORTED_JOB_STATUSES = SETTLED_JOB_STATUSES - {JobStatus.DEFERRED}
+
 
 class BatchStatus(StrEnum):
     QUEUED = "queued"
@@ -75,6 +89,10 @@ class AuditStatus(StrEnum):
     REJECTED = "rejected"  # upstream status 2
     FAILED = "failed"  # add/update refused by upstream
     UNKNOWN = "unknown"  # add/update answer lost; held for an operator
+
+
+# an audit still on its way: being submitted, or awaiting the upstream's decision
+OPEN_AUDIT_STATUSES = (AuditStatus.SUBMITTING, AuditStatus.PENDING)
 
 
 class Redrive(BaseModel):
