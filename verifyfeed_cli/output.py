@@ -60,6 +60,7 @@ class Col:
     header: str
     drop: int = 0
     cut: int = 0
+    middle: bool = False  # cut in the middle (a file name's end tells files apart), else at the end
 
 
 def width(text: str) -> int:
@@ -91,7 +92,7 @@ def table(
     for i in shown:
         grid.add_column(cols[i].header, width=widths[i], no_wrap=True, overflow="ellipsis")
     for row in cells:
-        grid.add_row(*(row[i] for i in shown))
+        grid.add_row(*(cut_middle(row[i], widths[i]) if cols[i].middle else row[i] for i in shown))
     out = io.StringIO()
     console = Console(
         file=out,
@@ -142,6 +143,35 @@ def _fit(cols: list[Col], natural: list[int], screen: Screen | None) -> tuple[li
         widths[widest] -= step
         excess -= step
     return shown, widths
+
+
+def cut_middle(text: str, columns: int) -> str:
+    """``text`` in at most ``columns`` cells, its middle replaced by ``…`` when it is longer."""
+    if width(text) <= columns:
+        return text
+    keep = max(0, columns - 1)
+    head = _cells_from_start(text, (keep + 1) // 2)
+    tail = _cells_from_start(text[::-1], keep - width(head))[::-1]
+    return f"{head}…{tail}"
+
+
+def _cells_from_start(text: str, columns: int) -> str:
+    taken, used = [], 0
+    for char in text:
+        used += width(char)
+        if used > columns:
+            break
+        taken.append(char)
+    return "".join(taken)
+
+
+def line(label: str, value: str, aside: str, screen: Screen) -> list[str]:
+    """``label value  (aside)`` on one line when it fits the screen, else ``aside`` on the next line,
+    under the value (a command to copy is never broken)."""
+    one = f"{label}{value}  ({aside})"
+    if screen.wide or width(one) <= screen.width:
+        return [one]
+    return [f"{label}{value}", " " * width(label) + aside]
 
 
 def when(value: str | datetime | None) -> str:

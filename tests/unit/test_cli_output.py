@@ -7,7 +7,18 @@ import io
 import pytest
 
 from verifyfeed_cli.app import build_parser, main
-from verifyfeed_cli.output import Col, ProgressBar, Screen, confirm, shorten, table, when, width
+from verifyfeed_cli.output import (
+    Col,
+    ProgressBar,
+    Screen,
+    confirm,
+    cut_middle,
+    line,
+    shorten,
+    table,
+    when,
+    width,
+)
 
 
 def test_table_aligns_chinese_text_by_display_width() -> None:
@@ -123,3 +134,21 @@ def test_columns_line_of_status() -> None:
     facts = {"header_row": 2, "ignored_columns": ["序号", "备注"], "notes": []}
     assert _columns_text(facts) == "header in row 2; ignored: 序号, 备注"
     assert _columns_text({**facts, "ignored_columns": []}) == "header in row 2; every column used"
+
+
+def test_a_file_name_is_cut_in_the_middle_keeping_its_end() -> None:
+    name = "客户失联修复名单（第三批，已核对）2026年12月6日.csv"
+    cut = cut_middle(name, 20)
+    assert width(cut) <= 20 and cut.startswith("客户") and cut.endswith("6日.csv") and "…" in cut
+    assert cut_middle("list.csv", 20) == "list.csv"
+
+
+def test_a_long_line_puts_its_command_on_the_next_line_whole() -> None:
+    command = ".venv/bin/verifyfeed --local report c7f71204a0033762e9b612c5"
+    uri = "s3://bucket/reports/lost-repair/客户失联修复名单.csv/c7f71204a0033762e9b612c5.json"
+    assert line("Report:   ", "s3://b/r.json", "verifyfeed report X", Screen(80)) == [
+        "Report:   s3://b/r.json  (verifyfeed report X)"
+    ]
+    first, second = line("Report:   ", uri, command, Screen(80))
+    assert first == f"Report:   {uri}" and second == " " * 10 + command
+    assert len(line("Report:   ", uri, command, Screen(80, wide=True))) == 1

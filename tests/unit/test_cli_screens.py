@@ -94,13 +94,16 @@ def test_the_overview_fits_80_columns_and_says_what_wide_adds() -> None:
         "next_steps": [],
     }
     text = status.render_overview(status.Overview(data, jobs, []), Screen(80), command)
-    table = [line for line in lines_of(text) if line.startswith(("FILE", "lost-repair/"))]
+    table = [line for line in lines_of(text) if line.startswith(("FILE", "客户", "list.csv"))]
     assert len(table) == 5 and all(width(line) <= 80 for line in table), table
     assert table[0].split()[:3] == ["FILE", "STATUS", "ROWS"]
-    assert "completed_with_errors" in table[1] and "3000/2995/5" in table[1] and "…" in table[1]
+    assert "completed_with_errors" in table[1] and "3000/2995/5" in table[1]
+    cell = table[1].split("  ")[0]  # cut in the middle: its start and its end kept
+    assert cell.startswith("客户") and cell.endswith("6日.xlsx") and "…" in cell
     assert "(not shown, to fit 80 columns: " in text and "JOB" in text.split("(not shown")[1]
     wide = status.render_overview(status.Overview(data, jobs, []), Screen(80, wide=True), command)
-    assert LONG_NAME in wide and jobs[0].job_id in wide and "not shown" not in wide
+    file_name = LONG_NAME.rsplit("/", 1)[1]  # the kind has a column of its own
+    assert file_name in wide and jobs[0].job_id in wide and "not shown" not in wide
 
 
 def test_one_job_with_failed_batches_fits_80_columns() -> None:
@@ -110,6 +113,7 @@ def test_one_job_with_failed_batches_fits_80_columns() -> None:
     data: dict[str, Any] = {
         "header": {"header_row": 2, "ignored_columns": ["序号", "备注"], "notes": []},
         "records": None,
+        "report": f"s3://b/{paths.summary}",
         "rejected_rows_report": f"s3://b/{paths.rejected}",
         "refused_records": [],
     }

@@ -11,7 +11,7 @@ from typing import Any
 
 from verifyfeed.logic.reports import ReportPaths, read_header_facts, record_outcomes, refused_records
 from verifyfeed.models.ids import batch_label
-from verifyfeed.models.records import Audit, Batch, BatchStatus, Job, JobKind, JobStatus
+from verifyfeed.models.records import SETTLED_JOB_STATUSES, Audit, Batch, BatchStatus, Job, JobKind, JobStatus
 from verifyfeed_cli.advice import (
     OUTCOMES,
     Command,
@@ -33,7 +33,7 @@ from verifyfeed_cli.context import (
     queue_depths,
     report_written,
 )
-from verifyfeed_cli.output import Col, Screen, table, when
+from verifyfeed_cli.output import Col, Screen, line, table, when
 from verifyfeed_cli.views import (
     answer_text,
     audits_text,
@@ -126,7 +126,7 @@ def collect_overview(ctx: Context, limit: int) -> Overview:
 
 
 JOB_COLUMNS = (
-    Col("FILE", cut=16),
+    Col("FILE", cut=16, middle=True),
     Col("KIND", drop=3),
     Col("STATUS"),
     Col("ROWS r/ok/rej"),
@@ -144,7 +144,7 @@ def render_overview(view: Overview, screen: Screen, command: Command) -> str:
     if jobs:
         rows = [
             (
-                j.key,
+                j.key.rsplit("/", 1)[-1],  # the file name: the kind has a column of its own
                 j.kind.value,
                 status_text(j),
                 rows_compact(j),
@@ -295,9 +295,9 @@ def _would_send(ctx: Context, job: Job, data: dict[str, Any]) -> Cost | None:
 def render_job(view: JobStatusView, screen: Screen, command: Command) -> str:
     job, data, header = view.job, view.data, view.data["header"]
     records, counts = data["records"], view.audit_counts
+    where = f"s3://{job.bucket}/{job.key}" + (f", version {job.version}" if job.version else "")
     lines = [
-        f"File:     {job.key}  (s3://{job.bucket}/{job.key}"
-        + (f", version {job.version})" if job.version else ")"),
+        *line("File:     ", job.key, where, screen),
         f"Job:      {job.job_id}  ({job.kind.value})",
         f"Status:   {status_text(job)}" + (f": {job.reason}" if job.reason else ""),
         f"Created:  {when(job.created_at)}   updated {when(job.updated_at)} (China time)",
@@ -323,10 +323,15 @@ def render_job(view: JobStatusView, screen: Screen, command: Command) -> str:
             f"{records['deferred']} deferred + "
             f"{records['pending']} not answered yet"
         )
-    lines += [
-        f"Report:   {report_text(job, view.paths, view.reported, command('report', job.job_id))}",
-        f"Rejected: {data['rejected_rows_report']}  ({command('report', job.job_id, '--rejected')})",
-    ]
+    if view.reported:
+        lines += line("Report:   ", data["report"], command("report", job.job_id), screen)
+        if job.status not in SETTLED_JOB_STATUSES:  # re-driven since: it settles again
+            lines.append("          of its last settlement, written again when it settles again")
+    else:
+        lines.append(f"Report:   {report_text(job, view.paths, False, '')}")
+    lines += line(
+        "Rejected: ", data["rejected_rows_report"], command("report", job.job_id, "--rejected"), screen
+    )
     if view.others:
         lines.append(uploads_line(job, view.others, "status"))
     if view.answered:
