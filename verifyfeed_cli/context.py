@@ -17,7 +17,7 @@ from verifyfeed.logic.reports import ReportPaths
 from verifyfeed.models.records import REPORTED_JOB_STATUSES, Audit, AuditStatus, Job
 from verifyfeed.services import Services
 from verifyfeed_cli.advice import Cost
-from verifyfeed_cli.output import Screen
+from verifyfeed_cli.output import Screen, confirm
 from verifyfeed_cli.target import Target
 
 if TYPE_CHECKING:
@@ -58,6 +58,11 @@ class Result:
     text: str
     code: int = EXIT_OK
 
+    @classmethod
+    def aborted(cls, data: dict[str, Any]) -> Result:
+        """The operator declined: nothing was changed."""
+        return cls(data, "Aborted: nothing was changed.", EXIT_NOT_FOUND)
+
 
 @dataclass
 class Context:
@@ -77,6 +82,10 @@ class Context:
     def say(self, text: str) -> None:
         self.stderr.write(text + "\n")
         self.stderr.flush()
+
+    def confirmed(self) -> bool:
+        """``--yes``, else the operator's answer to "Proceed?" (on stderr; end of input is a no)."""
+        return self.assume_yes or confirm("Proceed?", self.stdin, self.stderr)
 
     def command(self, *words: str) -> str:
         """A ``verifyfeed`` command line against the same stack, as it runs when pasted."""

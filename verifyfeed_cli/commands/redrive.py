@@ -23,7 +23,6 @@ from verifyfeed_cli.advice import REDRIVE_UNKNOWN_AUDITS_FLAG, REDRIVE_UNKNOWN_F
 from verifyfeed_cli.commands import redrive_audits
 from verifyfeed_cli.context import (
     EXIT_AWS,
-    EXIT_NOT_FOUND,
     EXIT_USAGE,
     CliError,
     Context,
@@ -33,7 +32,7 @@ from verifyfeed_cli.context import (
     positive,
     queue_depths,
 )
-from verifyfeed_cli.output import ProgressBar, Screen, confirm
+from verifyfeed_cli.output import ProgressBar, Screen
 from verifyfeed_cli.views import batch_table, batch_view
 
 UNKNOWN_WARNING = (
@@ -164,8 +163,8 @@ def redrive(
             f"{REDRIVE_UNKNOWN_FLAG}",
             EXIT_USAGE,
         )
-    if not ctx.assume_yes and not confirm("Proceed?", ctx.stdin, ctx.stderr):
-        return Result(data, "Aborted: nothing was changed.", EXIT_NOT_FOUND)
+    if not ctx.confirmed():
+        return Result.aborted(data)
     data["confirmed"] = True
     execute(ctx, plan, data)
     follow = ctx.command("status", *([plan.job_id] if plan.job_id else []))

@@ -11,8 +11,8 @@ from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterEr
 from verifyfeed.ports import StaleAudit
 from verifyfeed_cli.advice import REDRIVE_UNKNOWN_AUDITS_FLAG
 from verifyfeed_cli.audit_redrive import Resubmission, plan_unknown_audits, resubmit, unknown_audits
-from verifyfeed_cli.context import EXIT_AWS, EXIT_NOT_FOUND, EXIT_USAGE, CliError, Context, Result, find_job
-from verifyfeed_cli.output import Col, ProgressBar, Screen, confirm, table, when
+from verifyfeed_cli.context import EXIT_AWS, EXIT_USAGE, CliError, Context, Result, find_job
+from verifyfeed_cli.output import Col, ProgressBar, Screen, table, when
 from verifyfeed_cli.views import audit_view
 
 UNKNOWN_AUDITS_WARNING = (
@@ -72,8 +72,8 @@ def redrive_unknown_audits(
             f"{REDRIVE_UNKNOWN_AUDITS_FLAG}",
             EXIT_USAGE,
         )
-    if not ctx.assume_yes and not confirm("Proceed?", ctx.stdin, ctx.stderr):
-        return Result(data, "Aborted: nothing was changed.", EXIT_NOT_FOUND)
+    if not ctx.confirmed():
+        return Result.aborted(data)
     data["confirmed"] = True
     execute(ctx, ready, data)
     return Result(data, render_done(data, ctx.command("audits", "--status", "pending")))
