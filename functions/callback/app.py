@@ -6,14 +6,8 @@ from __future__ import annotations
 
 import gc
 
-# Loading this module allocates some 120 000 objects the garbage collector tracks, nearly all
-# of them (modules, classes, validators, the DynamoDB client and its model) there for the whole
-# life of the sandbox. With the collector on, the allocations trigger some 180 collections that
-# scan them again and again: about 40 ms of the cold start (docs/performance.md#callback). So
-# the collector is paused until the module is loaded, and what it created is then frozen (moved
-# where no collection looks) before the collector is switched back on: the scans are not deferred
-# to the first invocation, they never happen. The cost: the cyclic garbage the load leaves (some
-# 700 objects, about 0.2 MB) is kept.
+# The collector is paused while this module loads and what it loaded is then frozen: about 40 ms
+# less cold start (docs/performance.md#callback).
 _GC_WAS_ENABLED = gc.isenabled()
 gc.disable()
 

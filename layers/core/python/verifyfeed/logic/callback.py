@@ -1,22 +1,10 @@
-"""The carrier-audit result callback: verify, then apply (docs/decisions.md#callback).
+"""The carrier-audit result callback: size and ``sign`` over the raw bytes first, then parse, then
+apply (docs/decisions.md#callback-sign, #callback-reply, #callback-replay); every refusal leaves
+the database untouched.
 
-Order matters: the size and the ``sign`` over the **raw** bytes are checked before anything is
-parsed, so a forged or tampered body is never even decoded. Every refusal leaves the database
-untouched. Status codes:
-
-======  ==============================================================
-200     applied, or the same result again (idempotent); or a "rejected" for a re-submitted audit,
-        which may be an earlier cycle's: not applied, the poller confirms it with /get
-        (docs/decisions.md#callback-replay)
-400     not JSON / not the callback schema (``id`` beyond a long too) / wrong serviceName / status not 1 or 2
-401     ``sign`` missing or wrong
-403     ``apiId`` is not ours
-404     no audit with that record id
-409     conflicts with the audit's current state (stale or contradictory)
-413     body larger than ``CALLBACK_MAX_BODY_BYTES``
-415     content type is not JSON
-======  ==============================================================
-"""
+200 applied or the same result again (or a re-submitted audit's "rejected", left to the poller's
+/get); 400 not the callback schema; 401 ``sign`` missing or wrong; 403 not our ``apiId``; 404 no
+such record id; 409 stale or contradictory; 413 too large; 415 not JSON."""
 
 from __future__ import annotations
 

@@ -1,32 +1,10 @@
-"""The resend ledger: a record already sent for upload within the window is not sent again.
+"""The resend ledger: a lost-repair record sent for upload within the window (``RESEND_WINDOW``) is
+not sent again; its row is rejected as ``duplicate.already_uploaded`` (docs/decisions.md#resend-ledger).
 
-The everyday workflow is: read the rejected-rows report, fix those rows in the original sheet, drop
-the whole sheet again. Without a ledger that re-sends, and pays for, every row already charged.
-With it (docs/decisions.md#resend-ledger):
-
-- Before a lost-repair file is read, the keys of every record sent for upload within the window
-  (``RESEND_WINDOW``: the monthly cycle, N days, or off) are claimed in the splitter's ID table, so
-  a row carrying one is rejected as ``duplicate.already_uploaded`` — "already uploaded in <file> on
-  <date>" — exactly like a duplicate within the file: it is never staged and claims nothing.
-- A key is the first 16 bytes of HMAC-SHA256(ledger key, idcode digest); the ledger key is derived
-  from the identity pepper, so neither the ledger nor a listing of it can be reversed by hashing
-  every possible ID number. Records of batches that ended ``failed`` (state 0: not charged) or
-  ``discarded`` (never sent) are not counted as sent: a re-drop sends them again.
-- Once the whole file is read, the file's own keys are written (``store.ledger``) under the ledger
-  lock, after checking the files written since this split read the ledger: a split that ran at the
-  same time and took some of the same records makes this one start over (``LedgerConflict``), so
-  two overlapping files dropped together still send each record once.
-- A record counts in the cycle in which it was *charged or held*, not the one it was split in: a
-  file split before the blackout and charged after it (deferred, retried, bisected, re-driven by an
-  operator) counts in the cycle of the charge. An earlier split's object (up to
-  ``RESEND_LOOKBACK_DAYS`` before the window: the ledger's retention) counts for those of its
-  batches charged or held within the window, or not settled yet; a job that settled before the
-  window began is passed over without reading its batches.
-- A file identical to one already split within the window (same content fingerprint: a keyed
-  digest of the S3 ETag and size), or split earlier and charged within it, is reported as a
-  duplicate at once, read by no one.
-- A file under ``RESEND_PREFIX`` is the operator's override: it is sent whole, and recorded.
-"""
+``LedgerSession`` preloads the window's keys into the splitter's ID table before the file is read,
+commits the file's own keys under the ledger lock after (``LedgerConflict``: start over), and
+reports a file identical to one already split as a duplicate. A record counts in the cycle it was
+charged or held in, not the one it was split in."""
 
 from __future__ import annotations
 

@@ -1,20 +1,7 @@
-"""The scheduled sweep: re-drive deferred batches, then settle audits whose callback never came.
-
-It never strands and never starves (docs/decisions.md#poller):
-
-- deferred batches first (they wait on the blackout, audits only on a callback); each one's message
-  is **sent before** the batch leaves ``deferred`` (the uploader takes its lease from ``deferred``
-  as well), so a run that dies between the two leaves a batch that is still listed and re-driven,
-  never a ``queued`` batch without a message;
-- each audit is handled on its own: an unreadable answer or an error is recorded on that audit
-  (``polls``, ``poll_error``) and the run goes on;
-- every audit polled moves to the back of the queue (``mark_polled``), so the next run starts with
-  the least recently polled — the 101st audit is not starved by the first 100;
-- the run stops while the Lambda still has time (``deadline``): what is left waits for the next.
-
-Results go through ``transitions.apply_audit_result``, the same code as the callback. The poller
-is what confirms a "rejected" callback of a re-submitted audit (docs/decisions.md#callback-replay).
-"""
+"""The scheduled sweep: re-drive deferred batches (each message sent before the batch leaves
+``deferred``), then poll the audits whose callback never came, least recently polled first, each on
+its own, until the Lambda's time runs short (docs/decisions.md#poller). Results go through
+``transitions.apply_audit_result``, as the callback's do."""
 
 from __future__ import annotations
 

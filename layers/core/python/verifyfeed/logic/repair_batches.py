@@ -1,37 +1,11 @@
-"""Lost-repair rows → deduplicated batches, serialised: the pure core of the splitter.
+"""Lost-repair rows → deduplicated, serialised batches: the pure core of the splitter (no I/O).
 
-``split_repair_rows(rows, legacy=, batch_size=, reject=, emit=)`` reads every row of ``rows``
-(a ``RowSource``) once and returns the ``JobCounts``: each row is either
-
-- rejected — ``reject(number, reason, values, first_row)`` with the catalogued ``Reason`` of the
-  rule ``normalize_repair_row`` found broken (``row.unreadable`` for a row the reader could not
-  read), or ``duplicate.id_number`` / ``duplicate.auth_code`` and the row that came first, or
-  ``duplicate.already_uploaded``; its columns named by their fields (the caller relabels them); or
-- accepted into the current batch; every ``batch_size`` accepted rows, and once at the end for
-  the rest, ``emit(RepairBatch)`` gets the batch with its records already serialised.
-
-No I/O: the splitter's ``emit`` records the batch and queues it, the benchmark's counts bytes.
-
-Deduplication is across the whole file: a row whose ``idcode`` or ``authCode`` an earlier
-*accepted* row has is rejected (a rejected row claims nothing); authCodes are compared ignoring
-the case of their letters unless ``auth_codes=AuthCodeUniqueness.EXACT``
-(decisions.md#auth-code-case): the codes table folds its keys. Each accepted row claims two
-keys — the first 16 bytes of its ``idcode`` digest and its ``authCode`` — with its row number, in
-``Claims`` tables: ``_fastsplit.Claims`` (C, 24 bytes a slot, about 100 MB for 1M rows) or
-``PyClaims`` (dicts, more than twice that).
-
-Speed (``make bench``, ``docs/performance.md``): clean CSV rows come from the reader in blocks of
-raw cells (``RowSource.fast_rows``). A *take* function accepts the block's rows whose values are
-already canonical and unclaimed — hashing, claiming and serialising each without building a
-Python object but its record — and stops at any other row, which ``repair_fields``
-(``rules.lost_repair``) decides: the rule it breaks, a duplicate, or accepted after normalising.
-Both give exactly what ``normalize_repair_row`` gives. The take function is the C extension
-``verifyfeed._fastsplit`` (``layers/core/native``; built by ``make`` and by the layer build for
-CPython 3.11 on x86_64) where it is built, else ``_take_plain_py``, its reference; tests run both
-on the same files and compare every byte. Records are JSON objects, UTF-8, byte-for-byte
-pydantic's (``LostRepairBatchMessage.model_dump_json(exclude_none=True)``), which a unit test
-checks.
-"""
+``split_repair_rows`` reads each row once: rejected with its catalogued reason (a broken rule, a
+duplicate ``idcode``/``authCode`` of an earlier *accepted* row, or already uploaded), or accepted
+into the current batch, emitted every ``batch_size`` rows. Clean CSV blocks go through a *take*
+function — the C extension ``verifyfeed._fastsplit`` where built, else ``_take_plain_py``, its
+byte-for-byte reference — and every other row through the rules (docs/decisions.md#native-fast-path,
+#auth-code-case)."""
 
 from __future__ import annotations
 

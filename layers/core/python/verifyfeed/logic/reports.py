@@ -1,32 +1,8 @@
-"""Per-job reports (docs/decisions.md#report-layout), beside each other under the job's own key, so
-that a second upload of a file never replaces the first one's:
-
-    reports/<key>/<job id>.json                   the summary (``write_summary``)
-    reports/<key>/<job id>.header.json            what the splitter learnt of the header row
-    reports/<key>/<job id>.rows.json              what it found of the rows (``RejectionLog.facts``)
-    reports/<key>/<job id>.rejected.csv           the rows to fix
-    reports/<key>/<job id>.already_uploaded.csv   lost repair: rows already uploaded by an earlier file
-    reports/<key>/<job id>.rejected.xlsx          both, as a workbook: the rows to fix first
-
-The job record's ``report_key`` (set when the job is created) is the summary's key; the others are
-found beside it (``ReportPaths``). A job written before reports were per job has no
-``report_key`` until its report is written, and its reports at ``reports/<key>.json``,
-``.rejected.csv``, ``.header.json``: ``ReportPaths.for_job`` finds those too.
-
-Every rejected row carries its reason's code, its Chinese text and its English one
-(``verifyfeed/reasons.py``), with the columns named as the customer's header names them. The CSVs
-are UTF-8 with a BOM (so Excel opens Chinese text correctly), hold masked values only, and every
-cell Excel would evaluate as a formula is neutralised; the workbook holds every value as text
-(written with openpyxl's write-only mode: memory stays flat), at most ``XLSX_MAX_ROWS`` rows a sheet.
-
-The header facts (``HeaderMap.facts()``: ``header_row``, ``ignored_columns`` — every column we did
-not use, by its label — and ``notes``, e.g. a title row skipped) are written by the splitter as soon
-as it has read the header, before the job can settle; the rows facts once the file has been read.
-``write_summary`` copies both into the summary, so the report that the job's last batch writes has
-them too, and ``verifyfeed status`` reads the header facts while the job runs. They hold column
-labels only, never a cell value (decisions.md#header-synonyms). ``NO_HEADER`` are the facts of a
-file rejected before its header was read.
-"""
+"""Per-job reports under the job's own key, so that a second upload never replaces the first's
+(docs/decisions.md#report-layout): the summary, the header and rows facts, the rows to fix and the
+rows already uploaded (CSV, UTF-8 with a BOM, masked, formulas neutralised) and both as a workbook.
+``ReportPaths`` finds them all from the job's ``report_key``; every rejected row carries its reason's
+code, Chinese and English text, under the customer's own column names."""
 
 from __future__ import annotations
 
