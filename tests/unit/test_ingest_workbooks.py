@@ -41,10 +41,15 @@ FORMATS = {
 }
 
 
+SUMMARY_NOTE = "row 7 (合计) skipped as a summary row / 第 7 行（合计）为汇总行，已跳过"
+
+
 def records(name: str) -> list[tuple[int, object]]:
-    """(row number, the record the rules make of it — or the codes of the rules it breaks)."""
+    """(row number, the record the rules make of it — or the codes of the rules it breaks); the
+    fixture's closing 合计 row (row 7) is skipped with a note."""
     out: list[tuple[int, object]] = []
     with (FIXTURES / name).open("rb") as stream, open_rows(stream, name, JobKind.LOST_REPAIR) as source:
+        assert source.notes == ("row(s) 1 above the header (row 2) skipped as a title",)
         for row in source:
             assert row.problem is None
             try:
@@ -53,13 +58,18 @@ def records(name: str) -> list[tuple[int, object]]:
                 out.append((row.number, sorted(v.rule for v in exc.violations)))
             except Exception as exc:  # noqa: BLE001 - RuleViolation: one rule
                 out.append((row.number, getattr(exc, "rule", type(exc).__name__)))
+        assert source.summary_rows == ((7, "合计"),)
+        assert source.facts()["notes"] == [
+            "row(s) 1 above the header (row 2) skipped as a title",
+            SUMMARY_NOTE,
+        ]
     return out
 
 
 @pytest.mark.parametrize("name", sorted(FORMATS))
 def test_every_format_gives_the_same_records(name: str) -> None:
     expected = records("people.openpyxl.xlsx")
-    assert [number for number, _ in expected] == [3, 4, 6, 7]
+    assert [number for number, _ in expected] == [3, 4, 6]  # 5 is blank, 7 the summary row
     assert records(name) == expected
     # the phone typed as a number (row 3) and as text (row 6) both arrive as their digits
     numbers = dict(expected)

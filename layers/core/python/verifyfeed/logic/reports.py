@@ -21,7 +21,8 @@ cell Excel would evaluate as a formula is neutralised; the workbook holds every 
 
 The header facts (``HeaderMap.facts()``: ``header_row``, ``ignored_columns`` — every column we did
 not use, by its label — and ``notes``, e.g. a title row skipped) are written by the splitter as soon
-as it has read the header, before the job can settle; the rows facts once the file has been read.
+as it has read the header, and again once it has read the rows when it skipped a summary row (``合计``:
+``RowSource.facts``), before the job can settle; the rows facts once the file has been read.
 ``write_summary`` copies both into the summary, so the report that the job's last batch writes has
 them too, and ``verifyfeed status`` reads the header facts while the job runs. They hold column
 labels only, never a cell value (decisions.md#header-synonyms). ``NO_HEADER`` are the facts of a
