@@ -25,7 +25,7 @@ from openpyxl import Workbook
 from verifyfeed.config import LegacyIdPolicy
 from verifyfeed.ingest.errors import FileRejected
 from verifyfeed.ingest.readers import detect_file, open_rows
-from verifyfeed.models.records import JobKind
+from verifyfeed.models.records import JobCounts, JobKind
 from verifyfeed.rules.errors import RowRejected
 from verifyfeed.rules.lost_repair import repair_fields
 
@@ -180,3 +180,28 @@ def test_an_ods_row_repeating_a_value_over_millions_of_cells_is_refused_before_c
     )
     # LibreOffice's own repeated rows (the empty rest of each sheet) hold no value: read as before
     assert b'number-rows-repeated="1048' in content
+
+
+@pytest.mark.parametrize("fmt", ["xlsx", "ods"])
+def test_the_bench_workbooks_give_the_csv_s_batches_byte_for_byte(tmp_path: Path, fmt: str) -> None:
+    """``make bench`` compares the same rows as CSV, .xlsx and .ods (bench/generate.py writes the
+    workbooks itself): the splitter's core must make the same batches of each."""
+    from bench.generate import write_repair_csv, write_repair_ods, write_repair_xlsx
+    from verifyfeed.logic.repair_batches import RepairBatch, split_repair_rows
+
+    source = tmp_path / "people.csv"
+    planted = write_repair_csv(source, 1500)
+    book = tmp_path / f"people.{fmt}"
+    (write_repair_xlsx if fmt == "xlsx" else write_repair_ods)(source, book)
+
+    def batches(path: Path) -> tuple[JobCounts, list[bytes]]:
+        made: list[RepairBatch] = []
+        with path.open("rb") as stream, open_rows(stream, path.name, None) as rows:
+            counts = split_repair_rows(
+                rows, legacy=LegacyIdPolicy.CONVERT, batch_size=500, reject=lambda *_: None, emit=made.append
+            )
+        return counts, [batch.records_json for batch in made]
+
+    expected = batches(source)
+    assert expected[0].rows_accepted == planted.valid
+    assert batches(book) == expected
