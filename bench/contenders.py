@@ -23,6 +23,9 @@ On the same rows written as an .xlsx workbook (``bench.generate.write_repair_xls
   floor for any reader built on it;
 - ``ours-xlsx``: ``ours`` on the workbook (``open_rows`` → python-calamine, the bomb checks, the
   splitter's core with validation).
+
+On the same rows as an .ods spreadsheet (``write_repair_ods``): ``calamine-read`` again, and
+``ours-ods``, ``ours`` on it.
 """
 
 from __future__ import annotations
@@ -167,10 +170,12 @@ CONTENDERS: dict[str, Callable[[Path], Callable[[], Result]]] = {
     "ours": run_ours,
     "ours-py": lambda path: run_ours(path, native=False),
 }
-# on the same rows as an .xlsx workbook (bench.generate.write_repair_xlsx)
+# on the same rows as an .xlsx workbook (bench.generate.write_repair_xlsx) or an .ods one
+# (write_repair_ods): calamine-read on either, ours-xlsx and ours-ods are ``ours`` on each
 WORKBOOK_CONTENDERS: dict[str, Callable[[Path], Callable[[], Result]]] = {
     "calamine-read": run_calamine_read,
     "ours-xlsx": run_ours,
+    "ours-ods": run_ours,
 }
 
 

@@ -26,12 +26,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.contenders import WORKBOOK_CONTENDERS
 from bench.cost import file_cost, print_cost
-from bench.generate import Planted, write_repair_csv, write_repair_xlsx
+from bench.generate import Planted, write_repair_csv, write_repair_ods, write_repair_xlsx
 
 CONTENDERS = ("limit", "peer", "ours", "ours-py")
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,19 +119,34 @@ def bench_file(path: Path, planted: Planted, repeat: int, work: Path) -> dict[st
     return best
 
 
+# the same rows as a workbook: how each format is written, and its contenders (bench.contenders)
+WORKBOOK_FORMATS: dict[str, tuple[Callable[[Path, Path], None], tuple[str, str]]] = {
+    "xlsx": (write_repair_xlsx, ("calamine-read", "ours-xlsx")),
+    "ods": (write_repair_ods, ("calamine-read", "ours-ods")),
+}
+
+
 def bench_workbook(
-    csv_path: Path, planted: Planted, repeat: int, work: Path, csv_results: dict[str, dict[str, Any]]
+    csv_path: Path,
+    planted: Planted,
+    repeat: int,
+    work: Path,
+    csv_results: dict[str, dict[str, Any]],
+    fmt: str = "xlsx",
 ) -> dict[str, Any]:
-    """The same rows as an .xlsx workbook: python-calamine alone, and the splitter's core on it."""
-    path = csv_path.with_suffix(".xlsx")
-    write_repair_xlsx(csv_path, path)
+    """The same rows as a workbook of ``fmt`` (.xlsx, .ods): python-calamine alone, and the
+    splitter's core on it; ``ratio_<fmt>_csv`` and ``ratio_<fmt>_calamine`` against them."""
+    write, names = WORKBOOK_FORMATS[fmt]
+    path = csv_path.with_suffix(f".{fmt}")
+    write(csv_path, path)
+    ours_name = names[1]
     best: dict[str, dict[str, Any]] = {}
     for _ in range(repeat):
-        for name in WORKBOOK_CONTENDERS:
+        for name in names:
             run = run_child(["-m", "bench.contenders", name, str(path)], work / f"{name}.json")
             if run["rows"] != planted.rows:
-                raise SystemExit(f"{name} read {run['rows']} rows, the workbook has {planted.rows}")
-            if name == "ours-xlsx" and run["accepted"] != planted.valid:
+                raise SystemExit(f"{name} read {run['rows']} rows, the .{fmt} has {planted.rows}")
+            if name == ours_name and run["accepted"] != planted.valid:
                 raise SystemExit(f"{name} accepted {run['accepted']} rows, {planted.valid} are valid")
             kept = best.get(name)
             peak = max(run["peak_rss_mb"], kept["peak_rss_mb"] if kept else 0.0)
@@ -141,9 +156,9 @@ def bench_workbook(
     for run in best.values():
         run["rows_per_s"] = run["rows"] / run["cpu_seconds"]
         run["wall_rows_per_s"] = run["rows"] / run["seconds"]
-    ours, floor, csv_ours = best["ours-xlsx"], best["calamine-read"], csv_results["ours"]
-    print(f"  same rows as .xlsx ({path.stat().st_size / 1e6:.1f} MB):")
-    for name in WORKBOOK_CONTENDERS:
+    ours, floor, csv_ours = best[ours_name], best["calamine-read"], csv_results["ours"]
+    print(f"  same rows as .{fmt} ({path.stat().st_size / 1e6:.1f} MB):")
+    for name in names:
         r = best[name]
         print(
             f"  {name:13} {r['rows_per_s']:>10,.0f} {r['cpu_seconds']:>7.2f} {r['seconds']:>7.2f} "
@@ -152,11 +167,12 @@ def bench_workbook(
     result = {
         "mb": path.stat().st_size / 1e6,
         "runs": best,
-        "ratio_xlsx_csv": ours["rows_per_s"] / csv_ours["rows_per_s"],
-        "ratio_xlsx_calamine": ours["rows_per_s"] / floor["rows_per_s"],
+        f"ratio_{fmt}_csv": ours["rows_per_s"] / csv_ours["rows_per_s"],
+        f"ratio_{fmt}_calamine": ours["rows_per_s"] / floor["rows_per_s"],
     }
     print(
-        f"  xlsx/csv {result['ratio_xlsx_csv']:.2f}   xlsx/calamine-read {result['ratio_xlsx_calamine']:.2f}"
+        f"  {fmt}/csv {result[f'ratio_{fmt}_csv']:.2f}   "
+        f"{fmt}/calamine-read {result[f'ratio_{fmt}_calamine']:.2f}"
     )
     path.unlink()
     return result
@@ -271,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(n) for n in args.rows.split(",")]
     started = time.perf_counter()
     info = machine()
-    report: dict[str, Any] = {"machine": info, "files": {}, "splitter": {}, "workbooks": {}}
+    report: dict[str, Any] = {"machine": info, "files": {}, "splitter": {}, "workbooks": {}, "ods": {}}
     print(f"machine: {info['nproc']} × {info['cpu']}, Python {info['python']}, pandas {info['pandas']}")
     print(f"splitter: ours runs {info['fast_path']}; ours-py the pure-Python path")
     print(f"architecture: {info['architecture']}")
@@ -310,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             if not args.no_workbooks:
                 report["workbooks"][label(rows)] = bench_workbook(path, planted, args.repeat, work, results)
+                report["ods"][label(rows)] = bench_workbook(path, planted, args.repeat, work, results, "ods")
             if rows == sizes[-1] and not args.no_services and args.e2e_repeat > 0:
                 report["e2e"] = bench_e2e(path, planted, results["ours"], args, work)
             path.unlink()
@@ -342,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
         book = report["workbooks"][big]
         print(f"ratio xlsx/csv: {book['ratio_xlsx_csv']:.2f}")
         print(f"ratio xlsx/calamine-read: {book['ratio_xlsx_calamine']:.2f}")
+    if big in report["ods"]:
+        ods = report["ods"][big]
+        print(f"same rows as .ods: {ods['runs']['ours-ods']['rows_per_s']:,.0f} rows/s")
+        print(f"ratio ods/csv: {ods['ratio_ods_csv']:.2f}")
     if "e2e" in report:
         print(f"ratio split-e2e/core: {report['e2e']['ratio']:.2f}")
         audits = report["e2e"]["runs"][0]["audits"]

@@ -21,8 +21,10 @@ are passed on to the functions. Function logs go to ``.local-state/demo.log``; p
 Exit code 0 when every job settled and every row is accounted for, else 1.
 
 Each job's line says which columns of its file were not used (``ignored_columns``, by label) and
-what else the splitter noted of the header (a title row skipped); the JSON has them per job
-(``ignored_columns`` is ``null`` when the header was never read: a file rejected before it).
+what else the splitter noted (a title row, a summary row skipped); the JSON has them per job
+(``ignored_columns`` is ``null`` when the header was never read: a file rejected before it), and
+for a file refused as a whole its ``reason`` as its report gives it: ``{"code", "zh", "en"}``
+(``null`` for a job that was not refused).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from local.runner import ROOT, RunnerOptions, iter_input_files, reports_prefix_of, shown
-from local.snapshot import Snapshot
+from local.snapshot import JobView, Snapshot
 from verifyfeed_cli.output import table
 
 STATE_DIR = ROOT / ".local-state"
@@ -149,14 +151,35 @@ def say(message: str) -> None:
 
 def header_facts(snap: Snapshot, reports: list[tuple[str, Path]]) -> dict[str, dict[str, Any]]:
     """Each job's header facts (``<job's report>.header.json``, downloaded), by S3 key."""
+    return _downloaded(snap, reports, "header")
+
+
+def summaries(snap: Snapshot, reports: list[tuple[str, Path]]) -> dict[str, dict[str, Any]]:
+    """Each job's summary report (``<job's report>.json``, downloaded), by S3 key."""
+    return _downloaded(snap, reports, "summary")
+
+
+def _downloaded(snap: Snapshot, reports: list[tuple[str, Path]], which: str) -> dict[str, dict[str, Any]]:
     downloaded = {path for _, path in reports}
     prefix = reports_prefix_of()
-    facts: dict[str, dict[str, Any]] = {}
+    found: dict[str, dict[str, Any]] = {}
     for job in snap.jobs:
-        path = REPORTS_DIR / job.report_paths(prefix).header.removeprefix(prefix)
+        key: str = getattr(job.report_paths(prefix), which)
+        path = REPORTS_DIR / key.removeprefix(prefix)
         if path in downloaded:
-            facts[job.key] = json.loads(path.read_text(encoding="utf-8"))
-    return facts
+            found[job.key] = json.loads(path.read_text(encoding="utf-8"))
+    return found
+
+
+def refusal(job: JobView, summary: Mapping[str, Any] | None) -> dict[str, str | None] | None:
+    """Why a file was refused as a whole, as its report gives it — its code, the customer's Chinese
+    text, the English one — or ``None`` for a job that was not refused. Without its report (not
+    written, not downloaded) the job's own English reason, the code and Chinese text unknown."""
+    if job.status != "rejected":
+        return None
+    if summary is None or not summary.get("reason_code"):
+        return {"code": None, "zh": None, "en": job.reason or None}
+    return {"code": summary["reason_code"], "zh": summary.get("reason_zh"), "en": summary.get("reason")}
 
 
 def result_json(
@@ -166,10 +189,12 @@ def result_json(
     iam: dict[str, list[dict[str, str]]] | None = None,
 ) -> dict[str, Any]:
     facts = header_facts(snap, reports)
+    reported = summaries(snap, reports)
     return {
         "jobs": [
             {
                 **job.summary(),
+                "reason": refusal(job, reported.get(job.key)),
                 "ignored_columns": facts.get(job.key, {}).get("ignored_columns"),
                 "notes": facts.get(job.key, {}).get("notes", []),
             }

@@ -76,32 +76,40 @@ def report(services: Services, job_id: str) -> dict[str, object]:
     return loaded
 
 
-def test_a_workbook_damaged_near_its_end_charges_nothing(services: Services, sandbox: SandboxHandle) -> None:
-    """3,000 rows, the sheet cut at 90 %: two batches were staged before the damage was found."""
+def test_a_workbook_damaged_near_its_end_is_refused_before_its_first_row(
+    services: Services, sandbox: SandboxHandle
+) -> None:
+    """3,000 rows, the sheet cut at 90 %: python-calamine loads the whole sheet before the first row
+    is read, so the damage is found before anything is staged (decisions.md#workbooks, "Damage")."""
     key = f"lost-repair/damaged-{uuid.uuid4().hex[:6]}.xlsx"
     result = split(services, put(services, key, damaged_workbook(valid_rows(3000, 40_000), 0.9)))
     assert result.outcome == "rejected"
     assert queued_for(services, result.job_id) == [] and uploads(sandbox) == 0
-    batches = list(services.jobs.batches(result.job_id))
-    assert len(batches) == 2 and {b.status for b in batches} == {BatchStatus.DISCARDED}
-    assert claims_of(services, result.job_id) == []  # the staged bodies are gone
+    assert list(services.jobs.batches(result.job_id)) == [] and claims_of(services, result.job_id) == []
     job = services.jobs.get_job(result.job_id)
-    assert job is not None and job.status == JobStatus.REJECTED and job.reason
+    assert job is not None and job.status == JobStatus.REJECTED
     summary = report(services, result.job_id)
-    assert summary["sent_upstream"] == 0 and summary["batches_staged_then_discarded"] == 2
+    assert summary["reason_code"] == "file.sheet_damaged"
+    assert summary["sent_upstream"] == 0 and summary["batches_staged_then_discarded"] == 0
 
 
-def test_too_many_rows_rejects_the_file_before_anything_leaves(
+def test_too_many_rows_found_midway_discards_what_was_staged_and_charges_nothing(
     make_settings: SettingsFactory, clock: FixedClock, sandbox: SandboxHandle
 ) -> None:
-    services = build_services(make_settings(MAX_ROWS_PER_FILE="2000"), clock)
+    """A CSV is counted as it is read: two batches of 1,000 were staged before row 2,001 of 2,500
+    went over MAX_ROWS_PER_FILE; both are discarded, their bodies deleted, nothing sent."""
+    services = build_services(make_settings(MAX_ROWS_PER_FILE="2000", BATCH_MAX_RECORDS="1000"), clock)
     key = f"lost-repair/long-{uuid.uuid4().hex[:6]}.csv"
     result = split(services, put(services, key, csv_bytes(valid_rows(2500, 50_000))))
     assert result.outcome == "rejected"
     job = services.jobs.get_job(result.job_id)
     assert job is not None and "MAX_ROWS_PER_FILE (2,000)" in job.reason
     assert queued_for(services, result.job_id) == [] and uploads(sandbox) == 0
-    assert {b.status for b in services.jobs.batches(result.job_id)} <= {BatchStatus.DISCARDED}
+    batches = list(services.jobs.batches(result.job_id))
+    assert len(batches) == 2 and {b.status for b in batches} == {BatchStatus.DISCARDED}
+    assert claims_of(services, result.job_id) == []  # the staged bodies are gone
+    summary = report(services, result.job_id)
+    assert summary["sent_upstream"] == 0 and summary["batches_staged_then_discarded"] == 2
 
 
 def test_a_file_over_the_byte_cap_is_rejected_up_front(

@@ -17,6 +17,7 @@ from sandbox.server import SandboxHandle
 from tests.integration.conftest import drain_queue, fake_id
 from tests.reports import newest_job, paths_of, rejected_rows
 from tests.rows import AUDIT_HEADER, audit_row
+from verifyfeed.logic.reports import read_header_facts
 from verifyfeed.logic.splitter import DroppedObject, split_object
 from verifyfeed.logic.uploader import Delivery, load_records, submit_audit, upload_batch
 from verifyfeed.models.messages import CarrierAuditMessage, LostRepairBatchMessage
@@ -350,6 +351,47 @@ def test_a_seed_sheet_title_row_annotated_phone_and_extra_columns(
     assert report["ignored_columns"] == ["序号", "备注"]
     assert report["header_row"] == 2
     assert report["notes"] == ["row(s) 1 above the header (row 2) skipped as a title"]
+
+
+def test_a_closing_total_row_is_skipped_with_a_note_and_the_counts_add_up(
+    services: Services, sandbox: SandboxHandle
+) -> None:
+    """A workbook as a customer saves it (issue 26, item 3): a title row, the list, a blank row, a
+    合计 row and a 共 N 人 row at the end. The summary rows are neither sent nor rejected — the
+    report and the header facts ``verifyfeed status`` reads name them — while a 合计 row holding an
+    ID number is a data row, and rejected."""
+    key = f"lost-repair/total-{uuid.uuid4().hex[:6]}.xlsx"
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["2026年12月失联名单"])
+    sheet.append([*HEADER, "备注"])
+    sheet.append(["张三", fake_id(95_001), "", "T1", "vip"])  # row 3
+    sheet.append(["李四", fake_id(95_002), "13900000001", "T2", None])  # row 4
+    sheet.append([None, None, None, None, None])  # row 5: blank
+    sheet.append(["合计", fake_id(95_003), None, None, None])  # row 6: an ID number, so a data row
+    sheet.append(["合 计：", None, None, None, "共 2 人"])  # row 7
+    sheet.append(["共２人", "", None, "", None])  # row 8
+    buffer = io.BytesIO()
+    book.save(buffer)
+    result = split(services, put(services, key, buffer.getvalue()))
+    assert result.outcome == "split"
+    assert (result.counts.rows_read, result.counts.rows_accepted, result.counts.rows_rejected) == (3, 2, 1)
+    upload_all(services, result.job_id)
+    assert sorted(r.authCode for r in sandbox.accepted_records()[-2:]) == ["T1", "T2"]
+    report = summary(services, key)
+    assert report["status"] == JobStatus.COMPLETED.value
+    assert report["rows_read"] == report["rows_accepted"] + report["rows_rejected"] == 3
+    notes = [
+        "row(s) 1 above the header (row 2) skipped as a title",
+        "row 7 (合 计：) skipped as a summary row / 第 7 行（合 计：）为汇总行，已跳过",
+        "row 8 (共２人) skipped as a summary row / 第 8 行（共２人）为汇总行，已跳过",
+    ]
+    assert report["notes"] == notes
+    paths = paths_of(services, key)
+    header = read_header_facts(services.blobs, services.settings.ingest_bucket, paths.header)
+    assert header is not None and header["notes"] == notes  # what verifyfeed status shows
+    assert [(row["row"], row["code"]) for row in rejected_rows(services, key)] == [("6", "auth_code.missing")]
 
 
 def test_two_phone_columns_reject_the_file_naming_both(services: Services) -> None:

@@ -25,7 +25,7 @@ from openpyxl import Workbook
 from verifyfeed.config import LegacyIdPolicy
 from verifyfeed.ingest.errors import FileRejected
 from verifyfeed.ingest.readers import detect_file, open_rows
-from verifyfeed.models.records import JobKind
+from verifyfeed.models.records import JobCounts, JobKind
 from verifyfeed.rules.errors import RowRejected
 from verifyfeed.rules.lost_repair import repair_fields
 
@@ -41,10 +41,15 @@ FORMATS = {
 }
 
 
+SUMMARY_NOTE = "row 7 (合计) skipped as a summary row / 第 7 行（合计）为汇总行，已跳过"
+
+
 def records(name: str) -> list[tuple[int, object]]:
-    """(row number, the record the rules make of it — or the codes of the rules it breaks)."""
+    """(row number, the record the rules make of it — or the codes of the rules it breaks); the
+    fixture's closing 合计 row (row 7) is skipped with a note."""
     out: list[tuple[int, object]] = []
     with (FIXTURES / name).open("rb") as stream, open_rows(stream, name, JobKind.LOST_REPAIR) as source:
+        assert source.notes == ("row(s) 1 above the header (row 2) skipped as a title",)
         for row in source:
             assert row.problem is None
             try:
@@ -53,13 +58,18 @@ def records(name: str) -> list[tuple[int, object]]:
                 out.append((row.number, sorted(v.rule for v in exc.violations)))
             except Exception as exc:  # noqa: BLE001 - RuleViolation: one rule
                 out.append((row.number, getattr(exc, "rule", type(exc).__name__)))
+        assert source.summary_rows == ((7, "合计"),)
+        assert source.facts()["notes"] == [
+            "row(s) 1 above the header (row 2) skipped as a title",
+            SUMMARY_NOTE,
+        ]
     return out
 
 
 @pytest.mark.parametrize("name", sorted(FORMATS))
 def test_every_format_gives_the_same_records(name: str) -> None:
     expected = records("people.openpyxl.xlsx")
-    assert [number for number, _ in expected] == [3, 4, 6, 7]
+    assert [number for number, _ in expected] == [3, 4, 6]  # 5 is blank, 7 the summary row
     assert records(name) == expected
     # the phone typed as a number (row 3) and as text (row 6) both arrive as their digits
     numbers = dict(expected)
@@ -170,3 +180,28 @@ def test_an_ods_row_repeating_a_value_over_millions_of_cells_is_refused_before_c
     )
     # LibreOffice's own repeated rows (the empty rest of each sheet) hold no value: read as before
     assert b'number-rows-repeated="1048' in content
+
+
+@pytest.mark.parametrize("fmt", ["xlsx", "ods"])
+def test_the_bench_workbooks_give_the_csv_s_batches_byte_for_byte(tmp_path: Path, fmt: str) -> None:
+    """``make bench`` compares the same rows as CSV, .xlsx and .ods (bench/generate.py writes the
+    workbooks itself): the splitter's core must make the same batches of each."""
+    from bench.generate import write_repair_csv, write_repair_ods, write_repair_xlsx
+    from verifyfeed.logic.repair_batches import RepairBatch, split_repair_rows
+
+    source = tmp_path / "people.csv"
+    planted = write_repair_csv(source, 1500)
+    book = tmp_path / f"people.{fmt}"
+    (write_repair_xlsx if fmt == "xlsx" else write_repair_ods)(source, book)
+
+    def batches(path: Path) -> tuple[JobCounts, list[bytes]]:
+        made: list[RepairBatch] = []
+        with path.open("rb") as stream, open_rows(stream, path.name, None) as rows:
+            counts = split_repair_rows(
+                rows, legacy=LegacyIdPolicy.CONVERT, batch_size=500, reject=lambda *_: None, emit=made.append
+            )
+        return counts, [batch.records_json for batch in made]
+
+    expected = batches(source)
+    assert expected[0].rows_accepted == planted.valid
+    assert batches(book) == expected

@@ -122,3 +122,46 @@ def test_an_upstream_url_the_functions_would_refuse_is_refused_before_the_start(
     else:
         with pytest.raises(ValueError, match="not an https:// URL"):
             demo.DemoOptions.from_env({"UPSTREAM_URL": url})
+
+
+def test_the_json_gives_a_refused_file_s_reason_as_its_report_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 26, item 6: code, Chinese and English, from the job's downloaded summary report; a job
+    that was not refused has none, a refused one whose report is missing has its English reason."""
+    monkeypatch.setattr(demo, "REPORTS_DIR", tmp_path)
+    views = [
+        JobView(file="bad.xls", key="lost-repair/bad.xls", kind="lost-repair", status="rejected",
+                reason="r", job_id="j1", report_key="reports/lost-repair/bad.xls/j1.json"),
+        JobView(file="gone.csv", key="lost-repair/gone.csv", kind="lost-repair", status="rejected",
+                reason="missing required column(s): 授权码", job_id="j2",
+                report_key="reports/lost-repair/gone.csv/j2.json"),
+        JobView(file="seed.csv", key="lost-repair/seed.csv", kind="lost-repair", status="completed",
+                job_id="j3", report_key="reports/lost-repair/seed.csv/j3.json"),
+    ]  # fmt: skip
+    report = tmp_path / "lost-repair" / "bad.xls" / "j1.json"
+    report.parent.mkdir(parents=True)
+    refused = FileRejected("file.password")
+    report.write_text(
+        json.dumps(
+            {
+                "status": "rejected",
+                "reason": refused.reason,
+                "reason_code": refused.code,
+                "reason_zh": refused.zh,
+            },
+            ensure_ascii=False,
+        ),
+        encoding="utf-8",
+    )
+    seed = tmp_path / "lost-repair" / "seed.csv" / "j3.json"
+    seed.parent.mkdir(parents=True)
+    seed.write_text(json.dumps({"status": "completed", "reason": ""}), encoding="utf-8")
+    snap = Snapshot(jobs=views, audits={}, ledger=None, queues={}, invocations={}, in_flight=0)
+    reports = [("s3://b/reports/lost-repair/bad.xls/j1.json", report), ("s3://b/x", seed)]
+    jobs = demo.result_json(snap, [], reports)["jobs"]
+    assert jobs[0]["reason"] == {"code": "file.password", "zh": refused.zh, "en": refused.reason}
+    assert "密码" in jobs[0]["reason"]["zh"] and "password" in jobs[0]["reason"]["en"]
+    assert jobs[1]["reason"] == {"code": None, "zh": None, "en": "missing required column(s): 授权码"}
+    assert jobs[2]["reason"] is None
+    assert json.loads(json.dumps(jobs, ensure_ascii=False)) == jobs  # what JSON=1 prints

@@ -10,6 +10,8 @@ customers' own filters key on them. A code the rules raise that is missing here 
 (``Reason`` refuses unknown codes) and in tests/unit/test_reasons.py.
 
 Parameters never hold a cell value (an ID number, a phone, a name): reasons go to logs and reports.
+(The one cell a reason quotes is a summary row's label — 合计, 共 8 人 — once the reader has
+recognised it as one: ``note.summary_row``.)
 """
 
 from __future__ import annotations
@@ -488,6 +490,16 @@ _REPORTS = {
     "report.more_rows": Text(
         "还有 {rows} 行未列在此表中，见 {file}",
         "{rows} more row(s) not listed in this sheet: see {file}",
+    ),
+    # the header facts' notes (``RowSource.notes``): a closing total row the reader skipped; ``label``
+    # is what its label cell says, a summary label the reader recognised (合计, 共 8 人), never a value
+    "note.summary_row": Text(
+        "第 {row} 行（{label}）为汇总行，已跳过",
+        "row {row} ({label}) skipped as a summary row",
+    ),
+    "note.summary_rows_more": Text(
+        "另有 {rows} 个汇总行已跳过",
+        "{rows} more summary row(s) skipped",
     ),
 }
 

@@ -200,6 +200,11 @@ def spec_labels(kind: JobKind) -> Mapping[str, str]:
     return _SPEC_LABELS[kind]
 
 
+def required_fields(kind: JobKind) -> tuple[str, ...]:
+    """The fields a row of ``kind`` must have: name, id_number, auth_code for lost repair."""
+    return _KINDS[kind][2]
+
+
 def required_labels(kind: JobKind) -> tuple[str, ...]:
     """The spec labels of ``kind``'s required columns: 姓名, 身份证号, 授权码 for lost repair."""
     return tuple(spec_label(kind, f) for f in _KINDS[kind][2])

@@ -14,6 +14,12 @@ workbook's sheet spans, header included; ``None`` for text).
   (``header.not_found``, or ``header.not_found_either`` when the kind is not given).
   CSV counts records (a quoted field spanning lines is one row); JSON Lines counts lines.
   Blank rows (every cell empty or whitespace) are skipped — not yielded — but keep their number.
+  So are summary rows, a closing total: a label ``合计``, ``总计``, ``小计`` (a count may follow:
+  ``合计：共 8 人``) or ``共 N 人``/``共 N 条`` (whitespace, full-width digits, a trailing colon
+  allowed; ``summary_label``) in the name column or the first column, with every other required
+  cell empty; ``notes`` (and ``facts()``, the report's header facts) name each by its row and its
+  label — no other cell — once the rows are read. A row with a summary label and a required value
+  (an ID number) is a data row, and the rules reject it.
 - ``values`` maps canonical field → raw value: ``str`` for CSV, what python-calamine gives for a
   workbook (``float``/``int``/``str``/``bool``/``date``/``datetime``, an empty cell ``None`` —
   numbers are *not* stringified, so the rules can see that an ID was stored as a number), JSON
@@ -98,6 +104,7 @@ from verifyfeed.ingest.headers import (
     is_unlabelled,
     map_header,
     normalize_header,
+    required_fields,
     required_labels,
 )
 from verifyfeed.models.records import JobKind
@@ -143,6 +150,96 @@ class LineBlock:
     lines: list[str]
 
 
+# A closing total row's label, whitespace removed: 合计 / 总计 / 小计 (a colon, a count may follow:
+# 合计：共 8 人), or 共 N 人 / 条 / 名 (共计 too); half- or full-width digits, a trailing colon.
+_COUNT = r"[0-9０-９][0-9０-９,，]{0,9}"
+_SUMMARY_LABEL = re.compile(
+    rf"(?:[合总小]计[:：]?(?:共计?)?(?:{_COUNT}[人条名]?)?|共计?{_COUNT}[人条名])[:：]?"
+)
+SUMMARY_NOTES_MAX = 10  # summary rows named one by one in the notes; the rest are counted
+
+
+def summary_label(value: object) -> str | None:
+    """``value`` as a summary row's label (its whitespace collapsed) when it is one: 合计, 共 8 人."""
+    if type(value) is not str or ("计" not in value and "共" not in value):
+        return None
+    words = value.split()
+    return " ".join(words) if _SUMMARY_LABEL.fullmatch("".join(words)) else None
+
+
+def _empty(value: object) -> bool:
+    return value is None or (type(value) is str and not value.strip())
+
+
+class _Summaries:
+    """The closing total rows of a file (a summary label in the name column or the first column,
+    every other required cell empty): the reader skips them as it skips blank rows — they are no
+    data row — and keeps their numbers and labels for the notes."""
+
+    __slots__ = ("columns", "count", "found", "required", "required_names")
+
+    def __init__(self, header: HeaderMap) -> None:
+        where = {field: index for index, field in header.columns.items()}
+        self.columns = tuple(dict.fromkeys((where["name"], 0)))  # the name column, the first column
+        self.required_names = required_fields(header.kind)
+        self.required = tuple(where[field] for field in self.required_names if field in where)
+        self.found: list[tuple[int, str]] = []  # (row, label), the first SUMMARY_NOTES_MAX
+        self.count = 0
+
+    def may_hold(self, block: Sequence[Sequence[Any]]) -> bool:
+        """Whether a block of rows may hold a summary row (a 计 or 共 in a label column): one test for
+        the block, so that clean blocks stay blocks."""
+        for index in self.columns:
+            try:
+                text = "\n".join(map(itemgetter(index), block))
+            except (TypeError, IndexError):  # a workbook's number or date; a short row
+                text = "\n".join(
+                    [row[index] for row in block if len(row) > index and type(row[index]) is str]
+                )
+            if "计" in text or "共" in text:
+                return True
+        return False
+
+    def skip(self, number: int, cells: Sequence[Any]) -> bool:
+        """Whether row ``number`` is a summary row (then noted)."""
+        count = len(cells)
+        for index in self.columns:
+            label = summary_label(cells[index] if index < count else None)
+            if label is not None and all(_empty(cells[i]) for i in self.required if i != index and i < count):
+                self.note(number, label)
+                return True
+        return False
+
+    def skip_values(
+        self, number: int, candidates: Iterable[tuple[str | None, object]], values: dict[str, object]
+    ) -> bool:
+        """``skip`` for JSON Lines: ``candidates`` are (field or ``None``, value) of the name and the
+        first key, ``values`` the row's fields."""
+        for field, value in candidates:
+            label = summary_label(value)
+            if label is not None and all(
+                _empty(values.get(name)) for name in self.required_names if name != field
+            ):
+                self.note(number, label)
+                return True
+        return False
+
+    def note(self, number: int, label: str) -> None:
+        self.count += 1
+        if len(self.found) < SUMMARY_NOTES_MAX:
+            self.found.append((number, label))
+
+    def notes(self) -> tuple[str, ...]:
+        notes = [_bilingual(reason("note.summary_row", row=row, label=label)) for row, label in self.found]
+        if self.count > len(self.found):
+            notes.append(_bilingual(reason("note.summary_rows_more", rows=self.count - len(self.found))))
+        return tuple(notes)
+
+
+def _bilingual(why: Reason) -> str:
+    return f"{why.en} / {why.zh}"
+
+
 # What ``RowSource.fast_rows`` yields: a ``SourceRow``; a block of clean CSV rows as
 # ``(numbers, cells)``: their row numbers and their raw cells, in file order; or a ``LineBlock``.
 CellBlock = tuple[list[int], list[list[str]]]
@@ -168,6 +265,7 @@ class RowSource(Iterator[SourceRow]):
         self._rows: Iterator[FastRow] = iter(())
         self._pending: list[SourceRow] = []  # the rest of a block, reversed
         self._pick = _row_picker(header)
+        self._summaries = _Summaries(header)
         self._close = close
         self._line_blocks = False  # CSV: whether fast_rows yields LineBlocks
         self.delimiter = ","  # CSV: the delimiter in use
@@ -191,11 +289,27 @@ class RowSource(Iterator[SourceRow]):
             self._pending = pending
         return self._pending.pop()
 
+    @property
+    def summary_rows(self) -> tuple[tuple[int, str], ...]:
+        """The summary rows skipped so far, (row number, label): the first ``SUMMARY_NOTES_MAX``."""
+        return tuple(self._summaries.found)
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What an operator should know about the file, for the report: the header's notes (title
+        rows skipped), then the summary rows skipped so far — complete once every row is read."""
+        return self.header.notes + self._summaries.notes()
+
+    def facts(self) -> dict[str, object]:
+        """``header.facts()`` with ``notes``: once the rows are read, the summary rows too."""
+        return {**self.header.facts(), "notes": list(self.notes)}
+
     def line_items(self, block: LineBlock) -> Iterator[SourceRow | CellBlock]:
         """What the csv reader makes of ``block``'s lines: blocks of clean rows and ``SourceRow``s,
         exactly as ``fast_rows`` would have yielded them had the lines gone through it."""
         reader = csv.reader(block.lines, delimiter=self.delimiter, strict=True)
         width, pick, max_chars = self.header.width, self._pick, self.max_field_chars
+        summaries = self._summaries
         numbers: list[int] = []
         cells_block: list[list[str]] = []
         number = block.first - 1
@@ -208,20 +322,20 @@ class RowSource(Iterator[SourceRow]):
                         cells_block.append(cells)
                         continue
                     if cells_block:
-                        yield from _settle(numbers, cells_block, pick, max_chars)
+                        yield from _settle(numbers, cells_block, pick, max_chars, summaries)
                         numbers, cells_block = [], []
-                    item = _lone_row(number, cells, width, pick, max_chars, None)
+                    item = _lone_row(number, cells, width, pick, max_chars, None, summaries)
                     if item is not None:
                         yield item
                 break
             except csv.Error as exc:  # e.g. a value over the csv module's field limit
                 if cells_block:
-                    yield from _settle(numbers, cells_block, pick, max_chars)
+                    yield from _settle(numbers, cells_block, pick, max_chars, summaries)
                     numbers, cells_block = [], []
                 number += 1
                 yield SourceRow(number, {}, _csv_error_problem(exc, max_chars))
         if cells_block:
-            yield from _settle(numbers, cells_block, pick, max_chars)
+            yield from _settle(numbers, cells_block, pick, max_chars, summaries)
 
     def fast_rows(self, *, lines: bool = False) -> Iterator[FastRow]:
         """The same rows, for loops where a dict per row costs too much: CSV rows the reader
@@ -655,16 +769,22 @@ def _settle(
     block: list[list[str]],
     pick: Callable[[Sequence[Any]], dict[str, object]],
     max_chars: int,
+    summaries: _Summaries,
 ) -> Iterator[SourceRow | CellBlock]:
-    """Rows of the header's width with no flag: the block as it is when none is blank or has an
-    over-long value (one test for all), else row by row."""
+    """Rows of the header's width with no flag: the block as it is when none is blank, a summary
+    row or has an over-long value (one test for all), else row by row."""
     joined = list(map("".join, block))
-    if all(joined) and not any(map(str.isspace, joined)) and max(map(len, joined)) <= max_chars:
+    if (
+        all(joined)
+        and not any(map(str.isspace, joined))
+        and max(map(len, joined)) <= max_chars
+        and not summaries.may_hold(block)
+    ):
         yield numbers, block
         return
     strip = str.strip
     for row_number, cells in zip(numbers, block, strict=True):
-        if not any(map(strip, cells)):
+        if not any(map(strip, cells)) or summaries.skip(row_number, cells):
             continue
         if max(map(len, cells)) > max_chars:
             yield SourceRow(row_number, pick(cells), reason("problem.value_too_long", max=max_chars))
@@ -679,9 +799,13 @@ def _lone_row(
     pick: Callable[[Sequence[Any]], dict[str, object]],
     max_chars: int,
     flag_problem: Reason | None,
+    summaries: _Summaries,
 ) -> SourceRow | None:
-    """A row that cannot join a block (flagged, or not the header's width); ``None`` when blank."""
+    """A row that cannot join a block (flagged, or not the header's width); ``None`` when blank or
+    a summary row."""
     if not any(map(str.strip, cells)):
+        return None
+    if flag_problem is None and summaries.skip(number, cells):
         return None
     problem = flag_problem
     if problem is None:
@@ -705,12 +829,13 @@ def _csv_rows(
     header = source.header
     width = header.width
     pick = _row_picker(header)
+    summaries = source._summaries
     line_cap = text.line_cap
     numbers: list[int] = []
     block: list[list[str]] = []
 
     def settle() -> Iterator[SourceRow | CellBlock]:
-        return _settle(numbers, block, pick, max_field_chars)
+        return _settle(numbers, block, pick, max_field_chars, summaries)
 
     while True:
         try:
@@ -748,6 +873,7 @@ def _csv_rows(
                         pick,
                         max_field_chars,
                         _flag_problem(flags, source, line_cap) if flags else None,
+                        summaries,
                     )
                     if item is not None:
                         yield item
@@ -828,7 +954,9 @@ def _open_workbook(
     source = RowSource(header.kind, fmt, None, replace(header, sheet=name), close)
     source._pick = _row_picker(header, empty=None)
     source.sheet_rows = int(data.end[0]) + 1 if data.end else 0
-    source._rows = _workbook_rows(rows, source.header, number, max_field_chars, close, _offset(data))
+    source._rows = _workbook_rows(
+        rows, source.header, number, max_field_chars, close, _offset(data), source._summaries
+    )
     return source
 
 
@@ -917,11 +1045,13 @@ def _workbook_rows(
     max_field_chars: int,
     close: Callable[[], None],
     offset: int,
+    summaries: _Summaries,
 ) -> Iterator[FastRow]:
     """The rows after the header, ``_BLOCK_ROWS`` at a time: when every row of a block has its
-    header's cells as non-blank text within ``max_field_chars`` and without NUL, the block as it is
-    (``(numbers, cells)``, cells indexed like ``header.columns``); else row by row, each such row in
-    a block of its own and any other non-blank row as a ``SourceRow`` (empty cells ``None``)."""
+    header's cells as non-blank text within ``max_field_chars`` and without NUL, and no row is a
+    summary row, the block as it is (``(numbers, cells)``, cells indexed like ``header.columns``);
+    else row by row, each such row in a block of its own and any other non-blank row that is not a
+    summary row as a ``SourceRow`` (empty cells ``None``)."""
     pick = _row_picker(header, empty=None)
     getter = itemgetter(*header.columns)  # two columns at least: every kind requires three
     pad = [""] * offset
@@ -941,10 +1071,13 @@ def _workbook_rows(
                 and not any(map(str.isspace, joined))
                 and max(map(len, joined)) <= max_field_chars
                 and "\x00" not in "".join(joined)
+                and not summaries.may_hold(chunk)
             ):
                 yield numbers, chunk
                 continue
             for row_number, cells in zip(numbers, chunk, strict=True):
+                if summaries.skip(row_number, cells):
+                    continue
                 picked = getter(cells)
                 if all(type(value) is str for value in picked):
                     text = "".join(picked)
@@ -1024,7 +1157,7 @@ def _open_jsonl(stream: IO[bytes], sample: bytes, kind: JobKind | None, max_fiel
     resolved = _resolve_kind(list(first), kind)
     header = replace(map_header(list(first), resolved), row=number)  # the keys of the first object
     source = RowSource(resolved, "jsonl", "utf-8", header)
-    source._rows = _jsonl_rows(first, number, lines, resolved, max_field_chars)
+    source._rows = _jsonl_rows(first, number, lines, resolved, max_field_chars, source._summaries)
     return source
 
 
@@ -1034,6 +1167,7 @@ def _jsonl_rows(
     lines: Iterator[tuple[bytes, bool]],
     kind: JobKind,
     max_field_chars: int,
+    summaries: _Summaries,
 ) -> Iterator[SourceRow]:
     aliases = aliases_for(kind)
     keys: dict[str, str | None] = {}  # raw key → field; keys repeat on every line
@@ -1074,7 +1208,13 @@ def _jsonl_rows(
         if obj is None:
             yield SourceRow(number, {}, problem)
             continue
-        yield to_row(number, obj)
+        row = to_row(number, obj)
+        if row.problem is None and obj:
+            first_key = next(iter(obj))  # the first column
+            candidates = (("name", row.values.get("name")), (keys.get(first_key) or None, obj[first_key]))
+            if summaries.skip_values(number, candidates, row.values):
+                continue
+        yield row
 
 
 def detect_path(path: Path, kind: JobKind | None = None, *, sheet: str = "") -> JobKind:

@@ -302,6 +302,10 @@ def _split(
             audits: list[CarrierAuditMessage] = []
         else:
             counts, audits = _validate_carrier_audits(services, job, rows, rejections)
+        read_facts = rows.facts()
+        if read_facts != header:  # summary rows skipped as the rows were read: noted beside the titles
+            header = read_facts
+            write_header_facts(services.blobs, dropped.bucket, paths.header, header)
     except FileRejected as exc:
         discarded = stager.discard()
         counts = JobCounts()
