@@ -48,7 +48,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from verifyfeed.models.envelope import SUCCESS_CODE
 from verifyfeed.models.ids import batch_id, claim_key, iso, tree_position, tree_seq
 from verifyfeed.models.messages import LostRepairBatchMessage
-from verifyfeed.models.records import Batch, BatchStatus
+from verifyfeed.models.records import Batch, BatchFields, BatchStatus
 from verifyfeed.pii import mask_id
 from verifyfeed.ports import BlobError, Services, StaleTransition
 
@@ -260,7 +260,7 @@ def _bisect(services: Services, batch: Batch, records: list[bytes]) -> None:
 
 
 def _fail(services: Services, batch: Batch, reason: str, *, refused_record: str = "") -> None:
-    fields = {"last_error": reason[:500]}
+    fields: BatchFields = {"last_error": reason[:500]}
     if refused_record:
         fields["refused_record"] = refused_record
     try:

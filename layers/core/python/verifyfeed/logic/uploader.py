@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Unpack
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
@@ -49,7 +49,7 @@ from verifyfeed.models.ids import claim_key as claim_key_for
 from verifyfeed.models.ids import tree_position
 from verifyfeed.models.lost_repair import RepairRecord, VerifyState
 from verifyfeed.models.messages import CarrierAuditMessage, LostRepairBatchMessage
-from verifyfeed.models.records import Audit, AuditStatus, Batch, BatchStatus
+from verifyfeed.models.records import Audit, AuditStatus, Batch, BatchFields, BatchStatus
 from verifyfeed.models.wire import WireInt
 from verifyfeed.ports import BlobError, Blobs, JobMissing, Services, StaleAudit, StaleTransition, StoreError
 from verifyfeed.upstream.client import Answered, CallOutcome, HttpError, NotSent, Unknown
@@ -372,7 +372,12 @@ def _verify_state(response: UnifiedResponse) -> VerifyState | None:
 
 
 def _transition(
-    services: Services, batch: Batch, to: BatchStatus, *, count_state0: bool = False, **fields: str
+    services: Services,
+    batch: Batch,
+    to: BatchStatus,
+    *,
+    count_state0: bool = False,
+    **fields: Unpack[BatchFields],
 ) -> Batch:
     return services.jobs.transition(batch, to, services.clock.now(), count_state0=count_state0, fields=fields)
 
@@ -392,7 +397,7 @@ def _settle(
     *,
     count_state0: bool = False,
     seconds_left: Callable[[], float] | None = None,
-    **fields: str,
+    **fields: Unpack[BatchFields],
 ) -> None:
     if to in (BatchStatus.FAILED, BatchStatus.UNKNOWN):
         fields.update(_keep_body(services, batch, message))
@@ -413,7 +418,7 @@ def _refuse(
     batch: Batch,
     message: LostRepairBatchMessage,
     delivery: Delivery,
-    **fields: str,
+    **fields: Unpack[BatchFields],
 ) -> None:
     """``state`` "0" for a batch that is split rather than retried whole: recorded ``refused`` (with
     its body kept under ``claims/``, which its halves are cut from), then its tree moves on."""
@@ -456,7 +461,7 @@ def _with_retries(write: Callable[[], object], what: str, seconds_left: Callable
             pause = min(2.0, pause * 2)
 
 
-def _keep_body(services: Services, batch: Batch, message: LostRepairBatchMessage) -> dict[str, str]:
+def _keep_body(services: Services, batch: Batch, message: LostRepairBatchMessage) -> BatchFields:
     """The message is consumed once the batch settles: keep its body in S3 (``claims/``, 14 days)
     so that an operator can re-drive a failed or unknown batch (``verifyfeed redrive``).
 

@@ -22,8 +22,6 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
-
 from verifyfeed import aws
 from verifyfeed.models.ids import iso
 from verifyfeed.models.records import (
@@ -37,18 +35,17 @@ from verifyfeed.models.records import (
     settlement_counter,
 )
 from verifyfeed.ports import StaleAudit
-from verifyfeed.store.codec import attr, from_item, query_count, query_items, translate_errors
-from verifyfeed.store.jobs import (
-    JOB_EXISTS,
-    JOB_SK,
-    cancelled_by,
-    condition_failed,
-    job_pk,
-    no_job,
+from verifyfeed.store.dynamo import (
+    attr,
+    conditional,
+    from_item,
     put_if_absent,
-    reopen_job,
+    query_count,
+    query_items,
+    translate_errors,
     write_transaction,
 )
+from verifyfeed.store.jobs import JOB_EXISTS, JOB_SK, job_pk, no_job, reopen_job  # an audit counts on its job
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -166,7 +163,7 @@ class AuditStore:
             values[":cycle"] = attr(cycle)
             unrecorded = "attribute_not_exists(#c) OR " if cycle == 0 else ""
             condition += f" AND ({unrecorded}#c = :cycle)"
-        try:
+        with conditional() as decide:
             self._db.update_item(
                 TableName=self.table,
                 Key={"pk": attr(audit_pk(audit_key))},
@@ -176,12 +173,9 @@ class AuditStore:
                 ExpressionAttributeValues=values,
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-        except ClientError as exc:
-            if not condition_failed(exc):
-                raise
-            item: dict[str, Any] | None = exc.response.get("Item")  # type: ignore[assignment]
-            return False, None if item is None else Audit.model_validate(from_item(item))
-        return True, None
+        if not decide.failed:
+            return True, None
+        return False, None if decide.item is None else Audit.model_validate(from_item(decide.item))
 
     def reserve(self, audit: Audit, now: datetime) -> tuple[Reservation, Audit]:
         """Claim the audit for a submission from a file row, atomically.
@@ -221,7 +215,7 @@ class AuditStore:
             sets.append(f"#f{i} = :f{i}")  # names may be reserved words ("row")
             names[f"#f{i}"] = name
             values[f":f{i}"] = attr(value)
-        try:
+        with conditional(lambda: StaleAudit(audit.audit_key)):
             self._db.update_item(
                 TableName=self.table,
                 Key={"pk": attr(audit_pk(audit.audit_key))},
@@ -230,10 +224,6 @@ class AuditStore:
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
             )
-        except ClientError as exc:
-            if condition_failed(exc):
-                raise StaleAudit(audit.audit_key) from exc
-            raise
         return audit.model_copy(
             update={"status": to, "updated_at": iso(now), "version": audit.version + 1, **fields}
         )
@@ -275,7 +265,10 @@ class AuditStore:
         if record_id is not None and to == AuditStatus.PENDING:
             item = {"pk": attr(record_pk(record_id)), "audit_key": attr(audit.audit_key)}
             alias.append({"Put": {"TableName": self.table, "Item": item}})
-        try:
+        # the job's counters (after the audit) are conditional on the job only: alone, JobMissing
+        with conditional(
+            lambda: StaleAudit(audit.audit_key), guard=(len(alias) + 1, lambda: no_job(audit.job_id))
+        ):
             write_transaction(
                 self._db,
                 [
@@ -301,12 +294,6 @@ class AuditStore:
                     },
                 ],
             )
-        except ClientError as exc:
-            if cancelled_by(exc, len(alias) + 1) and not cancelled_by(exc, len(alias)):
-                raise no_job(audit.job_id) from exc  # the counters' job is gone: nothing written
-            if condition_failed(exc):
-                raise StaleAudit(audit.audit_key) from exc
-            raise
         update: dict[str, Any] = {
             "status": to,
             "updated_at": iso(now),
@@ -339,7 +326,7 @@ class AuditStore:
             "resubmissions = if_not_exists(resubmissions, :zero) + :one, "
             "redriven = list_append(if_not_exists(redriven, :none), :entry)"
         )
-        try:
+        with conditional(lambda: StaleAudit(audit.audit_key)):
             write_transaction(
                 self._db,
                 [
@@ -366,10 +353,6 @@ class AuditStore:
                     reopen_job(self.jobs_table, audit.job_id, "batches_unknown", now),
                 ],
             )
-        except ClientError as exc:
-            if condition_failed(exc):
-                raise StaleAudit(audit.audit_key) from exc
-            raise
         return audit.model_copy(
             update={
                 "status": AuditStatus.SUBMITTING,
@@ -410,7 +393,7 @@ class AuditStore:
             ":v": attr(audit.version),
             ":e": attr(error[:500]),
         }
-        try:
+        with conditional() as mark:
             self._db.update_item(
                 TableName=self.table,
                 Key={"pk": attr(audit_pk(audit.audit_key))},
@@ -422,11 +405,7 @@ class AuditStore:
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues=values,
             )
-        except ClientError as exc:
-            if not condition_failed(exc):
-                raise
-            return False
-        return True
+        return not mark.failed
 
     def with_status(
         self,

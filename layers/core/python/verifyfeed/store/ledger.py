@@ -18,13 +18,10 @@ import time
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
-
 from verifyfeed.models.ids import iso
 from verifyfeed.models.ledger import LedgerEntry, LedgerObject
 from verifyfeed.ports import LedgerBusy
-from verifyfeed.store.codec import attr, translate_errors
-from verifyfeed.store.jobs import condition_failed
+from verifyfeed.store.dynamo import attr, conditional, translate_errors
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -95,7 +92,7 @@ class LedgerStore:
             pause = min(pause * 2, 1.0)
 
     def _try_acquire(self, holder: str, now: float, lease_seconds: int) -> bool:
-        try:
+        with conditional() as take:
             self._db.put_item(
                 TableName=self.table,
                 Item={
@@ -107,23 +104,16 @@ class LedgerStore:
                 ConditionExpression="attribute_not_exists(pk) OR expires_epoch < :now OR holder = :me",
                 ExpressionAttributeValues={":now": {"N": str(int(now))}, ":me": attr(holder)},
             )
-        except ClientError as exc:
-            if condition_failed(exc):
-                return False
-            raise
-        return True
+        return not take.failed
 
     def release(self, holder: str) -> None:
-        try:
+        with conditional():  # failed: expired and taken over, nothing of ours to release
             self._db.delete_item(
                 TableName=self.table,
                 Key=_LOCK,
                 ConditionExpression="holder = :me",
                 ExpressionAttributeValues={":me": attr(holder)},
             )
-        except ClientError as exc:
-            if not condition_failed(exc):  # expired and taken over: nothing of ours to release
-                raise
 
     # ---- file fingerprints --------------------------------------------------------------------
 
