@@ -1,17 +1,8 @@
 """Carrier audits (``pk=AUDIT#<audit_key>``), indexed by upstream record id and by status.
 
-An item holds masked ID/phone values plus keyed digests (``verifyfeed.pii.Keyed``), never the
-plaintext nor a bare SHA-256 of it.
-Audit states::
-
-    submitting ─┬─> pending ─┬─> passed
-                │            └─> rejected ─> submitting (re-dropped with fixes: /update)
-                ├─> failed ─> submitting (re-dropped: /update if it holds a record id, else /add)
-                └─> unknown ─> submitting (an operator re-submits it: ``resubmit_unknown``)
-
-``version`` is bumped by every transition, and every write is conditional on the state it
-leaves, so a stale or replayed result can never overwrite a newer one. ``cycle`` counts the times
-an audit went pending under its record id (docs/decisions.md#callback-replay).
+Items hold masked values and keyed digests (``pii.Keyed``), never the plaintext. Every write is
+conditional on the state and ``version`` it leaves, so a stale or replayed result never overwrites a
+newer one (docs/architecture.md#audit-states; ``cycle``: docs/decisions.md#callback-replay).
 """
 
 from __future__ import annotations

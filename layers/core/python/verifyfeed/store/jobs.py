@@ -1,25 +1,9 @@
-"""Jobs and their batches (one table: ``pk=JOB#<id>``; ``sk=JOB`` or ``sk=BATCH#<seq>``).
+"""Jobs and their batches, in one table (``pk=JOB#<id>``; ``sk=JOB`` or ``sk=BATCH#<seq>``).
 
-Batch state machine (docs/architecture.md#batch-states)::
-
-    staged ──> discarded   (its file was rejected before release: never sent)
-    staged ─┬─> sending ─┬─> succeeded            (state "1": charged)
-    queued ─┤            ├─> retry ─> sending...  (never sent, 429, state "0": not charged)
-    retry  ─┤            ├─> failed               (state "0"/refused too often, retries exhausted)
-    deferred┘            ├─> unknown              (5xx or answer lost; held, never resent automatically)
-                         └─> refused ─┬─> bisected (state "0": split in two child batches, staged)
-                                      └─> failed   (one record, or the refusal looks systematic)
-       └── blackout: staged/queued/retry -> deferred, re-driven by the poller
-
-A child batch of a bisection (docs/decisions.md#state-0) is an ordinary batch with a seq of its
-own (``tree_seq``), far above the file's: node 1 of a tree is the file's batch, node ``n``'s halves
-are nodes ``2n`` and ``2n + 1``.
-
-Each transition is conditional on the state it leaves (and the attempt number for ``sending``),
-and the job's counters move in the same transaction, conditional on the job being there. While a
-job is splitting, the runs of its split are fenced by number (``split_run``, ports.JobRepository):
-a staged batch is rewritten, kept or discarded only by its own run or a later one, and only the
-latest run finishes or rejects the split (docs/decisions.md#all-or-nothing).
+Every transition is conditional on the state it leaves and moves the job's counters in the same
+transaction (docs/architecture.md#batch-states); a bisection's halves are batches with seqs of
+their own (``tree_seq``, docs/decisions.md#state-0); a split's runs are fenced by number
+(``split_run``, docs/decisions.md#all-or-nothing).
 """
 
 from __future__ import annotations

@@ -1,16 +1,5 @@
-"""The resend ledger's storage: one S3 object per split file, a lock item, file fingerprints.
-
-``<LEDGER_PREFIX><China date of the split>/<job id>.keys`` holds the keys (16 bytes each: the first
-16 bytes of the HMAC-SHA256 of the record's idcode digest under the ledger key, never a bare digest)
-of every record that file sends, grouped by batch: a JSON header line
-``{"v": 1, "job_id", "pepper", "batches": [[seq, count], ...]}`` then the keys, batch after batch.
-Objects are written once per split (a resumed split writes its own again) and expire with the
-ledger's lifecycle rule; listing the prefix from the window's first day finds the window's files.
-
-Two splits that read the ledger at the same time would not see each other, so the write of a
-file's object happens under a lease on one item of the jobs table (``pk=LEDGER, sk=LOCK``), after
-re-reading what was written meanwhile (``logic.ledger``). A lease that its holder outlives expires.
-"""
+"""The resend ledger's storage: one S3 object of record keys per split file, the lock item its
+writers take (``pk=LEDGER, sk=LOCK``), and file fingerprints (docs/decisions.md#resend-ledger)."""
 
 from __future__ import annotations
 
