@@ -22,8 +22,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import TypeAdapter
 
 from verifyfeed import aws
-from verifyfeed.logic.uploader import Delivery, RetryLater, submit_audit, upload_batch
-from verifyfeed.models.messages import LostRepairBatchMessage, WorkMessage
+from verifyfeed.logic.uploader import Delivery, RetryLater, handle
+from verifyfeed.models.messages import WorkMessage
 from verifyfeed.observability import logger, metrics, tracer
 from verifyfeed.services import get_services
 
@@ -41,10 +41,7 @@ SAFETY_MS = int((settings.connect_timeout_s + settings.read_timeout_s + 5) * 100
     data_keyword_argument="message", config=idempotency, persistence_store=persistence
 )
 def process(message: dict[str, Any], delivery: Delivery) -> str:
-    work = messages.validate_python(message)
-    if isinstance(work, LostRepairBatchMessage):
-        return upload_batch(services, work, delivery)
-    return submit_audit(services, work, delivery)
+    return handle(services, messages.validate_python(message), delivery)
 
 
 def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = None) -> str:

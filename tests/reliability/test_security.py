@@ -437,7 +437,7 @@ OTHER_NEEDS: dict[str, set[str]] = {
         "sqs:SendMessage:WorkQueue",  # the halves of a refused batch (logic/bisection.py)
         "s3:PutObject:bucket/reports/*",
         "s3:PutObject:bucket/claims/*",
-        "s3:DeleteObject:bucket/claims/*",  # a succeeded batch's claim (logic/uploader.py)
+        "s3:DeleteObject:bucket/claims/*",  # a succeeded batch's claim (logic/batch_upload.py)
         "s3:DeleteObjectVersion:bucket/claims/*",
         "secretsmanager:GetSecretValue:UpstreamCredentialsSecret",
     },

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         Audit,
         AuditStatus,
         Batch,
+        BatchFields,
         BatchStatus,
         Job,
         JobCounts,
@@ -198,7 +199,7 @@ class JobRepository(Protocol):
         lease_until: datetime | None = None,
         count_attempt: bool = False,
         count_state0: bool = False,
-        fields: dict[str, str] | None = None,
+        fields: BatchFields | None = None,
         new_batches: int = 0,
     ) -> Batch:
         """Move ``batch`` from the state it was read in to ``to`` (``StaleTransition`` if it moved);

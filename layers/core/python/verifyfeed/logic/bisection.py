@@ -1,39 +1,11 @@
-"""Isolate the records the upstream refuses: a batch answered ``state`` "0" is split in halves.
+"""Isolate the records the upstream refuses: a batch answered ``state`` "0" is split in halves
+(docs/decisions.md#state-0).
 
-``state`` "0" (failure, not charged) answers for a whole batch, so one record the upstream will
-not take would cost every other record of its batch its repair. The uploader records such an
-answer as ``refused`` (one of a file's batches of a single record excepted: it is retried as
-before) and calls ``advance`` for the batch's *tree*, the file's batch (node 1) and the child
-batches split from it (node ``n``'s halves are nodes ``2n`` and ``2n + 1``; ``store.jobs.tree_seq``
-numbers them). ``advance`` is the one place that decides, and it is idempotent: every step is a
-conditional write, so it is called again after every answer in the tree and on every redelivery,
-and a worker that died halfway is finished by the next call (docs/decisions.md#state-0).
-
-0. **Finish a split begun.** A ``refused`` node with a half already written was split by a worker
-   that died between its halves: its split is finished first, whatever else is decided now, so
-   the half is reused and never left ``staged`` beside a parent deferred, failed or sent whole.
-1. **Decide a generation once all of it has answered.** The nodes of one generation (as many
-   splits down from the file's batch) are sent concurrently; when none of them is still in flight,
-   each ``refused`` node is ``failed`` — it holds one record (the record is then named by its
-   authCode, with the upstream's ``desc``), the refusal is systematic (every part of a generation
-   of more than ``STATE0_BISECT_ISOLATE_ROWS`` parts refused, nothing of the batch accepted: more
-   refused rows than are isolated), the depth (``STATE0_BISECT_MAX_DEPTH``) or the call budget is
-   spent (``STATE0_BISECT_MAX_CALLS`` halves, or more: ``worst_case_halves`` for the refused parts
-   found so far, up to ``STATE0_BISECT_ISOLATE_ROWS`` of them) — or ``bisected``: its
-   halves are written (bodies under ``claims/`` first, in the splitter's format, then records
-   ``staged``, both conditional), then the node moves ``refused → bisected`` and the job's batch
-   total grows by two in one transaction. In the blackout a node is not split but ``deferred``:
-   the poller sends it again, whole, after the window.
-2. **Stop the tree** when one of its child batches failed for another reason than ``state`` "0"
-   (an authentication or system code, an HTTP refusal, retries exhausted): every half not sent yet
-   (staged, queued, waiting to retry, deferred) and every refused one fails with that reason; a
-   queued half's message then finds it settled and sends nothing.
-3. **Queue the staged halves** of every bisected node: the message first, then ``staged → queued``
-   (a message sent twice is harmless: the send lease and the settled check), so a worker that dies
-   in between leaves a batch that the next call queues again, never one that waits for nothing.
-
-Each child is then an ordinary batch: its own send lease, exactly once when accepted, held as
-``unknown`` on an ambiguous answer, deferred in the blackout.
+``advance`` is the one place that decides a batch's *tree* (the file's batch is node 1, node ``n``'s
+halves are ``2n`` and ``2n + 1``). Every step is a conditional write, so it is called after every
+answer in the tree and on every redelivery, and finishes what a dead worker began: 0. finish a split
+begun; 1. once a generation has answered, fail, defer or split each of its refused nodes; 2. stop
+the tree when a half failed for another reason; 3. queue the staged halves (message, then record).
 """
 
 from __future__ import annotations
@@ -48,7 +20,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from verifyfeed.models.envelope import SUCCESS_CODE
 from verifyfeed.models.ids import batch_id, claim_key, iso, tree_position, tree_seq
 from verifyfeed.models.messages import LostRepairBatchMessage
-from verifyfeed.models.records import Batch, BatchStatus
+from verifyfeed.models.records import Batch, BatchFields, BatchStatus
 from verifyfeed.pii import mask_id
 from verifyfeed.ports import BlobError, Services, StaleTransition
 
@@ -260,7 +232,7 @@ def _bisect(services: Services, batch: Batch, records: list[bytes]) -> None:
 
 
 def _fail(services: Services, batch: Batch, reason: str, *, refused_record: str = "") -> None:
-    fields = {"last_error": reason[:500]}
+    fields: BatchFields = {"last_error": reason[:500]}
     if refused_record:
         fields["refused_record"] = refused_record
     try:

@@ -11,7 +11,7 @@ imports this module for ``Audit`` and never reads a job or a batch.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -182,6 +182,19 @@ class Batch(BaseModel):
     parent_seq: int = 0
     depth: int = 0
     refused_record: str = ""
+
+
+class BatchFields(TypedDict, total=False):
+    """What a transition records on a batch besides its status, lease and counts (``transition``)."""
+
+    last_error: str
+    upstream_code: str
+    upstream_desc: str
+    serial_no: str
+    upstream_envelope: str
+    claim_bucket: str
+    claim_key: str
+    refused_record: str
 
 
 class Audit(BaseModel):

@@ -1,17 +1,8 @@
 """Carrier audits (``pk=AUDIT#<audit_key>``), indexed by upstream record id and by status.
 
-An item holds masked ID/phone values plus keyed digests (``verifyfeed.pii.Keyed``), never the
-plaintext nor a bare SHA-256 of it.
-Audit states::
-
-    submitting ─┬─> pending ─┬─> passed
-                │            └─> rejected ─> submitting (re-dropped with fixes: /update)
-                ├─> failed ─> submitting (re-dropped: /update if it holds a record id, else /add)
-                └─> unknown ─> submitting (an operator re-submits it: ``resubmit_unknown``)
-
-``version`` is bumped by every transition, and every write is conditional on the state it
-leaves, so a stale or replayed result can never overwrite a newer one. ``cycle`` counts the times
-an audit went pending under its record id (docs/decisions.md#callback-replay).
+Items hold masked values and keyed digests (``pii.Keyed``), never the plaintext. Every write is
+conditional on the state and ``version`` it leaves, so a stale or replayed result never overwrites a
+newer one (docs/architecture.md#audit-states; ``cycle``: docs/decisions.md#callback-replay).
 """
 
 from __future__ import annotations
@@ -21,8 +12,6 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
-
-from botocore.exceptions import ClientError
 
 from verifyfeed import aws
 from verifyfeed.models.ids import iso
@@ -37,18 +26,17 @@ from verifyfeed.models.records import (
     settlement_counter,
 )
 from verifyfeed.ports import StaleAudit
-from verifyfeed.store.codec import attr, from_item, query_count, query_items, translate_errors
-from verifyfeed.store.jobs import (
-    JOB_EXISTS,
-    JOB_SK,
-    cancelled_by,
-    condition_failed,
-    job_pk,
-    no_job,
+from verifyfeed.store.dynamo import (
+    attr,
+    conditional,
+    from_item,
     put_if_absent,
-    reopen_job,
+    query_count,
+    query_items,
+    translate_errors,
     write_transaction,
 )
+from verifyfeed.store.jobs import JOB_EXISTS, JOB_SK, job_pk, no_job, reopen_job  # an audit counts on its job
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -166,7 +154,7 @@ class AuditStore:
             values[":cycle"] = attr(cycle)
             unrecorded = "attribute_not_exists(#c) OR " if cycle == 0 else ""
             condition += f" AND ({unrecorded}#c = :cycle)"
-        try:
+        with conditional() as decide:
             self._db.update_item(
                 TableName=self.table,
                 Key={"pk": attr(audit_pk(audit_key))},
@@ -176,12 +164,9 @@ class AuditStore:
                 ExpressionAttributeValues=values,
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-        except ClientError as exc:
-            if not condition_failed(exc):
-                raise
-            item: dict[str, Any] | None = exc.response.get("Item")  # type: ignore[assignment]
-            return False, None if item is None else Audit.model_validate(from_item(item))
-        return True, None
+        if not decide.failed:
+            return True, None
+        return False, None if decide.item is None else Audit.model_validate(from_item(decide.item))
 
     def reserve(self, audit: Audit, now: datetime) -> tuple[Reservation, Audit]:
         """Claim the audit for a submission from a file row, atomically.
@@ -221,7 +206,7 @@ class AuditStore:
             sets.append(f"#f{i} = :f{i}")  # names may be reserved words ("row")
             names[f"#f{i}"] = name
             values[f":f{i}"] = attr(value)
-        try:
+        with conditional(lambda: StaleAudit(audit.audit_key)):
             self._db.update_item(
                 TableName=self.table,
                 Key={"pk": attr(audit_pk(audit.audit_key))},
@@ -230,10 +215,6 @@ class AuditStore:
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
             )
-        except ClientError as exc:
-            if condition_failed(exc):
-                raise StaleAudit(audit.audit_key) from exc
-            raise
         return audit.model_copy(
             update={"status": to, "updated_at": iso(now), "version": audit.version + 1, **fields}
         )
@@ -275,7 +256,10 @@ class AuditStore:
         if record_id is not None and to == AuditStatus.PENDING:
             item = {"pk": attr(record_pk(record_id)), "audit_key": attr(audit.audit_key)}
             alias.append({"Put": {"TableName": self.table, "Item": item}})
-        try:
+        # the job's counters (after the audit) are conditional on the job only: alone, JobMissing
+        with conditional(
+            lambda: StaleAudit(audit.audit_key), guard=(len(alias) + 1, lambda: no_job(audit.job_id))
+        ):
             write_transaction(
                 self._db,
                 [
@@ -301,12 +285,6 @@ class AuditStore:
                     },
                 ],
             )
-        except ClientError as exc:
-            if cancelled_by(exc, len(alias) + 1) and not cancelled_by(exc, len(alias)):
-                raise no_job(audit.job_id) from exc  # the counters' job is gone: nothing written
-            if condition_failed(exc):
-                raise StaleAudit(audit.audit_key) from exc
-            raise
         update: dict[str, Any] = {
             "status": to,
             "updated_at": iso(now),
@@ -339,7 +317,7 @@ class AuditStore:
             "resubmissions = if_not_exists(resubmissions, :zero) + :one, "
             "redriven = list_append(if_not_exists(redriven, :none), :entry)"
         )
-        try:
+        with conditional(lambda: StaleAudit(audit.audit_key)):
             write_transaction(
                 self._db,
                 [
@@ -366,10 +344,6 @@ class AuditStore:
                     reopen_job(self.jobs_table, audit.job_id, "batches_unknown", now),
                 ],
             )
-        except ClientError as exc:
-            if condition_failed(exc):
-                raise StaleAudit(audit.audit_key) from exc
-            raise
         return audit.model_copy(
             update={
                 "status": AuditStatus.SUBMITTING,
@@ -410,7 +384,7 @@ class AuditStore:
             ":v": attr(audit.version),
             ":e": attr(error[:500]),
         }
-        try:
+        with conditional() as mark:
             self._db.update_item(
                 TableName=self.table,
                 Key={"pk": attr(audit_pk(audit.audit_key))},
@@ -422,11 +396,7 @@ class AuditStore:
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues=values,
             )
-        except ClientError as exc:
-            if not condition_failed(exc):
-                raise
-            return False
-        return True
+        return not mark.failed
 
     def with_status(
         self,

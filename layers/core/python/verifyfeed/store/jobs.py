@@ -1,36 +1,16 @@
-"""Jobs and their batches (one table: ``pk=JOB#<id>``; ``sk=JOB`` or ``sk=BATCH#<seq>``).
+"""Jobs and their batches, in one table (``pk=JOB#<id>``; ``sk=JOB`` or ``sk=BATCH#<seq>``).
 
-Batch state machine (docs/architecture.md#batch-states)::
-
-    staged ──> discarded   (its file was rejected before release: never sent)
-    staged ─┬─> sending ─┬─> succeeded            (state "1": charged)
-    queued ─┤            ├─> retry ─> sending...  (never sent, 429, state "0": not charged)
-    retry  ─┤            ├─> failed               (state "0"/refused too often, retries exhausted)
-    deferred┘            ├─> unknown              (5xx or answer lost; held, never resent automatically)
-                         └─> refused ─┬─> bisected (state "0": split in two child batches, staged)
-                                      └─> failed   (one record, or the refusal looks systematic)
-       └── blackout: staged/queued/retry -> deferred, re-driven by the poller
-
-A child batch of a bisection (docs/decisions.md#state-0) is an ordinary batch with a seq of its
-own (``tree_seq``), far above the file's: node 1 of a tree is the file's batch, node ``n``'s halves
-are nodes ``2n`` and ``2n + 1``.
-
-Each transition is conditional on the state it leaves (and the attempt number for ``sending``),
-and the job's counters move in the same transaction, conditional on the job being there. While a
-job is splitting, the runs of its split are fenced by number (``split_run``, ports.JobRepository):
-a staged batch is rewritten, kept or discarded only by its own run or a later one, and only the
-latest run finishes or rejects the split (docs/decisions.md#all-or-nothing).
+Every transition is conditional on the state it leaves and moves the job's counters in the same
+transaction (docs/architecture.md#batch-states); a bisection's halves are batches with seqs of
+their own (``tree_seq``, docs/decisions.md#state-0); a split's runs are fenced by number
+(``split_run``, docs/decisions.md#all-or-nothing).
 """
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
-
-from botocore.exceptions import ClientError
 
 from verifyfeed import aws
 from verifyfeed.models.ids import (
@@ -43,6 +23,7 @@ from verifyfeed.models.ids import (
 from verifyfeed.models.records import (
     REOPENABLE_JOB_STATUSES,
     Batch,
+    BatchFields,
     BatchStatus,
     Job,
     JobCounts,
@@ -50,7 +31,17 @@ from verifyfeed.models.records import (
     Redrive,
 )
 from verifyfeed.ports import JobMissing, SplitSuperseded, StaleTransition
-from verifyfeed.store.codec import attr, from_item, query_count, query_items, to_item, translate_errors
+from verifyfeed.store.dynamo import (
+    attr,
+    conditional,
+    from_item,
+    put_if_absent,
+    query_count,
+    query_items,
+    to_item,
+    translate_errors,
+    write_transaction,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -77,22 +68,6 @@ def batch_sk(seq: int) -> str:
     return f"BATCH#{seq:06d}"
 
 
-def condition_failed(exc: ClientError) -> bool:
-    code = exc.response.get("Error", {}).get("Code", "")
-    if code == "ConditionalCheckFailedException":
-        return True
-    if code == "TransactionCanceledException":
-        reasons = exc.response.get("CancellationReasons", [])
-        return any(r.get("Code") == "ConditionalCheckFailed" for r in reasons) or not reasons
-    return False
-
-
-def cancelled_by(exc: ClientError, index: int) -> bool:
-    """Item ``index`` of a cancelled transaction failed its condition."""
-    reasons = exc.response.get("CancellationReasons", [])
-    return index < len(reasons) and reasons[index].get("Code") == "ConditionalCheckFailed"
-
-
 # the condition of every update of a job item: the job is there (a bare update of a missing one
 # would create a fragment of an item that get_job cannot read)
 JOB_EXISTS = "attribute_exists(pk)"
@@ -104,20 +79,6 @@ def no_job(job_id: str) -> JobMissing:
 
 # a staged batch's run is this run or an earlier one (a batch written before runs were numbered has none)
 _NO_LATER_RUN = "(attribute_not_exists(split_run) OR split_run <= :run)"
-
-
-def put_if_absent(db: DynamoDBClient, table: str, values: dict[str, Any]) -> bool:
-    """Create the item; False (and nothing written) when an item with that key exists."""
-    try:
-        db.put_item(TableName=table, Item=to_item(values), ConditionExpression="attribute_not_exists(pk)")
-    except ClientError as exc:
-        if condition_failed(exc):
-            return False
-        raise
-    return True
-
-
-_CONFLICT_ATTEMPTS = 4
 
 
 def reopen_job(table: str, job_id: str, counter: str, now: datetime) -> dict[str, Any]:
@@ -144,30 +105,6 @@ def reopen_job(table: str, job_id: str, counter: str, now: datetime) -> dict[str
             },
         }
     }
-
-
-def transaction_conflict(exc: ClientError) -> bool:
-    """DynamoDB cancelled a transaction because another one was writing one of its items (and no
-    condition failed): nothing was written, and the same request may simply be sent again."""
-    if exc.response.get("Error", {}).get("Code", "") != "TransactionCanceledException":
-        return False
-    codes = {r.get("Code") for r in exc.response.get("CancellationReasons", [])}
-    return "TransactionConflict" in codes and "ConditionalCheckFailed" not in codes
-
-
-def write_transaction(db: DynamoDBClient, items: list[dict[str, Any]]) -> None:
-    """``TransactWriteItems``, sent again (after a short jittered pause, at most 4 times in all) when
-    it lost a race to another transaction. Every batch and audit that settles moves its job's
-    counters in a transaction, so concurrent workers of one job do collide; botocore does not retry
-    that, and a conflict must not be mistaken for a lost answer after a charged call."""
-    for attempt in range(_CONFLICT_ATTEMPTS):
-        try:
-            db.transact_write_items(TransactItems=items)  # type: ignore[arg-type]
-            return
-        except ClientError as exc:
-            if attempt + 1 == _CONFLICT_ATTEMPTS or not transaction_conflict(exc):
-                raise
-            time.sleep(random.uniform(0.01, 0.05) * 2**attempt)  # noqa: S311 - jitter, not security
 
 
 @translate_errors
@@ -234,7 +171,7 @@ class JobStore:
     def take_split(self, job_id: str) -> int | None:
         """A run of the split takes the job over: its number, one above the last run's; None when
         the job is not splitting."""
-        try:
+        with conditional() as take:
             answer = self._db.update_item(
                 TableName=self.table,
                 Key={"pk": attr(job_pk(job_id)), "sk": attr(JOB_SK)},
@@ -244,11 +181,7 @@ class JobStore:
                 ExpressionAttributeValues={":one": attr(1), ":splitting": attr(JobStatus.SPLITTING.value)},
                 ReturnValues="UPDATED_NEW",
             )
-        except ClientError as exc:
-            if condition_failed(exc):
-                return None
-            raise
-        return int(answer["Attributes"]["split_run"]["N"])
+        return None if take.failed else int(answer["Attributes"]["split_run"]["N"])
 
     def _owning_update(self, job_id: str, run: int, **update: Any) -> None:
         """Update the job if ``run`` still owns its split: SplitSuperseded if another run took it
@@ -259,7 +192,7 @@ class JobStore:
             ":run": attr(run),
             **update.pop("ExpressionAttributeValues"),
         }
-        try:
+        with conditional(lambda: no_job(job_id) if self.get_job(job_id) is None else SplitSuperseded(job_id)):
             self._db.update_item(
                 TableName=self.table,
                 Key={"pk": attr(job_pk(job_id)), "sk": attr(JOB_SK)},
@@ -268,12 +201,6 @@ class JobStore:
                 ExpressionAttributeValues=values,
                 **update,
             )
-        except ClientError as exc:
-            if not condition_failed(exc):
-                raise
-            if self.get_job(job_id) is None:
-                raise no_job(job_id) from exc
-            raise SplitSuperseded(job_id) from exc
 
     def finish_split(self, job_id: str, counts: JobCounts, now: datetime, run: int = 0) -> None:
         """Record what the splitter found: ``splitting → uploading``, if ``run`` still owns the split.
@@ -299,7 +226,7 @@ class JobStore:
     def mark_released(self, job_id: str, now: datetime) -> bool:
         """Every staged batch of the job has its message on the queue; False when it was marked so
         already (another run released it too)."""
-        try:
+        with conditional() as mark:
             self._db.update_item(
                 TableName=self.table,
                 Key={"pk": attr(job_pk(job_id)), "sk": attr(JOB_SK)},
@@ -309,18 +236,14 @@ class JobStore:
                 ),
                 ExpressionAttributeValues={":now": attr(iso(now)), ":no": attr("")},
             )
-        except ClientError as exc:
-            if not condition_failed(exc):
-                raise
-            if self.get_job(job_id) is None:
-                raise no_job(job_id) from exc
-            return False
-        return True
+        if mark.failed and self.get_job(job_id) is None:
+            raise no_job(job_id) from mark.error
+        return not mark.failed
 
     def discard_staged(self, job_id: str, seq: int, now: datetime, run: int = 0) -> bool:
         """``staged → discarded`` (never sent); False when it was not staged, or a later run than
         ``run`` staged or kept it."""
-        try:
+        with conditional() as discard:
             self._db.update_item(
                 TableName=self.table,
                 Key={"pk": attr(job_pk(job_id)), "sk": attr(batch_sk(seq))},
@@ -335,11 +258,7 @@ class JobStore:
                     ":run": attr(run),
                 },
             )
-        except ClientError as exc:
-            if condition_failed(exc):
-                return False
-            raise
-        return True
+        return not discard.failed
 
     def reject_job(
         self,
@@ -369,7 +288,7 @@ class JobStore:
 
     def set_job_status(self, job_id: str, status: JobStatus, expected: set[JobStatus], now: datetime) -> bool:
         names = {f":e{i}": attr(s.value) for i, s in enumerate(sorted(expected))}
-        try:
+        with conditional() as move:
             self._db.update_item(
                 TableName=self.table,
                 Key={"pk": attr(job_pk(job_id)), "sk": attr(JOB_SK)},
@@ -378,14 +297,10 @@ class JobStore:
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={":new": attr(status.value), ":now": attr(iso(now)), **names},
             )
-        except ClientError as exc:
-            if condition_failed(exc):
-                return False
-            raise
-        return True
+        return not move.failed
 
     def set_report_key(self, job_id: str, report_key: str) -> None:
-        try:
+        with conditional(lambda: no_job(job_id)):
             self._db.update_item(
                 TableName=self.table,
                 Key={"pk": attr(job_pk(job_id)), "sk": attr(JOB_SK)},
@@ -393,10 +308,6 @@ class JobStore:
                 ExpressionAttributeValues={":k": attr(report_key)},
                 ConditionExpression=JOB_EXISTS,
             )
-        except ClientError as exc:
-            if condition_failed(exc):
-                raise no_job(job_id) from exc
-            raise
 
     # ---- batches ----------------------------------------------------------------------
 
@@ -411,7 +322,7 @@ class JobStore:
         a run that started over); False when there is one of those, or it was released."""
         values = batch.model_dump(mode="json")
         values.update(pk=job_pk(batch.job_id), sk=batch_sk(batch.seq))
-        try:
+        with conditional() as stage:
             self._db.put_item(
                 TableName=self.table,
                 Item=to_item(values),
@@ -425,17 +336,13 @@ class JobStore:
                     ":run": attr(batch.split_run),
                 },
             )
-        except ClientError as exc:
-            if condition_failed(exc):
-                return False
-            raise
-        return True
+        return not stage.failed
 
     def keep_staged(self, batch: Batch, run: int) -> bool:
         """A later run keeps a batch an earlier one staged (the same records): it carries ``run``
         from now on; False when it is no longer staged as read (discarded meanwhile, or kept or
         staged again by a run later than ``run``)."""
-        try:
+        with conditional() as keep:
             self._db.update_item(
                 TableName=self.table,
                 Key={"pk": attr(job_pk(batch.job_id)), "sk": attr(batch_sk(batch.seq))},
@@ -453,11 +360,7 @@ class JobStore:
                     ":run": attr(run),
                 },
             )
-        except ClientError as exc:
-            if condition_failed(exc):
-                return False
-            raise
-        return True
+        return not keep.failed
 
     def get_batch(self, job_id: str, seq: int) -> Batch | None:
         item = self._db.get_item(
@@ -547,12 +450,8 @@ class JobStore:
             },
             reopen_job(self.table, batch.job_id, counter, now),
         ]
-        try:
+        with conditional(lambda: StaleTransition(batch.batch_id)):
             write_transaction(self._db, items)
-        except ClientError as exc:
-            if condition_failed(exc):
-                raise StaleTransition(batch.batch_id) from exc
-            raise
         return batch.model_copy(
             update={
                 "status": BatchStatus.RETRY,
@@ -573,7 +472,7 @@ class JobStore:
         lease_until: datetime | None = None,
         count_attempt: bool = False,
         count_state0: bool = False,
-        fields: dict[str, str] | None = None,
+        fields: BatchFields | None = None,
         new_batches: int = 0,
     ) -> Batch:
         """Move ``batch`` from the state it was read in to ``to``; counters follow in one transaction.
@@ -640,17 +539,12 @@ class JobStore:
                     }
                 }
             )
-        try:
+        # the job's counters (item 1) are conditional on the job only: their failure alone is JobMissing
+        with conditional(lambda: StaleTransition(batch.batch_id), guard=(1, lambda: no_job(batch.job_id))):
             if len(items) == 1:
                 self._db.update_item(**items[0]["Update"])
             else:
                 write_transaction(self._db, items)
-        except ClientError as exc:
-            if len(items) > 1 and cancelled_by(exc, 1) and not cancelled_by(exc, 0):
-                raise no_job(batch.job_id) from exc
-            if condition_failed(exc):
-                raise StaleTransition(batch.batch_id) from exc
-            raise
         return batch.model_copy(
             update={
                 "status": to,

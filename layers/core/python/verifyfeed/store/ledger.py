@@ -1,16 +1,5 @@
-"""The resend ledger's storage: one S3 object per split file, a lock item, file fingerprints.
-
-``<LEDGER_PREFIX><China date of the split>/<job id>.keys`` holds the keys (16 bytes each: the first
-16 bytes of the HMAC-SHA256 of the record's idcode digest under the ledger key, never a bare digest)
-of every record that file sends, grouped by batch: a JSON header line
-``{"v": 1, "job_id", "pepper", "batches": [[seq, count], ...]}`` then the keys, batch after batch.
-Objects are written once per split (a resumed split writes its own again) and expire with the
-ledger's lifecycle rule; listing the prefix from the window's first day finds the window's files.
-
-Two splits that read the ledger at the same time would not see each other, so the write of a
-file's object happens under a lease on one item of the jobs table (``pk=LEDGER, sk=LOCK``), after
-re-reading what was written meanwhile (``logic.ledger``). A lease that its holder outlives expires.
-"""
+"""The resend ledger's storage: one S3 object of record keys per split file, the lock item its
+writers take (``pk=LEDGER, sk=LOCK``), and file fingerprints (docs/decisions.md#resend-ledger)."""
 
 from __future__ import annotations
 
@@ -18,13 +7,10 @@ import time
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
-
 from verifyfeed.models.ids import iso
 from verifyfeed.models.ledger import LedgerEntry, LedgerObject
 from verifyfeed.ports import LedgerBusy
-from verifyfeed.store.codec import attr, translate_errors
-from verifyfeed.store.jobs import condition_failed
+from verifyfeed.store.dynamo import attr, conditional, translate_errors
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -95,7 +81,7 @@ class LedgerStore:
             pause = min(pause * 2, 1.0)
 
     def _try_acquire(self, holder: str, now: float, lease_seconds: int) -> bool:
-        try:
+        with conditional() as take:
             self._db.put_item(
                 TableName=self.table,
                 Item={
@@ -107,23 +93,16 @@ class LedgerStore:
                 ConditionExpression="attribute_not_exists(pk) OR expires_epoch < :now OR holder = :me",
                 ExpressionAttributeValues={":now": {"N": str(int(now))}, ":me": attr(holder)},
             )
-        except ClientError as exc:
-            if condition_failed(exc):
-                return False
-            raise
-        return True
+        return not take.failed
 
     def release(self, holder: str) -> None:
-        try:
+        with conditional():  # failed: expired and taken over, nothing of ours to release
             self._db.delete_item(
                 TableName=self.table,
                 Key=_LOCK,
                 ConditionExpression="holder = :me",
                 ExpressionAttributeValues={":me": attr(holder)},
             )
-        except ClientError as exc:
-            if not condition_failed(exc):  # expired and taken over: nothing of ours to release
-                raise
 
     # ---- file fingerprints --------------------------------------------------------------------
 

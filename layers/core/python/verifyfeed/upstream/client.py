@@ -7,7 +7,8 @@ headers (default) or as a top-level ``authinfo`` key (``AUDIT_AUTH``: docs/decis
 Each API has its own base URL.
 
 A charged call must never be resent blindly, so the client does not retry at all; it tells the
-caller precisely what happened and the caller decides (``logic.uploader``):
+caller precisely what happened and the caller decides (``logic.batch_decisions``,
+``logic.audit_submission``):
 
 - ``Answered``: HTTP 200 with a JSON envelope (whatever its ``code``).
 - ``NotSent``: the request certainly did not reach upstream (refused, DNS, connect timeout).
