@@ -1,6 +1,23 @@
 # The two commands: `make demo` runs the whole system locally, `make test` runs every check.
-# Both bootstrap their own virtualenv; nothing needs to be installed by hand but python3.11.
-PY ?= python3.11
+# Both bootstrap their own virtualenv; nothing needs to be installed by hand but CPython 3.13 (with
+# its headers), a C compiler and make (README "Prerequisites").
+# The Lambda runtime's Python (template.yaml, Globals Runtime: python3.13): every venv, the C fast
+# path's local build and the layer's bytecode use it. PY is found here: `python3.13` if it runs (a
+# pyenv shim that is not enabled does not), else pyenv's newest 3.13.x ($PYENV_ROOT or ~/.pyenv),
+# else /usr/local/bin or /usr/bin; `make PY=/path/to/python3.13 ...` overrides.
+LAMBDA_PYTHON_VERSION := 3.13
+ifeq ($(origin PY),undefined)
+PY := $(shell for p in python$(LAMBDA_PYTHON_VERSION) \
+	$$(ls -d "$${PYENV_ROOT:-$$HOME/.pyenv}"/versions/$(LAMBDA_PYTHON_VERSION).*/bin/python$(LAMBDA_PYTHON_VERSION) 2>/dev/null | sort -rV) \
+	/usr/local/bin/python$(LAMBDA_PYTHON_VERSION) /usr/bin/python$(LAMBDA_PYTHON_VERSION); do \
+	"$$p" -c 'import sys; sys.exit(sys.version_info[:2] != tuple(map(int, "$(LAMBDA_PYTHON_VERSION)".split("."))))' \
+	>/dev/null 2>&1 && command -v "$$p" && break; done)
+endif
+ifeq ($(PY),)
+ifneq ($(filter-out clean,$(or $(MAKECMDGOALS),venv)),)
+$(error CPython $(LAMBDA_PYTHON_VERSION) not found (tried python$(LAMBDA_PYTHON_VERSION) on PATH, pyenv's versions/$(LAMBDA_PYTHON_VERSION).*, /usr/local/bin, /usr/bin). Install it with its headers (python$(LAMBDA_PYTHON_VERSION)-dev, or `pyenv install $(LAMBDA_PYTHON_VERSION)`), or run make PY=/path/to/python$(LAMBDA_PYTHON_VERSION): README "Prerequisites")
+endif
+endif
 VENV := .venv
 BIN := $(VENV)/bin
 # the dev venv is installed from requirements-dev.lock (hashes; `make lock` writes it from
@@ -27,8 +44,9 @@ SAMT_VERSION := 1.115.0
 SAMT_VENV := .venv-samt
 SAMT_STAMP := $(SAMT_VENV)/.installed-$(SAMT_VERSION)
 PYTHONPATH := layers/core/python:.
-# the splitter's C fast path (layers/core/native), built next to the core package's sources
-NATIVE := layers/core/python/verifyfeed/_fastsplit$(shell $(PY) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))" 2>/dev/null)
+# the splitter's C fast path (layers/core/native), built next to the core package's sources: one
+# stable-ABI module for every CPython >= 3.11 (docs/decisions.md#native-fast-path)
+NATIVE := layers/core/python/verifyfeed/_fastsplit.abi3.so
 
 # demo options (make variables or environment): see README "Running locally"
 export TEMPLATE FILE KIND UPSTREAM_URL CLOCK_NOW CALLBACK_PORT CALLBACK_SECRET API_ID POLL_SECONDS JSON DEMO_TIMEOUT
@@ -59,11 +77,11 @@ $(SAMT_STAMP):
 
 sam-translator: $(SAMT_STAMP)
 
-# Re-resolve both locks from requirements*.txt and layers/core/requirements.txt (PyPI, CPython 3.11
-# on Linux): run after changing a requirement, commit the locks. The layer's lock is constrained by
+# Re-resolve both locks from requirements*.txt and layers/core/requirements.txt (PyPI, CPython
+# $(LAMBDA_PYTHON_VERSION) on Linux): run after changing a requirement, commit the locks. The layer's lock is constrained by
 # the dev lock, so the layer ships the versions the tests run with (tests/unit/test_build.py checks).
 UV_COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --no-header --annotation-style line \
-	--python-version 3.11 --index-url https://pypi.org/simple
+	--python-version $(LAMBDA_PYTHON_VERSION) --index-url https://pypi.org/simple
 # Pins already in a lock are kept where they still satisfy the requirements; `make lock UPGRADE=1`
 # moves everything to the newest versions allowed.
 lock: $(STAMP)
@@ -143,13 +161,17 @@ $(SAM):
 	$(SAM_VENV)/bin/pip install -q "aws-sam-cli==$(SAM_CLI_VERSION)"
 
 # ARCHITECTURE=arm64 builds for Graviton: the layer build then needs an arm64 host (it fails
-# loudly elsewhere rather than ship a layer without the splitter's C fast path)
+# loudly elsewhere rather than ship a layer without the splitter's C fast path). PY's directory
+# comes first on PATH: SAM's Python builds look for python3.13 there (a pyenv shim would not do),
+# and the layer Makefile compiles the layer's bytecode with it.
+PY_VERSION_TAG := $(subst .,,$(LAMBDA_PYTHON_VERSION))
 sam-build: $(SAM)
 	SAM_CLI_TELEMETRY=0 $(SAM) validate --lint
-	SAM_CLI_TELEMETRY=0 $(SAM) build --cached --parallel --parameter-overrides Architecture=$(ARCHITECTURE)
-	@# the core layer as Lambda will load it: with bytecode for python3.11 (docs/performance.md)
-	@test -f .aws-sam/build/CoreLayer/python/verifyfeed/logic/__pycache__/callback.cpython-311.pyc \
-		|| { echo "sam-build: the core layer has no python3.11 bytecode"; exit 1; }
+	PATH="$(dir $(PY)):$$PATH" LAMBDA_PYTHON="$(PY)" SAM_CLI_TELEMETRY=0 \
+		$(SAM) build --cached --parallel --parameter-overrides Architecture=$(ARCHITECTURE)
+	@# the core layer as Lambda will load it: with bytecode for python$(LAMBDA_PYTHON_VERSION) (docs/performance.md)
+	@test -f .aws-sam/build/CoreLayer/python/verifyfeed/logic/__pycache__/callback.cpython-$(PY_VERSION_TAG).pyc \
+		|| { echo "sam-build: the core layer has no python$(LAMBDA_PYTHON_VERSION) bytecode"; exit 1; }
 
 bench: $(STAMP) $(NATIVE) $(SAMT_STAMP)
 	$(BIN)/pip install -qq -r bench/requirements.txt

@@ -26,11 +26,11 @@ already canonical and unclaimed — hashing, claiming and serialising each witho
 Python object but its record — and stops at any other row, which ``repair_fields``
 (``rules.lost_repair``) decides: the rule it breaks, a duplicate, or accepted after normalising.
 Both give exactly what ``normalize_repair_row`` gives. The take function is the C extension
-``verifyfeed._fastsplit`` (``layers/core/native``; built by ``make`` and by the layer build for
-CPython 3.11 on x86_64) where it is built, else ``_take_plain_py``, its reference; tests run both
-on the same files and compare every byte. Records are JSON objects, UTF-8, byte-for-byte
-pydantic's (``LostRepairBatchMessage.model_dump_json(exclude_none=True)``), which a unit test
-checks.
+``verifyfeed._fastsplit`` (``layers/core/native``; built by ``make`` and by the layer build as one
+stable-ABI module for CPython 3.11 and later) where it is built, else ``_take_plain_py``, its
+reference; tests run both on the same files and compare every byte. Records are JSON objects,
+UTF-8, byte-for-byte pydantic's (``LostRepairBatchMessage.model_dump_json(exclude_none=True)``),
+which a unit test checks.
 """
 
 from __future__ import annotations
