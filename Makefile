@@ -18,16 +18,23 @@ ifneq ($(filter-out clean,$(or $(MAKECMDGOALS),venv)),)
 $(error CPython $(LAMBDA_PYTHON_VERSION) not found (tried python$(LAMBDA_PYTHON_VERSION) on PATH, pyenv's versions/$(LAMBDA_PYTHON_VERSION).*, /usr/local/bin, /usr/bin). Install it with its headers (python$(LAMBDA_PYTHON_VERSION)-dev, or `pyenv install $(LAMBDA_PYTHON_VERSION)`), or run make PY=/path/to/python$(LAMBDA_PYTHON_VERSION): README "Prerequisites")
 endif
 endif
+# A venv made by another Python (python3.11 before issue 28) is made again on PY's: every stamp
+# below names the runtime's Python version, and this checks the venv's interpreter before use.
+define runtime_venv
+@$(1)/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != tuple(map(int, "$(LAMBDA_PYTHON_VERSION)".split("."))))' \
+	2>/dev/null || { rm -rf $(1) && $(PY) -m venv $(1); }
+endef
 VENV := .venv
 BIN := $(VENV)/bin
 # the dev venv is installed from requirements-dev.lock (hashes; `make lock` writes it from
 # requirements.txt and requirements-dev.txt), so every machine gets the same versions
 LOCK := requirements-dev.lock
 LAYER_LOCK := layers/core/requirements.lock
-STAMP := $(VENV)/.installed-$(shell cat $(LOCK) | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-py$(LAMBDA_PYTHON_VERSION)-$(shell cat $(LOCK) | sha1sum | cut -c1-12)
 PIP_VERSION := 26.3
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
+SAM_STAMP := $(SAM_VENV)/.installed-py$(LAMBDA_PYTHON_VERSION)-$(SAM_CLI_VERSION)
 SAM_CLI_VERSION := 1.170.0
 # the Lambda architecture of every function and of the core layer (template parameter Architecture):
 # x86_64 (default, built and tested here) or arm64 (needs an arm64 build host: docs/decisions.md#architecture)
@@ -36,13 +43,13 @@ export ARCHITECTURE
 # checkov in a venv of its own (its pins conflict with the project's), at a fixed version
 CHECKOV_VERSION := 3.3.30
 CHECKOV_VENV := .venv-checkov
-CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-py$(LAMBDA_PYTHON_VERSION)-$(CHECKOV_VERSION)
 # aws-sam-translator (what `sam deploy` expands the template with) in a venv of its own: it pins
 # pydantic, and the product's pydantic is the layer's. The local stack runs each function with its
 # role as SAM expands it (local/iam.py, local/sam_expand.py).
 SAMT_VERSION := 1.115.0
 SAMT_VENV := .venv-samt
-SAMT_STAMP := $(SAMT_VENV)/.installed-$(SAMT_VERSION)
+SAMT_STAMP := $(SAMT_VENV)/.installed-py$(LAMBDA_PYTHON_VERSION)-$(SAMT_VERSION)
 PYTHONPATH := layers/core/python:.
 # the splitter's C fast path (layers/core/native), built next to the core package's sources: one
 # stable-ABI module for every CPython >= 3.11 (docs/decisions.md#native-fast-path)
@@ -57,7 +64,7 @@ export AWS_PORT SANDBOX_PORT UP_TIMEOUT VERIFYFEED_STATE_DIR
 .PHONY: sam-translator venv lock check-lock native sanitize demo up down test pytest load lint typecheck cfn-lint checkov bandit sam-build sam-validate bench sandbox clean
 
 $(STAMP): $(LOCK) pyproject.toml
-	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(call runtime_venv,$(VENV))
 	$(BIN)/pip install -qq "pip==$(PIP_VERSION)"
 	@# exactly the lock: every version pinned, every file checked against its hash
 	$(BIN)/pip install -qq --require-hashes --no-deps -r $(LOCK)
@@ -71,7 +78,7 @@ $(STAMP): $(LOCK) pyproject.toml
 venv: $(STAMP)
 
 $(SAMT_STAMP):
-	@test -x $(SAMT_VENV)/bin/python || $(PY) -m venv $(SAMT_VENV)
+	$(call runtime_venv,$(SAMT_VENV))
 	$(SAMT_VENV)/bin/pip install -qq "aws-sam-translator==$(SAMT_VERSION)" "pyyaml>=6,<7"
 	@rm -f $(SAMT_VENV)/.installed-* && touch $@
 
@@ -138,7 +145,7 @@ cfn-lint: $(STAMP)
 	$(BIN)/cfn-lint template.yaml
 
 $(CHECKOV_STAMP):
-	@test -x $(CHECKOV_VENV)/bin/python || $(PY) -m venv $(CHECKOV_VENV)
+	$(call runtime_venv,$(CHECKOV_VENV))
 	$(CHECKOV_VENV)/bin/pip install -qq "checkov==$(CHECKOV_VERSION)"
 	@rm -f $(CHECKOV_VENV)/.installed-* && touch $@
 
@@ -156,16 +163,17 @@ checkov: $(CHECKOV_STAMP) $(SAMT_STAMP)
 bandit: $(STAMP)
 	$(BIN)/bandit -q -r layers functions verifyfeed_cli --severity-level medium
 
-$(SAM):
-	@test -x $(SAM_VENV)/bin/python || $(PY) -m venv $(SAM_VENV)
+$(SAM_STAMP):
+	$(call runtime_venv,$(SAM_VENV))
 	$(SAM_VENV)/bin/pip install -q "aws-sam-cli==$(SAM_CLI_VERSION)"
+	@rm -f $(SAM_VENV)/.installed-* && touch $@
 
 # ARCHITECTURE=arm64 builds for Graviton: the layer build then needs an arm64 host (it fails
 # loudly elsewhere rather than ship a layer without the splitter's C fast path). PY's directory
 # comes first on PATH: SAM's Python builds look for python3.13 there (a pyenv shim would not do),
 # and the layer Makefile compiles the layer's bytecode with it.
 PY_VERSION_TAG := $(subst .,,$(LAMBDA_PYTHON_VERSION))
-sam-build: $(SAM)
+sam-build: $(SAM_STAMP)
 	SAM_CLI_TELEMETRY=0 $(SAM) validate --lint
 	PATH="$(dir $(PY)):$$PATH" LAMBDA_PYTHON="$(PY)" SAM_CLI_TELEMETRY=0 \
 		$(SAM) build --cached --parallel --parameter-overrides Architecture=$(ARCHITECTURE)

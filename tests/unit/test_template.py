@@ -428,6 +428,16 @@ def test_the_runtime_is_named_once_and_everything_built_or_checked_for_it_follow
     for text in (makefile, layer_makefile):
         assert f"\nLAMBDA_PYTHON_VERSION := {version}\n" in text
     assert "--python-version $(LAMBDA_PYTHON_VERSION)" in makefile  # `make lock` resolves for it
+    # every venv is made on it, and one made by another Python is made again
+    assert makefile.count("$(PY) -m venv") == 1 and makefile.count("$(call runtime_venv,") == 4
+    assert re.findall(
+        r"^((?:\w+_)?STAMP) := .*\.installed-py\$\(LAMBDA_PYTHON_VERSION\)", makefile, re.M
+    ) == [
+        "STAMP",
+        "SAM_STAMP",
+        "CHECKOV_STAMP",
+        "SAMT_STAMP",
+    ]
     assert "--python-version $(LAMBDA_PYTHON_VERSION)" in layer_makefile  # wheels and the layer check
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert pyproject["project"]["requires-python"] == f">={version}"

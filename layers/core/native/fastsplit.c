@@ -362,22 +362,22 @@ static int plain_code(const unsigned char *s, Py_ssize_t n)
     return 1;
 }
 
-/* The ASCII bytes of a str, or NULL when it is not an ASCII str (then not plain). The UTF-8 of an
- * ASCII str is its own data (no copy); a str that has no UTF-8 (a lone surrogate) is not plain. */
+/* exact type first: PyList_Check/PyUnicode_Check are calls (PyType_GetFlags) in the limited API */
+#define IS_LIST(o) (Py_IS_TYPE((o), &PyList_Type) || PyList_Check(o))
+#define IS_STR(o) (Py_IS_TYPE((o), &PyUnicode_Type) || PyUnicode_Check(o))
+
+/* The UTF-8 bytes of a str (for an ASCII str its own data: no copy), or NULL when it is not a str
+ * or has no UTF-8 (a lone surrogate): then not plain. The bytes are not checked for ASCII here:
+ * every cell they are used for (ID number, mobile, code) is accepted only if each byte is an ASCII
+ * digit, letter or separator, which no byte of a multi-byte UTF-8 sequence (>= 0x80) is. */
 static const unsigned char *ascii_of(PyObject *text, Py_ssize_t *n)
 {
-    if (!PyUnicode_Check(text)) {
+    if (!IS_STR(text)) {
         return NULL;
     }
     const unsigned char *s = (const unsigned char *)PyUnicode_AsUTF8AndSize(text, n);
     if (s == NULL) {
         PyErr_Clear();
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < *n; i++) {
-        if (s[i] >= 0x80) {
-            return NULL;
-        }
     }
     return s;
 }
@@ -992,9 +992,10 @@ static PyObject *take_plain(PyObject *self, PyObject *args)
         return NULL;
     }
     Py_ssize_t i = start;
+    Py_ssize_t have = PyList_Size(records); /* records only grows by accept_row here */
     for (; i < rows; i++) {
         PyObject *cells = PyList_GetItem(block, i);
-        if (!PyList_Check(cells)) {
+        if (!IS_LIST(cells)) {
             PyErr_SetString(PyExc_TypeError, "each row must be a list of str");
             return NULL;
         }
@@ -1010,7 +1011,7 @@ static PyObject *take_plain(PyObject *self, PyObject *args)
         if (i_phone >= 0) {
             s_phone = ascii_of(PyList_GetItem(cells, i_phone), &n_phone);
         }
-        if (s_id == NULL || s_code == NULL || s_phone == NULL || !PyUnicode_Check(name)) {
+        if (s_id == NULL || s_code == NULL || s_phone == NULL || !IS_STR(name)) {
             break;
         }
         unsigned long long row = PyLong_AsUnsignedLongLong(PyList_GetItem(numbers, i));
@@ -1034,7 +1035,7 @@ static PyObject *take_plain(PyObject *self, PyObject *args)
         if (taken == 0) {
             break;
         }
-        if (PyList_Size(records) >= limit) {
+        if (++have >= limit) {
             i++;
             break;
         }
@@ -1088,6 +1089,7 @@ static PyObject *take_lines(PyObject *self, PyObject *args)
         return NULL;
     }
     Py_ssize_t i = start;
+    Py_ssize_t have = PyList_Size(records); /* records only grows by accept_row here */
     /* a quote or line-break delimiter (a file's "sep=" line may say so) is the csv reader's to apply */
     if (width < 1 || width > MAX_COLUMNS || i_name >= width || i_id >= width || i_code >= width ||
         i_phone >= width || delimiter == '"' || delimiter == '\r' || delimiter == '\n' || delimiter == 0) {
@@ -1098,7 +1100,7 @@ static PyObject *take_lines(PyObject *self, PyObject *args)
     Py_UCS4 *copy = NULL; /* a line too long for buffer: its own copy (PyMem), freed at the next line */
     for (; i < count; i++) {
         PyObject *line = PyList_GetItem(lines, i);
-        if (!PyUnicode_Check(line)) {
+        if (!IS_STR(line)) {
             PyErr_SetString(PyExc_TypeError, "each line must be a str");
             goto failed;
         }
@@ -1168,7 +1170,7 @@ static PyObject *take_lines(PyObject *self, PyObject *args)
         if (taken == 0) {
             break;
         }
-        if (PyList_Size(records) >= limit) {
+        if (++have >= limit) {
             i++;
             break;
         }
