@@ -76,17 +76,37 @@ def report(services: Services, job_id: str) -> dict[str, object]:
     return loaded
 
 
-def test_a_workbook_damaged_near_its_end_charges_nothing(services: Services, sandbox: SandboxHandle) -> None:
-    """3,000 rows, the sheet cut at 90 %: two batches were staged before the damage was found."""
+def test_a_workbook_damaged_near_its_end_is_refused_before_any_of_its_rows(
+    services: Services, sandbox: SandboxHandle
+) -> None:
+    """3,000 rows, the sheet cut at 90 %: python-calamine loads the whole sheet before the first
+    row (issue 26), so the damage is found before anything is staged (ingest/readers.py)."""
     key = f"lost-repair/damaged-{uuid.uuid4().hex[:6]}.xlsx"
     result = split(services, put(services, key, damaged_workbook(valid_rows(3000, 40_000), 0.9)))
+    assert result.outcome == "rejected"
+    assert queued_for(services, result.job_id) == [] and uploads(sandbox) == 0
+    assert list(services.jobs.batches(result.job_id)) == []
+    assert claims_of(services, result.job_id) == []
+    job = services.jobs.get_job(result.job_id)
+    assert job is not None and job.status == JobStatus.REJECTED
+    assert job.reason == "the worksheet Sheet is damaged and cannot be read"  # file.sheet_damaged
+    summary = report(services, result.job_id)
+    assert summary["sent_upstream"] == 0 and summary["batches_staged_then_discarded"] == 0
+
+
+def test_a_file_rejected_after_two_batches_were_staged_discards_them_and_charges_nothing(
+    make_settings: SettingsFactory, clock: FixedClock, sandbox: SandboxHandle
+) -> None:
+    """2,500 clean rows against MAX_ROWS_PER_FILE 2,000: two batches of 1,000 were staged when the
+    2,001st row was read; they are discarded, their bodies deleted, nothing queued or sent."""
+    services = build_services(make_settings(MAX_ROWS_PER_FILE="2000"), clock)
+    key = f"lost-repair/staged-{uuid.uuid4().hex[:6]}.csv"
+    result = split(services, put(services, key, csv_bytes(valid_rows(2500, 70_000))))
     assert result.outcome == "rejected"
     assert queued_for(services, result.job_id) == [] and uploads(sandbox) == 0
     batches = list(services.jobs.batches(result.job_id))
     assert len(batches) == 2 and {b.status for b in batches} == {BatchStatus.DISCARDED}
     assert claims_of(services, result.job_id) == []  # the staged bodies are gone
-    job = services.jobs.get_job(result.job_id)
-    assert job is not None and job.status == JobStatus.REJECTED and job.reason
     summary = report(services, result.job_id)
     assert summary["sent_upstream"] == 0 and summary["batches_staged_then_discarded"] == 2
 
