@@ -71,8 +71,16 @@ def machine() -> dict[str, Any]:
     try:
         from verifyfeed import _fastsplit
 
-        fast_path = "the C fast path (verifyfeed._fastsplit), SHA-256 by " + (
-            "the CPU's SHA extensions" if _fastsplit.SHA_NI else "portable C"
+        # which build ran: the layer's is the stable-ABI one (LIMITED_API 0x030B0000: 3.11 and later)
+        limited = _fastsplit.LIMITED_API
+        build = (
+            f"CPython's stable ABI for {limited >> 24}.{(limited >> 16) & 0xFF} and later"
+            if limited
+            else f"for CPython {platform.python_version()} only"
+        )
+        fast_path = (
+            f"the C fast path (verifyfeed._fastsplit: {Path(_fastsplit.__file__).name}, {build}), SHA-256 by "
+            + ("the CPU's SHA extensions" if _fastsplit.SHA_NI else "portable C")
         )
     except ImportError:
         fast_path = "the pure-Python path (the C extension is NOT BUILT: make native)"

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 from types import ModuleType
 
@@ -80,13 +81,19 @@ def test_the_architecture_comes_from_the_environment_as_make_passes_it(tmp_path:
     assert run_build("--lambda", "--arch", "sparc", "--out", str(tmp_path)).returncode == 2
 
 
-def test_a_prebuilt_module_of_the_wrong_architecture_is_refused(tmp_path: Path, host_module: Path) -> None:
-    renamed = tmp_path / f"_fastsplit{build.lambda_suffix(OTHER_ARCH)}"
-    shutil.copyfile(host_module, renamed)  # the right name, but this host's machine code
+def test_a_prebuilt_module_of_the_wrong_architecture_or_abi_is_refused(
+    tmp_path: Path, host_module: Path
+) -> None:
+    # a version-specific build for OTHER_ARCH (its ELF machine, a CPython 3.13-only name): one
+    # Python's module would fail to load on the next runtime, so only the stable ABI's is shipped
+    data = bytearray(host_module.read_bytes())
+    data[18:20] = build.ARCHITECTURES[OTHER_ARCH][1].to_bytes(2, "little")
+    versioned = tmp_path / f"_fastsplit.cpython-313-{build.ARCHITECTURES[OTHER_ARCH][2]}.so"
+    versioned.write_bytes(bytes(data))
     out = tmp_path / "out"
     for prebuilt, message in [
-        (host_module, f"not a CPython 3.11 module for {OTHER_ARCH}"),
-        (renamed, "ELF machine"),
+        (host_module, "ELF machine"),  # the right name (abi3), but this host's machine code
+        (versioned, f"not a stable-ABI (abi3) module for {OTHER_ARCH}"),
         (tmp_path / "missing.so", "no such file"),
     ]:
         run = run_build("--lambda", "--arch", OTHER_ARCH, "--out", str(out), FASTSPLIT_PREBUILT=str(prebuilt))
@@ -137,6 +144,9 @@ def test_the_layer_makefile_builds_the_fast_path_and_checks_the_layer() -> None:
     makefile = (ROOT / "layers/core/Makefile").read_text()
     assert "native/build.py --lambda --arch $(ARCHITECTURE)" in makefile
     assert "check_layer.py" in makefile and "--require-hashes" in makefile
+    # the runtime's CPython writes the bytecode and imports the layer: no build without it
+    assert "--python-version $(LAMBDA_PYTHON_VERSION)" in makefile
+    assert "is not CPython $(LAMBDA_PYTHON_VERSION)" in makefile and "no bytecode" not in makefile
     assert "-r requirements.lock" in makefile
     # a recipe line that ignores errors ("-" prefix, "|| true") would make the failure silent again
     assert not re.search(r"^\t-|\|\| *true", makefile, re.MULTILINE)
@@ -194,7 +204,7 @@ def fake_layer(root: Path, packages: list[tuple[str, str, str]], module: Path | 
     return root
 
 
-SITE = "python/lib/python3.11/site-packages"
+SITE = str(check_layer.SITE)
 LOCK = {"pydantic": "2.14.4", "pydantic-core": "2.50.5"}
 OURS = [(SITE, "pydantic", "2.14.4"), (SITE, "pydantic-core", "2.50.5")]
 
@@ -249,8 +259,46 @@ def test_the_layer_check_refuses_a_layer_without_the_fast_path_for_its_architect
     ]
     other = fake_layer(tmp_path / "other", packages, host_module)
     (found,) = check_layer.problems(other, LOCK, OTHER_ARCH)
-    assert found.startswith("C fast path:") and f"for {OTHER_ARCH}" in found
+    assert found.startswith("C fast path:") and f"not {OTHER_ARCH}'s" in found  # its ELF machine
     assert check_layer.main([str(other), "--lock", str(LAYER_LOCK), "--arch", HOST_ARCH]) == 1
+
+
+def real_layer(root: Path, module: Path | None) -> Path:
+    """A layer as the build makes it, but with this venv's packages as its site-packages."""
+    shutil.copytree(
+        ROOT / "layers/core/python/verifyfeed",
+        root / "python/verifyfeed",
+        ignore=shutil.ignore_patterns("__pycache__", "_fastsplit*.so"),
+    )
+    (root / SITE).parent.mkdir(parents=True)
+    (root / SITE).symlink_to(sysconfig.get_paths()["purelib"], target_is_directory=True)
+    if module is not None:
+        shutil.copyfile(module, root / "python/verifyfeed" / module.name)
+    return root
+
+
+def test_the_layer_check_imports_the_layer_alone_and_the_two_paths_agree(
+    tmp_path: Path, host_module: Path
+) -> None:
+    layer = real_layer(tmp_path, host_module)
+    found, summary = check_layer.import_problems(layer, HOST_ARCH, check_layer.RUNTIME_PYTHON)
+    assert found == []
+    assert f"imported alone by CPython {platform.python_version()}" in summary
+    assert "the C fast path (_fastsplit.abi3.so) and the pure-Python path agree" in summary
+
+
+def test_the_layer_check_refuses_a_layer_that_does_not_import_with_its_fast_path(tmp_path: Path) -> None:
+    layer = real_layer(tmp_path, None)  # the dev tree's module is not on the path: only the layer is
+    (found,) = check_layer.import_problems(layer, HOST_ARCH, check_layer.RUNTIME_PYTHON)[0]
+    assert found.startswith(f"the layer does not import on Python {check_layer.RUNTIME_PYTHON}")
+    assert "_fastsplit" in found
+
+
+def test_the_layer_check_needs_the_runtimes_python(tmp_path: Path, host_module: Path) -> None:
+    layer = real_layer(tmp_path, host_module)
+    (found,) = check_layer.import_problems(layer, HOST_ARCH, "3.12")[0]
+    here = check_layer.RUNTIME_PYTHON
+    assert found == f"cannot import the layer as Lambda's python3.12: this is Python {here}"
 
 
 # -- the locks --------------------------------------------------------------------------------------
@@ -312,6 +360,8 @@ def test_make_bench_says_which_splitter_path_ran_and_on_which_architecture() -> 
     from bench.run import machine
 
     info = machine()
-    # `make bench` builds the extension (make native), as `make test` does
-    assert info["fast_path"].startswith("the C fast path (verifyfeed._fastsplit)")
+    # `make bench` builds the extension (make native), as `make test` does: the layer's build of it
+    assert info["fast_path"].startswith("the C fast path (verifyfeed._fastsplit: ")
+    assert "_fastsplit.abi3.so, CPython's stable ABI for 3.11 and later" in info["fast_path"]
+    assert info["python"] == platform.python_version()
     assert info["architecture"] == f"{platform.machine()} (Lambda {HOST_ARCH})"

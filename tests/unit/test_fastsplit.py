@@ -355,8 +355,8 @@ def test_take_lines_leaves_lines_with_a_quote_or_line_break_delimiter_to_the_rea
     assert records == [] and len(claims[0]) == 0
 
 
-def test_the_layer_build_makes_a_module_lambdas_glibc_can_load(tmp_path: Path) -> None:
-    # what layers/core/Makefile runs for `sam build`: CPython 3.11 on x86_64 here, as on Lambda
+def test_the_layer_build_makes_one_stable_abi_module_lambdas_glibc_can_load(tmp_path: Path) -> None:
+    # what layers/core/Makefile runs for `sam build`: the runtime's CPython (3.13) on x86_64 here
     run = subprocess.run(
         [sys.executable, str(BUILD), "--lambda", "--out", str(tmp_path)],
         capture_output=True,
@@ -366,12 +366,67 @@ def test_the_layer_build_makes_a_module_lambdas_glibc_can_load(tmp_path: Path) -
     )
     (built,) = tmp_path.glob("_fastsplit*.so")
     assert "built" in run.stdout
+    # the limited API only: a macro or function outside it would be an implicit declaration here
+    assert run.stderr == ""
+    assert built.name == "_fastsplit.abi3.so"  # no interpreter version in it: 3.11 and later load it
     spec = importlib.util.spec_from_file_location("native_build", BUILD)
     assert spec is not None and spec.loader is not None
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)
     versions = build._glibc_versions(built)
-    assert versions and max(versions) <= build.GLIBC_MAX  # the runtime (Amazon Linux 2) has 2.26
+    assert versions and max(versions) <= build.GLIBC_MAX  # the python3.13 runtime (AL2023) has 2.34
+
+
+def test_the_source_returns_no_singleton_without_a_reference_of_its_own() -> None:
+    # CPython 3.13.0's headers define Py_RETURN_NONE (TRUE, FALSE) as a bare `return Py_None`, right
+    # only where None is immortal (3.12+): the abi3 module built with them crashed python3.11
+    # ("deallocating None") after enough calls. Here (3.13) the leak cannot be seen: the source is.
+    source = (ROOT / "layers/core/native/fastsplit.c").read_text()
+    code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("*", "/*")))
+    assert not any(f"Py_RETURN_{name}" in code for name in ("NONE", "TRUE", "FALSE", "NOTIMPLEMENTED"))
+    assert "return Py_NewRef(Py_None);" in code
+
+
+def test_the_module_imported_is_the_stable_abi_build_for_cpython_3_11_and_later() -> None:
+    # one file for every supported Python: what the layer ships is what runs here (make native)
+    assert Path(_fastsplit.__file__).name == "_fastsplit.abi3.so"
+    assert _fastsplit.LIMITED_API == 0x030B0000
+    assert sys.version_info >= (3, 11)
+
+
+def test_every_cjk_unified_ideograph_is_a_letter_as_the_fast_path_assumes() -> None:
+    # fastsplit.c takes U+4E00..U+9FFF as letters without asking Python (the limited API has no
+    # Py_UNICODE_ISALPHA): true since Unicode 14.0 (Python 3.11), and assigned letters stay letters
+    assert all(chr(code).isalpha() for code in range(0x4E00, 0xA000))
+    block = clean_rows(3)
+    block[1][0] = "\u4e00\u9fff\u9ffd"  # the block's first and last ideographs
+    stops, records, _, _ = take_all(_fastsplit.take_plain, block)
+    assert stops == [] and records == take_all(_take_plain_py, block)[1]
+    assert records[1].startswith('{"name":"\u4e00\u9fff\u9ffd"'.encode())
+
+
+def test_take_lines_reads_a_line_with_characters_beyond_the_bmp_in_a_column_it_ignores() -> None:
+    # the line is read as UCS-4: a 4-byte character elsewhere in it does not change the name
+    rows = [[name, id_number, phone, code, "𠀀 备注"] for name, id_number, phone, code in clean_rows(5)]
+    lines = [",".join(row) + "\r\n" for row in rows]
+    records: list[bytes] = []
+    claims = (_fastsplit.Claims(), _fastsplit.Claims())
+    assert _fastsplit.take_lines(lines, 0, 2, ",", 5, 4096, COLUMNS, *claims, records, 100) == 5
+    assert records == take_all(_take_plain_py, [row[:4] for row in rows])[1]
+
+
+def test_take_lines_reads_a_line_longer_than_its_stack_buffer() -> None:
+    # over 1024 characters a line is copied to the heap (PyUnicode_AsUCS4Copy), and read the same
+    rows = [[name, id_number, phone, code, "备注" * 700] for name, id_number, phone, code in clean_rows(4)]
+    lines = [",".join(row) + "\n" for row in rows]
+    records: list[bytes] = []
+    claims = (_fastsplit.Claims(), _fastsplit.Claims())
+    assert _fastsplit.take_lines(lines, 0, 2, ",", 5, 4096, COLUMNS, *claims, records, 100) == 4
+    assert records == take_all(_take_plain_py, [row[:4] for row in rows])[1]
+    lines[2] = lines[2].replace("备注", '备"注', 1)  # a quote far into a long line
+    records.clear()
+    claims = (_fastsplit.Claims(), _fastsplit.Claims())
+    assert _fastsplit.take_lines(lines, 0, 2, ",", 5, 4096, COLUMNS, *claims, records, 100) == 2
 
 
 def lines_of(rows: list[list[str]], delimiter: str = ",", end: str = "\r\n") -> list[str]:

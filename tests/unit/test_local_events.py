@@ -381,7 +381,7 @@ def function_spec(path: Path, timeout_s: int) -> FunctionSpec:
         handler="app.lambda_handler",
         handler_path=str(path),
         handler_function="lambda_handler",
-        runtime="python3.11",
+        runtime="python3.13",
         timeout_s=timeout_s,
         memory_mb=256,
         ephemeral_storage_mb=512,

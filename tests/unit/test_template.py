@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -396,15 +398,54 @@ def test_functions_code_uri_and_handler(resources: dict[str, Any]) -> None:
 
 def test_function_globals(template: dict[str, Any]) -> None:
     globals_ = template["Globals"]["Function"]
-    assert globals_["Runtime"] == "python3.11"
+    assert globals_["Runtime"] == "python3.13"
     assert globals_["Architectures"] == [{"Ref": "Architecture"}]
     assert globals_["Tracing"] == "Active"
     powertools, core = globals_["Layers"]
     # the managed layer of the same architecture (its pydantic_core is compiled code)
-    assert "AWSLambdaPowertoolsPythonV3-python311-${Architecture}:" in str(powertools)
+    assert "AWSLambdaPowertoolsPythonV3-python313-${Architecture}:" in str(powertools)
     assert "PowertoolsLayerArn" in str(powertools)
     # last, so it wins any file both layers have (its dependencies are in site-packages, first anyway)
     assert core == {"Ref": "CoreLayer"}
+
+
+def test_the_runtime_is_named_once_and_everything_built_or_checked_for_it_follows(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    """Globals' Runtime is the one place; a move to the next Python (docs/decisions.md#reproducible-
+    runtime) that misses one of the places following it fails here."""
+    runtime = template["Globals"]["Function"]["Runtime"]
+    version = runtime.removeprefix("python")
+    tag = version.replace(".", "")
+    for logical_id in FUNCTIONS:
+        assert "Runtime" not in props(resources, logical_id), f"{logical_id} overrides the Globals"
+    assert resources["CoreLayer"]["Properties"]["CompatibleRuntimes"] == [runtime]
+    powertools, _ = template["Globals"]["Function"]["Layers"]
+    assert f":layer:AWSLambdaPowertoolsPythonV3-python{tag}-${{Architecture}}:" in str(powertools)
+    default_arn = template["Parameters"]["PowertoolsLayerArn"]["Description"]
+    assert f"AWSLambdaPowertoolsPythonV3-python{tag}-" in default_arn
+    makefile, layer_makefile = (ROOT / "Makefile").read_text(), (ROOT / "layers/core/Makefile").read_text()
+    for text in (makefile, layer_makefile):
+        assert f"\nLAMBDA_PYTHON_VERSION := {version}\n" in text
+    assert "--python-version $(LAMBDA_PYTHON_VERSION)" in makefile  # `make lock` resolves for it
+    # every venv is made on it, and one made by another Python is made again
+    assert makefile.count("$(PY) -m venv") == 1 and makefile.count("$(call runtime_venv,") == 4
+    assert re.findall(
+        r"^((?:\w+_)?STAMP) := .*\.installed-py\$\(LAMBDA_PYTHON_VERSION\)", makefile, re.M
+    ) == [
+        "STAMP",
+        "SAM_STAMP",
+        "CHECKOV_STAMP",
+        "SAMT_STAMP",
+    ]
+    assert "--python-version $(LAMBDA_PYTHON_VERSION)" in layer_makefile  # wheels and the layer check
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["project"]["requires-python"] == f">={version}"
+    assert pyproject["tool"]["ruff"]["target-version"] == f"py{tag}"
+    assert pyproject["tool"]["mypy"]["python_version"] == version
+    assert f'RUNTIME_PYTHON = "{version}"' in (ROOT / "layers/core/check_layer.py").read_text()
+    # and the tests run on it: `make venv` builds the dev venv with the runtime's Python
+    assert f"{sys.version_info.major}.{sys.version_info.minor}" == version
 
 
 def test_every_function_and_the_layer_run_on_the_architecture_parameter(
@@ -425,7 +466,7 @@ def test_every_function_and_the_layer_run_on_the_architecture_parameter(
     assert "native/build.py --lambda --arch $(ARCHITECTURE)" in (ROOT / "layers/core/Makefile").read_text()
     resolved = Resolver(template, stack_name="s", region="eu-west-1", parameters={"Architecture": "arm64"})
     powertools, _ = resolved.resolve(template["Globals"]["Function"]["Layers"])
-    assert powertools.endswith(":layer:AWSLambdaPowertoolsPythonV3-python311-arm64:23")
+    assert powertools.endswith(":layer:AWSLambdaPowertoolsPythonV3-python313-arm64:23")
     assert resolved.resolve(template["Globals"]["Function"]["Architectures"]) == ["arm64"]
 
 

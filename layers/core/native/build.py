@@ -2,14 +2,20 @@
 
     python layers/core/native/build.py [--out DIR] [--lambda [--arch x86_64|arm64]]
 
-Writes ``_fastsplit<EXT_SUFFIX>`` into ``DIR`` (default: the core package, next to its sources, for
-tests, the demo and the benchmark); exit 0 when built, 1 when not.
+Writes ``_fastsplit.abi3.so`` into ``DIR`` (default: the core package, next to its sources, for
+tests, the demo and the benchmark), removing any other ``_fastsplit*.so`` there (a version-specific
+one would be imported before it); exit 0 when built, 1 when not.
 
-With ``--lambda`` (the layer build, ``layers/core/Makefile``) the module is for the Lambda runtime:
-CPython 3.11 on Linux, on ``--arch`` (default ``$ARCHITECTURE``, else x86_64: the template's
-``Architecture`` parameter), needing no glibc newer than manylinux2014's 2.17 (the python3.11
-runtime has 2.26). It is compiled here only when this interpreter is that runtime's (CPython 3.11,
-Linux, the same machine); otherwise ``$FASTSPLIT_PREBUILT`` may name a module built on such a host
+The module is built against CPython's limited API as of 3.11 (``Py_LIMITED_API=0x030B0000``): one
+file, ``_fastsplit.abi3.so``, that every CPython from 3.11 on loads — python3.11, python3.13 and the
+Lambda runtimes after them — so a runtime move needs no rebuild of it
+(docs/decisions.md#native-fast-path). Any CPython >= 3.11's headers build the same module.
+
+With ``--lambda`` (the layer build, ``layers/core/Makefile``) the module is for Lambda's Python on
+Linux on ``--arch`` (default ``$ARCHITECTURE``, else x86_64: the template's ``Architecture``
+parameter), needing no glibc newer than manylinux2014's 2.17 (the python3.13 runtime, Amazon Linux
+2023, has 2.34). It is compiled here only when this host can (CPython >= 3.11 on Linux on that
+machine); otherwise ``$FASTSPLIT_PREBUILT`` may name a module built on such a host
 (``build.py --lambda --arch arm64 --out DIR`` on a Graviton machine), which is checked — its ELF
 machine, its ABI suffix, its glibc — and copied. When neither gives a module, or compiling fails,
 or the module needs a newer glibc, the layer build FAILS (exit 1, the reason on stderr): a layer
@@ -36,7 +42,9 @@ PACKAGE = HERE.parent / "python" / "verifyfeed"
 GLIBC_MAX = (2, 17)
 # Lambda architecture -> (platform.machine() of a host that compiles for it, ELF e_machine, ABI tag)
 ARCHITECTURES = {"x86_64": ("x86_64", 62, "x86_64-linux-gnu"), "arm64": ("aarch64", 183, "aarch64-linux-gnu")}
-LAMBDA_PYTHON = (3, 11)
+# the oldest CPython the module is built for (Py_LIMITED_API): it loads on this one and every later one
+LIMITED_API = (3, 11)
+ABI3_SUFFIX = ".abi3.so"
 
 
 class BuildError(Exception):
@@ -44,8 +52,10 @@ class BuildError(Exception):
 
 
 def lambda_suffix(arch: str) -> str:
-    """The extension suffix CPython 3.11 on Lambda looks for on ``arch``."""
-    return f".cpython-{LAMBDA_PYTHON[0]}{LAMBDA_PYTHON[1]}-{ARCHITECTURES[arch][2]}.so"
+    """The suffix of the module for Lambda on ``arch``: the stable ABI's, the same on every machine
+    (``arch`` is in the ELF header, which ``check_for_lambda`` reads)."""
+    assert arch in ARCHITECTURES, arch
+    return ABI3_SUFFIX
 
 
 def elf_machine(library: Path) -> int | None:
@@ -57,7 +67,7 @@ def elf_machine(library: Path) -> int | None:
 
 
 def _target(out: Path) -> Path:
-    return out / f"_fastsplit{sysconfig.get_config_var('EXT_SUFFIX')}"
+    return out / f"_fastsplit{ABI3_SUFFIX}"
 
 
 def _glibc_versions(library: Path) -> list[tuple[int, int]]:
@@ -80,6 +90,7 @@ def build(out: Path, extra_flags: list[str] | None = None) -> Path:
         "-Wall",
         "-Wextra",
         "-fno-strict-aliasing",
+        f"-DPy_LIMITED_API=0x{LIMITED_API[0]:02X}{LIMITED_API[1]:02X}0000",
         f"-I{include}",
         *(extra_flags or []),
         str(SOURCE),
@@ -87,28 +98,40 @@ def build(out: Path, extra_flags: list[str] | None = None) -> Path:
         str(partial),
     ]
     subprocess.run(command, check=True)
+    for stale in out.glob("_fastsplit*.so"):  # a version-specific build would shadow this one
+        stale.unlink()
     partial.replace(target)
     return target
 
 
 def host_builds_for(arch: str) -> str | None:
     """None when this interpreter can compile the module for Lambda on ``arch``, else why not."""
-    here = (sys.implementation.name, sys.version_info[:2], platform.system(), platform.machine())
-    wanted = ("cpython", LAMBDA_PYTHON, "Linux", ARCHITECTURES[arch][0])
-    if here == wanted:
+    name, version, system, machine = (
+        sys.implementation.name,
+        sys.version_info[:2],
+        platform.system(),
+        platform.machine(),
+    )
+    if (
+        name == "cpython"
+        and version >= LIMITED_API
+        and system == "Linux"
+        and machine == ARCHITECTURES[arch][0]
+    ):
         return None
-    major, minor = here[1]
+    oldest = ".".join(map(str, LIMITED_API))
     return (
-        f"this interpreter is {here[0]} {major}.{minor} on {here[2]} {here[3]}, "
-        f"not cpython 3.11 on Linux {wanted[3]}"
+        f"this interpreter is {name} {version[0]}.{version[1]} on {system} {machine}, "
+        f"not cpython >= {oldest} on Linux {ARCHITECTURES[arch][0]}"
     )
 
 
 def check_for_lambda(library: Path, arch: str) -> None:
-    """Raise ``BuildError`` unless ``library`` can be loaded by Lambda's python3.11 on ``arch``."""
+    """Raise ``BuildError`` unless ``library`` can be loaded by Lambda's CPython (3.11 or later) on
+    ``arch``: a stable-ABI module (``*.abi3.so``) of that machine needing no glibc newer than 2.17."""
     if not library.name.endswith(lambda_suffix(arch)):
         want = lambda_suffix(arch)
-        raise BuildError(f"{library.name}: not a CPython 3.11 module for {arch} (want *{want})")
+        raise BuildError(f"{library.name}: not a stable-ABI (abi3) module for {arch} (want *{want})")
     machine = elf_machine(library)
     if machine != ARCHITECTURES[arch][1]:
         raise BuildError(f"{library.name}: ELF machine {machine}, not {arch}'s {ARCHITECTURES[arch][1]}")
@@ -136,8 +159,9 @@ def build_for_lambda(out: Path, arch: str, prebuilt: str | None) -> Path:
     else:
         raise BuildError(
             f"cannot build the C fast path for Lambda {arch}: {why_not}. Build the layer on an "
-            f"{arch} Linux host with CPython 3.11 (`make sam-build ARCHITECTURE={arch}`), or build "
-            f"the module there (`python3.11 layers/core/native/build.py --lambda --arch {arch} --out DIR`) "
+            f"{arch} Linux host with CPython 3.13 (`make sam-build ARCHITECTURE={arch}`), or build "
+            f"the module there (`python3 layers/core/native/build.py --lambda --arch {arch} --out DIR`, "
+            "any CPython >= 3.11) "
             f"and set FASTSPLIT_PREBUILT to it (docs/decisions.md#architecture)"
         )
     try:

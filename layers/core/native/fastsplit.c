@@ -18,6 +18,16 @@
  * "Not accepted" never means "invalid": the caller asks the rules.
  *
  * SHA-256 is FIPS 180-4, portable C; tests compare it with hashlib on many inputs.
+ *
+ * Only CPython's limited API is used (no struct layouts, macros or private functions of one
+ * version): build.py compiles it with Py_LIMITED_API = 3.11 into _fastsplit.abi3.so, which every
+ * CPython from 3.11 on loads — the same file for python3.11, python3.13 and the runtimes after
+ * them (docs/decisions.md#native-fast-path). Strings are read as UCS-4 copies into stack buffers
+ * (PyUnicode_AsUCS4) or, for the ASCII cells, through their UTF-8 (PyUnicode_AsUTF8AndSize, which
+ * is the string's own data for an ASCII str). None, True and False are returned with Py_NewRef,
+ * never Py_RETURN_NONE/TRUE/FALSE: CPython 3.13.0's headers define those as a bare `return Py_None`
+ * (right only where None is immortal, 3.12 and later), so a build with them leaks one reference to
+ * None per call on 3.11 until the interpreter aborts ("deallocating None").
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -185,16 +195,17 @@ static void to_hex(const unsigned char *digest, char *out)
 static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 
 /* A name repair_fields returns unchanged: 1..30 characters, each an ASCII letter, a CJK unified
- * ideograph U+4E00..U+9FFF that Python also calls a letter (str.isalpha), or the middle dot U+00B7
- * between two of them (ethnic-minority names: 阿卜杜·热合曼); such a string is in NFKC form, passes
- * validate_repair_name unchanged and needs no JSON escaping. */
-static int plain_name(int kind, const void *data, Py_ssize_t start, Py_ssize_t n)
+ * ideograph U+4E00..U+9FFF (every one of them a letter for str.isalpha since Unicode 14.0, which
+ * is Python 3.11's: tests/unit/test_fastsplit.py checks it on the running Python), or the middle
+ * dot U+00B7 between two of them (ethnic-minority names: 阿卜杜·热合曼); such a string is in NFKC
+ * form, passes validate_repair_name unchanged and needs no JSON escaping. */
+static int plain_name(const Py_UCS4 *data, Py_ssize_t n)
 {
-    if (n < 1 || n > NAME_MAX_CHARS || kind == PyUnicode_4BYTE_KIND) {
+    if (n < 1 || n > NAME_MAX_CHARS) {
         return 0;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        Py_UCS4 c = PyUnicode_READ(kind, data, start + i);
+        Py_UCS4 c = data[i];
         if (c < 128) {
             if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'))) {
                 return 0;
@@ -205,7 +216,7 @@ static int plain_name(int kind, const void *data, Py_ssize_t start, Py_ssize_t n
                 return 0;
             }
         }
-        else if (c < 0x4E00 || c > 0x9FFF || !Py_UNICODE_ISALPHA(c)) {
+        else if (c < 0x4E00 || c > 0x9FFF) {
             return 0;
         }
     }
@@ -213,11 +224,11 @@ static int plain_name(int kind, const void *data, Py_ssize_t start, Py_ssize_t n
 }
 
 /* UTF-8 of a plain name (BMP characters only): at most 3 bytes a character */
-static Py_ssize_t name_utf8(int kind, const void *data, Py_ssize_t start, Py_ssize_t n, char *out)
+static Py_ssize_t name_utf8(const Py_UCS4 *data, Py_ssize_t n, char *out)
 {
     Py_ssize_t k = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        Py_UCS4 c = PyUnicode_READ(kind, data, start + i);
+        Py_UCS4 c = data[i];
         if (c < 0x80) {
             out[k++] = (char)c;
         }
@@ -351,14 +362,24 @@ static int plain_code(const unsigned char *s, Py_ssize_t n)
     return 1;
 }
 
-/* The ASCII bytes of a str, or NULL when it is not an ASCII str (then not plain). */
+/* exact type first: PyList_Check/PyUnicode_Check are calls (PyType_GetFlags) in the limited API */
+#define IS_LIST(o) (Py_IS_TYPE((o), &PyList_Type) || PyList_Check(o))
+#define IS_STR(o) (Py_IS_TYPE((o), &PyUnicode_Type) || PyUnicode_Check(o))
+
+/* The UTF-8 bytes of a str (for an ASCII str its own data: no copy), or NULL when it is not a str
+ * or has no UTF-8 (a lone surrogate): then not plain. The bytes are not checked for ASCII here:
+ * every cell they are used for (ID number, mobile, code) is accepted only if each byte is an ASCII
+ * digit, letter or separator, which no byte of a multi-byte UTF-8 sequence (>= 0x80) is. */
 static const unsigned char *ascii_of(PyObject *text, Py_ssize_t *n)
 {
-    if (!PyUnicode_Check(text) || !PyUnicode_IS_ASCII(text)) {
+    if (!IS_STR(text)) {
         return NULL;
     }
-    *n = PyUnicode_GET_LENGTH(text);
-    return (const unsigned char *)PyUnicode_DATA(text);
+    const unsigned char *s = (const unsigned char *)PyUnicode_AsUTF8AndSize(text, n);
+    if (s == NULL) {
+        PyErr_Clear();
+    }
+    return s;
 }
 
 
@@ -531,8 +552,8 @@ static int key_of(const ClaimsObject *table, PyObject *value, unsigned char key[
     const char *data;
     Py_ssize_t n;
     if (PyBytes_Check(value)) {
-        data = PyBytes_AS_STRING(value);
-        n = PyBytes_GET_SIZE(value);
+        data = PyBytes_AsString(value);
+        n = PyBytes_Size(value);
     }
     else {
         PyErr_SetString(PyExc_TypeError, "a claim key is bytes");
@@ -546,6 +567,31 @@ static int key_of(const ClaimsObject *table, PyObject *value, unsigned char key[
     memcpy(key, data, (size_t)n);
     fold_key(table, key);
     return 0;
+}
+
+static PyTypeObject *ClaimsType; /* the heap type (PyType_FromSpec), made when the module is imported */
+
+/* n random bytes from os.urandom (the per-table hash seed) into out; -1 with an exception */
+static int random_bytes(void *out, Py_ssize_t n)
+{
+    PyObject *os = PyImport_ImportModule("os");
+    if (os == NULL) {
+        return -1;
+    }
+    PyObject *bytes = PyObject_CallMethod(os, "urandom", "n", n);
+    Py_DECREF(os);
+    if (bytes == NULL) {
+        return -1;
+    }
+    int ok = PyBytes_Check(bytes) && PyBytes_Size(bytes) == n;
+    if (ok) {
+        memcpy(out, PyBytes_AsString(bytes), (size_t)n);
+    }
+    else {
+        PyErr_SetString(PyExc_SystemError, "os.urandom returned the wrong number of bytes");
+    }
+    Py_DECREF(bytes);
+    return ok ? 0 : -1;
 }
 
 static PyObject *claims_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -573,7 +619,8 @@ static PyObject *claims_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
         }
         PyBuffer_Release(&hmac_key);
     }
-    ClaimsObject *table = (ClaimsObject *)type->tp_alloc(type, 0);
+    allocfunc alloc = (allocfunc)PyType_GetSlot(type, Py_tp_alloc);
+    ClaimsObject *table = (ClaimsObject *)alloc(type, 0); /* zeroed: slots NULL until allocated */
     if (table == NULL) {
         return NULL;
     }
@@ -594,17 +641,20 @@ static PyObject *claims_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
         Py_DECREF(table);
         return PyErr_NoMemory();
     }
-    if (_PyOS_URandomNonblock(table->seed, sizeof(table->seed)) < 0) {
+    if (random_bytes(table->seed, (Py_ssize_t)sizeof(table->seed)) < 0) {
         Py_DECREF(table);
         return NULL;
     }
     return (PyObject *)table;
 }
 
-static void claims_dealloc(ClaimsObject *table)
+static void claims_dealloc(PyObject *self)
 {
-    PyMem_Free(table->slots);
-    Py_TYPE(table)->tp_free((PyObject *)table);
+    PyTypeObject *type = Py_TYPE(self);
+    PyMem_Free(((ClaimsObject *)self)->slots);
+    freefunc free_object = (freefunc)PyType_GetSlot(type, Py_tp_free);
+    free_object(self);
+    Py_DECREF(type); /* an instance of a heap type holds a reference to it */
 }
 
 static PyObject *claims_py_first(ClaimsObject *table, PyObject *key)
@@ -631,19 +681,19 @@ static PyObject *claims_py_claim(ClaimsObject *table, PyObject *args)
     if (claims_claim(table, k, row) < 0) {
         return NULL;
     }
-    Py_RETURN_NONE;
+    return Py_NewRef(Py_None); /* not the RETURN macro: see the top of this file */
 }
 
-static Py_ssize_t claims_len(ClaimsObject *table) { return (Py_ssize_t)table->used; }
+static Py_ssize_t claims_len(PyObject *table) { return (Py_ssize_t)((ClaimsObject *)table)->used; }
 
 static PyObject *claims_py_key(ClaimsObject *table, PyObject *digest)
 {
-    if (!PyBytes_Check(digest) || PyBytes_GET_SIZE(digest) != 32) {
+    if (!PyBytes_Check(digest) || PyBytes_Size(digest) != 32) {
         PyErr_SetString(PyExc_ValueError, "key() takes a 32-byte idcode digest");
         return NULL;
     }
     unsigned char k[16];
-    id_key(table, (const unsigned char *)PyBytes_AS_STRING(digest), k);
+    id_key(table, (const unsigned char *)PyBytes_AsString(digest), k);
     return PyBytes_FromStringAndSize((const char *)k, 16);
 }
 
@@ -671,7 +721,7 @@ static PyObject *claims_py_claim_many(ClaimsObject *table, PyObject *args)
         }
     }
     PyBuffer_Release(&keys);
-    Py_RETURN_NONE;
+    return Py_NewRef(Py_None); /* not the RETURN macro: see the top of this file */
 }
 
 /* the 1-based index of the first of the n ascending bounds >= row (n + 1 when none) */
@@ -701,7 +751,7 @@ static PyObject *claims_py_export(ClaimsObject *table, PyObject *args)
     if (!PyArg_ParseTuple(args, "O!K:export", &PyList_Type, &last_rows, &below)) {
         return NULL;
     }
-    Py_ssize_t n = PyList_GET_SIZE(last_rows);
+    Py_ssize_t n = PyList_Size(last_rows);
     uint64_t *bounds = PyMem_Malloc((size_t)(n + 1) * sizeof(uint64_t));
     size_t *offsets = PyMem_Calloc((size_t)(n + 2), sizeof(size_t));
     if (bounds == NULL || offsets == NULL) {
@@ -711,7 +761,7 @@ static PyObject *claims_py_export(ClaimsObject *table, PyObject *args)
     }
     PyObject *out = NULL, *counts = NULL, *result = NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
-        bounds[i] = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(last_rows, i));
+        bounds[i] = PyLong_AsUnsignedLongLong(PyList_GetItem(last_rows, i));
         if (bounds[i] == (uint64_t)-1 && PyErr_Occurred()) {
             goto done;
         }
@@ -733,7 +783,9 @@ static PyObject *claims_py_export(ClaimsObject *table, PyObject *args)
         if (number == NULL) {
             goto done;
         }
-        PyList_SET_ITEM(counts, b - 1, number);
+        if (PyList_SetItem(counts, b - 1, number) < 0) { /* steals number */
+            goto done;
+        }
         offsets[b] = total;
         total += count;
     }
@@ -741,7 +793,7 @@ static PyObject *claims_py_export(ClaimsObject *table, PyObject *args)
     if (out == NULL) {
         goto done;
     }
-    unsigned char *base = (unsigned char *)PyBytes_AS_STRING(out);
+    unsigned char *base = (unsigned char *)PyBytes_AsString(out);
     for (size_t i = 0; i <= table->mask; i++) {
         uint64_t row = table->slots[i].row;
         if (row == 0 || row >= below) {
@@ -790,19 +842,22 @@ static PyGetSetDef CLAIMS_GETSET[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PySequenceMethods CLAIMS_SEQUENCE = {.sq_length = (lenfunc)claims_len};
+static PyType_Slot CLAIMS_SLOTS[] = {
+    {Py_tp_doc, (void *)"Claims(fold_case=False, hmac_key=None) -> an empty set of claimed keys (1..16 bytes), "
+                        "each with its first row"},
+    {Py_tp_new, (void *)claims_new},
+    {Py_tp_dealloc, (void *)claims_dealloc},
+    {Py_tp_methods, CLAIMS_METHODS},
+    {Py_tp_getset, CLAIMS_GETSET},
+    {Py_sq_length, (void *)claims_len},
+    {0, NULL},
+};
 
-static PyTypeObject ClaimsType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "verifyfeed._fastsplit.Claims",
-    .tp_doc = "Claims(fold_case=False, hmac_key=None) -> an empty set of claimed keys (1..16 bytes), each with its first row",
-    .tp_basicsize = sizeof(ClaimsObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_new = claims_new,
-    .tp_dealloc = (destructor)claims_dealloc,
-    .tp_methods = CLAIMS_METHODS,
-    .tp_getset = CLAIMS_GETSET,
-    .tp_as_sequence = &CLAIMS_SEQUENCE,
+static PyType_Spec CLAIMS_SPEC = {
+    .name = "verifyfeed._fastsplit.Claims",
+    .basicsize = sizeof(ClaimsObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = CLAIMS_SLOTS,
 };
 
 /* ------------------------------------------------------------------------------ take_plain */
@@ -841,11 +896,10 @@ static const char R_CODE[] = "\",\"authCode\":\"";
 static const char R_END[] = "\"}";
 #define LIT(s) (sizeof(s) - 1)
 
-/* The name as a span of a str: kind/data of the str, first character, length. */
+/* The name's characters (UCS-4, in a caller's buffer) and how many there are. */
 typedef struct {
-    int kind;
-    const void *data;
-    Py_ssize_t start, n;
+    const Py_UCS4 *data;
+    Py_ssize_t n;
 } Span;
 
 /* Accept one row if its values are plain and unclaimed: claim both keys and append the record.
@@ -864,7 +918,7 @@ static int accept_row(Span name, const unsigned char *s_id, Py_ssize_t n_id, con
     }
     n_phone = normal_mobile(s_phone, n_phone, mobile);
     if (n_phone < 0 || !plain_id18(id_upper, 18) || !plain_code(s_code, n_code) ||
-        !plain_name(name.kind, name.data, name.start, name.n)) {
+        !plain_name(name.data, name.n)) {
         return 0;
     }
     unsigned char digest[32], phone_digest[32], idk[16];
@@ -888,14 +942,14 @@ static int accept_row(Span name, const unsigned char *s_id, Py_ssize_t n_id, con
         return 0; /* a duplicate: the caller rejects it with the row that came first */
     }
     char utf8[3 * NAME_MAX_CHARS];
-    Py_ssize_t n_name = name_utf8(name.kind, name.data, name.start, name.n, utf8);
+    Py_ssize_t n_name = name_utf8(name.data, name.n, utf8);
     Py_ssize_t size = LIT(R_NAME) + n_name + LIT(R_ID) + 64 + LIT(R_PHONE) + (n_phone ? 64 : 0) + LIT(R_CODE) +
                       n_code + LIT(R_END);
     PyObject *record = PyBytes_FromStringAndSize(NULL, size);
     if (record == NULL) {
         return -1;
     }
-    char *out = PyBytes_AS_STRING(record);
+    char *out = PyBytes_AsString(record);
 #define PUT(src, len) (memcpy(out, (src), (size_t)(len)), out += (len))
     PUT(R_NAME, LIT(R_NAME));
     PUT(utf8, n_name);
@@ -925,12 +979,12 @@ static PyObject *take_plain(PyObject *self, PyObject *args)
     Py_ssize_t start, limit, i_name, i_id, i_phone, i_code;
     (void)self;
     if (!PyArg_ParseTuple(args, "O!n(nnnn)O!O!O!O!n:take_plain", &PyList_Type, &block, &start, &i_name,
-                          &i_id, &i_phone, &i_code, &PyList_Type, &numbers, &ClaimsType, &ids,
-                          &ClaimsType, &codes, &PyList_Type, &records, &limit)) {
+                          &i_id, &i_phone, &i_code, &PyList_Type, &numbers, ClaimsType, &ids,
+                          ClaimsType, &codes, &PyList_Type, &records, &limit)) {
         return NULL;
     }
-    Py_ssize_t rows = PyList_GET_SIZE(block);
-    if (PyList_GET_SIZE(numbers) != rows) {
+    Py_ssize_t rows = PyList_Size(block);
+    if (PyList_Size(numbers) != rows) {
         PyErr_SetString(PyExc_ValueError, "numbers and block differ in length");
         return NULL;
     }
@@ -938,28 +992,29 @@ static PyObject *take_plain(PyObject *self, PyObject *args)
         return NULL;
     }
     Py_ssize_t i = start;
+    Py_ssize_t have = PyList_Size(records); /* records only grows by accept_row here */
     for (; i < rows; i++) {
-        PyObject *cells = PyList_GET_ITEM(block, i);
-        if (!PyList_Check(cells)) {
+        PyObject *cells = PyList_GetItem(block, i);
+        if (!IS_LIST(cells)) {
             PyErr_SetString(PyExc_TypeError, "each row must be a list of str");
             return NULL;
         }
-        Py_ssize_t width = PyList_GET_SIZE(cells);
+        Py_ssize_t width = PyList_Size(cells);
         if (i_name >= width || i_id >= width || i_code >= width || i_phone >= width) {
             break;
         }
-        PyObject *name = PyList_GET_ITEM(cells, i_name);
-        Py_ssize_t n_id, n_phone = 0, n_code;
-        const unsigned char *s_id = ascii_of(PyList_GET_ITEM(cells, i_id), &n_id);
-        const unsigned char *s_code = ascii_of(PyList_GET_ITEM(cells, i_code), &n_code);
+        PyObject *name = PyList_GetItem(cells, i_name);
+        Py_ssize_t n_id = 0, n_phone = 0, n_code = 0;
+        const unsigned char *s_id = ascii_of(PyList_GetItem(cells, i_id), &n_id);
+        const unsigned char *s_code = ascii_of(PyList_GetItem(cells, i_code), &n_code);
         const unsigned char *s_phone = (const unsigned char *)"";
         if (i_phone >= 0) {
-            s_phone = ascii_of(PyList_GET_ITEM(cells, i_phone), &n_phone);
+            s_phone = ascii_of(PyList_GetItem(cells, i_phone), &n_phone);
         }
-        if (s_id == NULL || s_code == NULL || s_phone == NULL || !PyUnicode_Check(name)) {
+        if (s_id == NULL || s_code == NULL || s_phone == NULL || !IS_STR(name)) {
             break;
         }
-        unsigned long long row = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(numbers, i));
+        unsigned long long row = PyLong_AsUnsignedLongLong(PyList_GetItem(numbers, i));
         if (row == (unsigned long long)-1 && PyErr_Occurred()) {
             return NULL;
         }
@@ -967,7 +1022,12 @@ static PyObject *take_plain(PyObject *self, PyObject *args)
             PyErr_SetString(PyExc_ValueError, "row numbers start at 1");
             return NULL;
         }
-        Span span = {PyUnicode_KIND(name), PyUnicode_DATA(name), 0, PyUnicode_GET_LENGTH(name)};
+        Py_UCS4 name_chars[NAME_MAX_CHARS];
+        Span span = {name_chars, PyUnicode_GetLength(name)};
+        if (span.n >= 1 && span.n <= NAME_MAX_CHARS &&
+            PyUnicode_AsUCS4(name, name_chars, NAME_MAX_CHARS, 0) == NULL) {
+            return NULL;
+        }
         int taken = accept_row(span, s_id, n_id, s_phone, n_phone, s_code, n_code, row, ids, codes, records);
         if (taken < 0) {
             return NULL;
@@ -975,7 +1035,7 @@ static PyObject *take_plain(PyObject *self, PyObject *args)
         if (taken == 0) {
             break;
         }
-        if (PyList_GET_SIZE(records) >= limit) {
+        if (++have >= limit) {
             i++;
             break;
         }
@@ -985,16 +1045,17 @@ static PyObject *take_plain(PyObject *self, PyObject *args)
 
 #define MAX_COLUMNS 64
 #define MAX_ASCII_CELL 40
+#define LINE_BUFFER_CHARS 1024 /* a line of up to this many characters is read into the stack */
 
 /* An ASCII cell of a line into buf (NUL-free, at most MAX_ASCII_CELL); its length, or -1. */
-static Py_ssize_t ascii_cell(int kind, const void *data, Py_ssize_t from, Py_ssize_t to, unsigned char *buf)
+static Py_ssize_t ascii_cell(const Py_UCS4 *data, Py_ssize_t from, Py_ssize_t to, unsigned char *buf)
 {
     Py_ssize_t n = to - from;
     if (n > MAX_ASCII_CELL) {
         return -1;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        Py_UCS4 c = PyUnicode_READ(kind, data, from + i);
+        Py_UCS4 c = data[from + i];
         if (c >= 128) {
             return -1;
         }
@@ -1011,11 +1072,11 @@ static PyObject *take_lines(PyObject *self, PyObject *args)
     int delimiter;
     (void)self;
     if (!PyArg_ParseTuple(args, "O!nnCnn(nnnn)O!O!O!n:take_lines", &PyList_Type, &lines, &start, &first,
-                          &delimiter, &width, &max_chars, &i_name, &i_id, &i_phone, &i_code, &ClaimsType, &ids,
-                          &ClaimsType, &codes, &PyList_Type, &records, &limit)) {
+                          &delimiter, &width, &max_chars, &i_name, &i_id, &i_phone, &i_code, ClaimsType, &ids,
+                          ClaimsType, &codes, &PyList_Type, &records, &limit)) {
         return NULL;
     }
-    Py_ssize_t count = PyList_GET_SIZE(lines);
+    Py_ssize_t count = PyList_Size(lines);
     if (first < 1) {
         PyErr_SetString(PyExc_ValueError, "row numbers start at 1");
         return NULL;
@@ -1028,25 +1089,41 @@ static PyObject *take_lines(PyObject *self, PyObject *args)
         return NULL;
     }
     Py_ssize_t i = start;
+    Py_ssize_t have = PyList_Size(records); /* records only grows by accept_row here */
     /* a quote or line-break delimiter (a file's "sep=" line may say so) is the csv reader's to apply */
     if (width < 1 || width > MAX_COLUMNS || i_name >= width || i_id >= width || i_code >= width ||
         i_phone >= width || delimiter == '"' || delimiter == '\r' || delimiter == '\n' || delimiter == 0) {
         return PyLong_FromSsize_t(i); /* every line is left to the caller */
     }
     Py_ssize_t from[MAX_COLUMNS], to[MAX_COLUMNS];
+    Py_UCS4 buffer[LINE_BUFFER_CHARS];
+    Py_UCS4 *copy = NULL; /* a line too long for buffer: its own copy (PyMem), freed at the next line */
     for (; i < count; i++) {
-        PyObject *line = PyList_GET_ITEM(lines, i);
-        if (!PyUnicode_Check(line)) {
+        PyObject *line = PyList_GetItem(lines, i);
+        if (!IS_STR(line)) {
             PyErr_SetString(PyExc_TypeError, "each line must be a str");
-            return NULL;
+            goto failed;
         }
-        int kind = PyUnicode_KIND(line);
-        const void *data = PyUnicode_DATA(line);
-        Py_ssize_t n = PyUnicode_GET_LENGTH(line);
-        if (n && PyUnicode_READ(kind, data, n - 1) == '\n') {
+        Py_ssize_t n = PyUnicode_GetLength(line);
+        PyMem_Free(copy);
+        copy = NULL;
+        const Py_UCS4 *data = buffer;
+        if (n <= LINE_BUFFER_CHARS) {
+            if (n > 0 && PyUnicode_AsUCS4(line, buffer, LINE_BUFFER_CHARS, 0) == NULL) {
+                goto failed;
+            }
+        }
+        else {
+            copy = PyUnicode_AsUCS4Copy(line);
+            if (copy == NULL) {
+                goto failed;
+            }
+            data = copy;
+        }
+        if (n && data[n - 1] == '\n') {
             n--;
         }
-        if (n && PyUnicode_READ(kind, data, n - 1) == '\r') {
+        if (n && data[n - 1] == '\r') {
             n--;
         }
         /* the cells: split at the delimiter; a quote (or an unexpected count) leaves the line to the caller */
@@ -1054,7 +1131,7 @@ static PyObject *take_lines(PyObject *self, PyObject *args)
         int plain = 1;
         from[0] = 0;
         for (Py_ssize_t p = 0; p < n; p++) {
-            Py_UCS4 c = PyUnicode_READ(kind, data, p);
+            Py_UCS4 c = data[p];
             if (c == (Py_UCS4)delimiter) {
                 if (field == width - 1) {
                     plain = 0;
@@ -1078,27 +1155,31 @@ static PyObject *take_lines(PyObject *self, PyObject *args)
             }
         }
         unsigned char id[MAX_ASCII_CELL], phone[MAX_ASCII_CELL], code[MAX_ASCII_CELL];
-        Py_ssize_t n_id = ascii_cell(kind, data, from[i_id], to[i_id], id);
-        Py_ssize_t n_code = ascii_cell(kind, data, from[i_code], to[i_code], code);
-        Py_ssize_t n_phone = i_phone >= 0 ? ascii_cell(kind, data, from[i_phone], to[i_phone], phone) : 0;
+        Py_ssize_t n_id = ascii_cell(data, from[i_id], to[i_id], id);
+        Py_ssize_t n_code = ascii_cell(data, from[i_code], to[i_code], code);
+        Py_ssize_t n_phone = i_phone >= 0 ? ascii_cell(data, from[i_phone], to[i_phone], phone) : 0;
         if (!plain || n_id < 0 || n_code < 0 || n_phone < 0) {
             break;
         }
-        Span name = {kind, data, from[i_name], to[i_name] - from[i_name]};
+        Span name = {data + from[i_name], to[i_name] - from[i_name]};
         int taken = accept_row(name, id, n_id, phone, n_phone, code, n_code, (uint64_t)(first + i), ids, codes,
                                records);
         if (taken < 0) {
-            return NULL;
+            goto failed;
         }
         if (taken == 0) {
             break;
         }
-        if (PyList_GET_SIZE(records) >= limit) {
+        if (++have >= limit) {
             i++;
             break;
         }
     }
+    PyMem_Free(copy);
     return PyLong_FromSsize_t(i);
+failed:
+    PyMem_Free(copy);
+    return NULL;
 }
 
 static PyObject *py_sha256(PyObject *self, PyObject *args)
@@ -1134,11 +1215,14 @@ static struct PyModuleDef MODULE = {
 
 PyMODINIT_FUNC PyInit__fastsplit(void)
 {
-    if (PyType_Ready(&ClaimsType) < 0) {
-        return NULL;
-    }
     PyObject *module = PyModule_Create(&MODULE);
     if (module == NULL) {
+        return NULL;
+    }
+    Py_XDECREF((PyObject *)ClaimsType); /* a second import (after the module was deleted from sys.modules) */
+    ClaimsType = (PyTypeObject *)PyType_FromSpec(&CLAIMS_SPEC);
+    if (ClaimsType == NULL) {
+        Py_DECREF(module);
         return NULL;
     }
     int sha_ni = 0;
@@ -1148,8 +1232,14 @@ PyMODINIT_FUNC PyInit__fastsplit(void)
         sha_ni = 1;
     }
 #endif
-    if (PyModule_AddObjectRef(module, "SHA_NI", sha_ni ? Py_True : Py_False) < 0 ||
-        PyModule_AddObjectRef(module, "Claims", (PyObject *)&ClaimsType) < 0) {
+#ifdef Py_LIMITED_API
+    long limited_api = Py_LIMITED_API; /* the oldest CPython this build loads on: 0x030B0000 is 3.11 */
+#else
+    long limited_api = 0; /* a build for the compiling CPython only */
+#endif
+    if (PyModule_AddIntConstant(module, "LIMITED_API", limited_api) < 0 ||
+        PyModule_AddObjectRef(module, "SHA_NI", sha_ni ? Py_True : Py_False) < 0 ||
+        PyModule_AddObjectRef(module, "Claims", (PyObject *)ClaimsType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

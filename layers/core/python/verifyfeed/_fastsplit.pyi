@@ -1,6 +1,8 @@
 """Types of the C extension built from layers/core/native/fastsplit.c (see there)."""
 
 SHA_NI: bool
+# Py_LIMITED_API of the build (0x030B0000: CPython 3.11's stable ABI, loaded by 3.11 and later); 0 if none
+LIMITED_API: int
 
 class Claims:
     def __init__(self, fold_case: bool = False, hmac_key: bytes | None = None) -> None: ...

@@ -20,11 +20,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from types import MappingProxyType
-from typing import Literal, TypeAlias
+from typing import Literal
 
 Language = Literal["zh", "en"]
 LANGUAGES: tuple[Language, ...] = ("zh", "en")
-Param: TypeAlias = "int | str | Reason | tuple[int | str | Reason, ...]"
+type Param = int | str | Reason | tuple[int | str | Reason, ...]
 
 _JOIN: dict[Language, str] = {"zh": "、", "en": ", "}
 

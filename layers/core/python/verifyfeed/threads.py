@@ -10,13 +10,9 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
-from typing import ParamSpec, TypeVar
-
-P = ParamSpec("P")
-T = TypeVar("T")
 
 
-def submit(pool: Executor, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+def submit[**P, T](pool: Executor, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
     """``pool.submit(fn, ...)``, run in a copy of the caller's context (one copy per task: a
     context cannot be entered by two threads at once)."""
     context = contextvars.copy_context()

@@ -139,7 +139,7 @@ class _Spool:
         self.count += 1
         self.writer.writerow(row)
 
-    def rows(self) -> Generator[list[str], None, None]:
+    def rows(self) -> Generator[list[str]]:
         self.text.flush()
         self.buffer.seek(0)
         reader = io.TextIOWrapper(self.buffer, encoding="utf-8", newline="")

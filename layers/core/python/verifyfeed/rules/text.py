@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import unicodedata
 
-# Every code point of category Cf in Unicode 14.0 (Python 3.11). A literal table instead of a
-# scan of all 1.1M code points at import keeps Lambda cold starts fast; a unit test checks the
-# table against ``unicodedata`` so a runtime upgrade cannot silently leave gaps.
+# Every code point of category Cf in Unicode 15.1 (Python 3.13, the runtime's). A literal table
+# instead of a scan of all 1.1M code points at import keeps Lambda cold starts fast; a unit test
+# checks the table against ``unicodedata`` so a runtime upgrade cannot silently leave gaps.
 CF_RANGES: tuple[tuple[int, int], ...] = (
     (0x00AD, 0x00AD),
     (0x0600, 0x0605),
@@ -37,7 +37,7 @@ CF_RANGES: tuple[tuple[int, int], ...] = (
     (0xFFF9, 0xFFFB),
     (0x110BD, 0x110BD),
     (0x110CD, 0x110CD),
-    (0x13430, 0x13438),
+    (0x13430, 0x1343F),  # U+13439..U+1343F: Egyptian hieroglyph format controls, Unicode 15.0
     (0x1BCA0, 0x1BCA3),
     (0x1D173, 0x1D17A),
     (0xE0001, 0xE0001),

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import islice
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
@@ -22,7 +22,6 @@ from verifyfeed.ports import StoreError
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-_Store = TypeVar("_Store", bound=type)
 _SDK_ERRORS = (ClientError, BotoCoreError)
 
 
@@ -33,7 +32,7 @@ def store_error(what: str, exc: ClientError | BotoCoreError) -> StoreError:
     return StoreError(f"{what}: {type(exc).__name__}")
 
 
-def translate_errors(cls: _Store) -> _Store:
+def translate_errors[Store: type](cls: Store) -> Store:
     """A store's public methods raise ``ports.StoreError`` where the SDK raised its own errors, so
     the logic never sees botocore (a condition a method expects is handled inside it first)."""
     for name, method in list(vars(cls).items()):
