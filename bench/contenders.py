@@ -110,8 +110,8 @@ def run_ours(path: Path, native: bool | None = None) -> Callable[[], Result]:
     from verifyfeed.logic.repair_batches import NATIVE, RepairBatch, split_repair_rows
 
     use_c = NATIVE if native is None else native
+    from verifyfeed.logic.lost_repair_split import repair_rejects
     from verifyfeed.logic.reports import RejectionLog
-    from verifyfeed.logic.splitter import repair_rejects
     from verifyfeed.models.records import JobKind
 
     job_id = "0123456789abcdef01234567"

@@ -5,7 +5,7 @@ re-submits it on its own (docs/decisions.md#unknown-outcome). When an operator h
 upstream that it does not, ``plan_unknown_audits`` prepares each one again from the only copy of its
 request fields we have — its row in the original upload, the exact S3 object version of its job
 (docs/decisions.md#personal-data) — validated by the same rules as the splitter's, and only if the
-row still yields the audit's own key (``logic.splitter.audit_keys``: the same pepper-keyed identity).
+row still yields the audit's own key (``logic.audit_intake.audit_keys``: the same pepper-keyed identity).
 ``resubmit`` then moves the audit ``unknown → submitting`` (conditional on the version read; the
 job reopens) and queues its message: ``update`` with the audit's record id when it has one, else
 ``add``. An audit that cannot be prepared (its upload is gone, its row is unreadable, invalid or
@@ -28,8 +28,8 @@ from pydantic import ValidationError
 from verifyfeed import aws
 from verifyfeed.ingest.errors import FileRejected
 from verifyfeed.ingest.readers import SourceRow, open_rows
+from verifyfeed.logic.audit_intake import audit_keys
 from verifyfeed.logic.progress import settle_job
-from verifyfeed.logic.splitter import audit_keys
 from verifyfeed.models.messages import CarrierAuditMessage
 from verifyfeed.models.records import Audit, AuditStatus, Job, JobKind
 from verifyfeed.pii import Keyed

@@ -7,7 +7,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from verifyfeed.logic.splitter import DroppedObject, split_object
+from verifyfeed.logic.splitter import DroppedObject, SplitOutcome, split_object
 from verifyfeed.observability import logger, metrics, tracer
 from verifyfeed.services import get_services
 
@@ -27,7 +27,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         if result.record_metrics:  # once a file: not for the same event again, nor a run taken over
             metrics.add_metric(name="RowsAccepted", unit=MetricUnit.Count, value=result.counts.rows_accepted)
             metrics.add_metric(name="RowsRejected", unit=MetricUnit.Count, value=result.counts.rows_rejected)
-        if result.outcome == "rejected":
+        if result.outcome == SplitOutcome.REJECTED:
             metrics.add_metric(name="FilesRejected", unit=MetricUnit.Count, value=1)
-        results.append({"job_id": result.job_id, "outcome": result.outcome, **result.counts.model_dump()})
+        results.append(
+            {"job_id": result.job_id, "outcome": result.outcome.value, **result.counts.model_dump()}
+        )
     return {"jobs": results}

@@ -26,7 +26,8 @@ from verifyfeed import aws
 from verifyfeed.clock import FixedClock
 from verifyfeed.logic.ledger import LedgerConflict, LedgerSession, ledger_key
 from verifyfeed.logic.repair_batches import PyClaims, RepairBatch
-from verifyfeed.logic.splitter import DroppedObject, SplitResult, _BatchStager, split_object
+from verifyfeed.logic.splitter import DroppedObject, SplitResult, split_object
+from verifyfeed.logic.staging import BatchStager
 from verifyfeed.logic.uploader import Delivery, upload_batch
 from verifyfeed.models.messages import LostRepairBatchMessage
 from verifyfeed.models.records import Batch, BatchStatus, Job, JobKind, JobStatus
@@ -390,7 +391,7 @@ def test_a_resumed_split_restages_what_the_ledger_now_holds(
     job = created_job(services, clock, dropped.job_id, dropped.key, JobStatus.SPLITTING)
     run = services.jobs.take_split(job.job_id)
     assert run == 1
-    stager = _BatchStager(services, job, run, resuming=False)  # the stager the interrupted run used
+    stager = BatchStager(services, job, run, resuming=False)  # the stager the interrupted run used
     stager(RepairBatch(1, 5, b"[]"))
     stager(RepairBatch(2, 5, b"[]"))
     stager.wait()

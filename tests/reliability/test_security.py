@@ -473,7 +473,7 @@ def unused_permissions(template: Template) -> list[str]:
 
 
 PEPPER = "IdentityPepperSecret"
-# the functions that digest identities we store (logic/splitter.py: the audit key, id_card_digest)
+# the functions that digest identities we store (logic/audit_intake.py: the audit key, id_card_digest)
 PEPPER_READERS = {"SplitterFunction"}
 
 

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
 
-# max_pool_connections: the splitter stages batches on 16 threads and sends on 8 (logic/splitter.py)
+# max_pool_connections: the splitter stages batches on 16 threads and sends on 8 (logic/staging.py)
 _CONFIG = Config(
     connect_timeout=3,
     read_timeout=10,

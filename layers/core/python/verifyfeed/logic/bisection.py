@@ -77,7 +77,7 @@ def body_records(body: bytes) -> list[bytes]:
 
 def record_ref(record: bytes) -> str:
     """Which record: its authCode, as the rejected-rows report shows a valid one (a run of 11 or more
-    digits may be an ID or phone number put in the wrong column: masked, logic/splitter.py)."""
+    digits may be an ID or phone number put in the wrong column: masked, logic/lost_repair_split.py)."""
     code = str(json.loads(record)["authCode"])
     return mask_id(code) if code.isdigit() and len(code) >= 11 else code
 

@@ -69,7 +69,7 @@ class AuditStore:
         return None if item is None else Audit.model_validate(from_item(item))
 
     def find_key(self, candidates: Sequence[str]) -> str:
-        """The first of ``candidates`` (``logic.splitter.audit_keys``) an audit is stored under, else
+        """The first of ``candidates`` (``logic.audit_intake.audit_keys``) an audit is stored under, else
         the first: an audit written under a previous pepper (or before keyed digests) is found."""
         if len(candidates) > 1:
             for key in candidates:
