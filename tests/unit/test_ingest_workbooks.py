@@ -16,6 +16,7 @@ msoffcrypto-tool, as Excel's "Encrypt with Password" stores it.
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from pathlib import Path
 
@@ -205,3 +206,44 @@ def test_the_bench_workbooks_give_the_csv_s_batches_byte_for_byte(tmp_path: Path
     expected = batches(source)
     assert expected[0].rows_accepted == planted.valid
     assert batches(book) == expected
+
+
+def _ods_with_long_list(extra: int) -> bytes:
+    """people.ods with the last row of its list (sheet 名单, without its empty cells to the right)
+    repeated ``extra`` more times and one row after them: an ODS row may say it repeats, so a
+    million-row sheet fits in a few kilobytes."""
+    source = FIXTURES / "people.ods"
+    with zipfile.ZipFile(source) as archive:
+        members = {info.filename: archive.read(info.filename) for info in archive.infolist()}
+    content = members["content.xml"]
+    sheet = content.index('table:name="名单"'.encode())
+    rest = content.index(b'<table:table-row table:style-name="ro1" table:number-rows-repeated="1048', sheet)
+    total = content.rindex(b"<table:table-row", sheet, rest)  # 合计 (a summary row), after the list
+    last = content.rindex(b"<table:table-row", sheet, total)  # the list's last row, as LibreOffice wrote it
+    row = re.sub(rb'<table:table-cell table:number-columns-repeated="\d+"/>', b"", content[last:total])
+    repeated = row.replace(
+        b"<table:table-row", b'<table:table-row table:number-rows-repeated="%d"' % extra, 1
+    )
+    after = row.replace(b"<text:p>", b"<text:p>9", 1)  # one more row, different from the repeated one
+    members["content.xml"] = content[:total] + repeated + after + content[total:]
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, body in members.items():
+            archive.writestr(name, body)
+    return out.getvalue()
+
+
+def test_an_ods_sheet_reaching_the_readers_row_limit_is_refused_rather_than_cut_short() -> None:
+    """calamine returns no row of an .ods sheet past row 1,048,576 and says nothing: a longer sheet
+    would lose its last rows silently, so a sheet reaching that row is refused, naming the limit."""
+    body = _ods_with_long_list(1_048_600)
+    with pytest.raises(FileRejected) as info:
+        open_rows(io.BytesIO(body), "list.ods", JobKind.LOST_REPAIR)
+    assert info.value.code == "file.ods_row_limit"
+    assert info.value.reason.startswith("the worksheet 名单 reaches the 1,048,576-row limit of .ods reading")
+    assert info.value.why.zh.startswith("工作表 名单 达到了 .ods 文件 1,048,576 行的读取上限")
+    # a long list below the limit is read to its last row (the 合计 below it is skipped)
+    with open_rows(io.BytesIO(_ods_with_long_list(1000)), "list.ods", JobKind.LOST_REPAIR) as rows:
+        read = list(rows)
+    assert [row.values["name"] for row in read[-1001:]] == ["王五"] * 1000 + ["9王五"]
+    assert rows.sheet_rows is not None and read[-1].number == rows.sheet_rows - 1

@@ -368,6 +368,11 @@ _FILES = {
         "the worksheet {sheet} spans {rows} rows × {columns} columns, more than {max} cells: delete the "
         "unused rows and columns, or split the file",
     ),
+    "file.ods_row_limit": Text(
+        "工作表 {sheet} 达到了 .ods 文件 {max} 行的读取上限，之后的行无法读取：请另存为 CSV，或拆分文件",
+        "the worksheet {sheet} reaches the {max}-row limit of .ods reading: rows past it cannot be read; "
+        "save it as CSV, or split the file",
+    ),
     "file.sheets_ambiguous": Text(
         "有多个工作表都是名单（{sheets}）：每个文件只放一个名单，或把其余工作表隐藏或删除",
         "more than one worksheet holds a list ({sheets}): keep one list per file, or hide or delete "

@@ -954,6 +954,9 @@ def _open_workbook(
     source = RowSource(header.kind, fmt, None, replace(header, sheet=name), close)
     source._pick = _row_picker(header, empty=None)
     source.sheet_rows = int(data.end[0]) + 1 if data.end else 0
+    if fmt == "ods" and source.sheet_rows >= workbooks.ODS_MAX_ROWS:  # rows past it would be lost
+        close()
+        raise FileRejected("file.ods_row_limit", sheet=name, max=f"{workbooks.ODS_MAX_ROWS:,}")
     source._rows = _workbook_rows(
         rows, source.header, number, max_field_chars, close, _offset(data), source._summaries
     )

@@ -36,6 +36,7 @@ from verifyfeed.ingest.formats import check_workbook
 MAX_EXPANDED_BYTES = 512 * 1024 * 1024  # the parts one sheet needs, expanded (XML, shared strings)
 MAX_CELLS = 10_000_000  # rows × columns of the used area of the sheet read (about 32 bytes each)
 MAX_DECLARED_BYTES = 4 * 1024 * 1024 * 1024  # the zip directory's own claim, all members together
+ODS_MAX_ROWS = 1_048_576  # calamine gives no row of an .ods sheet past this one, and says nothing
 _SMALL_PART_BYTES = 16 * 1024 * 1024  # workbook.xml and its relationships, parsed here
 _CHUNK = 1024 * 1024
 
