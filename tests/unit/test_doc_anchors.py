@@ -38,9 +38,13 @@ def references() -> list[tuple[str, str, str]]:
 
 
 def test_slug_is_githubs() -> None:
-    assert slug("Reading a dropped file: the reader's contract") == "reading-a-dropped-file-the-readers-contract"
-    assert slug("The `verifyfeed` command") == "the-verifyfeed-command"
-    assert slug("Hostile files: 54 cases (`test_hostile_files.py`)") == "hostile-files-54-cases-test_hostile_filespy"
+    cases = {
+        "Reading a dropped file: the reader's contract": "reading-a-dropped-file-the-readers-contract",
+        "The `verifyfeed` command": "the-verifyfeed-command",
+        "Hostile files: 54 cases (`test_hostile_files.py`)": "hostile-files-54-cases-test_hostile_filespy",
+    }
+    for heading, anchor in cases.items():
+        assert slug(heading) == anchor
 
 
 def test_the_code_cites_some_anchors() -> None:
