@@ -1,25 +1,9 @@
 """Which stack the CLI talks to, and the physical names of its resources.
 
-Two ways, never mixed up, and never guessed (``choose``):
-
-- **local** (``--local``, or an endpoint URL: ``--endpoint-url`` / ``$AWS_ENDPOINT_URL``; or no
-  stack named while ``make up`` runs one, which is said on stderr): the stack in moto (``--stack``,
-  else the running one's, else ``verifyfeed-local``, what ``make demo`` creates).
-  ``local/resources.py`` names what it creates after the template: the bucket's explicit
-  ``BucketName`` (``<stack>-ingest-<account>-<region>``), every other resource
-  ``<stack>-<LogicalId>``. The CLI applies the same rule (a test checks they agree) and never
-  creates anything.
-- **deployed**, only when named: the CloudFormation stack ``--stack`` (else ``$VERIFYFEED_STACK``)
-  is described with the default boto3 credentials; the names come from its outputs, the blackout
-  days and the price per record from its parameters. Its name and account are said on stderr
-  before anything else is done.
-
-When no endpoint is given, the local stack is the one ``make up`` left running, found through its
-``.local-state/stack.json`` (in ``$VERIFYFEED_STATE_DIR``, else in the current folder or one
-above it): the endpoint, the stack and the sandbox's URL (``local_state``).
-
-Any name can be given explicitly (``--bucket``, ``--jobs-table``, ``--audits-table``,
-``--queue-url``, ``--dlq-url``); when all five are, nothing is looked up.
+``choose`` picks local or deployed, never mixing them up and never guessing (a deployed stack, which
+can pay, is never a default); ``resolve`` fills in the names; ``local_state`` finds the stack
+``make up`` left running, through its ``.local-state/stack.json`` (in ``$VERIFYFEED_STATE_DIR``,
+else in the current folder or one above it).
 """
 
 from __future__ import annotations
@@ -180,7 +164,9 @@ def resolve(
     cloudformation: CloudFormationClient | None,
     sqs: SQSClient,
 ) -> Target:
-    """Fill in the names: explicit overrides win, then the stack (outputs or local naming rule)."""
+    """Fill in the names: explicit overrides win (``--bucket``, ``--jobs-table``, ``--audits-table``,
+    ``--queue-url``, ``--dlq-url``; when all five are given, nothing is looked up), then the stack
+    (its outputs, or the local naming rule)."""
     given = _named(base, overrides)
     if given.complete:
         return given
@@ -203,6 +189,9 @@ def _named(target: Target, names: dict[str, str]) -> Target:
 
 
 def _local(base: Target, sqs: SQSClient) -> Target:
+    """The names ``local/resources.py`` gives after the template: the bucket's explicit
+    ``BucketName`` (``<stack>-ingest-<account>-<region>``), every other resource
+    ``<stack>-<LogicalId>`` (a test checks they agree). The CLI never creates anything."""
     stack = base.stack
     return replace(
         base,
@@ -248,6 +237,8 @@ def _price(text: str) -> float | None:
 
 
 def _deployed(base: Target, cloudformation: CloudFormationClient | None) -> Target:
+    """The CloudFormation stack described with the default boto3 credentials: the names from its
+    outputs, the blackout days and the price per record from its parameters."""
     assert cloudformation is not None
     try:
         stacks = cloudformation.describe_stacks(StackName=base.stack)["Stacks"]

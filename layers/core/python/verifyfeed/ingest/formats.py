@@ -1,17 +1,7 @@
-"""What an uploaded file is, from its first bytes (docs/decisions.md#file-detection).
+"""What an uploaded file is, from its first bytes: content decides, not the name (a PDF called
+``list.csv`` is a PDF), so a wrong file is refused saying what it is (docs/decisions.md#file-detection).
 
-``sniff(sample, filename)`` returns the reader for a spreadsheet — ``"workbook"`` (zip content,
-and OLE2 content not named as a Word or PowerPoint file: ``ingest/workbooks.py`` tells which
-workbook, or what else, it is), ``"jsonl"`` (by extension) or ``"csv"`` (any other text, whatever
-the name: a tab-separated "xls" that a web system exports is text) — or raises ``FileRejected``
-saying what the file is instead: empty (``file.empty``), a PDF, an image, an archive, a Word or
-PowerPoint document, a web page or XML export, binary data. Content decides, not the name: a PDF
-called ``list.csv`` is a PDF.
-
-``check_workbook(archive)``: the workbook format of a zip — ``"xlsx"`` (``xl/workbook.xml``: .xlsx,
-.xlsm, strict OOXML), ``"xlsb"`` (``xl/workbook.bin``), ``"ods"`` (an OpenDocument spreadsheet);
-otherwise it is a Word or PowerPoint document, another OpenDocument file or just an archive.
-
+``sniff`` picks the reader or refuses the file; ``check_workbook`` tells a workbook zip's format.
 Nothing here reads more than the sample the readers take anyway (64 KiB) or the zip's directory.
 """
 
@@ -56,6 +46,10 @@ def extension(filename: str) -> str:
 
 
 def sniff(sample: bytes, filename: str) -> str:
+    """The reader for a spreadsheet — ``"workbook"`` (zip content, and OLE2 content not named as a
+    Word or PowerPoint file: ``ingest/workbooks.py`` tells which workbook, or what else, it is),
+    ``"jsonl"`` (by extension) or ``"csv"`` (any other text, whatever the name) — or
+    ``FileRejected`` saying what the file is instead (``file.empty``, ``file.pdf`` …)."""
     if not sample:
         raise FileRejected("file.empty")
     ext = extension(filename)
@@ -118,6 +112,9 @@ def _text_head(sample: bytes) -> str:
 
 
 def check_workbook(archive: zipfile.ZipFile) -> str:
+    """``"xlsx"`` (``xl/workbook.xml``: .xlsx, .xlsm, strict OOXML), ``"xlsb"`` (``xl/workbook.bin``)
+    or ``"ods"``; otherwise ``FileRejected``: a Word or PowerPoint document, another OpenDocument
+    file, or just an archive."""
     names = set(archive.namelist())
     if "xl/workbook.xml" in names:
         return "xlsx"

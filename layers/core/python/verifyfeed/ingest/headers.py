@@ -1,35 +1,9 @@
-"""Header row → canonical fields.
+"""Header row → canonical fields: which column of a file holds which field of its kind.
 
-``normalize_header(cell)``: ``clean`` + lower-case; every bracketed annotation removed, half- or
-full-width, anywhere in the label (``(选填)``, ``（非必填）``, ``【必填】``, ``[18位]``, ``〔〕``, ``{}``,
-``〈〉``, ``《》``, ``〖〗``; a label that is nothing but one keeps its content); whitespace, ``_``
-and ``-`` removed; leading ``*`` and trailing ``*`` or ``:`` stripped — so ``"ID No"``,
-``"id_no"``, ``"*身份证号（必填）"``, ``"曾用手机号（选填）"`` all reduce to a key of the alias
-tables below (decisions.md#header-synonyms).
-
-Lost-repair fields (``LOST_REPAIR_FIELDS``; required ``name``, ``id_number``, ``auth_code``):
-Chinese and English synonyms — 姓名/名字/客户姓名/name, 身份证号/身份证号码/证件号码/idcard/idcode,
-曾用手机号/原手机号/手机号/联系电话/usedphone/phone, 授权码/合同编号/协议编号/authcode, and a few
-more. A synonym that could name another person's data (联系人电话, 紧急联系人) is left out on
-purpose: an unknown column is reported, a wrong one would be sent.
-
-Carrier-audit fields (``CARRIER_AUDIT_FIELDS``; required ``usage``, ``name``, ``idCard``,
-``phone``): the spec's English names (any case) and its 中文名称 labels (核验场景, 车老板姓名,
-车老板身份证号, ...), plus an optional caller ``reference``.
-
-``map_header(cells, kind)`` returns a ``HeaderMap`` (column index → field, each field's label as
-the file has it, the labels of ignored unknown columns, the header width) or raises
-``FileRejected`` naming the missing required columns (``header.missing_columns``) by the labels
-the customer knows (``spec_label``: 姓名, 身份证号, 授权码 ...), or a field two columns map to
-together with those two columns' labels (``header.duplicate_columns``: two synonyms in one header
-are ambiguous, we never guess which one is meant). Labels are cleaned and cut to 40 characters;
-a label holding a run of 6 or more digits is masked like an ID number (a data row read as a
-header must not put personal data in reports). ``HeaderMap.facts()`` is what the job's report
-shows of the header (``header_row``, ``ignored_columns``, ``notes``).
-
-``detect_kind(cells)`` says which kind a header belongs to: carrier-audit when it maps ``usage``
-and ``idCard``, lost-repair when it maps ``id_number`` and ``auth_code``, else ``None``.
-``is_unlabelled(cells, kind)``: no cell is a known column label (a title row, or data).
+``map_header`` gives a ``HeaderMap`` (or refuses missing or doubled columns), ``detect_kind`` the
+kind a header belongs to, ``normalize_header`` the key a cell is matched by; the synonym tables are
+``LOST_REPAIR_ALIASES`` and ``CARRIER_AUDIT_ALIASES``. Customers' sheets name columns in other words
+and with annotations, and a wrong column would be sent: docs/decisions.md#header-synonyms.
 """
 
 from __future__ import annotations
@@ -70,6 +44,9 @@ _DIGIT_RUN = re.compile(r"\d{6,}")
 
 
 def normalize_header(cell: object) -> str:
+    """The key a header cell is matched by: ``"ID No"``, ``"id_no"``, ``"*身份证号（必填）"`` all give
+    a key of the alias tables (annotations, separators and decoration removed:
+    docs/decisions.md#header-synonyms)."""
     text = clean(cell).lower()
     bare = _ANNOTATION.sub("", text)
     if not _SEPARATORS.sub("", bare).strip("*:"):  # the label is all annotation: "(姓名)"
@@ -99,6 +76,7 @@ def _table(aliases: Mapping[str, Sequence[str]]) -> dict[str, str]:
     return table
 
 
+# field → its labels, the spec's first; nothing that could name another person's data (联系人电话)
 _LOST_REPAIR_NAMES: Mapping[str, Sequence[str]] = {
     "name": ("姓名", "名字", "客户姓名", "失联人姓名", "真实姓名", "fullname"),
     "id_number": (
@@ -151,6 +129,7 @@ _LOST_REPAIR_NAMES: Mapping[str, Sequence[str]] = {
 }
 LOST_REPAIR_ALIASES = _table(_LOST_REPAIR_NAMES)
 
+# the spec's English names (matched in any case, as every key) and its 中文名称 labels
 _CARRIER_AUDIT_NAMES: Mapping[str, Sequence[str]] = {
     "usage": ("核验场景",),
     "name": ("车老板姓名",),
@@ -264,6 +243,10 @@ class HeaderMap:
 
 
 def map_header(cells: Sequence[object], kind: JobKind) -> HeaderMap:
+    """Where each field of ``kind`` sits in the header ``cells``, or ``FileRejected``: the required
+    columns missing (``header.missing_columns``), by the labels the customer knows (``spec_label``),
+    or a field two columns map to, with both columns' labels (``header.duplicate_columns``: two
+    synonyms in one header are ambiguous, we never guess which one is meant)."""
     table, order, required = _KINDS[kind]
     columns: dict[int, str] = {}
     labels: dict[str, list[str]] = {}  # field → the labels of every column that maps to it
@@ -309,6 +292,8 @@ def is_unlabelled(cells: Sequence[object], kind: JobKind | None) -> bool:
 
 
 def detect_kind(cells: Sequence[object]) -> JobKind | None:
+    """Carrier-audit when the header maps ``usage`` and ``idCard``, lost-repair when it maps
+    ``id_number`` and ``auth_code``, else ``None``."""
     keys = {normalize_header(cell) for cell in cells}
     audit = {CARRIER_AUDIT_ALIASES[k] for k in keys if k in CARRIER_AUDIT_ALIASES}
     if {"usage", "idCard"} <= audit:

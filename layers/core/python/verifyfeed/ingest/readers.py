@@ -1,82 +1,9 @@
 """Stream rows out of an uploaded file: CSV, a workbook (.xlsx .xlsm .xlsb .xls .et .ods) or JSON Lines.
 
-``open_rows(stream, filename, kind, *, sheet="", max_field_chars=4096)`` returns a ``RowSource``:
-an iterator of ``SourceRow(number, values, problem)`` with the attributes ``kind``, ``format``
-(``"csv"``, ``"xlsx"``, ``"xlsb"``, ``"xls"``, ``"ods"``, ``"jsonl"``), ``encoding``, ``header`` (a
-``HeaderMap``; ``header.sheet`` names a workbook's sheet read) and ``sheet_rows`` (the rows a
-workbook's sheet spans, header included; ``None`` for text).
-
-- ``number`` is the row number a spreadsheet shows: the header is row 1, the first data row 2.
-  The header is the first non-blank row — unless that row has no recognised column label at
-  all and one of the next ``TITLE_ROWS_MAX`` non-blank rows is a header: the rows above it are
-  then title rows (a merged "2026年12月失联名单" cell), skipped and named in ``header.title_rows``
-  and ``header.notes``. When no row among them names a column, the file has no header
-  (``header.not_found``, or ``header.not_found_either`` when the kind is not given).
-  CSV counts records (a quoted field spanning lines is one row); JSON Lines counts lines.
-  Blank rows (every cell empty or whitespace) are skipped — not yielded — but keep their number.
-  So are summary rows, a closing total: a label ``合计``, ``总计``, ``小计`` (a count may follow:
-  ``合计：共 8 人``) or ``共 N 人``/``共 N 条`` (whitespace, full-width digits, a trailing colon
-  allowed; ``summary_label``) in the name column or the first column, with every other required
-  cell empty; ``notes`` (and ``facts()``, the report's header facts) name each by its row and its
-  label — no other cell — once the rows are read. A row with a summary label and a required value
-  (an ID number) is a data row, and the rules reject it.
-- ``values`` maps canonical field → raw value: ``str`` for CSV, what python-calamine gives for a
-  workbook (``float``/``int``/``str``/``bool``/``date``/``datetime``, an empty cell ``None`` —
-  numbers are *not* stringified, so the rules can see that an ID was stored as a number), JSON
-  values for JSON Lines.
-- ``problem`` is set when the reader itself could not read the row faithfully (bad bytes, NUL,
-  an over-long value, extra cells, broken quoting, invalid JSON): a catalogued ``Reason``
-  (``problem.*``), with which the caller rejects the row. It never contains cell values.
-
-What the file is comes from its first bytes (``formats.sniff``): zip and OLE2 content is read as a
-workbook whatever the name (``ingest/workbooks.py`` tells which), ``.jsonl``/``.ndjson`` as JSON
-Lines, other text as CSV; a PDF, an image, an archive, a document, a web page, binary data or an
-empty file is refused, saying what it is. ``kind=None`` detects the kind from the header.
-Whole-file problems raise ``FileRejected`` (a catalogued code): those, a password-protected
-workbook (``file.password``), a zip or OLE2 file that is not a workbook, no header / unknown kind /
-missing or duplicate required columns, an undecodable header, an invalid zip or workbook, a
-missing ``sheet``, several visible sheets with a list (``file.sheets_ambiguous``), and a bomb: a
-sheet whose parts expand past 512 MiB, streamed and stopped there, or whose used area is over
-10M cells (``ingest/workbooks.py``, checked before calamine loads the sheet). A damaged sheet is
-refused before any of its rows (calamine loads the whole sheet first: ``file.sheet_damaged``).
-
-``detect_file(stream, filename, kind=None)`` is the kind ``open_rows`` finds, or its refusal: the one
-detection the splitter, ``verifyfeed drop`` and the local runner share.
-
-CSV is streamed in 64 KiB chunks, never read whole. Encoding: a UTF-8 BOM → ``utf-8-sig``, a
-UTF-16 BOM → ``utf-16`` (Excel's "Unicode text"); otherwise the first chunk that is not pure
-ASCII decides between ``utf-8`` and ``gb18030`` (GBK's superset, what Excel writes on Chinese
-Windows): UTF-8 when it decodes cleanly, or when correctly decoded non-ASCII characters
-outnumber the invalid sequences 2:1 (a UTF-8 file with one damaged row stays UTF-8). Until
-then ``encoding`` reads ``utf-8``. Bytes that do not decode become U+FFFD and only their row
-gets the problem ``problem.encoding``. Delimiter: comma, or tab /
-semicolon when the header line has no comma; an Excel ``sep=X`` first line is honoured.
-Line ends CR, LF and CRLF are all accepted. Quoting is strict (a closing quote must be followed
-by the delimiter or a line end); a row with more non-empty cells than the header has a problem,
-a shorter row gets ``None`` for the missing fields. A physical line over
-``max(1 MiB, 16 × max_field_chars)`` characters is cut (its row gets a problem) so memory stays
-bounded. The ``csv`` module's global field-size limit is raised to at least
-``max_field_chars + 1``; a field over that limit makes a row problem, not a crash.
-
-A workbook is read with python-calamine (formulas give their cached value, ``None`` when never
-calculated; merged areas give ``None`` outside their anchor cell). The sheet read is ``sheet``
-when named (hidden or not), else the one visible worksheet whose header matches; hidden sheets are
-never chosen. A seekable stream is read in place; a non-seekable one is spooled to a temporary
-file first. Extra cells right of the header are ignored. ``fast_rows`` gives blocks of rows whose
-header cells are all non-blank text (the C fast path takes those) as it does for CSV.
-
-JSON Lines (one object per line, UTF-8): keys are mapped through the same aliases as CSV
-headers; the keys of the first object are the header. A line that is not a JSON object is a
-row problem.
-
-Call ``close()`` (or use ``with``) to release a workbook early; the caller owns ``stream``.
-
-``fast_rows()`` is the same iteration for hot loops (the splitter's): CSV rows the reader has
-nothing to say about come in blocks ``(numbers, cells)`` of raw cells instead of one ``SourceRow``
-(and one dict) each; any other row is the ``SourceRow`` iteration would give. With
-``fast_rows(lines=True)``, whole 64 KiB chunks without a quote, a bad byte, a NUL or an odd line
-break bypass the csv reader as ``LineBlock``s of raw lines (one record each); ``line_items(block)``
-turns one into exactly what the csv reader would have yielded.
+``open_rows`` gives a ``RowSource`` of ``SourceRow``s (``fast_rows`` for hot loops); ``detect_file``
+and ``detect_path`` give the kind, or the refusal. One reader for every format, so that a row
+number, a row problem and a refusal mean the same whatever the customer saved: the contract (row
+numbers, values, problems, refusals, CSV encoding and delimiters) is docs/ingest.md.
 """
 
 from __future__ import annotations
@@ -135,6 +62,10 @@ _BLOCK_ROWS = 256  # clean CSV rows per block of ``RowSource.fast_rows``
 
 @dataclass(slots=True)
 class SourceRow:
+    """One row: ``number`` as a spreadsheet shows it, ``values`` (canonical field → raw value, as the
+    format gives it) and ``problem``, set when the reader could not read the row faithfully
+    (docs/ingest.md#rows, #row-problems)."""
+
     number: int
     values: dict[str, object]
     problem: Reason | None = None
@@ -247,7 +178,11 @@ FastRow = SourceRow | CellBlock | LineBlock
 
 
 class RowSource(Iterator[SourceRow]):
-    """The rows of one file, plus what was learnt opening it."""
+    """The rows of one file, plus what was learnt opening it: ``kind``, ``format`` (``"csv"``,
+    ``"xlsx"``, ``"xlsb"``, ``"xls"``, ``"ods"``, ``"jsonl"``), ``encoding`` (``None`` for a workbook),
+    ``header`` (a ``HeaderMap``; ``header.sheet`` names a workbook's sheet read) and ``sheet_rows``.
+
+    Call ``close()`` (or use ``with``) to release a workbook early; the caller owns the stream."""
 
     def __init__(
         self,
@@ -338,15 +273,16 @@ class RowSource(Iterator[SourceRow]):
             yield from _settle(numbers, cells_block, pick, max_chars, summaries)
 
     def fast_rows(self, *, lines: bool = False) -> Iterator[FastRow]:
-        """The same rows, for loops where a dict per row costs too much: CSV rows the reader
-        has nothing to say about (no problem, not blank, exactly ``header.width`` cells, no
-        value over ``max_field_chars``) come in blocks ``(numbers, cells)`` — their row numbers
-        and raw ``str`` cells, indexed like ``header.columns`` — or, for whole chunks of the file
-        without quotes or bad bytes, as a ``LineBlock`` of raw lines (one record each) that the
-        caller may split itself or hand to ``line_items`` (only when asked: ``lines=True``; a
-        chunk is 64 KiB, so small files never have one); every other row, and every XLSX or
-        JSON Lines row, as the ``SourceRow`` that iterating would give. Iterate one way or the
-        other, not both."""
+        """The same rows, for loops where a dict per row costs too much (the splitter's, whose C
+        fast path takes the blocks). Rows the reader has nothing to say about come in blocks
+        ``(numbers, cells)`` — their row numbers and raw cells, indexed like ``header.columns``:
+        CSV rows that have no problem, are not blank and have exactly ``header.width`` cells, none
+        over ``max_field_chars``; workbook rows whose header cells are all non-blank text
+        (``_workbook_rows``). With ``lines=True``, whole 64 KiB CSV chunks without a quote, a bad
+        byte, a NUL or an odd line break bypass the csv reader as a ``LineBlock`` of raw lines
+        (one record each; small files never have one), which the caller may split itself or hand
+        to ``line_items``. Every other row, and every JSON Lines row, is the ``SourceRow``
+        iterating would give. Iterate one way or the other, not both."""
         self._line_blocks = lines
         return self._rows
 
@@ -377,6 +313,10 @@ def open_rows(
     sheet: str = "",
     max_field_chars: int = 4096,
 ) -> RowSource:
+    """The rows of ``stream`` after its header, blank and summary rows skipped. The file's content
+    picks the reader (``formats.sniff``), ``kind=None`` detects the kind from the header, and
+    ``sheet`` names a workbook's sheet; a whole-file problem raises ``FileRejected``
+    (docs/ingest.md#refusals). The header's title rows are in ``header.title_rows``."""
     start = stream.tell() if stream.seekable() else 0
     sample = _read_up_to(stream, CHUNK_BYTES)
     reader = sniff(sample, filename)
@@ -716,6 +656,9 @@ def _sniff_delimiter(sample: bytes, encoding: str | None) -> tuple[str, bool]:
 
 
 def _open_csv(stream: IO[bytes], sample: bytes, kind: JobKind | None, max_field_chars: int) -> RowSource:
+    """CSV, streamed in 64 KiB chunks, never read whole (docs/ingest.md#csv). The ``csv`` module's
+    global field-size limit is raised to at least ``max_field_chars + 1``; a field over it is a row
+    problem, not a crash."""
     if csv.field_size_limit() <= max_field_chars:
         csv.field_size_limit(max_field_chars + 1)
     text = _CsvText(stream, sample, max(MIN_LINE_CAP, 16 * max_field_chars))
@@ -920,7 +863,8 @@ def _open_workbook(
     max_field_chars: int,
 ) -> RowSource:
     """A workbook of any format through python-calamine (``ingest/workbooks.py``): the sheet chosen,
-    its bombs checked before it is loaded, its header found; the rows streamed from the loaded sheet."""
+    its bombs checked before it is loaded, its header found; the rows streamed from the loaded sheet.
+    A seekable stream is read in place; a non-seekable one is spooled to a temporary file first."""
     from verifyfeed.ingest import workbooks  # python-calamine: only functions that read workbooks load it
 
     file, release = _seekable_copy(stream, start, sample)
@@ -1140,6 +1084,7 @@ def _parse_json_line(line: bytes) -> tuple[dict[str, Any] | None, Reason | None]
 
 
 def _open_jsonl(stream: IO[bytes], sample: bytes, kind: JobKind | None, max_field_chars: int) -> RowSource:
+    """JSON Lines: the keys of the first object are the header (docs/ingest.md#json-lines)."""
     if sample.startswith(_UTF8_BOM):
         sample = sample[len(_UTF8_BOM) :]
     lines = _byte_lines(stream, sample, max(MIN_LINE_CAP, 16 * max_field_chars))

@@ -1,23 +1,10 @@
-"""Workbooks — .xlsx, .xlsm, strict OOXML, .xlsb, .xls, WPS .et, .ods — opened with python-calamine
-(docs/decisions.md#workbooks), guarded against bombs by size, not ratio.
+"""Workbooks (.xlsx, .xlsm, strict OOXML, .xlsb, .xls, WPS .et, .ods) opened with python-calamine,
+guarded against bombs by size, not ratio (docs/decisions.md#workbooks).
 
-``identify(file)`` says which workbook format a zip or OLE2 (Compound File) file is — ``"xlsx"``,
-``"xlsb"``, ``"ods"`` or ``"xls"`` — or raises ``FileRejected`` saying what it is instead: a Word or
-PowerPoint document, a plain archive, a password-protected workbook (Office encrypts a workbook
-with a password into an OLE2 file holding an ``EncryptedPackage`` stream).
-
-``open_book(file, fmt)`` opens the workbook with calamine (``FileRejected`` for a password, or a
-file calamine cannot read). ``SheetGuard(file, fmt)`` is asked before each sheet is loaded —
-calamine loads a whole sheet at once, in Rust, and from a sparse list of cells builds a dense
-rows × columns grid, so a 5 KB workbook holding one cell at A1 and one at XFD1048576 asks for
-512 GiB and aborts the process. ``SheetGuard.check(name)`` therefore streams the parts calamine
-will parse for that sheet (its XML, the shared strings; ``content.xml`` for .ods; its binary
-part for .xlsb) through zlib, stopping as soon as more than ``MAX_EXPANDED_BYTES`` came out
-(``file.zip_bomb_size``: a zip bomb stops early, whatever its ratio, and a real workbook whose XML
-compresses 121:1 is read), and, for XML sheets, reads the cell references on the way: a sheet whose
-used area (first to last row, first to last column) is more than ``MAX_CELLS`` cells is refused
-(``file.sheet_too_large``) before calamine sees it. A .xls (BIFF8) is at most 65,536 × 256 cells by
-its format; it is bounded by ``MAX_FILE_BYTES`` like any upload.
+``identify`` tells a zip's or OLE2 file's workbook format, ``open_book`` opens it, ``SheetGuard``
+checks each sheet before calamine loads it. Why the guard: calamine loads a whole sheet at once, in
+Rust, into a dense grid, so a 5 KB workbook with cells at A1 and XFD1048576 asks for 512 GiB and
+aborts the process.
 """
 
 from __future__ import annotations
@@ -70,7 +57,10 @@ def _column_number(letters: bytes) -> int:
 
 
 def identify(file: IO[bytes], start: int, ole2: bool) -> str:
-    """The workbook format of a zip (``ole2=False``) or OLE2 file at ``start``, or why it is none."""
+    """The workbook format of a zip (``ole2=False``) or OLE2 file at ``start`` — ``"xlsx"``, ``"xlsb"``,
+    ``"ods"`` or ``"xls"`` — or ``FileRejected`` saying what it is instead: a Word or PowerPoint
+    document, a plain archive, a password-protected workbook (Office encrypts one into an OLE2 file
+    holding an ``EncryptedPackage`` stream)."""
     file.seek(start)
     if ole2:
         return _identify_ole2(file)
@@ -103,6 +93,7 @@ def _identify_ole2(file: IO[bytes]) -> str:
 
 
 def open_book(file: IO[bytes], fmt: str) -> CalamineWorkbook:
+    """calamine's workbook; ``FileRejected`` for a password, or a file calamine cannot read."""
     try:
         return CalamineWorkbook.from_filelike(file)
     except PasswordError:
@@ -115,7 +106,13 @@ FORMAT_NAMES = {"xlsx": ".xlsx", "xlsb": ".xlsb", "ods": ".ods", "xls": ".xls"}
 
 
 class SheetGuard:
-    """Bomb checks for the sheets of one workbook, before calamine loads one (module docstring)."""
+    """Bomb checks for the sheets of one workbook, before calamine loads one. The parts calamine will
+    parse (the shared strings, the sheet's XML or .xlsb binary part, an .ods's ``content.xml``) are
+    streamed through zlib, stopping as soon as more than ``MAX_EXPANDED_BYTES`` came out
+    (``file.zip_bomb_size``); an XML sheet's cell references are read on the way, and a sheet whose
+    rows × columns up to its last cell exceed ``MAX_CELLS`` is ``file.sheet_too_large``. A .xls
+    (BIFF8) is not checked: at most 65,536 × 256 cells by its format, and ``MAX_FILE_BYTES`` like
+    any upload."""
 
     def __init__(self, file: IO[bytes], start: int, fmt: str) -> None:
         self.fmt = fmt

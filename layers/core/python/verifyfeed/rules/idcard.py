@@ -1,26 +1,7 @@
-"""Resident identity card numbers (GB 11643-1999).
-
-- ``check_digit(first17)``: the check character for 17 ASCII digits (``ValueError`` otherwise).
-- ``is_valid_id18(value)``: ``True`` for an already normalised 18-character number: 17 digits,
-  a digit or upper-case ``X``, a real birth date with year ≥ 1900, and a matching check digit.
-- ``normalize_id_number(raw, legacy)``: the upper-cased 18-character number, or
-  ``RuleViolation`` with one of these rules:
-
-  ``id_number.missing``       empty after ``clean``
-  ``id_number.excel_number``  a number (int/float) or its text form (``1.10101E+17``,
-                              ``110101199003077000.0``): Excel keeps 15 significant digits,
-                              so the real number is already lost
-  ``id_number.format``        other characters than digits and a final X
-  ``id_number.legacy_15``     15-digit number and the policy is ``REJECT``
-  ``id_number.length``        neither 15 nor 18 characters
-  ``id_number.birth_date``    the date part is not a calendar date with year ≥ 1900
-  ``id_number.check_digit``   the check digit does not match
-
-  A lower-case ``x`` is accepted. A 15-digit number with policy ``CONVERT`` becomes the
-  18-digit one: ``19`` inserted after the 6-digit region code, check digit appended.
-  Future birth dates are *not* rejected: the rules are pure and never read the clock.
-- ``is_plain_id18(text)``: for hot loops, a quick test that ``normalize_clean_id(text)`` would
-  return ``text`` unchanged (``False`` also for some valid numbers: ask ``normalize_clean_id``).
+"""Resident identity card numbers (GB 11643-1999): ``normalize_id_number`` gives the upper-cased
+18-character number or a ``RuleViolation`` (``id_number.*``); ``check_digit``, ``is_valid_id18`` and,
+for hot loops, ``is_plain_id18``. Why an Excel number is refused and a 15-digit one converted:
+docs/decisions.md#excel-numbers, #legacy-id.
 """
 
 from __future__ import annotations
@@ -57,6 +38,7 @@ def _weighted(first17: str) -> str:
 
 
 def check_digit(first17: str) -> str:
+    """The check character for 17 ASCII digits (``ValueError`` otherwise)."""
     if _DIGITS17.fullmatch(first17) is None:
         raise ValueError("check_digit needs exactly 17 ASCII digits")
     return _weighted(first17)
@@ -82,6 +64,8 @@ def _valid_birth(yyyymmdd: str) -> bool:
 
 
 def is_valid_id18(value: str) -> bool:
+    """``True`` for an already normalised 18-character number: 17 digits, a digit or upper-case
+    ``X``, a real birth date with year ≥ 1900, and a matching check digit."""
     return (
         _ID18.fullmatch(value) is not None
         and _valid_birth(value[6:14])
@@ -98,6 +82,21 @@ def is_plain_id18(text: str) -> bool:
 
 
 def normalize_id_number(raw: object, legacy: LegacyIdPolicy = LegacyIdPolicy.CONVERT) -> str:
+    """The upper-cased 18-character number (a lower-case ``x`` accepted; a 15-digit number with
+    policy ``CONVERT`` becomes the 18-digit one: ``19`` inserted after the 6-digit region code,
+    check digit appended), or ``RuleViolation``:
+
+    ``id_number.missing``       empty after ``clean``
+    ``id_number.excel_number``  a number (int/float) or its text form (``1.10101E+17``,
+                                ``110101199003077000.0``): Excel keeps 15 significant digits,
+                                so the real number is already lost
+    ``id_number.format``        other characters than digits and a final X
+    ``id_number.legacy_15``     15-digit number and the policy is ``REJECT``
+    ``id_number.length``        neither 15 nor 18 characters
+    ``id_number.birth_date``    the date part is not a calendar date with year ≥ 1900
+    ``id_number.check_digit``   the check digit does not match
+
+    Future birth dates are *not* rejected: the rules are pure and never read the clock."""
     if raw is None:
         raise RuleViolation("id_number.missing")
     if type(raw) is not str:

@@ -1,29 +1,7 @@
-"""Person names.
-
-``validate_repair_name(raw)`` — the lost-repair ``name`` (sent in plain text, ≤ 30 characters):
-after ``clean`` and ``squeeze_name_spaces``, 1..30 characters, counted in UTF-16 code units (a
-character beyond the BMP, such as 𠀀, counts 2: decisions.md#name-length), of letters of any
-script (Unicode L*), combining marks (M*), and the separators middle dot ``·``, space,
-apostrophe, hyphen and period. Dot look-alikes
-(``•`` U+2022, ``・`` U+30FB, ``‧`` U+2027, ``∙`` U+2219, ``⋅`` U+22C5, ``･`` U+FF65) are accepted
-and normalised to U+00B7 ``·``, the form household registers use for ethnic-minority names.
-The first character must be a letter (which also rules out spreadsheet formula starts
-``= + - @``); separators may not end the name, except a period (``Jr.``). Emoji, digits and
-other symbols are refused. Rules: ``name.missing``, ``name.length``, ``name.characters``.
-
-``validate_owner_name(raw, field="name")`` — carrier-audit names (``name``, ``driverName``):
-1..20 characters, CJK unified ideographs only (basic block, extension A, and extensions B..H
-beyond the BMP) plus the middle dot that separates the parts of ethnic-minority names. Dot
-look-alikes are normalised to U+00B7 as above; a dot may not start or end the name nor be
-doubled; ``〇`` and spaces are refused. Same rule codes; the violation's ``field`` is set.
-
-Both return the cleaned, dot-normalised name.
-
-``squeeze_name_spaces(name)`` (decisions.md#name-spaces): a run of spaces or tabs between two CJK
-characters (Han ideographs, kana, Hangul — or a middle dot next to one) is removed, since
-full-width spaces pad names in Chinese sheets (``张　三`` → ``张三``); any other run collapses to
-one space (``John   Smith`` → ``John Smith``). Line breaks are not spaces: a name with one stays
-refused (two names in one cell). ``utf16_length(text)`` is the length the 30 limit counts.
+"""Person names: ``validate_repair_name`` (lost repair, sent in plain text) and
+``validate_owner_name`` (carrier audits), each returning the cleaned, dot-normalised name or raising
+``name.missing``, ``name.length`` or ``name.characters``. Why names are squeezed and counted as they
+are: docs/decisions.md#name-spaces, #name-length.
 """
 
 from __future__ import annotations
@@ -65,18 +43,30 @@ _FORMULA = reason("detail.formula_start")
 
 
 def utf16_length(text: str) -> int:
-    """The length in UTF-16 code units: what a Java or JavaScript upstream counts."""
+    """The length in UTF-16 code units, which the 30 limit counts: what a Java or JavaScript
+    upstream counts."""
     return len(text) if text.isascii() else len(text.encode("utf-16-le")) // 2
 
 
 def squeeze_name_spaces(name: str) -> str:
-    """Spaces and tabs between CJK characters removed, other runs of them made one space."""
+    """A run of spaces or tabs between two CJK characters (Han ideographs, kana, Hangul — or a middle
+    dot next to one) removed, since full-width spaces pad names in Chinese sheets (``张　三`` →
+    ``张三``); any other run made one space (``John   Smith`` → ``John Smith``). Line breaks are not
+    spaces: a name with one stays refused (two names in one cell)."""
     if " " not in name and "\t" not in name:
         return name
     return _SPACES.sub(" ", _CJK_GAP.sub("", name))
 
 
 def validate_repair_name(raw: object) -> str:
+    """The lost-repair ``name`` (≤ 30 characters): after ``clean`` and ``squeeze_name_spaces``, 1..30
+    characters counted in UTF-16 code units (``utf16_length``: a character beyond the BMP, such as
+    𠀀, counts 2), of letters of any script (Unicode L*), combining marks (M*) and the separators
+    middle dot ``·``, space, apostrophe, hyphen and period. Dot look-alikes (``•`` U+2022, ``・``
+    U+30FB, ``‧`` U+2027, ``∙`` U+2219, ``⋅`` U+22C5, ``･`` U+FF65) become U+00B7 ``·``, the form
+    household registers use for ethnic-minority names. The first character must be a letter
+    (which also rules out the formula starts ``= + - @``); a separator may not end the name, except
+    a period (``Jr.``). Emoji, digits and other symbols are refused."""
     name = clean(raw)
     if not name:
         raise RuleViolation("name.missing")
@@ -99,6 +89,11 @@ def validate_repair_name(raw: object) -> str:
 
 
 def validate_owner_name(raw: object, field: str = "name") -> str:
+    """A carrier-audit name (``name``, ``driverName``; the violation's ``field``): 1..20 characters,
+    CJK unified ideographs only (basic block, extension A, and extensions B..H beyond the BMP) plus
+    the middle dot between the parts of ethnic-minority names. Dot look-alikes become U+00B7 as for
+    ``validate_repair_name``; a dot may not start or end the name nor be doubled; ``〇`` and spaces
+    are refused."""
     name = clean(raw)
     if not name:
         raise RuleViolation("name.missing", field)

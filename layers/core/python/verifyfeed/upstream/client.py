@@ -1,26 +1,9 @@
 """The upstream HTTP client: one POST per call, no hidden retries, every outcome classified.
 
-The two APIs have two body shapes, as their seeds print them: lost repair sends
-``{"authinfo": {...}, "param": {...}}``; the carrier audit sends its fields at level 1 (the top of
-the body, ``id`` too for ``/update`` and ``/get``) with the same ``authinfo`` values as request
-headers (default) or as a top-level ``authinfo`` key (``AUDIT_AUTH``: docs/decisions.md#audit-auth).
-Each API has its own base URL.
-
-A charged call must never be resent blindly, so the client does not retry at all; it tells the
-caller precisely what happened and the caller decides (``logic.batch_decisions``,
-``logic.audit_submission``):
-
-- ``Answered``: HTTP 200 with a JSON envelope (whatever its ``code``).
-- ``NotSent``: the request certainly did not reach upstream (refused, DNS, connect timeout).
-- ``HttpError``: a refusal that says the request was not processed: a status in
-  ``retry_http_statuses`` (429 and 503 by default) is ``retryable``, with the seconds its
-  ``Retry-After`` asks for; any other 4xx is not retryable, nor is a redirect (3xx): it is never
-  followed — a 307/308 would send the body and ``authinfo`` again, to wherever the Location says —
-  and names its Location (docs/decisions.md#upstream-redirects).
-- ``Unknown``: the request may have been processed but the answer was lost: a read timeout, a
-  connection reset after sending, any other 5xx (a gateway's 502/504 can arrive after the backend
-  processed, and charged, the request), a 200 whose body is not the envelope
-  (docs/decisions.md#unknown-outcome).
+``UpstreamClient`` calls both APIs (``upload_lost_repair``, ``audit_add``/``update``/``get``) and
+returns a ``CallOutcome``: ``Answered``, ``NotSent``, ``HttpError`` or ``Unknown``. A charged call must
+never be resent blindly, so the client never retries: it says precisely what happened and the
+caller decides (``logic.batch_decisions``, ``logic.audit_submission``; docs/decisions.md#unknown-outcome).
 """
 
 from __future__ import annotations
@@ -55,6 +38,8 @@ AUDIT_GET_PATH = "/carrierAudit/get"
 
 @dataclass(frozen=True)
 class Answered:
+    """HTTP 200 with a JSON envelope, whatever its ``code``."""
+
     response: UnifiedResponse
     http_status: int
     elapsed_ms: float
@@ -62,12 +47,19 @@ class Answered:
 
 @dataclass(frozen=True)
 class NotSent:
+    """The request certainly did not reach upstream (refused, DNS, connect timeout)."""
+
     reason: str
     elapsed_ms: float
 
 
 @dataclass(frozen=True)
 class HttpError:
+    """A refusal that says the request was not processed: a status in ``retry_http_statuses`` (429
+    and 503 by default) is ``retryable``; any other 4xx is not, nor is a redirect (3xx), which is
+    never followed — a 307/308 would send the body and ``authinfo`` again, to wherever the Location
+    says — and is named by its Location (docs/decisions.md#upstream-redirects)."""
+
     http_status: int
     reason: str
     elapsed_ms: float
@@ -77,6 +69,10 @@ class HttpError:
 
 @dataclass(frozen=True)
 class Unknown:
+    """The request may have been processed but the answer was lost: a read timeout, a connection
+    reset after sending, a 5xx not in ``retry_http_statuses`` (a gateway's 502/504 can arrive after
+    the backend processed, and charged, the request), a 200 whose body is not the envelope."""
+
     reason: str
     elapsed_ms: float
 
@@ -104,6 +100,9 @@ def _never_reached(exc: BaseException) -> bool:
 
 
 class UpstreamClient:
+    """Each API has its own base URL (``audit_base_url`` defaults to ``base_url``) and its own body
+    shape, as its seed prints it: see ``post`` and ``post_audit``."""
+
     def __init__(
         self,
         base_url: str,
@@ -154,7 +153,9 @@ class UpstreamClient:
         return self._send(self._base + path, body, {})
 
     def post_audit(self, path: str, fields: dict[str, Any]) -> CallOutcome:
-        """A carrier-audit call: ``fields`` at the top of the body, authinfo where AUDIT_AUTH says."""
+        """A carrier-audit call: ``fields`` at level 1 (the top of the body, ``id`` too for
+        ``/update`` and ``/get``), with the same ``authinfo`` values as request headers (default) or
+        as a top-level ``authinfo`` key (``AUDIT_AUTH``: docs/decisions.md#audit-auth)."""
         authinfo = self._authinfo()
         if self._audit_auth == "headers":
             return self._send(self._audit_base + path, _compact_json(fields), authinfo)
