@@ -23,7 +23,7 @@ What is priced, and how (docs/performance.md#what-a-million-rows-cost):
   per file).
 - S3: PUT-class (PUT, COPY, POST, LIST) and GET-class (GET, HEAD) requests; DELETE is free. The
   dropped file's own PUT is counted; storage: the file for ``RawUploadRetentionDays``, the
-  reports per month kept, the claim bodies while they wait (deleted when their batch succeeds).
+  reports per month kept, the claim-check bodies while they wait (deleted when their batch succeeds).
 - Secrets Manager API calls, CloudWatch Logs ingestion (the bytes the functions printed: logs
   and EMF metrics).
 """
@@ -169,7 +169,7 @@ def print_cost(cost: dict[str, Any]) -> None:
     print(
         f"  S3: {s3['put_class']:,.0f} PUT-class, {s3['get_class']:,.0f} GET-class requests   "
         f"{usd(p['s3_requests'])}; storage {usd(p['s3_storage'])} (the file for its retention, "
-        "a month of reports, the claims while queued)"
+        "a month of reports, the claim checks while queued)"
     )
     print(
         f"  Secrets Manager: {cost['secretsmanager_calls']:.0f} calls {usd(p['secretsmanager'])}; "

@@ -182,11 +182,6 @@ def when(value: str | datetime | None) -> str:
     return china_time(at).strftime("%Y-%m-%d %H:%M")
 
 
-def shorten(text: str, limit: int = 60) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 class ProgressBar:
     """A rich progress bar on ``stream`` (stderr) when it is a terminal; silent otherwise. The total
     may be an estimate (a queue's message count): it grows to what was done."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from verifyfeed.logic.reports import ReportPaths
 from verifyfeed.models.ids import batch_label
@@ -143,15 +143,24 @@ def progress_line(job: Job, audits: dict[str, int]) -> str:
     return line + f"; audits {audits_text(job, audits)}"
 
 
-def report_text(job: Job, paths: ReportPaths, written: bool, report_command: str) -> str:
+class ReportLine(NamedTuple):
+    """What the "Report:" line of a job says, in parts: ``status`` lays them out for its screen
+    (``output.line``: the command on the next line when it does not fit, the note below)."""
+
+    text: str  # the report's S3 URI when it is written, else when it will be
+    command: str  # the command that shows it ("" when it is not written)
+    note: str  # "of its last settlement, ..." for a report of a job re-opened since ("" otherwise)
+
+
+def report_line(job: Job, paths: ReportPaths, written: bool, report_command: str) -> ReportLine:
+    """The one wording of a job's report, written or not (``verifyfeed status``)."""
     if written:
-        where = f"s3://{job.bucket}/{paths.summary}  ({report_command})"
-        if job.status in SETTLED_JOB_STATUSES:
-            return where
-        return where + "; of its last settlement, written again when it settles again"
+        again = job.status not in SETTLED_JOB_STATUSES  # re-driven since: it settles again
+        note = "of its last settlement, written again when it settles again" if again else ""
+        return ReportLine(f"s3://{job.bucket}/{paths.summary}", report_command, note)
     if job.status in SETTLED_JOB_STATUSES and job.status in REPORTED_JOB_STATUSES:
-        return f"being written: the job settled at {when(job.updated_at)}"
-    return "not yet: written when every batch has settled"
+        return ReportLine(f"being written: the job settled at {when(job.updated_at)}", "", "")
+    return ReportLine("not yet: written when every batch has settled", "", "")
 
 
 def answer_text(batch: Batch) -> str:

@@ -61,7 +61,7 @@ def queued_for(services: Services, job_id: str) -> list[dict[str, object]]:
     return [m for m in drain_queue(services.settings.work_queue_url) if m.get("job_id") == job_id]
 
 
-def claims_of(services: Services, job_id: str) -> list[str]:
+def claim_checks_of(services: Services, job_id: str) -> list[str]:
     listed = boto3.client("s3").list_objects_v2(
         Bucket=services.settings.ingest_bucket, Prefix=f"{services.settings.claims_prefix}{job_id}/"
     )
@@ -85,7 +85,7 @@ def test_a_workbook_damaged_near_its_end_is_refused_before_its_first_row(
     result = split(services, put(services, key, damaged_workbook(valid_rows(3000, 40_000), 0.9)))
     assert result.outcome == "rejected"
     assert queued_for(services, result.job_id) == [] and uploads(sandbox) == 0
-    assert list(services.jobs.batches(result.job_id)) == [] and claims_of(services, result.job_id) == []
+    assert list(services.jobs.batches(result.job_id)) == [] and claim_checks_of(services, result.job_id) == []
     job = services.jobs.get_job(result.job_id)
     assert job is not None and job.status == JobStatus.REJECTED
     summary = report(services, result.job_id)
@@ -107,7 +107,7 @@ def test_too_many_rows_found_midway_discards_what_was_staged_and_charges_nothing
     assert queued_for(services, result.job_id) == [] and uploads(sandbox) == 0
     batches = list(services.jobs.batches(result.job_id))
     assert len(batches) == 2 and {b.status for b in batches} == {BatchStatus.DISCARDED}
-    assert claims_of(services, result.job_id) == []  # the staged bodies are gone
+    assert claim_checks_of(services, result.job_id) == []  # the staged bodies are gone
     summary = report(services, result.job_id)
     assert summary["sent_upstream"] == 0 and summary["batches_staged_then_discarded"] == 2
 

@@ -108,7 +108,7 @@ def test_concurrent_conditional_writes_on_one_item_let_exactly_one_through(moto_
     winners: list[int] = []
     start = threading.Barrier(16)
 
-    def claim(worker: int) -> None:
+    def put_first(worker: int) -> None:
         client = boto3.client("dynamodb", endpoint_url=moto_endpoint)
         start.wait()
         for round_ in range(20):
@@ -122,12 +122,12 @@ def test_concurrent_conditional_writes_on_one_item_let_exactly_one_through(moto_
             except client.exceptions.ConditionalCheckFailedException:
                 pass
 
-    threads = [threading.Thread(target=claim, args=(worker,)) for worker in range(16)]
+    threads = [threading.Thread(target=put_first, args=(worker,)) for worker in range(16)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(winners) == list(range(20))  # each item claimed exactly once
+    assert sorted(winners) == list(range(20))  # each item written by exactly one worker
 
 
 def test_the_module_binds_port_0_and_prints_the_port_it_got() -> None:

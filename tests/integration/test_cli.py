@@ -377,7 +377,7 @@ def test_a_failed_batch_keeps_its_body_and_can_be_redriven(
 def test_a_batch_whose_body_could_not_be_kept_is_settled_and_reported_not_redrivable(
     make_settings: SettingsFactory, clock: FixedClock, sandbox: SandboxHandle, cli: Cli
 ) -> None:
-    # the claim cannot be written (no such bucket): the batch still settles, without a claim
+    # the claim check cannot be written (no such bucket): the batch still settles, without one
     services = build_services(
         make_settings(STATE0_MAX_ATTEMPTS="1", INGEST_BUCKET="verifyfeed-it-gone"), clock
     )

@@ -25,7 +25,7 @@ from tests.reports import already_uploaded_rows, paths_of, rejected_rows, summar
 from verifyfeed import aws
 from verifyfeed.clock import FixedClock
 from verifyfeed.logic.ledger import LedgerConflict, LedgerSession, ledger_key
-from verifyfeed.logic.repair_batches import PyClaims, RepairBatch
+from verifyfeed.logic.repair_batches import PySeenKeys, RepairBatch
 from verifyfeed.logic.splitter import DroppedObject, SplitResult, split_object
 from verifyfeed.logic.staging import BatchStager
 from verifyfeed.logic.uploader import Delivery, upload_batch
@@ -335,12 +335,12 @@ def test_a_split_that_a_concurrent_commit_overtook_starts_over(
 
     digests = [bytes.fromhex(sha256_hex(r[1])) for r in valid_rows(3, next(_NUMBERS))]
     first, second = session(uuid.uuid4().hex[:24]), session(uuid.uuid4().hex[:24])
-    ids_first, ids_second = PyClaims(hmac_key=key), PyClaims(hmac_key=key)
+    ids_first, ids_second = PySeenKeys(hmac_key=key), PySeenKeys(hmac_key=key)
     first.preload(ids_first)
     second.preload(ids_second)
-    for ids, claimed in ((ids_first, digests[:2]), (ids_second, digests[1:])):  # digest 1 in both
-        for row, digest in enumerate(claimed, start=1):
-            ids.claim(ids.key(digest), row)
+    for ids, marked in ((ids_first, digests[:2]), (ids_second, digests[1:])):  # digest 1 in both
+        for row, digest in enumerate(marked, start=1):
+            ids.mark(ids.key(digest), row)
     first.record(*ids_first.export([2], 1 << 40))
     second.record(*ids_second.export([2], 1 << 40))
     first.commit(clock.now(), 5)
@@ -348,7 +348,7 @@ def test_a_split_that_a_concurrent_commit_overtook_starts_over(
         second.commit(clock.now(), 5)
     # the lock was released both times: a third session commits at once
     third = session(uuid.uuid4().hex[:24])
-    third.preload(PyClaims(hmac_key=key))
+    third.preload(PySeenKeys(hmac_key=key))
     third.record(b"", [])
     third.commit(clock.now(), 1)
 

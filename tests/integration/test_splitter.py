@@ -221,20 +221,20 @@ def test_claim_check_when_a_batch_does_not_fit_in_a_message(
         if m.get("job_id") == result.job_id
     ]
     assert len(messages) == 1 and messages[0].records is None and messages[0].claim_key
-    bucket, claim = services.settings.ingest_bucket, messages[0].claim_key
+    bucket, check = services.settings.ingest_bucket, messages[0].claim_key
     s3 = boto3.client("s3")
-    # a second version of the claim, as a resumed split writes it again
-    s3.put_object(Bucket=bucket, Key=claim, Body=s3.get_object(Bucket=bucket, Key=claim)["Body"].read())
-    assert len(s3.list_object_versions(Bucket=bucket, Prefix=claim).get("Versions", [])) == 2
+    # a second version of the claim check, as a resumed split writes it again
+    s3.put_object(Bucket=bucket, Key=check, Body=s3.get_object(Bucket=bucket, Key=check)["Body"].read())
+    assert len(s3.list_object_versions(Bucket=bucket, Prefix=check).get("Versions", [])) == 2
     assert upload_batch(services, messages[0], Delivery()) == "succeeded"
     assert len(sandbox.accepted_records()) == 20
-    # settled succeeded: the claim (plain digests of ID and phone numbers) is gone, every version,
+    # settled succeeded: the claim check (plain digests of ID and phone numbers) is gone, every version,
     # without a delete marker left behind
-    versions = s3.list_object_versions(Bucket=bucket, Prefix=claim)
+    versions = s3.list_object_versions(Bucket=bucket, Prefix=check)
     assert versions.get("Versions", []) == [] and versions.get("DeleteMarkers", []) == []
 
 
-def test_the_claim_of_an_unknown_batch_is_kept_for_a_redrive(
+def test_the_claim_check_of_an_unknown_batch_is_kept_for_a_redrive(
     make_settings: Any, clock: Any, sandbox: SandboxHandle
 ) -> None:
     from verifyfeed.services import build_services

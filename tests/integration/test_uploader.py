@@ -473,7 +473,7 @@ def test_the_last_delivery_holds_a_batch_another_worker_is_sending(
     assert job is not None and job.batches_unknown == 1 and job.status == JobStatus.COMPLETED_WITH_ERRORS
 
 
-class ClaimedMeanwhile(JobStore):
+class LeasedMeanwhile(JobStore):
     """DynamoDB as it is, except that another worker takes the send lease first (once)."""
 
     raced = False
@@ -485,19 +485,19 @@ class ClaimedMeanwhile(JobStore):
         return super().transition(batch, to, now, **kwargs)
 
 
-def test_a_delivery_that_loses_the_claim_leaves_the_batch_to_the_winner(
+def test_a_delivery_that_loses_the_lease_leaves_the_batch_to_the_winner(
     services: Services, sandbox: SandboxHandle
 ) -> None:
-    """Another worker took the send lease between this delivery's read and its claim: an earlier
-    delivery looks again later; the last one leaves the batch to the winner, which is sending it
-    (not held as unknown under a live sender, not dead-lettered for nothing)."""
+    """Another worker took the send lease between this delivery's read and its own try for it: an
+    earlier delivery looks again later; the last one leaves the batch to the winner, which is
+    sending it (not held as unknown under a live sender, not dead-lettered for nothing)."""
     for delivery in (Delivery(receive_count=1), LAST):
-        services.jobs = ClaimedMeanwhile(services.settings.jobs_table)  # through Services, as the uploader
+        services.jobs = LeasedMeanwhile(services.settings.jobs_table)  # through Services, as the uploader
         message = message_for(services)
         if delivery.last:
             assert upload_batch(services, message, delivery) == "sending"
         else:
-            with pytest.raises(RetryLater, match="changed while claiming"):
+            with pytest.raises(RetryLater, match="changed while taking its send lease"):
                 upload_batch(services, message, delivery)
         batch = services.jobs.get_batch(message.job_id, 1)
         assert batch is not None and batch.status == BatchStatus.SENDING and batch.attempts == 1

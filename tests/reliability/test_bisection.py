@@ -142,7 +142,7 @@ def wire(record: dict[str, str]) -> bytes:
 
 def assert_refused_alone(services: Services, dropped: Dropped, rows: list[int]) -> None:
     """Each of ``rows`` failed alone, named by its authCode with the upstream's desc, its body kept at
-    its own claim key holding exactly its record (the splitter's format); every other row charged once."""
+    its own claim check holding exactly its record (the splitter's format); every other row charged once."""
     failed = [b for b in batches(services, dropped.job_id) if b.status == BatchStatus.FAILED]
     assert sorted(b.refused_record for b in failed) == sorted(dropped.people[r][3] for r in rows)
     for batch in failed:

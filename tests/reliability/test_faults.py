@@ -456,19 +456,19 @@ def test_splitter_killed_while_staging_sends_nothing_then_the_retry_resumes(
     event = drop(small_batches.settings.ingest_bucket, f"lost-repair/killed-{start}.csv", csv_bytes(people))
     dropped = DroppedObject.from_event_record(event["Records"][0])
 
-    class DiesOnThirdClaim(S3Blobs):
+    class DiesOnThirdClaimCheck(S3Blobs):
         """S3 as it is, except that the process dies writing the third staged body."""
 
-        claims = 0
+        claim_checks = 0
 
         def put(self, bucket: str, key: str, body: bytes, content_type: str = "application/json") -> None:
             if key.startswith("claims/"):
-                self.claims += 1
-                if self.claims == 3:
+                self.claim_checks += 1
+                if self.claim_checks == 3:
                     raise WorkerKilled("splitter killed while staging batch 3")
             super().put(bucket, key, body, content_type)
 
-    small_batches.blobs = DiesOnThirdClaim()  # through Services, as the splitter reaches S3
+    small_batches.blobs = DiesOnThirdClaimCheck()  # through Services, as the splitter reaches S3
     with pytest.raises(WorkerKilled):
         split_object(small_batches, dropped)
     small_batches.blobs = S3Blobs()  # the retried event runs in a new process

@@ -249,16 +249,16 @@ def test_no_plaintext_id_or_phone_in_logs_tables_or_reports(
     assert digest_leaks == [("reports/control-digest.txt", planted_phone)], f"bare digests: {digest_leaks}"
     assert objects >= 6
     # claims/ hold the wire's bare digests: only for batches an operator may still re-drive
-    claims = [
+    claim_checks = [
         o["Key"]
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="claims/")
         for o in page.get("Contents", [])
     ]
-    assert claims, "the batch whose answer was lost keeps its claim"
-    for claim in claims:
-        job_id, name = claim.removeprefix("claims/").split("/")  # <seq>.json, or <seq>.r<run>.json
+    assert claim_checks, "the batch whose answer was lost keeps its claim check"
+    for check in claim_checks:
+        job_id, name = check.removeprefix("claims/").split("/")  # <seq>.json, or <seq>.r<run>.json
         batch = services.jobs.get_batch(job_id, int(name.split(".")[0]))
-        assert batch is not None and batch.status != BatchStatus.SUCCEEDED, f"{claim}: batch succeeded"
+        assert batch is not None and batch.status != BatchStatus.SUCCEEDED, f"{check}: batch succeeded"
     print(f"DynamoDB items scanned: {scanned}; S3 objects scanned: {objects}; test identities: {len(PII)}")
 
 

@@ -385,10 +385,10 @@ S3_READS: dict[str, set[str]] = {
         "bucket/dry-run/*",
         "bucket/ledger/*",
         "bucket",
-        "bucket/claims/*",  # the body of a failed part of a bisected batch (logic/ledger.py)
+        "bucket/claims/*",  # the claim check of a failed part of a bisected batch (logic/ledger.py)
         "bucket/reports/*",  # the facts it stored beside a report, when the job settles in the split
     },
-    # claims, and the header facts the splitter stored beside a report (logic/reports.py)
+    # claim checks, and the header facts the splitter stored beside a report (logic/reports.py)
     "UploaderFunction": {"bucket/claims/*", "bucket/reports/*"},
     "CallbackFunction": set(),
     "PollerFunction": set(),
@@ -437,7 +437,7 @@ OTHER_NEEDS: dict[str, set[str]] = {
         "sqs:SendMessage:WorkQueue",  # the halves of a refused batch (logic/bisection.py)
         "s3:PutObject:bucket/reports/*",
         "s3:PutObject:bucket/claims/*",
-        "s3:DeleteObject:bucket/claims/*",  # a succeeded batch's claim (logic/batch_upload.py)
+        "s3:DeleteObject:bucket/claims/*",  # a succeeded batch's claim check (logic/batch_upload.py)
         "s3:DeleteObjectVersion:bucket/claims/*",
         "secretsmanager:GetSecretValue:UpstreamCredentialsSecret",
     },

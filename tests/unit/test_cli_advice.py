@@ -284,22 +284,25 @@ def test_the_batches_add_up_with_the_ones_split_in_halves() -> None:
 def test_a_settled_job_is_followed_until_its_report_is_written() -> None:
     from verifyfeed.logic.reports import ReportPaths
     from verifyfeed_cli.commands.watch import settled as _settled
-    from verifyfeed_cli.views import report_text
+    from verifyfeed_cli.views import ReportLine, report_line
 
-    def _report_text(job: Any, paths: ReportPaths, written: bool) -> str:
-        return report_text(job, paths, written, command("report", job.job_id))
+    def _report_line(job: Any, paths: ReportPaths, written: bool) -> ReportLine:
+        return report_line(job, paths, written, command("report", job.job_id))
 
     closing = a_job()  # completed: the report follows the status (logic/progress.py)
     paths = ReportPaths.for_job(closing, "reports/")
     assert not _settled(closing, {}, False)
-    assert _report_text(closing, paths, False).startswith("being written: the job settled at")
+    unwritten = _report_line(closing, paths, False)
+    assert unwritten.text.startswith("being written: the job settled at") and unwritten[1:] == ("", "")
     assert _settled(closing, {}, True)
-    assert _report_text(closing, paths, True) == (
-        f"s3://b/{paths.summary}  ({command('report', closing.job_id)})"
+    assert _report_line(closing, paths, True) == (
+        f"s3://b/{paths.summary}",
+        command("report", closing.job_id),
+        "",
     )
     reopened = closing.model_copy(update={"status": JobStatus.UPLOADING})  # re-driven: settles again
-    assert "of its last settlement, written again when it settles again" in _report_text(
-        reopened, paths, True
+    assert _report_line(reopened, paths, True).note == (
+        "of its last settlement, written again when it settles again"
     )
     assert _settled(
         a_job(JobStatus.DEFERRED, batches_succeeded=1, batches_deferred=1), {}, False

@@ -14,7 +14,6 @@ from verifyfeed_cli.output import (
     confirm,
     cut_middle,
     line,
-    shorten,
     table,
     when,
     width,
@@ -72,11 +71,6 @@ def test_the_screen_is_the_terminal_or_columns_or_80(monkeypatch: pytest.MonkeyP
 def test_times_are_shown_in_china_time() -> None:
     assert when("2026-11-30T16:30:00.000+00:00") == "2026-12-01 00:30"
     assert when("") == "-"
-
-
-def test_shorten_keeps_one_line() -> None:
-    assert shorten("a\nb   c") == "a b c"
-    assert shorten("x" * 100, 10) == "x" * 9 + "…"
 
 
 def test_progress_bar_draws_on_a_terminal_and_ends_on_the_total() -> None:

@@ -1,5 +1,6 @@
 """verifyfeed._fastsplit, the splitter's C fast path (layers/core/native/fastsplit.c): its SHA-256
-against hashlib, its claims table, what ``take_plain`` accepts and where it stops, and the build.
+against hashlib, its dedupe table (``SeenKeys``), what ``take_plain`` accepts and where it stops, and
+the build.
 
 Whole files are compared with the rules and the pure-Python path in test_repair_batches.py; here
 are the edges of the C function itself.
@@ -22,7 +23,7 @@ import pytest
 from verifyfeed import _fastsplit
 from verifyfeed.config import LegacyIdPolicy
 from verifyfeed.logic import repair_batches
-from verifyfeed.logic.repair_batches import _RECORD_JSON, PyClaims, _json_str, _take_plain_py
+from verifyfeed.logic.repair_batches import _RECORD_JSON, PySeenKeys, _json_str, _take_plain_py
 from verifyfeed.rules.idcard import check_digit
 from verifyfeed.rules.lost_repair import repair_fields
 
@@ -51,41 +52,41 @@ def test_sha256_is_hashlibs_for_every_length_around_the_block_edges(portable: bo
             assert _fastsplit.sha256(data, portable) == hashlib.sha256(data).digest(), size
 
 
-def test_claims_keep_the_first_row_and_grow() -> None:
-    claims = _fastsplit.Claims()
+def test_seen_keys_keep_the_first_row_and_grow() -> None:
+    seen = _fastsplit.SeenKeys()
     keys = [hashlib.sha256(str(i).encode()).digest()[:16] for i in range(5000)]  # grows past 1024 slots
     for row, key in enumerate(keys, start=2):
-        assert claims.first(key) == 0
-        claims.claim(key, row)
-    claims.claim(keys[0], 999_999)  # a claimed key keeps its first row
-    assert len(claims) == 5000
-    assert [claims.first(key) for key in keys] == list(range(2, 5002))
-    assert claims.first(b"ABC") == 0
-    claims.claim(b"ABC", 7)  # a short key (an authCode) is its own key, not a prefix of another
-    assert claims.first(b"ABC") == 7 and claims.first(b"ABCD") == 0 and claims.first(b"AB") == 0
+        assert seen.first(key) == 0
+        seen.mark(key, row)
+    seen.mark(keys[0], 999_999)  # a key already seen keeps its first row
+    assert len(seen) == 5000
+    assert [seen.first(key) for key in keys] == list(range(2, 5002))
+    assert seen.first(b"ABC") == 0
+    seen.mark(b"ABC", 7)  # a short key (an authCode) is its own key, not a prefix of another
+    assert seen.first(b"ABC") == 7 and seen.first(b"ABCD") == 0 and seen.first(b"AB") == 0
 
 
 @pytest.mark.parametrize("key", [b"", b"x" * 17, "text"])
-def test_claims_refuse_keys_that_are_not_1_to_16_bytes(key: object) -> None:
+def test_seen_keys_refuse_keys_that_are_not_1_to_16_bytes(key: object) -> None:
     with pytest.raises((ValueError, TypeError)):
-        _fastsplit.Claims().first(key)  # type: ignore[arg-type]
+        _fastsplit.SeenKeys().first(key)  # type: ignore[arg-type]
 
 
-def test_claims_refuse_row_zero() -> None:
+def test_seen_keys_refuse_row_zero() -> None:
     with pytest.raises(ValueError, match="start at 1"):
-        _fastsplit.Claims().claim(b"k", 0)
+        _fastsplit.SeenKeys().mark(b"k", 0)
 
 
-def test_claims_folding_case_compare_ascii_letters_ignoring_case() -> None:
-    folding, exact = _fastsplit.Claims(fold_case=True), _fastsplit.Claims()
+def test_seen_keys_folding_case_compare_ascii_letters_ignoring_case() -> None:
+    folding, exact = _fastsplit.SeenKeys(fold_case=True), _fastsplit.SeenKeys()
     assert folding.fold_case is True and exact.fold_case is False
-    for claims in (folding, exact):
-        claims.claim(b"ab1Z", 3)
+    for seen in (folding, exact):
+        seen.mark(b"ab1Z", 3)
     assert folding.first(b"AB1z") == folding.first(b"ab1Z") == folding.first(b"AB1Z") == 3
     assert exact.first(b"AB1z") == 0 and exact.first(b"ab1Z") == 3
     assert folding.first(b"ab1") == 0  # still the whole key
-    py = PyClaims(fold_case=True)
-    py.claim(b"ab1Z", 3)
+    py = PySeenKeys(fold_case=True)
+    py.mark(b"ab1Z", 3)
     assert py.first(b"AB1z") == 3 and py.first(b"ab1") == 0
 
 
@@ -95,9 +96,13 @@ def test_codes_differing_only_in_case_are_left_to_the_caller_when_folding(fold: 
     block = clean_rows(4)
     block[1][3], block[2][3], block[3][3] = "k0", "K0X", "k0x"  # rows 3, 5 repeat rows 2, 4 but for case
     if take == "c":
-        ids, codes, function = _fastsplit.Claims(), _fastsplit.Claims(fold_case=fold), _fastsplit.take_plain
+        ids, codes, function = (
+            _fastsplit.SeenKeys(),
+            _fastsplit.SeenKeys(fold_case=fold),
+            _fastsplit.take_plain,
+        )
     else:
-        ids, codes, function = PyClaims(), PyClaims(fold), _take_plain_py  # type: ignore[assignment]
+        ids, codes, function = PySeenKeys(), PySeenKeys(fold), _take_plain_py  # type: ignore[assignment]
     records: list[bytes] = []
     numbers = [2, 3, 4, 5]
     stop = function(block, 0, COLUMNS, numbers, ids, codes, records, 100)  # type: ignore[arg-type]
@@ -124,8 +129,8 @@ def take_all(
 ) -> tuple[list[int], list[bytes], object, object]:
     """Call a take function over the whole block like the splitter does, skipping refused rows."""
     c = take is _fastsplit.take_plain
-    ids = _fastsplit.Claims() if c else PyClaims()
-    codes = _fastsplit.Claims() if c else PyClaims()
+    ids = _fastsplit.SeenKeys() if c else PySeenKeys()
+    codes = _fastsplit.SeenKeys() if c else PySeenKeys()
     numbers = list(range(2, len(block) + 2))
     records: list[bytes] = []
     stops: list[int] = []
@@ -140,7 +145,7 @@ def take_all(
 
 def test_a_clean_block_is_taken_in_one_call_with_the_records_python_builds() -> None:
     block = clean_rows(1000)
-    ids, codes, records = _fastsplit.Claims(), _fastsplit.Claims(), []
+    ids, codes, records = _fastsplit.SeenKeys(), _fastsplit.SeenKeys(), []
     numbers = list(range(2, 1002))
     assert _fastsplit.take_plain(block, 0, COLUMNS, numbers, ids, codes, records, 5000) == 1000
     py_stops, py_records, _, _ = take_all(_take_plain_py, block, 5000)
@@ -182,7 +187,7 @@ def test_take_plain_stops_at_every_row_it_does_not_accept(column: int, value: st
     block[10][column] = value
     stops, records, ids, codes = take_all(_fastsplit.take_plain, block)
     assert stops == [10]
-    assert len(records) == 19 and len(ids) == len(codes) == 19  # the stopped row claimed nothing
+    assert len(records) == 19 and len(ids) == len(codes) == 19  # the stopped row marked nothing seen
 
 
 @pytest.mark.parametrize(
@@ -216,11 +221,11 @@ def test_take_plain_accepts_what_the_rules_normalise_cheaply_with_their_record(
         assert value not in records[10].decode()
 
 
-def test_take_plain_leaves_duplicates_to_the_caller_unclaimed() -> None:
+def test_take_plain_leaves_duplicates_to_the_caller_unmarked() -> None:
     block = clean_rows(10)
     block.append([block[3][0], block[3][1], "", "NEW1"])  # same ID as row 3
     block.append(["李四", an_id(900), "", block[4][3]])  # same code as row 4
-    block.append(["李四", an_id(900), "", "NEW2"])  # the ID of the row before: it claimed nothing
+    block.append(["李四", an_id(900), "", "NEW2"])  # the ID of the row before: it marked nothing seen
     stops, records, ids, _ = take_all(_fastsplit.take_plain, block)
     assert stops == [10, 11]
     assert len(records) == 11 and ids.first(hashlib.sha256(an_id(900).encode()).digest()[:16]) == 14
@@ -228,7 +233,7 @@ def test_take_plain_leaves_duplicates_to_the_caller_unclaimed() -> None:
 
 def test_take_plain_stops_right_after_filling_the_batch() -> None:
     block = clean_rows(300)
-    ids, codes, records = _fastsplit.Claims(), _fastsplit.Claims(), [b"x"] * 90
+    ids, codes, records = _fastsplit.SeenKeys(), _fastsplit.SeenKeys(), [b"x"] * 90
     numbers = list(range(2, 302))
     assert _fastsplit.take_plain(block, 0, COLUMNS, numbers, ids, codes, records, 100) == 10
     assert len(records) == 100
@@ -239,24 +244,24 @@ def test_take_plain_stops_right_after_filling_the_batch() -> None:
 def test_take_plain_without_a_phone_column() -> None:
     block = [[name, id_number, code] for name, id_number, _, code in clean_rows(50)]
     records: list[bytes] = []
-    args = (list(range(2, 52)), _fastsplit.Claims(), _fastsplit.Claims(), records, 1000)
+    args = (list(range(2, 52)), _fastsplit.SeenKeys(), _fastsplit.SeenKeys(), records, 1000)
     assert _fastsplit.take_plain(block, 0, (0, 1, -1, 2), *args) == 50
     assert all(b'"usedPhone":""' in record for record in records)
 
 
 def test_take_plain_refuses_malformed_arguments() -> None:
     block = clean_rows(3)
-    claims = (_fastsplit.Claims(), _fastsplit.Claims())
+    seen = (_fastsplit.SeenKeys(), _fastsplit.SeenKeys())
     with pytest.raises(ValueError, match="differ in length"):
-        _fastsplit.take_plain(block, 0, COLUMNS, [2, 3], *claims, [], 10)
+        _fastsplit.take_plain(block, 0, COLUMNS, [2, 3], *seen, [], 10)
     with pytest.raises(TypeError):
-        _fastsplit.take_plain([("a", "b", "c", "d")], 0, COLUMNS, [2], *claims, [], 10)  # type: ignore[list-item]
+        _fastsplit.take_plain([("a", "b", "c", "d")], 0, COLUMNS, [2], *seen, [], 10)  # type: ignore[list-item]
     with pytest.raises(TypeError):
-        _fastsplit.take_plain(block, 0, COLUMNS, [2, 3, 4], PyClaims(), PyClaims(), [], 10)  # type: ignore[arg-type]
+        _fastsplit.take_plain(block, 0, COLUMNS, [2, 3, 4], PySeenKeys(), PySeenKeys(), [], 10)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="start at 1"):
-        _fastsplit.take_plain(block, 0, COLUMNS, [0, 3, 4], *claims, [], 10)
+        _fastsplit.take_plain(block, 0, COLUMNS, [0, 3, 4], *seen, [], 10)
     # a short row (fewer cells than the columns need) is left to the caller
-    assert _fastsplit.take_plain([["张三"]], 0, COLUMNS, [2], *claims, [], 10) == 0
+    assert _fastsplit.take_plain([["张三"]], 0, COLUMNS, [2], *seen, [], 10) == 0
 
 
 BAD_COLUMNS = [(-5, 1, 2, 3), (0, -1, 2, 3), (0, 1, 2, -2), (0, 1, -2, 3), (-(2**62), 1, 2, 3)]
@@ -269,7 +274,7 @@ def test_take_plain_refuses_column_indices_that_are_not_cells(columns: tuple[int
     records: list[bytes] = []
     with pytest.raises(ValueError, match="cell indices"):
         _fastsplit.take_plain(
-            block, 0, columns, [2, 3, 4], _fastsplit.Claims(), _fastsplit.Claims(), records, 10
+            block, 0, columns, [2, 3, 4], _fastsplit.SeenKeys(), _fastsplit.SeenKeys(), records, 10
         )
     assert records == []
 
@@ -277,9 +282,9 @@ def test_take_plain_refuses_column_indices_that_are_not_cells(columns: tuple[int
 @pytest.mark.parametrize("columns", BAD_COLUMNS, ids=str)
 def test_take_lines_refuses_column_indices_that_are_not_cells(columns: tuple[int, int, int, int]) -> None:
     lines = lines_of(clean_rows(3))
-    claims = (_fastsplit.Claims(), _fastsplit.Claims())
+    seen = (_fastsplit.SeenKeys(), _fastsplit.SeenKeys())
     with pytest.raises(ValueError, match="cell indices"):
-        _fastsplit.take_lines(lines, 0, 2, ",", 4, 4096, columns, *claims, [], 10)
+        _fastsplit.take_lines(lines, 0, 2, ",", 4, 4096, columns, *seen, [], 10)
 
 
 @pytest.mark.parametrize(
@@ -290,22 +295,22 @@ def test_take_functions_refuse_a_start_or_limit_they_cannot_honour(
     start: int, limit: int, error: str
 ) -> None:
     block = clean_rows(3)
-    claims = (_fastsplit.Claims(), _fastsplit.Claims())
+    seen = (_fastsplit.SeenKeys(), _fastsplit.SeenKeys())
     with pytest.raises(ValueError, match=error):
-        _fastsplit.take_plain(block, start, COLUMNS, [2, 3, 4], *claims, [], limit)
+        _fastsplit.take_plain(block, start, COLUMNS, [2, 3, 4], *seen, [], limit)
     with pytest.raises(ValueError, match=error):
-        _fastsplit.take_lines(lines_of(block), start, 2, ",", 4, 4096, COLUMNS, *claims, [], limit)
+        _fastsplit.take_lines(lines_of(block), start, 2, ",", 4, 4096, COLUMNS, *seen, [], limit)
     # the edges are fine: start at the end takes nothing, a limit of 1 takes one row
-    assert _fastsplit.take_plain(block, 3, COLUMNS, [2, 3, 4], *claims, [], 1) == 3
-    assert _fastsplit.take_plain(block, 0, COLUMNS, [2, 3, 4], *claims, [], 1) == 1
+    assert _fastsplit.take_plain(block, 3, COLUMNS, [2, 3, 4], *seen, [], 1) == 3
+    assert _fastsplit.take_plain(block, 0, COLUMNS, [2, 3, 4], *seen, [], 1) == 1
 
 
-def test_take_functions_refuse_one_table_for_both_claims() -> None:
+def test_take_functions_refuse_one_table_for_both_seen_keys() -> None:
     # one table for ID digests and codes would let a code hide an ID number (and fill a slot twice)
-    block, same = clean_rows(3), _fastsplit.Claims()
-    with pytest.raises(ValueError, match="two Claims"):
+    block, same = clean_rows(3), _fastsplit.SeenKeys()
+    with pytest.raises(ValueError, match="two SeenKeys"):
         _fastsplit.take_plain(block, 0, COLUMNS, [2, 3, 4], same, same, [], 10)
-    with pytest.raises(ValueError, match="two Claims"):
+    with pytest.raises(ValueError, match="two SeenKeys"):
         _fastsplit.take_lines(lines_of(block), 0, 2, ",", 4, 4096, COLUMNS, same, same, [], 10)
     assert len(same) == 0
 
@@ -335,8 +340,8 @@ def test_take_lines_refuses_other_arguments_it_cannot_trust(bad: dict[str, objec
         "width": 4,
         "max_chars": 4096,
         "columns": COLUMNS,
-        "ids": _fastsplit.Claims(),
-        "codes": _fastsplit.Claims(),
+        "ids": _fastsplit.SeenKeys(),
+        "codes": _fastsplit.SeenKeys(),
         "records": [],
         "limit": 10,
     }
@@ -350,9 +355,9 @@ def test_take_lines_leaves_lines_with_a_quote_or_line_break_delimiter_to_the_rea
     # a file's "sep=" line may name any character; only the csv reader knows what a quote then means
     lines = [delimiter.join(row) + "\n" for row in clean_rows(3)]
     records: list[bytes] = []
-    claims = (_fastsplit.Claims(), _fastsplit.Claims())
-    assert _fastsplit.take_lines(lines, 1, 2, delimiter, 4, 4096, COLUMNS, *claims, records, 10) == 1
-    assert records == [] and len(claims[0]) == 0
+    seen = (_fastsplit.SeenKeys(), _fastsplit.SeenKeys())
+    assert _fastsplit.take_lines(lines, 1, 2, delimiter, 4, 4096, COLUMNS, *seen, records, 10) == 1
+    assert records == [] and len(seen[0]) == 0
 
 
 def test_the_layer_build_makes_one_stable_abi_module_lambdas_glibc_can_load(tmp_path: Path) -> None:
@@ -410,8 +415,8 @@ def test_take_lines_reads_a_line_with_characters_beyond_the_bmp_in_a_column_it_i
     rows = [[name, id_number, phone, code, "𠀀 备注"] for name, id_number, phone, code in clean_rows(5)]
     lines = [",".join(row) + "\r\n" for row in rows]
     records: list[bytes] = []
-    claims = (_fastsplit.Claims(), _fastsplit.Claims())
-    assert _fastsplit.take_lines(lines, 0, 2, ",", 5, 4096, COLUMNS, *claims, records, 100) == 5
+    seen = (_fastsplit.SeenKeys(), _fastsplit.SeenKeys())
+    assert _fastsplit.take_lines(lines, 0, 2, ",", 5, 4096, COLUMNS, *seen, records, 100) == 5
     assert records == take_all(_take_plain_py, [row[:4] for row in rows])[1]
 
 
@@ -420,13 +425,13 @@ def test_take_lines_reads_a_line_longer_than_its_stack_buffer() -> None:
     rows = [[name, id_number, phone, code, "备注" * 700] for name, id_number, phone, code in clean_rows(4)]
     lines = [",".join(row) + "\n" for row in rows]
     records: list[bytes] = []
-    claims = (_fastsplit.Claims(), _fastsplit.Claims())
-    assert _fastsplit.take_lines(lines, 0, 2, ",", 5, 4096, COLUMNS, *claims, records, 100) == 4
+    seen = (_fastsplit.SeenKeys(), _fastsplit.SeenKeys())
+    assert _fastsplit.take_lines(lines, 0, 2, ",", 5, 4096, COLUMNS, *seen, records, 100) == 4
     assert records == take_all(_take_plain_py, [row[:4] for row in rows])[1]
     lines[2] = lines[2].replace("备注", '备"注', 1)  # a quote far into a long line
     records.clear()
-    claims = (_fastsplit.Claims(), _fastsplit.Claims())
-    assert _fastsplit.take_lines(lines, 0, 2, ",", 5, 4096, COLUMNS, *claims, records, 100) == 2
+    seen = (_fastsplit.SeenKeys(), _fastsplit.SeenKeys())
+    assert _fastsplit.take_lines(lines, 0, 2, ",", 5, 4096, COLUMNS, *seen, records, 100) == 2
 
 
 def lines_of(rows: list[list[str]], delimiter: str = ",", end: str = "\r\n") -> list[str]:
@@ -437,13 +442,13 @@ def lines_of(rows: list[list[str]], delimiter: str = ",", end: str = "\r\n") -> 
 def test_take_lines_splits_lines_itself_into_the_records_take_plain_makes(delimiter: str, end: str) -> None:
     rows = clean_rows(300)
     records: list[bytes] = []
-    claims = (_fastsplit.Claims(), _fastsplit.Claims())
+    seen = (_fastsplit.SeenKeys(), _fastsplit.SeenKeys())
     taken = _fastsplit.take_lines(
-        lines_of(rows, delimiter, end), 0, 2, delimiter, 4, 4096, COLUMNS, *claims, records, 1000
+        lines_of(rows, delimiter, end), 0, 2, delimiter, 4, 4096, COLUMNS, *seen, records, 1000
     )
     assert taken == 300
     _, expected, _, _ = take_all(_fastsplit.take_plain, rows)
-    assert records == expected and claims[0].first(hashlib.sha256(rows[5][1].encode()).digest()[:16]) == 7
+    assert records == expected and seen[0].first(hashlib.sha256(rows[5][1].encode()).digest()[:16]) == 7
 
 
 @pytest.mark.parametrize(
@@ -462,18 +467,18 @@ def test_take_lines_stops_at_every_line_it_cannot_split_plainly(line: str) -> No
     lines = lines_of(clean_rows(20))
     lines[10] = line
     records: list[bytes] = []
-    claims = (_fastsplit.Claims(), _fastsplit.Claims())
-    assert _fastsplit.take_lines(lines, 0, 2, ",", 4, 4096, COLUMNS, *claims, records, 1000) == 10
-    assert _fastsplit.take_lines(lines, 11, 2, ",", 4, 4096, COLUMNS, *claims, records, 1000) == 20
-    assert len(records) == 19 and len(claims[0]) == 19
+    seen = (_fastsplit.SeenKeys(), _fastsplit.SeenKeys())
+    assert _fastsplit.take_lines(lines, 0, 2, ",", 4, 4096, COLUMNS, *seen, records, 1000) == 10
+    assert _fastsplit.take_lines(lines, 11, 2, ",", 4, 4096, COLUMNS, *seen, records, 1000) == 20
+    assert len(records) == 19 and len(seen[0]) == 19
 
 
 def test_take_lines_with_ignored_columns_and_no_phone() -> None:
     rows = [[code, "备注,不要", id_number, name] for name, id_number, _, code in clean_rows(50)]
     lines = [f"{a};{b};{c};{d}\n" for a, b, c, d in rows]
     records: list[bytes] = []
-    claims = (_fastsplit.Claims(), _fastsplit.Claims())
-    assert _fastsplit.take_lines(lines, 0, 2, ";", 4, 4096, (3, 2, -1, 0), *claims, records, 1000) == 50
+    seen = (_fastsplit.SeenKeys(), _fastsplit.SeenKeys())
+    assert _fastsplit.take_lines(lines, 0, 2, ";", 4, 4096, (3, 2, -1, 0), *seen, records, 1000) == 50
     assert records[0].startswith('{"name":"张三"'.encode()) and b'"usedPhone":""' in records[0]
 
 
@@ -505,7 +510,7 @@ def test_every_row_c_accepts_from_mutated_input_is_what_the_rules_make_of_it(see
         delimiter = rng.choice(",;\t")
         lines = [delimiter.join(row) + rng.choice(["\r\n", "\n", ""]) for row in rows]
         for from_lines in (False, True):
-            ids, codes, records = _fastsplit.Claims(), _fastsplit.Claims(), []
+            ids, codes, records = _fastsplit.SeenKeys(), _fastsplit.SeenKeys(), []
             taken: list[int] = []
             index = 0
             while index < len(rows):

@@ -265,7 +265,7 @@ def test_a_zip_bomb_in_the_sheet_stops_early_at_the_size_cap(
     assert loaded == []  # calamine never loaded it
 
 
-def test_a_directory_claiming_gigabytes_is_refused_before_anything_is_expanded(tmp_path: Path) -> None:
+def test_a_directory_declaring_gigabytes_is_refused_before_anything_is_expanded(tmp_path: Path) -> None:
     path = tmp_path / "large.xlsx"
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for index in range(3):
@@ -291,7 +291,7 @@ def test_a_sheet_member_that_expands_beyond_its_declared_size_is_refused(
     position = blob.find(b"PK\x01\x02")  # the central directory entry of the sheet
     while blob[position + 46 : position + 46 + len(name)] != name:
         position = blob.find(b"PK\x01\x02", position + 4)
-    blob[position + 24 : position + 28] = (100).to_bytes(4, "little")  # claims 100 bytes
+    blob[position + 24 : position + 28] = (100).to_bytes(4, "little")  # declares 100 bytes
     path.write_bytes(bytes(blob))
     assert rejected(path) == "not a valid .xlsx file (the zip archive is damaged)"
 

@@ -245,8 +245,8 @@ def test_many_batches_staged_on_the_splitters_threads_are_each_staged_and_queued
     ]
     assert [m.seq for m in take_messages(services)] == list(range(1, 65))
     assert job_of(services, result.job_id).batches_total == 64
-    claims = {k for (_, k) in blobs_of(services).objects if k.startswith("claims/")}
-    assert claims == {b.claim_key for b in batches}
+    claim_checks = {k for (_, k) in blobs_of(services).objects if k.startswith("claims/")}
+    assert claim_checks == {b.claim_key for b in batches}
 
     # the same event delivered again: no second job, nothing queued again
     again = split(services, event)
@@ -286,8 +286,8 @@ def test_a_file_rejected_as_a_whole_sends_nothing(data: bytes, reason: str) -> N
     batches = batches_of(services, result.job_id)
     assert all(b.status == BatchStatus.DISCARDED and b.claim_key == "" for b in batches)
     assert len(batches) == (1 if reason == "MAX_ROWS_PER_FILE" else 0)
-    claims = [k for (_, k) in blobs_of(services).objects if k.startswith("claims/")]
-    assert claims == []
+    claim_checks = [k for (_, k) in blobs_of(services).objects if k.startswith("claims/")]
+    assert claim_checks == []
     report = summary(services, job)
     assert report["sent_upstream"] == 0 and report["batches_staged_then_discarded"] == len(batches)
 

@@ -11,7 +11,7 @@ import pytest
 
 from verifyfeed.clock import Blackout
 from verifyfeed.logic.ledger import file_fingerprint, key_fingerprint, ledger_key, window_start
-from verifyfeed.logic.repair_batches import NATIVE, PyClaims
+from verifyfeed.logic.repair_batches import NATIVE, PySeenKeys
 from verifyfeed.models.ledger import LedgerEntry
 from verifyfeed.pii import Keyed
 
@@ -57,30 +57,30 @@ def test_n_days_and_off() -> None:
 def test_ledger_keys_are_hmacs_of_the_idcode_digest_in_c_and_python() -> None:
     key = ledger_key(Keyed(current=b"pepper"))
     assert key == hmac.digest(b"pepper", b"verifyfeed resend ledger v1", "sha256")
-    tables = [PyClaims(hmac_key=key)]
+    tables = [PySeenKeys(hmac_key=key)]
     if NATIVE:
         from verifyfeed import _fastsplit
 
-        tables.append(_fastsplit.Claims(False, key))
+        tables.append(_fastsplit.SeenKeys(False, key))
     for _ in range(200):
         digest = os.urandom(32)
         expected = hmac.new(key, digest, hashlib.sha256).digest()[:16]
         assert [t.key(digest) for t in tables] == [expected] * len(tables)
         assert expected != digest[:16]
-    assert PyClaims().key(b"d" * 32) == b"d" * 16  # unkeyed (no ledger): the digest's first bytes
+    assert PySeenKeys().key(b"d" * 32) == b"d" * 16  # unkeyed (no ledger): the digest's first bytes
 
 
 def test_export_groups_the_file_rows_by_batch_and_leaves_the_ledger_out() -> None:
-    tables = [PyClaims(hmac_key=b"k")]
+    tables = [PySeenKeys(hmac_key=b"k")]
     if NATIVE:
         from verifyfeed import _fastsplit
 
-        tables.append(_fastsplit.Claims(False, b"k"))
+        tables.append(_fastsplit.SeenKeys(False, b"k"))
     results = []
     for table in tables:
-        table.claim_many(b"L" * 16 + b"M" * 16, 1 << 40)  # prior uploads: never exported
+        table.mark_many(b"L" * 16 + b"M" * 16, 1 << 40)  # prior uploads: never exported
         for row in (1, 2, 4, 5, 9, 12):  # rows 3, 6-8, 10-11 were rejected
-            table.claim(bytes([row]) * 16, row)
+            table.mark(bytes([row]) * 16, row)
         keys, counts = table.export([4, 9, 12], 1 << 40)
         assert counts == [3, 2, 1]
         groups = [keys[:48], keys[48:80], keys[80:]]

@@ -11,7 +11,7 @@ from typing import Any
 
 from verifyfeed.logic.reports import ReportPaths, read_header_facts, record_outcomes, refused_records
 from verifyfeed.models.ids import batch_label
-from verifyfeed.models.records import SETTLED_JOB_STATUSES, Audit, Batch, BatchStatus, Job, JobKind, JobStatus
+from verifyfeed.models.records import Audit, Batch, BatchStatus, Job, JobKind, JobStatus
 from verifyfeed_cli.advice import (
     OUTCOMES,
     Command,
@@ -45,7 +45,7 @@ from verifyfeed_cli.views import (
     job_view,
     redriven_text,
     redriven_view,
-    report_text,
+    report_line,
     rows_compact,
     status_text,
     uploads_line,
@@ -323,12 +323,13 @@ def render_job(view: JobStatusView, screen: Screen, command: Command) -> str:
             f"{records['deferred']} deferred + "
             f"{records['pending']} not answered yet"
         )
-    if view.reported:
-        lines += line("Report:   ", data["report"], command("report", job.job_id), screen)
-        if job.status not in SETTLED_JOB_STATUSES:  # re-driven since: it settles again
-            lines.append("          of its last settlement, written again when it settles again")
+    report = report_line(job, view.paths, view.reported, command("report", job.job_id))
+    if report.command:
+        lines += line("Report:   ", report.text, report.command, screen)
     else:
-        lines.append(f"Report:   {report_text(job, view.paths, False, '')}")
+        lines.append(f"Report:   {report.text}")
+    if report.note:
+        lines.append(f"          {report.note}")
     lines += line(
         "Rejected: ", data["rejected_rows_report"], command("report", job.job_id, "--rejected"), screen
     )

@@ -9,7 +9,7 @@
  * form — a name of 1..30 letters (ASCII letters, or CJK unified ideographs U+4E00..U+9FFF), an
  * 18-digit ID number with a plain birth date (1900-2099, days every such month has) and a
  * matching check digit, an empty or plain 11-digit mobile, an ASCII alphanumeric code of 1..16 —
- * and whose ID digest and code no earlier accepted row claimed, is accepted: both claimed in
+ * and whose ID digest and code no earlier accepted row had, is accepted: both marked seen in
  * seen_id (first 16 digest bytes -> row number) and seen_code (code, upper-cased when that table
  * folds case -> row number), and its
  * record JSON appended to records as bytes. It stops at the first row it does not accept (the
@@ -383,15 +383,16 @@ static const unsigned char *ascii_of(PyObject *text, Py_ssize_t *n)
 }
 
 
-/* ------------------------------------------------------------------------------ Claims */
+/* ------------------------------------------------------------------------------ SeenKeys */
 
-/* A set of claimed keys (1..16 bytes: the first 16 bytes of an idcode digest, or an authCode),
- * each with the row number that claimed it first. Open addressing with linear probing over
- * 24-byte slots (row 0 = empty), at most 70 % full: for 1M rows about 48 MB, against about
- * 110 MB for a dict of bytes keys, and one cache miss per look-up instead of two or three.
+/* The splitter's in-file dedupe table: the keys seen so far (1..16 bytes: the first 16 bytes of an
+ * idcode digest, or an authCode), each with the row number that first saw it. Open addressing with
+ * linear probing over 24-byte slots (row 0 = empty), at most 70 % full: for 1M rows about 48 MB,
+ * against about 110 MB for a dict of bytes keys, and one cache miss per look-up instead of two or
+ * three.
  * Keys are hashed with a per-table random seed, so a file cannot be made to collide on purpose.
  * A table made with fold_case=True upper-cases the ASCII letters of every key it is given (the
- * authCodes of a file are unique ignoring case: AUTH_CODE_UNIQUENESS, PyClaims does the same). */
+ * authCodes of a file are unique ignoring case: AUTH_CODE_UNIQUENESS, PySeenKeys does the same). */
 typedef struct {
     unsigned char key[16];
     uint64_t row;
@@ -406,10 +407,10 @@ typedef struct {
     int fold_case; /* keys are upper-cased (ASCII letters) before any look-up */
     int keyed;     /* an ID table keyed with hmac_key: id_key() is HMAC-SHA256(key, digest)[:16] */
     uint32_t inner[8], outer[8]; /* the HMAC's states after its ipad and opad blocks */
-} ClaimsObject;
+} SeenKeysObject;
 
 /* key as the table compares it: ASCII letters upper-cased when the table folds case */
-static void fold_key(const ClaimsObject *table, unsigned char key[16])
+static void fold_key(const SeenKeysObject *table, unsigned char key[16])
 {
     if (table->fold_case) {
         for (int i = 0; i < 16; i++) {
@@ -446,7 +447,7 @@ static void finish96(const uint32_t state[8], const unsigned char message[32], u
 /* The key an ID table stores for an idcode digest: its first 16 bytes, or for a keyed table the
  * first 16 bytes of HMAC-SHA256(hmac_key, digest) (two compressions: the pads are precomputed) —
  * what the resend ledger stores (docs/decisions.md#resend-ledger), never a bare digest. */
-static void id_key(const ClaimsObject *table, const unsigned char digest[32], unsigned char key[16])
+static void id_key(const SeenKeysObject *table, const unsigned char digest[32], unsigned char key[16])
 {
     if (!table->keyed) {
         memcpy(key, digest, 16);
@@ -468,7 +469,7 @@ static uint64_t mix64(uint64_t x)
     return x;
 }
 
-static size_t slot_hash(const ClaimsObject *table, const unsigned char key[16])
+static size_t slot_hash(const SeenKeysObject *table, const unsigned char key[16])
 {
     uint64_t w0, w1;
     memcpy(&w0, key, 8);
@@ -477,7 +478,7 @@ static size_t slot_hash(const ClaimsObject *table, const unsigned char key[16])
 }
 
 /* the slot holding key, or the empty slot where it would go */
-static Slot *slot_find(const ClaimsObject *table, const unsigned char key[16])
+static Slot *slot_find(const SeenKeysObject *table, const unsigned char key[16])
 {
     size_t at = slot_hash(table, key) & table->mask;
     for (;;) {
@@ -489,7 +490,7 @@ static Slot *slot_find(const ClaimsObject *table, const unsigned char key[16])
     }
 }
 
-static int claims_grow(ClaimsObject *table)
+static int seen_grow(SeenKeysObject *table)
 {
     size_t capacity = (table->mask + 1) * 2;
     Slot *old = table->slots;
@@ -510,33 +511,33 @@ static int claims_grow(ClaimsObject *table)
     return 0;
 }
 
-/* the row that claimed key first, 0 when none */
-static uint64_t claims_first(const ClaimsObject *table, const unsigned char key[16])
+/* the row that first saw key, 0 when none */
+static uint64_t seen_first(const SeenKeysObject *table, const unsigned char key[16])
 {
     return slot_find(table, key)->row;
 }
 
 /* room for one more key (slots found before this call are stale if it grew); -1 on error */
-static int claims_reserve(ClaimsObject *table)
+static int seen_reserve(SeenKeysObject *table)
 {
     if ((table->used + 1) * 10 > (table->mask + 1) * 7) {
-        return claims_grow(table);
+        return seen_grow(table);
     }
     return 0;
 }
 
-/* put key with row (> 0) into the empty slot slot_find gave for it, after claims_reserve */
-static void slot_fill(ClaimsObject *table, Slot *slot, const unsigned char key[16], uint64_t row)
+/* put key with row (> 0) into the empty slot slot_find gave for it, after seen_reserve */
+static void slot_fill(SeenKeysObject *table, Slot *slot, const unsigned char key[16], uint64_t row)
 {
     memcpy(slot->key, key, 16);
     slot->row = row;
     table->used++;
 }
 
-/* claim key for row (> 0) unless already claimed; -1 on error */
-static int claims_claim(ClaimsObject *table, const unsigned char key[16], uint64_t row)
+/* mark key seen by row (> 0) unless already seen; -1 on error */
+static int seen_mark(SeenKeysObject *table, const unsigned char key[16], uint64_t row)
 {
-    if (claims_reserve(table) < 0) {
+    if (seen_reserve(table) < 0) {
         return -1;
     }
     Slot *slot = slot_find(table, key);
@@ -547,7 +548,7 @@ static int claims_claim(ClaimsObject *table, const unsigned char key[16], uint64
 }
 
 /* bytes of 1..16 → key, zero-padded and folded as the table does; -1 with TypeError/ValueError */
-static int key_of(const ClaimsObject *table, PyObject *value, unsigned char key[16])
+static int key_of(const SeenKeysObject *table, PyObject *value, unsigned char key[16])
 {
     const char *data;
     Py_ssize_t n;
@@ -556,11 +557,11 @@ static int key_of(const ClaimsObject *table, PyObject *value, unsigned char key[
         n = PyBytes_Size(value);
     }
     else {
-        PyErr_SetString(PyExc_TypeError, "a claim key is bytes");
+        PyErr_SetString(PyExc_TypeError, "a key is bytes");
         return -1;
     }
     if (n < 1 || n > 16) {
-        PyErr_SetString(PyExc_ValueError, "a claim key is 1 to 16 bytes");
+        PyErr_SetString(PyExc_ValueError, "a key is 1 to 16 bytes");
         return -1;
     }
     memset(key, 0, 16);
@@ -569,7 +570,7 @@ static int key_of(const ClaimsObject *table, PyObject *value, unsigned char key[
     return 0;
 }
 
-static PyTypeObject *ClaimsType; /* the heap type (PyType_FromSpec), made when the module is imported */
+static PyTypeObject *SeenKeysType; /* the heap type (PyType_FromSpec), made when the module is imported */
 
 /* n random bytes from os.urandom (the per-table hash seed) into out; -1 with an exception */
 static int random_bytes(void *out, Py_ssize_t n)
@@ -594,12 +595,12 @@ static int random_bytes(void *out, Py_ssize_t n)
     return ok ? 0 : -1;
 }
 
-static PyObject *claims_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+static PyObject *seen_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *names[] = {"fold_case", "hmac_key", NULL};
     int fold_case = 0;
     Py_buffer hmac_key = {0};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|pz*:Claims", names, &fold_case, &hmac_key)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|pz*:SeenKeys", names, &fold_case, &hmac_key)) {
         return NULL;
     }
     unsigned char pads[2][64];
@@ -620,7 +621,7 @@ static PyObject *claims_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
         PyBuffer_Release(&hmac_key);
     }
     allocfunc alloc = (allocfunc)PyType_GetSlot(type, Py_tp_alloc);
-    ClaimsObject *table = (ClaimsObject *)alloc(type, 0); /* zeroed: slots NULL until allocated */
+    SeenKeysObject *table = (SeenKeysObject *)alloc(type, 0); /* zeroed: slots NULL until allocated */
     if (table == NULL) {
         return NULL;
     }
@@ -648,45 +649,45 @@ static PyObject *claims_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     return (PyObject *)table;
 }
 
-static void claims_dealloc(PyObject *self)
+static void seen_dealloc(PyObject *self)
 {
     PyTypeObject *type = Py_TYPE(self);
-    PyMem_Free(((ClaimsObject *)self)->slots);
+    PyMem_Free(((SeenKeysObject *)self)->slots);
     freefunc free_object = (freefunc)PyType_GetSlot(type, Py_tp_free);
     free_object(self);
     Py_DECREF(type); /* an instance of a heap type holds a reference to it */
 }
 
-static PyObject *claims_py_first(ClaimsObject *table, PyObject *key)
+static PyObject *seen_py_first(SeenKeysObject *table, PyObject *key)
 {
     unsigned char k[16];
     if (key_of(table, key, k) < 0) {
         return NULL;
     }
-    return PyLong_FromUnsignedLongLong(claims_first(table, k));
+    return PyLong_FromUnsignedLongLong(seen_first(table, k));
 }
 
-static PyObject *claims_py_claim(ClaimsObject *table, PyObject *args)
+static PyObject *seen_py_mark(SeenKeysObject *table, PyObject *args)
 {
     PyObject *key;
     unsigned long long row;
     unsigned char k[16];
-    if (!PyArg_ParseTuple(args, "OK:claim", &key, &row) || key_of(table, key, k) < 0) {
+    if (!PyArg_ParseTuple(args, "OK:mark", &key, &row) || key_of(table, key, k) < 0) {
         return NULL;
     }
     if (row == 0) {
         PyErr_SetString(PyExc_ValueError, "row numbers start at 1");
         return NULL;
     }
-    if (claims_claim(table, k, row) < 0) {
+    if (seen_mark(table, k, row) < 0) {
         return NULL;
     }
     return Py_NewRef(Py_None); /* not the RETURN macro: see the top of this file */
 }
 
-static Py_ssize_t claims_len(PyObject *table) { return (Py_ssize_t)((ClaimsObject *)table)->used; }
+static Py_ssize_t seen_len(PyObject *table) { return (Py_ssize_t)((SeenKeysObject *)table)->used; }
 
-static PyObject *claims_py_key(ClaimsObject *table, PyObject *digest)
+static PyObject *seen_py_key(SeenKeysObject *table, PyObject *digest)
 {
     if (!PyBytes_Check(digest) || PyBytes_Size(digest) != 32) {
         PyErr_SetString(PyExc_ValueError, "key() takes a 32-byte idcode digest");
@@ -697,17 +698,17 @@ static PyObject *claims_py_key(ClaimsObject *table, PyObject *digest)
     return PyBytes_FromStringAndSize((const char *)k, 16);
 }
 
-/* claim_many(keys, row): claim every 16-byte key of keys (a multiple of 16 bytes) for row */
-static PyObject *claims_py_claim_many(ClaimsObject *table, PyObject *args)
+/* mark_many(keys, row): mark every 16-byte key of keys (a multiple of 16 bytes) seen by row */
+static PyObject *seen_py_mark_many(SeenKeysObject *table, PyObject *args)
 {
     Py_buffer keys;
     unsigned long long row;
-    if (!PyArg_ParseTuple(args, "y*K:claim_many", &keys, &row)) {
+    if (!PyArg_ParseTuple(args, "y*K:mark_many", &keys, &row)) {
         return NULL;
     }
     if (row == 0 || keys.len % 16 != 0) {
         PyBuffer_Release(&keys);
-        PyErr_SetString(PyExc_ValueError, "claim_many takes 16-byte keys and a row > 0");
+        PyErr_SetString(PyExc_ValueError, "mark_many takes 16-byte keys and a row > 0");
         return NULL;
     }
     const unsigned char *at = keys.buf;
@@ -715,7 +716,7 @@ static PyObject *claims_py_claim_many(ClaimsObject *table, PyObject *args)
         unsigned char k[16];
         memcpy(k, at + done, 16);
         fold_key(table, k);
-        if (claims_claim(table, k, row) < 0) {
+        if (seen_mark(table, k, row) < 0) {
             PyBuffer_Release(&keys);
             return NULL;
         }
@@ -740,11 +741,11 @@ static Py_ssize_t batch_of(const uint64_t *bounds, Py_ssize_t n, uint64_t row)
     return lo + 1;
 }
 
-/* export(last_rows, below) -> (keys, counts): the keys claimed by rows < below, grouped by the batch
+/* export(last_rows, below) -> (keys, counts): the keys first seen by rows < below, grouped by the batch
  * they went into — batch i (1-based) holds the rows after last_rows[i-2] up to last_rows[i-1] — batch
  * after batch, 16 bytes each; counts[i-1] is how many batch i has. Rows after the last bound are not
  * exported. */
-static PyObject *claims_py_export(ClaimsObject *table, PyObject *args)
+static PyObject *seen_py_export(SeenKeysObject *table, PyObject *args)
 {
     PyObject *last_rows;
     unsigned long long below;
@@ -814,60 +815,60 @@ done:
     return result;
 }
 
-static PyMethodDef CLAIMS_METHODS[] = {
-    {"first", (PyCFunction)claims_py_first, METH_O, "first(key) -> the row that claimed key, 0 when none"},
-    {"claim", (PyCFunction)claims_py_claim, METH_VARARGS, "claim(key, row) -> None; a claimed key keeps its row"},
-    {"key", (PyCFunction)claims_py_key, METH_O, "key(idcode digest) -> the 16-byte key this ID table stores"},
-    {"claim_many", (PyCFunction)claims_py_claim_many, METH_VARARGS, "claim_many(keys, row) -> None"},
-    {"export", (PyCFunction)claims_py_export, METH_VARARGS,
-     "export(last_rows, below) -> (keys, counts): keys claimed below row `below`, grouped by batch"},
+static PyMethodDef SEEN_METHODS[] = {
+    {"first", (PyCFunction)seen_py_first, METH_O, "first(key) -> the row that first saw key, 0 when none"},
+    {"mark", (PyCFunction)seen_py_mark, METH_VARARGS, "mark(key, row) -> None; a key already seen keeps its row"},
+    {"key", (PyCFunction)seen_py_key, METH_O, "key(idcode digest) -> the 16-byte key this ID table stores"},
+    {"mark_many", (PyCFunction)seen_py_mark_many, METH_VARARGS, "mark_many(keys, row) -> None"},
+    {"export", (PyCFunction)seen_py_export, METH_VARARGS,
+     "export(last_rows, below) -> (keys, counts): keys first seen below row `below`, grouped by batch"},
     {NULL, NULL, 0, NULL},
 };
 
-static PyObject *claims_fold_case(ClaimsObject *table, void *closure)
+static PyObject *seen_fold_case(SeenKeysObject *table, void *closure)
 {
     (void)closure;
     return PyBool_FromLong(table->fold_case);
 }
 
-static PyObject *claims_keyed(ClaimsObject *table, void *closure)
+static PyObject *seen_keyed(SeenKeysObject *table, void *closure)
 {
     (void)closure;
     return PyBool_FromLong(table->keyed);
 }
 
-static PyGetSetDef CLAIMS_GETSET[] = {
-    {"fold_case", (getter)claims_fold_case, NULL, "whether keys are compared ignoring ASCII case", NULL},
-    {"keyed", (getter)claims_keyed, NULL, "whether key() is an HMAC (hmac_key given)", NULL},
+static PyGetSetDef SEEN_GETSET[] = {
+    {"fold_case", (getter)seen_fold_case, NULL, "whether keys are compared ignoring ASCII case", NULL},
+    {"keyed", (getter)seen_keyed, NULL, "whether key() is an HMAC (hmac_key given)", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyType_Slot CLAIMS_SLOTS[] = {
-    {Py_tp_doc, (void *)"Claims(fold_case=False, hmac_key=None) -> an empty set of claimed keys (1..16 bytes), "
+static PyType_Slot SEEN_SLOTS[] = {
+    {Py_tp_doc, (void *)"SeenKeys(fold_case=False, hmac_key=None) -> an empty set of seen keys (1..16 bytes), "
                         "each with its first row"},
-    {Py_tp_new, (void *)claims_new},
-    {Py_tp_dealloc, (void *)claims_dealloc},
-    {Py_tp_methods, CLAIMS_METHODS},
-    {Py_tp_getset, CLAIMS_GETSET},
-    {Py_sq_length, (void *)claims_len},
+    {Py_tp_new, (void *)seen_new},
+    {Py_tp_dealloc, (void *)seen_dealloc},
+    {Py_tp_methods, SEEN_METHODS},
+    {Py_tp_getset, SEEN_GETSET},
+    {Py_sq_length, (void *)seen_len},
     {0, NULL},
 };
 
-static PyType_Spec CLAIMS_SPEC = {
-    .name = "verifyfeed._fastsplit.Claims",
-    .basicsize = sizeof(ClaimsObject),
+static PyType_Spec SEEN_SPEC = {
+    .name = "verifyfeed._fastsplit.SeenKeys",
+    .basicsize = sizeof(SeenKeysObject),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
-    .slots = CLAIMS_SLOTS,
+    .slots = SEEN_SLOTS,
 };
 
 /* ------------------------------------------------------------------------------ take_plain */
 
 /* The arguments both take functions share, checked before any is used as an index or a length:
  * name, ID and code columns are cell indices (>= 0), the phone column is one or -1 (none); the two
- * claims tables are distinct (one key set each); start is within the input and limit at least 1.
+ * seen-keys tables are distinct (one key set each); start is within the input and limit at least 1.
  * 0 when they can be trusted, -1 with ValueError otherwise. */
 static int check_arguments(Py_ssize_t i_name, Py_ssize_t i_id, Py_ssize_t i_phone, Py_ssize_t i_code,
-                           ClaimsObject *ids, ClaimsObject *codes, Py_ssize_t start, Py_ssize_t count,
+                           SeenKeysObject *ids, SeenKeysObject *codes, Py_ssize_t start, Py_ssize_t count,
                            Py_ssize_t limit)
 {
     if (i_name < 0 || i_id < 0 || i_code < 0 || i_phone < -1) {
@@ -875,7 +876,7 @@ static int check_arguments(Py_ssize_t i_name, Py_ssize_t i_id, Py_ssize_t i_phon
         return -1;
     }
     if (ids == codes) {
-        PyErr_SetString(PyExc_ValueError, "ids and codes must be two Claims tables");
+        PyErr_SetString(PyExc_ValueError, "ids and codes must be two SeenKeys tables");
         return -1;
     }
     if (start < 0 || start > count) {
@@ -902,11 +903,11 @@ typedef struct {
     Py_ssize_t n;
 } Span;
 
-/* Accept one row if its values are plain and unclaimed: claim both keys and append the record.
+/* Accept one row if its values are plain and not seen yet: mark both keys seen and append the record.
  * 1 accepted, 0 left to the caller (nothing changed), -1 error. */
 static int accept_row(Span name, const unsigned char *s_id, Py_ssize_t n_id, const unsigned char *s_phone,
                       Py_ssize_t n_phone, const unsigned char *s_code, Py_ssize_t n_code, uint64_t row,
-                      ClaimsObject *ids, ClaimsObject *codes, PyObject *records)
+                      SeenKeysObject *ids, SeenKeysObject *codes, PyObject *records)
 {
     if (n_id != 18) {
         return 0;
@@ -927,7 +928,7 @@ static int accept_row(Span name, const unsigned char *s_id, Py_ssize_t n_id, con
     unsigned char code_key[16] = {0};
     memcpy(code_key, s_code, (size_t)n_code);
     fold_key(codes, code_key); /* the record keeps the code as written */
-    if (claims_reserve(ids) < 0 || claims_reserve(codes) < 0) {
+    if (seen_reserve(ids) < 0 || seen_reserve(codes) < 0) {
         return -1;
     }
     /* the tables outgrow the caches: ask for both slots now and hash the phone meanwhile */
@@ -975,12 +976,12 @@ static int accept_row(Span name, const unsigned char *s_id, Py_ssize_t n_id, con
 static PyObject *take_plain(PyObject *self, PyObject *args)
 {
     PyObject *block, *numbers, *records;
-    ClaimsObject *ids, *codes;
+    SeenKeysObject *ids, *codes;
     Py_ssize_t start, limit, i_name, i_id, i_phone, i_code;
     (void)self;
     if (!PyArg_ParseTuple(args, "O!n(nnnn)O!O!O!O!n:take_plain", &PyList_Type, &block, &start, &i_name,
-                          &i_id, &i_phone, &i_code, &PyList_Type, &numbers, ClaimsType, &ids,
-                          ClaimsType, &codes, &PyList_Type, &records, &limit)) {
+                          &i_id, &i_phone, &i_code, &PyList_Type, &numbers, SeenKeysType, &ids,
+                          SeenKeysType, &codes, &PyList_Type, &records, &limit)) {
         return NULL;
     }
     Py_ssize_t rows = PyList_Size(block);
@@ -1067,13 +1068,13 @@ static Py_ssize_t ascii_cell(const Py_UCS4 *data, Py_ssize_t from, Py_ssize_t to
 static PyObject *take_lines(PyObject *self, PyObject *args)
 {
     PyObject *lines, *records;
-    ClaimsObject *ids, *codes;
+    SeenKeysObject *ids, *codes;
     Py_ssize_t start, first, width, max_chars, limit, i_name, i_id, i_phone, i_code;
     int delimiter;
     (void)self;
     if (!PyArg_ParseTuple(args, "O!nnCnn(nnnn)O!O!O!n:take_lines", &PyList_Type, &lines, &start, &first,
-                          &delimiter, &width, &max_chars, &i_name, &i_id, &i_phone, &i_code, ClaimsType, &ids,
-                          ClaimsType, &codes, &PyList_Type, &records, &limit)) {
+                          &delimiter, &width, &max_chars, &i_name, &i_id, &i_phone, &i_code, SeenKeysType,
+                          &ids, SeenKeysType, &codes, &PyList_Type, &records, &limit)) {
         return NULL;
     }
     Py_ssize_t count = PyList_Size(lines);
@@ -1219,9 +1220,10 @@ PyMODINIT_FUNC PyInit__fastsplit(void)
     if (module == NULL) {
         return NULL;
     }
-    Py_XDECREF((PyObject *)ClaimsType); /* a second import (after the module was deleted from sys.modules) */
-    ClaimsType = (PyTypeObject *)PyType_FromSpec(&CLAIMS_SPEC);
-    if (ClaimsType == NULL) {
+    /* a second import (after the module was deleted from sys.modules) */
+    Py_XDECREF((PyObject *)SeenKeysType);
+    SeenKeysType = (PyTypeObject *)PyType_FromSpec(&SEEN_SPEC);
+    if (SeenKeysType == NULL) {
         Py_DECREF(module);
         return NULL;
     }
@@ -1239,7 +1241,7 @@ PyMODINIT_FUNC PyInit__fastsplit(void)
 #endif
     if (PyModule_AddIntConstant(module, "LIMITED_API", limited_api) < 0 ||
         PyModule_AddObjectRef(module, "SHA_NI", sha_ni ? Py_True : Py_False) < 0 ||
-        PyModule_AddObjectRef(module, "Claims", (PyObject *)ClaimsType) < 0) {
+        PyModule_AddObjectRef(module, "SeenKeys", (PyObject *)SeenKeysType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -4,16 +4,18 @@ SHA_NI: bool
 # Py_LIMITED_API of the build (0x030B0000: CPython 3.11's stable ABI, loaded by 3.11 and later); 0 if none
 LIMITED_API: int
 
-class Claims:
+class SeenKeys:
+    """The splitter's in-file dedupe table: keys seen, each with the row that first saw it."""
+
     def __init__(self, fold_case: bool = False, hmac_key: bytes | None = None) -> None: ...
     @property
     def fold_case(self) -> bool: ...
     @property
     def keyed(self) -> bool: ...
     def first(self, key: bytes, /) -> int: ...
-    def claim(self, key: bytes, row: int, /) -> None: ...
+    def mark(self, key: bytes, row: int, /) -> None: ...
     def key(self, digest: bytes, /) -> bytes: ...
-    def claim_many(self, keys: bytes, row: int, /) -> None: ...
+    def mark_many(self, keys: bytes, row: int, /) -> None: ...
     def export(self, last_rows: list[int], below: int, /) -> tuple[bytes, list[int]]: ...
     def __len__(self) -> int: ...
 
@@ -22,8 +24,8 @@ def take_plain(
     start: int,
     columns: tuple[int, int, int, int],
     numbers: list[int],
-    ids: Claims,
-    codes: Claims,
+    ids: SeenKeys,
+    codes: SeenKeys,
     records: list[bytes],
     limit: int,
     /,
@@ -37,8 +39,8 @@ def take_lines(
     width: int,
     max_field_chars: int,
     columns: tuple[int, int, int, int],
-    ids: Claims,
-    codes: Claims,
+    ids: SeenKeys,
+    codes: SeenKeys,
     records: list[bytes],
     limit: int,
     /,

@@ -244,7 +244,7 @@ class AuditRepository(Protocol):
         ...
 
     def reserve(self, audit: Audit, now: datetime) -> tuple[Reservation, Audit]:
-        """Claim the audit for a submission from a file row, atomically."""
+        """Reserve the audit for a submission from a file row, atomically."""
         ...
 
     def settle_submission(
@@ -335,7 +335,7 @@ class Ledger(Protocol):
 
 
 class Blobs(Protocol):
-    """Dropped files, batch bodies (``claims/``), reports; errors are ``BlobError``."""
+    """Dropped files, batches' claim-check bodies (``claims/``), reports; errors are ``BlobError``."""
 
     def get(self, bucket: str, key: str) -> bytes: ...
 

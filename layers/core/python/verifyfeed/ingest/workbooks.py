@@ -22,7 +22,7 @@ from verifyfeed.ingest.formats import check_workbook
 
 MAX_EXPANDED_BYTES = 512 * 1024 * 1024  # the parts one sheet needs, expanded (XML, shared strings)
 MAX_CELLS = 10_000_000  # rows × columns of the used area of the sheet read (about 32 bytes each)
-MAX_DECLARED_BYTES = 4 * 1024 * 1024 * 1024  # the zip directory's own claim, all members together
+MAX_DECLARED_BYTES = 4 * 1024 * 1024 * 1024  # the sizes the zip directory declares, all members together
 ODS_MAX_ROWS = 1_048_576  # calamine gives no row of an .ods sheet past this one, and says nothing
 _SMALL_PART_BYTES = 16 * 1024 * 1024  # workbook.xml and its relationships, parsed here
 _CHUNK = 1024 * 1024
@@ -218,9 +218,9 @@ class SheetGuard:
 
     def _check_ods(self) -> None:
         """content.xml holds every sheet: its expanded size, and no row holding a value repeated
-        over more than ``MAX_CELLS`` cells (an ODS row may claim to repeat a million times, each of
-        its cells thousands of times; LibreOffice writes such rows for the empty rest of a sheet,
-        which holds no value and costs nothing). calamine has a cap of its own, 100M cells."""
+        over more than ``MAX_CELLS`` cells (an ODS row may declare that it repeats a million times,
+        each of its cells thousands of times; LibreOffice writes such rows for the empty rest of a
+        sheet, which holds no value and costs nothing). calamine has a cap of its own, 100M cells."""
         assert self._archive is not None
         total = 0
         carry = b""

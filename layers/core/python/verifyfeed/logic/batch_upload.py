@@ -29,8 +29,7 @@ from verifyfeed.logic.batch_decisions import (
 )
 from verifyfeed.logic.delivery import Delivery, RetryLater, backoff_seconds
 from verifyfeed.logic.progress import settle_job
-from verifyfeed.models.ids import claim_key as claim_key_for
-from verifyfeed.models.ids import tree_position
+from verifyfeed.models.ids import claim_key, tree_position
 from verifyfeed.models.lost_repair import RepairRecord
 from verifyfeed.models.messages import LostRepairBatchMessage
 from verifyfeed.models.records import Batch, BatchFields, BatchStatus
@@ -48,7 +47,8 @@ class SettleFailed(Exception):
 
 
 def load_records(blobs: Blobs, message: LostRepairBatchMessage) -> list[RepairRecord]:
-    """The batch's records: inline, or its body in ``claims/`` (``BlobError`` when unreadable)."""
+    """The batch's records: inline, or its claim-check body in ``claims/`` (``BlobError`` when
+    unreadable)."""
     if message.records is not None:
         return message.records
     assert message.claim_bucket and message.claim_key
@@ -84,7 +84,7 @@ def upload_batch(services: Services, message: LostRepairBatchMessage, delivery: 
     except StaleTransition as exc:
         if delivery.last:  # whoever moved it carries it on: a sender settles it, a re-drive queued it
             return _status_now(services, message)
-        raise RetryLater("batch changed while claiming it", 2) from exc
+        raise RetryLater("batch changed while taking its send lease", 2) from exc
     if batch.status == BatchStatus.DEFERRED:
         settle_job(services, batch.job_id)  # the job may leave "deferred"
 
@@ -168,22 +168,23 @@ def _status_now(services: Services, message: LostRepairBatchMessage) -> str:
     return batch.status.value if batch else "missing"
 
 
-def _claim(services: Services, batch: Batch, message: LostRepairBatchMessage) -> tuple[str, str]:
-    """Where the batch body is in S3: the message's claim check, else written now under ``claims/``."""
+def _claim_check(services: Services, batch: Batch, message: LostRepairBatchMessage) -> tuple[str, str]:
+    """Where the batch's claim-check body is in S3 (bucket, key): the message's claim check, else
+    written now under ``claims/``."""
     if message.claim_key is not None:
         return message.claim_bucket or services.settings.ingest_bucket, message.claim_key
-    claim_bucket = services.settings.ingest_bucket
-    claim_key = claim_key_for(services.settings.claims_prefix, batch.job_id, batch.seq)
+    bucket = services.settings.ingest_bucket
+    key = claim_key(services.settings.claims_prefix, batch.job_id, batch.seq)
     records = load_records(services.blobs, message)
     body = json.dumps([r.model_dump() for r in records], ensure_ascii=False).encode()
-    services.blobs.put(claim_bucket, claim_key, body)
-    return claim_bucket, claim_key
+    services.blobs.put(bucket, key, body)
+    return bucket, key
 
 
 def _defer(services: Services, batch: Batch, message: LostRepairBatchMessage, last_error: str) -> None:
     """Park the batch until the blackout ends; its body goes to S3 so the poller can re-drive it."""
-    claim_bucket, claim_key = _claim(services, batch, message)
-    fields: BatchFields = {"claim_bucket": claim_bucket, "claim_key": claim_key, "last_error": last_error}
+    bucket, key = _claim_check(services, batch, message)
+    fields: BatchFields = {"claim_bucket": bucket, "claim_key": key, "last_error": last_error}
     _transition(services, batch, BatchStatus.DEFERRED, fields)
     metrics.add_metric(name="BatchesDeferred", unit=MetricUnit.Count, value=1)
     settle_job(services, batch.job_id)
@@ -219,7 +220,7 @@ def _settle(
     )
     metrics.add_metric(name=_SETTLED_METRIC[settle.to], unit=MetricUnit.Count, value=1)
     if settle.to == BatchStatus.SUCCEEDED:
-        _drop_claims(services, batch, message)
+        _delete_claim_checks(services, batch, message)
     _advance_tree(services, batch)
     settle_job(services, batch.job_id)
 
@@ -269,22 +270,23 @@ def _with_retries(write: Callable[[], object], what: str, seconds_left: Callable
 
 
 def _keep_body(services: Services, batch: Batch, message: LostRepairBatchMessage) -> BatchFields:
-    """Keep the body of a batch that settles failed or unknown in S3 (``claims/``, 14 days), for a
-    re-drive (``verifyfeed redrive``). Best effort: the settlement must not wait on S3."""
+    """Keep the body of a batch that settles failed or unknown in S3 as a claim check (``claims/``,
+    14 days), for a re-drive (``verifyfeed redrive``). Best effort: the settlement must not wait on
+    S3."""
     try:
-        claim_bucket, claim_key = _claim(services, batch, message)
+        bucket, key = _claim_check(services, batch, message)
     except BlobError as exc:
         logger.warning(
             "batch body not kept; it cannot be re-driven",
             extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "error": type(exc).__name__},
         )
         return {}
-    return {"claim_bucket": claim_bucket, "claim_key": claim_key}
+    return {"claim_bucket": bucket, "claim_key": key}
 
 
-def _drop_claims(services: Services, batch: Batch, message: LostRepairBatchMessage) -> None:
-    """Delete a succeeded batch's body (digests and names) at once, every version; best effort:
-    what is left expires with ``claims/``."""
+def _delete_claim_checks(services: Services, batch: Batch, message: LostRepairBatchMessage) -> None:
+    """Delete a succeeded batch's claim-check bodies (digests and names) at once, every version;
+    best effort: what is left expires with ``claims/``."""
     places = {(message.claim_bucket, message.claim_key), (batch.claim_bucket, batch.claim_key)}
     for bucket, key in places:
         if not key or not key.startswith(services.settings.claims_prefix):
@@ -293,6 +295,6 @@ def _drop_claims(services: Services, batch: Batch, message: LostRepairBatchMessa
             services.blobs.delete_every_version(bucket or services.settings.ingest_bucket, key)
         except BlobError as exc:
             logger.warning(
-                "claim of a succeeded batch not deleted; the lifecycle rule will",
+                "claim check of a succeeded batch not deleted; the lifecycle rule will",
                 extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "error": type(exc).__name__},
             )

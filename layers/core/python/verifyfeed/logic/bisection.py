@@ -222,11 +222,11 @@ def _bisect(services: Services, batch: Batch, records: list[bytes]) -> None:
         extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "records": len(records)},
     )
     if batch.claim_key.startswith(settings.claims_prefix):
-        try:  # its records live on in its halves; the body holds names and digests
+        try:  # its records live on in its halves; the claim-check body holds names and digests
             services.blobs.delete_every_version(bucket, batch.claim_key)
         except BlobError as exc:
             logger.warning(
-                "claim of a bisected batch not deleted; the lifecycle rule will",
+                "claim check of a bisected batch not deleted; the lifecycle rule will",
                 extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "error": type(exc).__name__},
             )
 

@@ -18,7 +18,7 @@ from datetime import date, datetime, timedelta
 from aws_lambda_powertools import Logger
 
 from verifyfeed.clock import Blackout, china_time
-from verifyfeed.logic.repair_batches import LEDGER_ROWS, Claims
+from verifyfeed.logic.repair_batches import LEDGER_ROWS, SeenKeys
 from verifyfeed.models.ledger import KEY_BYTES, LedgerEntry, LedgerObject
 from verifyfeed.models.records import Batch, BatchStatus, Job, JobStatus
 from verifyfeed.pii import Keyed
@@ -107,7 +107,7 @@ class _Source:
 class LedgerSession:
     """The ledger as one split sees it: ``preload`` before the file is read, ``commit`` after.
 
-    ``prior`` False (the override prefix) claims nothing; ``write`` False (a dry run) records
+    ``prior`` False (the override prefix) marks nothing seen; ``write`` False (a dry run) records
     nothing. Implements ``repair_batches.ResendLedger``."""
 
     store: Ledger
@@ -116,7 +116,7 @@ class LedgerSession:
     job: Job
     first_day: date
     today: date
-    blobs: Blobs  # the failed halves' bodies (claims/)
+    blobs: Blobs  # the failed halves' claim-check bodies (claims/)
     bucket: str  # where a body without a bucket of its own is (the ingest bucket)
     prior: bool = True
     write: bool = True
@@ -127,8 +127,8 @@ class LedgerSession:
     owner_check: Callable[[], None] | None = None
     sources: list[_Source] = field(default_factory=list)
     skipped_objects: int = 0  # written under another pepper (rotated): not comparable
-    _seen: dict[str, str] = field(default_factory=dict)  # object key → ETag read by preload
-    _ids: Claims | None = None
+    _read_etags: dict[str, str] = field(default_factory=dict)  # object key → ETag read by preload
+    _ids: SeenKeys | None = None
     _snapshot: str = ""
     _keys: bytes = b""
     _counts: list[int] = field(default_factory=list)
@@ -146,12 +146,12 @@ class LedgerSession:
         return self._snapshot
 
     def _fix_snapshot(self) -> None:
-        listed = "\n".join(f"{key} {etag}" for key, etag in sorted(self._seen.items()))
+        listed = "\n".join(f"{key} {etag}" for key, etag in sorted(self._read_etags.items()))
         text = f"{self.first_day.isoformat()}\n{self.prior}\n{key_fingerprint(self.key)}\n{listed}"
         self._snapshot = hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def _claim_idcodes(self, batch: Batch) -> list[str] | None:
-        """The idcodes in a batch's body (``claims/``), None when it is gone (expired)."""
+    def _claim_check_idcodes(self, batch: Batch) -> list[str] | None:
+        """The idcodes in a batch's claim-check body (``claims/``), None when it is gone (expired)."""
         try:
             body = self.blobs.get(batch.claim_bucket or self.bucket, batch.claim_key)
         except BlobError as exc:
@@ -160,10 +160,10 @@ class LedgerSession:
             raise
         return [str(r["idcode"]) for r in json.loads(body)]
 
-    def preload(self, ids: Claims) -> None:
+    def preload(self, ids: SeenKeys) -> None:
         self._ids = ids
         if self.prior:
-            self._claim_prior(ids)
+            self._mark_prior(ids)
         self._fix_snapshot()
 
     def may_count(self, other: Job | None) -> bool:
@@ -194,7 +194,8 @@ class LedgerSession:
             live.add(root.seq)
         return live, last
 
-    def _claim_prior(self, ids: Claims) -> None:
+    def _mark_prior(self, ids: SeenKeys) -> None:
+        """Mark the keys earlier files sent within the window seen in ``ids`` (rows >= ``LEDGER_ROWS``)."""
         fingerprint = key_fingerprint(self.key)
         for obj in self.store.list_since(self.first_day - timedelta(days=self.lookback_days)):
             if obj.job_id == self.job.job_id:
@@ -202,10 +203,10 @@ class LedgerSession:
             other = self.jobs.get_job(obj.job_id)
             if obj.day < self.first_day and not self.may_count(other):
                 continue  # split earlier, and settled before the window: charged in another cycle
-            self._seen[obj.key] = obj.etag
+            self._read_etags[obj.key] = obj.etag
             keys = self._live_keys(obj, other, fingerprint, ids)
             if keys:
-                ids.claim_many(keys, LEDGER_ROWS + len(self.sources) - 1)
+                ids.mark_many(keys, LEDGER_ROWS + len(self.sources) - 1)
         logger.info(
             "resend ledger read",
             extra={
@@ -216,7 +217,7 @@ class LedgerSession:
             },
         )
 
-    def _live_keys(self, obj: LedgerObject, other: Job | None, fingerprint: str, ids: Claims) -> bytes:
+    def _live_keys(self, obj: LedgerObject, other: Job | None, fingerprint: str, ids: SeenKeys) -> bytes:
         """The keys of ``obj`` (written by the job ``other``) that count as sent, after adding its
         source (else b"")."""
         entry = self.store.read(obj)
@@ -241,13 +242,13 @@ class LedgerSession:
         released = {b.seq for b in not_sent if b.seq in listed} | elsewhere
         keys = b"".join(keys for seq, keys in entry.batch_keys() if seq not in released)
         # a batch the file did not list (a part of a batch the upstream refused, split to find the
-        # refused rows): its records are in its body, while the body lasts (claims/, 14 days)
+        # refused rows): its records are in its claim-check body, while that lasts (claims/, 14 days)
         others = [b for b in not_sent if b.seq not in listed and b.status == BatchStatus.FAILED]
         if not others:
             return keys
         dropped: set[bytes] = set()
         for batch in others:
-            idcodes = self._claim_idcodes(batch) if batch.claim_key else None
+            idcodes = self._claim_check_idcodes(batch) if batch.claim_key else None
             if idcodes is None:
                 logger.warning(
                     "resend ledger: a failed batch's body is gone; its records still count as sent",
@@ -297,7 +298,7 @@ class LedgerSession:
         fingerprint = key_fingerprint(self.key)
         ids = self._ids
         for obj in self.store.list_since(self.first_day):
-            if obj.job_id == self.job.job_id or self._seen.get(obj.key) == obj.etag:
+            if obj.job_id == self.job.job_id or self._read_etags.get(obj.key) == obj.etag:
                 continue
             entry = self.store.read(obj)
             if entry.pepper != fingerprint:

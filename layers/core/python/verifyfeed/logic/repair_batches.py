@@ -38,7 +38,7 @@ _BODY_JSON = b'{"kind":"lost_repair_batch","job_id":%s,"batch_id":%s,"seq":%d,"r
 class RepairBatch:
     seq: int  # 1, 2, ... in file order
     count: int
-    records_json: bytes  # the JSON array of the records, UTF-8 (what a claim check stores)
+    records_json: bytes  # the JSON array of the records, UTF-8 (what a claim-check body stores)
 
     def message_body(self, job_id: str) -> bytes:
         """The work-queue message carrying this batch inline (``LostRepairBatchMessage``), UTF-8."""
@@ -54,11 +54,11 @@ def _json_str(text: str) -> bytes:
     return json.dumps(text, ensure_ascii=False).encode()
 
 
-class PyClaims:
-    """Claimed keys (1..16 bytes), each with the row that claimed it first: ``first(key)`` → that
-    row or 0, ``claim(key, row)`` (a claimed key keeps its row), ``len()``; with ``fold_case`` the
-    ASCII letters of every key are upper-cased first. The reference for, and the fallback of,
-    ``_fastsplit.Claims`` (a C hash table: half the memory, one cache miss)."""
+class PySeenKeys:
+    """The keys seen so far (1..16 bytes), each with the row that first saw it: ``first(key)`` →
+    that row or 0, ``mark(key, row)`` (a key already seen keeps its first row), ``len()``; with
+    ``fold_case`` the ASCII letters of every key are upper-cased first. The reference for, and the
+    fallback of, ``_fastsplit.SeenKeys`` (a C hash table: half the memory, one cache miss)."""
 
     __slots__ = ("fold_case", "hmac_key", "rows")
 
@@ -78,12 +78,12 @@ class PyClaims:
             return digest[:_KEY_BYTES]
         return hmac.digest(self.hmac_key, digest, "sha256")[:_KEY_BYTES]
 
-    def claim_many(self, keys: bytes, row: int) -> None:
+    def mark_many(self, keys: bytes, row: int) -> None:
         for at in range(0, len(keys), _KEY_BYTES):
-            self.claim(keys[at : at + _KEY_BYTES], row)
+            self.mark(keys[at : at + _KEY_BYTES], row)
 
     def export(self, last_rows: list[int], below: int) -> tuple[bytes, list[int]]:
-        """The keys claimed by rows < ``below``, grouped by batch — batch i (1-based) holds the rows
+        """The keys first seen by rows < ``below``, grouped by batch — batch i (1-based) holds the rows
         after ``last_rows[i-2]`` up to ``last_rows[i-1]`` — and how many each batch has."""
         groups: list[list[bytes]] = [[] for _ in last_rows]
         for key, row in self.rows.items():
@@ -95,39 +95,41 @@ class PyClaims:
     def first(self, key: bytes) -> int:
         return self.rows.get(key.upper() if self.fold_case else key, 0)
 
-    def claim(self, key: bytes, row: int) -> None:
+    def mark(self, key: bytes, row: int) -> None:
         self.rows.setdefault(key.upper() if self.fold_case else key, row)
 
     def __len__(self) -> int:
         return len(self.rows)
 
 
-class Claims(Protocol):
+class SeenKeys(Protocol):
+    """The splitter's in-file dedupe table: ``PySeenKeys`` or ``_fastsplit.SeenKeys``."""
+
     def first(self, key: bytes, /) -> int: ...
-    def claim(self, key: bytes, row: int, /) -> None: ...
+    def mark(self, key: bytes, row: int, /) -> None: ...
     def __len__(self) -> int: ...
     def key(self, digest: bytes, /) -> bytes: ...
-    def claim_many(self, keys: bytes, row: int, /) -> None: ...
+    def mark_many(self, keys: bytes, row: int, /) -> None: ...
     def export(self, last_rows: list[int], below: int, /) -> tuple[bytes, list[int]]: ...
 
 
-LEDGER_ROWS = 1 << 40  # rows at and above this claim an ID for the resend ledger, not for a file row
+LEDGER_ROWS = 1 << 40  # rows at and above this mark an ID seen by the resend ledger, not by a file row
 
 
 class ResendLedger(Protocol):
     """The records already sent for upload within the resend window (``logic.ledger``): their keys
-    under ``hmac_key``, claimed before the file is read so that a row sending one again is rejected
-    as ``duplicate.already_uploaded``; and, once the file is read, the keys this file sends."""
+    under ``hmac_key``, marked seen before the file is read so that a row sending one again is
+    rejected as ``duplicate.already_uploaded``; and, once the file is read, the keys this file sends."""
 
     @property
     def hmac_key(self) -> bytes: ...
 
-    def preload(self, ids: Claims) -> None:
-        """Claim every prior key in ``ids`` with a row >= ``LEDGER_ROWS``."""
+    def preload(self, ids: SeenKeys) -> None:
+        """Mark every prior key seen in ``ids``, with a row >= ``LEDGER_ROWS``."""
         ...
 
     def describe(self, row: int) -> Reason:
-        """Why a row whose ID the ledger row ``row`` claimed is not sent: where it went before."""
+        """Why a row whose ID the ledger row ``row`` saw first is not sent: where it went before."""
         ...
 
     def record(self, keys: bytes, counts: list[int]) -> None:
@@ -147,19 +149,19 @@ def _take_plain_py(
     start: int,
     columns: tuple[int, int, int, int],
     numbers: list[int],
-    ids: PyClaims,
-    codes: PyClaims,
+    ids: PySeenKeys,
+    codes: PySeenKeys,
     records: list[bytes],
     limit: int,
 ) -> int:
     """Accept the clean rows of ``block`` from ``start`` on; the reference for ``_fastsplit``.
 
     A row is accepted when ``is_plain_repair_row`` finds its four values already canonical and no
-    earlier accepted row claimed its ID digest or code: both are claimed (``ids``: the first 16
+    earlier accepted row had its ID digest or code: both are marked seen (``ids``: the first 16
     digest bytes, ``codes``: the code's bytes, each with the row's number from ``numbers``) and its
     record JSON is appended to ``records``. Stops at the first row it does not accept — the caller
     decides that one by the rules — and right after the record that fills ``records`` to ``limit``;
-    returns the index where it stopped. Codes are claimed as ``codes`` compares them (upper-cased
+    returns the index where it stopped. Codes are marked as ``codes`` compares them (upper-cased
     when it folds case), and sent as written. The C version accepts another set, as safe: fewer names
     (ASCII letters and CJK unified ideographs, a middle dot between them) but also the values the
     rules normalise cheaply (a lower-case ``x``, ``+86`` or spaced mobiles); either way a row's
@@ -178,10 +180,10 @@ def _take_plain_py(
             return index
         digest = sha256(raw_id.encode()).digest()
         key, code_key = id_key(digest), code.encode()
-        claim_key = code_key.upper() if fold else code_key
-        if key in id_rows or claim_key in code_rows:
+        seen_code = code_key.upper() if fold else code_key
+        if key in id_rows or seen_code in code_rows:
             return index
-        id_rows[key] = code_rows[claim_key] = numbers[index]
+        id_rows[key] = code_rows[seen_code] = numbers[index]
         add(
             _RECORD_JSON
             % (
@@ -204,12 +206,12 @@ TakeLines = Callable[
 ]
 
 
-def _load_native() -> tuple[TakePlain, TakeLines, Callable[[bool, bytes | None], Claims]] | None:
+def _load_native() -> tuple[TakePlain, TakeLines, Callable[[bool, bytes | None], SeenKeys]] | None:
     try:
         from verifyfeed import _fastsplit
     except ImportError:  # not built here (layers/core/native/build.py): the same results, slower
         return None
-    return _fastsplit.take_plain, _fastsplit.take_lines, _fastsplit.Claims
+    return _fastsplit.take_plain, _fastsplit.take_lines, _fastsplit.SeenKeys
 
 
 _NATIVE = _load_native()
@@ -236,13 +238,13 @@ def split_repair_rows(
     fold = auth_codes is AuthCodeUniqueness.IGNORE_CASE
     case = reason("note.letter_case") if fold else ""
     hmac_key = None if ledger is None else ledger.hmac_key
-    ids: Claims = PyClaims(hmac_key=hmac_key)  # ids.key(idcode digest) → first row
-    codes: Claims = PyClaims(fold)  # authCode (upper-cased when ignoring case) → first row
+    ids: SeenKeys = PySeenKeys(hmac_key=hmac_key)  # ids.key(idcode digest) → first row
+    codes: SeenKeys = PySeenKeys(fold)  # authCode (upper-cased when ignoring case) → first row
     if native:
         if _NATIVE is None:
             raise RuntimeError("verifyfeed._fastsplit is not built (layers/core/native/build.py)")
-        take, take_lines, new_claims = _NATIVE
-        ids, codes = new_claims(False, hmac_key), new_claims(fold, None)
+        take, take_lines, new_seen = _NATIVE
+        ids, codes = new_seen(False, hmac_key), new_seen(fold, None)
     if ledger is not None:
         ledger.preload(ids)
     columns = tuple(rows.header.columns.items())
@@ -282,14 +284,14 @@ def split_repair_rows(
                 return
             prior += 1
             # it keeps its authCode, as when it was sent: a re-drop decides every other row the same
-            codes.claim(code_key, number)
+            codes.mark(code_key, number)
             reject(number, ledger.describe(first), values, None)
             return
         if first:
             reject(number, _same_id(first), values, first)
             return
         first = codes.first(code_key)
-        if first:  # the row is rejected: it claims nothing, not even its ID number
+        if first:  # the row is rejected: it marks nothing seen, not even its ID number
             reject(
                 number,
                 reason("duplicate.auth_code", column="auth_code", first_row=first, case=case),
@@ -297,8 +299,8 @@ def split_repair_rows(
                 first,
             )
             return
-        ids.claim(key, number)
-        codes.claim(code_key, number)
+        ids.mark(key, number)
+        codes.mark(code_key, number)
         last = number
         records.append(_RECORD_JSON % (_json_str(name)[1:-1], idcode.encode(), used_phone.encode(), code_key))
         if len(records) >= batch_size:

@@ -96,7 +96,7 @@ class BatchStager:
     """Stages each batch — its records in S3, its record ``staged`` — on a few threads while the
     parsing goes on.
 
-    A body is named after the run (``claims/<job>/<seq>.r<run>.json``), so a run taken over never
+    A claim-check body is named after the run (``claims/<job>/<seq>.r<run>.json``), so a run taken over never
     overwrites a body a later run released. A resumed split keeps the batches an earlier run staged
     from the same resend ledger snapshot and stages the others again. Every write is fenced by the
     run: one refused means a later run took over, ``SplitSuperseded`` (docs/decisions.md#all-or-nothing).
@@ -175,7 +175,7 @@ class BatchStager:
             self._delete_quietly([existing.claim_key])  # the earlier run's body, read by no record now
 
     def _delete_quietly(self, keys: list[str]) -> None:
-        """Bodies no record names: deleted now, else left to the claims/ lifecycle rule."""
+        """Claim-check bodies no record names: deleted now, else left to the claims/ lifecycle rule."""
         try:
             self.services.blobs.delete_many(self.job.bucket, keys)
         except BlobError as exc:

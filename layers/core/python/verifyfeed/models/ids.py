@@ -2,7 +2,7 @@
 
 A batch is ``<job>#<seq>``; the batches a bisection makes (docs/decisions.md#state-0) have seqs
 above ``TREE_BASE``, node n of the tree of the file's batch r at ``TREE_BASE + r·TREE_SPAN + n``;
-a batch's body is kept at ``claim_key``.
+a batch's claim-check body is kept at ``claim_key``.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ def batch_label(seq: int) -> str:
 
 
 def claim_key(claims_prefix: str, job_id: str, seq: int, split_run: int = 0) -> str:
-    """Where a batch's body is kept in the ingest bucket (staged, deferred, failed or unknown); a
-    body the splitter staged is named after its run too, so no other run ever writes over it."""
+    """Where a batch's claim-check body is kept in the ingest bucket (staged, deferred, failed or
+    unknown); a body the splitter staged is named after its run too, so no other run ever writes over it."""
     run = f".r{split_run}" if split_run else ""
     return f"{claims_prefix}{job_id}/{seq:05d}{run}.json"
 

@@ -29,7 +29,7 @@ class LostRepairBatchMessage(BaseModel):
     def for_batch(
         cls, batch: Batch, *, generation: int = 0, claim_bucket: str = ""
     ) -> LostRepairBatchMessage:
-        """The message of a batch whose body is in S3 (its claim): a staged half of a refused batch,
+        """The message of a batch whose body is in S3 (its claim check): a staged half of a refused batch,
         a deferred batch after the blackout, an operator's re-drive (a new ``generation``)."""
         return cls(
             job_id=batch.job_id,
@@ -41,7 +41,7 @@ class LostRepairBatchMessage(BaseModel):
         )
 
     @model_validator(mode="after")
-    def _inline_or_claim(self) -> LostRepairBatchMessage:
+    def _inline_or_claim_check(self) -> LostRepairBatchMessage:
         if (self.records is None) == (self.claim_key is None):
             raise ValueError("a batch message carries either records or a claim_key")
         return self

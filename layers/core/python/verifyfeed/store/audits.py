@@ -169,7 +169,7 @@ class AuditStore:
         return False, None if decide.item is None else Audit.model_validate(from_item(decide.item))
 
     def reserve(self, audit: Audit, now: datetime) -> tuple[Reservation, Audit]:
-        """Claim the audit for a submission from a file row, atomically.
+        """Reserve the audit for a submission from a file row, atomically.
 
         New → ADD. Rejected (or failed) → UPDATE/ADD, going back to ``submitting``.
         Anything else → DUPLICATE, nothing written.

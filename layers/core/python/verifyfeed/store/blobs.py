@@ -1,4 +1,4 @@
-"""Blob storage (S3): dropped files, batch bodies (``claims/``), reports.
+"""Blob storage (S3): dropped files, batches' claim-check bodies (``claims/``), reports.
 
 ``Services.blobs`` is a ``ports.Blobs``; the logic never calls S3 itself, and sees one error, ``BlobError``
 (``missing`` when the object is not there), whatever S3 or the network said. ``S3Blobs`` takes its
@@ -18,7 +18,7 @@ from verifyfeed import aws
 from verifyfeed.ports import BlobError
 
 _MISSING = ("404", "NoSuchKey", "NotFound", "NoSuchVersion")
-MAX_VERSIONS = 4  # a claim is written once, twice when a split is resumed
+MAX_VERSIONS = 4  # a claim-check body is written once, twice when a split is resumed
 
 
 @contextmanager
