@@ -53,3 +53,9 @@ def summary_of(services: Services, job: Job | str) -> dict[str, Any]:
         services.blobs.get(services.settings.ingest_bucket, paths_of(services, job).summary)
     )
     return loaded
+
+
+# the header facts' note of a file with one title row above its header (row 2)
+TITLE_ROW_NOTE = (
+    "row(s) 1 above the header (row 2) skipped as a title / 表头（第 2 行）上方的第 1 行为标题，已跳过"
+)

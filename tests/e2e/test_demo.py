@@ -16,6 +16,7 @@ import pytest
 from local.resources import load_template
 from tests import timeouts
 from tests.conftest import ENV_AT_START
+from tests.reports import TITLE_ROW_NOTE
 from tests.templates import without_grant
 
 pytestmark = pytest.mark.e2e
@@ -124,4 +125,4 @@ def test_demo_of_a_seed_sheet_names_the_columns_it_did_not_use(tmp_path: Path) -
     [job] = summary["jobs"]
     assert (job["kind"], job["status"], job["rows_accepted"]) == ("lost-repair", "completed", 2)
     assert job["ignored_columns"] == ["序号", "备注"]
-    assert job["notes"] == ["row(s) 1 above the header (row 2) skipped as a title"]
+    assert job["notes"] == [TITLE_ROW_NOTE]

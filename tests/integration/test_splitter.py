@@ -15,7 +15,7 @@ import pytest
 from local.events import s3_put_event
 from sandbox.server import SandboxHandle
 from tests.integration.conftest import drain_queue, fake_id
-from tests.reports import newest_job, paths_of, rejected_rows
+from tests.reports import TITLE_ROW_NOTE, newest_job, paths_of, rejected_rows
 from tests.rows import AUDIT_HEADER, audit_row
 from verifyfeed.logic.reports import read_header_facts
 from verifyfeed.logic.splitter import DroppedObject, split_object
@@ -350,7 +350,7 @@ def test_a_seed_sheet_title_row_annotated_phone_and_extra_columns(
     report = summary(services, key)
     assert report["ignored_columns"] == ["序号", "备注"]
     assert report["header_row"] == 2
-    assert report["notes"] == ["row(s) 1 above the header (row 2) skipped as a title"]
+    assert report["notes"] == [TITLE_ROW_NOTE]
 
 
 def test_a_closing_total_row_is_skipped_with_a_note_and_the_counts_add_up(
@@ -383,7 +383,7 @@ def test_a_closing_total_row_is_skipped_with_a_note_and_the_counts_add_up(
     assert report["status"] == JobStatus.COMPLETED.value
     assert report["rows_read"] == report["rows_accepted"] + report["rows_rejected"] == 3
     notes = [
-        "row(s) 1 above the header (row 2) skipped as a title",
+        TITLE_ROW_NOTE,
         "row 7 (合 计：) skipped as a summary row / 第 7 行（合 计：）为汇总行，已跳过",
         "row 8 (共２人) skipped as a summary row / 第 8 行（共２人）为汇总行，已跳过",
     ]

@@ -429,7 +429,8 @@ def test_title_rows_above_the_header_are_skipped_with_a_note(tmp_path: Path, tit
     titles = source.header.title_rows
     assert titles == ((1,) if title.count("\n") < 3 else (1, 3))
     assert source.header.notes == (
-        f"row(s) {', '.join(map(str, titles))} above the header (row {header_row}) skipped as a title",
+        f"row(s) {', '.join(map(str, titles))} above the header (row {header_row}) skipped as a title"
+        f" / 表头（第 {header_row} 行）上方的第 {', '.join(map(str, titles))} 行为标题，已跳过",
     )
     assert "失联名单" not in source.header.notes[0]  # a title may hold anything: never copied
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from openpyxl import Workbook
 
+from tests.reports import TITLE_ROW_NOTE
 from verifyfeed.config import LegacyIdPolicy
 from verifyfeed.ingest.errors import FileRejected
 from verifyfeed.ingest.readers import detect_file, open_rows
@@ -50,7 +51,7 @@ def records(name: str) -> list[tuple[int, object]]:
     fixture's closing 合计 row (row 7) is skipped with a note."""
     out: list[tuple[int, object]] = []
     with (FIXTURES / name).open("rb") as stream, open_rows(stream, name, JobKind.LOST_REPAIR) as source:
-        assert source.notes == ("row(s) 1 above the header (row 2) skipped as a title",)
+        assert source.notes == (TITLE_ROW_NOTE,)
         for row in source:
             assert row.problem is None
             try:
@@ -61,7 +62,7 @@ def records(name: str) -> list[tuple[int, object]]:
                 out.append((row.number, getattr(exc, "rule", type(exc).__name__)))
         assert source.summary_rows == ((7, "合计"),)
         assert source.facts()["notes"] == [
-            "row(s) 1 above the header (row 2) skipped as a title",
+            TITLE_ROW_NOTE,
             SUMMARY_NOTE,
         ]
     return out

@@ -498,6 +498,10 @@ _REPORTS = {
     ),
     # the header facts' notes (``RowSource.notes``): a closing total row the reader skipped; ``label``
     # is what its label cell says, a summary label the reader recognised (合计, 共 8 人), never a value
+    "note.title_rows": Text(
+        "表头（第 {header} 行）上方的第 {rows} 行为标题，已跳过",
+        "row(s) {rows} above the header (row {header}) skipped as a title",
+    ),
     "note.summary_row": Text(
         "第 {row} 行（{label}）为汇总行，已跳过",
         "row {row} ({label}) skipped as a summary row",
@@ -531,6 +535,10 @@ class Reason:
     @property
     def en(self) -> str:
         return _render(self, "en")
+
+    def bilingual(self) -> str:
+        """English, then Chinese: one line for a note both kinds of reader see."""
+        return f"{self.en} / {self.zh}"
 
     def text(self, language: Language) -> str:
         return _render(self, language)

@@ -227,7 +227,7 @@ class HeaderMap:
         if not self.title_rows:
             return ()
         rows = ", ".join(map(str, self.title_rows))
-        return (f"row(s) {rows} above the header (row {self.row}) skipped as a title",)
+        return (reason("note.title_rows", rows=rows, header=self.row).bilingual(),)
 
     def facts(self) -> dict[str, object]:
         """The header as the job's report shows it (``ignored_columns``, ``header_row``, ``notes``;

@@ -161,14 +161,10 @@ class _Summaries:
             self.found.append((number, label))
 
     def notes(self) -> tuple[str, ...]:
-        notes = [_bilingual(reason("note.summary_row", row=row, label=label)) for row, label in self.found]
+        notes = [reason("note.summary_row", row=row, label=label).bilingual() for row, label in self.found]
         if self.count > len(self.found):
-            notes.append(_bilingual(reason("note.summary_rows_more", rows=self.count - len(self.found))))
+            notes.append(reason("note.summary_rows_more", rows=self.count - len(self.found)).bilingual())
         return tuple(notes)
-
-
-def _bilingual(why: Reason) -> str:
-    return f"{why.en} / {why.zh}"
 
 
 # What ``RowSource.fast_rows`` yields: a ``SourceRow``; a block of clean CSV rows as
