@@ -1,38 +1,9 @@
 """moto, the local AWS, behind cheroot: a maintained WSGI server that keeps connections open.
 
-moto's own servers (``python -m moto.server``, ``ThreadedMotoServer``) run on werkzeug's
-development server, which answers every request with ``Connection: close`` (werkzeug 3 does so even
-over HTTP/1.1): each AWS call of a test, the demo or the benchmark then opens a new TCP connection
-and a new server thread, which is not how botocore talks to AWS (it keeps its connections) and
-doubles the time of a call (4.7 → 2.3 ms for a ``GetItem``). Here the same moto WSGI application
-(``DomainDispatcherApplication(create_backend_app)``) runs on cheroot (CherryPy's server: HTTP/1.1
-keep-alive, chunked and ``Expect: 100-continue`` request bodies, ``TCP_NODELAY``) with enough
-threads that SQS long polls do not hold up the other calls. (waitress 3.0 was tried first: it never
-answers an empty ``PutObject``, an ``Expect: 100-continue`` request with ``Content-Length: 0``.)
-
-Requests signed by a function's role are authorised by the IAM gate first (``local.iam.gate``:
-the role's policies as SAM expands the template; a refused one gets AWS's ``AccessDenied``).
-
-DynamoDB requests are served one at a time (``serialise_dynamodb``, the one piece no server
-gives): moto checks a write's condition and then applies the write in plain Python, without a lock,
-so under concurrency two conditional writes on one item could both pass — which DynamoDB never
-allows, and which would make the exactly-once tests (two workers racing for one batch's send lease)
-test moto instead of our code. Other services (SQS long polls) are served concurrently.
-
-moto's SQS ``SendMessage`` reads the queue's attributes to see whether content-based
-deduplication is on, and computing them counts the queue's messages three times: sending to a
-queue of *n* messages cost O(*n*), queueing a file's 1,000 batches about 5 s of moto's CPU
-(O(*n*²)), which SQS does not have. While a message is being sent, the three message counts are
-not computed (they are not what it reads); ``GetQueueAttributes`` still counts them
-(``_send_without_counting``).
-
-- ``MotoServer(host, port=0).start()`` runs it on a daemon thread; ``get_host_and_port()``,
-  ``stop()`` — the interface of ``moto.server.ThreadedMotoServer``.
-- ``python -m local.aws_server [--port N] [--host H] [--latency-ms MS]`` runs it in its own process;
-  with port 0 (the default) the kernel picks a free port, and the first line printed is
-  ``listening on http://H:P``. ``--latency-ms`` holds every answer that long before sending it
-  (outside the DynamoDB lock, so concurrent requests wait side by side, as on a network): the
-  benchmark's model of an in-region round trip to AWS, which moto on the same host does not have.
+``MotoServer`` on a thread, or ``python -m local.aws_server`` in a process of its own (``main``):
+moto's WSGI application behind the IAM gate, its DynamoDB requests one at a time, its
+``SendMessage`` not counting the queue — each function says why. docs/architecture.md#local-stack,
+docs/performance.md#what-changed-and-why.
 """
 
 from __future__ import annotations
@@ -49,7 +20,12 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def serialise_dynamodb(app: WsgiApp) -> WsgiApp:
-    """``app`` with its DynamoDB requests run one at a time, body included (see the module doc)."""
+    """``app`` with its DynamoDB requests run one at a time, body included, the one piece no server
+    gives: moto checks a write's condition and then applies the write in plain Python, without a
+    lock, so under concurrency two conditional writes on one item could both pass — which DynamoDB
+    never allows, and which would make the exactly-once tests (two workers racing for one batch's
+    send lease) test moto instead of our code. Other services (SQS long polls) are served
+    concurrently."""
     lock = threading.Lock()
 
     def serialised(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -66,13 +42,14 @@ def serialise_dynamodb(app: WsgiApp) -> WsgiApp:
 
 
 def delayed(app: WsgiApp, latency_s: float) -> WsgiApp:
-    """``app`` answering ``latency_s`` later (``--latency-ms``: a modelled round trip)."""
+    """``app`` answering ``latency_s`` later (``--latency-ms``): the benchmark's model of an in-region
+    round trip to AWS, which moto on the same host does not have."""
     if not latency_s:
         return app
 
     def late(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         chunks = app(environ, start_response)
-        time.sleep(latency_s)  # outside serialise_dynamodb's lock: concurrent calls wait side by side
+        time.sleep(latency_s)  # outside serialise_dynamodb's lock: calls wait side by side, as on a network
         return chunks
 
     return late
@@ -82,7 +59,13 @@ _SENDING = threading.local()
 
 
 def _send_without_counting() -> None:
-    """``SQSBackend.send_message`` without counting the queue's messages (module doc). Idempotent."""
+    """``SQSBackend.send_message`` without counting the queue's messages. Idempotent.
+
+    moto's ``SendMessage`` reads the queue's attributes to see whether content-based deduplication
+    is on, and computing them counts the queue's messages three times: sending to a queue of *n*
+    messages cost O(*n*), queueing a file's 1,000 batches about 5 s of moto's CPU (O(*n*²)), which
+    SQS does not have. While a message is being sent, the three counts (not what it reads) are not
+    computed; ``GetQueueAttributes`` still counts them."""
     from moto.sqs import models
 
     backend = models.SQSBackend
@@ -113,6 +96,9 @@ def _send_without_counting() -> None:
 
 
 def moto_app(latency_s: float = 0.0) -> WsgiApp:
+    """moto's own WSGI application (``DomainDispatcherApplication(create_backend_app)``); a request
+    signed by a function's role is authorised by the IAM gate first (``local.iam.gate``: a refused
+    one gets AWS's ``AccessDenied``)."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     from local.iam import gate
@@ -123,7 +109,12 @@ def moto_app(latency_s: float = 0.0) -> WsgiApp:
 
 
 def create(host: str, port: int, latency_s: float = 0.0) -> wsgi.Server:
-    """The server, bound (an ``OSError`` when the port is taken) but not yet serving (``serve()``)."""
+    """The server, bound (an ``OSError`` when the port is taken) but not yet serving (``serve()``).
+
+    cheroot (CherryPy's server: HTTP/1.1 keep-alive, chunked and ``Expect: 100-continue`` request
+    bodies, ``TCP_NODELAY``) with enough threads that SQS long polls do not hold up the other
+    calls. waitress 3.0 was tried first: it never answers an empty ``PutObject``, an ``Expect:
+    100-continue`` request with ``Content-Length: 0``."""
     # 64 threads: every SQS long poll holds one for up to 20 s (idle keep-alive connections hold none)
     server = wsgi.Server((host, port), moto_app(latency_s), numthreads=64)
     server.prepare()
@@ -131,7 +122,12 @@ def create(host: str, port: int, latency_s: float = 0.0) -> wsgi.Server:
 
 
 class MotoServer:
-    """``moto.server.ThreadedMotoServer`` with keep-alive connections."""
+    """``moto.server.ThreadedMotoServer`` with keep-alive connections, and its interface:
+    ``MotoServer(host, port=0).start()`` runs it on a daemon thread; ``get_host_and_port()``,
+    ``stop()``. moto's own servers run on werkzeug's development server, which answers every request
+    with ``Connection: close`` (werkzeug 3 even over HTTP/1.1): each AWS call then opens a new TCP
+    connection and a new server thread, which is not how botocore talks to AWS (it keeps its
+    connections) and doubles the time of a call (``GetItem`` 4.7 → 2.3 ms)."""
 
     def __init__(self, ip_address: str = "127.0.0.1", port: int = 0) -> None:
         self._address = (ip_address, port)
@@ -158,6 +154,9 @@ class MotoServer:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m local.aws_server [--port N] [--host H] [--latency-ms MS]``: with port 0 (the
+    default) the kernel picks a free port, and the first line printed is ``listening on
+    http://H:P``. ``--latency-ms`` holds every answer that long (``delayed``)."""
     parser = argparse.ArgumentParser(prog="python -m local.aws_server", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 = any free port (printed)")

@@ -1,30 +1,9 @@
 """``make demo``: run the whole system locally on the sample files (or ``FILE``) and report.
 
-Options come from the environment (the Makefile exports them):
-
-    FILE           a file or a folder to upload (default: every file in samples/lost-repair and
-                   samples/carrier-audit)
-    KIND           lost-repair | carrier-audit (default: detected from the header row)
-    UPSTREAM_URL   use this upstream instead of starting the sandbox (https://; http:// to loopback)
-    CLOCK_NOW      ISO instant with offset the clocks start at, e.g. 2026-12-27T09:00:00+08:00
-    CALLBACK_PORT  port of the local callback API (default 8787; 0 = any free port)
-    CALLBACK_SECRET, API_ID, API_KEY   the shared secrets (local defaults)
-    POLL_SECONDS   how often the poller runs (default 3)
-    DEMO_TIMEOUT   seconds to wait for everything to settle (default 120)
-    JSON=1         print one JSON object on stdout instead of the table
-    TEMPLATE       the SAM template to run (default template.yaml): each function runs with its
-                   role as SAM expands it, and a call its role does not allow stops the demo with
-                   the function, the action and the resource named (local/iam.py)
-
-Settings of the core (``BATCH_MAX_RECORDS``, ``UNKNOWN_OUTCOME_POLICY``, ...) set in the environment
-are passed on to the functions. Function logs go to ``.local-state/demo.log``; progress to stderr.
-Exit code 0 when every job settled and every row is accounted for, else 1.
-
-Each job's line says which columns of its file were not used (``ignored_columns``, by label) and
-what else the splitter noted (a title row, a summary row skipped); the JSON has them per job
-(``ignored_columns`` is ``null`` when the header was never read: a file rejected before it), and
-for a file refused as a whole its ``reason`` as its report gives it: ``{"code", "zh", "en"}``
-(``null`` for a job that was not refused).
+``main`` reads the options from the environment (``DemoOptions.from_env``; README.md's ``make demo``
+section lists them), ``run`` uploads the files to a ``LocalRunner``, waits for every job to settle
+and prints a table, or one JSON object with ``JSON=1``. Exit code 0 when every job settled and every
+row is accounted for, else 1.
 """
 
 from __future__ import annotations
@@ -111,7 +90,8 @@ class DemoOptions:
 
 
 def settings_from(env: Mapping[str, str]) -> dict[str, str]:
-    """The core's knobs the caller set (e.g. ``BATCH_MAX_RECORDS=5 make demo``)."""
+    """The core's knobs the caller set (e.g. ``BATCH_MAX_RECORDS=5 make demo``), passed on to the
+    functions."""
     from verifyfeed.config import Settings
 
     names = {f.alias for f in Settings.model_fields.values() if f.alias} - _NOT_PASSED_ON
@@ -188,6 +168,9 @@ def result_json(
     reports: list[tuple[str, Path]],
     iam: dict[str, list[dict[str, str]]] | None = None,
 ) -> dict[str, Any]:
+    """Per job its counts, ``ignored_columns`` by label (``None`` when the header was never read: a file
+    rejected before it), the ``notes`` (a title row, a summary row skipped) and ``reason`` (``refusal``);
+    then the whole stack's snapshot."""
     facts = header_facts(snap, reports)
     reported = summaries(snap, reports)
     return {
@@ -218,6 +201,8 @@ def result_table(
     elapsed_s: float,
     iam: dict[str, list[dict[str, str]]] | None = None,
 ) -> str:
+    """A line per job, under it which columns of its file were not used (by label) and what else the
+    splitter noted (a title row, a summary row skipped); then the whole stack's snapshot."""
     header = ("FILE", "KIND", "STATUS", "ROWS read/ok/rejected", "BATCHES total/ok/failed/deferred/unknown")
     rows = [
         (

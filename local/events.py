@@ -1,17 +1,9 @@
-"""Builders of real-shaped AWS events, field by field as the AWS documentation samples show them.
-
-- ``s3_put_event``: an S3 ``ObjectCreated:Put`` notification. The object key is URL-encoded the way S3
-  encodes it in notifications (``+`` for a space, ``%XX`` for UTF-8 bytes), so a handler that forgets to
-  ``unquote_plus`` the key fails locally as it would in AWS.
-- ``sqs_event``: what the SQS event source mapping hands Lambda, built from ``ReceiveMessage`` output.
-- ``api_gateway_proxy_event``: a REST API (v1) Lambda proxy integration event; bodies API Gateway would
-  treat as binary arrive base64-encoded with ``isBase64Encoded`` set.
-- ``scheduled_event``: an EventBridge ``Scheduled Event``.
-
-Each builder starts from its function's sample in ``events/`` (what ``sam local invoke -e`` takes)
-and sets the fields of this one event, so the fixed parts of a shape are written once, in the sample.
-Hand-written because no library builds them: Powertools' data classes only read events, and SAM
-CLI's ``generate-event`` templates are not a library (nor a dependency: it lives in its own venv).
+"""Builders of real-shaped AWS events (``s3_put_event``, ``sqs_event``, ``api_gateway_proxy_event``,
+``scheduled_event``), field by field as the AWS documentation samples show them. Each starts from
+its function's sample in ``events/`` (what ``sam local invoke -e`` takes), so the fixed parts of a
+shape are written once. Hand-written because no library builds them: Powertools' data classes only
+read events, and SAM CLI's ``generate-event`` templates are not a library (nor a dependency: it
+lives in its own venv).
 """
 
 from __future__ import annotations
@@ -49,7 +41,8 @@ def iso_millis(at: datetime) -> str:
 
 
 def s3_event_key(key: str) -> str:
-    """The object key as S3 writes it into a notification."""
+    """The object key as S3 writes it into a notification: URL-encoded (``+`` for a space, ``%XX`` for
+    UTF-8 bytes), so a handler that forgets to ``unquote_plus`` the key fails locally as in AWS."""
     return quote_plus(key, safe="/")
 
 
@@ -64,6 +57,7 @@ def s3_put_event(
     event_time: datetime | None = None,
     request_id: str | None = None,
 ) -> dict[str, Any]:
+    """An S3 ``ObjectCreated:Put`` notification."""
     at = event_time or datetime.now(UTC)
     request_id = request_id or secrets.token_hex(8).upper()
     event = sample("splitter")
@@ -115,7 +109,8 @@ def sqs_event(
     messages: Sequence[SqsMessage],
     queue_arn: str = f"arn:aws:sqs:{LOCAL_REGION}:{LOCAL_ACCOUNT_ID}:verifyfeed-work",
 ) -> dict[str, Any]:
-    """The event for one batch of messages received with ``AttributeNames=["All"]``."""
+    """What the SQS event source mapping hands Lambda for one batch of messages received with
+    ``AttributeNames=["All"]``."""
     region = queue_arn.split(":")[3]
     records = []
     for message in messages:
@@ -156,7 +151,7 @@ def api_gateway_proxy_event(
     request_time: datetime | None = None,
     request_id: str | None = None,
 ) -> dict[str, Any]:
-    """A REST API proxy event. ``path`` may carry a query string.
+    """A REST API (v1) Lambda proxy integration event. ``path`` may carry a query string.
 
     As with binary media types configured on the API (``*/*``), a body that is not UTF-8 or whose
     content type is not JSON/text is passed base64-encoded.
@@ -231,6 +226,7 @@ def scheduled_event(
     region: str = LOCAL_REGION,
     event_id: str | None = None,
 ) -> dict[str, Any]:
+    """An EventBridge ``Scheduled Event``."""
     at = (time or datetime.now(UTC)).astimezone(UTC)
     return {
         **sample("poller"),

@@ -1,22 +1,7 @@
-"""IAM as AWS will enforce it, on the local stack: every function runs with its own role.
-
-- ``expand_template``: the template as ``sam deploy`` hands it to CloudFormation
-  (aws-sam-translator), where each function's execution role is what AWS will enforce, with what
-  SAM adds (managed policies of event sources, policy templates) written out.
-- ``provision_roles``: those roles created in moto's IAM, their policies resolved against the local
-  stack, and each assumed through moto's STS: one set of role-session credentials per function.
-- ``gate``: WSGI middleware in front of moto (``local.aws_server``). A request signed with a role
-  session's credentials is authorised against that role's policies, and the bucket's or queue's
-  policy, by ``local.policy.evaluate``; a refused one gets AWS's ``AccessDenied`` and is recorded
-  with the function, the action and the resource. Every call is recorded too, as (role, action,
-  resource) with object keys cut to their prefix. Other credentials (the tests, the CLI: an
-  operator with every right) pass unchecked. ``GET /_local/iam`` returns what was recorded.
-- ``invoking_as``: the credentials the core's boto3 clients sign with while a function runs (the
-  local runner and the tests' handler fixtures run the four functions in one process; the core's
-  clients take their credentials from ``RoleCredentialProvider``, which reads this context).
-
-moto's own IAM enforcement (``INITIAL_NO_AUTH_ACTION_COUNT``) is not used: ``local.policy``'s
-module doc says why. docs/decisions.md#least-privilege.
+"""IAM as AWS will enforce it, on the local stack: every function runs with its own role, as SAM
+expands the template (``expand_template``, ``function_roles``), created in moto's IAM and assumed
+(``provision_roles``); ``invoking_as`` says whose role the core signs with, and ``gate`` authorises
+each request a role signs. Why, and why not moto's own enforcement: docs/decisions.md#least-privilege.
 """
 
 from __future__ import annotations
@@ -75,7 +60,9 @@ def expand_template(
     template: Mapping[str, Any], parameters: Mapping[str, Any], region: str
 ) -> dict[str, Any]:
     """``template`` translated by aws-sam-translator, as ``sam deploy`` does after ``sam package``
-    (local/sam_expand.py, in its own virtualenv)."""
+    (local/sam_expand.py, in its own virtualenv): each function's execution role is there what AWS
+    will enforce, with what SAM adds (managed policies of event sources, policy templates) written
+    out."""
     request = json.dumps({"template": template, "parameters": dict(parameters)}, sort_keys=True)
     return json.loads(_expanded(request, region))  # type: ignore[no-any-return]
 
@@ -175,7 +162,9 @@ class FunctionRole:
 def provision_roles(
     specs: Mapping[str, RoleSpec], stack_name: str, endpoint_url: str | None
 ) -> dict[str, FunctionRole]:
-    """Create (or replace) each role in moto's IAM with exactly its policies and assume it."""
+    """Create (or replace) each role in moto's IAM with exactly its policies (resolved against the
+    local stack) and assume it through moto's STS: one set of role-session credentials per
+    function."""
     import boto3
 
     iam = boto3.client("iam", endpoint_url=endpoint_url)
@@ -219,7 +208,9 @@ _INVOKING: contextvars.ContextVar[FunctionRole | None] = contextvars.ContextVar(
 
 @contextmanager
 def invoking_as(role: FunctionRole | None) -> Iterator[None]:
-    """Run the block as ``role`` (the core's AWS calls sign with its credentials)."""
+    """Run the block as ``role``: the core's boto3 clients take their credentials from
+    ``RoleCredentialProvider``, which reads this context (the local runner and the tests' handler
+    fixtures run the four functions in one process)."""
     token = _INVOKING.set(role)
     try:
         yield
@@ -735,7 +726,13 @@ def _xml_text(text: str) -> str:
 
 
 def gate(app: WsgiApp) -> WsgiApp:
-    """``app`` (moto) behind the gate (module doc)."""
+    """``app`` (moto) behind the gate: WSGI middleware in front of moto (``local.aws_server``). A
+    request signed with a role session's credentials is authorised against that role's policies, and
+    the bucket's or queue's policy, by ``local.policy.evaluate``; a refused one gets AWS's
+    ``AccessDenied`` and is recorded with the function, the action and the resource. Every call is
+    recorded too, as (role, action, resource) with object keys cut to their prefix. Other
+    credentials (the tests, the CLI: an operator with every right) pass unchecked.
+    ``GET /_local/iam`` returns what was recorded (``DELETE`` also clears it)."""
 
     def gated(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -752,7 +749,7 @@ def gate(app: WsgiApp) -> WsgiApp:
         access_key, region, service = _scope(environ.get("HTTP_AUTHORIZATION", ""), parsed_query)
         token = environ.get("HTTP_X_AMZ_SECURITY_TOKEN") or parsed_query.get("X-Amz-Security-Token", [""])[0]
         if not access_key or not token:
-            return app(environ, start_response)  # no role session: the harness (module doc)
+            return app(environ, start_response)  # no role session: the harness, unchecked
         identity = GATE.identity(access_key, token)
         if identity is None:
             return app(environ, start_response)

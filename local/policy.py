@@ -1,30 +1,6 @@
-"""IAM policy evaluation, as AWS documents it, for the local stack's gate (``local.iam``).
-
-AWS's logic for one request (https://docs.aws.amazon.com/IAM/latest/UserGuide/
-reference_policies_evaluation-logic.html), for what the local stack has: a role's identity policies
-and a resource's policy in the same account.
-
-- An explicit ``Deny`` in any of them wins.
-- Else an ``Allow`` in an identity policy allows (or in the resource's policy, when it names the
-  principal).
-- Else the request is denied (implicit deny).
-
-A statement applies when:
-- its ``Action`` (or ``NotAction``) and ``Resource`` (or ``NotResource``) match, with ``*`` and
-  ``?`` wildcards, case-insensitively for actions;
-- every condition holds.
-
-Conditions have the operators the template uses, and their families: ``String*``, ``Arn*``,
-``Bool``, ``Null``, ``Numeric*``, ``…IfExists``, and the set qualifiers ``ForAllValues:`` and
-``ForAnyValue:``. A key the request does not carry fails every operator but ``Null``,
-``…IfExists``, the negated ones (``StringNotEquals`` …) and ``ForAllValues`` (vacuously true), as
-in AWS. An operator this module does not know makes an ``Allow`` not allow and a ``Deny`` deny:
-nothing is allowed by a condition that is not understood.
-
-Why not moto's own evaluator (moto 5.2, measured): it authorises every DynamoDB and Secrets Manager
-action against the resource ``*``, so a grant on a table's or a secret's ARN never matches and a
-least-privilege role is refused everything; and it evaluates ``StringEquals`` only, letting any
-other condition pass (docs/decisions.md#least-privilege).
+"""IAM policy evaluation, as AWS documents it, for the local stack's gate (``local.iam``): ``evaluate``
+a role's identity policies and a resource's policy in the same account against one ``Request``.
+Why not moto's own evaluator: docs/decisions.md#least-privilege.
 """
 
 from __future__ import annotations
@@ -88,6 +64,8 @@ def matches(glob: str, value: str, *, ignore_case: bool = False) -> bool:
 
 
 def _statement_applies(statement: Mapping[str, Any], request: Request) -> bool:
+    """Its ``Action`` (or ``NotAction``) and ``Resource`` (or ``NotResource``) match, with ``*`` and
+    ``?`` wildcards, case-insensitively for actions; and every condition holds."""
     if "NotAction" in statement:
         if any(matches(a, request.action, ignore_case=True) for a in _as_list(statement["NotAction"])):
             return False
@@ -100,7 +78,7 @@ def _statement_applies(statement: Mapping[str, Any], request: Request) -> bool:
         matches(r, request.resource) for r in _as_list(statement["Resource"])
     ):
         return False
-    # an operator not understood: an Allow does not allow, a Deny denies (module doc)
+    # an operator not understood: an Allow does not allow, a Deny denies (conditions_hold)
     unknown = str(statement.get("Effect")) == "Deny"
     return conditions_hold(statement.get("Condition") or {}, request.context, unknown=unknown)
 
@@ -124,6 +102,10 @@ def _principals(value: Any) -> set[str]:
 
 
 def evaluate(policies: Iterable[Policy], request: Request) -> Decision:
+    """AWS's logic for one request (https://docs.aws.amazon.com/IAM/latest/UserGuide/
+    reference_policies_evaluation-logic.html): an explicit ``Deny`` in any policy wins; else an
+    ``Allow`` in an identity policy allows (or in the resource's policy, when it names the
+    principal); else the request is denied (implicit deny)."""
     allowed_by = ""
     for policy in policies:
         for index, statement in enumerate(_as_list(policy.document.get("Statement"))):
@@ -146,7 +128,13 @@ def evaluate(policies: Iterable[Policy], request: Request) -> Decision:
 
 def conditions_hold(conditions: Mapping[str, Any], context: Context, *, unknown: bool = False) -> bool:
     """Every operator's every key holds (AND); a key's listed values are alternatives (OR).
-    ``unknown``: what an operator this module does not know counts as."""
+
+    The operators the template uses, and their families: ``String*``, ``Arn*``, ``Bool``, ``Null``,
+    ``Numeric*``, ``…IfExists``, and the set qualifiers ``ForAllValues:`` and ``ForAnyValue:``. A key
+    the request does not carry fails every operator but ``Null``, ``…IfExists``, the negated ones
+    (``StringNotEquals`` …) and ``ForAllValues`` (vacuously true), as in AWS. ``unknown``: what an
+    operator this module does not know counts as — the caller makes an ``Allow`` not allow and a
+    ``Deny`` deny: nothing is allowed by a condition that is not understood."""
     lowered = {key.lower(): list(values) for key, values in context.items()}
     for operator, keys in conditions.items():
         if not isinstance(keys, Mapping):
@@ -170,7 +158,7 @@ def _condition_holds(operator: str, actual: list[str] | None, expected: list[str
         return any(str(e).lower() == str(is_null).lower() for e in expected)
     compare = _OPERATORS.get(op)
     if compare is None or qualifier not in ("", "ForAllValues", "ForAnyValue"):
-        return None  # not understood (module doc)
+        return None  # not understood (conditions_hold)
     if not actual:
         # ForAllValues: vacuously true; a negated operator: nothing equals, so "not equal" holds
         return qualifier == "ForAllValues" or if_exists or op in _NEGATED

@@ -1,34 +1,8 @@
-"""Create the template's resources in a moto server, by reading ``template.yaml``.
-
-There is no second, hand-kept list of resources: the template is read by cfn-lint's decoder, its
-``AWS::S3::Bucket``, ``AWS::SQS::Queue`` and ``AWS::DynamoDB::Table`` are created by moto's own
-CloudFormation (``create_stack`` through ``AWS_ENDPOINT_URL``: it resolves their intrinsics,
-conditions and dependency order), and what moto's CloudFormation leaves out is done here by hand:
-a bucket's versioning, public access block and lifecycle, a table's TTL and point-in-time recovery
-(and its encryption, which moto reads in the API's shape), and every ``AWS::SecretsManager::Secret``
-(moto has no CloudFormation support for them; a ``GenerateSecretString`` is made by the service's
-own ``GetRandomPassword``).
-
-``Resolver`` evaluates the intrinsics (``Ref``, ``Fn::Sub``, ``Fn::GetAtt``, ``Fn::If``, the
-conditions ...) with moto's CloudFormation evaluator (``clean_json``, ``parse_condition``), called
-in this process: the functions' environment, timeouts and event sources (``FunctionSpec``) refer to
-functions, an API and secrets that moto's CloudFormation cannot hold, and moto serves
-CloudFormation over HTTP only (its outputs are strings), so what each name stands for stays
-hand-written (``Resolver.ref``, ``Resolver.get_att``: the physical names moto gave, else a
-stand-in); tests/reliability/test_security.py reads the template through it too, with no moto
-server at all. The functions' events and settings are read from the template as written: expanding
-``AWS::Serverless::Function`` into Lambda, event-source-mapping and permission resources would only
-make the events harder to read back (moto's CloudFormation leaves out S3 notifications, ephemeral
-storage and on-failure destinations), and SAM's ``Globals`` merge is the one rule it would replace
-(``_merged_function_properties``). Their roles are read from the template as SAM expands it
-(local/iam.py): that is where SAM adds what AWS will enforce. The bucket's and the queues' policies
-go to the IAM gate, not to moto (``_Creator.resource_policies``).
-
-Physical names: a resource's explicit name (``BucketName``, ``QueueName``, ``TableName``, ``Name``)
-resolved with the fake account id and the region, else ``<stack_name>-<LogicalId>`` (lower-cased for
-buckets; given to moto explicitly, since CloudFormation's would carry a random suffix). Creating is
-idempotent: a stack already there is reused as it is (the settings above applied again), a secret
-kept unless a value is given for it.
+"""Create the template's resources in a moto server, by reading ``template.yaml``:
+``create_local_stack`` gives the ``LocalStack`` (with a ``FunctionSpec`` of each function), and
+``Resolver`` evaluates the template's intrinsics against it. There is no second, hand-kept list of
+resources: moto's own CloudFormation creates what it can, this module the rest.
+docs/architecture.md#local-stack.
 """
 
 from __future__ import annotations
@@ -198,9 +172,13 @@ _SERVICE_OF_TYPE: Final = {"AWS::Serverless::LayerVersion": "lambda", "AWS::Serv
 class Resolver:
     """Evaluates ``Ref``, ``Fn::Sub``, ``Fn::GetAtt``, ``Fn::If`` ... with local physical values.
 
-    The evaluation is moto's CloudFormation's own (``clean_json``, ``parse_condition``); what is
-    local is only what a name stands for (``ref``, ``get_att``): the parameters, the pseudo
-    parameters, and the names and ARNs of the resources created here (or a stand-in name)."""
+    The evaluation is moto's CloudFormation's own (``clean_json``, ``parse_condition``), called in
+    this process; what is local is only what a name stands for (``ref``, ``get_att``): the
+    parameters, the pseudo parameters, and the names and ARNs of the resources created here (or a
+    stand-in name). The functions' environment, timeouts and event sources refer to functions, an
+    API and secrets that moto's CloudFormation cannot hold, and moto serves CloudFormation over HTTP
+    only (its outputs are strings), so that part stays hand-written.
+    tests/reliability/test_security.py reads the template through it too, with no moto server."""
 
     def __init__(
         self,
@@ -377,8 +355,11 @@ class _Creator:
 
     def stack(self, template: Mapping[str, Any], stack_name: str) -> dict[str, str]:
         """Create (or reuse) the stack of the template's buckets, queues and tables in moto's
-        CloudFormation; ``{logical id: physical id}``. Each gets its declared name, else the local
-        default (CloudFormation's would have a random suffix, and a second run must find it again)."""
+        CloudFormation (``create_stack`` through the endpoint: it resolves their intrinsics,
+        conditions and dependency order); ``{logical id: physical id}``. Each gets its declared name
+        (``BucketName``, ``QueueName``, ``TableName``) resolved with the local account id and region,
+        else the local default ``<stack_name>-<LogicalId>``, lower-cased for buckets
+        (CloudFormation's would have a random suffix, and a second run must find it again)."""
         resources = {}
         for logical_id, resource in template["Resources"].items():
             kind = resource.get("Type")
@@ -478,6 +459,9 @@ class _Creator:
     # -- Secrets Manager ----------------------------------------------------------------------------
 
     def secret(self, logical_id: str, props: Mapping[str, Any], value: str | None) -> str:
+        """Create an ``AWS::SecretsManager::Secret`` (moto's CloudFormation has no support for them):
+        ``value``, else its ``SecretString``, else ``generated_secret_string``. One already there is
+        kept, unless ``value`` is given."""
         name = str(props.get("Name") or self.resolver.default_name(logical_id))
         explicit = value is not None
         if value is None:
@@ -602,6 +586,12 @@ def _handler_path(code_uri: str, handler: str) -> tuple[str, str]:
 
 
 def function_specs(resolver: Resolver, queue_urls: Mapping[str, str]) -> dict[str, FunctionSpec]:
+    """Each function's events and settings, read from the template as written. Expanding
+    ``AWS::Serverless::Function`` into Lambda, event-source-mapping and permission resources would
+    only make the events harder to read back (moto's CloudFormation leaves out S3 notifications,
+    ephemeral storage and on-failure destinations), and SAM's ``Globals`` merge is the one rule it
+    would replace (``_merged_function_properties``). Their roles come from the template as SAM
+    expands it (``_function_roles``): that is where SAM adds what AWS will enforce."""
     specs: dict[str, FunctionSpec] = {}
     template = resolver.template
     for logical_id, resource in template.get("Resources", {}).items():
@@ -654,7 +644,11 @@ def create_local_stack(
     account_id: str = LOCAL_ACCOUNT_ID,
     endpoint_url: str | None = None,
 ) -> LocalStack:
-    """Create (or reuse) every bucket, queue, table and secret of the template in moto.
+    """Create (or reuse) every bucket, queue, table and secret of the template in moto: moto's
+    CloudFormation creates the buckets, queues and tables (``_Creator.stack``), and what it leaves
+    out is done here: a bucket's versioning, public access block and lifecycle, a table's TTL and
+    point-in-time recovery, every secret, the bucket's and queues' policies (to the IAM gate).
+    Idempotent: a stack already there is reused as it is, these settings applied again.
 
     ``secrets`` gives a secret's value by logical id (a JSON string, e.g.
     ``{"UpstreamCredentialsSecret": '{"apiId": "...", "apiKey": "..."}'}``); the others get a value

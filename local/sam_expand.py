@@ -1,16 +1,7 @@
-"""The template as SAM expands it.
-
-    python local/sam_expand.py REGION < {"template": {...}, "parameters": {...}} > expanded.json
-    python local/sam_expand.py REGION --template template.yaml [--out FILE] [NAME=VALUE ...]
-
-
-The template as ``sam deploy`` hands it to CloudFormation: aws-sam-translator's translation, with
-the code locations as ``sam package`` leaves them (S3 URIs). Run in a virtualenv of its own
-(``make sam-translator``, .venv-samt): aws-sam-translator pins pydantic, and the product's
-pydantic is the layer's, not a dev tool's. Imports nothing of this project. local/iam.py calls it
-the first way; ``make checkov`` the second, to check what CloudFormation will really create: each
-resource SAM generates gets the checkov skips (with their reasons) of the resource it came from,
-as checkov reads them only from a resource's own ``Metadata``.
+"""The template as ``sam deploy`` hands it to CloudFormation (aws-sam-translator), for local/iam.py
+and ``make checkov`` (``main``). Run in a virtualenv of its own (``make sam-translator``,
+.venv-samt): aws-sam-translator pins pydantic, and the product's pydantic is the layer's, not a dev
+tool's. Imports nothing of this project.
 """
 
 from __future__ import annotations
@@ -20,6 +11,8 @@ import sys
 
 
 def expand(template: dict, parameters: dict, region: str) -> dict:  # type: ignore[type-arg]
+    """aws-sam-translator's translation, with the code locations as ``sam package`` leaves them (S3
+    URIs)."""
     import boto3
     from samtranslator.parser.parser import Parser
     from samtranslator.translator.translator import Translator
@@ -37,8 +30,9 @@ def expand(template: dict, parameters: dict, region: str) -> dict:  # type: igno
 
 
 def carry_checkov_skips(template: dict, expanded: dict) -> None:  # type: ignore[type-arg]
-    """Every generated resource (``CallbackApiStage`` from ``CallbackApi`` ...) gets the skips of
-    the template resource whose logical id begins its own (the longest such id)."""
+    """Every generated resource (``CallbackApiStage`` from ``CallbackApi`` ...) gets the skips (with
+    their reasons) of the template resource whose logical id begins its own (the longest such id),
+    as checkov reads them only from a resource's own ``Metadata``."""
     origins = sorted(template.get("Resources", {}), key=len, reverse=True)
     for logical_id, resource in expanded.get("Resources", {}).items():
         if logical_id in template["Resources"]:
@@ -54,6 +48,12 @@ def carry_checkov_skips(template: dict, expanded: dict) -> None:  # type: ignore
 
 
 def main() -> int:
+    """Two ways (local/iam.py calls the first; ``make checkov`` the second, to check what
+    CloudFormation will really create):
+
+        python local/sam_expand.py REGION < {"template": {...}, "parameters": {...}} > expanded.json
+        python local/sam_expand.py REGION --template template.yaml [--out FILE] [NAME=VALUE ...]
+    """
     if "--template" not in sys.argv:
         request = json.load(sys.stdin)
         json.dump(expand(request["template"], request["parameters"], sys.argv[1]), sys.stdout)

@@ -1,13 +1,6 @@
-"""The event sources that drive the functions, as AWS drives them:
-
-- S3 → splitter (``BucketNotifications``): an ``ObjectCreated:Put`` notification of each object put,
-  invoked asynchronously, two retries on error (as Lambda does for S3), then the on-failure
-  destination; optionally of every new version anyone puts under a trigger's prefix.
-- SQS → uploader (``QueuePoller``): ``BatchSize`` messages at a time, the uploader invoked, exactly
-  the messages not reported in ``batchItemFailures`` deleted; nothing deleted when the invocation
-  fails (raises, times out, answers malformed failures). Redelivery and the move to the dead-letter
-  queue after ``maxReceiveCount`` are SQS's own (moto's).
-- EventBridge → poller (``run_schedule``): a timer.
+"""The event sources that drive the functions, as AWS drives them: S3 → splitter
+(``BucketNotifications``), SQS → uploader (``QueuePoller``), EventBridge → poller
+(``run_schedule``: a timer).
 """
 
 from __future__ import annotations
@@ -43,7 +36,10 @@ S3_ASYNC_RETRIES = 2  # Lambda retries a failed asynchronous invocation twice
 
 
 class BucketNotifications:
-    """S3 → splitter for the ingest bucket of ``stack``."""
+    """S3 → splitter for the ingest bucket of ``stack``: an ``ObjectCreated:Put`` notification of each
+    object put, invoked asynchronously, two retries on error (as Lambda does for S3), then the
+    on-failure destination (``record_failure``); with ``watch``, of every new version anyone puts
+    under a trigger's prefix."""
 
     def __init__(
         self, stack: LocalStack, splitter: LocalFunction, stop: threading.Event, submitted: list[Submitted]
@@ -177,7 +173,11 @@ def notifies(spec: FunctionSpec, key: str) -> bool:
 
 
 class QueuePoller:
-    """SQS → uploader: ``run`` is one poller (the runner starts ``MaximumConcurrency`` of them)."""
+    """SQS → uploader: ``run`` is one poller (the runner starts ``MaximumConcurrency`` of them).
+    ``BatchSize`` messages at a time, the uploader invoked, exactly the messages not reported in
+    ``batchItemFailures`` deleted; nothing deleted when the invocation fails (raises, times out,
+    answers malformed failures). Redelivery and the move to the dead-letter queue after
+    ``maxReceiveCount`` are SQS's own (moto's)."""
 
     def __init__(
         self, queue_url: str, queue_arn: str, uploader: LocalFunction, stop: threading.Event

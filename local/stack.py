@@ -4,24 +4,7 @@
     python -m local.stack down    stop it; nothing is left running
     python -m local.stack serve   the stack in the foreground, until SIGTERM/SIGINT
 
-``serve`` runs the same ``LocalRunner`` as ``make demo`` (moto, the sandbox, the four functions
-driven by their event sources, the callback endpoint, the poller's schedule) with fixed ports and
-with the bucket watched, so that a file anyone puts in the ingest bucket (``verifyfeed drop``)
-reaches the splitter as S3 would send it. Once ready it writes ``.local-state/stack.json``: the
-AWS endpoint, the stack's resources, the sandbox and callback URLs and its pid, which
-``verifyfeed --local`` reads.
-
-Options (make or environment variables; demo options such as ``CLOCK_NOW`` apply too):
-
-    AWS_PORT=8795       the moto server      SANDBOX_PORT=8796   the upstream sandbox
-    CALLBACK_PORT=8797  the callback API     UP_TIMEOUT=60       seconds ``up`` waits for ready
-    VERIFYFEED_STATE_DIR=.local-state        where stack.json and stack.log go
-
-The defaults sit next to ``make demo``'s callback port (8787) without taking it, so a demo can run
-while the stack is up; none is a port other tools here commonly take (8080, 8000, 4566, 5000).
-Once ready, ``up`` prints where everything listens and commands to try that run as printed from
-the project's folder. Exit codes: 0 done, 1 the stack could not start: a port already taken is said
-in one line before anything starts; any other failure prints the log's tail.
+Its options and ports, ``stack.json`` and exit codes: README.md#the-stack-left-running-make-up-make-down.
 """
 
 from __future__ import annotations

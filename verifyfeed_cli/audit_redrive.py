@@ -1,18 +1,7 @@
-"""Re-submitting carrier audits held ``unknown`` (an operator's decision: docs/decisions.md#redrive).
-
-An audit whose ``add`` (or ``update``) answer was lost may exist upstream already, so nothing
-re-submits it on its own (docs/decisions.md#unknown-outcome). When an operator has checked with the
-upstream that it does not, ``plan_unknown_audits`` prepares each one again from the only copy of its
-request fields we have — its row in the original upload, the exact S3 object version of its job
-(docs/decisions.md#personal-data) — validated by the same rules as the splitter's, and only if the
-row still yields the audit's own key (``logic.audit_intake.audit_keys``: the same pepper-keyed identity).
-``resubmit`` then moves the audit ``unknown → submitting`` (conditional on the version read; the
-job reopens) and queues its message: ``update`` with the audit's record id when it has one, else
-``add``. An audit that cannot be prepared (its upload is gone, its row is unreadable, invalid or
-names another audit now) is reported with the reason and left ``unknown``.
-
-What ``plan_unknown_audits`` returns holds plaintext request fields (the message's ``params``):
-it lives in memory only, and ``Resubmission`` never shows them (``repr``).
+"""Re-submitting carrier audits held ``unknown``, the operator's decision once the upstream says it
+does not have them (docs/decisions.md#redrive): ``unknown_audits`` lists them, ``plan_unknown_audits``
+rebuilds each one's request from its row in the original upload, ``resubmit`` moves it back to
+``submitting`` and queues it.
 """
 
 from __future__ import annotations
@@ -44,7 +33,9 @@ _GONE = ("NoSuchKey", "NoSuchVersion", "NoSuchBucket", "404", "NotFound")
 
 @dataclass(frozen=True)
 class Resubmission:
-    """One unknown audit and its message rebuilt from the upload, or why it cannot be."""
+    """One unknown audit and its message rebuilt from the upload, or why it cannot be. The message
+    holds plaintext request fields (its ``params``): it lives in memory only, and is never shown
+    (``repr``)."""
 
     audit: Audit
     message: CarrierAuditMessage | None = field(default=None, repr=False)  # plaintext fields
@@ -69,8 +60,12 @@ def unknown_audits(services: Services, job_id: str | None = None, limit: int = 1
 def plan_unknown_audits(
     services: Services, audits: Iterable[Audit], pepper: Keyed | None = None
 ) -> list[Resubmission]:
-    """Each audit with its message rebuilt from its row in the original upload (each upload is
-    read once), or the reason it cannot be. Writes nothing."""
+    """Each audit with its message rebuilt from its row in the original upload — the only copy of its
+    request fields we have: the exact S3 object version of its job, each upload read once —
+    validated by the splitter's rules, and only if the row still yields the audit's own key
+    (``audit_keys``: the same pepper-keyed identity). Else the reason it cannot be (its upload is
+    gone, its row is unreadable, invalid or names another audit now), and the audit stays
+    ``unknown``. Writes nothing."""
     audits = list(audits)
     if not audits:
         return []
@@ -157,8 +152,9 @@ def _prepare(services: Services, audit: Audit, row: SourceRow, pepper: Keyed) ->
 
 def resubmit(services: Services, item: Resubmission, by: str) -> Audit:
     """``unknown → submitting`` (conditional: ``StaleAudit`` if the audit moved; the job reopens;
-    recorded as re-submitted ``by`` the operator), then its message queued. If the message cannot be
-    queued, the audit is put back to ``unknown`` (with its last error) and the error raised."""
+    recorded as re-submitted ``by`` the operator), then its message queued: ``update`` with the
+    audit's record id when it has one, else ``add``. If the message cannot be queued, the audit is
+    put back to ``unknown`` (with its last error) and the error raised."""
     if item.message is None:
         raise ValueError(f"audit cannot be re-submitted: {item.reason}")
     audits = services.audits

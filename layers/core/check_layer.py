@@ -2,20 +2,9 @@
 ``python3.13 check_layer.py ARTIFACTS_DIR --lock requirements.lock --arch ARCH --python-version 3.13``.
 
 The last step of the layer build (``layers/core/Makefile``), run by the runtime's CPython; exit 1
-with the reasons when
-
-- a package of the lock is missing, at another version, or there more than once (two
-  ``*.dist-info`` of one name: two pydantics, say, one shadowing the other), or a package not in
-  the lock was installed;
-- a dependency is outside ``python/lib/python<VERSION>/site-packages``, the directory Lambda puts
-  first on ``sys.path`` (before ``/opt/python``, where the Powertools layer has its own pydantic);
-- the splitter's C fast path for ``ARCH`` is missing or not a module Lambda's CPython loads there;
-- the operators' CLI (``verifyfeed_cli``, or the ``verifyfeed/cli`` it once was) is in the layer:
-  the functions never import it (tests/unit/test_build.py checks the sources);
-- on a host of ``ARCH``: the layer alone — its two directories in Lambda's order, no site-packages of
-  this interpreter, which must be CPython ``VERSION`` — does not import the splitter's core with
-  the C fast path loaded from the layer, or the fast path and the pure-Python path disagree on a
-  sample of rows (accepted, rejected and why, batches byte for byte).
+with the reasons when the layer is not exactly the lock where Lambda looks first (``problems``) or
+does not run the splitter's core with its C fast path alone (``import_problems``). Why:
+docs/decisions.md#reproducible-runtime, #native-fast-path.
 """
 
 from __future__ import annotations
@@ -73,6 +62,16 @@ def native_build() -> ModuleType:
 def problems(
     artifacts: Path, lock: dict[str, str], arch: str, python_version: str = RUNTIME_PYTHON
 ) -> list[str]:
+    """What is wrong with the layer's files:
+
+    - a package of the lock is missing, at another version, or there more than once (two
+      ``*.dist-info`` of one name: two pydantics, say, one shadowing the other), or a package not in
+      the lock was installed;
+    - a dependency is outside ``python/lib/python<VERSION>/site-packages``, the directory Lambda puts
+      first on ``sys.path`` (before ``/opt/python``, where the Powertools layer has its own pydantic);
+    - the splitter's C fast path for ``arch`` is missing or not a module Lambda's CPython loads there;
+    - the operators' CLI (``verifyfeed_cli``, or the ``verifyfeed/cli`` it once was) is in the layer:
+      the functions never import it (tests/unit/test_build.py checks the sources)."""
     found: list[str] = []
     seen: dict[str, list[str]] = {}
     where_site = site(python_version)
@@ -154,7 +153,12 @@ print(json.dumps({
 
 
 def import_problems(artifacts: Path, arch: str, python_version: str) -> tuple[list[str], str]:
-    """The layer imported as Lambda's CPython ``python_version`` would: ``(problems, summary)``."""
+    """The layer imported as Lambda's CPython ``python_version`` would: ``(problems, summary)``. A
+    problem when this interpreter is not CPython ``python_version``; on a host of ``arch``, when the
+    layer alone — its two directories in Lambda's order, no site-packages of this interpreter — does
+    not import the splitter's core with the C fast path loaded from the layer, or the fast path and
+    the pure-Python path disagree on a sample of rows (accepted, rejected and why, batches byte for
+    byte). On another host it is not imported, which is no problem."""
     here = ".".join(map(str, sys.version_info[:2]))
     if sys.implementation.name != "cpython" or here != python_version:
         return [f"cannot import the layer as Lambda's python{python_version}: this is Python {here}"], ""

@@ -1,13 +1,7 @@
-"""``verifyfeed sandbox ...``: the knobs of the upstream sandbox of a local stack (``make up``).
-
-Thin calls to the sandbox's admin API (sandbox/README.md#admin-api-_sandbox), so that an operator
-can rehearse the runbook's situations locally (docs/operations.md#rehearsal). The sandbox's URL is
-``--sandbox-url``, else ``$SANDBOX_URL``, else the one in the running stack's ``stack.json``.
-Nothing here reaches a deployed stack: the real upstream has no such knobs.
-
-Each knob checks its value first and refuses, saying why, what would only break the rehearsal
-(a clock the functions' ``authinfo`` cannot match, an endpoint that does not exist, ``advance`` on
-a clock that runs on its own); and each says what it changed: before, and after.
+"""``verifyfeed sandbox ...``: the knobs of the upstream sandbox of a local stack (``make up``), thin
+calls to its admin API (sandbox/README.md#admin-api-_sandbox), so that an operator can rehearse the
+runbook's situations locally (docs/operations.md#rehearsal). Nothing here reaches a deployed stack:
+the real upstream has no such knobs.
 """
 
 from __future__ import annotations
@@ -67,6 +61,7 @@ def run_args(args: argparse.Namespace) -> Result:
 
 
 def sandbox_url(explicit: str | None) -> str:
+    """``--sandbox-url``, else ``$SANDBOX_URL``, else the one in the running stack's ``stack.json``."""
     url = explicit or os.environ.get("SANDBOX_URL", "").strip()
     if not url:
         state = local_state()
@@ -79,6 +74,9 @@ def sandbox_url(explicit: str | None) -> str:
 
 
 def run(url: str, action: str, value: str | None) -> Result:
+    """Each knob checks its value first and refuses, saying why, what would only break the rehearsal
+    (a clock the functions' ``authinfo`` cannot match, an endpoint that does not exist, ``advance`` on
+    a clock that runs on its own); and each says what it changed: before, and after."""
     if action == "show":
         clock, faults, refused = _call(url, "GET", "/clock"), _call(url, "GET", "/faults"), _refused(url)
         data = {

@@ -2,25 +2,10 @@
 
     python layers/core/native/build.py [--out DIR] [--lambda [--arch x86_64|arm64]]
 
-Writes ``_fastsplit.abi3.so`` into ``DIR`` (default: the core package, next to its sources, for
-tests, the demo and the benchmark), removing any other ``_fastsplit*.so`` there (a version-specific
-one would be imported before it); exit 0 when built, 1 when not.
-
-The module is built against CPython's limited API as of 3.11 (``Py_LIMITED_API=0x030B0000``): one
-file, ``_fastsplit.abi3.so``, that every CPython from 3.11 on loads — python3.11, python3.13 and the
-Lambda runtimes after them — so a runtime move needs no rebuild of it
-(docs/decisions.md#native-fast-path). Any CPython >= 3.11's headers build the same module.
-
-With ``--lambda`` (the layer build, ``layers/core/Makefile``) the module is for Lambda's Python on
-Linux on ``--arch`` (default ``$ARCHITECTURE``, else x86_64: the template's ``Architecture``
-parameter), needing no glibc newer than manylinux2014's 2.17 (the python3.13 runtime, Amazon Linux
-2023, has 2.34). It is compiled here only when this host can (CPython >= 3.11 on Linux on that
-machine); otherwise ``$FASTSPLIT_PREBUILT`` may name a module built on such a host
-(``build.py --lambda --arch arm64 --out DIR`` on a Graviton machine), which is checked — its ELF
-machine, its ABI suffix, its glibc — and copied. When neither gives a module, or compiling fails,
-or the module needs a newer glibc, the layer build FAILS (exit 1, the reason on stderr): a layer
-without the fast path would still be correct but about 3x slower, which nobody would notice
-(docs/decisions.md#native-fast-path).
+One ``_fastsplit.abi3.so`` (CPython's limited API as of 3.11) that every later CPython loads, so a
+runtime move needs no rebuild; with ``--lambda`` (the layer build, ``layers/core/Makefile``) no
+module fails the build rather than ship a layer about 3x slower that nobody would notice:
+docs/decisions.md#native-fast-path, #architecture.
 """
 
 from __future__ import annotations
@@ -76,6 +61,9 @@ def _glibc_versions(library: Path) -> list[tuple[int, int]]:
 
 
 def build(out: Path, extra_flags: list[str] | None = None) -> Path:
+    """Compile ``_fastsplit.abi3.so`` into ``out``, removing any other ``_fastsplit*.so`` there (a
+    version-specific one would be imported before it). Any CPython >= 3.11's headers build the same
+    module."""
     cc = shlex.split(sysconfig.get_config_var("CC") or "cc")
     include = sysconfig.get_paths()["include"]
     target = _target(out)
@@ -141,7 +129,12 @@ def check_for_lambda(library: Path, arch: str) -> None:
 
 
 def build_for_lambda(out: Path, arch: str, prebuilt: str | None) -> Path:
-    """The module for the layer in ``out``, compiled here or copied from ``prebuilt``, checked."""
+    """The module for the layer in ``out``, checked (``check_for_lambda``). Compiled here only when
+    this host can (CPython >= 3.11 on Linux on ``arch``'s machine); otherwise ``prebuilt``
+    (``$FASTSPLIT_PREBUILT``) may name a module built on such a host (``build.py --lambda --arch
+    arm64 --out DIR`` on a Graviton machine), which is checked — its ELF machine, its ABI suffix, its
+    glibc — and copied. ``BuildError`` when neither gives a module, or compiling fails, or the module
+    needs a newer glibc."""
     why_not = host_builds_for(arch)
     if why_not is None:
         try:
@@ -173,6 +166,10 @@ def build_for_lambda(out: Path, arch: str, prebuilt: str | None) -> Path:
 
 
 def main(argv: list[str]) -> int:
+    """Exit 0 when built, 1 when not (the reason on stderr). ``--out`` defaults to the core package,
+    next to its sources (for tests, the demo and the benchmark). With ``--lambda`` the module is for
+    Lambda's Python on Linux on ``--arch`` (default ``$ARCHITECTURE``, else x86_64: the template's
+    ``Architecture`` parameter)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=PACKAGE)
     parser.add_argument("--lambda", dest="for_lambda", action="store_true")

@@ -1,16 +1,6 @@
-"""boto3 clients, created once per sandbox and shared.
-
-boto3 honours ``AWS_ENDPOINT_URL``, which is how local runs and tests reach the moto server:
-the code path is the same as in AWS. Timeouts are explicit so a slow dependency cannot eat the
-Lambda's whole budget.
-
-All clients come from one boto3 session: a session parses the endpoint and model files once,
-so each client after the first costs about 6 ms instead of about 60 ms (a cold start creates
-two or three). Creation is serialised (a session is not thread-safe); the clients are.
-``_client.cache_clear()`` (the local runner, between stacks) also starts a new session.
-
-The session's model loader knows only the services below (``_ModelLoader``): botocore's own
-lists every service it ships before it loads one model.
+"""boto3 clients (``s3``, ``sqs``, ``dynamodb``, ``secretsmanager``), created once per sandbox from one
+session and shared. boto3 honours ``AWS_ENDPOINT_URL``, which is how local runs and tests reach the
+moto server: the code path is the same as in AWS.
 """
 
 from __future__ import annotations
@@ -33,6 +23,7 @@ if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
 
+# explicit timeouts, so a slow dependency cannot eat the Lambda's whole budget;
 # max_pool_connections: the splitter stages batches on 16 threads and sends on 8 (logic/staging.py)
 _CONFIG = Config(
     connect_timeout=3,
@@ -102,6 +93,10 @@ _SESSION: list[boto3.session.Session] = []
 
 @cache
 def _client(service: str) -> Any:
+    """All clients come from one session: a session parses the endpoint and model files once, so each
+    client after the first costs about 6 ms instead of about 60 ms (a cold start creates two or
+    three). Creation is serialised (a session is not thread-safe); the clients are. ``cache_clear()``
+    (the local runner, between stacks) also starts a new session."""
     with _LOCK:
         if not _SESSION or _client.cache_info().currsize == 0:  # the first client, or after cache_clear
             _SESSION[:] = [_new_session()]

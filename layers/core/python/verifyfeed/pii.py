@@ -1,16 +1,7 @@
-"""Personal data in logs, reports and stored records: masks and keyed digests.
-
-ID numbers, phone numbers and names never leave this system in the clear except towards
-upstream. Masks keep just enough to let an operator match a row with the source file: at most
-the last 4 characters of an ID or phone number (and never more than half of a short value).
-
-Every digest of an ID or phone number that we *store* (DynamoDB, reports, logs) is keyed:
-``keyed_digest(value, pepper)`` is the HMAC-SHA256 of the value's UTF-8 bytes under a pepper that
-lives in Secrets Manager (``verifyfeed.secrets.identity_pepper``), so a leaked table cannot be
-reversed by hashing every possible ID number (there are few enough to try them all). ``Keyed``
-holds the current pepper and, while one is rotated, the previous one: ``digest`` writes under the
-current, ``candidates`` lists what a look-up tries (docs/decisions.md#personal-data). The plain
-SHA-256 the lost-repair upstream receives (``rules.hashing``) is the wire format, never stored.
+"""Personal data in logs, reports and stored records: masks (``mask_*``) and keyed digests
+(``keyed_digest``, ``Keyed``): ID numbers, phone numbers and names never leave this system in the
+clear except towards upstream. Why every stored digest is keyed, and the masks' rules:
+docs/decisions.md#personal-data.
 """
 
 from __future__ import annotations

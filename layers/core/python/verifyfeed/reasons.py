@@ -1,17 +1,7 @@
 """Every reason a customer sees, by stable code: a Chinese text (zh-CN, for the customer) and an
-English one (for the operator) — docs/decisions.md#reason-catalogue.
-
-``CATALOGUE`` maps each code to its two templates (``str.format`` placeholders). A ``Reason`` is a
-code and its parameters; ``.zh`` and ``.en`` render it. A parameter is language-neutral — an
-``int``, a ``str`` (a row number, a file name, a column label as the customer's file has it), a
-tuple of them (joined with ``、`` or ``, ``) — or another ``Reason``, rendered in the same
-language (``detail``, ``problem``, ``status`` ...). Codes are never renamed: reports, metrics and
-customers' own filters key on them. A code the rules raise that is missing here fails at once
-(``Reason`` refuses unknown codes) and in tests/unit/test_reasons.py.
-
-Parameters never hold a cell value (an ID number, a phone, a name): reasons go to logs and reports.
-(The one cell a reason quotes is a summary row's label — 合计, 共 8 人 — once the reader has
-recognised it as one: ``note.summary_row``.)
+English one (for the operator). ``CATALOGUE`` maps each code to its two ``str.format`` templates; a
+``Reason`` is a code and its parameters, never a cell value, since reasons go to logs and reports.
+Why, and why codes are never renamed: docs/decisions.md#reason-catalogue.
 """
 
 from __future__ import annotations
@@ -519,7 +509,11 @@ CATALOGUE: MappingProxyType[str, Text] = MappingProxyType(
 
 @dataclass(frozen=True, slots=True)
 class Reason:
-    """A catalogued reason with its parameters; ``zh`` and ``en`` are its two texts."""
+    """A catalogued reason with its parameters; ``zh`` and ``en`` are its two texts. A parameter is
+    language-neutral — an ``int``, a ``str`` (a row number, a file name, a column label as the
+    customer's file has it), a tuple of them (joined with ``、`` or ``, ``) — or another ``Reason``,
+    rendered in the same language (``detail``, ``problem``, ``status`` ...). An unknown code is
+    refused at once (``ValueError``)."""
 
     code: str
     params: tuple[tuple[str, Param], ...] = ()

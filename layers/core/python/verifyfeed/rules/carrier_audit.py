@@ -1,29 +1,6 @@
-"""One carrier-audit row → ``AuditParams`` (spec: shared/spec/carrier_audit.md).
-
-``validate_audit_row(row)`` reads the spec's field names from ``row`` (missing keys and empty
-values count as absent; unknown keys such as ``reference`` are ignored), checks every rule and
-raises ``RowRejected`` listing *all* violations in field order, so a user fixes a row once.
-Each violation's ``field`` is the spec field.
-
-- ``usage``: ``"1"``, ``"2"`` or ``"3"`` (an ``int`` 1..3 is accepted; ``1.0`` is not) —
-  ``usage.missing`` / ``usage.value``;
-- ``name``: ``validate_owner_name`` — ``name.*``;
-- ``idCard``: ``normalize_id_number`` with legacy numbers *rejected* (the spec demands 18
-  characters) — ``id_number.*``;
-- ``phone``: ``normalize_mobile``, required — ``phone.*``;
-- every ``*Filename``: kept verbatim (``clean`` minus NFKC: a file name must keep matching the
-  stored file), at most 255 characters, no ``/`` or ``\\``, no control characters, not
-  ``.`` or ``..`` — ``filename.length`` / ``filename.characters``;
-- usage 1 requires ``driverName``, ``driverIdCard`` and ``attachmentFileUrls``; usage 2 and 3
-  require ``carLicensePlate``, ``drivingLicenseFilename`` and ``attachmentFileUrls`` —
-  ``usage.conditional`` naming the missing field. Optional fields that *are* present are
-  validated whatever the usage (``driverName`` like ``name``, ``driverIdCard`` like ``idCard``,
-  ``carLicensePlate`` by ``normalize_plate`` — ``plate.format``);
-- ``attachmentFileUrls``: file names separated by ``,`` (full-width ``，`` is normalised; a
-  JSON array of strings is accepted too), 1..9 of them, none empty, each a valid file name —
-  ``attachments.count`` / ``attachments.empty`` / ``filename.*``. Returned joined by ``,``.
-
-Returns ``AuditParams`` with normalised values and ``None`` for absent optional fields.
+"""One carrier-audit row → ``AuditParams`` (spec: shared/spec/carrier_audit.md): ``validate_audit_row``
+checks every rule and raises ``RowRejected`` listing *all* violations in field order, so a user
+fixes a row once; each field's rules are in its validator's docstring.
 """
 
 from __future__ import annotations
@@ -63,6 +40,9 @@ def _present(raw: object) -> bool:
 
 
 def _filename(raw: object, field: str) -> str:
+    """A ``*Filename`` (or one attachment): kept verbatim (``clean`` minus NFKC: a file name must keep
+    matching the stored file), at most 255 characters, no ``/`` or ``\\``, no control characters,
+    not ``.`` or ``..`` — ``filename.length`` / ``filename.characters``."""
     name = clean_verbatim(raw)
     if len(name) > FILENAME_MAX:
         raise RuleViolation("filename.length", field, max=FILENAME_MAX)
@@ -72,6 +52,9 @@ def _filename(raw: object, field: str) -> str:
 
 
 def _attachments(raw: object) -> str:
+    """``attachmentFileUrls``: file names separated by ``,`` (full-width ``，`` is normalised; a JSON
+    array of strings is accepted too), 1..9 of them, none empty, each a valid ``_filename`` —
+    ``attachments.count`` / ``attachments.empty`` / ``filename.*``. Returned joined by ``,``."""
     field = "attachmentFileUrls"
     if isinstance(raw, list | tuple):
         parts = [clean_verbatim(part) for part in raw]
@@ -85,6 +68,8 @@ def _attachments(raw: object) -> str:
 
 
 def _usage(raw: object) -> str:
+    """``"1"``, ``"2"`` or ``"3"`` (an ``int`` 1..3 is accepted; ``1.0`` is not) — ``usage.missing``
+    / ``usage.value``."""
     if type(raw) is int:
         usage = str(raw)
     elif raw is None or type(raw) is str:
@@ -99,14 +84,18 @@ def _usage(raw: object) -> str:
 
 
 def _id_card(raw: object) -> str:
+    """``idCard`` and ``driverIdCard``: legacy 15-digit numbers *rejected* (the spec demands 18
+    characters) — ``id_number.*``."""
     return normalize_id_number(raw, LegacyIdPolicy.REJECT)
 
 
 def _required_phone(raw: object) -> str:
+    """``phone``: required — ``phone.*``."""
     return normalize_mobile(raw, required=True)
 
 
 def _owner(field: str) -> Callable[[object], str]:
+    """``name`` and ``driverName``: ``validate_owner_name`` — ``name.*``."""
     return lambda raw: validate_owner_name(raw, field)
 
 
@@ -135,6 +124,14 @@ _ALWAYS = frozenset(AUDIT_REQUIRED) - {"usage"}
 
 
 def validate_audit_row(row: Mapping[str, object]) -> AuditParams:
+    """``AuditParams`` with normalised values and ``None`` for absent optional fields, from the spec's
+    field names in ``row`` (missing keys and empty values count as absent; unknown keys such as
+    ``reference`` are ignored); else ``RowRejected`` with every violation, each one's ``field`` the
+    spec field. ``REQUIRED_BY_USAGE``: usage 1 requires ``driverName``, ``driverIdCard`` and
+    ``attachmentFileUrls``, usage 2 and 3 ``carLicensePlate``, ``drivingLicenseFilename`` and
+    ``attachmentFileUrls`` — ``usage.conditional`` naming the missing field. An optional field that
+    *is* present is validated whatever the usage (``carLicensePlate`` by ``normalize_plate`` —
+    ``plate.format``)."""
     violations: list[RuleViolation] = []
     values: dict[str, str | None] = {}
     get = row.get

@@ -1,15 +1,7 @@
-"""The two exceptions the rules raise.
-
-``RuleViolation(rule, field="", **params)``: one broken rule. ``rule`` is a stable code of the
-reason catalogue (``"phone.format"``, ``verifyfeed/reasons.py``), ``field`` the input field it
-concerns when the rule knows it, ``params`` what the catalogue's texts need besides the column
-(``max``, ``detail`` ...; a parameter named ``*_column`` holds another field's name).
-``reason(labels)`` is the catalogued ``Reason`` with every column named by its label in ``labels``
-(field → the header as the customer's file has it); ``message`` is its English text with the
-fields' own names, and ``str(exc)`` is ``"<rule>: <message>"``. No text names the offending
-value, because these strings end up in logs and downloadable reports.
-
-``RowRejected(violations)``: a carrier-audit row with every violation found, in field order.
+"""The two exceptions the rules raise: ``RuleViolation`` (one broken rule, by its code in the reason
+catalogue, docs/decisions.md#reason-catalogue) and ``RowRejected`` (a carrier-audit row with every
+violation found, in field order). No text names the offending value, because these strings end up
+in logs and downloadable reports.
 """
 
 from __future__ import annotations
@@ -20,7 +12,10 @@ from verifyfeed.reasons import CATALOGUE, Param, Reason
 
 
 class RuleViolation(ValueError):
-    """A value broke one rule; ``rule`` is a catalogue code, ``reason()`` its texts."""
+    """A value broke one rule. ``rule`` is a stable code of the catalogue (``"phone.format"``,
+    ``verifyfeed/reasons.py``), ``field`` the input field it concerns when the rule knows it,
+    ``params`` what the catalogue's texts need besides the column (``max``, ``detail`` ...; a
+    parameter named ``*_column`` holds another field's name). ``reason()`` gives its texts."""
 
     def __init__(self, rule: str, field: str = "", **params: Param) -> None:
         if rule not in CATALOGUE:
@@ -39,9 +34,11 @@ class RuleViolation(ValueError):
 
     @property
     def message(self) -> str:
+        """The English text, with the fields' own names."""
         return self.reason().en
 
     def __str__(self) -> str:
+        """``"<rule>: <message>"``."""
         return f"{self.rule}: {self.message}"
 
     def __repr__(self) -> str:

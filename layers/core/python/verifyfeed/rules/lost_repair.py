@@ -1,25 +1,7 @@
-"""One lost-repair row → ``RepairRecord``.
-
-``normalize_repair_row(row, legacy)`` reads the canonical fields ``name``, ``id_number``,
-``used_phone`` and ``auth_code`` of ``row`` (raw values: ``str``, ``int``, ``float`` or ``None``;
-a missing key counts as ``None``) and returns the record to upload:
-
-- ``name``: ``validate_repair_name``, sent in plain text;
-- ``idcode``: a value that already is a 64-hex SHA-256 digest is taken as pre-hashed (lower-cased);
-  otherwise ``normalize_id_number(raw, legacy)`` and the SHA-256 of that upper-cased number;
-- ``usedPhone``: optional; a 64-hex digest is taken as pre-hashed, otherwise
-  ``normalize_mobile`` and its SHA-256; ``""`` when absent;
-- ``authCode``: ``validate_auth_code``.
-
-The first broken rule is raised as ``RuleViolation`` (fields checked in the order name,
-id_number, used_phone, auth_code; its ``field`` set where the rule's subject is not the field):
-a lost-repair row is either sent or rejected, and one reason is enough to fix it. The record is
-built with ``model_construct``: every value was just validated, and pydantic validation per row
-would dominate the cost of a 1M-row file.
-``repair_fields(row, legacy)`` does the same and returns the four values as a tuple (no model at
-all: the splitter's hot loop, ``verifyfeed.logic.repair_batches``, serialises them itself), and
-``is_plain_repair_row(name, id_number, used_phone, auth_code)`` tells, with a few cheap tests, that
-``repair_fields`` would return four CSV values unchanged — the hot loop's fast path.
+"""One lost-repair row → ``RepairRecord`` (``normalize_repair_row``), or its four values as a tuple
+for the splitter's hot loop (``repair_fields``, with ``is_plain_repair_row`` its fast path's test).
+The first broken rule is raised: a lost-repair row is either sent or rejected, and one reason is
+enough to fix it.
 """
 
 from __future__ import annotations
@@ -42,6 +24,9 @@ _is_normalized = unicodedata.is_normalized
 
 
 def _id_digest(raw: object, legacy: LegacyIdPolicy) -> str:
+    """``idcode``: a value that already is a 64-hex SHA-256 digest is taken as pre-hashed
+    (lower-cased); otherwise ``normalize_id_number(raw, legacy)`` and the SHA-256 of that
+    upper-cased number."""
     if type(raw) is not str:
         return sha256_hex(normalize_id_number(raw, legacy))
     text = clean(raw)
@@ -51,6 +36,8 @@ def _id_digest(raw: object, legacy: LegacyIdPolicy) -> str:
 
 
 def _phone_digest(raw: object) -> str:
+    """``usedPhone``, optional: a 64-hex digest is taken as pre-hashed, otherwise ``normalize_mobile``
+    and its SHA-256; ``""`` when absent."""
     if type(raw) is str:
         text = clean(raw)
         if len(text) == 64 and is_sha256_hex(text):
@@ -79,7 +66,8 @@ def is_plain_repair_row(name: str, id_number: str, used_phone: str, auth_code: s
 
 
 def repair_fields(row: Mapping[str, object], legacy: LegacyIdPolicy) -> tuple[str, str, str, str]:
-    """``normalize_repair_row`` without the model: ``(name, idcode, usedPhone, authCode)``."""
+    """``normalize_repair_row`` without the model: ``(name, idcode, usedPhone, authCode)``, which the
+    splitter's hot loop serialises itself."""
     get = row.get
     name = validate_repair_name(get("name"))
     idcode = _id_digest(get("id_number"), legacy)
@@ -92,5 +80,11 @@ def repair_fields(row: Mapping[str, object], legacy: LegacyIdPolicy) -> tuple[st
 
 
 def normalize_repair_row(row: Mapping[str, object], legacy: LegacyIdPolicy) -> RepairRecord:
+    """The record to upload from the canonical fields ``name`` (``validate_repair_name``, sent in
+    plain text), ``id_number``, ``used_phone`` and ``auth_code`` (``validate_auth_code``) of ``row``
+    (raw values: ``str``, ``int``, ``float`` or ``None``; a missing key counts as ``None``). The first
+    broken rule is raised as ``RuleViolation``, fields checked in that order, its ``field`` set where
+    the rule's subject is not the field. Built with ``model_construct``: every value was just
+    validated, and pydantic validation per row would dominate the cost of a 1M-row file."""
     name, idcode, used_phone, auth_code = repair_fields(row, legacy)
     return _construct(name=name, idcode=idcode, usedPhone=used_phone, authCode=auth_code)

@@ -1,19 +1,6 @@
-"""Mainland China mobile numbers.
-
-``normalize_mobile(raw, required)`` returns the 11 digits (``1[3-9]`` + 9 digits) or raises
-``RuleViolation``:
-
-- absent (``None`` or empty after ``clean``): ``""`` when not ``required``, else ``phone.missing``;
-- spaces, dashes and parentheses are removed (``138 0013 8000``, ``(+86) 138-0013-8000``);
-- a leading ``+86``, ``0086`` or ``86`` is removed when exactly 11 digits remain;
-- anything else: ``phone.format``.
-
-Numbers: a spreadsheet cell holding a phone as a number arrives as ``int`` (or a float with an
-integral value). Unlike ID numbers, 11 digits fit a double exactly and phones never start with
-0, so nothing can have been lost; such values are accepted and checked like text. ``bool``
-and non-integral floats are ``phone.format``.
-
-``is_plain_mobile(text)`` tells whether ``text`` needs no normalising at all (a fast path's test).
+"""Mainland China mobile numbers: ``normalize_mobile`` gives the 11 digits or a ``RuleViolation``
+(``phone.*``); ``is_plain_mobile`` is a fast path's test. Why a number cell is accepted here and not
+for an ID number: ``normalize_mobile``'s docstring, docs/decisions.md#excel-numbers.
 """
 
 from __future__ import annotations
@@ -33,6 +20,17 @@ def is_plain_mobile(text: str) -> bool:
 
 
 def normalize_mobile(raw: object, required: bool) -> str:
+    """The 11 digits (``1[3-9]`` + 9 digits), or ``RuleViolation``:
+
+    - absent (``None`` or empty after ``clean``): ``""`` when not ``required``, else ``phone.missing``;
+    - spaces, tabs, dashes and parentheses are removed (``138 0013 8000``, ``(+86) 138-0013-8000``);
+    - a leading ``+86``, ``0086`` or ``86`` is removed when exactly 11 digits remain;
+    - anything else: ``phone.format``.
+
+    A spreadsheet cell holding a phone as a number arrives as ``int`` (or a float with an integral
+    value). Unlike ID numbers, 11 digits fit a double exactly and phones never start with 0, so
+    nothing can have been lost: such values are checked like text. ``bool`` and non-integral
+    floats are ``phone.format``."""
     if raw is None:
         text = ""
     elif type(raw) is str:

@@ -1,16 +1,5 @@
-"""``clean(value)``: the canonical text form every rule starts from.
-
-- ``None`` → ``""``; other non-strings → ``str(value)`` and then as below.
-- NFKC normalisation, so full-width digits, letters and punctuation (``１２３``, ``ＡＢＣ``, ``，``)
-  become their ASCII forms and U+3000 / U+00A0 become ordinary spaces.
-- Format characters (Unicode category Cf: zero-width space U+200B, BOM U+FEFF, soft hyphen,
-  bidi controls, ...) are removed: they are invisible in spreadsheets yet break exact matching.
-- Surrounding whitespace is stripped.
-
-Pure-ASCII input only needs ``strip()``; that fast path covers almost every ID, phone and code.
-
-``clean_verbatim(value)`` does the same without NFKC, for values that must keep their exact
-characters, such as file names that refer to files stored elsewhere (``照片（1）.jpg``).
+"""``clean``: the canonical text form every rule starts from, and ``clean_verbatim`` for values that
+must keep their exact characters.
 """
 
 from __future__ import annotations
@@ -50,6 +39,12 @@ _normalize = unicodedata.normalize
 
 
 def clean(value: object) -> str:
+    """``None`` → ``""``; other non-strings → ``str(value)``, then: NFKC normalisation, so full-width
+    digits, letters and punctuation (``１２３``, ``ＡＢＣ``, ``，``) become their ASCII forms and U+3000
+    / U+00A0 become ordinary spaces; format characters (category Cf: zero-width space U+200B, BOM
+    U+FEFF, soft hyphen, bidi controls, ...) removed, since they are invisible in spreadsheets yet
+    break exact matching; surrounding whitespace stripped. Pure-ASCII input only needs ``strip()``:
+    that fast path covers almost every ID, phone and code."""
     if value is None:
         return ""
     text = value if type(value) is str else str(value)
@@ -59,6 +54,8 @@ def clean(value: object) -> str:
 
 
 def clean_verbatim(value: object) -> str:
+    """``clean`` without NFKC, for values that must keep their exact characters, such as file names
+    that refer to files stored elsewhere (``照片（1）.jpg``)."""
     if value is None:
         return ""
     text = value if type(value) is str else str(value)
