@@ -222,7 +222,22 @@ def handler_env(stack: LocalStack, sandbox_session: SandboxHandle) -> Iterator[d
         "POWERTOOLS_PARAMETERS_MAX_AGE": "0",  # each function's every secret read checked (local/iam.py)
     }
     with _functions_environment(env):
+        _reimport_observability()  # before any handler imports it
         yield env
+
+
+def _reimport_observability() -> None:
+    """``verifyfeed.observability`` run under the functions' environment, as in Lambda: its Logger and
+    Metrics read the service name (the metrics' ``service`` dimension), the namespace and the log
+    level when they are created. A test that imported it earlier, outside that environment
+    (tests/unit/test_pii.py), left them ``service_undefined`` and without that dimension, and every
+    handler imported afterwards would use them."""
+    import importlib
+    import sys
+
+    module = sys.modules.get("verifyfeed.observability")
+    if module is not None:
+        importlib.reload(module)
 
 
 @contextmanager
