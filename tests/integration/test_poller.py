@@ -33,8 +33,11 @@ class WorkerKilled(BaseException):
 
 
 @pytest.fixture
-def own_audits(make_settings: SettingsFactory, clock: FixedClock) -> Iterator[Services]:
-    """Services whose audits table is a fresh copy of the template's (same keys and indexes)."""
+def own_audits(
+    make_settings: SettingsFactory, clock: FixedClock, sandbox: SandboxHandle
+) -> Iterator[Services]:
+    """Services whose audits table is a fresh copy of the template's (same keys and indexes), on the
+    session's sandbox reset to ``NOW`` (``sandbox``), not as the test before left it."""
     table = fresh_audits_table(make_settings().audits_table)
     yield build_services(make_settings(AUDITS_TABLE=table, POLL_PENDING_AGE_SECONDS="0"), clock)
     boto3.client("dynamodb").delete_table(TableName=table)
