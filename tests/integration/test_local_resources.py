@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import string
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +169,21 @@ def test_function_specs_come_from_the_template(stack: LocalStack) -> None:
     assert stack.env_for("PollerFunction")["WORK_QUEUE_URL"] == stack.queue_url
 
 
+@pytest.fixture
+def secrets_restored(stack: LocalStack) -> Iterator[None]:
+    """The stack's secret values as they were before the test (which may rotate them): the stack is
+    the module's, and test_secrets_hold_given_or_generated_values reads what it was created with."""
+    secretsmanager = boto3.client("secretsmanager")
+    saved = {
+        arn: secretsmanager.get_secret_value(SecretId=arn)["SecretString"] for arn in stack.secrets.values()
+    }
+    yield
+    for arn, value in saved.items():
+        if secretsmanager.get_secret_value(SecretId=arn)["SecretString"] != value:
+            secretsmanager.put_secret_value(SecretId=arn, SecretString=value)
+
+
+@pytest.mark.usefixtures("secrets_restored")
 def test_creating_again_reuses_everything(stack: LocalStack) -> None:
     again = create_local_stack(stack_name=STACK, template_path=TEMPLATE)
     assert again == stack  # same names, same ARNs, same environment
