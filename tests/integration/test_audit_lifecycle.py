@@ -71,6 +71,12 @@ class CallbackEndpoint:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/callbacks/carrier-audit"
         Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def reset(self) -> None:
+        """Up, with no services and nothing handled or missed yet: as a test finds it."""
+        self.services = None
+        self.statuses, self.results = [], []
+        self.down, self.missed = False, []
+
     def deliver(self, raw: bytes, headers: dict[str, str]) -> CallbackResult:
         """POST a signed callback the endpoint turned away, byte for byte: the upstream retrying it."""
         wanted = {k: v for k, v in headers.items() if k.lower() in ("content-type", "sign")}
@@ -81,10 +87,18 @@ class CallbackEndpoint:
 
 
 @pytest.fixture(scope="module")
-def endpoint() -> Iterator[CallbackEndpoint]:
+def callback_server() -> Iterator[CallbackEndpoint]:
     ep = CallbackEndpoint()
     yield ep
     ep.server.shutdown()
+
+
+@pytest.fixture
+def endpoint(callback_server: CallbackEndpoint) -> CallbackEndpoint:
+    """The module's endpoint with what earlier tests' callbacks left (statuses, results) cleared: a
+    test counts only the callbacks of its own upstream."""
+    callback_server.reset()
+    return callback_server
 
 
 _id_base = iter(range(1_000_000, 10**9, 1_000_000))
