@@ -195,12 +195,11 @@ def _reserve_and_queue(
     for message in audits:
         params = message.params
         now = services.clock.now()
+        masked = _masked_row(params.model_dump(include={"name", "idCard", "phone"}))
         if message.update_record_id is not None:  # a correction: it updates that rejected audit
             target = _correction_target(services, job, message)
             if isinstance(target, Reason):
-                rejections.add(
-                    message.row, target, _masked_row(params.model_dump(include={"name", "idCard", "phone"}))
-                )
+                rejections.add(message.row, target, masked)
                 continue
             message = message.model_copy(update={"audit_key": target.audit_key})
         audit = Audit(
@@ -208,10 +207,10 @@ def _reserve_and_queue(
             job_id=job.job_id,
             row=message.row,
             usage=params.usage,
-            owner_name_masked=mask_name(params.name),
-            id_card_masked=mask_id(params.idCard),
+            owner_name_masked=masked["name"],
+            id_card_masked=masked["idCard"],
             id_card_digest=pepper.digest(params.idCard),
-            phone_masked=mask_phone(params.phone),
+            phone_masked=masked["phone"],
             plate=params.carLicensePlate or "",
             status=AuditStatus.SUBMITTING,
             updated_at=iso(now),
@@ -223,11 +222,6 @@ def _reserve_and_queue(
             and current.row == message.row
         )
         if reservation == Reservation.DUPLICATE and not resumed:
-            masked = {
-                "name": audit.owner_name_masked,
-                "idCard": audit.id_card_masked,
-                "phone": audit.phone_masked,
-            }
             rejections.add(
                 message.row, reason("duplicate.audit_exists", status=_status(current.status)), masked
             )

@@ -40,7 +40,7 @@ from verifyfeed.models.ids import iso
 from verifyfeed.models.records import REOPENABLE_JOB_STATUSES, Job, JobCounts, JobKind, JobStatus
 from verifyfeed.pii import mask_object_key
 from verifyfeed.ports import LedgerBusy, Services, SplitSuperseded
-from verifyfeed.reasons import reason
+from verifyfeed.reasons import Reason, reason
 
 __all__ = [
     "DroppedObject",
@@ -210,8 +210,6 @@ def _reject_file(
     discarded = intake.discard()
     services.jobs.reject_job(job_id, exc.reason, JobCounts(), services.clock.now(), run=split.run)
     split.rejections.upload(services.blobs, split.bucket, paths)
-    rejected = services.jobs.get_job(job_id)
-    assert rejected is not None
     if header is NO_HEADER:  # status reads them: "rejected before its header was read"
         write_header_facts(services.blobs, split.bucket, paths.header, header)
     nothing_sent = {
@@ -219,10 +217,7 @@ def _reject_file(
         "sent_upstream": 0,  # all or nothing: no row of a rejected file is sent, nothing charged
         "batches_staged_then_discarded": discarded,
     }
-    write_summary(
-        services.blobs, split.bucket, paths, rejected, nothing_sent, header, split.rejections.facts(), exc.why
-    )
-    services.jobs.set_report_key(job_id, paths.summary)
+    _summarise(split, nothing_sent, header, split.rejections.facts(), exc.why)
     logger.warning(
         "file rejected; nothing sent",
         extra={**split.log_extra, "reason": exc.reason, "reason_code": exc.code, "discarded": discarded},
@@ -241,8 +236,6 @@ def _finish_dry_run(
     now = services.clock.now()
     services.jobs.finish_split(job.job_id, plan.counts, now, split.run)
     services.jobs.set_job_status(job.job_id, JobStatus.DRY_RUN, {JobStatus.UPLOADING}, now)
-    done = services.jobs.get_job(job.job_id)
-    assert done is not None
     cost: dict[str, object] | None = None
     if settings.price_per_record is not None and job.kind == JobKind.LOST_REPAIR:
         cost = {
@@ -257,11 +250,9 @@ def _finish_dry_run(
         "would_send": plan.would_send,
         "cost_if_all_accepted": cost,
     }
-    write_summary(services.blobs, split.bucket, split.paths, done, extra, header, split.rejections.facts())
-    services.jobs.set_report_key(job.job_id, split.paths.summary)
+    _summarise(split, extra, header, split.rejections.facts())
     logger.info(
-        "dry run: nothing sent",
-        extra={"job_id": job.job_id, "key": split.masked_key, **plan.counts.model_dump(), **plan.would_send},
+        "dry run: nothing sent", extra={**split.log_extra, **plan.counts.model_dump(), **plan.would_send}
     )
     return SplitResult(job.job_id, SplitOutcome.DRY_RUN, plan.counts)
 
@@ -280,10 +271,23 @@ def _duplicate_file(split: FileSplit, same: Job) -> SplitResult:
     services.jobs.reject_job(
         job_id, why.en, JobCounts(), services.clock.now(), status=JobStatus.DUPLICATE, run=split.run
     )
-    done = services.jobs.get_job(job_id)
-    assert done is not None
     extra = {"identical_to": {"job_id": same.job_id, "key": same.key, "split_on": day}, "sent_upstream": 0}
-    write_summary(services.blobs, split.bucket, split.paths, done, extra, NO_HEADER, refused=why)
-    services.jobs.set_report_key(job_id, split.paths.summary)
+    _summarise(split, extra, NO_HEADER, refused=why)
     logger.warning("identical file: nothing sent", extra={**split.log_extra, "identical_to": same.job_id})
     return SplitResult(job_id, SplitOutcome.DUPLICATE_FILE, JobCounts())
+
+
+def _summarise(
+    split: FileSplit,
+    extra: dict[str, object],
+    header: dict[str, object],
+    rows: dict[str, object] | None = None,
+    refused: Reason | None = None,
+) -> None:
+    """The summary of a job that ended at the split (rejected, dry run, identical file), from its
+    record as now written; the job then names it."""
+    services = split.services
+    job = services.jobs.get_job(split.job_id)
+    assert job is not None
+    write_summary(services.blobs, split.bucket, split.paths, job, extra, header, rows, refused)
+    services.jobs.set_report_key(split.job_id, split.paths.summary)
